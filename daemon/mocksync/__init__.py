@@ -1,0 +1,14 @@
+"""mocksync: local-first sync for Mockoon environments.
+
+The decision code (model, changes, space, sync) is pure: values in, values out, no sockets,
+files or clocks. The I/O layers (store, net, relay, agent, cli) are thin adapters around it.
+"""
+
+__version__ = "0.1.0"
+
+#: Version of the wire protocol spoken between daemons and with the relay.
+PROTOCOL_VERSION = 1
+#: Version of the register model (bumped by a `migrate` entry in a space's membership log).
+MODEL_VERSION = 1
+#: Highest Mockoon `lastMigration` this build understands by default.
+MOCKOON_MAX_MIGRATION = 33

@@ -1,0 +1,26 @@
+"""The `mocksync` command (click). Thin: each command parses, calls the library, prints.
+
+Subcommands live in modules of this package grouped by what they need: `offline` (no daemon:
+diff, merge, validate), `spaces` (identity, spaces, invites, members), `daemoncmds` (commands
+that talk to a running daemon). Exit codes follow CLI.md: 0 done, 1 failed or conflicts,
+2 usage, 3 daemon not running.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from .common import main_group
+
+main = main_group
+
+
+def _register() -> None:
+    # Each area adds its commands to `main`. Import order does not matter.
+    from . import offline  # noqa: F401
+
+
+_register()
+
+__all__ = ["main", "click", "__version__"]
