@@ -1,1 +1,29 @@
-"""mocksync.model"""
+"""The Mockoon environment model: JSON <-> registers, diff, merge, render (pure).
+
+Typical use:
+    parsed = parse_env(text)                      # validate, keep the file's layout
+    state = state_from_doc(parsed.doc)            # or load from the store
+    ops = diff(render(state), edited_doc, state)  # minimal ops for an edit
+    state.apply(validate_ops(wire_ops), stamp, origin, deps)
+    text = dumps(render(state), parsed.layout)
+"""
+
+from .diff import diff, registers_of, same, snapshot_ops, state_from_doc
+from .flatten import DuplicateUuidError, EntityView, NotAnEnvironmentError, flatten
+from .jsfmt import COMPACT_LAYOUT, MOCKOON_LAYOUT, JSONSyntaxError, Layout, detect_layout, dumps
+from .ops import BadOpError, to_wire, validate_ops
+from .render import render
+from .state import ABSENT, ApplyResult, Conflict, Entity, State, happened_before
+from .validate import MAX_ENV_FILE_BYTES, MigrationTooNewError, ParsedEnv, check_env, parse_env
+
+__all__ = [
+    "ABSENT", "ApplyResult", "BadOpError", "COMPACT_LAYOUT", "Conflict", "DuplicateUuidError",
+    "Entity", "EntityView", "JSONSyntaxError", "Layout", "MAX_ENV_FILE_BYTES", "MOCKOON_LAYOUT",
+    "MigrationTooNewError", "NotAnEnvironmentError", "ParsedEnv", "State", "check_env",
+    "detect_layout", "diff", "dumps", "flatten", "happened_before", "parse_env", "registers_of",
+    "render", "same", "snapshot_ops", "state_from_doc", "to_wire", "validate_ops",
+]
+
+from .merge import MergeResult, describe, describe_entity, merge3  # noqa: E402
+
+__all__ += ["MergeResult", "describe", "describe_entity", "merge3"]

@@ -1,0 +1,192 @@
+"""Two versions of an environment -> the fewest ops that turn one into the other.
+
+One changed property is one `set`; moving one route is one place `set`, found with a longest
+increasing subsequence of the items that kept their relative order, so concurrent reorders on
+other devices merge instead of being overwritten. New position keys are made between the
+current keys (from the State) of the neighbours that stayed, which is what lets a stale editor
+(one that has not seen a teammate's reorder) insert without undoing that reorder.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import ValidationError
+from .flatten import EntityView, flatten
+from .fracindex import is_valid_key, keys_between
+from .ops import RegId
+from .schema import ENV, LIST, TREE
+from .state import State
+
+
+def same(a: Any, b: Any) -> bool:
+    """JSON equality that tells true from 1 and 1 from 1.0 only where Python would not."""
+    if a != b:
+        return False
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return all(same(v, b[k]) for k, v in a.items())
+    if isinstance(a, list):
+        return all(same(x, y) for x, y in zip(a, b, strict=True))
+    return True
+
+
+def registers_of(v: EntityView) -> dict[RegId, Any]:
+    """An entity's field registers: one per field, one per key of a nested plain object."""
+    regs: dict[RegId, Any] = {("k",): list(v.keys)}
+    for k, val in v.fields.items():
+        if isinstance(val, dict):
+            regs[("v", k)] = {}
+            regs[("k", k)] = list(val)
+            for sk, sval in val.items():
+                regs[("v", k, sk)] = sval
+        else:
+            regs[("v", k)] = val
+    return regs
+
+
+def _field_ops(b: EntityView, n: EntityView) -> list[tuple]:
+    if b.keys == n.keys and b.fields == n.fields and same(b.fields, n.fields):
+        return []
+    old, new = registers_of(b), registers_of(n)
+    ops: list[tuple] = []
+    for rid, val in new.items():
+        if rid not in old or not same(old[rid], val):
+            ops.append(("s", n.uuid, rid, val))
+    for rid in old:
+        if rid not in new and rid[0] == "v":
+            ops.append(("x", n.uuid, rid))
+    return ops
+
+
+def _lis(seq: Sequence[int]) -> set[int]:
+    """Indices (into seq) of one longest strictly increasing subsequence."""
+    tails: list[int] = []
+    tails_idx: list[int] = []
+    prev = [-1] * len(seq)
+    for i, x in enumerate(seq):
+        j = bisect.bisect_left(tails, x)
+        if j == len(tails):
+            tails.append(x)
+            tails_idx.append(i)
+        else:
+            tails[j] = x
+            tails_idx[j] = i
+        prev[i] = tails_idx[j - 1] if j > 0 else -1
+    out: set[int] = set()
+    i = tails_idx[-1] if tails_idx else -1
+    while i >= 0:
+        out.add(i)
+        i = prev[i]
+    return out
+
+
+def _sequences(views: dict[str, EntityView]) -> dict[tuple[str, str, str], list[str]]:
+    """Ordered members per (place, kind-group, container). The tree mixes folders and routes."""
+    seqs: dict[tuple[str, str, str], list[tuple[int, str]]] = {}
+    for v in views.values():
+        for place, (container, idx) in v.places.items():
+            group = "tree" if place == TREE else v.kind
+            seqs.setdefault((place, group, container), []).append((idx, v.uuid))
+    return {k: [u for _, u in sorted(lst)] for k, lst in seqs.items()}
+
+
+def diff(
+    base: dict[str, Any] | None,
+    new: dict[str, Any],
+    state: State | None = None,
+    rng: random.Random | None = None,
+) -> list[tuple]:
+    """Ops turning `base` (None: nothing) into `new`; position keys come from `state`."""
+    rng = rng or random.Random()
+    if base is not None and state is None:
+        state = state_from_doc(base, rng=random.Random(0))
+    nviews = flatten(new)
+    bviews = flatten(base) if base is not None else {}
+    new_env = next(iter(nviews))
+    if bviews and next(iter(bviews)) != new_env:
+        raise ValidationError(
+            f"the environment's uuid changed from {next(iter(bviews))} to {new_env}; "
+            "share it as a new environment instead"
+        )
+    creates: dict[str, tuple] = {}
+    sets: list[tuple] = []
+    for u, nv in nviews.items():
+        bv = bviews.get(u)
+        if bv is None:
+            regs = registers_of(nv)
+            creates[u] = ("c", u, nv.kind, regs)
+        else:
+            sets.extend(_field_ops(bv, nv))
+    deletes = [("d", u) for u in bviews if u not in nviews]
+
+    # Places: per ordered container, keep the LIS of items that stayed; re-key the rest.
+    bseqs = _sequences(bviews)
+    moves: list[tuple] = []
+    for key, nseq in _sequences(nviews).items():
+        place, _group, container = key
+        bseq = bseqs.get(key, [])
+        if nseq == bseq:
+            continue
+        bidx = {u: i for i, u in enumerate(bseq)}
+        cur_keys: dict[str, str] = {}
+        for u in nseq:
+            if u in bidx and state is not None:
+                e = state.entity(u)
+                val = e.get(("p", place), None) if e is not None else None
+                if isinstance(val, list | tuple) and len(val) == 2 and val[0] == container \
+                        and is_valid_key(val[1]):
+                    cur_keys[u] = val[1]
+        eligible = [i for i, u in enumerate(nseq) if u in cur_keys]
+        stay_local = _lis([bidx[nseq[i]] for i in eligible])
+        stay = {eligible[j] for j in stay_local}
+        i = 0
+        while i < len(nseq):
+            if i in stay:
+                i += 1
+                continue
+            j = i
+            while j < len(nseq) and j not in stay:
+                j += 1
+            lo_keys = [cur_keys[nseq[k]] for k in range(i) if k in stay]
+            hi_keys = [cur_keys[nseq[k]] for k in range(j, len(nseq)) if k in stay]
+            lo = max(lo_keys) if lo_keys else None
+            hi = min(hi_keys) if hi_keys else None
+            if lo is not None and hi is not None and not lo < hi:
+                hi = None
+            for u, k in zip(nseq[i:j], keys_between(lo, hi, j - i, rng), strict=True):
+                value = [container, k]
+                if u in creates:
+                    creates[u][3][("p", place)] = value
+                else:
+                    moves.append(("s", u, ("p", place), value))
+            i = j
+
+    ops: list[tuple] = []
+    for u, (_c, _u, kind, regs) in creates.items():
+        ops.append(("c", u, kind, list(regs.items())))
+    ops.extend(sets)
+    ops.extend(moves)
+    ops.extend(deletes)
+    return ops
+
+
+def snapshot_ops(doc: dict[str, Any], rng: random.Random | None = None) -> list[tuple]:
+    """Ops that create a whole environment from nothing (its first change set)."""
+    return diff(None, doc, None, rng)
+
+
+def state_from_doc(doc: dict[str, Any], stamp: tuple[int, str] = (0, ""),
+                   rng: random.Random | None = None) -> State:
+    """A State holding `doc`, written at `stamp` (for tools that merge files without a log)."""
+    ops = snapshot_ops(doc, rng)
+    s = State(doc["uuid"])
+    s.apply(ops, stamp)
+    return s
+
+
+__all__ = ["diff", "snapshot_ops", "state_from_doc", "registers_of", "same", "ENV", "LIST"]

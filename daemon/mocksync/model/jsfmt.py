@@ -1,0 +1,226 @@
+"""Read and write environment files byte-for-byte the way Mockoon (JavaScript) does.
+
+Mockoon saves `JSON.stringify(env, null, 2)` (or compact). A file nobody changed must come back
+byte-identical, and a file we write must look like one Mockoon wrote, so that the editor does
+not see a spurious change and a git diff shows only the edit. Python's `json` module agrees
+with JavaScript on strings when `ensure_ascii=False` (both escape only quotes, backslash and
+control characters, with lowercase hex), but not on numbers: JS prints `5` for 5.0, `1e-7` for
+1e-07 and `100000000000000000000` for 1e20. `js_number` reproduces ECMAScript's
+Number::toString, and `dumps` renders with it.
+
+The layout of the file being replaced is kept: indent (Mockoon's 2 spaces, other widths, tabs,
+or compact), line ending and trailing newline. Other layouts (Prettier's short arrays on one
+line) are rewritten in Mockoon's 2-space layout: never corrupted, possibly reformatted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ValidationError
+
+_STR_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
+class JSONSyntaxError(ValidationError):
+    """The text is not JSON; carries 1-based line and column."""
+
+    def __init__(self, message: str, line: int, column: int) -> None:
+        super().__init__(f"file is not valid JSON at line {line}, column {column}: {message}")
+        self.line = line
+        self.column = column
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a file is laid out. `indent` None means compact (no whitespace at all)."""
+
+    indent: str | None = "  "
+    newline: str = "\n"
+    trailing_newline: bool = False
+
+    @classmethod
+    def mockoon(cls) -> Layout:
+        return cls()
+
+
+MOCKOON_LAYOUT = Layout()
+COMPACT_LAYOUT = Layout(indent=None)
+
+_INDENT_RE = re.compile(r"\n([ \t]+)\S")
+
+
+def detect_layout(text: str) -> Layout:
+    """Infer the layout of an environment file from its text."""
+    newline = "\r\n" if "\r\n" in text else "\n"
+    trailing = text.endswith("\n")
+    body = text.rstrip("\r\n")
+    if "\n" not in body:
+        return Layout(indent=None, newline=newline, trailing_newline=trailing)
+    m = _INDENT_RE.search(body.replace("\r\n", "\n"))
+    indent = m.group(1) if m else "  "
+    return Layout(indent=indent, newline=newline, trailing_newline=trailing)
+
+
+def parse_json(text: str | bytes) -> Any:
+    """json.loads with errors that name line and column, and JS-compatible constants refused."""
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = bytes(text).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ValidationError(f"file is not UTF-8 text (byte {exc.start})") from None
+    elif text.startswith("\ufeff"):
+        text = text[1:]
+
+    def _no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise JSONSyntaxError(exc.msg, exc.lineno, exc.colno) from None
+    except ValueError as exc:  # NaN / Infinity
+        raise ValidationError(f"file is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValidationError("file is not valid JSON: nested too deeply") from None
+
+
+def js_number(x: int | float) -> str:
+    """ECMAScript Number::toString(10) for a finite number."""
+    if isinstance(x, bool):
+        raise TypeError("bool is not a number")
+    if isinstance(x, int):
+        return str(x)
+    if not math.isfinite(x):
+        return "null"  # JSON.stringify turns NaN/Infinity into null
+    if x == 0:
+        return "0"
+    if x < 0:
+        return "-" + js_number(-x)
+    # Shortest round-tripping digits, as JS and Python's repr both choose them.
+    digits, exp = _shortest_digits(x)
+    k = len(digits)
+    n = exp + k  # position of the decimal point relative to the digit string
+    if k <= n <= 21:
+        return digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return "0." + "0" * (-n) + digits
+    e = n - 1
+    sign = "+" if e >= 0 else "-"
+    mantissa = digits[0] + ("." + digits[1:] if k > 1 else "")
+    return f"{mantissa}e{sign}{abs(e)}"
+
+
+def _shortest_digits(x: float) -> tuple[str, int]:
+    """Digits d1..dk and exponent e such that x == 0.d1..dk * 10**(e+k)... i.e. int(digits)*10**exp."""
+    r = repr(x)  # Python's repr is the shortest round-tripping form, like JS
+    mant, _, e = r.partition("e")
+    exp = int(e) if e else 0
+    if "." in mant:
+        ip, fp = mant.split(".")
+    else:
+        ip, fp = mant, ""
+    if fp == "0":
+        fp = ""
+    digits = (ip + fp).lstrip("0")
+    exp -= len(fp)
+    stripped = digits.rstrip("0")
+    exp += len(digits) - len(stripped)
+    return stripped or "0", exp
+
+
+def dumps(value: Any, layout: Layout = MOCKOON_LAYOUT) -> str:
+    """Render like JSON.stringify(value, null, indent), in the given layout."""
+    parts: list[str] = []
+    ind = layout.indent
+    nl = layout.newline
+    if ind is None:
+        _compact(value, parts)
+    else:
+        _pretty(value, parts, ind, nl, 0)
+    out = "".join(parts)
+    if layout.trailing_newline:
+        out += nl
+    return out
+
+
+def _scalar(value: Any) -> str | None:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return _STR_ENCODER.encode(value)
+    if isinstance(value, int | float):
+        return js_number(value)
+    return None
+
+
+def _compact(value: Any, out: list[str]) -> None:
+    s = _scalar(value)
+    if s is not None:
+        out.append(s)
+        return
+    if isinstance(value, dict):
+        out.append("{")
+        first = True
+        for k, v in value.items():
+            if not first:
+                out.append(",")
+            first = False
+            out.append(_STR_ENCODER.encode(str(k)))
+            out.append(":")
+            _compact(v, out)
+        out.append("}")
+        return
+    if isinstance(value, list | tuple):
+        out.append("[")
+        for i, v in enumerate(value):
+            if i:
+                out.append(",")
+            _compact(v, out)
+        out.append("]")
+        return
+    raise TypeError(f"cannot render {type(value).__name__} as JSON")
+
+
+def _pretty(value: Any, out: list[str], ind: str, nl: str, level: int) -> None:
+    s = _scalar(value)
+    if s is not None:
+        out.append(s)
+        return
+    if isinstance(value, dict):
+        if not value:
+            out.append("{}")
+            return
+        inner = nl + ind * (level + 1)
+        out.append("{")
+        first = True
+        for k, v in value.items():
+            out.append(inner if first else "," + inner)
+            first = False
+            out.append(_STR_ENCODER.encode(str(k)))
+            out.append(": ")
+            _pretty(v, out, ind, nl, level + 1)
+        out.append(nl + ind * level + "}")
+        return
+    if isinstance(value, list | tuple):
+        if not value:
+            out.append("[]")
+            return
+        inner = nl + ind * (level + 1)
+        out.append("[")
+        for i, v in enumerate(value):
+            out.append(inner if i == 0 else "," + inner)
+            _pretty(v, out, ind, nl, level + 1)
+        out.append(nl + ind * level + "]")
+        return
+    raise TypeError(f"cannot render {type(value).__name__} as JSON")

@@ -1,0 +1,125 @@
+"""Ops: the four things a change set can say about an environment (MERGE.md "Ops").
+
+Wire form (CBOR-friendly lists, kept short because every edit travels):
+  ["c", uuid, kind, [[regid, value], ...]]   create an entity with its registers and places
+  ["s", uuid, regid, value]                  set one register (a move is a set of a place)
+  ["x", uuid, regid]                         unset a register (the key left the object)
+  ["d", uuid]                                delete an entity (a tombstone; never resurrected)
+A register id is a list: ["v", key] a field, ["v", key, subkey] a key of a nested object,
+["k"] / ["k", key] the key order of the entity / of a nested object, ["p", "list"|"tree"] a
+place whose value is [container uuid, position key].
+`validate_ops` checks all of it before anything is applied, so a bad op changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ValidationError
+from .fracindex import is_valid_key
+from .schema import KINDS, LIST, TREE
+
+RegId = tuple[str, ...]
+
+#: Limits on ops coming from peers.
+MAX_KEY_LENGTH = 256
+MAX_KEYS_PER_OBJECT = 10_000
+
+
+class BadOpError(ValidationError):
+    def __init__(self, index: int, why: str) -> None:
+        super().__init__(f"op {index} is malformed: {why}")
+
+
+def regid_of(raw: Any) -> RegId:
+    """Validate a wire register id and return it as a tuple."""
+    if not isinstance(raw, list | tuple) or not raw or not all(isinstance(p, str) for p in raw):
+        raise ValueError("register id must be a non-empty list of strings")
+    t = tuple(raw)
+    if any(len(p) > MAX_KEY_LENGTH for p in t):
+        raise ValueError(f"register id part longer than {MAX_KEY_LENGTH}")
+    kind = t[0]
+    if kind == "v" and len(t) in (2, 3):
+        if t[1] == "uuid":
+            raise ValueError("uuid is not a register")
+        return t
+    if kind == "k" and len(t) in (1, 2):
+        return t
+    if kind == "p" and len(t) == 2 and t[1] in (LIST, TREE):
+        return t
+    raise ValueError(f"unknown register id {list(t)!r}")
+
+
+def check_value(rid: RegId, value: Any) -> None:
+    if rid[0] == "p":
+        if (
+            not isinstance(value, list | tuple)
+            or len(value) != 2
+            or not isinstance(value[0], str)
+            or not is_valid_key(value[1])
+        ):
+            raise ValueError("a place must be [container, position key]")
+    elif rid[0] == "k":
+        if not isinstance(value, list | tuple) or not all(isinstance(k, str) for k in value):
+            raise ValueError("a key order must be a list of strings")
+        if len(value) > MAX_KEYS_PER_OBJECT:
+            raise ValueError(f"more than {MAX_KEYS_PER_OBJECT} keys")
+
+
+def validate_ops(ops: Any) -> list[tuple]:
+    """Check ops from the wire; return them normalised (tuples for register ids)."""
+    if not isinstance(ops, list | tuple):
+        raise ValidationError("ops must be a list")
+    out: list[tuple] = []
+    for i, op in enumerate(ops):
+        try:
+            if not isinstance(op, list | tuple) or not op or not isinstance(op[0], str):
+                raise ValueError("not a list starting with its name")
+            name = op[0]
+            if len(op) < 2 or not isinstance(op[1], str) or not op[1]:
+                raise ValueError("no entity uuid")
+            if name == "c":
+                if len(op) != 4 or op[2] not in KINDS or not isinstance(op[3], list | tuple):
+                    raise ValueError("create needs [c, uuid, kind, registers]")
+                regs = []
+                for pair in op[3]:
+                    if not isinstance(pair, list | tuple) or len(pair) != 2:
+                        raise ValueError("create registers must be [regid, value] pairs")
+                    rid = regid_of(pair[0])
+                    check_value(rid, pair[1])
+                    regs.append((rid, pair[1]))
+                out.append(("c", op[1], op[2], regs))
+            elif name == "s":
+                if len(op) != 4:
+                    raise ValueError("set needs [s, uuid, regid, value]")
+                rid = regid_of(op[2])
+                check_value(rid, op[3])
+                out.append(("s", op[1], rid, op[3]))
+            elif name == "x":
+                if len(op) != 3:
+                    raise ValueError("unset needs [x, uuid, regid]")
+                rid = regid_of(op[2])
+                if rid[0] != "v":
+                    raise ValueError("only fields can be unset")
+                out.append(("x", op[1], rid))
+            elif name == "d":
+                if len(op) != 2:
+                    raise ValueError("delete needs [d, uuid]")
+                out.append(("d", op[1]))
+            else:
+                raise ValueError(f"unknown op {name!r}")
+        except ValueError as exc:
+            raise BadOpError(i, str(exc)) from None
+    return out
+
+
+def to_wire(op: tuple) -> list:
+    """Internal op (tuples) -> wire lists."""
+    name = op[0]
+    if name == "c":
+        return ["c", op[1], op[2], [[list(r), v] for r, v in op[3]]]
+    if name == "s":
+        return ["s", op[1], list(op[2]), op[3]]
+    if name == "x":
+        return ["x", op[1], list(op[2])]
+    return ["d", op[1]]

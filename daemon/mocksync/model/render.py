@@ -1,0 +1,202 @@
+"""Registers -> environment JSON, normalised so the result is always a valid Mockoon file.
+
+Deterministic: every device holding the same registers renders the same value, key order and
+array order included. The normalisation rules are MERGE.md's ("Rendering and invariants"):
+tree repair (orphans and cycles to the end of `rootChildren`), exactly one default response per
+non-CRUD route, references to deleted buckets and callbacks cleared. Rendering never writes a
+register: diffs are taken against this output, so normalisation never emits ops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ValidationError
+from .schema import (
+    BUCKET,
+    CALLBACK,
+    COLLECTIONS,
+    ENV,
+    FOLDER,
+    LIST,
+    RESPONSE,
+    ROOT,
+    ROUTE,
+    TREE,
+)
+from .state import ABSENT, Entity, State
+
+_NO_PLACE = ("", "~")  # sorts after every real key
+
+
+def _pos(e: Entity, place: str) -> tuple[str, str]:
+    v = e.get(("p", place), None)
+    if not isinstance(v, list | tuple) or len(v) != 2:
+        return _NO_PLACE
+    return (v[0], v[1])
+
+
+def _sort_key(e: Entity, place: str) -> tuple[str, str]:
+    return (_pos(e, place)[1], e.uuid)
+
+
+def _object(e: Entity, children: dict[str, Any]) -> dict[str, Any]:
+    """Build one entity's JSON object in its key order; `children` are computed collections."""
+    order = e.get(("k",), None)
+    keys: list[str] = list(order) if isinstance(order, list | tuple) else []
+    fields: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for rid, r in e.regs.items():
+        if rid[0] != "v" or r.value is ABSENT:
+            continue
+        if len(rid) == 2:
+            fields[rid[1]] = r.value
+        else:
+            nested.setdefault(rid[1], {})[rid[2]] = r.value
+    seen = set(keys)
+    extra = sorted(k for k in fields if k not in seen)
+    extra += [k for k in children if k not in seen and k not in fields]
+    out: dict[str, Any] = {}
+    for k in keys + extra:
+        if k in out:
+            continue
+        if k == "uuid":
+            out["uuid"] = e.uuid
+        elif k in children:
+            out[k] = children[k]
+        elif k in fields:
+            v = fields[k]
+            if isinstance(v, dict):  # nested object marker: one register per key
+                sub = nested.get(k, {})
+                sorder = e.get(("k", k), None)
+                skeys = list(sorder) if isinstance(sorder, list | tuple) else []
+                sseen = set(skeys)
+                obj = {sk: sub[sk] for sk in skeys if sk in sub}
+                for sk in sorted(x for x in sub if x not in sseen):
+                    obj[sk] = sub[sk]
+                out[k] = obj
+            else:
+                out[k] = v
+    if "uuid" not in out:
+        out = {"uuid": e.uuid, **out}
+    return out
+
+
+def _tree(state: State, folders: list[Entity], routes: list[Entity]) -> dict[str, list[Entity]]:
+    """Children per container ("" = root), repaired: orphans and cycle breakers go last at root."""
+    live_folders = {f.uuid: f for f in folders}
+    parent: dict[str, str] = {}
+    for e in folders + routes:
+        c = _pos(e, TREE)[0]
+        parent[e.uuid] = c if (c == ROOT or c in live_folders) and c != e.uuid else "#orphan"
+    # Break folder cycles: in each cycle the folder whose tree place was written last is cut.
+    for f in folders:
+        path: list[str] = []
+        onpath: set[str] = set()
+        cur = f.uuid
+        while cur in live_folders and parent.get(cur) not in (ROOT, "#orphan"):
+            if cur in onpath:
+                cycle = path[path.index(cur):]
+                cut = max(cycle, key=lambda u: (live_folders[u].regs[("p", TREE)].stamp, u))
+                parent[cut] = "#orphan"
+                break
+            path.append(cur)
+            onpath.add(cur)
+            cur = parent[cur]
+    kids: dict[str, list[Entity]] = {}
+    orphans: list[Entity] = []
+    for e in folders + routes:
+        p = parent[e.uuid]
+        if p == "#orphan":
+            orphans.append(e)
+        else:
+            kids.setdefault(p, []).append(e)
+    for lst in kids.values():
+        lst.sort(key=lambda e: _sort_key(e, TREE))
+    orphans.sort(key=lambda e: _sort_key(e, TREE))
+    kids.setdefault(ROOT, []).extend(orphans)
+    return kids
+
+
+def render(state: State) -> dict[str, Any]:
+    """The environment document for the current registers."""
+    env = state.entities.get(state.env_uuid)
+    if env is None or not env.live:
+        raise ValidationError(f"environment {state.env_uuid} has no live state to render")
+    by_kind: dict[str, list[Entity]] = {k: [] for k in (FOLDER, ROUTE, RESPONSE, BUCKET, CALLBACK)}
+    for e in state.entities.values():
+        if e.live and e.kind in by_kind:
+            by_kind[e.kind].append(e)
+    for kind in by_kind:
+        by_kind[kind].sort(key=lambda e: _sort_key(e, LIST))
+
+    # References cleared when their target was deleted (not when it never existed here).
+    dead_bucket_ids = {
+        e.get(("v", "id"), None)
+        for e in state.entities.values()
+        if e.kind == BUCKET and e.deleted
+    } - {e.get(("v", "id"), None) for e in by_kind[BUCKET]}
+    dead_bucket_ids.discard(None)
+    dead_callbacks = {e.uuid for e in state.entities.values() if e.kind == CALLBACK and e.deleted}
+
+    responses: dict[str, list[Entity]] = {}
+    for r in by_kind[RESPONSE]:
+        responses.setdefault(_pos(r, LIST)[0], []).append(r)
+
+    tree = _tree(state, by_kind[FOLDER], by_kind[ROUTE])
+
+    def tree_refs(container: str) -> list[dict[str, str]]:
+        return [{"type": e.kind, "uuid": e.uuid} for e in tree.get(container, [])]
+
+    def response_obj(r: Entity) -> dict[str, Any]:
+        o = _object(r, {})
+        if dead_bucket_ids and o.get("databucketID") in dead_bucket_ids:
+            o["databucketID"] = ""
+        cbs = o.get("callbacks")
+        if dead_callbacks and isinstance(cbs, list):
+            o["callbacks"] = [
+                c for c in cbs if not (isinstance(c, dict) and c.get("uuid") in dead_callbacks)
+            ]
+        return o
+
+    def route_obj(route: Entity) -> dict[str, Any]:
+        rs = responses.get(route.uuid, [])
+        objs = [response_obj(r) for r in rs]
+        if route.get(("v", "type"), None) != "crud" and objs:
+            _one_default(rs, objs)
+        return _object(route, {"responses": objs})
+
+    def callback_obj(c: Entity) -> dict[str, Any]:
+        o = _object(c, {})
+        if dead_bucket_ids and o.get("databucketID") in dead_bucket_ids:
+            o["databucketID"] = ""
+        return o
+
+    children: dict[str, Any] = {
+        "folders": [_object(f, {"children": tree_refs(f.uuid)}) for f in by_kind[FOLDER]],
+        "routes": [route_obj(r) for r in by_kind[ROUTE]],
+        "rootChildren": tree_refs(ROOT),
+        "data": [_object(b, {}) for b in by_kind[BUCKET]],
+        "callbacks": [callback_obj(c) for c in by_kind[CALLBACK]],
+    }
+    # Collections the file never had stay absent while empty (older migrations).
+    present = set(env.get(("k",), None) or ())
+    for c in COLLECTIONS[ENV]:
+        if c.key not in present and not children[c.key]:
+            del children[c.key]
+    return _object(env, children)
+
+
+def _one_default(rs: list[Entity], objs: list[dict[str, Any]]) -> None:
+    """Exactly one `default: true`: the one whose `default` register was set last, else the first."""
+    best = -1
+    best_stamp = None
+    for i, r in enumerate(rs):
+        reg = r.regs.get(("v", "default"))
+        if reg is not None and reg.value is True and (best_stamp is None or reg.stamp > best_stamp):
+            best, best_stamp = i, reg.stamp
+    if best < 0:
+        best = 0
+    for i, o in enumerate(objs):
+        if "default" in o or i == best:
+            o["default"] = i == best

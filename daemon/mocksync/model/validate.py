@@ -1,0 +1,70 @@
+"""Is this text an environment we can sync? Parse, check, and say exactly why not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .. import MOCKOON_MAX_MIGRATION
+from ..errors import ValidationError
+from .flatten import NotAnEnvironmentError, flatten
+from .jsfmt import Layout, detect_layout, parse_json
+
+#: Largest environment file we accept (Mockoon's biggest plan allows 15 MB; leave headroom).
+MAX_ENV_FILE_BYTES = 64 * 1024 * 1024
+
+
+class MigrationTooNewError(ValidationError):
+    def __init__(self, found: int, supported: int) -> None:
+        super().__init__(
+            f"environment uses Mockoon migration {found}, newer than the {supported} this device "
+            "is set to write (setting mockoon_max_migration); update Mockoon and mocksync"
+        )
+        self.found = found
+        self.supported = supported
+
+
+@dataclass(frozen=True)
+class ParsedEnv:
+    doc: dict[str, Any]
+    layout: Layout
+    text: str
+
+    @property
+    def uuid(self) -> str:
+        return self.doc["uuid"]
+
+    @property
+    def name(self) -> str:
+        n = self.doc.get("name")
+        return n if isinstance(n, str) else ""
+
+
+def check_env(doc: Any, max_migration: int = MOCKOON_MAX_MIGRATION) -> None:
+    """Raise a ValidationError naming the first problem, or return None."""
+    if not isinstance(doc, dict):
+        raise NotAnEnvironmentError("the top level is not an object")
+    if "uuid" not in doc:
+        raise NotAnEnvironmentError("no 'uuid' at the top level")
+    lm = doc.get("lastMigration")
+    if isinstance(lm, bool) or not isinstance(lm, int):
+        raise NotAnEnvironmentError("no integer 'lastMigration' at the top level")
+    if lm > max_migration:
+        raise MigrationTooNewError(lm, max_migration)
+    flatten(doc)
+
+
+def parse_env(text: str | bytes, max_migration: int = MOCKOON_MAX_MIGRATION) -> ParsedEnv:
+    """Parse and validate an environment file's text."""
+    if len(text) > MAX_ENV_FILE_BYTES:
+        raise ValidationError(
+            f"file is {len(text)} bytes, over the {MAX_ENV_FILE_BYTES} byte limit for an environment"
+        )
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValidationError(f"file is not UTF-8 text (byte {exc.start})") from None
+    doc = parse_json(text)
+    check_env(doc, max_migration)
+    return ParsedEnv(doc, detect_layout(text), text)
