@@ -8,6 +8,7 @@ temp file, fsyncs and renames, so a kill -9 leaves either the old or the new doc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -43,10 +44,8 @@ class AtomicJSONStorage(Storage):
             os.chmod(tmp, self.mode)
             os.replace(tmp, self.path)
         except BaseException:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            except FileNotFoundError:
-                pass
             raise
 
     def close(self) -> None:

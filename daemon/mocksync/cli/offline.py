@@ -1,0 +1,211 @@
+"""Commands that need no daemon: validate, diff, merge (CLI.md "Without a daemon").
+
+`merge` follows git's merge-driver convention (`mocksync merge %O %A %B`): it writes the result
+over OURS unless `-o` is given, exits 0 when clean and 1 when conflicts remain (listed on
+stderr, the preferred side applied). Any invalid input leaves every file untouched.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import MocksyncError
+from ..model import ABSENT, ParsedEnv, diff, dumps, merge3, parse_env, state_from_doc
+from ..model.merge import describe, describe_entity
+from .common import EXIT_FAILED, emit_json, fail, main_group
+
+
+def _load(path: str, max_migration: int | None = None) -> ParsedEnv:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        fail(f"{path}: cannot read ({exc.strerror or exc})")
+    try:
+        return parse_env(data) if max_migration is None else parse_env(data, max_migration)
+    except MocksyncError as exc:
+        fail(f"{path}: {exc}")
+
+
+def _summary(doc: dict[str, Any]) -> dict[str, int]:
+    routes = doc.get("routes", [])
+    return {
+        "routes": len(routes),
+        "responses": sum(len(r.get("responses", [])) for r in routes if isinstance(r, dict)),
+        "folders": len(doc.get("folders", [])),
+        "data_buckets": len(doc.get("data", [])),
+        "callbacks": len(doc.get("callbacks", [])),
+    }
+
+
+@main_group.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def validate_cmd(file: str, as_json: bool) -> None:
+    """Check that FILE is a Mockoon environment this tool can sync, and say why not.
+
+    \b
+    Examples:
+      mocksync validate ~/mockoon/petstore.json
+      mocksync validate env.json --json
+    """
+    try:
+        parsed = parse_env(Path(file).read_bytes())
+    except OSError as exc:
+        fail(f"{file}: cannot read ({exc.strerror or exc})")
+    except MocksyncError as exc:
+        if as_json:
+            emit_json({"file": file, "valid": False, "reason": str(exc)})
+            raise SystemExit(EXIT_FAILED) from None
+        fail(f"{file}: {exc}")
+    info = {
+        "file": file,
+        "valid": True,
+        "uuid": parsed.uuid,
+        "name": parsed.name,
+        "lastMigration": parsed.doc["lastMigration"],
+        "layout": "compact" if parsed.layout.indent is None else "indented",
+        **_summary(parsed.doc),
+    }
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(
+            f"{file}: valid Mockoon environment '{parsed.name}' ({parsed.uuid}), "
+            f"migration {info['lastMigration']}: {info['routes']} routes, "
+            f"{info['responses']} responses, {info['folders']} folders, "
+            f"{info['data_buckets']} data buckets, {info['callbacks']} callbacks"
+        )
+
+
+def _jsonable(v: Any) -> Any:
+    return None if v is ABSENT else v
+
+
+@main_group.command("diff")
+@click.argument("old", type=click.Path(dir_okay=False))
+@click.argument("new", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def diff_cmd(old: str, new: str, as_json: bool) -> None:
+    """Semantic diff of two versions of one environment: which entities and fields changed.
+
+    \b
+    Examples:
+      mocksync diff petstore.json.orig petstore.json
+      git show HEAD:env.json > /tmp/old.json && mocksync diff /tmp/old.json env.json --json
+    """
+    a, b = _load(old), _load(new)
+    try:
+        state = state_from_doc(a.doc, rng=random.Random(0))
+        ops = diff(a.doc, b.doc, state, random.Random(0))
+    except MocksyncError as exc:
+        fail(str(exc))
+    from ..model import render  # local: keep the import list of the module short
+
+    new_state = state.copy()
+    new_state.apply(ops, (1, "new"))
+    changes: list[dict[str, Any]] = []
+    for op in ops:
+        name, uuid = op[0], op[1]
+        if name == "c":
+            changes.append({"change": "added", "kind": op[2], "entity": uuid,
+                            "where": describe_entity(new_state, uuid)})
+        elif name == "d":
+            e = state.entity(uuid)
+            changes.append({"change": "removed", "kind": e.kind if e else None, "entity": uuid,
+                            "where": describe_entity(state, uuid)})
+        else:
+            rid = op[2]
+            e = state.entity(uuid)
+            if rid[0] == "k":
+                continue  # key order only: not interesting to people
+            old_v = e.get(rid) if e else ABSENT
+            if rid[0] == "p":
+                changes.append({"change": "moved", "kind": e.kind if e else None, "entity": uuid,
+                                "where": describe_entity(new_state, uuid), "in": rid[1]})
+            else:
+                changes.append({
+                    "change": "changed", "kind": e.kind if e else None, "entity": uuid,
+                    "where": describe_entity(new_state, uuid), "field": ".".join(rid[1:]),
+                    "old": _jsonable(old_v), "new": _jsonable(op[3]) if name == "s" else None,
+                })
+    same_layout = a.layout == b.layout
+    rendered_same = render(new_state) == b.doc
+    if as_json:
+        emit_json({"old": old, "new": new, "changes": changes, "ops": len(ops),
+                   "identical": not changes and same_layout, "normalised": not rendered_same})
+        return
+    if not changes:
+        click.echo("no semantic changes" + ("" if same_layout else " (only the layout differs)"))
+        return
+    for c in changes:
+        if c["change"] == "changed":
+            click.echo(f"~ {c['where']}: {c['field']}: {_short(c['old'])} -> {_short(c['new'])}")
+        elif c["change"] == "moved":
+            click.echo(f"> {c['where']}: moved ({c['in']})")
+        elif c["change"] == "added":
+            click.echo(f"+ {c['where']}")
+        else:
+            click.echo(f"- {c['where']}")
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    s = "(absent)" if v is None else repr(v)
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+@main_group.command("merge")
+@click.argument("base", type=click.Path(dir_okay=False))
+@click.argument("ours", type=click.Path(dir_okay=False))
+@click.argument("theirs", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the result here instead of over OURS.")
+@click.option("--prefer", type=click.Choice(["ours", "theirs"]), default="ours", show_default=True,
+              help="Which side wins a conflicting register.")
+@click.option("--json", "as_json", is_flag=True, help="Print the conflicts as one JSON document.")
+def merge_cmd(base: str, ours: str, theirs: str, output: str | None, prefer: str,
+              as_json: bool) -> None:
+    """Three-way merge of environment files by mocksync's merge rules.
+
+    Usable as a git merge driver; in .git/config (or ~/.gitconfig):
+
+    \b
+      [merge "mocksync"]
+          name = mocksync environment merge
+          driver = mocksync merge %O %A %B
+    and in .gitattributes:  *.json merge=mocksync   (or name the files)
+
+    Exit 0 when clean; 1 when conflicts remain (listed on stderr; the --prefer side applied).
+
+    \b
+    Examples:
+      mocksync merge base.json ours.json theirs.json -o merged.json
+      mocksync merge base.json ours.json theirs.json --prefer theirs
+    """
+    pb, po, pt = _load(base, 10**9), _load(ours, 10**9), _load(theirs, 10**9)
+    try:
+        result = merge3(pb.doc, po.doc, pt.doc, prefer)
+    except MocksyncError as exc:
+        fail(f"cannot merge: {exc}")
+    text = dumps(result.doc, po.layout)
+    target = Path(output or ours)
+    from ..agent.writer import atomic_write
+
+    try:
+        atomic_write(target, text.encode("utf-8"))
+    except (OSError, MocksyncError) as exc:
+        fail(f"{target}: cannot write ({exc})")
+    lines = [describe(result.state, c) for c in result.conflicts]
+    if as_json:
+        emit_json({"output": str(target), "clean": not lines,
+                   "conflicts": [dict(c.to_json(), description=d)
+                                 for c, d in zip(result.conflicts, lines, strict=True)]})
+    if lines:
+        click.echo(f"mocksync merge: {len(lines)} conflict(s), {prefer} kept:", err=True)
+        for line in lines:
+            click.echo(f"  {line}", err=True)
+        raise SystemExit(EXIT_FAILED)

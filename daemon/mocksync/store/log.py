@@ -1,0 +1,439 @@
+"""The durable change log and materialised register state (SQLite, WAL).
+
+Why SQLite: ARCHITECTURE.md measured TinyDB at 1,000x slower for change-set-sized inserts and
+without crash safety. Applying a change set is ONE transaction: the change set row, the
+touched entities' register records, new conflicts and the clock move together or not at all,
+so a kill -9 at any instant leaves either the old state or the new one (SECURITY.md 9).
+
+The in-memory `State` per environment is the working copy; the `entities` table is its
+materialisation (one canonical record per entity, rewritten when the entity is touched), so a
+restart loads registers without replaying the log. If a commit fails, the cached State is
+dropped and reloaded from disk, so memory never runs ahead of the database.
+
+What the store decides (signatures, chains, equivocation, quarantine) is delegated to the pure
+`changes` and `model` packages; membership (who may write) is the caller's business: it passes
+the author's public key only for devices the space accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ..changes import ChangeSet, Clock, too_far_in_future, verify_chain
+from ..changes import vv as vvmod
+from ..errors import ChangeSetError
+from ..model import ApplyResult, Conflict, State, to_wire, validate_ops
+from ..model.state import ABSENT
+
+SCHEMA_VERSION = 1
+#: Change sets waiting for a missing predecessor, per environment, before we refuse more.
+MAX_PENDING_PER_ENV = 10_000
+#: Quarantined (future-stamped) change sets kept per environment.
+MAX_QUARANTINED_PER_ENV = 1_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS changesets (
+  env TEXT NOT NULL, device TEXT NOT NULL, seq INTEGER NOT NULL,
+  space TEXT NOT NULL, hlc INTEGER NOT NULL, hash BLOB NOT NULL, wire BLOB NOT NULL,
+  received_ms INTEGER NOT NULL, status TEXT NOT NULL,
+  PRIMARY KEY (env, device, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS changesets_order ON changesets (env, status, hlc);
+CREATE TABLE IF NOT EXISTS entities (
+  env TEXT NOT NULL, uuid TEXT NOT NULL, record BLOB NOT NULL, PRIMARY KEY (env, uuid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conflicts (
+  env TEXT NOT NULL, id TEXT NOT NULL, record TEXT NOT NULL, resolved INTEGER NOT NULL DEFAULT 0,
+  created_ms INTEGER NOT NULL, PRIMARY KEY (env, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rejected (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, env TEXT, device TEXT, seq INTEGER, reason TEXT NOT NULL,
+  at_ms INTEGER NOT NULL
+);
+"""
+
+# Change-set status values.
+APPLIED = "applied"
+PENDING = "pending"  # waiting for its predecessor
+QUARANTINED = "quarantined"  # stamped too far in the future; not applied
+
+
+class EquivocationError(ChangeSetError):
+    """Same (device, seq) with different content: a forked chain. Rejected and logged."""
+
+
+class UnknownDeviceError(ChangeSetError):
+    """No public key for the author: not a member of the space (or not yet known)."""
+
+
+@dataclass
+class IngestResult:
+    status: str  # applied | duplicate | pending | quarantined
+    applied: list[ChangeSet] = field(default_factory=list)  # this one and any it unblocked
+    touched: set[str] = field(default_factory=set)
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+class Store:
+    """One device's log. Not thread-safe by design beyond a coarse lock: the daemon is one loop."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives any process crash (kill -9); FULL would add an fsync per
+        # commit for power-loss durability of the very last transaction.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(_SCHEMA)
+        row = self.db.execute("SELECT v FROM meta WHERE k='schema'").fetchone()
+        if row is None:
+            self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise ChangeSetError(
+                f"{self.path} was written by a newer mocksync (schema {row[0]}); update mocksync"
+            )
+        self._lock = threading.RLock()
+        self._states: dict[str, State] = {}
+        self.clock = Clock(last=int(self._meta("clock", "0")))
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ helpers
+    def _meta(self, k: str, default: str) -> str:
+        row = self.db.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone()
+        return row[0] if row else default
+
+    @contextmanager
+    def _tx(self, env: str | None = None) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+                self.db.execute(
+                    "INSERT INTO meta VALUES ('clock', ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
+                    (str(self.clock.last),),
+                )
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                if env is not None:
+                    self._states.pop(env, None)  # memory may be ahead of disk: reload
+                self.clock.last = int(self._meta("clock", "0"))
+                raise
+
+    def _deps_lookup(self, env: str):
+        def lookup(origin: tuple[str, int]) -> dict[str, int] | None:
+            row = self.db.execute(
+                "SELECT wire FROM changesets WHERE env=? AND device=? AND seq=?",
+                (env, origin[0], origin[1]),
+            ).fetchone()
+            return dict(ChangeSet.decode(row[0]).deps) if row else None
+
+        return lookup
+
+    # ------------------------------------------------------------------ reads
+    def state(self, env: str) -> State:
+        """The materialised State of `env` (empty State if we hold nothing for it)."""
+        st = self._states.get(env)
+        if st is None:
+            st = State(env, self._deps_lookup(env))
+            for uuid, blob in self.db.execute(
+                "SELECT uuid, record FROM entities WHERE env=?", (env,)
+            ):
+                st.load_record(uuid, blob)
+            self._states[env] = st
+        return st
+
+    def has_env(self, env: str) -> bool:
+        return self.db.execute("SELECT 1 FROM entities WHERE env=? LIMIT 1", (env,)).fetchone() is not None
+
+    def envs(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT env FROM changesets ORDER BY env")]
+
+    def version_vector(self, env: str) -> dict[str, int]:
+        """Highest applied seq per device (applied chains are contiguous by construction)."""
+        return {
+            d: s
+            for d, s in self.db.execute(
+                "SELECT device, MAX(seq) FROM changesets WHERE env=? AND status=? GROUP BY device",
+                (env, APPLIED),
+            )
+        }
+
+    def get(self, env: str, device: str, seq: int) -> tuple[ChangeSet, str] | None:
+        row = self.db.execute(
+            "SELECT wire, status FROM changesets WHERE env=? AND device=? AND seq=?",
+            (env, device, seq),
+        ).fetchone()
+        return (ChangeSet.decode(row[0]), row[1]) if row else None
+
+    def head(self, env: str, device: str) -> ChangeSet | None:
+        row = self.db.execute(
+            "SELECT wire FROM changesets WHERE env=? AND device=? AND status=? "
+            "ORDER BY seq DESC LIMIT 1",
+            (env, device, APPLIED),
+        ).fetchone()
+        return ChangeSet.decode(row[0]) if row else None
+
+    def log(self, env: str) -> list[tuple[ChangeSet, int]]:
+        """Applied change sets, oldest (by stamp) first, with the time we received each."""
+        return [
+            (ChangeSet.decode(w), t)
+            for w, t in self.db.execute(
+                "SELECT wire, received_ms FROM changesets WHERE env=? AND status=? "
+                "ORDER BY hlc, device",
+                (env, APPLIED),
+            )
+        ]
+
+    def wires_missing(self, env: str, remote_vv: dict[str, int]) -> list[bytes]:
+        """Wire bytes of applied change sets the holder of `remote_vv` lacks, in chain order."""
+        out: list[bytes] = []
+        for device, (after, upto) in vvmod.missing(remote_vv, self.version_vector(env)).items():
+            out.extend(
+                w for (w,) in self.db.execute(
+                    "SELECT wire FROM changesets WHERE env=? AND device=? AND status=? "
+                    "AND seq>? AND seq<=? ORDER BY seq",
+                    (env, device, APPLIED, after, upto),
+                )
+            )
+        return out
+
+    def count(self, env: str, status: str = APPLIED) -> int:
+        return self.db.execute(
+            "SELECT COUNT(*) FROM changesets WHERE env=? AND status=?", (env, status)
+        ).fetchone()[0]
+
+    def conflicts(self, env: str | None = None, include_resolved: bool = False) -> list[dict[str, Any]]:
+        q = "SELECT record, resolved FROM conflicts"
+        args: list[Any] = []
+        conds = []
+        if env is not None:
+            conds.append("env=?")
+            args.append(env)
+        if not include_resolved:
+            conds.append("resolved=0")
+        if conds:
+            q += " WHERE " + " AND ".join(conds)
+        q += " ORDER BY created_ms, id"
+        out = []
+        for rec, resolved in self.db.execute(q, args):
+            d = json.loads(rec)
+            d["resolved"] = bool(resolved)
+            out.append(d)
+        return out
+
+    def mark_resolved(self, env: str, conflict_id: str) -> bool:
+        with self._tx():
+            cur = self.db.execute(
+                "UPDATE conflicts SET resolved=1 WHERE env=? AND id=?", (env, conflict_id)
+            )
+            return cur.rowcount > 0
+
+    def rejected(self, limit: int = 50) -> list[dict[str, Any]]:
+        return [
+            {"env": e, "device": d, "seq": s, "reason": r, "at_ms": t}
+            for e, d, s, r, t in self.db.execute(
+                "SELECT env, device, seq, reason, at_ms FROM rejected ORDER BY id DESC LIMIT ?",
+                (limit,),
+            )
+        ]
+
+    # ------------------------------------------------------------------ writes
+    def _persist(self, env: str, st: State, res: ApplyResult, now_ms: int) -> None:
+        self.db.executemany(
+            "INSERT INTO entities VALUES (?, ?, ?) ON CONFLICT(env, uuid) DO UPDATE SET record=excluded.record",
+            [(env, u, st.entity_record(u)) for u in res.touched],
+        )
+        if res.conflicts:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO conflicts (env, id, record, created_ms) VALUES (?, ?, ?, ?)",
+                [(env, c.id, json.dumps(_conflict_json(c), ensure_ascii=False), now_ms)
+                 for c in res.conflicts],
+            )
+
+    def commit_local(
+        self,
+        key: Ed25519PrivateKey,
+        *,
+        space: str,
+        env: str,
+        device: str,
+        ops: Iterable[tuple],
+        now_ms: int,
+    ) -> tuple[ChangeSet, ApplyResult]:
+        """Our own edit: stamp, sign, log and apply it in one transaction."""
+        ops = list(ops)
+        with self._lock:
+            st = self.state(env)
+            with self._tx(env):
+                prev = self.head(env, device)
+                deps = self.version_vector(env)
+                deps.pop(device, None)
+                hlc = self.clock.tick(now_ms)
+                cs = ChangeSet(
+                    space=space, env=env, device=device,
+                    seq=1 if prev is None else prev.seq + 1, hlc=hlc, deps=deps,
+                    prev_hash=b"" if prev is None else prev.hash,
+                    ops=tuple(to_wire(op) for op in ops),
+                ).sign(key)
+                wire = cs.encode()
+                self.db.execute(
+                    "INSERT INTO changesets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (env, device, cs.seq, space, hlc, cs.hash, wire, now_ms, APPLIED),
+                )
+                res = st.apply(ops, (hlc, device), (device, cs.seq), dict(cs.deps))
+                self._persist(env, st, res, now_ms)
+        return cs, res
+
+    def ingest(self, wire_or_cs: bytes | ChangeSet, public_key: bytes | None, now_ms: int) -> IngestResult:
+        """A change set from a peer or the relay. Refusals raise and change nothing."""
+        cs = wire_or_cs if isinstance(wire_or_cs, ChangeSet) else ChangeSet.decode(wire_or_cs)
+        if public_key is None:
+            raise UnknownDeviceError(
+                f"change set #{cs.seq} of {cs.env} is from device {cs.device}, "
+                "which is not a member of the space"
+            )
+        cs.verify(public_key)
+        ops = validate_ops(list(cs.ops))  # refuse malformed ops before touching anything
+        wire = cs.encode()
+        with self._lock:
+            existing = self.db.execute(
+                "SELECT hash, status FROM changesets WHERE env=? AND device=? AND seq=?",
+                (cs.env, cs.device, cs.seq),
+            ).fetchone()
+            if existing is not None:
+                if bytes(existing[0]) == cs.hash:
+                    return IngestResult("duplicate")
+                self._reject(cs, "equivocation: a different change set with the same seq", now_ms)
+                raise EquivocationError(
+                    f"device {cs.device} sent two different change sets numbered #{cs.seq} for "
+                    f"{cs.env}: refused (equivocation)"
+                )
+            if too_far_in_future(cs.hlc, now_ms, self.clock.max_drift_ms):
+                n = self.count(cs.env, QUARANTINED)
+                if n >= MAX_QUARANTINED_PER_ENV:
+                    raise ChangeSetError(
+                        f"too many quarantined change sets for {cs.env} ({n}); refusing more"
+                    )
+                with self._tx():
+                    self.db.execute(
+                        "INSERT INTO changesets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (cs.env, cs.device, cs.seq, cs.space, cs.hlc, cs.hash, wire, now_ms,
+                         QUARANTINED),
+                    )
+                return IngestResult(QUARANTINED)
+            head = self.head(cs.env, cs.device)
+            head_seq = head.seq if head else 0
+            if cs.seq > head_seq + 1:
+                if self.count(cs.env, PENDING) >= MAX_PENDING_PER_ENV:
+                    raise ChangeSetError(
+                        f"more than {MAX_PENDING_PER_ENV} change sets of {cs.env} wait for "
+                        "missing predecessors; refusing more until they arrive"
+                    )
+                with self._tx():
+                    self.db.execute(
+                        "INSERT INTO changesets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (cs.env, cs.device, cs.seq, cs.space, cs.hlc, cs.hash, wire, now_ms,
+                         PENDING),
+                    )
+                return IngestResult(PENDING)
+            verify_chain(head, cs)
+            result = IngestResult(APPLIED)
+            self._apply_chain(cs, ops, wire, now_ms, result)
+            return result
+
+    def _apply_chain(self, cs: ChangeSet, ops: list[tuple], wire: bytes, now_ms: int,
+                     result: IngestResult) -> None:
+        """Apply `cs`, then any pending successors it unblocks, each in its own transaction."""
+        st = self.state(cs.env)
+        while True:
+            with self._tx(cs.env):
+                self.clock.observe(cs.hlc, now_ms)
+                self.db.execute(
+                    "INSERT INTO changesets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(env, device, seq) DO UPDATE SET status=excluded.status",
+                    (cs.env, cs.device, cs.seq, cs.space, cs.hlc, cs.hash, wire, now_ms, APPLIED),
+                )
+                res = st.apply(ops, (cs.hlc, cs.device), (cs.device, cs.seq), dict(cs.deps))
+                self._persist(cs.env, st, res, now_ms)
+            result.applied.append(cs)
+            result.touched |= res.touched
+            result.conflicts += res.conflicts
+            row = self.db.execute(
+                "SELECT wire FROM changesets WHERE env=? AND device=? AND seq=? AND status=?",
+                (cs.env, cs.device, cs.seq + 1, PENDING),
+            ).fetchone()
+            if row is None:
+                return
+            nxt = ChangeSet.decode(row[0])
+            try:
+                verify_chain(cs, nxt)
+                ops = validate_ops(list(nxt.ops))
+            except ChangeSetError as exc:
+                with self._tx():
+                    self.db.execute(
+                        "DELETE FROM changesets WHERE env=? AND device=? AND seq=? AND status=?",
+                        (nxt.env, nxt.device, nxt.seq, PENDING),
+                    )
+                self._reject(nxt, f"dropped pending change set: {exc}", now_ms)
+                return
+            cs, wire = nxt, row[0]
+
+    def release_quarantine(self, env: str, now_ms: int,
+                           key_lookup) -> IngestResult:
+        """Retry quarantined change sets whose stamps are no longer too far ahead."""
+        total = IngestResult("released")
+        rows = self.db.execute(
+            "SELECT wire FROM changesets WHERE env=? AND status=? ORDER BY device, seq",
+            (env, QUARANTINED),
+        ).fetchall()
+        for (w,) in rows:
+            cs = ChangeSet.decode(w)
+            if too_far_in_future(cs.hlc, now_ms, self.clock.max_drift_ms):
+                continue
+            with self._tx():
+                self.db.execute(
+                    "DELETE FROM changesets WHERE env=? AND device=? AND seq=? AND status=?",
+                    (env, cs.device, cs.seq, QUARANTINED),
+                )
+            r = self.ingest(w, key_lookup(cs.device), now_ms)
+            total.applied += r.applied
+            total.touched |= r.touched
+            total.conflicts += r.conflicts
+        return total
+
+    def _reject(self, cs: ChangeSet, reason: str, now_ms: int) -> None:
+        with self._tx():
+            self.db.execute(
+                "INSERT INTO rejected (env, device, seq, reason, at_ms) VALUES (?, ?, ?, ?, ?)",
+                (cs.env, cs.device, cs.seq, reason, now_ms),
+            )
+
+    def forget_env(self, env: str) -> None:
+        """Drop everything about `env` (after unshare/delete). The file itself is not touched."""
+        with self._tx(env):
+            for table in ("changesets", "entities", "conflicts"):
+                self.db.execute(f"DELETE FROM {table} WHERE env=?", (env,))
+        self._states.pop(env, None)
+
+
+def _conflict_json(c: Conflict) -> dict[str, Any]:
+    d = c.to_json()
+    d["winner"]["origin"] = list(c.winner_origin) if c.winner_origin else None
+    d["loser"]["origin"] = list(c.loser_origin) if c.loser_origin else None
+    d["loser"]["absent"] = c.loser_value is ABSENT
+    return d
