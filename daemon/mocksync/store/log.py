@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..changes import ChangeSet, Clock, too_far_in_future, verify_chain
 from ..changes import vv as vvmod
-from ..errors import ChangeSetError
+from ..errors import ChangeSetError, ValidationError
 from ..model import ApplyResult, Conflict, State, to_wire, validate_ops
 from ..model.state import ABSENT
 
@@ -70,6 +70,10 @@ QUARANTINED = "quarantined"  # stamped too far in the future; not applied
 
 class EquivocationError(ChangeSetError):
     """Same (device, seq) with different content: a forked chain. Rejected and logged."""
+
+
+class BadOpsError(ChangeSetError):
+    """A well-signed change set whose ops do not make sense: refused whole."""
 
 
 class UnknownDeviceError(ChangeSetError):
@@ -308,7 +312,7 @@ class Store:
                 "which is not a member of the space"
             )
         cs.verify(public_key)
-        ops = validate_ops(list(cs.ops))  # refuse malformed ops before touching anything
+        ops = _checked_ops(cs)  # refuse malformed ops before touching anything
         wire = cs.encode()
         with self._lock:
             existing = self.db.execute(
@@ -382,7 +386,7 @@ class Store:
             nxt = ChangeSet.decode(row[0])
             try:
                 verify_chain(cs, nxt)
-                ops = validate_ops(list(nxt.ops))
+                ops = _checked_ops(nxt)
             except ChangeSetError as exc:
                 with self._tx():
                     self.db.execute(
@@ -429,6 +433,13 @@ class Store:
             for table in ("changesets", "entities", "conflicts"):
                 self.db.execute(f"DELETE FROM {table} WHERE env=?", (env,))
         self._states.pop(env, None)
+
+
+def _checked_ops(cs: ChangeSet) -> list[tuple]:
+    try:
+        return validate_ops(list(cs.ops))
+    except ValidationError as exc:
+        raise BadOpsError(f"change set #{cs.seq} from {cs.device} for {cs.env}: {exc}") from None
 
 
 def _conflict_json(c: Conflict) -> dict[str, Any]:
