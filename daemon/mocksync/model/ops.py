@@ -7,7 +7,8 @@ Wire form (CBOR-friendly lists, kept short because every edit travels):
   ["d", uuid]                                delete an entity (a tombstone; never resurrected)
 A register id is a list: ["v", key] a field, ["v", key, subkey] a key of a nested object,
 ["k"] / ["k", key] the key order of the entity / of a nested object, ["p", "list"|"tree"] a
-place whose value is [container uuid, position key].
+place whose value is [container uuid, position key], ["m", "lifecycle"] on the environment:
+"shared", "unshared" (every device keeps a local copy) or "deleted" (copies go to the trash).
 `validate_ops` checks all of it before anything is applied, so a bad op changes nothing.
 """
 
@@ -20,6 +21,10 @@ from .fracindex import is_valid_key
 from .schema import KINDS, LIST, TREE
 
 RegId = tuple[str, ...]
+
+#: Register on the environment entity that says whether the team still syncs it. Not rendered.
+LIFECYCLE: RegId = ("m", "lifecycle")
+SHARED, UNSHARED, DELETED = "shared", "unshared", "deleted"
 
 #: Limits on ops coming from peers.
 MAX_KEY_LENGTH = 256
@@ -47,6 +52,8 @@ def regid_of(raw: Any) -> RegId:
         return t
     if kind == "p" and len(t) == 2 and t[1] in (LIST, TREE):
         return t
+    if kind == "m" and t == LIFECYCLE:
+        return t
     raise ValueError(f"unknown register id {list(t)!r}")
 
 
@@ -59,6 +66,9 @@ def check_value(rid: RegId, value: Any) -> None:
             or not is_valid_key(value[1])
         ):
             raise ValueError("a place must be [container, position key]")
+    elif rid[0] == "m":
+        if value not in (SHARED, UNSHARED, DELETED):
+            raise ValueError(f"lifecycle must be one of shared, unshared, deleted, not {value!r}")
     elif rid[0] == "k":
         if not isinstance(value, list | tuple) or not all(isinstance(k, str) for k in value):
             raise ValueError("a key order must be a list of strings")

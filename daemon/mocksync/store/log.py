@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ CREATE TABLE IF NOT EXISTS entities (
 CREATE TABLE IF NOT EXISTS conflicts (
   env TEXT NOT NULL, id TEXT NOT NULL, record TEXT NOT NULL, resolved INTEGER NOT NULL DEFAULT 0,
   created_ms INTEGER NOT NULL, PRIMARY KEY (env, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bases (
+  env TEXT PRIMARY KEY, path TEXT NOT NULL, sha256 TEXT NOT NULL, text BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rejected (
   id INTEGER PRIMARY KEY AUTOINCREMENT, env TEXT, device TEXT, seq INTEGER, reason TEXT NOT NULL,
@@ -427,10 +431,33 @@ class Store:
                 (cs.env, cs.device, cs.seq, reason, now_ms),
             )
 
+    # ------------------------------------------------------------------ file bases
+    def set_base(self, env: str, path: str, sha256: str, text: bytes) -> None:
+        """The version of `env`'s file that the editor has seen (we wrote it or read it).
+
+        Kept durably so that after a crash a file is diffed against what it was, never against
+        a newer state the file has not received (which would revert remote edits).
+        """
+        blob = zlib.compress(text, 1) if len(text) > 4096 else text
+        with self._tx():
+            self.db.execute(
+                "INSERT INTO bases VALUES (?, ?, ?, ?) ON CONFLICT(env) DO UPDATE SET "
+                "path=excluded.path, sha256=excluded.sha256, text=excluded.text",
+                (env, path, sha256, blob),
+            )
+
+    def get_base(self, env: str) -> tuple[str, str, bytes] | None:
+        row = self.db.execute("SELECT path, sha256, text FROM bases WHERE env=?", (env,)).fetchone()
+        if row is None:
+            return None
+        blob = bytes(row[2])
+        text = zlib.decompress(blob) if blob[:1] == b"\x78" else blob
+        return row[0], row[1], text
+
     def forget_env(self, env: str) -> None:
         """Drop everything about `env` (after unshare/delete). The file itself is not touched."""
         with self._tx(env):
-            for table in ("changesets", "entities", "conflicts"):
+            for table in ("changesets", "entities", "conflicts", "bases"):
                 self.db.execute(f"DELETE FROM {table} WHERE env=?", (env,))
         self._states.pop(env, None)
 

@@ -1,0 +1,641 @@
+"""The daemon on one machine: folder <-> log, safely, beside an editor that watches the file.
+
+Data flow (ARCHITECTURE.md): a save arrives from the watcher -> parse and validate (an invalid
+file is never propagated) -> diff against the version that editor last had -> one signed change
+set committed to the log -> handed to the transport. A change set from a peer -> verified and
+applied by the store -> the file rewritten atomically, but only once the editor can see it
+(MERGE.md: Mockoon is blind for 3 s after its own save; we hold writes 3.5 s).
+
+The Agent decides nothing that a pure module can decide: merge and diff are `mocksync.model`,
+signatures and chains `mocksync.changes` and `mocksync.store`, quotas `mocksync.space.quotas`,
+editor timing `editorsync`. It sequences them and owns the file system side effects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from .. import MODEL_VERSION, PROTOCOL_VERSION, __version__
+from ..errors import MocksyncError, ValidationError
+from ..model import ParsedEnv, diff, dumps, parse_env, render, snapshot_ops
+from ..model.jsfmt import MOCKOON_LAYOUT
+from ..model.ops import DELETED, LIFECYCLE, SHARED, UNSHARED
+from ..paths import Home
+from ..store import Store
+from .editorsync import BlindWindow, VersionHistory, pick_base
+from .envfiles import HELD, INVALID, MISSING, SYNCED, EnvRuntime, LocalFile
+from .registry import EnvRecord, Registry
+from .settings import Settings
+from .watcher import FileEvent, FolderWatcher
+from .writer import atomic_write, content_hash
+
+log = logging.getLogger("mocksync.agent")
+
+#: Largest environment file the daemon reads (also the model's limit).
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+class Transport(Protocol):
+    """What carries change sets to other devices (in-process bus, LAN WebRTC, relay)."""
+
+    async def start(self, agent: Agent) -> None: ...
+    async def stop(self) -> None: ...
+    def broadcast(self, space: str, env: str, wire: bytes) -> None: ...
+    def status(self) -> dict[str, Any]: ...
+
+
+class SpaceDirectory(Protocol):
+    """The spaces this device belongs to, as the agent needs them."""
+
+    def default_space(self) -> str: ...
+    def resolve(self, text: str) -> str: ...
+    def name(self, space: str) -> str: ...
+    def public_key(self, space: str, device: str, env: str, seq: int) -> bytes | None: ...
+    def check_share(self, space: str, env_count: int, env_bytes: int) -> str | None: ...
+    def check_size(self, space: str, env_bytes: int) -> str | None: ...
+    def member_name(self, space: str, device: str) -> str | None: ...
+
+
+class QuotaError(MocksyncError):
+    code = "quota"
+
+
+def compact_size(doc: dict[str, Any]) -> int:
+    """Size used by quotas: bytes of the environment as compact JSON (CLI.md)."""
+    from ..model.jsfmt import COMPACT_LAYOUT
+
+    return len(dumps(doc, COMPACT_LAYOUT).encode("utf-8"))
+
+
+class Agent:
+    def __init__(
+        self,
+        home: Home,
+        settings: Settings,
+        identity: Any,
+        spaces: SpaceDirectory,
+        *,
+        transport: Transport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.home = home.ensure()
+        self.settings = settings
+        self.identity = identity
+        self.device = identity.device_id
+        self.spaces = spaces
+        self.transport = transport
+        self.clock = clock
+        self.folder = Path(settings.folder).expanduser().resolve()
+        self.store = Store(home.log_db)
+        self.registry = Registry(home.docs)
+        self.blind = BlindWindow(settings.blind_window_s)
+        self.history = VersionHistory()
+        self.envs: dict[str, EnvRuntime] = {}
+        self.local: dict[Path, LocalFile] = {}
+        self.watcher: FolderWatcher | None = None
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.started_at = clock()
+        self._rng = random.Random()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.watcher = FolderWatcher(
+            self.folder, step_ms=self.settings.watch_step_ms,
+            debounce_ms=self.settings.watch_debounce_ms,
+        )
+        await self.watcher.start()
+        for rec in self.registry.all():
+            self.envs[rec.uuid] = EnvRuntime(rec.uuid, rec.space, Path(rec.file), name=rec.name)
+        self.scan()
+        self._tasks.append(asyncio.create_task(self._watch_loop(), name="watch"))
+        if self.transport is not None:
+            await self.transport.start(self)
+
+    async def stop(self) -> None:
+        if self.transport is not None:
+            await self.transport.stop()
+        for rt in self.envs.values():
+            if rt.write_handle is not None:
+                rt.write_handle.cancel()
+                rt.write_handle = None
+                self._write_env(rt, force=True)  # flush held writes: nothing acknowledged is lost
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.watcher is not None:
+            await self.watcher.stop()
+        self.store.close()
+
+    def publish(self, event: dict[str, Any]) -> None:
+        event.setdefault("time", self.clock())
+        for fn in list(self.listeners):
+            try:
+                fn(event)
+            except Exception:  # a broken listener must not break the daemon
+                log.exception("event listener failed")
+
+    # ------------------------------------------------------------------ folder -> log
+    def scan(self) -> None:
+        """Look at every environment file (start-up, `reconnect`): catch edits made while down."""
+        seen: set[Path] = set()
+        for p in sorted(self.folder.glob("*.json")):
+            if p.name.startswith("."):
+                continue
+            seen.add(p.resolve())
+            self.on_file(p.resolve(), initial=True)
+        for rt in self.envs.values():
+            if rt.path not in seen and rt.state != MISSING:
+                self._mark_missing(rt)
+            elif rt.path in seen and self.store.has_env(rt.uuid):
+                self._ensure_written(rt)
+
+    async def _watch_loop(self) -> None:
+        assert self.watcher is not None
+        async for ev in self.watcher.events():
+            try:
+                self.handle_event(ev)
+            except Exception:
+                log.exception("handling %s failed", ev)
+
+    def handle_event(self, ev: FileEvent) -> None:
+        path = Path(ev.path).resolve()
+        if ev.kind == "deleted":
+            self.local.pop(path, None)
+            rt = self._by_path(path)
+            if rt is not None:
+                self._mark_missing(rt)
+            return
+        if ev.kind == "renamed" and ev.old_path is not None:
+            old = Path(ev.old_path).resolve()
+            self.local.pop(old, None)
+            rt = self._by_path(old)
+            if rt is not None:
+                rt.path = path
+                self.history.forget(old)
+                self.registry.put(EnvRecord(rt.uuid, rt.space, str(path), rt.name))
+                self.publish({"event": "renamed", "env": rt.uuid, "file": str(path)})
+        self.on_file(path)
+
+    def _by_path(self, path: Path) -> EnvRuntime | None:
+        for rt in self.envs.values():
+            if rt.path == path:
+                return rt
+        return None
+
+    def _mark_missing(self, rt: EnvRuntime) -> None:
+        rt.state = MISSING
+        rt.reason = (
+            f"the file {rt.path.name} was deleted on this device; the team still has it. "
+            f"Run `mocksync restore {rt.uuid}` to get it back, or `mocksync delete {rt.uuid}` "
+            "to remove it for everyone"
+        )
+        self.publish({"event": "missing", "env": rt.uuid, "file": str(rt.path)})
+
+    def _read(self, path: Path) -> bytes | None:
+        try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                raise ValidationError(f"file is over the {MAX_FILE_BYTES} byte limit")
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def on_file(self, path: Path, *, initial: bool = False) -> None:
+        """A file in the folder appeared or changed."""
+        try:
+            data = self._read(path)
+        except (OSError, ValidationError) as exc:
+            self.local[path] = LocalFile(path, valid=False, reason=str(exc))
+            return
+        if data is None:
+            return
+        rt = self._by_path(path)
+        try:
+            parsed = parse_env(data, self.settings.mockoon_max_migration)
+        except ValidationError as exc:
+            if rt is not None:
+                rt.state, rt.reason = INVALID, f"{exc}; the last good version is kept and synced"
+                self.publish({"event": "invalid", "env": rt.uuid, "reason": str(exc)})
+            else:
+                self.local[path] = LocalFile(path, valid=False, reason=str(exc))
+            return
+        if rt is None:
+            rt = self.envs.get(parsed.uuid)
+            if rt is not None and rt.state == MISSING:
+                rt.path = path  # the file came back (or under another name)
+                self.registry.put(EnvRecord(rt.uuid, rt.space, str(path), rt.name))
+            elif rt is not None and rt.path != path:
+                # A second file with a synced uuid (a copy): not synced, and say why.
+                self.local[path] = LocalFile(path, parsed.uuid, parsed.name, valid=False, reason=(
+                    f"same uuid as the synced {rt.path.name}; use `mocksync share {path.name} "
+                    "--copy` to sync it as a separate environment"))
+                return
+        if rt is None:
+            self.local[path] = LocalFile(path, parsed.uuid, parsed.name)
+            return
+        self.local.pop(path, None)
+        if parsed.uuid != rt.uuid:
+            rt.state = INVALID
+            rt.reason = (f"the file now holds environment {parsed.uuid}, not the synced {rt.uuid}; "
+                         "put the synced environment back or `mocksync unshare` it")
+            return
+        self._local_edit(rt, parsed, data, initial=initial)
+
+    def _local_edit(self, rt: EnvRuntime, parsed: ParsedEnv, data: bytes, *, initial: bool) -> None:
+        now = self.clock()
+        sha = content_hash(data)
+        if not initial:
+            self.blind.note_editor_save(rt.path, now)
+        state = self.store.state(rt.uuid)
+        base = self.store.get_base(rt.uuid)
+        if base is not None and base[1] == sha:
+            ops: list[tuple] = []
+        else:
+            candidates: list[tuple[str, Any]] = []
+            if base is not None:
+                with contextlib.suppress(ValidationError):
+                    candidates.append(("base", parse_env(base[2], 10**9).doc))
+            candidates += self.history.candidates(rt.path)
+            if not candidates:
+                candidates = [("state", render(state))]
+            if len(candidates) == 1:
+                base_doc = candidates[0][1]
+            else:
+                docs = dict(candidates)
+                label = pick_base(parsed.doc, candidates,
+                                  lambda a, b: len(diff(a, b, state, self._rng)))
+                base_doc = docs[label]
+            ops = diff(base_doc, parsed.doc, state, self._rng)
+        if ops:
+            problem = self.spaces.check_size(rt.space, compact_size(parsed.doc))
+            if problem:
+                rt.state, rt.reason = HELD, problem + "; this edit is not synced until it fits"
+                self.publish({"event": "held", "env": rt.uuid, "reason": rt.reason})
+                return
+            self._commit(rt, ops)
+            rt.last_local_edit = now
+        rt.layout = parsed.layout
+        rt.name = parsed.name or rt.name
+        rt.state, rt.reason = SYNCED, ""
+        self.store.set_base(rt.uuid, str(rt.path), sha, data)
+        self.history.note_loaded(rt.path, sha, parsed.doc)
+        if render(state) != parsed.doc:
+            self.schedule_write(rt)
+
+    def _commit(self, rt: EnvRuntime, ops: list[tuple]) -> None:
+        t0 = time.perf_counter()
+        cs, res = self.store.commit_local(
+            self.identity.signing_key, space=rt.space, env=rt.uuid, device=self.device,
+            ops=ops, now_ms=int(self.clock() * 1000),
+        )
+        wire = cs.encode()
+        if self.transport is not None:
+            self.transport.broadcast(rt.space, rt.uuid, wire)
+        self.publish({"event": "change", "origin": "local", "env": rt.uuid, "device": self.device,
+                      "seq": cs.seq, "ops": len(ops), "bytes": len(wire),
+                      "commit_ms": round((time.perf_counter() - t0) * 1000, 3),
+                      "conflicts": len(res.conflicts)})
+
+    # ------------------------------------------------------------------ log -> folder
+    def receive(self, space: str, wire: bytes) -> Any:
+        """A change set from another device. Raises the store's refusal on bad input."""
+        from ..changes import ChangeSet
+
+        cs = ChangeSet.decode(wire)
+        if cs.space != space:
+            raise ValidationError(f"change set for space {cs.space} arrived on space {space}")
+        key = self.spaces.public_key(space, cs.device, cs.env, cs.seq)
+        res = self.store.ingest(cs, key, int(self.clock() * 1000))
+        if res.applied:
+            rt = self.envs.get(cs.env)
+            if rt is None:
+                rt = self._adopt_remote(space, cs.env)
+            if rt is not None:
+                rt.last_remote_edit = self.clock()
+                if not self._lifecycle(rt):
+                    self.schedule_write(rt)
+            for c in res.applied:
+                self.publish({"event": "change", "origin": "remote", "env": c.env,
+                              "device": c.device, "seq": c.seq, "ops": len(c.ops)})
+            for c in res.conflicts:
+                self.publish({"event": "conflict", "env": c.env, "id": c.id,
+                              "entity": c.entity, "field": list(c.field)})
+        return res
+
+    def _adopt_remote(self, space: str, env: str) -> EnvRuntime | None:
+        """An environment shared by a teammate arrives: give it a file in our folder."""
+        state = self.store.state(env)
+        ent = state.entity(env)
+        if ent is None or not ent.live:
+            return None  # not renderable yet (its first change set has not arrived)
+        if ent.get(LIFECYCLE, SHARED) != SHARED:
+            return None
+        doc = render(state)
+        path = self._free_path(str(doc.get("name") or env))
+        rt = EnvRuntime(env, space, path, name=str(doc.get("name", "")))
+        self.envs[env] = rt
+        self.registry.put(EnvRecord(env, space, str(path), rt.name))
+        self.publish({"event": "shared", "env": env, "file": str(path), "origin": "remote"})
+        return rt
+
+    def _free_path(self, name: str) -> Path:
+        slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in name.lower()).strip("-")
+        slug = slug[:60] or "environment"
+        p = self.folder / f"{slug}.json"
+        n = 2
+        while p.exists() or self._by_path(p) is not None:
+            p = self.folder / f"{slug}-{n}.json"
+            n += 1
+        return p
+
+    def _lifecycle(self, rt: EnvRuntime) -> bool:
+        """Apply unshare/delete decided by a teammate. True when the env left the space."""
+        ent = self.store.state(rt.uuid).entity(rt.uuid)
+        value = ent.get(LIFECYCLE, SHARED) if ent is not None else SHARED
+        if value == SHARED:
+            return False
+        if value == DELETED and rt.path.exists():
+            self._write_env(rt, force=True)
+            self.home.trash.mkdir(exist_ok=True)
+            dest = self.home.trash / f"{int(self.clock())}-{rt.path.name}"
+            shutil.move(str(rt.path), dest)
+            self.publish({"event": "deleted", "env": rt.uuid, "trash": str(dest)})
+        else:
+            self._write_env(rt, force=True)
+            self.publish({"event": "unshared", "env": rt.uuid, "file": str(rt.path)})
+        self._forget(rt)
+        return True
+
+    def _forget(self, rt: EnvRuntime) -> None:
+        if rt.write_handle is not None:
+            rt.write_handle.cancel()
+        self.envs.pop(rt.uuid, None)
+        self.registry.remove(rt.uuid)
+        self.store.forget_env(rt.uuid)
+        self.history.forget(rt.path)
+
+    def schedule_write(self, rt: EnvRuntime) -> None:
+        now = self.clock()
+        due = max(now, self.blind.write_not_before(rt.path))
+        if rt.write_handle is not None:
+            if rt.write_due >= due:
+                return
+            rt.write_handle.cancel()
+        rt.write_due = due
+        loop = self._loop or asyncio.get_event_loop()
+        rt.write_handle = loop.call_later(max(0.0, due - now), self._write_env, rt)
+
+    def _ensure_written(self, rt: EnvRuntime) -> None:
+        if rt.state in (SYNCED,) and self.store.has_env(rt.uuid):
+            doc = render(self.store.state(rt.uuid))
+            try:
+                on_disk = parse_env(rt.path.read_bytes(), 10**9).doc
+            except (OSError, ValidationError):
+                return
+            if on_disk != doc:
+                self.schedule_write(rt)
+
+    def _write_env(self, rt: EnvRuntime, force: bool = False) -> None:
+        rt.write_handle = None
+        if rt.uuid not in self.envs or rt.state == MISSING:
+            return
+        now = self.clock()
+        if not force and not self.blind.can_write(rt.path, now):
+            self.schedule_write(rt)
+            return
+        state = self.store.state(rt.uuid)
+        doc = render(state)
+        lm = doc.get("lastMigration")
+        if isinstance(lm, int) and lm > self.settings.mockoon_max_migration:
+            rt.state = HELD
+            rt.reason = (f"held unwritten: a teammate's Mockoon saved migration {lm}, newer than "
+                         f"the {self.settings.mockoon_max_migration} this device's Mockoon reads "
+                         "(setting mockoon_max_migration); update Mockoon")
+            return
+        try:
+            current = rt.path.read_bytes()
+        except FileNotFoundError:
+            current = None
+        base = self.store.get_base(rt.uuid)
+        if current is not None and base is not None and content_hash(current) != base[1] \
+                and not self.history.find(rt.path, content_hash(current)):
+            # An edit we have not processed yet: take it in first, never overwrite it.
+            self.on_file(rt.path)
+            return
+        data = dumps(doc, rt.layout if rt.layout else MOCKOON_LAYOUT).encode("utf-8")
+        if current == data:
+            self.store.set_base(rt.uuid, str(rt.path), content_hash(data), data)
+            return
+        sha = content_hash(data)
+        if self.watcher is not None:
+            self.watcher.expect_write(rt.path, sha)
+        atomic_write(rt.path, data)
+        self.history.record_write(rt.path, sha, doc)
+        self.store.set_base(rt.uuid, str(rt.path), sha, data)
+        if rt.state in (HELD, INVALID) and not force:
+            rt.state, rt.reason = SYNCED, ""
+        self.publish({"event": "written", "env": rt.uuid, "file": str(rt.path), "bytes": len(data)})
+
+    # ------------------------------------------------------------------ commands
+    def all_envs(self) -> list[dict[str, Any]]:
+        out = [rt.to_json(len(self.store.conflicts(rt.uuid))) for rt in self.envs.values()]
+        for rt in out:
+            rt["space_name"] = self.spaces.name(rt["space"])
+        out += [lf.to_json() for lf in self.local.values()]
+        return sorted(out, key=lambda d: d["file"] or "")
+
+    def share(self, file: str, space: str | None = None, copy: bool = False) -> dict[str, Any]:
+        from .sharing import fresh_copy
+
+        path = Path(file).expanduser()
+        if not path.is_absolute():
+            path = self.folder / path
+        path = path.resolve()
+        if path.parent != self.folder:
+            raise ValidationError(f"{path} is not in the synced folder {self.folder}; move it there first")
+        data = self._read(path)
+        if data is None:
+            raise ValidationError(f"{path}: no such file")
+        parsed = parse_env(data, self.settings.mockoon_max_migration)
+        space_id = self.spaces.resolve(space) if space else self.spaces.default_space()
+        doc = parsed.doc
+        if copy:
+            doc = fresh_copy(doc, self._rng)
+            path = self._free_path(f"{path.stem}-copy")
+        elif parsed.uuid in self.envs:
+            raise ValidationError(f"{path.name} is already synced (space {self.spaces.name(self.envs[parsed.uuid].space)})")
+        in_space = sum(1 for rt in self.envs.values() if rt.space == space_id)
+        problem = self.spaces.check_share(space_id, in_space, compact_size(doc))
+        if problem:
+            raise QuotaError(problem)
+        rt = EnvRuntime(doc["uuid"], space_id, path, name=str(doc.get("name", "")),
+                        layout=parsed.layout)
+        self.envs[rt.uuid] = rt
+        self.registry.put(EnvRecord(rt.uuid, space_id, str(path), rt.name))
+        self._commit(rt, snapshot_ops(doc, self._rng))
+        text = dumps(render(self.store.state(rt.uuid)), parsed.layout).encode("utf-8")
+        if copy or text != data:
+            self.schedule_write(rt) if not copy else self._write_env(rt, force=True)
+        else:
+            self.store.set_base(rt.uuid, str(path), content_hash(data), data)
+        self.local.pop(path, None)
+        self.publish({"event": "shared", "env": rt.uuid, "file": str(path), "origin": "local"})
+        return rt.to_json(0) | {"space_name": self.spaces.name(space_id)}
+
+    def new(self, name: str, space: str | None = None) -> dict[str, Any]:
+        from .sharing import new_environment
+
+        ports = set()
+        for d in self.all_envs():
+            with contextlib.suppress(OSError, ValidationError, KeyError):
+                ports.add(parse_env(Path(d["file"]).read_bytes(), 10**9).doc.get("port"))
+        doc = new_environment(name, self._rng, used_ports=ports)
+        path = self._free_path(name)
+        data = dumps(doc, MOCKOON_LAYOUT).encode("utf-8")
+        space_id = self.spaces.resolve(space) if space else self.spaces.default_space()
+        in_space = sum(1 for rt in self.envs.values() if rt.space == space_id)
+        problem = self.spaces.check_share(space_id, in_space, compact_size(doc))
+        if problem:
+            raise QuotaError(problem)
+        if self.watcher is not None:
+            self.watcher.expect_write(path, content_hash(data))
+        atomic_write(path, data)
+        return self.share(str(path), space)
+
+    def find(self, text: str) -> EnvRuntime:
+        from .registry import UnknownEnvironment, resolve_env
+
+        cands = [rt.to_json(0) for rt in self.envs.values()]
+        hit = resolve_env(text, cands + [lf.to_json() for lf in self.local.values() if lf.uuid])
+        rt = self.envs.get(hit["uuid"])
+        if rt is None:
+            raise UnknownEnvironment(f"{hit['file']} is a local environment, not synced "
+                                     f"(share it with `mocksync share {hit['file']}`)")
+        return rt
+
+    def _set_lifecycle(self, rt: EnvRuntime, value: str) -> None:
+        self._commit(rt, [("s", rt.uuid, LIFECYCLE, value)])
+
+    def unshare(self, text: str) -> dict[str, Any]:
+        rt = self.find(text)
+        self._set_lifecycle(rt, UNSHARED)
+        self._write_env(rt, force=True)
+        out = {"uuid": rt.uuid, "file": str(rt.path), "state": "local"}
+        self._forget(rt)
+        self.on_file(rt.path, initial=True)
+        return out
+
+    def delete(self, text: str) -> dict[str, Any]:
+        rt = self.find(text)
+        self._set_lifecycle(rt, DELETED)
+        out = {"uuid": rt.uuid, "file": str(rt.path), "state": "local",
+               "note": "left the space; other devices move their copy to their trash"}
+        if rt.state != MISSING:
+            self._write_env(rt, force=True)
+        self._forget(rt)
+        if rt.path.exists():
+            self.on_file(rt.path, initial=True)
+        return out
+
+    def restore(self, text: str) -> dict[str, Any]:
+        rt = self.find(text)
+        if rt.state != MISSING and rt.path.exists():
+            return {"uuid": rt.uuid, "file": str(rt.path), "restored": False}
+        rt.state, rt.reason = SYNCED, ""
+        data = dumps(render(self.store.state(rt.uuid)), rt.layout).encode("utf-8")
+        sha = content_hash(data)
+        if self.watcher is not None:
+            self.watcher.expect_write(rt.path, sha)
+        atomic_write(rt.path, data)
+        self.store.set_base(rt.uuid, str(rt.path), sha, data)
+        return {"uuid": rt.uuid, "file": str(rt.path), "restored": True}
+
+    def conflicts(self, text: str | None = None) -> list[dict[str, Any]]:
+        from ..model.merge import describe_entity
+
+        env = self.find(text).uuid if text else None
+        out = self.store.conflicts(env)
+        for c in out:
+            st = self.store.state(c["env"])
+            c["where"] = describe_entity(st, c["entity"])
+        return out
+
+    def resolve_conflict(self, conflict_id: str, take: str) -> dict[str, Any]:
+        from ..model.state import ABSENT
+
+        hits = [c for c in self.store.conflicts() if c["id"] == conflict_id
+                or c["id"].startswith(conflict_id)]
+        if not hits:
+            raise ValidationError(f"no open conflict {conflict_id!r} (see `mocksync conflicts`)")
+        if len(hits) > 1:
+            raise ValidationError(f"{conflict_id!r} matches {len(hits)} conflicts; give more of the id")
+        c = hits[0]
+        rt = self.envs.get(c["env"])
+        if rt is None:
+            raise ValidationError(f"environment {c['env']} is no longer synced")
+        field = tuple(c["field"])
+        mine = c["loser"]["device"] == self.device
+        # "ours" is the side this device wrote, or the current winner when it wrote neither.
+        want_loser = (take == "ours") if mine else (take == "theirs")
+        changed = False
+        if field[0] == "#deleted":
+            if want_loser:
+                raise ValidationError(
+                    "this edit lost to a delete; a deleted entity cannot come back. Re-create it "
+                    "in Mockoon if it is still needed, then resolve with --take ours to dismiss")
+        elif want_loser:
+            value = ABSENT if c["loser"].get("absent") else c["loser"]["value"]
+            op = ("x", c["entity"], field) if value is ABSENT else ("s", c["entity"], field, value)
+            self._commit(rt, [op])
+            self.schedule_write(rt)
+            changed = True
+        self.store.mark_resolved(c["env"], c["id"])
+        return {"id": c["id"], "took": take, "changed": changed}
+
+    def change_log(self, text: str) -> list[dict[str, Any]]:
+        from ..model import validate_ops
+
+        rt = self.find(text)
+        out = []
+        for cs, received in self.store.log(rt.uuid):
+            ops = validate_ops(list(cs.ops))
+            kinds: dict[str, int] = {}
+            for op in ops:
+                kinds[op[0]] = kinds.get(op[0], 0) + 1
+            names = {"c": "created", "s": "set", "x": "unset", "d": "deleted"}
+            summary = ", ".join(f"{n} {names[k]}" for k, n in kinds.items())
+            from ..changes import physical_ms
+
+            out.append({"device": cs.device, "member": self.spaces.member_name(rt.space, cs.device),
+                        "seq": cs.seq, "hlc": cs.hlc, "time": physical_ms(cs.hlc) / 1000,
+                        "received": received / 1000, "ops": len(ops), "summary": summary})
+        return out
+
+    def status(self) -> dict[str, Any]:
+        tstat = self.transport.status() if self.transport is not None else {}
+        return {
+            "device": {"id": self.device, "name": self.identity.name},
+            "daemon": {"running": True, "version": __version__, "folder": str(self.folder),
+                       "pid": __import__("os").getpid(), "protocol": PROTOCOL_VERSION,
+                       "model": MODEL_VERSION, "uptime_s": round(self.clock() - self.started_at, 1)},
+            "relay": tstat.get("relay", {"url": self.settings.relay,
+                                         "state": "offline" if self.settings.relay else "none",
+                                         "reason": None if self.settings.relay else
+                                         "no relay configured"}),
+            "peers": tstat.get("peers", []),
+            "environments": self.all_envs(),
+            "rejected": self.store.rejected(10),
+        }

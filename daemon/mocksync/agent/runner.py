@@ -1,0 +1,55 @@
+"""`mocksync daemon`: lock the home, wire the Agent to the control socket, run until a signal.
+
+A clean stop on SIGTERM/SIGINT flushes held writes, says goodbye to peers, removes the socket
+and releases the lock; a second daemon on the same home is refused by the lock with a message
+naming the first one's pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from ..paths import Home
+from ..space.identity import load_identity
+from . import api
+from .control import ControlServer
+from .daemon import Agent
+from .lock import DaemonLock
+from .settings import Settings
+from .spacedir import SpaceDirectory
+
+log = logging.getLogger("mocksync.daemon")
+
+
+async def run_daemon(home: Home, settings: Settings, *, transport: Any = None,
+                     ready: asyncio.Event | None = None,
+                     stop: asyncio.Event | None = None) -> None:
+    lock = DaemonLock(home.lock, home=home.root).acquire()
+    try:
+        identity = load_identity(home)
+        agent = Agent(home, settings, identity, SpaceDirectory(home), transport=transport)
+        server = ControlServer(home.socket)
+        api.register(server, agent)
+        agent.listeners.append(server.publish)
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # Not possible outside the main thread (tests run the daemon in a task).
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        await agent.start()
+        try:
+            await server.start()
+            log.info("mocksync daemon %s watching %s", identity.device_id, agent.folder)
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+        finally:
+            await server.stop()
+            await agent.stop()
+    finally:
+        lock.release()

@@ -1,0 +1,93 @@
+"""Daemon settings: defaults, then `HOME/config.toml`, then command-line flags.
+
+Every setting is documented in examples/config.toml. Unknown keys and wrong types are refused
+with the key named, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .. import MOCKOON_MAX_MIGRATION
+from ..errors import ValidationError
+
+OFFLINE_POLICIES = ("merge", "prompt")
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: Folder holding the Mockoon environment files.
+    folder: Path = Path.home() / "mockoon"
+    #: Hold remote writes to a file until this long after the editor last saved it (MERGE.md).
+    blind_window_s: float = 3.5
+    #: Highest Mockoon `lastMigration` this device's Mockoon can read.
+    mockoon_max_migration: int = MOCKOON_MAX_MIGRATION
+    #: What to do when both sides changed an environment while offline: merge, or prompt.
+    offline_policy: str = "merge"
+    #: Watcher batching (ms): a batch is handled after `watch_step_ms` of quiet.
+    watch_step_ms: int = 5
+    watch_debounce_ms: int = 50
+    #: Addresses to sync over (mDNS and WebRTC candidates); empty = all interfaces.
+    bind: tuple[str, ...] = ()
+    #: Relay URL (http://host:port or https://host:port), or None.
+    relay: str | None = None
+    #: Announce and discover peers with mDNS on the LAN.
+    mdns: bool = True
+    #: ICE servers for WebRTC (none by default: no STUN traffic leaves the machine).
+    ice_servers: tuple[str, ...] = field(default_factory=tuple)
+
+    def with_overrides(self, **kw: Any) -> Settings:
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+    def check(self) -> Settings:
+        if self.offline_policy not in OFFLINE_POLICIES:
+            raise ValidationError(
+                f"offline_policy must be one of {', '.join(OFFLINE_POLICIES)}, not {self.offline_policy!r}"
+            )
+        if not 0 <= self.blind_window_s <= 60:
+            raise ValidationError("blind_window_s must be between 0 and 60 seconds")
+        if self.relay is not None and not self.relay.startswith(("http://", "https://")):
+            raise ValidationError(f"relay must be http://host:port or https://host:port, not {self.relay!r}")
+        return self
+
+
+def load_settings(path: Path) -> Settings:
+    """Settings from a TOML file (missing file: defaults)."""
+    s = Settings()
+    if not path.exists():
+        return s
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"{path}: not valid TOML: {exc}") from None
+    known = {f.name: f for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ValidationError(f"{path}: unknown setting {key!r} (known: {', '.join(sorted(known))})")
+        default = getattr(s, key)
+        if key == "folder":
+            if not isinstance(value, str):
+                raise ValidationError(f"{path}: folder must be a string path")
+            value = Path(value).expanduser()
+        elif key in ("bind", "ice_servers"):
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise ValidationError(f"{path}: {key} must be a list of strings")
+            value = tuple(value)
+        elif key == "relay":
+            if not isinstance(value, str):
+                raise ValidationError(f"{path}: relay must be a string URL")
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValidationError(f"{path}: {key} must be true or false")
+        elif isinstance(default, int | float) and (
+            isinstance(value, bool) or not isinstance(value, int | float)
+        ):
+            raise ValidationError(f"{path}: {key} must be a number")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ValidationError(f"{path}: {key} must be a string")
+        values[key] = value
+    return replace(s, **values).check()

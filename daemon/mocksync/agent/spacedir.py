@@ -1,0 +1,111 @@
+"""The agent's view of the spaces this device belongs to (adapter over `mocksync.space`).
+
+Membership is re-verified from the signed log whenever the documents file changes (the CLI
+adds spaces and members while the daemon runs), so a removal takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tinydb import Query
+
+from ..paths import Home
+from ..space import quotas
+from ..space.store import StoredSpace, get_space, list_spaces
+from ..store.docs import open_docs
+
+PLAN_TABLE = "space_plans"
+
+
+class SpaceDirectory:
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self._mtime: float | None = None
+        self._spaces: dict[str, StoredSpace] = {}
+
+    def _refresh(self) -> dict[str, StoredSpace]:
+        try:
+            m = self.home.docs.stat().st_mtime_ns
+        except FileNotFoundError:
+            m = None
+        if m != self._mtime or not self._spaces:
+            self._spaces = {s.space_id: s for s in list_spaces(self.home)}
+            self._mtime = m
+        return self._spaces
+
+    def spaces(self) -> list[StoredSpace]:
+        return list(self._refresh().values())
+
+    def get(self, space: str) -> StoredSpace | None:
+        return self._refresh().get(space)
+
+    def default_space(self) -> str:
+        spaces = self._refresh()
+        for s in spaces.values():
+            if s.state.kind == "personal":
+                return s.space_id
+        from ..errors import MocksyncError
+
+        raise MocksyncError("this device has no personal space; run `mocksync init` first")
+
+    def resolve(self, text: str) -> str:
+        return get_space(self.home, text).space_id
+
+    def name(self, space: str) -> str:
+        s = self.get(space)
+        return s.name if s else space[:12]
+
+    def public_key(self, space: str, device: str, env: str, seq: int) -> bytes | None:
+        s = self.get(space)
+        if s is None:
+            return None
+        dev = s.state.devices.get(device)
+        if dev is None:
+            removed = s.state.removed_devices.get(device)
+            if removed is None or not s.state.accepts_change(device, env, seq):
+                return None
+            return self._removed_key(s, device)
+        if not s.state.accepts_change(device, env, seq):
+            return None
+        return dev.sign_key
+
+    def _removed_key(self, s: StoredSpace, device: str) -> bytes | None:
+        for e in s.entries:
+            data = getattr(e, "data", None)
+            if isinstance(data, dict):
+                rec = data.get("device")
+                if isinstance(rec, dict) and rec.get("id") == device:
+                    return rec.get("sign")
+        return None
+
+    def member_name(self, space: str, device: str) -> str | None:
+        s = self.get(space)
+        if s is None:
+            return None
+        m = s.state.member_of(device)
+        return m.name if m else None
+
+    # ---- quotas (the relay enforces them too; checking here gives the sentence before sharing)
+    def plan(self, space: str) -> quotas.Plan:
+        with open_docs(self.home.docs) as db:
+            row = db.table(PLAN_TABLE).get(Query().space == space)
+        if row:
+            return quotas.get_plan(row["plan"], max_envs=row.get("max_envs"),
+                                   max_env_bytes=row.get("max_env_bytes"))
+        s = self.get(space)
+        return quotas.PLANS["solo" if s is not None and s.state.kind == "personal" else "team"]
+
+    def set_plan(self, space: str, plan: str, **limits: Any) -> None:
+        quotas.get_plan(plan, **limits)  # validates
+        with open_docs(self.home.docs) as db:
+            db.table(PLAN_TABLE).upsert({"space": space, "plan": plan, **limits},
+                                        Query().space == space)
+
+    def check_share(self, space: str, env_count: int, env_bytes: int) -> str | None:
+        d = quotas.check_share(self.plan(space), env_count, env_bytes)
+        return None if d.ok else d.reason
+
+    def check_size(self, space: str, env_bytes: int) -> str | None:
+        d = quotas.check_env_size(self.plan(space), env_bytes)
+        return None if d.ok else d.reason
