@@ -76,6 +76,9 @@ def resolve_env(text: str, candidates: list[dict[str, Any]]) -> dict[str, Any]:
                and os.path.realpath(c["file"]) == as_path]
     if by_file:
         return by_file[0]
+    by_base = [c for c in candidates if c.get("file") and os.path.basename(c["file"]) == text]
+    if len(by_base) == 1:
+        return by_base[0]
     by_name = [c for c in candidates if c.get("name") == text]
     if len(by_name) == 1:
         return by_name[0]

@@ -220,6 +220,11 @@ class Store:
             )
         return out
 
+    def head_space(self, env: str) -> str | None:
+        """The space an environment's change sets belong to."""
+        row = self.db.execute("SELECT space FROM changesets WHERE env=? LIMIT 1", (env,)).fetchone()
+        return row[0] if row else None
+
     def count(self, env: str, status: str = APPLIED) -> int:
         return self.db.execute(
             "SELECT COUNT(*) FROM changesets WHERE env=? AND status=?", (env, status)

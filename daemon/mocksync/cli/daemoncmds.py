@@ -1,0 +1,295 @@
+"""Commands that run or talk to the daemon (CLI.md "The daemon" and "Environments").
+
+Each command is a thin call over the control socket; exit code 3 when no daemon answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..agent.client import ControlClient, ControlError, DaemonNotRunning
+from ..errors import MocksyncError
+from .common import EXIT_FAILED, EXIT_NO_DAEMON, Ctx, emit_json, fail, main_group
+
+
+def _call(ctx: Ctx, name: str, **params: Any) -> dict[str, Any]:
+    try:
+        return ControlClient(ctx.home.socket).call(name, **params)
+    except DaemonNotRunning as exc:
+        fail(str(exc), EXIT_NO_DAEMON)
+    except ControlError as exc:
+        fail(exc.message if hasattr(exc, "message") else str(exc))
+
+
+json_opt = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+@main_group.command("daemon")
+@click.option("--folder", type=click.Path(file_okay=False), help="Folder of environment files.")
+@click.option("--relay", help="Relay URL, http://host:port or https://host:port.")
+@click.option("--bind", multiple=True, help="Address to sync over (repeatable); default: all.")
+@click.option("--no-mdns", is_flag=True, help="Do not announce or discover peers on the LAN.")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_obj
+def daemon_cmd(ctx: Ctx, folder: str | None, relay: str | None, bind: tuple[str, ...],
+               no_mdns: bool, verbose: int) -> None:
+    """Run the sync daemon in the foreground (systemd runs it so). SIGTERM stops it cleanly.
+
+    \b
+    Examples:
+      mocksync daemon --folder ~/mockoon
+      mocksync --home /tmp/dev2 daemon --folder /tmp/dev2/envs --bind 127.0.0.1 --no-mdns
+    """
+    from ..agent.runner import run_daemon
+    from ..agent.settings import load_settings
+
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        settings = load_settings(ctx.home.root / "config.toml").with_overrides(
+            folder=Path(folder) if folder else None, relay=relay,
+            bind=tuple(bind) if bind else None, mdns=False if no_mdns else None,
+        ).check()
+        click.echo(f"mocksync daemon: watching {Path(settings.folder).expanduser()} "
+                   f"(home {ctx.home.root}); Ctrl-C to stop", err=True)
+        asyncio.run(run_daemon(ctx.home, settings))
+    except MocksyncError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+    click.echo("mocksync daemon: stopped", err=True)
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", show_edge=False)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*[("" if v is None else str(v)) for v in r])
+    Console().print(t)
+
+
+@main_group.command("status")
+@json_opt
+@click.pass_obj
+def status_cmd(ctx: Ctx, as_json: bool) -> None:
+    """The whole picture: device, daemon, relay, peers, environments and why each is as it is.
+
+    \b
+    Examples:
+      mocksync status
+      mocksync status --json | jq '.environments[] | select(.state != "synced")'
+    """
+    st = _call(ctx, "status")
+    if as_json:
+        emit_json(st)
+        return
+    d, dm, r = st["device"], st["daemon"], st["relay"]
+    click.echo(f"device  {d['name']} ({d['id']})")
+    click.echo(f"daemon  running, version {dm['version']}, folder {dm['folder']}")
+    relay_line = f"relay   {r.get('state')}"
+    if r.get("url"):
+        relay_line += f" {r['url']}"
+    if r.get("reason"):
+        relay_line += f": {r['reason']}"
+    click.echo(relay_line)
+    if st["peers"]:
+        _table("peers", ["device", "member", "via", "state", "rtt ms"],
+               [[p.get("device"), p.get("member"), p.get("via"), p.get("state"), p.get("rtt_ms")]
+                for p in st["peers"]])
+    else:
+        click.echo("peers   none connected")
+    envs = st["environments"]
+    if envs:
+        _table("environments", ["name", "file", "space", "state", "conflicts", "reason"],
+               [[e["name"], Path(e["file"]).name, e.get("space_name") or "", e["state"],
+                 e["conflicts"] or "", e["reason"] or ""] for e in envs])
+    else:
+        click.echo("no environment files in the folder yet")
+
+
+@main_group.command("list")
+@json_opt
+@click.pass_obj
+def list_cmd(ctx: Ctx, as_json: bool) -> None:
+    """Environments in the folder, local or synced.
+
+    \b
+    Example:
+      mocksync list --json
+    """
+    envs = _call(ctx, "list")["environments"]
+    if as_json:
+        emit_json(envs)
+        return
+    _table("environments", ["name", "uuid", "file", "state", "space"],
+           [[e["name"], e["uuid"], Path(e["file"]).name, e["state"], e.get("space_name")]
+            for e in envs])
+
+
+@main_group.command("share")
+@click.argument("file")
+@click.option("--space", "space", help="Space name or id (default: your personal space).")
+@click.option("--copy", is_flag=True, help="Leave FILE as is; sync a copy with fresh uuids.")
+@json_opt
+@click.pass_obj
+def share_cmd(ctx: Ctx, file: str, space: str | None, copy: bool, as_json: bool) -> None:
+    """Make a local environment synced (Mockoon Pro: "Duplicate to the cloud").
+
+    \b
+    Examples:
+      mocksync share petstore.json --space team
+      mocksync share petstore.json --copy
+    """
+    p = Path(file)
+    res = _call(ctx, "share", file=str(p.resolve()) if p.exists() else file, space=space, copy=copy)
+    if as_json:
+        emit_json(res)
+    else:
+        click.echo(f"shared {res['name']!r} ({res['uuid']}) from {res['file']} "
+                   f"in space {res.get('space_name')}")
+
+
+@main_group.command("new")
+@click.argument("name")
+@click.option("--space", "space", help="Space name or id (default: your personal space).")
+@json_opt
+@click.pass_obj
+def new_cmd(ctx: Ctx, name: str, space: str | None, as_json: bool) -> None:
+    """Create a valid empty environment file, synced (Mockoon Pro: "New cloud environment").
+
+    \b
+    Example:
+      mocksync new "Orders API" --space team
+    """
+    res = _call(ctx, "new", name=name, space=space)
+    if as_json:
+        emit_json(res)
+    else:
+        click.echo(f"created {res['file']} ({res['uuid']}), synced in space {res.get('space_name')}")
+
+
+def _env_command(name: str, verb: str, help_text: str) -> None:
+    @main_group.command(name, help=help_text)
+    @click.argument("env")
+    @json_opt
+    @click.pass_obj
+    def cmd(ctx: Ctx, env: str, as_json: bool) -> None:
+        res = _call(ctx, name, env=env)
+        if as_json:
+            emit_json(res)
+        else:
+            click.echo(f"{verb} {res['file']}" + (f" ({res['note']})" if res.get("note") else ""))
+
+
+_env_command("unshare", "unshared; kept as a local file:",
+             "Leave the space on every device; every copy stays as a local file "
+             "(Mockoon Pro: \"Convert to local\").\n\nENV is a uuid, a name or a file path.\n\n"
+             "\b\nExample:\n  mocksync unshare petstore.json")
+_env_command("delete", "deleted from the space; kept here as a local file:",
+             "Leave the space; other devices move their copy to a recoverable trash "
+             "(Mockoon Pro: \"Delete from cloud\").\n\n\b\nExample:\n  mocksync delete 'Pet Store'")
+_env_command("restore", "restored", "Write a synced environment's file again after it was "
+             "deleted on this device.\n\n\b\nExample:\n  mocksync restore petstore.json")
+
+
+@main_group.command("conflicts")
+@click.argument("env", required=False)
+@json_opt
+@click.pass_obj
+def conflicts_cmd(ctx: Ctx, env: str | None, as_json: bool) -> None:
+    """What merged over what: concurrent writes whose loser was kept (exit 1 when any).
+
+    \b
+    Examples:
+      mocksync conflicts
+      mocksync conflicts petstore.json --json
+    """
+    cs = _call(ctx, "conflicts", env=env)["conflicts"]
+    if as_json:
+        emit_json(cs)
+    elif not cs:
+        click.echo("no conflicts")
+    else:
+        _table("conflicts", ["id", "where", "field", "kept", "over"],
+               [[c["id"], c["where"], ".".join(c["field"][1:]) or c["field"][0],
+                 f"{_short(c['winner']['value'])} ({c['winner']['device'][:11]})",
+                 f"{_short(c['loser']['value'])} ({c['loser']['device'][:11]})"] for c in cs])
+        click.echo("flip one with: mocksync resolve ID --take theirs")
+    if cs:
+        raise SystemExit(EXIT_FAILED)
+
+
+def _short(v: Any, n: int = 30) -> str:
+    s = repr(v)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+@main_group.command("resolve")
+@click.argument("target")
+@click.option("--take", type=click.Choice(["ours", "theirs"]),
+              help="For a conflict id: keep our value or take theirs.")
+@click.option("--keep-local", is_flag=True, help="For an environment held by the prompt policy.")
+@click.option("--discard-local", is_flag=True, help="For an environment held by the prompt policy.")
+@json_opt
+@click.pass_obj
+def resolve_cmd(ctx: Ctx, target: str, take: str | None, keep_local: bool, discard_local: bool,
+                as_json: bool) -> None:
+    """Flip one conflict (TARGET = conflict id), or decide a held environment (TARGET = ENV).
+
+    \b
+    Examples:
+      mocksync resolve 3f2a9c1b07de --take theirs
+      mocksync resolve petstore.json --keep-local
+    """
+    if take and (keep_local or discard_local):
+        fail("give either --take (for a conflict) or --keep-local/--discard-local", 2)
+    if keep_local or discard_local:
+        if keep_local and discard_local:
+            fail("give only one of --keep-local and --discard-local", 2)
+        res = _call(ctx, "resolve_env", env=target, keep_local=keep_local)
+    elif take:
+        res = _call(ctx, "resolve", id=target, take=take)
+    else:
+        fail("say what to do: --take ours|theirs, --keep-local or --discard-local", 2)
+    if as_json:
+        emit_json(res)
+    else:
+        click.echo("resolved" + (" (file updated)" if res.get("changed") else ""))
+
+
+@main_group.command("log")
+@click.argument("env")
+@json_opt
+@click.pass_obj
+def log_cmd(ctx: Ctx, env: str, as_json: bool) -> None:
+    """Change sets of an environment, oldest first.
+
+    \b
+    Example:
+      mocksync log petstore.json --json
+    """
+    rows = _call(ctx, "log", env=env)["changesets"]
+    if as_json:
+        emit_json(rows)
+        return
+    _table("change sets", ["time", "device", "member", "seq", "ops", "summary"],
+           [[dt.datetime.fromtimestamp(r["time"]).isoformat(timespec="seconds"), r["device"][:11],
+             r["member"], r["seq"], r["ops"], r["summary"]] for r in rows])
+
+
+@main_group.command("reconnect")
+@click.pass_obj
+def reconnect_cmd(ctx: Ctx) -> None:
+    """Retry the relay and peers now, and rescan the folder."""
+    _call(ctx, "reconnect")
+    click.echo("reconnecting")
