@@ -130,7 +130,7 @@ def test_equivocation_rejected_and_logged(author, reader):
     key, _, (cs1, _), _ = author
     reader.ingest(cs1.encode(), pub(key), NOW)
     fork = ChangeSet(space=SPACE, env=ENV_UUID, device="DEVA", seq=1, hlc=cs1.hlc + 1, deps={},
-                     prev_hash=b"", ops=(["s", u(11), ["v", "body"], "forged"],)).sign(key)
+                     prev_hash=b"", ops=(["s", u(11), ["v", "body"], '"forged"'],)).sign(key)
     with pytest.raises(EquivocationError):
         reader.ingest(fork.encode(), pub(key), NOW)
     assert render(reader.state(ENV_UUID))["routes"][0]["responses"][0]["body"] != "forged"
@@ -148,7 +148,7 @@ def test_broken_chain_refused(author, reader):
 def test_malformed_ops_refused_before_apply(reader):
     key = Ed25519PrivateKey.generate()
     bad = ChangeSet(space=SPACE, env=ENV_UUID, device="DEVB", seq=1, hlc=pack(NOW, 0), deps={},
-                    prev_hash=b"", ops=(["s", u(1), ["p", "tree"], ["", "0"]],)).sign(key)
+                    prev_hash=b"", ops=(["s", u(1), ["p", "tree"], '["", "0"]'],)).sign(key)
     _refused(reader, bad.encode(), pub(key), ChangeSetError)
 
 
@@ -156,7 +156,7 @@ def test_future_stamp_quarantined_then_released(author, reader):
     key = Ed25519PrivateKey.generate()
     future = NOW + 3_600_000
     cs = ChangeSet(space=SPACE, env=ENV_UUID, device="DEVF", seq=1, hlc=pack(future, 0), deps={},
-                   prev_hash=b"", ops=(["s", u(11), ["v", "label"], "from the future"],)).sign(key)
+                   prev_hash=b"", ops=(["s", u(11), ["v", "label"], '"from the future"'],)).sign(key)
     assert reader.ingest(cs.encode(), pub(key), NOW).status == QUARANTINED
     assert reader.count(ENV_UUID, APPLIED) == 0
     assert reader.clock.last < pack(NOW + 60_001, 0)
@@ -205,10 +205,10 @@ def test_concurrent_writes_recorded_as_conflicts(author, reader):
     kb = Ed25519PrivateKey.generate()
     a = ChangeSet(space=SPACE, env=ENV_UUID, device="DEVA", seq=2, hlc=cs1.hlc + 10,
                   deps={}, prev_hash=cs1.hash,
-                  ops=(["s", u(11), ["v", "body"], "A"],)).sign(key)
+                  ops=(["s", u(11), ["v", "body"], '"A"'],)).sign(key)
     b = ChangeSet(space=SPACE, env=ENV_UUID, device="DEVB", seq=1, hlc=cs1.hlc + 20,
                   deps={"DEVA": 1}, prev_hash=b"",
-                  ops=(["s", u(11), ["v", "body"], "B"],)).sign(kb)
+                  ops=(["s", u(11), ["v", "body"], '"B"'],)).sign(kb)
     reader.ingest(a.encode(), pub(key), NOW)
     res = reader.ingest(b.encode(), pub(kb), NOW)
     assert len(res.conflicts) == 1

@@ -50,7 +50,9 @@ def registers_of(v: EntityView) -> dict[RegId, Any]:
 
 
 def _field_ops(b: EntityView, n: EntityView) -> list[tuple]:
-    if b.keys == n.keys and b.fields == n.fields and same(b.fields, n.fields):
+    # Python's == is the fast C comparison; it equates true with 1 and 1 with 1.0, which
+    # Mockoon's fixed field types never swap, so `same` is only paid for entities that changed.
+    if b.keys == n.keys and b.fields == n.fields:
         return []
     old, new = registers_of(b), registers_of(n)
     ops: list[tuple] = []
@@ -100,13 +102,23 @@ def diff(
     new: dict[str, Any],
     state: State | None = None,
     rng: random.Random | None = None,
+    *,
+    base_views: dict[str, EntityView] | None = None,
+    new_views: dict[str, EntityView] | None = None,
 ) -> list[tuple]:
-    """Ops turning `base` (None: nothing) into `new`; position keys come from `state`."""
+    """Ops turning `base` (None: nothing) into `new`; position keys come from `state`.
+
+    `base_views` / `new_views` are the docs' `flatten` results when the caller has them
+    (`ParsedEnv.views`), which saves re-flattening a large environment on every save.
+    """
     rng = rng or random.Random()
     if base is not None and state is None:
         state = state_from_doc(base, rng=random.Random(0))
-    nviews = flatten(new)
-    bviews = flatten(base) if base is not None else {}
+    nviews = new_views if new_views is not None else flatten(new)
+    if base is None:
+        bviews: dict[str, EntityView] = {}
+    else:
+        bviews = base_views if base_views is not None else flatten(base)
     new_env = next(iter(nviews))
     if bviews and next(iter(bviews)) != new_env:
         raise ValidationError(

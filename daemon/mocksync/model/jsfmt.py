@@ -24,6 +24,24 @@ from typing import Any
 from ..errors import ValidationError
 
 _STR_ENCODER = json.JSONEncoder(ensure_ascii=False)
+#: A surrogate pair split over two Python characters, or an unpaired surrogate.
+_SURROGATE_RE = re.compile("[\ud800-\udbff][\udc00-\udfff]|[\ud800-\udfff]")
+
+
+def _js_string(s: str) -> str:
+    """JSON.stringify of a string: like Python's, except that (ES2019 well-formed stringify)
+    an unpaired surrogate is escaped as \\udxxx, so the text is always valid UTF-8."""
+    out = _STR_ENCODER.encode(s)
+    if not out.isascii() and _SURROGATE_RE.search(out):
+        out = _SURROGATE_RE.sub(_fix_surrogate, out)
+    return out
+
+
+def _fix_surrogate(m: re.Match[str]) -> str:
+    s = m.group(0)
+    if len(s) == 2:  # a pair: JavaScript sees one character
+        return chr(0x10000 + ((ord(s[0]) - 0xD800) << 10) + (ord(s[1]) - 0xDC00))
+    return f"\\u{ord(s):04x}"
 
 
 class JSONSyntaxError(ValidationError):
@@ -136,7 +154,45 @@ def _shortest_digits(x: float) -> tuple[str, int]:
 
 
 def dumps(value: Any, layout: Layout = MOCKOON_LAYOUT) -> str:
-    """Render like JSON.stringify(value, null, indent), in the given layout."""
+    """Render like JSON.stringify(value, null, indent), in the given layout.
+
+    Fast path: the standard library's iterative encoder with JavaScript's number formatting
+    plugged in (5x faster than the recursive one below on a 15 MB environment). Its strings
+    differ from JavaScript's only for unpaired surrogates, which send us to the slow path.
+    """
+    try:
+        out = _fast_dumps(value, layout)
+    except (TypeError, ValueError):
+        out = None
+    if out is not None and (out.isascii() or not _SURROGATE_RE.search(out)):
+        return out
+    return _slow_dumps(value, layout)
+
+
+def _fast_dumps(value: Any, layout: Layout) -> str:
+    ind = layout.indent
+    item_sep, key_sep = (",", ":") if ind is None else (",", ": ")
+    it = json.encoder._make_iterencode(  # type: ignore[attr-defined]
+        {}, _no_default, json.encoder.encode_basestring, ind, _js_float, key_sep, item_sep,
+        False, False, True,
+    )
+    out = "".join(it(value, 0))
+    if layout.newline != "\n" and ind is not None:
+        out = out.replace("\n", layout.newline)
+    if layout.trailing_newline:
+        out += layout.newline
+    return out
+
+
+def _no_default(o: Any) -> Any:
+    raise TypeError(f"cannot render {type(o).__name__} as JSON")
+
+
+def _js_float(x: float) -> str:
+    return js_number(x)
+
+
+def _slow_dumps(value: Any, layout: Layout) -> str:
     parts: list[str] = []
     ind = layout.indent
     nl = layout.newline
@@ -158,7 +214,7 @@ def _scalar(value: Any) -> str | None:
     if value is False:
         return "false"
     if isinstance(value, str):
-        return _STR_ENCODER.encode(value)
+        return _js_string(value)
     if isinstance(value, int | float):
         return js_number(value)
     return None
@@ -176,7 +232,7 @@ def _compact(value: Any, out: list[str]) -> None:
             if not first:
                 out.append(",")
             first = False
-            out.append(_STR_ENCODER.encode(str(k)))
+            out.append(_js_string(str(k)))
             out.append(":")
             _compact(v, out)
         out.append("}")
@@ -207,7 +263,7 @@ def _pretty(value: Any, out: list[str], ind: str, nl: str, level: int) -> None:
         for k, v in value.items():
             out.append(inner if first else "," + inner)
             first = False
-            out.append(_STR_ENCODER.encode(str(k)))
+            out.append(_js_string(str(k)))
             out.append(": ")
             _pretty(v, out, ind, nl, level + 1)
         out.append(nl + ind * level + "}")

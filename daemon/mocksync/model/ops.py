@@ -5,6 +5,9 @@ Wire form (CBOR-friendly lists, kept short because every edit travels):
   ["s", uuid, regid, value]                  set one register (a move is a set of a place)
   ["x", uuid, regid]                         unset a register (the key left the object)
   ["d", uuid]                                delete an entity (a tombstone; never resurrected)
+Register values travel as JSON text (the `value` slots above): canonical CBOR sorts map keys,
+and a rule's or header's key order is part of the file, so values must not pass through a CBOR
+map. JSON text keeps it, and keeps numbers exactly as the file had them.
 A register id is a list: ["v", key] a field, ["v", key, subkey] a key of a nested object,
 ["k"] / ["k", key] the key order of the entity / of a nested object, ["p", "list"|"tree"] a
 place whose value is [container uuid, position key], ["m", "lifecycle"] on the environment:
@@ -14,6 +17,7 @@ place whose value is [container uuid, position key], ["m", "lifecycle"] on the e
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..errors import ValidationError
@@ -34,6 +38,29 @@ MAX_KEYS_PER_OBJECT = 10_000
 class BadOpError(ValidationError):
     def __init__(self, index: int, why: str) -> None:
         super().__init__(f"op {index} is malformed: {why}")
+
+
+def enc_value(value: Any) -> str:
+    """A register value as compact JSON text (key order kept)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # an unpaired surrogate: escape it so the bytes are valid UTF-8
+        text = json.dumps(value, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    return text
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def dec_value(text: Any) -> Any:
+    if not isinstance(text, str):
+        raise ValueError("a register value must be JSON text")
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"register value is not valid JSON ({exc})") from None
 
 
 def regid_of(raw: Any) -> RegId:
@@ -96,15 +123,17 @@ def validate_ops(ops: Any) -> list[tuple]:
                     if not isinstance(pair, list | tuple) or len(pair) != 2:
                         raise ValueError("create registers must be [regid, value] pairs")
                     rid = regid_of(pair[0])
-                    check_value(rid, pair[1])
-                    regs.append((rid, pair[1]))
+                    value = dec_value(pair[1])
+                    check_value(rid, value)
+                    regs.append((rid, value))
                 out.append(("c", op[1], op[2], regs))
             elif name == "s":
                 if len(op) != 4:
                     raise ValueError("set needs [s, uuid, regid, value]")
                 rid = regid_of(op[2])
-                check_value(rid, op[3])
-                out.append(("s", op[1], rid, op[3]))
+                value = dec_value(op[3])
+                check_value(rid, value)
+                out.append(("s", op[1], rid, value))
             elif name == "x":
                 if len(op) != 3:
                     raise ValueError("unset needs [x, uuid, regid]")
@@ -127,9 +156,9 @@ def to_wire(op: tuple) -> list:
     """Internal op (tuples) -> wire lists."""
     name = op[0]
     if name == "c":
-        return ["c", op[1], op[2], [[list(r), v] for r, v in op[3]]]
+        return ["c", op[1], op[2], [[list(r), enc_value(v)] for r, v in op[3]]]
     if name == "s":
-        return ["s", op[1], list(op[2]), op[3]]
+        return ["s", op[1], list(op[2]), enc_value(op[3])]
     if name == "x":
         return ["x", op[1], list(op[2])]
     return ["d", op[1]]

@@ -148,15 +148,25 @@ def render(state: State) -> dict[str, Any]:
     def tree_refs(container: str) -> list[dict[str, str]]:
         return [{"type": e.kind, "uuid": e.uuid} for e in tree.get(container, [])]
 
+    cache = state.render_cache
+
+    def leaf(e: Entity) -> dict[str, Any]:
+        o = cache.get(e.uuid)
+        if o is None:
+            o = cache[e.uuid] = _object(e, {})
+        return o
+
     def response_obj(r: Entity) -> dict[str, Any]:
-        o = _object(r, {})
+        o = leaf(r)
         if dead_bucket_ids and o.get("databucketID") in dead_bucket_ids:
-            o["databucketID"] = ""
+            o = dict(o, databucketID="")
         cbs = o.get("callbacks")
-        if dead_callbacks and isinstance(cbs, list):
-            o["callbacks"] = [
+        if dead_callbacks and isinstance(cbs, list) and any(
+            isinstance(c, dict) and c.get("uuid") in dead_callbacks for c in cbs
+        ):
+            o = dict(o, callbacks=[
                 c for c in cbs if not (isinstance(c, dict) and c.get("uuid") in dead_callbacks)
-            ]
+            ])
         return o
 
     def route_obj(route: Entity) -> dict[str, Any]:
@@ -167,16 +177,16 @@ def render(state: State) -> dict[str, Any]:
         return _object(route, {"responses": objs})
 
     def callback_obj(c: Entity) -> dict[str, Any]:
-        o = _object(c, {})
+        o = leaf(c)
         if dead_bucket_ids and o.get("databucketID") in dead_bucket_ids:
-            o["databucketID"] = ""
+            o = dict(o, databucketID="")
         return o
 
     children: dict[str, Any] = {
         "folders": [_object(f, {"children": tree_refs(f.uuid)}) for f in by_kind[FOLDER]],
         "routes": [route_obj(r) for r in by_kind[ROUTE]],
         "rootChildren": tree_refs(ROOT),
-        "data": [_object(b, {}) for b in by_kind[BUCKET]],
+        "data": [leaf(b) for b in by_kind[BUCKET]],
         "callbacks": [callback_obj(c) for c in by_kind[CALLBACK]],
     }
     # Collections the file never had stay absent while empty (older migrations).
@@ -198,5 +208,6 @@ def _one_default(rs: list[Entity], objs: list[dict[str, Any]]) -> None:
     if best < 0:
         best = 0
     for i, o in enumerate(objs):
-        if "default" in o or i == best:
-            o["default"] = i == best
+        want = i == best
+        if ("default" in o or want) and o.get("default") is not want:
+            objs[i] = dict(o, default=want)  # cached objects are shared: copy, never mutate

@@ -72,8 +72,8 @@ KEY_ORDER: dict[str, tuple[str, ...]] = {
     ),
     BUCKET: ("uuid", "id", "name", "documentation", "value"),
     CALLBACK: (
-        "uuid", "id", "uri", "name", "documentation", "method", "headers", "body", "bodyType",
-        "filePath", "databucketID", "sendFileAsBody",
+        "uuid", "id", "uri", "name", "documentation", "method", "headers", "bodyType", "body",
+        "databucketID", "filePath", "sendFileAsBody",
     ),
 }
 

@@ -14,12 +14,13 @@ any concurrent write (MERGE.md "Conflicts").
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..changes import canonical
-from .ops import RegId
+from .ops import RegId, enc_value
 
 Stamp = tuple[int, str]  # (hlc, device)
 Origin = tuple[str, int]  # (device, seq)
@@ -138,6 +139,10 @@ class State:
         self.conflicts: list[Conflict] = []
         self._deps: dict[Origin, dict[str, int]] = {}
         self._deps_lookup = deps_lookup
+        #: Rendered JSON objects of leaf entities (responses, buckets, callbacks), by uuid,
+        #: dropped whenever the entity is touched: rendering a 15 MB env after a one-property
+        #: edit then rebuilds one object, not twenty thousand. Never mutated once stored.
+        self.render_cache: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ queries
     def entity(self, uuid: str) -> Entity | None:
@@ -194,6 +199,8 @@ class State:
                 self._set(ent, op[2], ABSENT, stamp, origin, deps, res)
             elif name == "d":
                 self._delete(ent, stamp, origin, deps, res)
+        for u in res.touched:
+            self.render_cache.pop(u, None)
         return res
 
     def _set(self, ent: Entity, rid: RegId, value: Any, stamp: Stamp, origin: Origin | None,
@@ -201,7 +208,7 @@ class State:
         cur = ent.regs.get(rid)
         if ent.deleted and rid[0] != "k" and self._concurrent(ent.del_origin, origin, deps):
             self._record(res, ent, ("#deleted",), ABSENT, ent.del_stamp, ent.del_origin,
-                         value, stamp, origin)
+                         value, stamp, origin, loser_field=rid)
         if cur is None:
             ent.regs[rid] = Reg(value, stamp, origin)
             res.touched.add(ent.uuid)
@@ -246,7 +253,7 @@ class State:
         """Canonical bytes of one entity, for the store's materialised table."""
         e = self.entities[uuid]
         regs = [
-            [list(rid), r.value is not ABSENT, None if r.value is ABSENT else r.value,
+            [list(rid), r.value is not ABSENT, None if r.value is ABSENT else enc_value(r.value),
              r.stamp[0], r.stamp[1], list(r.origin) if r.origin else None]
             for rid, r in e.regs.items()
         ]
@@ -264,9 +271,10 @@ class State:
         e.del_stamp = tuple(dstamp) if dstamp else None
         e.del_origin = tuple(dorigin) if dorigin else None
         for rid, present, value, hlc, dev, origin in regs:
-            e.regs[tuple(rid)] = Reg(value if present else ABSENT, (hlc, dev),
+            e.regs[tuple(rid)] = Reg(json.loads(value) if present else ABSENT, (hlc, dev),
                                      tuple(origin) if origin else None)
         self.entities[uuid] = e
+        self.render_cache.pop(uuid, None)
 
     def copy(self) -> State:
         """Deep enough copy for what-if merges (registers are replaced, never mutated in place)."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import MOCKOON_MAX_MIGRATION
 from ..errors import ValidationError
-from .flatten import NotAnEnvironmentError, flatten
+from .flatten import EntityView, NotAnEnvironmentError, flatten
 from .jsfmt import Layout, detect_layout, parse_json
 
 #: Largest environment file we accept (Mockoon's biggest plan allows 15 MB; leave headroom).
@@ -29,6 +29,8 @@ class ParsedEnv:
     doc: dict[str, Any]
     layout: Layout
     text: str
+    #: The entity views validation computed: pass them to `diff` to skip a second flatten.
+    views: dict[str, EntityView] | None = None
 
     @property
     def uuid(self) -> str:
@@ -40,8 +42,8 @@ class ParsedEnv:
         return n if isinstance(n, str) else ""
 
 
-def check_env(doc: Any, max_migration: int = MOCKOON_MAX_MIGRATION) -> None:
-    """Raise a ValidationError naming the first problem, or return None."""
+def check_env(doc: Any, max_migration: int = MOCKOON_MAX_MIGRATION) -> dict[str, EntityView]:
+    """Raise a ValidationError naming the first problem, or return the entity views."""
     if not isinstance(doc, dict):
         raise NotAnEnvironmentError("the top level is not an object")
     if "uuid" not in doc:
@@ -51,7 +53,7 @@ def check_env(doc: Any, max_migration: int = MOCKOON_MAX_MIGRATION) -> None:
         raise NotAnEnvironmentError("no integer 'lastMigration' at the top level")
     if lm > max_migration:
         raise MigrationTooNewError(lm, max_migration)
-    flatten(doc)
+    return flatten(doc)
 
 
 def parse_env(text: str | bytes, max_migration: int = MOCKOON_MAX_MIGRATION) -> ParsedEnv:
@@ -66,5 +68,5 @@ def parse_env(text: str | bytes, max_migration: int = MOCKOON_MAX_MIGRATION) -> 
         except UnicodeDecodeError as exc:
             raise ValidationError(f"file is not UTF-8 text (byte {exc.start})") from None
     doc = parse_json(text)
-    check_env(doc, max_migration)
-    return ParsedEnv(doc, detect_layout(text), text)
+    views = check_env(doc, max_migration)
+    return ParsedEnv(doc, detect_layout(text), text, views)

@@ -1,0 +1,1 @@
+"""mocksync benchmarks (`make bench`). Every number is measured in the run that prints it."""
