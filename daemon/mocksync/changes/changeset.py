@@ -1,0 +1,516 @@
+"""Signed change sets: the unit every edit travels and is stored as.
+
+A change set is one device's batch of ops on one environment. Each device numbers its sets
+per `(space, env)` 1, 2, 3... and links each to the previous one by hash (`prev_hash`), so a
+receiver can tell a complete chain from one with a gap, a fork (equivocation) or a forgery, and
+Ed25519 signatures make every set attributable to the device key that wrote it. `deps` is the
+author's version vector at the time, which is what lets merge tell a conflict from an ordinary
+overwrite.
+
+Bytes, not fields, are what get signed and hashed. The body is canonical CBOR of a map with
+short keys, so the same fields give the same bytes on every machine; large op lists ride
+zlib-compressed inside the body (a one-property edit stays a few hundred bytes, a whole imported
+environment shrinks several-fold). Because zlib builds are free to emit different (equally
+valid) streams, a decoded change set keeps the exact body bytes it arrived with: its hash,
+signature check and re-encoding all use those bytes, never a recompression. Persist `encode()`
+output, not the fields, and the hash chain holds on every device.
+
+What a signature covers is `SIGNING_CONTEXT + body`, so a device signature made for a change
+set can never be replayed as one over some other kind of message signed with the same key.
+
+Decoding is strict because its input comes from the network: a size ceiling before parsing,
+canonical form only (so no two wire forms mean the same set), every field type and range
+checked, a bounded inflate that refuses zip bombs before they are fully expanded, and every
+failure a specific `ChangeSetError` subclass with a sentence that names the field. Anything
+`encode()` produces, `decode()` accepts and re-encodes to the identical bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from ..errors import ChangeSetError, LimitError
+from . import canonical
+
+#: Version of the body layout below. A body with another version is refused, not guessed at.
+FORMAT_VERSION = 1
+#: Op lists whose canonical encoding is longer than this many bytes are stored compressed.
+COMPRESS_THRESHOLD = 1024
+#: zlib level used when compressing ops (speed and ratio balance; any valid stream decodes).
+ZLIB_LEVEL = 6
+#: Largest encoded change set (wire bytes) we build or accept.
+MAX_CHANGESET_BYTES = 48 * 1024 * 1024
+#: Largest canonical encoding of an op list, after decompression.
+MAX_OPS_BYTES = 64 * 1024 * 1024
+#: Most ops in one change set.
+MAX_OPS = 200_000
+#: Most entries in a change set's `deps` version vector.
+MAX_DEPS = 10_000
+#: Deepest nesting of lists/maps inside one op (the CBOR decoder itself stops at 400).
+MAX_OP_DEPTH = 64
+#: Largest seq / deps value: must fit a signed 64-bit SQLite INTEGER.
+MAX_SEQ = (1 << 63) - 1
+#: Largest stamp: HLC stamps are unsigned 64-bit.
+MAX_HLC = (1 << 64) - 1
+#: Largest register-model version number.
+MAX_MODEL = 0xFFFF
+#: Longest environment id and device id, in characters.
+MAX_ENV_CHARS = 64
+MAX_DEVICE_CHARS = 64
+#: A space id is 128 random bits: 32 lowercase hex characters (16 bytes inside the body).
+SPACE_ID_BYTES = 16
+#: Sizes fixed by sha256 and Ed25519.
+HASH_BYTES = 32
+SIG_BYTES = 64
+PUBLIC_KEY_BYTES = 32
+#: Prefix of every signed message: domain separation from other things a device key signs.
+SIGNING_CONTEXT = b"mocksync/changeset/v1\x00"
+
+_SPACE_RE = re.compile(r"[0-9a-f]{32}")
+_DEVICE_RE = re.compile(rf"[A-Za-z0-9-]{{1,{MAX_DEVICE_CHARS}}}")
+# Body map keys: v version, s space, e env, d device, n seq, h hlc, deps, p prev_hash,
+# m model, and exactly one of o (inline ops) / z (zlib-compressed canonical ops).
+_BODY_KEYS = frozenset({"v", "s", "e", "d", "n", "h", "deps", "p", "m"})
+_SCALARS = (str, bytes, int, float, bool, type(None))
+_KEY_TYPES = (str, int, bytes)
+
+
+class MalformedChangeSet(ChangeSetError):
+    """Bytes or fields that are not a well-formed change set (truncated, altered, wrong type)."""
+
+
+class UnknownFormatVersion(MalformedChangeSet):
+    """A change set body in a format version this build does not read (a newer peer)."""
+
+
+class SignatureError(ChangeSetError):
+    """A change set is unsigned, or its signature does not verify with the given key."""
+
+
+class ChainError(ChangeSetError):
+    """A change set does not extend its device's chain (gap, fork, or wrong predecessor)."""
+
+
+class ChangeSetTooLarge(ChangeSetError, LimitError):
+    """A change set, or its decompressed ops, is over a named size limit."""
+
+    code = "limit"
+
+
+def _bad(name: str, problem: str) -> MalformedChangeSet:
+    return MalformedChangeSet(f"change set field {name}: {problem}")
+
+
+def _check_int(value: object, name: str, low: int, high: int) -> int:
+    if type(value) is not int:
+        raise _bad(name, f"expected an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise _bad(name, f"{value} is outside the allowed range {low}..{high}")
+    return value
+
+
+def _check_device(value: object, name: str) -> str:
+    if type(value) is not str or not _DEVICE_RE.fullmatch(value):
+        raise _bad(
+            name,
+            f"expected a device id of 1..{MAX_DEVICE_CHARS} characters A-Z, a-z, 0-9 or '-', "
+            f"got {value!r:.80}",
+        )
+    return value
+
+
+def _check_op_value(value: Any, depth: int, where: str) -> None:
+    if depth > MAX_OP_DEPTH:
+        raise _bad(where, f"nested deeper than {MAX_OP_DEPTH} levels")
+    kind = type(value)
+    if kind in _SCALARS:
+        return
+    if kind is list or kind is tuple:
+        for item in value:
+            _check_op_value(item, depth + 1, where)
+    elif kind is dict:
+        for key, item in value.items():
+            if type(key) not in _KEY_TYPES:
+                raise _bad(where, f"map key of type {type(key).__name__} is not allowed")
+            _check_op_value(item, depth + 1, where)
+    else:
+        raise _bad(where, f"holds a {kind.__name__}, which a change set cannot carry")
+
+
+def _normalise_ops(ops: object) -> tuple[list, ...]:
+    if isinstance(ops, str | bytes | Mapping) or not isinstance(ops, Iterable):
+        raise _bad("ops", f"expected a list of ops, got {type(ops).__name__}")
+    out = []
+    for index, op in enumerate(ops):
+        if index >= MAX_OPS:
+            raise ChangeSetTooLarge(f"change set has more than {MAX_OPS} ops; split the edit")
+        if type(op) is tuple:
+            op = list(op)
+        elif type(op) is not list:
+            raise _bad(f"ops[{index}]", f"expected an op (a list), got {type(op).__name__}")
+        _check_op_value(op, 1, f"ops[{index}]")
+        out.append(op)
+    return tuple(out)
+
+
+def _canonical(data: bytes, what: str) -> Any:
+    try:
+        return canonical.decode(data, what=what)
+    except MalformedChangeSet:
+        raise
+    except ChangeSetError as exc:
+        raise MalformedChangeSet(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """One device's signed batch of ops on one environment. Treat as immutable."""
+
+    space: str
+    env: str
+    device: str
+    seq: int
+    hlc: int
+    deps: Mapping[str, int]
+    prev_hash: bytes
+    ops: tuple = field(repr=False)
+    model: int = 1
+    sig: bytes = field(default=b"", repr=False)
+
+    def __post_init__(self) -> None:
+        if type(self.space) is not str or not _SPACE_RE.fullmatch(self.space):
+            raise _bad("space", f"expected 32 lowercase hex characters, got {self.space!r:.80}")
+        env = self.env
+        if type(env) is not str or not 1 <= len(env) <= MAX_ENV_CHARS or not env.isprintable():
+            raise _bad("env", f"expected 1..{MAX_ENV_CHARS} printable characters, got {env!r:.80}")
+        _check_device(self.device, "device")
+        _check_int(self.seq, "seq", 1, MAX_SEQ)
+        _check_int(self.hlc, "hlc", 0, MAX_HLC)
+        _check_int(self.model, "model", 1, MAX_MODEL)
+
+        if not isinstance(self.deps, Mapping):
+            raise _bad(
+                "deps", f"expected a map of device id to seq, got {type(self.deps).__name__}"
+            )
+        if len(self.deps) > MAX_DEPS:
+            raise ChangeSetTooLarge(
+                f"change set deps lists {len(self.deps)} devices, over the {MAX_DEPS} limit"
+            )
+        deps: dict[str, int] = {}
+        for device, seq in self.deps.items():
+            _check_device(device, "deps")
+            deps[device] = _check_int(seq, f"deps[{device}]", 1, MAX_SEQ)
+        if deps.get(self.device, 0) >= self.seq:
+            raise _bad(
+                "deps",
+                f"claims the author had seen its own seq {deps[self.device]} before writing "
+                f"seq {self.seq}",
+            )
+        object.__setattr__(self, "deps", MappingProxyType(deps))
+
+        prev = self.prev_hash
+        if not isinstance(prev, bytes | bytearray | memoryview):
+            raise _bad("prev_hash", f"expected bytes, got {type(prev).__name__}")
+        prev = bytes(prev)
+        if self.seq == 1 and prev:
+            raise _bad("prev_hash", "must be empty for the first change set of a chain (seq 1)")
+        if self.seq > 1 and len(prev) != HASH_BYTES:
+            raise _bad(
+                "prev_hash",
+                f"expected the {HASH_BYTES}-byte sha256 of seq {self.seq - 1}, got {len(prev)} bytes",
+            )
+        object.__setattr__(self, "prev_hash", prev)
+
+        sig = self.sig
+        if not isinstance(sig, bytes | bytearray | memoryview):
+            raise _bad("sig", f"expected bytes, got {type(sig).__name__}")
+        sig = bytes(sig)
+        if sig and len(sig) != SIG_BYTES:
+            raise _bad(
+                "sig", f"expected a {SIG_BYTES}-byte Ed25519 signature, got {len(sig)} bytes"
+            )
+        object.__setattr__(self, "sig", sig)
+
+        object.__setattr__(self, "ops", _normalise_ops(self.ops))
+
+    def __hash__(self) -> int:
+        return hash((self.space, self.env, self.device, self.seq, self.hlc, self.sig))
+
+    # -- identity -------------------------------------------------------------------------
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """`(device, seq)`: unique within one `(space, env)` unless the device equivocates."""
+        return (self.device, self.seq)
+
+    @property
+    def hash(self) -> bytes:
+        """sha256 of the body bytes: what the next set in the chain names as `prev_hash`."""
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hashlib.sha256(self.body_bytes()).digest()
+            self.__dict__["_hash"] = cached
+        return cached
+
+    def _label(self) -> str:
+        return f"change set {self.device}#{self.seq} of environment {self.env}"
+
+    # -- bytes ----------------------------------------------------------------------------
+
+    def body_bytes(self) -> bytes:
+        """The canonical CBOR body: everything but the signature. What is signed and hashed."""
+        cached = self.__dict__.get("_body")
+        if cached is not None:
+            return cached
+        try:
+            ops_bytes = canonical.encode(list(self.ops))
+        except Exception as exc:  # e.g. a str holding a lone surrogate
+            raise _bad("ops", f"cannot be encoded as CBOR ({exc})") from None
+        if len(ops_bytes) > MAX_OPS_BYTES:
+            raise ChangeSetTooLarge(
+                f"{self._label()}: ops encode to {len(ops_bytes)} bytes, over the "
+                f"{MAX_OPS_BYTES} byte limit; split the edit"
+            )
+        body: dict[str, Any] = {
+            "v": FORMAT_VERSION,
+            "s": bytes.fromhex(self.space),
+            "e": self.env,
+            "d": self.device,
+            "n": self.seq,
+            "h": self.hlc,
+            "deps": dict(self.deps),
+            "p": self.prev_hash,
+            "m": self.model,
+        }
+        if len(ops_bytes) > COMPRESS_THRESHOLD:
+            body["z"] = zlib.compress(ops_bytes, ZLIB_LEVEL)
+        else:
+            body["o"] = list(self.ops)
+        data = canonical.encode(body)
+        if len(data) > MAX_CHANGESET_BYTES:
+            raise ChangeSetTooLarge(
+                f"{self._label()}: {len(data)} bytes even compressed, over the "
+                f"{MAX_CHANGESET_BYTES} byte limit; split the edit"
+            )
+        self.__dict__["_body"] = data
+        return data
+
+    def encode(self) -> bytes:
+        """The wire form: canonical CBOR of `[body_bytes, sig]`. The set must be signed."""
+        if not self.sig:
+            raise SignatureError(f"{self._label()} is unsigned: sign it before encoding")
+        wire = canonical.encode([self.body_bytes(), self.sig])
+        if len(wire) > MAX_CHANGESET_BYTES:
+            raise ChangeSetTooLarge(
+                f"{self._label()}: {len(wire)} bytes, over the {MAX_CHANGESET_BYTES} byte limit"
+            )
+        return wire
+
+    @classmethod
+    def decode(cls, wire: bytes) -> ChangeSet:
+        """Parse and check a wire-form change set. Does not verify the signature."""
+        if not isinstance(wire, bytes | bytearray | memoryview):
+            raise MalformedChangeSet(f"change set: expected bytes, got {type(wire).__name__}")
+        wire = bytes(wire)
+        if len(wire) > MAX_CHANGESET_BYTES:
+            raise ChangeSetTooLarge(
+                f"change set of {len(wire)} bytes is over the {MAX_CHANGESET_BYTES} byte limit"
+            )
+        outer = _canonical(wire, "change set")
+        if (
+            type(outer) is not list
+            or len(outer) != 2
+            or type(outer[0]) is not bytes
+            or type(outer[1]) is not bytes
+        ):
+            raise MalformedChangeSet("change set: expected [body bytes, signature bytes]")
+        body, sig = outer
+        if len(sig) != SIG_BYTES:
+            raise _bad(
+                "sig", f"expected a {SIG_BYTES}-byte Ed25519 signature, got {len(sig)} bytes"
+            )
+        cs = cls(**_parse_body(body), sig=sig)
+        cs.__dict__["_body"] = body  # hash and verify use the bytes that were signed
+        return cs
+
+    # -- signatures -----------------------------------------------------------------------
+
+    def sign(self, private_key: Ed25519PrivateKey) -> ChangeSet:
+        """A copy of this change set signed with the device's Ed25519 private key."""
+        if not isinstance(private_key, Ed25519PrivateKey):
+            raise SignatureError(
+                f"signing needs an Ed25519 private key, got {type(private_key).__name__}"
+            )
+        sig = private_key.sign(SIGNING_CONTEXT + self.body_bytes())
+        signed = copy.copy(self)  # keeps the cached body; fields were checked already
+        object.__setattr__(signed, "sig", sig)
+        return signed
+
+    def verify(self, public_key: bytes | Ed25519PublicKey) -> None:
+        """Raise `SignatureError` unless `sig` is this body signed by `public_key`."""
+        if isinstance(public_key, Ed25519PublicKey):
+            key = public_key
+        elif isinstance(public_key, bytes | bytearray | memoryview):
+            if len(public_key) != PUBLIC_KEY_BYTES:
+                raise SignatureError(
+                    f"device public key must be {PUBLIC_KEY_BYTES} bytes, got {len(public_key)}"
+                )
+            try:
+                key = Ed25519PublicKey.from_public_bytes(bytes(public_key))
+            except ValueError as exc:
+                raise SignatureError(
+                    f"device public key is not a valid Ed25519 key ({exc})"
+                ) from None
+        else:
+            raise SignatureError(
+                f"device public key must be bytes or Ed25519PublicKey, got {type(public_key).__name__}"
+            )
+        if not self.sig:
+            raise SignatureError(f"{self._label()} is unsigned")
+        try:
+            key.verify(self.sig, SIGNING_CONTEXT + self.body_bytes())
+        except InvalidSignature:
+            raise SignatureError(
+                f"signature on {self._label()} does not verify with device {self.device}'s key: "
+                "the change set was altered or signed by another key"
+            ) from None
+
+
+def _inflate(z: bytes) -> bytes:
+    """Decompress ops, stopping as soon as the output passes `MAX_OPS_BYTES`."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(z, MAX_OPS_BYTES + 1)
+    except zlib.error as exc:
+        raise _bad("z", f"compressed ops are corrupt ({exc})") from None
+    if len(out) > MAX_OPS_BYTES:
+        raise ChangeSetTooLarge(
+            f"change set ops inflate past the {MAX_OPS_BYTES} byte limit; refused unread"
+        )
+    if not inflater.eof:
+        raise _bad("z", "compressed ops are truncated")
+    if inflater.unused_data:
+        raise _bad("z", "trailing bytes after the compressed ops")
+    return out
+
+
+def _parse_body(body: bytes) -> dict[str, Any]:
+    """Fields of a canonical body map; the ChangeSet constructor checks their values."""
+    m = _canonical(body, "change set body")
+    if type(m) is not dict:
+        raise MalformedChangeSet("change set body: expected a map")
+    version = m.get("v")
+    if type(version) is not int:
+        raise _bad("v", "format version missing or not an int")
+    if version != FORMAT_VERSION:
+        raise UnknownFormatVersion(
+            f"change set format version {version} is not readable by this mocksync (it reads "
+            f"version {FORMAT_VERSION}); upgrade mocksync on the older device"
+        )
+    has_o, has_z = "o" in m, "z" in m
+    if has_o == has_z:
+        raise MalformedChangeSet(
+            "change set body: needs exactly one of o (ops) or z (compressed ops)"
+        )
+    expected = _BODY_KEYS | {"o" if has_o else "z"}
+    if set(m) != expected:
+        extra = sorted(repr(k) for k in set(m) - expected)
+        absent = sorted(repr(k) for k in expected - set(m))
+        raise MalformedChangeSet(
+            f"change set body: unexpected keys {extra or 'none'}, missing keys {absent or 'none'}"
+        )
+    space = m["s"]
+    if type(space) is not bytes or len(space) != SPACE_ID_BYTES:
+        raise _bad("s", f"expected a {SPACE_ID_BYTES}-byte space id")
+    if type(m["p"]) is not bytes:
+        raise _bad("prev_hash", f"expected bytes, got {type(m['p']).__name__}")
+    if has_o:
+        ops = m["o"]
+        if type(ops) is not list:
+            raise _bad("o", f"expected a list of ops, got {type(ops).__name__}")
+        if len(canonical.encode(ops)) > COMPRESS_THRESHOLD:
+            raise _bad("o", f"ops over {COMPRESS_THRESHOLD} bytes must be sent compressed (z)")
+    else:
+        z = m["z"]
+        if type(z) is not bytes:
+            raise _bad("z", f"expected compressed bytes, got {type(z).__name__}")
+        ops_bytes = _inflate(z)
+        if len(ops_bytes) <= COMPRESS_THRESHOLD:
+            raise _bad("z", f"ops of {COMPRESS_THRESHOLD} bytes or less must be sent inline (o)")
+        ops = _canonical(ops_bytes, "change set ops")
+        if type(ops) is not list:
+            raise _bad("z", f"expected a list of ops, got {type(ops).__name__}")
+    return {
+        "space": space.hex(),
+        "env": m["e"],
+        "device": m["d"],
+        "seq": m["n"],
+        "hlc": m["h"],
+        "deps": m["deps"],
+        "prev_hash": m["p"],
+        "ops": ops,
+        "model": m["m"],
+    }
+
+
+def verify_chain(prev: ChangeSet | None, cs: ChangeSet) -> None:
+    """Raise `ChainError` unless `cs` directly extends `prev` (or starts a chain if None)."""
+    if prev is None:
+        if cs.seq != 1 or cs.prev_hash:
+            raise ChainError(
+                f"{cs._label()} needs its predecessor #{cs.seq - 1}, which is not available"
+            )
+        return
+    if (prev.space, prev.env, prev.device) != (cs.space, cs.env, cs.device):
+        raise ChainError(
+            f"{cs._label()} is not in the same chain as {prev._label()} "
+            "(space, environment or device differ)"
+        )
+    if cs.seq != prev.seq + 1:
+        raise ChainError(f"{cs._label()} does not follow #{prev.seq}: expected seq {prev.seq + 1}")
+    if cs.prev_hash != prev.hash:
+        raise ChainError(
+            f"{cs._label()} does not link to #{prev.seq}: its prev_hash names another "
+            "predecessor (a forked or altered chain)"
+        )
+
+
+def make_changeset(
+    private_key: Ed25519PrivateKey,
+    *,
+    space: str,
+    env: str,
+    device: str,
+    hlc: int,
+    ops: Iterable[list],
+    deps: Mapping[str, int] | None = None,
+    prev: ChangeSet | None = None,
+    model: int = 1,
+) -> ChangeSet:
+    """Build and sign the next change set of a chain (`prev` None starts it at seq 1)."""
+    cs = ChangeSet(
+        space=space,
+        env=env,
+        device=device,
+        seq=1 if prev is None else prev.seq + 1,
+        hlc=hlc,
+        deps=dict(deps or {}),
+        prev_hash=b"" if prev is None else prev.hash,
+        ops=tuple(ops),
+        model=model,
+    )
+    verify_chain(prev, cs)
+    return cs.sign(private_key)
