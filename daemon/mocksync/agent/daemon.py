@@ -431,7 +431,7 @@ class Agent:
             current = None
         base = self.store.get_base(rt.uuid)
         if current is not None and base is not None and content_hash(current) != base[1] \
-                and not self.history.find(rt.path, content_hash(current)):
+                and self.history.find(rt.path, content_hash(current)) is None:
             # An edit we have not processed yet: take it in first, never overwrite it.
             self.on_file(rt.path)
             return

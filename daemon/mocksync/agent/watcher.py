@@ -407,8 +407,9 @@ class FolderWatcher:
                     flag.set()
                     if not first.done():
                         first.cancel()
-                    with contextlib.suppress(BaseException):
-                        await first
+                    await asyncio.wait({first})  # (lets our own cancellation through)
+                    if not first.cancelled():
+                        first.exception()  # retrieved, so asyncio does not warn
                     await changes_iter.aclose()
         except asyncio.CancelledError:
             raise

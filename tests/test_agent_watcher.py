@@ -1,0 +1,245 @@
+"""FolderWatcher on real files: high-level events, own writes swallowed, editor noise ignored."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mocksync.agent.watcher import FileEvent, FolderWatcher, is_environment_name
+from mocksync.agent.writer import atomic_write, content_hash
+
+QUIET_S = 0.25  # no event for this long = the batch is over (debounce is 50 ms)
+WAIT_S = 3.0  # longest wait for an expected event
+
+
+async def collect(w: FolderWatcher, quiet: float = QUIET_S) -> list[FileEvent]:
+    out: list[FileEvent] = []
+    it = w.events()
+    while True:
+        try:
+            out.append(await asyncio.wait_for(anext(it), quiet))
+        except (TimeoutError, StopAsyncIteration):
+            return out
+
+
+async def expect(w: FolderWatcher, n: int = 1) -> list[FileEvent]:
+    """Wait (up to WAIT_S) for n events, then make sure nothing else follows."""
+    it = w.events()
+    out = [await asyncio.wait_for(anext(it), WAIT_S) for _ in range(n)]
+    return out + await collect(w)
+
+
+def editor_save(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".5f3a")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+@pytest.fixture
+async def watched(tmp_path: Path) -> AsyncIterator[tuple[Path, FolderWatcher]]:
+    folder = tmp_path / "envs"
+    folder.mkdir()
+    (folder / "a.json").write_bytes(b'{"a": 1}')
+    w = FolderWatcher(folder)
+    await w.start()
+    try:
+        yield folder, w
+    finally:
+        await w.stop()
+
+
+async def test_existing_files_are_known_without_events(watched) -> None:
+    folder, w = watched
+    assert w.known() == {folder / "a.json": content_hash(b'{"a": 1}')}
+    assert await collect(w) == []
+
+
+async def test_added_changed_deleted(watched) -> None:
+    folder, w = watched
+    (folder / "b.json").write_bytes(b'{"b": 1}')
+    [ev] = await expect(w)
+    assert ev == FileEvent("added", folder / "b.json", None, content_hash(b'{"b": 1}'))
+
+    editor_save(folder / "b.json", b'{"b": 2}')
+    [ev] = await expect(w)  # temp-then-rename is one change, the temp file never shows
+    assert (ev.kind, ev.path, ev.sha256) == ("changed", folder / "b.json", content_hash(b'{"b": 2}'))
+
+    (folder / "b.json").unlink()
+    [ev] = await expect(w)
+    assert ev == FileEvent("deleted", folder / "b.json")
+    assert folder / "b.json" not in w.known()
+
+
+async def test_own_write_swallowed_once(watched) -> None:
+    folder, w = watched
+    target = folder / "a.json"
+    data = b'{"a": "from a peer"}'
+    w.expect_write(target, content_hash(data))
+    digest = atomic_write(target, data)
+    assert await collect(w) == []
+    assert w.last_hash(target) == digest
+
+    # The user changes it, then types the peer's content back: that is the user's, reported.
+    editor_save(target, b'{"a": "user"}')
+    assert [e.kind for e in await expect(w)] == ["changed"]
+    editor_save(target, data)
+    [ev] = await expect(w)
+    assert (ev.kind, ev.sha256) == ("changed", digest)
+
+
+async def test_own_new_file_and_own_delete_swallowed(watched) -> None:
+    folder, w = watched
+    data = b'{"new": true}'
+    w.expect_write(folder / "new.json", content_hash(data))
+    atomic_write(folder / "new.json", data)
+    w.expect_delete(folder / "a.json")
+    (folder / "a.json").unlink()
+    assert await collect(w) == []
+    assert set(w.known()) == {folder / "new.json"}
+    # A later deletion by someone else is reported.
+    (folder / "new.json").unlink()
+    assert [e.kind for e in await expect(w)] == ["deleted"]
+
+
+async def test_unexpected_content_is_reported_even_with_a_pending_expectation(watched) -> None:
+    folder, w = watched
+    w.expect_write(folder / "a.json", content_hash(b"what the daemon meant to write"))
+    editor_save(folder / "a.json", b'{"a": "editor won the race"}')
+    [ev] = await expect(w)
+    assert ev.kind == "changed"
+
+
+async def test_editor_temp_and_backup_files_ignored(watched) -> None:
+    folder, w = watched
+    noise = [
+        ".mocksync-a.json.x1y2.tmp", "a.json.tmp", "a.json~", ".#a.json", ".a.json.swp",
+        "a.json.swx", "a.json.crswap", "4913", ".hidden.json", "notes.txt", "a.json.5f3a",
+    ]
+    for name in noise:
+        (folder / name).write_bytes(b"{}")
+    for name in noise:
+        (folder / name).unlink()
+    (folder / "real.json").write_bytes(b"{}")  # proves the watcher was live all along
+    events = await expect(w)
+    assert [(e.kind, e.path.name) for e in events] == [("added", "real.json")]
+
+
+async def test_rename_detected(watched) -> None:
+    folder, w = watched
+    os.rename(folder / "a.json", folder / "renamed.json")
+    [ev] = await expect(w)
+    assert ev == FileEvent(
+        "renamed", folder / "renamed.json", folder / "a.json", content_hash(b'{"a": 1}')
+    )
+    assert w.last_hash(folder / "renamed.json") == content_hash(b'{"a": 1}')
+    assert w.last_hash(folder / "a.json") is None
+
+
+async def test_rename_out_of_and_into_folder(watched, tmp_path: Path) -> None:
+    folder, w = watched
+    os.rename(folder / "a.json", tmp_path / "away.json")
+    assert [e.kind for e in await expect(w)] == ["deleted"]
+    os.rename(tmp_path / "away.json", folder / "back.json")
+    [ev] = await expect(w)
+    assert (ev.kind, ev.path.name) == ("added", "back.json")
+
+
+async def test_delete_plus_different_new_file_is_not_a_rename(watched) -> None:
+    folder, w = watched
+    (folder / "a.json").unlink()
+    (folder / "z.json").write_bytes(b'{"other": 1}')
+    events = await expect(w, 2)
+    assert sorted((e.kind, e.path.name) for e in events) == [("added", "z.json"), ("deleted", "a.json")]
+
+
+async def test_identical_resave_still_reported(watched) -> None:
+    # Mockoon re-saving unchanged content still starts its blind period: the daemon must know.
+    folder, w = watched
+    editor_save(folder / "a.json", b'{"a": 1}')
+    [ev] = await expect(w)
+    assert (ev.kind, ev.sha256) == ("changed", content_hash(b'{"a": 1}'))
+
+
+async def test_symlink_pointing_outside_ignored(watched, tmp_path: Path) -> None:
+    folder, w = watched
+    outside = tmp_path / "secret.json"
+    outside.write_bytes(b'{"secret": 1}')
+    (folder / "evil.json").symlink_to(outside)
+    (folder / "fine.json").write_bytes(b"{}")
+    events = await expect(w)
+    assert [e.path.name for e in events] == ["fine.json"]
+
+
+async def test_extra_file_outside_folder(watched, tmp_path: Path) -> None:
+    folder, w = watched
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    extra = other / "shared.json"
+    extra.write_bytes(b'{"v": 1}')
+    await w.add_file(extra)
+    assert w.last_hash(extra) == content_hash(b'{"v": 1}')
+    (other / "unrelated.json").write_bytes(b"{}")
+    editor_save(extra, b'{"v": 2}')
+    [ev] = await expect(w)
+    assert (ev.kind, ev.path) == ("changed", extra)
+    # The folder itself is still watched after the restart.
+    (folder / "a.json").write_bytes(b'{"a": 2}')
+    assert [e.path for e in await expect(w)] == [folder / "a.json"]
+    await w.remove_file(extra)
+    editor_save(extra, b'{"v": 3}')
+    assert await collect(w) == []
+
+
+async def test_change_while_rewatching_is_not_lost(watched, tmp_path: Path) -> None:
+    folder, w = watched
+    extra = tmp_path / "x.json"
+    extra.write_bytes(b"{}")
+    add = asyncio.create_task(w.add_file(extra))
+    (folder / "a.json").write_bytes(b'{"a": "during restart"}')
+    await add
+    events = await expect(w)
+    assert [(e.kind, e.path.name) for e in events] == [("changed", "a.json")]
+
+
+async def test_stop_event_ends_iteration(tmp_path: Path) -> None:
+    stop = asyncio.Event()
+    w = FolderWatcher(tmp_path, stop_event=stop)
+    await w.start()
+    it = w.events()
+    (tmp_path / "one.json").write_bytes(b"{}")
+    ev = await asyncio.wait_for(anext(it), WAIT_S)
+    assert ev.path.name == "one.json"
+    stop.set()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(it), WAIT_S)
+    await w.stop()
+
+
+async def test_stop_ends_iteration(tmp_path: Path) -> None:
+    async with FolderWatcher(tmp_path) as w:
+        task = asyncio.create_task(collect(w, quiet=WAIT_S * 2))
+        await asyncio.sleep(0.05)
+    assert await asyncio.wait_for(task, WAIT_S) == []
+
+
+async def test_missing_folder_refused(tmp_path: Path) -> None:
+    from mocksync.errors import MocksyncError
+
+    with pytest.raises(MocksyncError, match="not an existing folder"):
+        await FolderWatcher(tmp_path / "nope").start()
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("env.json", True), ("Env.JSON", True), ("a b.json", True), (".env.json", False),
+        ("env.json~", False), ("env.json.tmp", False), ("env.tmp", False), ("4913", False),
+        (".#env.json", False), ("env.swp", False), ("env.yaml", False), ("env.crswap", False),
+    ],
+)
+def test_environment_names(name: str, ok: bool) -> None:
+    assert is_environment_name(name) is ok
