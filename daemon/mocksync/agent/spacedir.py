@@ -65,19 +65,10 @@ class SpaceDirectory:
             removed = s.state.removed_devices.get(device)
             if removed is None or not s.state.accepts_change(device, env, seq):
                 return None
-            return self._removed_key(s, device)
+            return removed.sign_key
         if not s.state.accepts_change(device, env, seq):
             return None
         return dev.sign_key
-
-    def _removed_key(self, s: StoredSpace, device: str) -> bytes | None:
-        for e in s.entries:
-            data = getattr(e, "data", None)
-            if isinstance(data, dict):
-                rec = data.get("device")
-                if isinstance(rec, dict) and rec.get("id") == device:
-                    return rec.get("sign")
-        return None
 
     def member_name(self, space: str, device: str) -> str | None:
         s = self.get(space)

@@ -1,0 +1,354 @@
+"""Commands for this device's identity, its spaces, invites and members (CLI.md "Device,
+spaces, members"). Thin: parse, call `mocksync.space.actions`, print. None of them needs the
+daemon; `join` needs an admin device of the space to be reachable through a registered join
+transport and says so plainly when none is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import re
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from ..errors import MocksyncError
+from ..space import actions
+from ..space.errors import NotInitialisedError
+from ..space.identity import has_identity, load_identity
+from ..space.invite import (
+    MAX_INVITE_LIFETIME_S,
+    InviteError,
+    InviteToken,
+    JoinerSession,
+)
+from ..space.join import find_join_transports, join_space
+from ..space.membership import ROLES, SpaceState
+from ..space.store import StoredSpace, get_space, list_spaces
+from .common import EXIT_USAGE, Ctx, emit_json, fail, main_group
+
+#: Longest `join --timeout` in seconds.
+MAX_JOIN_TIMEOUT_S = 3600
+
+_DURATION = re.compile(r"^\s*(\d{1,7})\s*([smhd]?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def parse_duration(text: str) -> int:
+    """`90s`, `30m`, `24h`, `7d` (a bare number is seconds) -> seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a duration like 30m, 24h or 7d")
+    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+def _home(ctx: click.Context):
+    obj: Ctx = ctx.find_object(Ctx)  # type: ignore[assignment]
+    return obj.home
+
+
+def _identity(ctx: click.Context):
+    try:
+        return load_identity(_home(ctx))
+    except MocksyncError as exc:
+        fail(str(exc))
+
+
+def _space(ctx: click.Context, ref: str) -> StoredSpace:
+    try:
+        return get_space(_home(ctx), ref)
+    except MocksyncError as exc:
+        fail(str(exc))
+
+
+def _space_summary(sp: StoredSpace, me: str) -> dict[str, Any]:
+    st = sp.state
+    return {
+        "id": st.space_id,
+        "name": st.name,
+        "kind": st.kind,
+        "role": st.role_of(me),
+        "members": len(st.members),
+        "devices": len(st.devices),
+        "key_generation": st.key_generation,
+        "model": st.model,
+        "relay": st.relay,
+    }
+
+
+# ---------------------------------------------------------------- init
+
+
+@main_group.command(
+    "init",
+    epilog="\b\nExamples:\n  mocksync init --name laptop\n  mocksync --home /tmp/dev2 init --name desktop --member Alice",
+)
+@click.option("--name", help="This device's name as members see it (default: the host name).")
+@click.option("--member", "member_name",
+              help="Your own name as other members see it (default: your login name).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def init_cmd(ctx: click.Context, name: str | None, member_name: str | None, as_json: bool) -> None:
+    """Make this device's keys and print its device id; also creates its personal space."""
+    home = _home(ctx)
+    if has_identity(home):
+        ident = _identity(ctx)
+        fail(f"already initialised: this home ({home.root}) is device {ident.device_id} "
+             f"({ident.name!r}); use another --home for another device")
+    name = name or socket.gethostname().split(".")[0] or "device"
+    try:
+        member_name = member_name or getpass.getuser()
+    except (KeyError, OSError):
+        member_name = member_name or name
+    try:
+        ident, personal = actions.init_device(home, name=name[:64], member_name=member_name[:64])
+    except MocksyncError as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json({"device": {"id": ident.device_id, "name": ident.name},
+                   "member_name": ident.member_name, "home": str(home.root),
+                   "personal_space": personal.space_id})
+        return
+    click.echo(f"device id: {ident.device_id}")
+    click.echo(f"device name: {ident.name}")
+    click.echo(f"personal space: {personal.name} ({personal.space_id})")
+
+
+# ---------------------------------------------------------------- space create / list
+
+
+@main_group.group(
+    "space",
+    epilog="\b\nExamples:\n  mocksync space create backend-team --relay https://relay.example:8765\n  mocksync space list --json",
+)
+def space_group() -> None:
+    """Create and list the spaces this device belongs to."""
+
+
+@space_group.command(
+    "create",
+    epilog="\b\nExamples:\n  mocksync space create backend-team\n  mocksync space create notes --personal\n  mocksync space create payments --relay https://relay.example:8765",
+)
+@click.argument("name")
+@click.option("--personal", is_flag=True, help="A space for your own devices only (one member).")
+@click.option("--relay", metavar="URL", help="The space's relay, http(s)://host:port.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def space_create_cmd(ctx: click.Context, name: str, personal: bool, relay: str | None,
+                     as_json: bool) -> None:
+    """Create a new space NAME with this device as its admin."""
+    ident = _identity(ctx)
+    try:
+        sp = actions.create_space(_home(ctx), ident, name,
+                                  kind="personal" if personal else "team", relay=relay)
+    except MocksyncError as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json(_space_summary(sp, ident.device_id))
+        return
+    click.echo(f"created {sp.state.kind} space {sp.name!r} ({sp.space_id}); "
+               f"invite others with `mocksync invite {sp.name}`")
+
+
+@space_group.command(
+    "list",
+    epilog="\b\nExamples:\n  mocksync space list\n  mocksync space list --json | jq '.[].name'",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (an array).")
+@click.pass_context
+def space_list_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List the spaces this device belongs to."""
+    ident = _identity(ctx)
+    try:
+        spaces = list_spaces(_home(ctx))
+    except MocksyncError as exc:
+        fail(str(exc))
+    rows = [_space_summary(sp, ident.device_id) for sp in spaces]
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("this device belongs to no space yet; `mocksync space create NAME`")
+    for r in rows:
+        click.echo(f"{r['name']}  {r['kind']}  {r['role'] or '-'}  {r['members']} members, "
+                   f"{r['devices']} devices  key gen {r['key_generation']}  {r['id']}")
+
+
+# ---------------------------------------------------------------- invite / join
+
+
+@main_group.command(
+    "invite",
+    epilog="\b\nExamples:\n  mocksync invite backend-team\n  mocksync invite backend-team --role admin --expires 2h\n  mocksync invite personal            # your own second device\n  mocksync invite backend-team --device  # your other device joins the team space",
+)
+@click.argument("space")
+@click.option("--expires", default="24h", show_default=True, metavar="DURATION",
+              help="How long the token stays valid: 30m, 24h, 7d (at most 30d).")
+@click.option("--role", type=click.Choice(ROLES), default="editor", show_default=True,
+              help="Role of the new member.")
+@click.option("--device", "own_device", is_flag=True,
+              help="Admit another device of yours rather than a new member.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def invite_cmd(ctx: click.Context, space: str, expires: str, role: str, own_device: bool,
+               as_json: bool) -> None:
+    """Print a one-time join token for SPACE (run `mocksync join TOKEN` on the new device).
+
+    The token admits one device, once, until it expires. This device issued it and must be
+    online (daemon running) when the new device joins.
+    """
+    lifetime = parse_duration(expires)
+    if not 60 <= lifetime <= MAX_INVITE_LIFETIME_S:
+        fail(f"--expires must be between 1m and {MAX_INVITE_LIFETIME_S // 86400}d", EXIT_USAGE)
+    ident = _identity(ctx)
+    try:
+        rec, token = actions.issue_invite(_home(ctx), ident, space, role=role,
+                                          lifetime_s=lifetime,
+                                          own_device=own_device)
+    except MocksyncError as exc:
+        fail(str(exc))
+    text = token.encode()
+    if as_json:
+        emit_json({"token": text, "space": token.space_id, "space_name": token.name,
+                   "invite_id": rec.invite_id, "role": rec.role, "member": rec.member,
+                   "expires": rec.expires})
+        return
+    click.echo(text)
+    who = "another device of yours" if rec.member else f"a new {rec.role}"
+    click.echo(f"one-time invite to {token.name!r} for {who}, valid until {_when(rec.expires)}",
+               err=True)
+
+
+@main_group.command(
+    "join",
+    epilog="\b\nExamples:\n  mocksync join mocksync1-...\n  mocksync join \"$(cat token.txt)\" --timeout 120",
+)
+@click.argument("token")
+@click.option("--timeout", default=60.0, show_default=True, type=float,
+              help="Seconds to wait for an admin device to admit this device.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def join_cmd(ctx: click.Context, token: str, timeout: float, as_json: bool) -> None:
+    """Join the space TOKEN names, once an admin device of it has admitted this device.
+
+    The token is checked here first (damaged or expired tokens fail at once). Then this
+    device proves it holds the token's secret to the inviting device, which admits it and
+    sends the space's membership log and keys.
+    """
+    import time
+
+    if not 0 < timeout <= MAX_JOIN_TIMEOUT_S:
+        fail(f"--timeout must be between 0 and {MAX_JOIN_TIMEOUT_S} seconds", EXIT_USAGE)
+    try:
+        parsed = InviteToken.parse(token)
+    except InviteError as exc:
+        fail(str(exc), EXIT_USAGE)
+    home = _home(ctx)
+    try:
+        parsed.check_fresh(time.time())
+        ident = load_identity(home)
+    except NotInitialisedError:
+        fail("this device has no identity yet; run `mocksync init --name NAME` first, then join")
+    except MocksyncError as exc:
+        fail(str(exc))
+    if actions.belongs_to(home, parsed.space_id) is not None:
+        fail(f"this device already belongs to space {parsed.name!r} ({parsed.space_id})")
+    session = JoinerSession(parsed, ident)
+    try:
+        result = asyncio.run(join_space(session, find_join_transports(home), timeout=timeout))
+        stored = actions.record_join(home, result)
+    except MocksyncError as exc:
+        fail(str(exc))
+    st: SpaceState = stored.state
+    role = st.role_of(ident.device_id)
+    if as_json:
+        emit_json({"joined": True, **_space_summary(stored, ident.device_id),
+                   "member": result.member_id})
+        return
+    click.echo(f"joined space {st.name!r} ({st.space_id}) as {role}")
+
+
+# ---------------------------------------------------------------- members / remove
+
+
+def _members_doc(st: SpaceState, me: str) -> dict[str, Any]:
+    return {
+        "space": {"id": st.space_id, "name": st.name, "kind": st.kind},
+        "key_generation": st.key_generation,
+        "members": [
+            {
+                "id": m.id,
+                "name": m.name,
+                "role": m.role,
+                "devices": [
+                    {"id": d, "name": st.devices[d].name, "this_device": d == me,
+                     "online": None}
+                    for d in m.devices
+                ],
+            }
+            for m in sorted(st.members.values(), key=lambda m: (m.name.casefold(), m.id))
+        ],
+        "removed_devices": [
+            {"id": r.device, "name": r.name, "member": r.member, "covers": dict(r.covers)}
+            for r in st.removed_devices.values()
+        ],
+    }
+
+
+@main_group.command(
+    "members",
+    epilog="\b\nExamples:\n  mocksync members backend-team\n  mocksync members backend-team --json",
+)
+@click.argument("space")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def members_cmd(ctx: click.Context, space: str, as_json: bool) -> None:
+    """List the members of SPACE, their devices and roles.
+
+    Whether a device is online needs the daemon; without it, `online` is unknown (null).
+    """
+    ident = _identity(ctx)
+    sp = _space(ctx, space)
+    doc = _members_doc(sp.state, ident.device_id)
+    if as_json:
+        emit_json(doc)
+        return
+    click.echo(f"{sp.name} ({sp.state.kind}, key generation {sp.state.key_generation})")
+    for m in doc["members"]:
+        click.echo(f"  {m['name']}  {m['role']}  [{m['id']}]")
+        for d in m["devices"]:
+            mark = "  (this device)" if d["this_device"] else ""
+            click.echo(f"    {d['id']}  {d['name']}{mark}")
+
+
+@main_group.command(
+    "remove",
+    epilog="\b\nExamples:\n  mocksync remove backend-team bob\n  mocksync remove backend-team 5NYN2-XY5GQ-984PT-JKEG9",
+)
+@click.argument("space")
+@click.argument("member_or_device")
+@click.pass_context
+def remove_cmd(ctx: click.Context, space: str, member_or_device: str) -> None:
+    """Revoke a member (all their devices) or one device from SPACE, and rotate the key.
+
+    The removal records the last change of each removed device this device has seen; its
+    later changes are refused everywhere. The new content key is sealed to every remaining
+    device.
+    """
+    ident = _identity(ctx)
+    try:
+        res = actions.remove(_home(ctx), ident, space, member_or_device)
+    except MocksyncError as exc:
+        fail(str(exc))
+    click.echo(f"removed {res.target.label} from {res.space.name!r}; "
+               f"content key rotated to generation {res.generation}")
+
+
+__all__ = ["parse_duration"]

@@ -1,0 +1,219 @@
+"""What the CLI (and later the daemon) does to spaces: load, decide with the pure modules,
+persist. Each function is a short script over `identity`, `membership`, `keys`, `invite` and
+`store`, so the commands stay thin and the same steps can run inside the daemon.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ..paths import Home
+from .errors import MembershipError, SpaceNotFoundError
+from .fields import check_name, relay_url_problem
+from .identity import ALPHABET, ID_SYMBOLS, Identity, create_identity, parse_device_id
+from .invite import (
+    DEFAULT_INVITE_LIFETIME_S,
+    AdminSession,
+    Admission,
+    InviteToken,
+    IssuedInvite,
+    JoinResult,
+)
+from .keys import new_content_key, rotate
+from .membership import (
+    DEFAULT_DEVICE_LIMIT,
+    SpaceState,
+    extend_log,
+    new_genesis,
+    remove_device,
+    remove_member,
+    rotate_key,
+)
+from .store import (
+    StoredSpace,
+    add_space,
+    append_entries,
+    get_space,
+    list_spaces,
+    load_invite_book,
+    save_invite_book,
+)
+
+PERSONAL_SPACE_NAME = "personal"
+
+
+def _now(now: float | None) -> float:
+    return time.time() if now is None else now
+
+
+def init_device(home: Home, *, name: str, member_name: str | None = None,
+                now: float | None = None) -> tuple[Identity, StoredSpace]:
+    """`mocksync init`: make this device's keys and its personal space."""
+    ident = create_identity(home, name, member_name=member_name, now=_now(now))
+    personal = create_space(home, ident, PERSONAL_SPACE_NAME, kind="personal", now=now)
+    return ident, personal
+
+
+def create_space(home: Home, identity: Identity, name: str, *, kind: str = "team",
+                 relay: str | None = None, device_limit: int = DEFAULT_DEVICE_LIMIT,
+                 now: float | None = None) -> StoredSpace:
+    """A new space with this device as its first admin device and a fresh content key."""
+    check_name(name, "space name", MembershipError)
+    if relay is not None:
+        problem = relay_url_problem(relay)
+        if problem:
+            raise MembershipError(f"relay address {relay!r} {problem}")
+    for s in list_spaces(home):
+        if s.name.casefold() == name.casefold():
+            raise MembershipError(f"this device already belongs to a space named {s.name!r}; pick another name")
+    t = _now(now)
+    genesis = new_genesis(identity, name=name, member_name=identity.member_name, kind=kind,
+                          relay=relay, device_limit=device_limit, now_ms=int(t * 1000))
+    return add_space(home, [genesis], {1: new_content_key()}, now=t)
+
+
+def issue_invite(home: Home, identity: Identity, space: str, *, role: str = "editor",
+                 lifetime_s: int = DEFAULT_INVITE_LIFETIME_S, own_device: bool = False,
+                 now: float | None = None) -> tuple[IssuedInvite, InviteToken]:
+    sp = get_space(home, space)
+    book = load_invite_book(home, sp.space_id)
+    rec, token = book.issue(sp.state, identity, now=_now(now), role=role, own_device=own_device,
+                            lifetime_s=lifetime_s)
+    save_invite_book(home, book)
+    return rec, token
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # "device" | "member"
+    id: str
+    label: str
+    devices: tuple[str, ...]
+
+
+def _looks_like_device_id(text: str) -> bool:
+    raw = "".join(ch for ch in text.upper() if ch not in "- \t")
+    return len(raw) == ID_SYMBOLS and all(ch in ALPHABET or ch in "ILO" for ch in raw)
+
+
+def resolve_target(state: SpaceState, text: str) -> Target:
+    """A device (by id) or a member (by id or name) of the space, or a clear error."""
+    if _looks_like_device_id(text):
+        did = parse_device_id(text)  # a typo is reported as one, not as "no such member"
+        if did in state.removed_devices:
+            raise MembershipError(f"device {did} was already removed from {state.name!r}")
+        dev = state.devices.get(did)
+        if dev is None:
+            raise MembershipError(f"device {did} is not in space {state.name!r}")
+        member = state.members[dev.member]
+        return Target("device", did, f"device {did} ({dev.name}) of {member.name}", (did,))
+    hits = state.find_members(text)
+    if not hits:
+        raise MembershipError(
+            f"space {state.name!r} has no member or device {text!r}; see `mocksync members {state.name}`"
+        )
+    if len(hits) > 1:
+        ids = ", ".join(m.id for m in hits)
+        raise MembershipError(f"{len(hits)} members are named {text!r} ({ids}); name one by its id")
+    m = hits[0]
+    return Target("member", m.id, f"member {m.name}", m.devices)
+
+
+def seen_seqs(home: Home, device_id: str) -> dict[str, int]:
+    """The last seq of `device_id` this device has applied, per environment: the cut a removal
+    records (SECURITY.md 2). Read from the change log when there is one."""
+    if not home.log_db.exists():
+        return {}
+    from ..store.log import Store
+
+    store = Store(home.log_db)
+    try:
+        cut = {}
+        for env in store.envs():
+            seq = store.version_vector(env).get(device_id)
+            if seq:
+                cut[env] = seq
+        return cut
+    finally:
+        store.close()
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    target: Target
+    generation: int
+    space: StoredSpace
+
+
+def remove(home: Home, identity: Identity, space: str, target_text: str, *,
+           now: float | None = None) -> RemoveResult:
+    """Remove a device or a member, recording what they wrote up to now, and rotate the key."""
+    sp = get_space(home, space)
+    state = sp.state
+    if not state.is_admin(identity.device_id):
+        raise MembershipError(f"only an admin device can remove; this device is not an admin of {state.name!r}")
+    target = resolve_target(state, target_text)
+    t = _now(now)
+    ms = int(t * 1000)
+    if target.kind == "device":
+        rm = remove_device(identity, state, device_id=target.id,
+                           covers=seen_seqs(home, target.id), now_ms=ms)
+    else:
+        rm = remove_member(identity, state, member_id=target.id,
+                           covers={d: seen_seqs(home, d) for d in target.devices}, now_ms=ms)
+    after = extend_log(sp.entries, [rm])
+    if max(sp.keys, default=0) != after.key_generation:
+        raise MembershipError(
+            f"this device lacks content key generation {after.key_generation} of {state.name!r}, "
+            "so it cannot rotate it; run remove from another admin device"
+        )
+    recipients = {d.id: d.box_key for d in after.devices.values()}
+    rot = rotate(sp.keys, after.space_id_bytes, recipients)
+    rk = rotate_key(identity, after, generation=rot.generation, sealed=rot.sealed, now_ms=ms)
+    stored = append_entries(home, sp.space_id, [rm, rk], {rot.generation: rot.key})
+    return RemoveResult(target, rot.generation, stored)
+
+
+def admin_session(home: Home, identity: Identity, space: str) -> AdminSession:
+    """An admin-side join session over this device's copy of a space (for the daemon)."""
+    sp = get_space(home, space)
+    return AdminSession(identity, load_invite_book(home, sp.space_id), sp.entries, sp.keys)
+
+
+def record_admission(home: Home, session: AdminSession) -> StoredSpace:
+    """Persist what an admin session decided: the invite marked used, the new entries."""
+    outcome = session.outcome
+    if not isinstance(outcome, Admission):
+        raise MembershipError("the join session did not admit anyone; nothing to record")
+    save_invite_book(home, session.book)
+    return append_entries(home, outcome.state.space_id, outcome.new_entries)
+
+
+def record_join(home: Home, result: JoinResult, *, now: float | None = None) -> StoredSpace:
+    """Persist a space this device has just joined."""
+    return add_space(home, result.entries, result.keys, now=now)
+
+
+def belongs_to(home: Home, space_id: str) -> StoredSpace | None:
+    try:
+        return get_space(home, space_id)
+    except SpaceNotFoundError:
+        return None
+
+
+__all__ = [
+    "PERSONAL_SPACE_NAME",
+    "RemoveResult",
+    "Target",
+    "admin_session",
+    "belongs_to",
+    "create_space",
+    "init_device",
+    "issue_invite",
+    "record_admission",
+    "record_join",
+    "remove",
+    "resolve_target",
+    "seen_seqs",
+]

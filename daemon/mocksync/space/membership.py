@@ -1,0 +1,859 @@
+"""The signed membership log of a space, and the state it proves (pure).
+
+Why a log of signed entries and not a member list: every daemon and the relay must agree on who
+may write to a space without trusting whoever handed them the list. Each entry is signed by an
+admin device and names the entries it builds on (its parents, by hash), so the log is a DAG
+that anyone can re-verify from the genesis (Secure Scuttlebutt / Keyhive style). Concurrent
+admin entries are replayed in one deterministic order: by `counter` (1 + the largest parent
+counter, so parents always come first), ties by entry hash.
+
+Entry wire format (canonical CBOR, `mocksync.changes.canonical`):
+    {"body": bytes(canonical CBOR of BODY), "sig": Ed25519(author, DOMAIN | body)}
+    BODY = {"v": 1, "space": 16 bytes, "kind": str, "author": device id, "parents": [32-byte
+            hashes, ascending], "counter": int, "time": int ms (informational), "data": {...}}
+The entry hash is SHA-256 of the wire bytes. The canonical decoder refuses any re-encoding, so
+one entry has exactly one wire form and one hash.
+
+`data` by kind:
+    genesis        {name, space_kind: team|personal, relay: url|None, member: {id, name},
+                    device: {id, name, sign, box}, model, device_limit}
+    add_member     {member: {id, name}, role: admin|editor}
+    add_device     {member: id, device: {id, name, sign, box}, key: {gen, sealed}|None}
+    remove_device  {device: id, covers: {env: last seq}}
+    remove_member  {member: id, covers: {device id: {env: last seq}}}
+    set_role       {member: id, role}
+    rotate_key     {gen, sealed: {device id: sealed content key}}
+    migrate        {model}
+
+Rules of the replay (an entry that breaks one is *void*: kept in the DAG, without effect, with
+its reason in `SpaceState.void`):
+- the author must be an active device whose own addition is among the entry's ancestors, and
+  its member must be an admin at that point of the order;
+- removal wins: once device D is removed by entry R, every entry D signed that is not an
+  ancestor of R is void, wherever it falls in the order (a removed device cannot act
+  "concurrently" with its removal, e.g. to re-add itself), and removed device and member ids
+  can never be added again. This is computed to a fixed point, since voiding an entry can
+  change which removals take effect;
+- the space must always keep at least one admin device; the member device limit is enforced;
+  a personal space has exactly one member.
+Structural problems (bad signature, unknown signer, missing parent, two genesis entries, wrong
+counter, malformed fields) are not "void": they make `verify_log` raise MembershipError, since
+no honest device produces them.
+
+Removal and change sets (SECURITY.md property 2): a removal records, per environment, the last
+seq of the removed device the admin had seen (`covers`). `accepts_change(device, env, seq)`
+then accepts that device's change sets with `seq <= covers[env]` and nothing else. A per-env
+cut (not one global number) because a device's seqs run per environment chain. When a device
+is removed twice concurrently, the first removal in the order supplies the cut.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from .. import MODEL_VERSION
+from ..changes.canonical import decode, encode
+from ..errors import ChangeSetError
+from .errors import MembershipError
+from .fields import (
+    MAX_INT,
+    exact_map,
+    get_bytes,
+    get_int,
+    get_name,
+    get_str,
+    relay_url_problem,
+)
+from .identity import ID_TEXT_CHARS, DevicePublic, is_device_id, verify_signature
+from .quotas import DEFAULT_DEVICES_PER_MEMBER
+
+ENTRY_FORMAT = 1
+KINDS = ("genesis", "add_member", "add_device", "remove_device", "remove_member", "set_role",
+         "rotate_key", "migrate")
+ROLES = ("admin", "editor")
+SPACE_KINDS = ("team", "personal")
+
+SPACE_ID_BYTES = 16
+HASH_BYTES = 32
+MEMBER_ID_CHARS = 16
+#: Bytes of one entry on the wire (a rotation sealed to MAX_DEVICES devices fits).
+MAX_ENTRY_BYTES = 96 * 1024
+#: Entries in one space's log.
+MAX_LOG_ENTRIES = 10_000
+#: Parents of one entry (heads of a DAG rarely exceed a handful).
+MAX_PARENTS = 32
+MAX_MEMBERS = 200
+#: Active devices in one space.
+MAX_DEVICES = 400
+#: Highest per-member device limit a space may set; the default follows Mockoon's plans.
+MAX_DEVICE_LIMIT = 16
+DEFAULT_DEVICE_LIMIT = DEFAULT_DEVICES_PER_MEMBER
+#: Environments named in one removal cut, and the longest environment id.
+MAX_CUT_ENVS = 1000
+MAX_ENV_ID_CHARS = 128
+#: Size of a sealed content key (version + ephemeral key + key + tag) with headroom.
+MAX_SEALED_BYTES = 256
+MAX_MODEL_VERSION = 1000
+MAX_GENERATION = 2**32 - 1
+
+_SIGN_DOMAIN = b"mocksync/membership-entry/v1\x00"
+#: Replays spent looking for an exact removal-wins fixed point before growing a union instead.
+_MAX_EXACT_ROUNDS = 16
+_BODY_KEYS = {"v", "space", "kind", "author", "parents", "counter", "time", "data"}
+
+
+def new_space_id() -> bytes:
+    return os.urandom(SPACE_ID_BYTES)
+
+
+def new_member_id() -> str:
+    return secrets.token_hex(MEMBER_ID_CHARS // 2)
+
+
+class Signer(Protocol):
+    """What signs entries: an `Identity` does."""
+
+    device_id: str
+
+    @property
+    def public(self) -> DevicePublic: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+# ---------------------------------------------------------------- one entry
+
+
+def _member_id(d: Mapping[str, Any], key: str, what: str) -> str:
+    v = get_str(d, key, what, MembershipError, max_chars=MEMBER_ID_CHARS)
+    if len(v) != MEMBER_ID_CHARS or any(c not in "0123456789abcdef" for c in v):
+        raise MembershipError(f"{what}: field {key!r} is not a member id ({MEMBER_ID_CHARS} hex digits)")
+    return v
+
+
+def _device_id(d: Mapping[str, Any], key: str, what: str) -> str:
+    v = get_str(d, key, what, MembershipError, max_chars=ID_TEXT_CHARS)
+    if not is_device_id(v):
+        raise MembershipError(f"{what}: field {key!r} is not a valid device id")
+    return v
+
+
+def _cut(obj: Any, what: str) -> dict[str, int]:
+    if not isinstance(obj, dict):
+        raise MembershipError(f"{what}: a cut must map environment ids to sequence numbers")
+    if len(obj) > MAX_CUT_ENVS:
+        raise MembershipError(f"{what}: names {len(obj)} environments, over the {MAX_CUT_ENVS} limit")
+    for env, seq in obj.items():
+        if not isinstance(env, str) or not 1 <= len(env) <= MAX_ENV_ID_CHARS:
+            raise MembershipError(f"{what}: environment ids are 1..{MAX_ENV_ID_CHARS} characters of text")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_INT:
+            raise MembershipError(f"{what}: the last seq of {env[:40]!r} must be an integer 0..{MAX_INT}")
+    return obj
+
+
+def _member_rec(obj: Any, what: str) -> dict[str, Any]:
+    m = exact_map(obj, {"id", "name"}, what, MembershipError)
+    _member_id(m, "id", what)
+    get_name(m, "name", what, MembershipError)
+    return m
+
+
+def _validate_data(kind: str, data: Any, what: str) -> None:
+    E = MembershipError
+    if kind == "genesis":
+        d = exact_map(data, {"name", "space_kind", "relay", "member", "device", "model",
+                             "device_limit"}, what, E)
+        get_name(d, "name", what, E)
+        get_str(d, "space_kind", what, E, choices=SPACE_KINDS)
+        if d["relay"] is not None:
+            get_str(d, "relay", what, E, max_chars=256)
+            problem = relay_url_problem(d["relay"])
+            if problem:
+                raise E(f"{what}: relay address {problem}")
+        _member_rec(d["member"], what + " member")
+        DevicePublic.from_cbor(d["device"], what + " device", E)
+        get_int(d, "model", what, E, lo=1, hi=MAX_MODEL_VERSION)
+        get_int(d, "device_limit", what, E, lo=1, hi=MAX_DEVICE_LIMIT)
+    elif kind == "add_member":
+        d = exact_map(data, {"member", "role"}, what, E)
+        _member_rec(d["member"], what + " member")
+        get_str(d, "role", what, E, choices=ROLES)
+    elif kind == "add_device":
+        d = exact_map(data, {"member", "device", "key"}, what, E)
+        _member_id(d, "member", what)
+        DevicePublic.from_cbor(d["device"], what + " device", E)
+        if d["key"] is not None:
+            k = exact_map(d["key"], {"gen", "sealed"}, what + " key", E)
+            get_int(k, "gen", what, E, lo=1, hi=MAX_GENERATION)
+            get_bytes(k, "sealed", what, E, max_len=MAX_SEALED_BYTES)
+    elif kind == "remove_device":
+        d = exact_map(data, {"device", "covers"}, what, E)
+        _device_id(d, "device", what)
+        _cut(d["covers"], what)
+    elif kind == "remove_member":
+        d = exact_map(data, {"member", "covers"}, what, E)
+        _member_id(d, "member", what)
+        covers = d["covers"]
+        if not isinstance(covers, dict) or len(covers) > MAX_DEVICE_LIMIT:
+            raise E(f"{what}: covers must map at most {MAX_DEVICE_LIMIT} device ids to cuts")
+        for dev, cut in covers.items():
+            if not is_device_id(dev):
+                raise E(f"{what}: covers names something that is not a device id")
+            _cut(cut, what)
+    elif kind == "set_role":
+        d = exact_map(data, {"member", "role"}, what, E)
+        _member_id(d, "member", what)
+        get_str(d, "role", what, E, choices=ROLES)
+    elif kind == "rotate_key":
+        d = exact_map(data, {"gen", "sealed"}, what, E)
+        get_int(d, "gen", what, E, lo=2, hi=MAX_GENERATION)
+        sealed = d["sealed"]
+        if not isinstance(sealed, dict) or not 1 <= len(sealed) <= MAX_DEVICES:
+            raise E(f"{what}: sealed must map 1..{MAX_DEVICES} device ids to sealed keys")
+        for dev, blob in sealed.items():
+            if not is_device_id(dev):
+                raise E(f"{what}: sealed names something that is not a device id")
+            if not isinstance(blob, bytes) or not 1 <= len(blob) <= MAX_SEALED_BYTES:
+                raise E(f"{what}: a sealed key must be 1..{MAX_SEALED_BYTES} bytes")
+    elif kind == "migrate":
+        d = exact_map(data, {"model"}, what, E)
+        get_int(d, "model", what, E, lo=1, hi=MAX_MODEL_VERSION)
+    else:  # pragma: no cover - kind was checked against KINDS
+        raise E(f"{what}: unknown kind")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One verified-in-form (not yet in-context) membership entry."""
+
+    wire: bytes
+    hash: bytes
+    body_bytes: bytes
+    sig: bytes
+    space: bytes
+    kind: str
+    author: str
+    parents: tuple[bytes, ...]
+    counter: int
+    time_ms: int
+    data: Any = field(repr=False)
+
+    @property
+    def hash_hex(self) -> str:
+        return self.hash.hex()
+
+    @property
+    def short(self) -> str:
+        return f"{self.kind} {self.hash.hex()[:12]}"
+
+    def signed_bytes(self) -> bytes:
+        return _SIGN_DOMAIN + self.body_bytes
+
+    @classmethod
+    def from_wire(cls, wire: bytes) -> Entry:
+        """Decode and check the form of one entry (fields, types, limits). The signature and
+        the entry's validity in its log are checked by `verify_log`."""
+        if not isinstance(wire, bytes | bytearray | memoryview):
+            raise MembershipError("membership entry: expected bytes")
+        wire = bytes(wire)
+        if len(wire) > MAX_ENTRY_BYTES:
+            raise MembershipError(
+                f"membership entry of {len(wire)} bytes is over the {MAX_ENTRY_BYTES} byte limit"
+            )
+        digest = hashlib.sha256(wire).digest()
+        what = f"membership entry {digest.hex()[:12]}"
+        try:
+            outer = decode(wire, what=what)
+        except ChangeSetError as exc:
+            raise MembershipError(str(exc)) from None
+        outer = exact_map(outer, {"body", "sig"}, what, MembershipError)
+        body_bytes = get_bytes(outer, "body", what, MembershipError, max_len=MAX_ENTRY_BYTES)
+        sig = get_bytes(outer, "sig", what, MembershipError, length=64)
+        try:
+            body = decode(body_bytes, what=what + " body")
+        except ChangeSetError as exc:
+            raise MembershipError(str(exc)) from None
+        body = exact_map(body, _BODY_KEYS, what, MembershipError)
+        get_int(body, "v", what, MembershipError, lo=ENTRY_FORMAT, hi=ENTRY_FORMAT)
+        space = get_bytes(body, "space", what, MembershipError, length=SPACE_ID_BYTES)
+        kind = get_str(body, "kind", what, MembershipError, choices=KINDS)
+        what = f"{kind} entry {digest.hex()[:12]}"
+        author = _device_id(body, "author", what)
+        parents = body["parents"]
+        if not isinstance(parents, list) or len(parents) > MAX_PARENTS:
+            raise MembershipError(f"{what}: parents must be a list of at most {MAX_PARENTS} hashes")
+        for p in parents:
+            if not isinstance(p, bytes) or len(p) != HASH_BYTES:
+                raise MembershipError(f"{what}: each parent is a {HASH_BYTES}-byte hash")
+        if any(a >= b for a, b in zip(parents, parents[1:], strict=False)):
+            raise MembershipError(f"{what}: parents must be sorted and distinct")
+        counter = get_int(body, "counter", what, MembershipError)
+        time_ms = get_int(body, "time", what, MembershipError)
+        if kind == "genesis":
+            if parents or counter != 0:
+                raise MembershipError(f"{what}: a genesis entry has no parents and counter 0")
+        elif not parents or counter < 1:
+            raise MembershipError(f"{what}: builds on no earlier entry")
+        _validate_data(kind, body["data"], what)
+        if kind == "genesis" and body["data"]["device"]["id"] != author:
+            raise MembershipError(f"{what}: the genesis must be signed by the device it names")
+        return cls(wire, digest, body_bytes, sig, space, kind, author, tuple(parents), counter,
+                   time_ms, body["data"])
+
+
+def _coerce(e: Entry | bytes) -> Entry:
+    return e if isinstance(e, Entry) else Entry.from_wire(e)
+
+
+# ---------------------------------------------------------------- the state a log proves
+
+
+@dataclass(frozen=True)
+class Member:
+    id: str
+    name: str
+    role: str
+    devices: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    name: str
+    member: str
+    sign_key: bytes
+    box_key: bytes
+    added_by: str
+
+
+@dataclass(frozen=True)
+class Removal:
+    """A removed device: its cut (`covers`: env -> last accepted seq), who removed it in which
+    entry, and its public signing key (still needed to verify its change sets up to the cut)."""
+
+    device: str
+    member: str
+    name: str
+    covers: Mapping[str, int]
+    by: str
+    entry: str
+    sign_key: bytes = b""
+
+
+@dataclass(frozen=True)
+class SpaceState:
+    """Who belongs to a space, as proven by a verified membership log."""
+
+    space_id: str
+    name: str
+    kind: str
+    relay: str | None
+    model: int
+    device_limit: int
+    created_ms: int
+    creator: str
+    members: Mapping[str, Member]
+    devices: Mapping[str, Device]
+    removed_devices: Mapping[str, Removal]
+    removed_members: frozenset[str]
+    key_generation: int
+    key_creator: str
+    sealed_keys: Mapping[tuple[str, int], bytes]
+    rotation_needed: bool
+    heads: tuple[bytes, ...]
+    next_counter: int
+    order: tuple[str, ...]
+    void: Mapping[str, str]
+
+    @property
+    def space_id_bytes(self) -> bytes:
+        return bytes.fromhex(self.space_id)
+
+    def is_member(self, device_id: str) -> bool:
+        """True iff `device_id` is an active (added, not removed) device of the space."""
+        return device_id in self.devices
+
+    def member_of(self, device_id: str) -> Member | None:
+        dev = self.devices.get(device_id)
+        return self.members.get(dev.member) if dev else None
+
+    def role_of(self, device_id: str) -> str | None:
+        m = self.member_of(device_id)
+        return m.role if m else None
+
+    def is_admin(self, device_id: str) -> bool:
+        return self.role_of(device_id) == "admin"
+
+    def admin_devices(self) -> list[str]:
+        return sorted(d for d in self.devices if self.is_admin(d))
+
+    def accepts_change(self, device_id: str, env: str, seq: int) -> bool:
+        """May a change set `(device_id, env, seq)` enter this space's log? (SECURITY.md 2)
+
+        Active devices: yes. Removed devices: only up to the seq their removal covers for
+        that environment. Anyone else: no."""
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+            return False
+        if device_id in self.devices:
+            return True
+        removal = self.removed_devices.get(device_id)
+        if removal is None:
+            return False
+        return seq <= removal.covers.get(env, 0)
+
+    def find_members(self, text: str) -> list[Member]:
+        """Active members whose id or name is `text` (names compared case-insensitively)."""
+        if text in self.members:
+            return [self.members[text]]
+        low = text.casefold()
+        return [m for m in self.members.values() if m.name.casefold() == low]
+
+    def sealed_key_for(self, device_id: str, gen: int) -> bytes | None:
+        return self.sealed_keys.get((device_id, gen))
+
+    def devices_missing_key(self) -> list[str]:
+        """Active devices with no sealed copy of the current key generation in the log (e.g.
+        added concurrently with a rotation); an admin should seal it to them."""
+        gen = self.key_generation
+        return sorted(d for d in self.devices
+                      if d != self.key_creator and (d, gen) not in self.sealed_keys)
+
+
+# ---------------------------------------------------------------- replay
+
+
+class _Replay:
+    """One pass over the ordered entries with a given set of entries forced void."""
+
+    def __init__(self, order: list[Entry], anc: list[int], forced: set[int]) -> None:
+        self.order = order
+        self.anc = anc
+        self.forced = forced
+        self.members: dict[str, dict[str, Any]] = {}
+        self.devices: dict[str, dict[str, Any]] = {}
+        self.added_at: dict[str, int] = {}
+        self.removed_devices: dict[str, Removal] = {}
+        self.removed_members: set[str] = set()
+        self.removal_index: dict[str, int] = {}
+        self.sealed: dict[tuple[str, int], bytes] = {}
+        self.void: dict[int, str] = {}
+        self.gen = 1
+        self.gen_index = 0
+        self.gen_creator = ""
+        self.last_removal_index = -1
+        self.model = 1
+        self.g: dict[str, Any] = {}
+
+    def is_ancestor(self, j: int, i: int) -> bool:
+        return bool((self.anc[i] >> j) & 1)
+
+    def admin_devices_after(self, drop_devices: frozenset[str] | set[str] = frozenset(),
+                            demote: str | None = None) -> int:
+        n = 0
+        for did, dev in self.devices.items():
+            if did in drop_devices:
+                continue
+            m = self.members[dev["member"]]
+            if m["role"] == "admin" and m["id"] != demote:
+                n += 1
+        return n
+
+    def run(self) -> None:
+        for i, e in enumerate(self.order):
+            reason = self.apply(i, e)
+            if reason:
+                self.void[i] = reason
+
+    def apply(self, i: int, e: Entry) -> str | None:
+        d = e.data
+        if e.kind == "genesis":
+            self.g = d
+            self.model = d["model"]
+            mid = d["member"]["id"]
+            self.members[mid] = {"id": mid, "name": d["member"]["name"], "role": "admin",
+                                 "devices": []}
+            self._add_device_rec(i, mid, d["device"], e.author)
+            self.gen_creator = e.author
+            return None
+        if i in self.forced:
+            return f"its author {e.author} was removed concurrently (removal wins)"
+        dev = self.devices.get(e.author)
+        if dev is None:
+            if e.author in self.removed_devices:
+                return f"its author {e.author} had been removed from the space"
+            return f"its author {e.author} is not a device of this space"
+        if not self.is_ancestor(self.added_at[e.author], i):
+            return f"its author {e.author} signed it without having seen its own addition"
+        if self.members[dev["member"]]["role"] != "admin":
+            return f"its author {e.author} is not an admin of the space"
+        handler = {
+            "add_member": self._add_member,
+            "add_device": self._add_device,
+            "remove_device": self._remove_device,
+            "remove_member": self._remove_member,
+            "set_role": self._set_role,
+            "rotate_key": self._rotate_key,
+            "migrate": self._migrate,
+        }[e.kind]
+        return handler(i, e, d)
+
+    def _add_member(self, i: int, e: Entry, d: dict[str, Any]) -> str | None:
+        mid = d["member"]["id"]
+        if self.g["space_kind"] == "personal":
+            return "a personal space has exactly one member; invite another device of its owner"
+        if mid in self.members:
+            return f"member {mid} is already in the space"
+        if mid in self.removed_members:
+            return f"member {mid} was removed and can never be added back"
+        if len(self.members) >= MAX_MEMBERS:
+            return f"the space already has {MAX_MEMBERS} members, the limit"
+        self.members[mid] = {"id": mid, "name": d["member"]["name"], "role": d["role"],
+                             "devices": []}
+        return None
+
+    def _add_device(self, i: int, e: Entry, d: dict[str, Any]) -> str | None:
+        rec = d["device"]
+        did, mid = rec["id"], d["member"]
+        if did in self.removed_devices:
+            return f"device {did} was removed from this space and can never be added back"
+        if did in self.devices:
+            return f"device {did} is already in the space"
+        m = self.members.get(mid)
+        if m is None:
+            return f"member {mid} is not in the space"
+        if len(m["devices"]) >= self.g["device_limit"]:
+            return (f"member {m['name']} already has {len(m['devices'])} devices, the limit of "
+                    f"this space ({self.g['device_limit']})")
+        if len(self.devices) >= MAX_DEVICES:
+            return f"the space already has {MAX_DEVICES} devices, the limit"
+        key = d["key"]
+        if key is not None and key["gen"] > self.gen:
+            return f"it seals key generation {key['gen']}, which does not exist yet"
+        self._add_device_rec(i, mid, rec, e.author)
+        if key is not None:
+            self.sealed[(did, key["gen"])] = key["sealed"]
+        return None
+
+    def _add_device_rec(self, i: int, mid: str, rec: dict[str, Any], by: str) -> None:
+        self.devices[rec["id"]] = {"id": rec["id"], "name": rec["name"], "member": mid,
+                                   "sign": rec["sign"], "box": rec["box"], "by": by}
+        self.members[mid]["devices"].append(rec["id"])
+        self.added_at[rec["id"]] = i
+
+    def _remove(self, i: int, e: Entry, dids: list[str], covers: Mapping[str, Mapping[str, int]]) -> None:
+        for did in dids:
+            dev = self.devices.pop(did)
+            self.members[dev["member"]]["devices"].remove(did)
+            self.removed_devices[did] = Removal(did, dev["member"], dev["name"],
+                                                MappingProxyType(dict(covers.get(did, {}))),
+                                                e.author, e.hash_hex, dev["sign"])
+            self.removal_index[did] = i
+        self.last_removal_index = i
+
+    def _remove_device(self, i: int, e: Entry, d: dict[str, Any]) -> str | None:
+        did = d["device"]
+        if did in self.removed_devices:
+            return f"device {did} was already removed"
+        if did not in self.devices:
+            return f"device {did} is not in the space"
+        if self.admin_devices_after({did}) == 0:
+            return "it would leave the space without an admin device"
+        self._remove(i, e, [did], {did: d["covers"]})
+        return None
+
+    def _remove_member(self, i: int, e: Entry, d: dict[str, Any]) -> str | None:
+        mid = d["member"]
+        if mid in self.removed_members:
+            return f"member {mid} was already removed"
+        m = self.members.get(mid)
+        if m is None:
+            return f"member {mid} is not in the space"
+        dids = list(m["devices"])
+        if self.admin_devices_after(set(dids), demote=mid) == 0:
+            return "it would leave the space without an admin device"
+        self._remove(i, e, dids, d["covers"])
+        del self.members[mid]
+        self.removed_members.add(mid)
+        self.last_removal_index = i
+        return None
+
+    def _set_role(self, i: int, e: Entry, d: dict[str, Any]) -> str | None:
+        m = self.members.get(d["member"])
+        if m is None:
+            return f"member {d['member']} is not in the space"
+        if d["role"] != "admin" and self.admin_devices_after(demote=m["id"]) == 0:
+            return "it would leave the space without an admin device"
+        m["role"] = d["role"]
+        return None
+
+    def _rotate_key(self, i: int, e: Entry, d: dict[str, Any]) -> str | None:
+        if d["gen"] != self.gen + 1:
+            return f"it makes key generation {d['gen']}, but the next one is {self.gen + 1}"
+        for did in d["sealed"]:
+            if did not in self.devices:
+                return f"it seals the new key to {did}, which is not an active device"
+        self.gen = d["gen"]
+        self.gen_index = i
+        self.gen_creator = e.author
+        for did, blob in d["sealed"].items():
+            self.sealed[(did, self.gen)] = blob
+        return None
+
+    def _migrate(self, i: int, e: Entry, d: dict[str, Any]) -> str | None:
+        if d["model"] <= self.model:
+            return f"the space is already at model {self.model}"
+        self.model = d["model"]
+        return None
+
+
+def verify_log(entries: Iterable[Entry | bytes]) -> SpaceState:
+    """Verify a whole membership log and return the state it proves.
+
+    Raises MembershipError for anything no honest device produces (malformed or oversized
+    entries, bad or unknown signatures, a missing parent, zero or several genesis entries,
+    entries of another space, wrong counters). Entries that are well formed and signed but not
+    allowed at their point in the order are void (see the module docstring)."""
+    by_hash: dict[bytes, Entry] = {}
+    for n, raw in enumerate(entries, 1):
+        if n > MAX_LOG_ENTRIES:
+            raise MembershipError(f"membership log is over the {MAX_LOG_ENTRIES} entry limit")
+        e = _coerce(raw)
+        by_hash.setdefault(e.hash, e)
+    geneses = [e for e in by_hash.values() if e.kind == "genesis"]
+    if not geneses:
+        raise MembershipError("membership log has no genesis entry")
+    if len(geneses) > 1:
+        raise MembershipError(
+            f"membership log has {len(geneses)} genesis entries; a space has exactly one"
+        )
+    genesis = geneses[0]
+    # Public keys: every device any entry adds. The id is the hash of the key (checked when the
+    # entry was decoded), so one id cannot carry two keys.
+    keys: dict[str, bytes] = {genesis.author: genesis.data["device"]["sign"]}
+    for e in by_hash.values():
+        if e.kind == "add_device":
+            keys.setdefault(e.data["device"]["id"], e.data["device"]["sign"])
+    for e in by_hash.values():
+        key = keys.get(e.author)
+        if key is None:
+            raise MembershipError(
+                f"{e.short} is signed by device {e.author}, which no entry of this log adds"
+            )
+        if not verify_signature(key, e.signed_bytes(), e.sig):
+            raise MembershipError(f"{e.short} has an invalid signature (forged or altered)")
+
+    for e in by_hash.values():
+        if e.space != genesis.space:
+            raise MembershipError(f"{e.short} belongs to another space ({e.space.hex()})")
+        if e.kind == "genesis":
+            continue
+        counters = []
+        for p in e.parents:
+            parent = by_hash.get(p)
+            if parent is None:
+                raise MembershipError(f"{e.short} builds on entry {p.hex()[:12]}, which is missing")
+            counters.append(parent.counter)
+        if e.counter != 1 + max(counters):
+            raise MembershipError(f"{e.short} has counter {e.counter}, expected {1 + max(counters)}")
+
+    order = sorted(by_hash.values(), key=lambda x: (x.counter, x.hash))
+    index = {e.hash: i for i, e in enumerate(order)}
+    anc: list[int] = []
+    children: set[bytes] = set()
+    for e in order:
+        a = 0
+        for p in e.parents:
+            j = index[p]
+            a |= anc[j] | (1 << j)
+            children.add(p)
+        anc.append(a)
+    by_author: dict[str, list[int]] = {}
+    for i, e in enumerate(order):
+        by_author.setdefault(e.author, []).append(i)
+
+    def unseen_by_removals(rp: _Replay) -> frozenset[int]:
+        out = set()
+        for did, ri in rp.removal_index.items():
+            for j in by_author.get(did, ()):
+                if j != ri and not (anc[ri] >> j) & 1:
+                    out.add(j)
+        return frozenset(out)
+
+    # Removal wins, to a fixed point: void what removed devices did unseen by their removal,
+    # replay, repeat. Voiding can undo a removal (its author was itself removed), so first look
+    # for an exact fixed point; should the sets cycle, fall back to growing their union until
+    # no removal in effect has an unseen entry of its device left valid.
+    forced: frozenset[int] = frozenset()
+    seen_sets: list[frozenset[int]] = []
+    rp = _Replay(order, anc, set(forced))
+    rp.run()
+    for _ in range(_MAX_EXACT_ROUNDS):
+        nxt = unseen_by_removals(rp)
+        if nxt == forced:
+            break
+        seen_sets.append(forced)
+        if nxt in seen_sets:
+            forced = frozenset().union(*seen_sets, nxt)
+            seen_sets = []
+            break
+        forced = nxt
+        rp = _Replay(order, anc, set(forced))
+        rp.run()
+    while True:
+        rp = _Replay(order, anc, set(forced))
+        rp.run()
+        grown = forced | unseen_by_removals(rp)
+        if grown == forced:
+            break
+        forced = grown
+
+    g = genesis.data
+    members = {
+        mid: Member(mid, m["name"], m["role"], tuple(m["devices"])) for mid, m in rp.members.items()
+    }
+    devices = {
+        did: Device(did, d["name"], d["member"], d["sign"], d["box"], d["by"])
+        for did, d in rp.devices.items()
+    }
+    return SpaceState(
+        space_id=genesis.space.hex(),
+        name=g["name"],
+        kind=g["space_kind"],
+        relay=g["relay"],
+        model=rp.model,
+        device_limit=g["device_limit"],
+        created_ms=genesis.time_ms,
+        creator=genesis.author,
+        members=MappingProxyType(members),
+        devices=MappingProxyType(devices),
+        removed_devices=MappingProxyType(dict(rp.removed_devices)),
+        removed_members=frozenset(rp.removed_members),
+        key_generation=rp.gen,
+        key_creator=rp.gen_creator,
+        sealed_keys=MappingProxyType(dict(rp.sealed)),
+        rotation_needed=rp.last_removal_index > rp.gen_index,
+        heads=tuple(sorted(h for h in by_hash if h not in children)),
+        next_counter=1 + max(e.counter for e in order),
+        order=tuple(e.hash_hex for e in order),
+        void=MappingProxyType({order[i].hash_hex: r for i, r in sorted(rp.void.items())}),
+    )
+
+
+def extend_log(entries: Iterable[Entry | bytes], new: Iterable[Entry | bytes]) -> SpaceState:
+    """Verify `entries + new` and refuse (MembershipError, nothing changed) if any new entry
+    would be void: what a device or the relay runs before storing entries it was sent."""
+    base = [_coerce(e) for e in entries]
+    added = [_coerce(e) for e in new]
+    state = verify_log(base + added)
+    for e in added:
+        reason = state.void.get(e.hash_hex)
+        if reason:
+            raise MembershipError(f"{e.short} refused: {reason}")
+    return state
+
+
+# ---------------------------------------------------------------- making entries
+
+
+def _sign(signer: Signer, space: bytes, kind: str, data: dict[str, Any], parents: list[bytes],
+          counter: int, now_ms: int) -> Entry:
+    body = {"v": ENTRY_FORMAT, "space": space, "kind": kind, "author": signer.device_id,
+            "parents": sorted(parents), "counter": counter, "time": int(now_ms), "data": data}
+    body_bytes = encode(body)
+    sig = signer.sign(_SIGN_DOMAIN + body_bytes)
+    return Entry.from_wire(encode({"body": body_bytes, "sig": sig}))
+
+
+def new_genesis(signer: Signer, *, name: str, member_name: str, now_ms: int,
+                kind: str = "team", relay: str | None = None, member_id: str | None = None,
+                space_id: bytes | None = None, device_limit: int = DEFAULT_DEVICE_LIMIT,
+                model: int = MODEL_VERSION) -> Entry:
+    """The first entry of a new space: `signer`'s device is its first admin device."""
+    data = {"name": name, "space_kind": kind, "relay": relay,
+            "member": {"id": member_id or new_member_id(), "name": member_name},
+            "device": signer.public.to_cbor(), "model": model, "device_limit": device_limit}
+    return _sign(signer, space_id or new_space_id(), "genesis", data, [], 0, now_ms)
+
+
+def sign_entry(signer: Signer, state: SpaceState, kind: str, data: dict[str, Any], *,
+               now_ms: int) -> Entry:
+    """A new entry of `kind` building on every current head of `state`."""
+    if kind == "genesis" or kind not in KINDS:
+        raise MembershipError(f"cannot append an entry of kind {kind!r}")
+    return _sign(signer, state.space_id_bytes, kind, data, list(state.heads), state.next_counter,
+                 now_ms)
+
+
+def add_member(signer: Signer, state: SpaceState, *, member_id: str, name: str, role: str,
+               now_ms: int) -> Entry:
+    return sign_entry(signer, state, "add_member",
+                      {"member": {"id": member_id, "name": name}, "role": role}, now_ms=now_ms)
+
+
+def add_device(signer: Signer, state: SpaceState, *, member_id: str, device: DevicePublic,
+               sealed_key: tuple[int, bytes] | None, now_ms: int) -> Entry:
+    key = None if sealed_key is None else {"gen": sealed_key[0], "sealed": sealed_key[1]}
+    return sign_entry(signer, state, "add_device",
+                      {"member": member_id, "device": device.to_cbor(), "key": key}, now_ms=now_ms)
+
+
+def remove_device(signer: Signer, state: SpaceState, *, device_id: str,
+                  covers: Mapping[str, int], now_ms: int) -> Entry:
+    return sign_entry(signer, state, "remove_device",
+                      {"device": device_id, "covers": dict(covers)}, now_ms=now_ms)
+
+
+def remove_member(signer: Signer, state: SpaceState, *, member_id: str,
+                  covers: Mapping[str, Mapping[str, int]], now_ms: int) -> Entry:
+    return sign_entry(signer, state, "remove_member",
+                      {"member": member_id, "covers": {k: dict(v) for k, v in covers.items()}},
+                      now_ms=now_ms)
+
+
+def set_role(signer: Signer, state: SpaceState, *, member_id: str, role: str, now_ms: int) -> Entry:
+    return sign_entry(signer, state, "set_role", {"member": member_id, "role": role}, now_ms=now_ms)
+
+
+def rotate_key(signer: Signer, state: SpaceState, *, generation: int,
+               sealed: Mapping[str, bytes], now_ms: int) -> Entry:
+    return sign_entry(signer, state, "rotate_key", {"gen": generation, "sealed": dict(sealed)},
+                      now_ms=now_ms)
+
+
+def migrate(signer: Signer, state: SpaceState, *, model: int, now_ms: int) -> Entry:
+    return sign_entry(signer, state, "migrate", {"model": model}, now_ms=now_ms)
+
+
+__all__ = [
+    "DEFAULT_DEVICE_LIMIT",
+    "Device",
+    "Entry",
+    "KINDS",
+    "MAX_ENTRY_BYTES",
+    "MAX_LOG_ENTRIES",
+    "Member",
+    "ROLES",
+    "Removal",
+    "SPACE_KINDS",
+    "Signer",
+    "SpaceState",
+    "add_device",
+    "add_member",
+    "extend_log",
+    "migrate",
+    "new_genesis",
+    "new_member_id",
+    "new_space_id",
+    "remove_device",
+    "remove_member",
+    "rotate_key",
+    "set_role",
+    "sign_entry",
+    "verify_log",
+]

@@ -1,0 +1,142 @@
+"""Plan limits (pure policy): how many environments a space may sync, how big each may be, and
+how many devices of one member may be online at once.
+
+Why it is pure: the relay enforces these limits on what it stores and forwards, and a daemon
+checks them before sharing so that the user hears the reason at once rather than from a
+refusal later; both must say the same sentence, with the plan's own numbers (CLI.md).
+Plans follow Mockoon's: solo 5 environments x 5 MB, team 10 x 10 MB, enterprise 20 x 15 MB,
+2 simultaneous devices per member. Size = bytes of the environment as compact JSON (the caller
+measures; 1 MB = 1,000,000 bytes, as the plans are stated in decimal megabytes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from ..errors import ValidationError
+
+MB = 1_000_000
+DEFAULT_DEVICES_PER_MEMBER = 2
+#: Upper bounds for relay overrides (`--max-envs`, `--max-env-bytes`, `--max-devices-per-member`).
+MAX_ENVS_CEILING = 100_000
+MAX_ENV_BYTES_CEILING = 1024 * MB
+MAX_DEVICES_CEILING = 1000
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    max_envs: int
+    max_env_bytes: int
+    max_devices_per_member: int = DEFAULT_DEVICES_PER_MEMBER
+
+    def __post_init__(self) -> None:
+        for label, value, ceiling in (("max_envs", self.max_envs, MAX_ENVS_CEILING),
+                                      ("max_env_bytes", self.max_env_bytes, MAX_ENV_BYTES_CEILING),
+                                      ("max_devices_per_member", self.max_devices_per_member,
+                                       MAX_DEVICES_CEILING)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= ceiling:
+                raise ValidationError(f"plan {self.name}: {label} must be a whole number 1..{ceiling}")
+
+
+PLANS: dict[str, Plan] = {
+    "solo": Plan("solo", 5, 5 * MB),
+    "team": Plan("team", 10, 10 * MB),
+    "enterprise": Plan("enterprise", 20, 15 * MB),
+}
+
+
+def get_plan(name: str, *, max_envs: int | None = None, max_env_bytes: int | None = None,
+             max_devices_per_member: int | None = None) -> Plan:
+    """A named plan, optionally with limits overridden (the relay's command-line options)."""
+    base = PLANS.get(name)
+    if base is None:
+        raise ValidationError(f"unknown plan {name!r}; plans are {', '.join(PLANS)}")
+    return Plan(
+        base.name,
+        base.max_envs if max_envs is None else max_envs,
+        base.max_env_bytes if max_env_bytes is None else max_env_bytes,
+        base.max_devices_per_member if max_devices_per_member is None else max_devices_per_member,
+    )
+
+
+@dataclass(frozen=True)
+class Decision:
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+OK = Decision(True)
+
+
+def human_bytes(n: int) -> str:
+    """`12.3 MB` style (decimal, as the plans are stated)."""
+    if n >= MB:
+        text = f"{n / MB:.1f}".rstrip("0").rstrip(".")
+        return f"{text} MB"
+    if n >= 1000:
+        return f"{n / 1000:.1f}".rstrip("0").rstrip(".") + " kB"
+    return f"{n} bytes"
+
+
+def _count(value: int, label: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValidationError(f"{label} must be a whole number, not {value!r}")
+    return value
+
+
+def check_env_size(plan: Plan, env_bytes: int) -> Decision:
+    """May an environment of `env_bytes` (compact JSON) be synced under `plan`?"""
+    _count(env_bytes, "environment size")
+    if env_bytes > plan.max_env_bytes:
+        return Decision(False, (
+            f"quota exceeded: {plan.name} plan allows environments up to "
+            f"{human_bytes(plan.max_env_bytes)}; this one is {human_bytes(env_bytes)}"
+        ))
+    return OK
+
+
+def check_share(plan: Plan, current_env_count: int, env_bytes: int) -> Decision:
+    """May one more environment (of `env_bytes`) join a space holding `current_env_count`?"""
+    _count(current_env_count, "environment count")
+    if current_env_count >= plan.max_envs:
+        return Decision(False, (
+            f"quota exceeded: {plan.name} plan allows {plan.max_envs} environments "
+            f"and the space already has {current_env_count}"
+        ))
+    return check_env_size(plan, env_bytes)
+
+
+def check_device_online(plan: Plan, member_online_devices: Collection[str],
+                        device: str | None = None) -> Decision:
+    """May `device` come online, given the member's devices already online?
+
+    A device already counted (a reconnect) is always allowed; otherwise the member may have at
+    most `plan.max_devices_per_member` online at once."""
+    if device is not None and device in member_online_devices:
+        return OK
+    online = len(member_online_devices)
+    if online >= plan.max_devices_per_member:
+        return Decision(False, (
+            f"device limit reached: {plan.name} plan allows {plan.max_devices_per_member} "
+            f"simultaneous devices per member and {online} are online; disconnect one first"
+        ))
+    return OK
+
+
+__all__ = [
+    "DEFAULT_DEVICES_PER_MEMBER",
+    "Decision",
+    "MB",
+    "PLANS",
+    "Plan",
+    "check_device_online",
+    "check_env_size",
+    "check_share",
+    "get_plan",
+    "human_bytes",
+]

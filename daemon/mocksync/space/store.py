@@ -1,0 +1,201 @@
+"""Spaces on disk (thin I/O): each space's membership log, content keys and issued invites, in
+the home's TinyDB documents.
+
+Why verify on every load: the documents file is plain JSON that anything running as the user
+can edit, and the log is the authority on who may write; so a space is only ever handed out as
+the `SpaceState` that `verify_log` proves from its entries, never from cached fields. Log
+entries are stored as base64 of their exact wire bytes (the bytes signatures cover). Content
+keys and invite secrets sit in the same file, which `AtomicJSONStorage` keeps at mode 0600.
+
+Writers take an advisory lock (`flock` on `docs.lock` in the home) around read-modify-write, so
+two CLI commands, or the CLI and the daemon, cannot lose each other's updates.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from tinydb import Query, TinyDB
+
+from ..paths import Home
+from ..store.docs import open_docs
+from .errors import SpaceNotFoundError
+from .invite import InviteBook, IssuedInvite
+from .membership import Entry, SpaceState, extend_log, verify_log
+
+SPACES_TABLE = "spaces"
+INVITES_TABLE = "invites"
+#: Spaces one device may belong to.
+MAX_SPACES = 1000
+#: Shortest space-id prefix accepted in place of the full id.
+MIN_ID_PREFIX = 6
+
+
+@dataclass(frozen=True)
+class StoredSpace:
+    """A space as this device holds it: its verified state, log and content keys."""
+
+    state: SpaceState
+    entries: list[Entry]
+    keys: dict[int, bytes] = field(repr=False)
+    joined: float
+
+    @property
+    def space_id(self) -> str:
+        return self.state.space_id
+
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+
+@contextmanager
+def locked(home: Home) -> Iterator[TinyDB]:
+    """The documents database, held under an exclusive advisory lock."""
+    home.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(home.root / "docs.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with open_docs(home.docs) as db:
+            yield db
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode("ascii")
+
+
+def _unb64(s: str) -> bytes:
+    return base64.b64decode(s.encode("ascii"), validate=True)
+
+
+def _load(doc: Mapping[str, Any]) -> StoredSpace:
+    entries = [Entry.from_wire(_unb64(w)) for w in doc["entries"]]
+    state = verify_log(entries)
+    keys = {int(g): _unb64(k) for g, k in doc.get("keys", {}).items()}
+    return StoredSpace(state, entries, keys, float(doc.get("joined", 0.0)))
+
+
+def _doc(entries: Iterable[Entry], keys: Mapping[int, bytes], state: SpaceState,
+         joined: float) -> dict[str, Any]:
+    return {
+        "space_id": state.space_id,
+        "name": state.name,  # for people reading the file; never trusted on load
+        "entries": [_b64(e.wire) for e in entries],
+        "keys": {str(g): _b64(k) for g, k in sorted(keys.items())},
+        "joined": joined,
+    }
+
+
+def list_spaces(home: Home) -> list[StoredSpace]:
+    if not home.docs.exists():
+        return []
+    with open_docs(home.docs) as db:
+        docs = db.table(SPACES_TABLE).all()
+    spaces = [_load(d) for d in docs]
+    return sorted(spaces, key=lambda s: (s.state.kind != "personal", s.name.casefold(), s.space_id))
+
+
+def get_space(home: Home, name_or_id: str) -> StoredSpace:
+    """A space by full id, unique id prefix (>= 6 hex digits) or unique name (any case)."""
+    spaces = list_spaces(home)
+    text = name_or_id.strip()
+    for s in spaces:
+        if s.space_id == text.lower():
+            return s
+    low = text.casefold()
+    if len(text) >= MIN_ID_PREFIX and all(c in "0123456789abcdef" for c in low):
+        hits = [s for s in spaces if s.space_id.startswith(low)]
+        if len(hits) == 1:
+            return hits[0]
+    hits = [s for s in spaces if s.name.casefold() == low]
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        ids = ", ".join(s.space_id[:12] for s in hits)
+        raise SpaceNotFoundError(
+            f"{len(hits)} spaces are named {text!r} ({ids}); name one by its id instead"
+        )
+    names = ", ".join(repr(s.name) for s in spaces) or "none"
+    raise SpaceNotFoundError(f"this device belongs to no space {text!r} (its spaces: {names})")
+
+
+def add_space(home: Home, entries: list[Entry], keys: Mapping[int, bytes], *,
+              now: float | None = None) -> StoredSpace:
+    """Record a space this device created or joined (verifies the log first)."""
+    state = verify_log(entries)
+    joined = time.time() if now is None else now
+    with locked(home) as db:
+        table = db.table(SPACES_TABLE)
+        if table.get(Query().space_id == state.space_id) is not None:
+            raise SpaceNotFoundError(f"this device already belongs to space {state.name!r}")
+        if len(table) >= MAX_SPACES:
+            raise SpaceNotFoundError(f"this device already belongs to {MAX_SPACES} spaces, the limit")
+        table.insert(_doc(entries, keys, state, joined))
+    return StoredSpace(state, list(entries), dict(keys), joined)
+
+
+def append_entries(home: Home, space_id: str, new: Iterable[Entry],
+                   new_keys: Mapping[int, bytes] | None = None) -> StoredSpace:
+    """Add verified entries (and content-key generations) to a stored space. The whole log is
+    re-verified under the lock; if any new entry would be void, nothing is written."""
+    new = list(new)
+    with locked(home) as db:
+        table = db.table(SPACES_TABLE)
+        doc = table.get(Query().space_id == space_id)
+        if doc is None:
+            raise SpaceNotFoundError(f"this device belongs to no space {space_id}")
+        current = _load(doc)
+        known = {e.hash for e in current.entries}
+        fresh = [e for e in new if e.hash not in known]
+        state = extend_log(current.entries, fresh)
+        keys = dict(current.keys)
+        keys.update(new_keys or {})
+        entries = current.entries + fresh
+        table.update(_doc(entries, keys, state, current.joined), Query().space_id == space_id)
+    return StoredSpace(state, entries, keys, current.joined)
+
+
+def load_invite_book(home: Home, space_id: str) -> InviteBook:
+    if not home.docs.exists():
+        return InviteBook(space_id)
+    with open_docs(home.docs) as db:
+        docs = db.table(INVITES_TABLE).search(Query().space_id == space_id)
+    return InviteBook(space_id, [IssuedInvite.from_doc(d) for d in docs])
+
+
+def save_invite_book(home: Home, book: InviteBook) -> None:
+    """Write the book's records, merged with what is on disk: a record used on disk (by another
+    process) stays used, so a stale book can never make a used invite usable again."""
+    with locked(home) as db:
+        table = db.table(INVITES_TABLE)
+        on_disk = {d["invite_id"]: d for d in table.search(Query().space_id == book.space_id)}
+        merged = dict(on_disk)
+        for rec in book.records():
+            old = on_disk.get(rec.invite_id)
+            if old is not None and old.get("used_at") is not None and rec.used_at is None:
+                continue
+            merged[rec.invite_id] = rec.to_doc()
+        table.remove(Query().space_id == book.space_id)
+        table.insert_multiple(merged.values())
+
+
+__all__ = [
+    "StoredSpace",
+    "add_space",
+    "append_entries",
+    "get_space",
+    "list_spaces",
+    "load_invite_book",
+    "locked",
+    "save_invite_book",
+]
