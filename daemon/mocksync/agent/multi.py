@@ -1,0 +1,48 @@
+"""Several transports at once (LAN peers and the relay): one Transport to the Agent.
+
+Each transport gets every broadcast and reports its own part of `status`; the agent's store
+makes duplicate deliveries (the same change set by LAN and by relay) harmless no-ops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MultiTransport:
+    def __init__(self, *transports: Any) -> None:
+        self.transports = [t for t in transports if t is not None]
+
+    async def start(self, agent: Any) -> None:
+        for t in self.transports:
+            await t.start(agent)
+
+    async def stop(self) -> None:
+        for t in reversed(self.transports):
+            await t.stop()
+
+    async def reconnect(self) -> None:
+        for t in self.transports:
+            if hasattr(t, "reconnect"):
+                await t.reconnect()
+
+    def broadcast(self, space: str, env: str, wire: bytes) -> None:
+        for t in self.transports:
+            t.broadcast(space, env, wire)
+
+    def set_presence(self, **presence: Any) -> None:
+        for t in self.transports:
+            if hasattr(t, "set_presence"):
+                t.set_presence(**presence)
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"peers": []}
+        for t in self.transports:
+            st = t.status()
+            if "relay" in st:
+                out["relay"] = st["relay"]
+            out["peers"] += st.get("peers", [])
+            for k, v in st.items():
+                if k not in ("relay", "peers"):
+                    out[k] = v
+        return out
