@@ -1,0 +1,31 @@
+"""Generate docs/CLI-REFERENCE.md from the click commands, so the reference cannot drift.
+
+`python -m mocksync.devtools.clidoc > docs/CLI-REFERENCE.md`; a test checks the file is current.
+"""
+
+from __future__ import annotations
+
+import click
+
+from ..cli import main
+
+
+def _walk(cmd: click.Command, path: list[str]) -> list[tuple[list[str], click.Command]]:
+    out = [(path, cmd)]
+    if isinstance(cmd, click.Group):
+        for name in sorted(cmd.commands):
+            out += _walk(cmd.commands[name], path + [name])
+    return out
+
+
+def render() -> str:
+    lines = ["# mocksync command reference", "",
+             "Generated from the commands' own help (`python -m mocksync.devtools.clidoc`).", ""]
+    for path, cmd in _walk(main, ["mocksync"]):
+        ctx = click.Context(cmd, info_name=" ".join(path), terminal_width=100)
+        lines += [f"## {' '.join(path)}", "", "```", cmd.get_help(ctx).rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render(), end="")
