@@ -18,6 +18,7 @@ from ..errors import ValidationError
 from .flatten import EntityView, flatten
 from .fracindex import is_valid_key, keys_between
 from .ops import RegId
+from .render import tree_parents
 from .schema import ENV, LIST, TREE
 from .state import State
 
@@ -139,6 +140,7 @@ def diff(
     # Places: per ordered container, keep the LIS of items that stayed; re-key the rest.
     bseqs = _sequences(bviews)
     moves: list[tuple] = []
+    shown_in: dict[str, str] | None = None  # tree_parents(state), computed when first needed
     for key, nseq in _sequences(nviews).items():
         place, _group, container = key
         bseq = bseqs.get(key, [])
@@ -146,16 +148,30 @@ def diff(
             continue
         bidx = {u: i for i, u in enumerate(bseq)}
         cur_keys: dict[str, str] = {}
+        # Here in `base` too, but the state has it in another container since: a teammate's
+        # move that this (stale) editor has not seen. (Not an orphan or a cycle breaker, which
+        # the render itself places here: those are re-keyed into the container they show in.)
+        elsewhere: set[str] = set()
         for u in nseq:
             if u in bidx and state is not None:
                 e = state.entity(u)
                 val = e.get(("p", place), None) if e is not None else None
-                if isinstance(val, list | tuple) and len(val) == 2 and val[0] == container \
-                        and is_valid_key(val[1]):
-                    cur_keys[u] = val[1]
-        eligible = [i for i, u in enumerate(nseq) if u in cur_keys]
+                if isinstance(val, list | tuple) and len(val) == 2 and is_valid_key(val[1]):
+                    if val[0] == container:
+                        cur_keys[u] = val[1]
+                    elif place != TREE:
+                        elsewhere.add(u)
+                    else:
+                        if shown_in is None:
+                            shown_in = tree_parents(state)
+                        if shown_in.get(u) != container:
+                            elsewhere.add(u)
+        eligible = [i for i, u in enumerate(nseq) if u in cur_keys or u in elsewhere]
         stay_local = _lis([bidx[nseq[i]] for i in eligible])
         stay = {eligible[j] for j in stay_local}
+        # Those the edit left in order are not the edit's to move back: no op, no anchor.
+        untouched = {i for i in stay if nseq[i] in elsewhere}
+        stay -= untouched
         i = 0
         while i < len(nseq):
             if i in stay:
@@ -170,7 +186,10 @@ def diff(
             hi = min(hi_keys) if hi_keys else None
             if lo is not None and hi is not None and not lo < hi:
                 hi = None
-            for u, k in zip(nseq[i:j], keys_between(lo, hi, j - i, rng), strict=True):
+            for n, (u, k) in enumerate(zip(nseq[i:j], keys_between(lo, hi, j - i, rng),
+                                           strict=True)):
+                if i + n in untouched:
+                    continue
                 value = [container, k]
                 if u in creates:
                     creates[u][3][("p", place)] = value

@@ -17,8 +17,10 @@ BASE = len(DIGITS)
 _INDEX = {c: i for i, c in enumerate(DIGITS)}
 #: Random digits appended to each new key.
 JITTER_DIGITS = 3
-#: Refuse absurd keys from peers (a key this long means something is wrong).
-MAX_KEY_LENGTH = 512
+#: Refuse absurd keys from peers. Appending one item at a time grows a key by a digit per
+#: ~30 appends, so this allows ~100,000 appends to one list; the author's own ops pass the
+#: same check before they are committed, so no device can write a key its peers refuse.
+MAX_KEY_LENGTH = 4096
 
 
 def is_valid_key(key: object) -> bool:

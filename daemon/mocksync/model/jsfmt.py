@@ -84,6 +84,15 @@ def detect_layout(text: str) -> Layout:
     return Layout(indent=indent, newline=newline, trailing_newline=trailing)
 
 
+def finite_float(literal: str) -> float:
+    """`parse_float` for json.loads: refuse a number too large for a double (`1e400`), which
+    Python would read as inf, a value JSON cannot carry (JSON.stringify writes it as null)."""
+    x = float(literal)
+    if not math.isfinite(x):
+        raise ValueError(f"number {literal[:40]} is too large for a double")
+    return x
+
+
 def parse_json(text: str | bytes) -> Any:
     """json.loads with errors that name line and column, and JS-compatible constants refused."""
     if isinstance(text, bytes | bytearray):
@@ -98,10 +107,10 @@ def parse_json(text: str | bytes) -> Any:
         raise ValueError(f"{name} is not JSON")
 
     try:
-        return json.loads(text, parse_constant=_no_constants)
+        return json.loads(text, parse_constant=_no_constants, parse_float=finite_float)
     except json.JSONDecodeError as exc:
         raise JSONSyntaxError(exc.msg, exc.lineno, exc.colno) from None
-    except ValueError as exc:  # NaN / Infinity
+    except ValueError as exc:  # NaN / Infinity / 1e400
         raise ValidationError(f"file is not valid JSON: {exc}") from None
     except RecursionError:
         raise ValidationError("file is not valid JSON: nested too deeply") from None

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import ValidationError
 from .fracindex import is_valid_key
+from .jsfmt import finite_float
 from .schema import KINDS, LIST, TREE
 
 RegId = tuple[str, ...]
@@ -58,7 +59,7 @@ def dec_value(text: Any) -> Any:
     if not isinstance(text, str):
         raise ValueError("a register value must be JSON text")
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant, parse_float=finite_float)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"register value is not valid JSON ({exc})") from None
 

@@ -118,8 +118,20 @@ def _tree(state: State, folders: list[Entity], routes: list[Entity]) -> dict[str
     return kids
 
 
+def tree_parents(state: State) -> dict[str, str]:
+    """The tree container each live route and folder renders in (ROOT for `rootChildren`),
+    repairs included: an orphan's or a cycle breaker's is ROOT whatever its register says."""
+    live = {k: sorted(state.live(k), key=lambda e: _sort_key(e, LIST)) for k in (FOLDER, ROUTE)}
+    tree = _tree(state, live[FOLDER], live[ROUTE])
+    return {e.uuid: c for c, kids in tree.items() for e in kids}
+
+
 def render(state: State) -> dict[str, Any]:
-    """The environment document for the current registers."""
+    """The environment document for the current registers.
+
+    Read-only: leaf objects are shared with the State's render cache, so a caller that wants
+    to edit the result must copy it first (`copy.deepcopy`).
+    """
     env = state.entities.get(state.env_uuid)
     if env is None or not env.live:
         raise ValidationError(f"environment {state.env_uuid} has no live state to render")
@@ -131,11 +143,10 @@ def render(state: State) -> dict[str, Any]:
         by_kind[kind].sort(key=lambda e: _sort_key(e, LIST))
 
     # References cleared when their target was deleted (not when it never existed here).
+    # Only strings are ids: a peer may have written any JSON value into these fields.
     dead_bucket_ids = {
-        e.get(("v", "id"), None)
-        for e in state.entities.values()
-        if e.kind == BUCKET and e.deleted
-    } - {e.get(("v", "id"), None) for e in by_kind[BUCKET]}
+        _str_id(e) for e in state.entities.values() if e.kind == BUCKET and e.deleted
+    } - {_str_id(e) for e in by_kind[BUCKET]}
     dead_bucket_ids.discard(None)
     dead_callbacks = {e.uuid for e in state.entities.values() if e.kind == CALLBACK and e.deleted}
 
@@ -158,27 +169,27 @@ def render(state: State) -> dict[str, Any]:
 
     def response_obj(r: Entity) -> dict[str, Any]:
         o = leaf(r)
-        if dead_bucket_ids and o.get("databucketID") in dead_bucket_ids:
+        if dead_bucket_ids and _names(o.get("databucketID"), dead_bucket_ids):
             o = dict(o, databucketID="")
         cbs = o.get("callbacks")
         if dead_callbacks and isinstance(cbs, list) and any(
-            isinstance(c, dict) and c.get("uuid") in dead_callbacks for c in cbs
+            isinstance(c, dict) and _names(c.get("uuid"), dead_callbacks) for c in cbs
         ):
             o = dict(o, callbacks=[
-                c for c in cbs if not (isinstance(c, dict) and c.get("uuid") in dead_callbacks)
+                c for c in cbs if not (isinstance(c, dict) and _names(c.get("uuid"), dead_callbacks))
             ])
         return o
 
     def route_obj(route: Entity) -> dict[str, Any]:
         rs = responses.get(route.uuid, [])
         objs = [response_obj(r) for r in rs]
-        if route.get(("v", "type"), None) != "crud" and objs:
-            _one_default(rs, objs)
+        if objs:  # CRUD routes: at most one default (two devices may each have set one)
+            _one_default(rs, objs, force=route.get(("v", "type"), None) != "crud")
         return _object(route, {"responses": objs})
 
     def callback_obj(c: Entity) -> dict[str, Any]:
         o = leaf(c)
-        if dead_bucket_ids and o.get("databucketID") in dead_bucket_ids:
+        if dead_bucket_ids and _names(o.get("databucketID"), dead_bucket_ids):
             o = dict(o, databucketID="")
         return o
 
@@ -197,8 +208,19 @@ def render(state: State) -> dict[str, Any]:
     return _object(env, children)
 
 
-def _one_default(rs: list[Entity], objs: list[dict[str, Any]]) -> None:
-    """Exactly one `default: true`: the one whose `default` register was set last, else the first."""
+def _str_id(e: Entity) -> str | None:
+    v = e.get(("v", "id"), None)
+    return v if isinstance(v, str) else None
+
+
+def _names(ref: Any, ids: set[str]) -> bool:
+    """Is `ref` one of `ids`? False for non-strings (unhashable lists and objects included)."""
+    return isinstance(ref, str) and ref in ids
+
+
+def _one_default(rs: list[Entity], objs: list[dict[str, Any]], force: bool = True) -> None:
+    """Exactly one `default: true`: the one whose `default` register was set last, else (when
+    `force`; CRUD routes may have none) the first."""
     best = -1
     best_stamp = None
     for i, r in enumerate(rs):
@@ -206,6 +228,8 @@ def _one_default(rs: list[Entity], objs: list[dict[str, Any]]) -> None:
         if reg is not None and reg.value is True and (best_stamp is None or reg.stamp > best_stamp):
             best, best_stamp = i, reg.stamp
     if best < 0:
+        if not force:
+            return
         best = 0
     for i, o in enumerate(objs):
         want = i == best

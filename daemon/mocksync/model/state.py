@@ -206,7 +206,8 @@ class State:
     def _set(self, ent: Entity, rid: RegId, value: Any, stamp: Stamp, origin: Origin | None,
              deps: dict | None, res: ApplyResult) -> None:
         cur = ent.regs.get(rid)
-        if ent.deleted and rid[0] != "k" and self._concurrent(ent.del_origin, origin, deps):
+        # Field edits only, as `_delete` records: the same conflicts in either delivery order.
+        if ent.deleted and rid[0] == "v" and self._concurrent(ent.del_origin, origin, deps):
             self._record(res, ent, ("#deleted",), ABSENT, ent.del_stamp, ent.del_origin,
                          value, stamp, origin, loser_field=rid)
         if cur is None:
