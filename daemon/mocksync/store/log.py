@@ -290,6 +290,12 @@ class Store:
     ) -> tuple[ChangeSet, ApplyResult]:
         """Our own edit: stamp, sign, log and apply it in one transaction."""
         ops = list(ops)
+        wire_ops = [to_wire(op) for op in ops]
+        # Our own ops pass the checks every peer applies, so we never commit what they refuse.
+        try:
+            validate_ops(wire_ops)
+        except ValidationError as exc:
+            raise BadOpsError(f"refusing to commit an edit peers would refuse: {exc}") from None
         with self._lock:
             st = self.state(env)
             with self._tx(env):
@@ -301,7 +307,7 @@ class Store:
                     space=space, env=env, device=device,
                     seq=1 if prev is None else prev.seq + 1, hlc=hlc, deps=deps,
                     prev_hash=b"" if prev is None else prev.hash,
-                    ops=tuple(to_wire(op) for op in ops),
+                    ops=tuple(wire_ops),
                 ).sign(key)
                 wire = cs.encode()
                 self.db.execute(
