@@ -1,0 +1,529 @@
+"""The daemon's connection to a relay (asyncio, aiohttp WebSocket client).
+
+Why a client separate from the transport: this module knows the relay protocol (handshake,
+request ids, pushes, reconnecting) and nothing about change sets or the agent, so it can be
+driven by tests, benchmarks and other tools directly; `relay_transport` puts the agent's
+change sets through it.
+
+One long-lived task keeps a connection up: connect, `hello`, answer the challenge by signing
+the nonce with the device key and uploading the membership entries the relay lacks, `welcome`;
+then a reader loop routes replies to the requests waiting for them (by request id) and pushes
+(`env`, `presence`, `signal`) to a `RelayEvents` object. When the connection ends it waits
+(exponential backoff with jitter; much longer after a refusal that needs a person, like
+`revoked`) and tries again; `reconnect()` cuts the wait short.
+
+States (CLI.md `status`): connecting, connected, offline (with why and when the next attempt
+is), refused (with the relay's sentence).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import aiohttp
+
+from .. import MODEL_VERSION, PROTOCOL_VERSION, __version__
+from ..errors import MocksyncError
+from ..relay.auth import seal_signal, sign_challenge
+from ..relay.envelope import Envelope
+from ..relay.policy import PERSISTENT_CODES
+from ..relay.protocol import (
+    CLIENT,
+    MAX_FRAME_BYTES,
+    RELAY,
+    RelayProtocolError,
+    decode_message,
+    encode_message,
+)
+
+log = logging.getLogger("mocksync.relay.client")
+
+CONNECTING, CONNECTED, OFFLINE, REFUSED = "connecting", "connected", "offline", "refused"
+WS_PATH = "/v1/ws"
+#: Reconnect backoff: first wait, cap, and the +-fraction of jitter.
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 30.0
+BACKOFF_JITTER = 0.2
+#: Wait after a refusal a person must fix (auth_refused, revoked, incompatible_version).
+REFUSED_RETRY_S = 300.0
+#: Seconds to open the connection and to finish each handshake step.
+CONNECT_TIMEOUT_S = 10.0
+#: Seconds a request waits for its reply before the connection is considered dead.
+REQUEST_TIMEOUT_S = 30.0
+#: WebSocket ping interval (aiohttp closes a connection whose pong does not come back).
+HEARTBEAT_S = 20.0
+#: Requests in flight at once on one connection.
+MAX_INFLIGHT_REQUESTS = 64
+
+_LABELS = {
+    "auth_refused": "auth refused",
+    "revoked": "revoked",
+    "incompatible_version": "incompatible version",
+    "quota_envs": "quota exceeded",
+    "quota_bytes": "quota exceeded",
+    "too_many_devices": "device limit reached",
+    "too_many_connections": "too many connections",
+    "server_full": "relay full",
+    "not_member": "not admitted",
+    "not_online": "not online",
+    "bad_message": "protocol error",
+    "bad_envelope": "refused envelope",
+    "slow_consumer": "disconnected",
+    "shutting_down": "relay restarting",
+    "timeout": "handshake timed out",
+}
+
+
+def sentence(code: str, reason: str) -> str:
+    """The sentence shown for a relay refusal: always led by what kind of refusal it is."""
+    label = _LABELS.get(code, code.replace("_", " "))
+    reason = (reason or "").strip()
+    if not reason:
+        return f"{label} (the relay gave no reason)"
+    if reason.lower().startswith(label):
+        return reason
+    return f"{label}: {reason}"
+
+
+class RelayError(MocksyncError):
+    code = "relay"
+
+
+class RelayUnavailable(RelayError):
+    """Not connected to the relay (yet, or any more)."""
+
+
+class RelayRefused(RelayError):
+    """The relay refused this device or one request; `code` is the relay's reason code."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(sentence(code, reason))
+        self.code = code
+        self.relay_reason = reason
+
+
+def ws_url(url: str) -> str:
+    """`http://host:port` -> `ws://host:port/v1/ws` (https -> wss); ws/wss URLs kept."""
+    u = url.rstrip("/")
+    for src, dst in (("http://", "ws://"), ("https://", "wss://")):
+        if u.startswith(src):
+            return dst + u[len(src):] + WS_PATH
+    if u.startswith(("ws://", "wss://")):
+        return u if u.endswith(WS_PATH) else u + WS_PATH
+    raise RelayError(f"relay must be http://host:port or https://host:port, not {url!r}")
+
+
+class RelayEvents:
+    """What a client tells its owner. Override what you need; defaults do nothing."""
+
+    async def on_session(self, client: RelayClient, welcome: dict[str, Any]) -> None:
+        """Connected and admitted (runs as its own task; cancelled when the connection ends)."""
+
+    def on_envelopes(self, space: str, tag: str, items: Sequence[Envelope]) -> None:
+        """Live push: envelopes another device just put."""
+
+    def on_presence(self, space: str, device: str, tag: str | None, entity: str | None,
+                    online: bool) -> None: ...
+
+    def on_signal(self, space: str, sender: str, payload: bytes) -> None: ...
+
+    def on_state(self, client: RelayClient) -> None:
+        """The connection state changed."""
+
+
+class RelayClient:
+    """A self-reconnecting relay connection for one device."""
+
+    def __init__(
+        self,
+        url: str,
+        identity: Any,
+        logs: Callable[[], Mapping[str, Sequence[bytes]]],
+        events: RelayEvents | None = None,
+        *,
+        protocol_version: int = PROTOCOL_VERSION,
+        model_version: int = MODEL_VERSION,
+        ssl: Any = None,
+        backoff_min_s: float = BACKOFF_MIN_S,
+        backoff_max_s: float = BACKOFF_MAX_S,
+        refused_retry_s: float = REFUSED_RETRY_S,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        request_timeout_s: float = REQUEST_TIMEOUT_S,
+        heartbeat_s: float = HEARTBEAT_S,
+    ) -> None:
+        self.url = url
+        self.ws_url = ws_url(url)
+        self.identity = identity
+        self.logs = logs
+        self.events = events or RelayEvents()
+        self.protocol_version = protocol_version
+        self.model_version = model_version
+        self.ssl = ssl
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = backoff_max_s
+        self.refused_retry_s = refused_retry_s
+        self.connect_timeout_s = connect_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.heartbeat_s = heartbeat_s
+        self.state = OFFLINE
+        self.reason: str | None = "not started"
+        self.code: str | None = None
+        self.accepted: dict[str, dict[str, Any]] = {}
+        self.space_refusals: dict[str, tuple[str, str]] = {}
+        self.uploaded: dict[str, set[bytes]] = {}
+        self.presence: dict[str, dict[str, tuple[str | None, str | None]]] = {}
+        self.connected_at: float | None = None
+        self.rtt_ms: float | None = None
+        self.my_presence: dict[str, tuple[str | None, str | None]] = {}
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._session_task: asyncio.Task[None] | None = None
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next_id = 0
+        self._inflight = asyncio.Semaphore(MAX_INFLIGHT_REQUESTS)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._next_retry_at: float | None = None
+        self._attempt = 0
+        self._rng = random.Random()
+        self._connected = asyncio.Event()
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        if self._task is None:
+            self._stopping = False
+            self._http = aiohttp.ClientSession()
+            self._task = asyncio.create_task(self._run(), name=f"relay {self.url}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        self._set_state(OFFLINE, "stopped")
+
+    async def reconnect(self) -> None:
+        """Retry now: drop the current connection (if any) and skip the backoff wait."""
+        self._attempt = 0
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        self._wake.set()
+
+    async def wait_connected(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    @property
+    def connected(self) -> bool:
+        return self.state == CONNECTED and self._ws is not None and not self._ws.closed
+
+    @property
+    def next_retry_s(self) -> float | None:
+        if self._next_retry_at is None or self.state in (CONNECTED, CONNECTING):
+            return None
+        return round(max(0.0, self._next_retry_at - time.monotonic()), 1)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "state": self.state,
+            "reason": self.reason,
+            "code": self.code,
+            "next_retry_s": self.next_retry_s,
+            "rtt_ms": self.rtt_ms,
+            "spaces": sorted(self.accepted),
+            "refused_spaces": {s: sentence(c, r) for s, (c, r) in self.space_refusals.items()},
+        }
+
+    def _set_state(self, state: str, reason: str | None, code: str | None = None) -> None:
+        changed = (state, reason) != (self.state, self.reason)
+        self.state, self.reason, self.code = state, reason, code
+        if state == CONNECTED:
+            self._connected.set()
+        else:
+            self._connected.clear()
+        if changed:
+            log.info("relay %s: %s%s", self.url, state, f" ({reason})" if reason else "")
+            with contextlib.suppress(Exception):
+                self.events.on_state(self)
+
+    def _backoff(self) -> float:
+        base = min(self.backoff_max_s, self.backoff_min_s * (2 ** min(self._attempt, 30)))
+        return base * (1 + self._rng.uniform(-BACKOFF_JITTER, BACKOFF_JITTER))
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._set_state(CONNECTING, None)
+            try:
+                await self._connect_once()
+                state, code = OFFLINE, None
+                reason = "the connection to the relay closed; reconnecting"
+                delay = self._backoff()
+            except RelayRefused as exc:
+                state, reason, code = REFUSED, str(exc), exc.code
+                delay = (self.refused_retry_s if exc.code in PERSISTENT_CODES
+                         else self._backoff())
+            except RelayProtocolError as exc:
+                state, code = OFFLINE, "bad_message"
+                reason = f"the relay at {self.url} sent something this device cannot read: {exc}"
+                delay = self._backoff()
+            except (aiohttp.ClientError, OSError, TimeoutError, RelayUnavailable) as exc:
+                state, code = OFFLINE, None
+                detail = str(exc) or exc.__class__.__name__
+                reason = f"cannot reach the relay at {self.url}: {detail}"
+                delay = self._backoff()
+            except MocksyncError as exc:  # e.g. this device's own space files are damaged
+                state, code = OFFLINE, getattr(exc, "code", None)
+                reason = f"cannot connect to the relay: {exc}"
+                delay = self._backoff()
+            except Exception as exc:  # a bug must not end the reconnect loop for good
+                log.exception("relay connection to %s failed", self.url)
+                state, code = OFFLINE, None
+                reason = f"relay connection failed unexpectedly ({exc.__class__.__name__}); retrying"
+                delay = self._backoff()
+            if self._stopping:
+                break
+            self._attempt += 1
+            self._next_retry_at = time.monotonic() + delay
+            self._set_state(state, reason, code)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            self._wake.clear()
+
+    async def _recv(self, ws: aiohttp.ClientWebSocketResponse, timeout: float | None
+                    ) -> dict[str, Any]:
+        msg = await ws.receive(timeout=timeout)
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            return decode_message(msg.data, sender=RELAY)
+        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
+                        aiohttp.WSMsgType.CLOSED):
+            raise RelayUnavailable("the relay closed the connection")
+        if msg.type == aiohttp.WSMsgType.ERROR:
+            raise RelayUnavailable(f"connection error: {ws.exception()}")
+        raise RelayProtocolError("the relay sent a text frame; it speaks binary frames only")
+
+    async def _connect_once(self) -> None:
+        assert self._http is not None
+        logs = {s: list(w) for s, w in self.logs().items()}
+        if not logs:
+            raise RelayRefused("auth_refused", "this device belongs to no space to sync through "
+                                               "the relay")
+        ws = await asyncio.wait_for(self._http.ws_connect(
+            self.ws_url, max_msg_size=MAX_FRAME_BYTES, heartbeat=self.heartbeat_s,
+            ssl=self.ssl if self.ssl is not None else True,
+            autoping=True, compress=0), self.connect_timeout_s)
+        try:
+            await ws.send_bytes(encode_message({
+                "t": "hello", "p": self.protocol_version, "m": self.model_version,
+                "d": self.identity.device_id, "sp": sorted(logs), "a": f"mocksync {__version__}",
+            }, sender=CLIENT))
+            challenge = await self._recv(ws, self.connect_timeout_s)
+            if challenge["t"] == "refused":
+                raise RelayRefused(challenge["c"], challenge["r"])
+            if challenge["t"] != "challenge":
+                raise RelayProtocolError(f"expected a challenge, got {challenge['t']}")
+            uploads: dict[str, list[bytes]] = {}
+            for space, wires in logs.items():
+                have = set(challenge["have"].get(space, ()))
+                uploads[space] = [w for w in wires if hashlib.sha256(w).digest() not in have]
+            await ws.send_bytes(encode_message({
+                "t": "auth", "sig": sign_challenge(self.identity, challenge["n"]), "logs": uploads,
+            }, sender=CLIENT))
+            welcome = await self._recv(ws, self.connect_timeout_s)
+            if welcome["t"] == "refused":
+                raise RelayRefused(welcome["c"], welcome["r"])
+            if welcome["t"] != "welcome":
+                raise RelayProtocolError(f"expected welcome, got {welcome['t']}")
+            self.accepted = dict(welcome["ok"])
+            self.space_refusals = {s: (c, r) for s, (c, r) in welcome["no"].items()}
+            self.uploaded = {s: {hashlib.sha256(w).digest() for w in logs[s]} for s in self.accepted}
+            self.presence = {s: {} for s in self.accepted}
+            self._ws = ws
+            self._attempt = 0
+            self.connected_at = time.monotonic()
+            reason = None
+            if self.space_refusals:
+                reason = "; ".join(sentence(c, r) for c, r in self.space_refusals.values())
+            self._set_state(CONNECTED, reason)
+            for space, (tag, entity) in self.my_presence.items():
+                if space in self.accepted:
+                    await self._send({"t": "presence", "s": space, "e": tag, "u": entity})
+            self._session_task = asyncio.create_task(self._run_session(welcome))
+            await self._read_loop(ws)
+        finally:
+            self._ws = None
+            if self._session_task is not None:
+                self._session_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._session_task
+                self._session_task = None
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(RelayUnavailable("the connection to the relay closed"))
+            self._pending.clear()
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    async def _run_session(self, welcome: dict[str, Any]) -> None:
+        try:
+            t0 = time.perf_counter()
+            await self._request({"t": "ping", "n": 1}, reply_kind="pong", keyed=False)
+            self.rtt_ms = round((time.perf_counter() - t0) * 1000, 2)
+        except RelayError:
+            pass
+        try:
+            await self.events.on_session(self, welcome)
+        except (RelayUnavailable, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("relay session handler failed")
+
+    async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            try:
+                msg = await self._recv(ws, None)
+            except RelayUnavailable:
+                return
+            kind = msg["t"]
+            if "i" in msg and kind in ("ok", "nack", "index", "batch", "ack"):
+                fut = self._pending.get(msg["i"])
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+            elif kind == "pong":
+                fut = self._pending.get(-1)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+            elif kind == "env":
+                self._dispatch(self.events.on_envelopes, msg["s"], msg["e"], msg["x"])
+            elif kind == "who":
+                space = msg["s"]
+                book = self.presence.setdefault(space, {})
+                me = self.identity.device_id
+                for device, tag, entity in msg["ds"]:
+                    if device != me:
+                        book[device] = (tag, entity)
+                        self._dispatch(self.events.on_presence, space, device, tag, entity, True)
+                for device in msg["off"]:
+                    if device != me and book.pop(device, None) is not None:
+                        self._dispatch(self.events.on_presence, space, device, None, None, False)
+            elif kind == "signal":
+                self._dispatch(self.events.on_signal, msg["s"], msg["from"], msg["p"])
+            elif kind == "bye":
+                raise RelayRefused(msg["c"], msg["r"]) if msg["c"] in PERSISTENT_CODES or \
+                    msg["c"] == "too_many_devices" else RelayUnavailable(sentence(msg["c"], msg["r"]))
+            else:
+                raise RelayProtocolError(f"unexpected {kind} message from the relay")
+
+    @staticmethod
+    def _dispatch(fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:  # the owner's handler failing must not drop the connection
+            log.exception("relay event handler failed")
+
+    # ---------------------------------------------------------------- requests
+    async def _send(self, msg: dict[str, Any]) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            raise RelayUnavailable("not connected to the relay")
+        await ws.send_bytes(encode_message(msg, sender=CLIENT))
+
+    async def _request(self, msg: dict[str, Any], *, reply_kind: str,
+                       keyed: bool = True) -> dict[str, Any]:
+        async with self._inflight:
+            if keyed:
+                self._next_id = (self._next_id + 1) % (2**32)
+                i = self._next_id
+                msg = {**msg, "i": i}
+            else:
+                i = -1
+            fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._pending[i] = fut
+            try:
+                await self._send(msg)
+                reply = await asyncio.wait_for(fut, self.request_timeout_s)
+            except TimeoutError:
+                raise RelayUnavailable(
+                    f"the relay did not answer a {msg['t']} within {self.request_timeout_s:g} s"
+                ) from None
+            finally:
+                self._pending.pop(i, None)
+        if reply["t"] == "nack":
+            raise RelayRefused(reply["c"], reply["r"])
+        if reply["t"] != reply_kind:
+            raise RelayProtocolError(f"expected {reply_kind} in reply to {msg['t']}, got {reply['t']}")
+        return reply
+
+    async def index(self, space: str) -> dict[str, dict[str, int]]:
+        """Env tags the relay holds for `space`, each with its held version vector."""
+        return (await self._request({"t": "index", "s": space}, reply_kind="index"))["envs"]
+
+    async def fetch(self, space: str, tag: str, have: Mapping[str, int]
+                    ) -> tuple[tuple[Envelope, ...], bool]:
+        """One page of envelopes the holder of `have` lacks, and whether more remain."""
+        r = await self._request({"t": "fetch", "s": space, "e": tag, "vv": dict(have)},
+                                reply_kind="batch")
+        return r["x"], r["more"]
+
+    async def put(self, space: str, tag: str, envelopes: Sequence[Envelope],
+                  declared_bytes: int) -> int:
+        """Store envelopes (one batch); returns how many were new to the relay."""
+        r = await self._request({"t": "put", "s": space, "e": tag, "z": declared_bytes,
+                                 "x": list(envelopes)}, reply_kind="ack")
+        return r["n"]
+
+    async def upload_log(self, space: str, wires: Sequence[bytes]) -> None:
+        """Send membership entries the relay may lack (new members, removals, migrations)."""
+        if not wires:
+            return
+        await self._request({"t": "log", "s": space, "w": list(wires)}, reply_kind="ok")
+        self.uploaded.setdefault(space, set()).update(hashlib.sha256(w).digest() for w in wires)
+
+    async def set_presence(self, space: str, tag: str | None, entity: str | None) -> None:
+        """What this device is looking at in `space` (kept and re-sent after reconnecting)."""
+        self.my_presence[space] = (tag, entity)
+        if self.connected and space in self.accepted:
+            await self._send({"t": "presence", "s": space, "e": tag, "u": entity})
+
+    async def signal(self, space: str, to: str, body: bytes) -> None:
+        """Send a signaling message (signed end to end) to device `to` through the relay."""
+        payload = seal_signal(self.identity, space, to, body)
+        await self._request({"t": "signal", "s": space, "to": to, "p": payload}, reply_kind="ok")
+
+
+__all__ = [
+    "CONNECTED",
+    "CONNECTING",
+    "OFFLINE",
+    "REFUSED",
+    "RelayClient",
+    "RelayError",
+    "RelayEvents",
+    "RelayRefused",
+    "RelayUnavailable",
+    "sentence",
+    "ws_url",
+]

@@ -1,0 +1,456 @@
+"""The agent's Transport through a relay: sealed change sets, catch-up by version vector.
+
+What it adds on top of `relay_client`: the agent's change sets. Each change set the agent
+broadcasts is sealed (`relay.envelope.seal_envelope`, space content key, AAD binding its slot)
+and put to the relay under its environment's tag. Each time the connection is (re)established,
+every environment of every admitted space is caught up both ways: the relay's `index` gives
+the version vector it holds per env tag; what the relay has and we lack is fetched page by page
+and handed to `agent.receive`; what we have and the relay lacks (including other devices'
+change sets we got over the LAN, and anything a relay dropped) is uploaded. So a device that
+was offline catches up from the relay alone, while every other device is offline too.
+
+What a dishonest relay can do, and how it shows (SECURITY.md 3), all in `status()["relay"]`:
+- alter or move a ciphertext: the AEAD fails, the envelope is refused and logged (`problems`);
+- withhold an envelope: later ones of that chain wait as pending in the store (`gaps`), and a
+  relay that claims a version vector it then does not deliver is named (`withheld`); the gap
+  heals when a device that holds the chain reconnects and re-uploads it;
+- reorder: the store's pending mechanism restores chain order; nothing to report.
+A member uploading a forged change set is caught by the store's signature check (`problems`).
+
+Quota refusals (plan limits) are per environment: the sentence is kept per env and shown as
+the relay's `reason` while connected; edits keep flowing to LAN peers regardless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .. import MODEL_VERSION, PROTOCOL_VERSION
+from ..changes import vv as vvmod
+from ..errors import MocksyncError
+from ..relay.auth import open_signal
+from ..relay.envelope import Envelope, Tagger, open_envelope, seal_envelope
+from ..relay.protocol import MAX_BATCH_ITEMS, split_batches
+from ..store import PENDING
+from .relay_client import (
+    BACKOFF_MAX_S,
+    BACKOFF_MIN_S,
+    CONNECTED,
+    REFUSED_RETRY_S,
+    REQUEST_TIMEOUT_S,
+    RelayClient,
+    RelayError,
+    RelayEvents,
+    RelayRefused,
+)
+
+log = logging.getLogger("mocksync.relay.transport")
+
+#: Seconds between checks for new membership entries to upload (removals, migrations...).
+LOG_CHECK_S = 5.0
+#: Seconds a declared environment size (compact JSON, for quotas) is reused before re-measuring.
+SIZE_REFRESH_S = 10.0
+#: Change sets queued for upload while connected; past this, a full catch-up runs instead.
+MAX_OUTBOX = 10_000
+#: Refusals and tamper reports kept for `status`.
+MAX_PROBLEMS = 100
+#: Signals kept for a reader that has not taken them.
+MAX_SIGNALS = 100
+
+
+class RelayTransport(RelayEvents):
+    """`Transport` (agent/daemon.py) over a relay. `start(agent)` returns at once; the
+    connection comes up in the background (`wait_synced` waits for a finished catch-up)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        spaces: Iterable[str] | None = None,
+        ssl: Any = None,
+        protocol_version: int = PROTOCOL_VERSION,
+        model_version: int = MODEL_VERSION,
+        backoff_min_s: float = BACKOFF_MIN_S,
+        backoff_max_s: float = BACKOFF_MAX_S,
+        refused_retry_s: float = REFUSED_RETRY_S,
+        request_timeout_s: float = REQUEST_TIMEOUT_S,
+        log_check_s: float = LOG_CHECK_S,
+        size_refresh_s: float = SIZE_REFRESH_S,
+    ) -> None:
+        self.url = url
+        self.only = set(spaces) if spaces is not None else None
+        self._client_kw = dict(ssl=ssl, protocol_version=protocol_version,
+                               model_version=model_version, backoff_min_s=backoff_min_s,
+                               backoff_max_s=backoff_max_s, refused_retry_s=refused_retry_s,
+                               request_timeout_s=request_timeout_s)
+        self.log_check_s = log_check_s
+        self.size_refresh_s = size_refresh_s
+        self.agent: Any = None
+        self.client: RelayClient | None = None
+        self.problems: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_PROBLEMS)
+        self.signals: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_SIGNALS)
+        self.signal_handlers: list[Callable[[str, str, bytes], None]] = []
+        self.withheld: dict[tuple[str, str, str], tuple[int, int]] = {}
+        self.env_refusals: dict[tuple[str, str], str] = {}
+        self.counters = {"sent": 0, "received": 0, "refused": 0, "syncs": 0}
+        self._taggers: dict[str, Tagger] = {}
+        self._tag_env: dict[str, dict[str, str]] = {}
+        self._sizes: dict[str, tuple[int, float]] = {}
+        self._outbox: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue(MAX_OUTBOX)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._synced = asyncio.Condition()
+        self._resync = False
+        self._bg: set[asyncio.Task[Any]] = set()
+        self.my_presence: dict[str, Any] = {"space": None, "env": None, "entity": None}
+
+    # ---------------------------------------------------------------- Transport protocol
+    async def start(self, agent: Any) -> None:
+        self.agent = agent
+        self.client = RelayClient(self.url, agent.identity, self._logs, self, **self._client_kw)
+        await self.client.start()
+        self._tasks = [asyncio.create_task(self._flush_loop(), name="relay flush"),
+                       asyncio.create_task(self._log_loop(), name="relay logs")]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+        if self.client is not None:
+            await self.client.stop()
+
+    async def reconnect(self) -> None:
+        if self.client is not None:
+            await self.client.reconnect()
+
+    def broadcast(self, space: str, env: str, wire: bytes) -> None:
+        c = self.client
+        if c is None or not c.connected or space not in c.accepted:
+            return  # the next catch-up uploads it
+        try:
+            self._outbox.put_nowait((space, env, wire))
+        except asyncio.QueueFull:
+            self._resync = True
+
+    def status(self) -> dict[str, Any]:
+        relay: dict[str, Any] = (self.client.status() if self.client is not None else
+                                 {"url": self.url, "state": "offline", "reason": "not started",
+                                  "next_retry_s": None})
+        if relay["state"] == CONNECTED and not relay.get("reason") and self.env_refusals:
+            relay["reason"] = list(self.env_refusals.values())[-1]
+        relay["quota"] = [{"space": s, "env": e, "reason": r}
+                          for (s, e), r in self.env_refusals.items()]
+        relay["gaps"] = self.gaps()
+        relay["withheld"] = [{"space": s, "env": e, "device": d, "relay_claimed": c, "got": g}
+                             for (s, e, d), (c, g) in self.withheld.items()]
+        relay["problems"] = list(self.problems)[-10:]
+        relay["counters"] = dict(self.counters)
+        return {"relay": relay, "peers": self.who()}
+
+    # ---------------------------------------------------------------- public extras
+    async def wait_synced(self, count: int = 1, timeout: float = 10.0) -> bool:
+        """Wait until `count` catch-ups have finished since start (False on timeout)."""
+        async with self._synced:
+            try:
+                await asyncio.wait_for(
+                    self._synced.wait_for(lambda: self.counters["syncs"] >= count), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    def gaps(self) -> list[dict[str, Any]]:
+        """Environments with change sets waiting for a predecessor nobody delivered yet."""
+        if self.agent is None:
+            return []
+        out = []
+        for space, tags in self._tag_env.items():
+            for env in tags.values():
+                n = self.agent.store.count(env, PENDING)
+                if n:
+                    out.append({"space": space, "env": env, "pending": n, "reason": (
+                        f"{n} change set(s) of {env} wait for predecessors the relay did not "
+                        "deliver; they apply when a device holding them reconnects")})
+        return out
+
+    def who(self) -> list[dict[str, Any]]:
+        """Devices online through the relay in our spaces, and what they are looking at."""
+        if self.client is None or self.agent is None:
+            return []
+        out = []
+        for space, book in self.client.presence.items():
+            names = self._tag_env.get(space, {})
+            for device, (tag, entity) in sorted(book.items()):
+                out.append({"device": device,
+                            "member": self.agent.spaces.member_name(space, device),
+                            "via": "relay", "state": "online", "rtt_ms": None, "space": space,
+                            "env": names.get(tag) if tag else None, "entity": entity})
+        return out
+
+    def set_presence(self, *, space: str | None = None, env: str | None = None,
+                     entity: str | None = None, editor: str | None = None, **_: Any) -> None:
+        """What this device's user is looking at (one place at a time; None: nothing). The
+        relay sees the env tag and entity id only; the editor name stays on the LAN."""
+        self.my_presence = {"space": space, "env": env, "entity": entity if env else None}
+        task = asyncio.create_task(self._send_presence(space, env, entity if env else None))
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def _send_presence(self, space: str | None, env: str | None,
+                             entity: str | None) -> None:
+        c = self.client
+        if c is None:
+            return
+        targets = set(c.accepted) | set(c.my_presence)
+        for sp in sorted(targets):
+            if sp == space:
+                tag = self._tagger(sp)(env) if env else None
+                value = (tag, entity)
+            else:
+                value = (None, None)
+            if c.my_presence.get(sp, (None, None)) == value and sp != space:
+                continue
+            with contextlib.suppress(RelayError):
+                await c.set_presence(sp, *value)
+
+    async def send_signal(self, space: str, to: str, body: bytes) -> None:
+        if self.client is None:
+            raise RelayError("the relay transport is not started")
+        await self.client.signal(space, to, body)
+
+    # ---------------------------------------------------------------- helpers
+    def _spaces(self) -> list[Any]:
+        return [s for s in self.agent.spaces.spaces()
+                if self.only is None or s.space_id in self.only]
+
+    def _logs(self) -> dict[str, list[bytes]]:
+        return {s.space_id: [e.wire for e in s.entries] for s in self._spaces()}
+
+    def _tagger(self, space: str) -> Tagger:
+        t = self._taggers.get(space)
+        if t is None:
+            stored = self.agent.spaces.get(space)
+            if stored is None:
+                raise RelayError(f"this device does not belong to space {space[:12]}")
+            t = self._taggers[space] = Tagger(space, stored.keys)
+        return t
+
+    def _keys(self, space: str) -> dict[int, bytes]:
+        stored = self.agent.spaces.get(space)
+        if stored is None:
+            raise RelayError(f"this device does not belong to space {space[:12]}")
+        return stored.keys
+
+    def _declared(self, env: str) -> int:
+        """The environment's compact-JSON size, as declared to the relay for its quota."""
+        from ..agent.daemon import compact_size
+        from ..model import render
+
+        now = time.monotonic()
+        hit = self._sizes.get(env)
+        if hit is not None and now - hit[1] < self.size_refresh_s:
+            return hit[0]
+        size = compact_size(render(self.agent.store.state(env)))
+        self._sizes[env] = (size, now)
+        return size
+
+    def _problem(self, space: str, what: str, reason: str, **extra: Any) -> None:
+        self.counters["refused"] += 1
+        entry = {"time": round(time.time(), 3), "space": space, "what": what, "reason": reason,
+                 **extra}
+        self.problems.append(entry)
+        log.warning("relay: %s refused: %s", what, reason)
+
+    def _local_envs(self, space: str) -> list[str]:
+        store = self.agent.store
+        return [e for e in store.envs() if store.head_space(e) == space]
+
+    # ---------------------------------------------------------------- receiving
+    def on_envelopes(self, space: str, tag: str, items: Iterable[Envelope]) -> None:
+        self._ingest(space, tag, items)
+
+    def _ingest(self, space: str, tag: str, items: Iterable[Envelope]) -> int:
+        try:
+            keys = self._keys(space)
+            tagger = self._tagger(space)
+        except MocksyncError as exc:
+            self._problem(space, "envelopes", str(exc))
+            return 0
+        names = self._tag_env.setdefault(space, {})
+        n = 0
+        for env in items:
+            what = f"envelope {env.device}#{env.seq}"
+            try:
+                slot, wire = open_envelope(space, tag, keys, env, tagger)
+            except MocksyncError as exc:
+                self._problem(space, what, str(exc), tag=tag, device=env.device, seq=env.seq)
+                continue
+            names[tag] = slot.env
+            try:
+                self.agent.receive(space, wire)
+            except MocksyncError as exc:
+                self._problem(space, what, str(exc), env=slot.env, device=env.device, seq=env.seq)
+                continue
+            n += 1
+        self.counters["received"] += n
+        return n
+
+    def on_signal(self, space: str, sender: str, payload: bytes) -> None:
+        stored = self.agent.spaces.get(space) if self.agent is not None else None
+        if stored is None:
+            return
+        keys = {d.id: d.sign_key for d in stored.state.devices.values()}
+        try:
+            body = open_signal(keys, space, sender, self.agent.device, payload)
+        except MocksyncError as exc:
+            self._problem(space, f"signal from {sender}", str(exc))
+            return
+        self.signals.append({"space": space, "from": sender, "body": body})
+        for fn in list(self.signal_handlers):
+            try:
+                fn(space, sender, body)
+            except Exception:
+                log.exception("signal handler failed")
+
+    # ---------------------------------------------------------------- catch-up
+    async def on_session(self, client: RelayClient, welcome: dict[str, Any]) -> None:
+        for space in sorted(client.accepted):
+            try:
+                await self._catch_up(client, space)
+            except RelayRefused as exc:
+                self._problem(space, "catch-up", str(exc))
+        async with self._synced:
+            self.counters["syncs"] += 1
+            self._synced.notify_all()
+
+    async def _catch_up(self, client: RelayClient, space: str) -> None:
+        try:
+            tagger = self._tagger(space)
+        except MocksyncError as exc:
+            self._problem(space, "catch-up", str(exc))
+            return
+        store = self.agent.store
+        names = self._tag_env.setdefault(space, {})
+        for env in self._local_envs(space):
+            names[tagger(env)] = env
+        index = await client.index(space)
+        for tag in sorted(set(index) | set(names)):
+            relay_vv = index.get(tag, {})
+            env = names.get(tag)
+            local_vv = store.version_vector(env) if env else {}
+            if vvmod.missing(local_vv, relay_vv):
+                await self._pull(client, space, tag, local_vv)
+                env = names.get(tag)
+                now_vv = store.version_vector(env) if env else {}
+                for device, claimed in relay_vv.items():
+                    got = now_vv.get(device, 0)
+                    key = (space, env or tag, device)
+                    if got < claimed:
+                        self.withheld[key] = (claimed, got)
+                        log.warning("relay claimed %s#%d of %s but delivered up to #%d",
+                                    device, claimed, env or tag, got)
+                    else:
+                        self.withheld.pop(key, None)
+            if env is not None:
+                local_vv = store.version_vector(env)
+                if vvmod.missing(relay_vv, local_vv):
+                    await self._upload(client, space, env, tag, store.wires_missing(env, relay_vv))
+            await asyncio.sleep(0)
+
+    async def _pull(self, client: RelayClient, space: str, tag: str, have: dict[str, int]) -> None:
+        have = dict(have)
+        while True:
+            items, more = await client.fetch(space, tag, have)
+            self._ingest(space, tag, items)
+            for e in items:
+                if e.seq > have.get(e.device, 0):
+                    have[e.device] = e.seq
+            if not more or not items:
+                return
+            await asyncio.sleep(0)
+
+    async def _upload(self, client: RelayClient, space: str, env: str, tag: str,
+                      wires: list[bytes]) -> bool:
+        if not wires:
+            return True
+        keys = self._keys(space)
+        envelopes = [seal_envelope(space, tag, keys, w) for w in wires]
+        declared = self._declared(env)
+        for batch in split_batches(envelopes):
+            try:
+                await client.put(space, tag, batch, declared)
+            except RelayRefused as exc:
+                self.env_refusals[(space, env)] = str(exc)
+                self._problem(space, f"upload of {env}", str(exc), env=env, code=exc.code)
+                return False
+            self.counters["sent"] += len(batch)
+        self.env_refusals.pop((space, env), None)
+        return True
+
+    # ---------------------------------------------------------------- background loops
+    async def _flush_loop(self) -> None:
+        carry: tuple[str, str, bytes] | None = None
+        while True:
+            first = carry or await self._outbox.get()
+            carry = None
+            space, env, wire = first
+            wires = [wire]
+            while len(wires) < MAX_BATCH_ITEMS and not self._outbox.empty():
+                nxt = self._outbox.get_nowait()
+                if nxt[:2] != (space, env):
+                    carry = nxt
+                    break
+                wires.append(nxt[2])
+            c = self.client
+            if c is None or not c.connected:
+                continue
+            try:
+                tag = self._tagger(space)(env)
+                self._tag_env.setdefault(space, {})[tag] = env
+                await self._upload(c, space, env, tag, wires)
+            except RelayError:
+                pass  # disconnected: the catch-up after reconnecting uploads it
+            except MocksyncError as exc:
+                self._problem(space, f"upload of {env}", str(exc), env=env)
+            if self._resync and self._outbox.empty() and c.connected:
+                self._resync = False
+                with contextlib.suppress(RelayError):
+                    await self.on_session(c, {})
+
+    async def _log_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.log_check_s)
+            with contextlib.suppress(RelayError):
+                await self.push_logs()
+
+    async def push_logs(self) -> None:
+        """Upload membership entries the relay has not seen from us (e.g. a removal made with
+        the CLI while the daemon runs); reconnect if we joined a space since connecting."""
+        c = self.client
+        if c is None or not c.connected:
+            return
+        spaces = {s.space_id: s for s in self._spaces()}
+        if set(spaces) - set(c.accepted) - set(c.space_refusals):
+            await c.reconnect()
+            return
+        for space in c.accepted:
+            stored = spaces.get(space)
+            if stored is None:
+                continue
+            sent = c.uploaded.get(space, set())
+            new = [e.wire for e in stored.entries if e.hash not in sent]
+            if new:
+                try:
+                    await c.upload_log(space, new)
+                except RelayRefused as exc:
+                    self._problem(space, "membership upload", str(exc))
+
+
+__all__ = ["LOG_CHECK_S", "MAX_OUTBOX", "RelayTransport", "SIZE_REFRESH_S"]

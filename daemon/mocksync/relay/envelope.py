@@ -1,0 +1,185 @@
+"""What the relay may see of a change set: the envelope, and the env tag that names its chain.
+
+Why envelopes: the relay must serve change sets by version vector (so it needs space, device
+and seq in the clear) without learning anything about the environments they edit (SECURITY.md
+3). So each change set's wire bytes are sealed whole with the space content key
+(`space.keys.seal_payload`, ChaCha20-Poly1305) and travel as
+
+    Envelope = (device, seq, gen, ciphertext)       inside a message naming (space, env tag)
+
+with the AEAD's associated data binding `["mocksync/relay-envelope/v1", space, tag, device,
+seq]`. A relay that moves a ciphertext to another slot, space or environment, or alters one
+byte of it, makes it fail authentication on every member; after opening, the change set's own
+space, device, seq and env (re-tagged) must match the envelope too, so a member that mislabels
+what it uploads is caught the same way. Signatures inside the change set are still checked by
+the receiving store: the envelope adds secrecy and slot binding, not authorship.
+
+Env tag (why not the env uuid: Mockoon env uuids are stable identifiers that would let the
+relay link one environment across spaces and time, and they appear in the files people commit):
+
+    tag_key = HKDF-SHA256(ikm = content key generation 1, salt = space id (16 bytes),
+                          info = "mocksync/relay-env-tag/v1")
+    tag     = hex(HMAC-SHA256(tag_key, env uuid as UTF-8)[:16])          (32 hex characters)
+
+Generation 1 on purpose: a tag must not change when the key rotates (the relay indexes history
+by tag, and old history stays under old tags otherwise). Every member holds generation 1: the
+join handshake seals every generation to a joiner. A removed device knows generation 1 and can
+still compute tags, but the relay refuses it, and tags reveal nothing about content.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from hashlib import sha256
+
+import cbor2
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..changes.canonical import encode
+from ..errors import ChangeSetError
+from ..space.errors import KeyMaterialError
+from ..space.keys import KEY_BYTES, open_payload, payload_generation, seal_payload
+
+TAG_BYTES = 16
+TAG_INFO = b"mocksync/relay-env-tag/v1"
+ENVELOPE_CONTEXT = "mocksync/relay-envelope/v1"
+#: The content key generation env tags are derived from (see the module docstring).
+TAG_KEY_GENERATION = 1
+
+
+class EnvelopeMismatch(ChangeSetError):
+    """An envelope opened fine but holds a change set for another slot (mislabelled upload)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One sealed change set as the relay stores and serves it."""
+
+    device: str
+    seq: int
+    gen: int
+    ct: bytes
+
+    def __repr__(self) -> str:
+        return f"Envelope({self.device}#{self.seq} gen {self.gen}, {len(self.ct)} bytes)"
+
+
+def tag_key(space_id: str, keys_by_gen: Mapping[int, bytes]) -> bytes:
+    """The space's env-tag key, derived from content key generation 1."""
+    key = keys_by_gen.get(TAG_KEY_GENERATION)
+    if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+        raise KeyMaterialError(
+            f"this device lacks content key generation {TAG_KEY_GENERATION} of space "
+            f"{space_id[:12]}, needed to name environments to the relay; re-join the space"
+        )
+    return HKDF(hashes.SHA256(), 32, bytes.fromhex(space_id), TAG_INFO).derive(key)
+
+
+def env_tag(key: bytes, env: str) -> str:
+    """The tag of environment `env` under a space's tag key."""
+    return hmac.new(key, env.encode("utf-8"), sha256).digest()[:TAG_BYTES].hex()
+
+
+class Tagger:
+    """Env tags of one space, memoised (an env's tag is computed once per process)."""
+
+    def __init__(self, space_id: str, keys_by_gen: Mapping[int, bytes]) -> None:
+        self.space_id = space_id
+        self._key = tag_key(space_id, keys_by_gen)
+        self._cache: dict[str, str] = {}
+
+    def __call__(self, env: str) -> str:
+        tag = self._cache.get(env)
+        if tag is None:
+            tag = self._cache[env] = env_tag(self._key, env)
+        return tag
+
+
+def envelope_aad(space: str, tag: str, device: str, seq: int) -> bytes:
+    """Associated data binding a ciphertext to its slot."""
+    return encode([ENVELOPE_CONTEXT, space, tag, device, seq])
+
+
+def seal_envelope(space: str, tag: str, keys_by_gen: Mapping[int, bytes], wire: bytes) -> Envelope:
+    """Seal a change set's wire bytes under the newest content key generation we hold."""
+    if not keys_by_gen:
+        raise KeyMaterialError(f"this device holds no content key of space {space[:12]}")
+    slot = peek_slot(wire)
+    if slot.space != space:
+        raise EnvelopeMismatch(f"change set {slot.device}#{slot.seq} belongs to another space")
+    gen = max(keys_by_gen)
+    ct = seal_payload(keys_by_gen[gen], gen, wire, envelope_aad(space, tag, slot.device, slot.seq))
+    return Envelope(slot.device, slot.seq, gen, ct)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Where a change set belongs, as its own signed body says."""
+
+    space: str
+    env: str
+    device: str
+    seq: int
+
+
+def peek_slot(wire: bytes) -> Slot:
+    """`(space, env, device, seq)` read from a change set's body without the full decode.
+
+    Only what the envelope check needs; the receiving store decodes and verifies the whole
+    change set anyway (signature, chain, ops), so doing it here too would double the cost of
+    a catch-up. Anything that is not shaped like a change set is an EnvelopeMismatch."""
+    try:
+        outer = cbor2.loads(wire)
+        body = cbor2.loads(outer[0]) if type(outer) is list and len(outer) == 2 \
+            and type(outer[0]) is bytes else None
+    except Exception:  # cbor2 raises several types for malformed input
+        body = None
+    if type(body) is not dict:
+        raise EnvelopeMismatch("an envelope opened to something that is not a change set")
+    space, env, device, seq = body.get("s"), body.get("e"), body.get("d"), body.get("n")
+    if type(space) is not bytes or len(space) != 16 or type(env) is not str \
+            or type(device) is not str or type(seq) is not int:
+        raise EnvelopeMismatch("an envelope opened to a change set with a malformed header")
+    return Slot(space.hex(), env, device, seq)
+
+
+def open_envelope(space: str, tag: str, keys_by_gen: Mapping[int, bytes], env: Envelope,
+                  tagger: Tagger) -> tuple[Slot, bytes]:
+    """Open and check one envelope: the change set's slot and wire bytes, or a refusal.
+
+    KeyMaterialError when the ciphertext fails authentication (altered, moved, or sealed with a
+    generation we lack); EnvelopeMismatch when what is inside is not a change set of this very
+    slot (space, env tag, device, seq). The change set itself is verified by the store."""
+    if payload_generation(env.ct) != env.gen:
+        raise KeyMaterialError(
+            f"envelope {env.device}#{env.seq} claims key generation {env.gen} but its ciphertext "
+            "names another: it was altered"
+        )
+    wire = open_payload(keys_by_gen, env.ct, envelope_aad(space, tag, env.device, env.seq))
+    slot = peek_slot(wire)
+    if (slot.space, slot.device, slot.seq) != (space, env.device, env.seq) \
+            or tagger(slot.env) != tag:
+        raise EnvelopeMismatch(
+            f"envelope {env.device}#{env.seq} holds change set {slot.device}#{slot.seq} of "
+            "another environment or space: refused (a member uploaded a mislabelled envelope)"
+        )
+    return slot, wire
+
+
+__all__ = [
+    "ENVELOPE_CONTEXT",
+    "Envelope",
+    "EnvelopeMismatch",
+    "TAG_INFO",
+    "Tagger",
+    "env_tag",
+    "envelope_aad",
+    "Slot",
+    "open_envelope",
+    "peek_slot",
+    "seal_envelope",
+    "tag_key",
+]

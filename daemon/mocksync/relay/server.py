@@ -1,0 +1,732 @@
+"""The relay server: aiohttp, one WebSocket session per connected device.
+
+What it does, and no more (ARCHITECTURE.md): authenticate devices against the spaces' signed
+membership logs, store and forward sealed change sets by version vector, relay presence and
+WebRTC signaling between members, enforce the plan's quotas and the model-version gate. It
+decides with `relay.policy` (pure) and keeps state through `relay.storage.RelayStorage`; this
+module is the I/O between them. The message table is in `relay.protocol`.
+
+Session life: hello -> challenge -> auth -> welcome (or refused + close) -> requests and pushes
+-> bye/close. Every request is checked against the current verified log of its space (a device
+removed while connected gets `bye revoked`). Each session has one writer task fed by a bounded
+queue: replies wait for room (backpressure on that device only); pushes to other devices never
+wait, and a device whose queue is full is disconnected (`slow_consumer`) and catches up by
+version vector when it reconnects, so one slow device cannot stall a fan-out.
+
+Endpoints: `GET /v1/ws` (the WebSocket), `GET /v1/health` (JSON, for monitoring).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from .. import PROTOCOL_VERSION, __version__
+from ..errors import MocksyncError
+from ..space.errors import KeyMaterialError, MembershipError
+from ..space.keys import payload_generation
+from ..space.membership import Entry, SpaceState, extend_log, verify_log
+from ..space.quotas import PLANS, Plan
+from . import policy
+from .auth import verify_challenge
+from .envelope import Envelope
+from .policy import Refusal, TokenBucket
+from .protocol import (
+    CLIENT,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_ITEMS,
+    MAX_FRAME_BYTES,
+    MAX_WHO_DEVICES,
+    RELAY,
+    RelayProtocolError,
+    clip_reason,
+    decode_message,
+    encode_message,
+)
+from .storage import RelayStorage, SQLiteStorage
+
+log = logging.getLogger("mocksync.relay")
+
+WS_PATH = "/v1/ws"
+HEALTH_PATH = "/v1/health"
+#: Sessions the relay holds at once (authenticated or in handshake).
+MAX_SESSIONS = 10_000
+#: Simultaneous sessions of one device (a reconnect may overlap the old one briefly).
+MAX_CONNECTIONS_PER_DEVICE = 3
+#: Frames, and bytes, queued for one session before it is disconnected as a slow consumer.
+MAX_QUEUED_MESSAGES = 1024
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+#: Per-device message rate: average per second, and burst.
+MESSAGES_PER_S = 200
+MESSAGE_BURST = 1000
+#: Seconds a client has for each handshake step (hello, then auth).
+AUTH_TIMEOUT_S = 10.0
+#: WebSocket ping interval; a peer silent for about twice this is dropped.
+HEARTBEAT_S = 20.0
+#: Presence changes in a space are coalesced for this long, then sent as one `who` delta to
+#: each member: a burst of N arrivals (a relay restart) costs each member a few frames, not N.
+PRESENCE_FLUSH_S = 0.05
+#: Seconds `stop()` waits for sessions to say goodbye.
+SHUTDOWN_GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8765
+    plan: Plan = field(default_factory=lambda: PLANS["team"])
+    ssl: ssl.SSLContext | None = None
+    rate_per_s: float = MESSAGES_PER_S
+    burst: int = MESSAGE_BURST
+    max_sessions: int = MAX_SESSIONS
+    max_connections_per_device: int = MAX_CONNECTIONS_PER_DEVICE
+    auth_timeout_s: float = AUTH_TIMEOUT_S
+    heartbeat_s: float = HEARTBEAT_S
+    max_queued_bytes: int = MAX_QUEUED_BYTES
+
+
+def tls_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
+    """A server TLS context from PEM files (TLS 1.2+), or a clear error."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise MocksyncError(f"cannot load TLS certificate {cert} / key {key}: {exc}") from None
+    return ctx
+
+
+class _Closing(Exception):
+    """Raised inside a session to end it after a `bye` or `refused` was queued."""
+
+
+class Session:
+    """One connected device (or a client still in its handshake)."""
+
+    def __init__(self, ws: web.WebSocketResponse, peer: str,
+                 max_queued_bytes: int = MAX_QUEUED_BYTES) -> None:
+        self.ws = ws
+        self.max_queued_bytes = max_queued_bytes
+        self.peer = peer
+        self.device: str | None = None
+        self.model = 0
+        self.spaces: dict[str, str] = {}  # admitted space -> member id
+        self.presence: dict[str, tuple[str | None, str | None]] = {}
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(MAX_QUEUED_MESSAGES)
+        self.writer: asyncio.Task[None] | None = None
+        self.closing = False
+        self.queued_bytes = 0
+
+    def __repr__(self) -> str:
+        return f"Session({self.device or '?'} from {self.peer})"
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        """A reply to this session's own request: waits for room in its queue."""
+        if not self.closing:
+            data = encode_message(msg, sender=RELAY)
+            self.queued_bytes += len(data)
+            await self.queue.put(data)
+
+    def push(self, data: bytes) -> bool:
+        """A frame on behalf of another device: never waits. False if the queue is full."""
+        if self.closing:
+            return True
+        if self.queued_bytes + len(data) > self.max_queued_bytes:
+            return False
+        try:
+            self.queue.put_nowait(data)
+        except asyncio.QueueFull:
+            return False
+        self.queued_bytes += len(data)
+        return True
+
+    def end(self, msg: dict[str, Any] | None = None) -> None:
+        """Queue a last message (if any) and close after it."""
+        if self.closing:
+            return
+        self.closing = True
+        data = encode_message(msg, sender=RELAY) if msg is not None else None
+        # Make room: what was queued no longer matters once we close.
+        while self.queue.full():
+            self.queue.get_nowait()
+        if data is not None:
+            self.queue.put_nowait(data)
+            while self.queue.full():
+                self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
+    async def run_writer(self) -> None:
+        try:
+            while True:
+                data = await self.queue.get()
+                if data is None:
+                    break
+                self.queued_bytes -= len(data)
+                await self.ws.send_bytes(data)
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            pass
+        finally:
+            self.closing = True
+            with contextlib.suppress(Exception):
+                await self.ws.close()
+
+
+class RelayServer:
+    """The relay: `await start()`, then `url`/`port`; `await stop()` closes every session."""
+
+    def __init__(self, config: RelayConfig, storage: RelayStorage | None = None) -> None:
+        self.config = config
+        self.storage: RelayStorage = storage or SQLiteStorage(config.data_dir)
+        self.plan = config.plan
+        self._entries: dict[str, list[Entry]] = {}
+        self._states: dict[str, SpaceState] = {}
+        self.by_space: dict[str, set[Session]] = {}
+        self.by_device: dict[str, set[Session]] = {}
+        self.sessions: set[Session] = set()
+        self._buckets: dict[str, TokenBucket] = {}
+        self._presence_dirty: dict[str, dict[str, tuple[str | None, str | None] | None]] = {}
+        self._presence_flush: dict[str, asyncio.TimerHandle] = {}
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self.port: int | None = None
+        self._stopping = False
+        self.stats = {"sessions": 0, "refused": 0, "puts": 0, "stored": 0, "pushed": 0}
+
+    # ---------------------------------------------------------------- lifecycle
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.config.ssl is not None else "http"
+        host = self.config.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get(WS_PATH, self._handle_ws)
+        app.router.add_get(HEALTH_PATH, self._handle_health)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, self.config.host, self.config.port,
+                                 ssl_context=self.config.ssl, reuse_address=True)
+        await self._site.start()
+        addresses = self._runner.addresses  # what was bound (learns an ephemeral port)
+        self.port = addresses[0][1] if addresses else self.config.port
+        log.info("mocksync relay %s listening on %s (plan %s)", __version__, self.url,
+                 self.plan.name)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for handle in self._presence_flush.values():
+            handle.cancel()
+        self._presence_flush.clear()
+        for s in list(self.sessions):
+            s.end({"t": "bye", "c": "shutting_down", "r": "the relay is shutting down"})
+        writers = [s.writer for s in self.sessions if s.writer is not None]
+        if writers:
+            await asyncio.wait(writers, timeout=SHUTDOWN_GRACE_S)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self.storage.close()
+
+    # ---------------------------------------------------------------- spaces
+    def state(self, space: str) -> SpaceState | None:
+        st = self._states.get(space)
+        if st is None and space not in self._entries:
+            wires = self.storage.log_entries(space)
+            if not wires:
+                return None
+            entries = [Entry.from_wire(w) for w in wires]
+            st = verify_log(entries)
+            self._entries[space] = entries
+            self._states[space] = st
+        return st
+
+    def _prepare_log(self, space: str, wires: Iterable[bytes]
+                     ) -> tuple[list[Entry], SpaceState | None, Refusal | None]:
+        """Verify uploaded entries against what we hold; nothing is stored yet."""
+        current = self.state(space)
+        existing = self._entries.get(space, [])
+        try:
+            known = {e.hash for e in existing}
+            fresh = []
+            for w in wires:
+                e = Entry.from_wire(w)
+                if e.hash not in known:
+                    known.add(e.hash)
+                    fresh.append(e)
+            if not fresh:
+                return [], current, None
+            state = extend_log(existing, fresh) if existing else verify_log(fresh)
+        except MembershipError as exc:
+            label = policy.space_label(current, space)
+            return [], current, Refusal("auth_refused", clip_reason(
+                f"auth refused: the membership log uploaded for {label} was refused: {exc}"))
+        if state.space_id != space:
+            return [], current, Refusal("auth_refused", (
+                f"auth refused: the membership log uploaded for space {space[:12]} belongs to "
+                f"space {state.space_id[:12]}"))
+        if not existing:
+            void = [e for e in fresh if state.void.get(e.hash_hex)]
+            if void:
+                return [], current, Refusal("auth_refused", clip_reason(
+                    f"auth refused: the membership log of {policy.space_label(state, space)} "
+                    f"holds a void entry ({void[0].short}: {state.void[void[0].hash_hex]})"))
+        return fresh, state, None
+
+    def _commit_log(self, space: str, fresh: list[Entry], state: SpaceState) -> None:
+        if not fresh:
+            return
+        self.storage.append_log(space, [e.wire for e in fresh], [e.hash for e in fresh])
+        self._entries[space] = self._entries.get(space, []) + fresh
+        old = self._states.get(space)
+        self._states[space] = state
+        if old is not None:
+            self._recheck_space(space, state)
+
+    def _recheck_space(self, space: str, state: SpaceState) -> None:
+        """After the log grew: drop sessions it no longer admits (removed, model too old)."""
+        for s in list(self.by_space.get(space, ())):
+            assert s.device is not None
+            r = None
+            if s.device not in state.devices or s.model < state.model:
+                r = policy.admit(state, space, s.device, model=s.model, plan=self.plan,
+                                 member_online=())
+            if r is not None:
+                log.info("relay: %s loses %s: %s", s, space[:12], r.reason)
+                s.end({"t": "bye", "c": r.code, "r": clip_reason(r.reason)})
+
+    # ---------------------------------------------------------------- HTTP
+    async def _handle_health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "protocol": PROTOCOL_VERSION, "version": __version__,
+                                  "sessions": len(self.sessions), "plan": self.plan.name})
+
+    async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=self.config.heartbeat_s,
+                                   compress=False)
+        await ws.prepare(request)
+        session = Session(ws, request.remote or "?", self.config.max_queued_bytes)
+        session.writer = asyncio.create_task(session.run_writer())
+        self.sessions.add(session)
+        try:
+            if len(self.sessions) > self.config.max_sessions:
+                self._refuse(session, Refusal("server_full", (
+                    f"the relay holds its maximum of {self.config.max_sessions} sessions; "
+                    "retrying later")))
+            else:
+                await self._serve(session)
+        except _Closing:
+            pass
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        except Exception:  # a bug must not take the relay down; the session ends
+            log.exception("relay: session %s failed", session)
+            session.end({"t": "bye", "c": "bad_message", "r": "internal relay error"})
+        finally:
+            session.end()
+            self._unregister(session)
+            if session.writer is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(session.writer, SHUTDOWN_GRACE_S)
+        return ws
+
+    def _refuse(self, session: Session, r: Refusal) -> None:
+        self.stats["refused"] += 1
+        log.info("relay: refused %s: %s", session, r.reason)
+        session.end({"t": "refused", "c": r.code, "r": clip_reason(r.reason)})
+
+    async def _receive(self, session: Session, timeout: float | None) -> dict[str, Any] | None:
+        try:
+            msg = await asyncio.wait_for(session.ws.receive(), timeout)
+        except TimeoutError:
+            self._refuse(session, Refusal("timeout", (
+                f"the handshake took longer than {self.config.auth_timeout_s:g} s")))
+            raise _Closing from None
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+            return None
+        if msg.type == WSMsgType.ERROR:
+            reason = str(session.ws.exception() or "connection error")
+            log.info("relay: %s: %s", session, reason)
+            return None
+        if msg.type != WSMsgType.BINARY:
+            self._refuse(session, Refusal("bad_message", "the relay speaks binary frames only"))
+            raise _Closing
+        try:
+            return decode_message(msg.data, sender=CLIENT)
+        except RelayProtocolError as exc:
+            code = "refused" if session.device is None else "bye"
+            session.end({"t": code, "c": "bad_message", "r": clip_reason(str(exc))})
+            raise _Closing from None
+
+    # ---------------------------------------------------------------- handshake
+    async def _serve(self, session: Session) -> None:
+        cfg = self.config
+        hello = await self._receive(session, cfg.auth_timeout_s)
+        if hello is None:
+            return
+        if hello["t"] != "hello":
+            self._refuse(session, Refusal("bad_message", "the first message must be hello"))
+            return
+        r = policy.protocol_refusal(PROTOCOL_VERSION, hello["p"])
+        if r is not None:
+            self._refuse(session, r)
+            return
+        device = hello["d"]
+        spaces = list(dict.fromkeys(hello["sp"]))
+        nonce = os.urandom(32)
+        have = {}
+        for sp in spaces:
+            if self.state(sp) is not None:
+                have[sp] = [e.hash for e in self._entries.get(sp, [])]
+        await session.send({"t": "challenge", "p": PROTOCOL_VERSION, "n": nonce, "have": have})
+        auth = await self._receive(session, cfg.auth_timeout_s)
+        if auth is None:
+            return
+        if auth["t"] != "auth":
+            self._refuse(session, Refusal("bad_message", "the answer to a challenge must be auth"))
+            return
+        refusals: dict[str, Refusal] = {}
+        prepared: dict[str, tuple[list[Entry], SpaceState]] = {}
+        unknown_logs = set(auth["logs"]) - set(spaces)
+        if unknown_logs:
+            self._refuse(session, Refusal("bad_message", "auth carries a log for a space the hello did not name"))
+            return
+        for sp in spaces:
+            fresh, state, refusal = self._prepare_log(sp, auth["logs"].get(sp, []))
+            if refusal is not None:
+                refusals[sp] = refusal
+            elif state is not None:
+                prepared[sp] = (fresh, state)
+            else:  # no log held and none uploaded
+                refusals[sp] = policy.admit(None, sp, device, model=hello["m"], plan=self.plan,
+                                            member_online=())  # type: ignore[assignment]
+        key = None
+        for _fresh, state in prepared.values():
+            dev = state.devices.get(device)
+            if dev is not None:
+                key = dev.sign_key
+                break
+            removed = state.removed_devices.get(device)
+            if removed is not None and removed.sign_key:
+                key = removed.sign_key
+                break
+        if key is None:
+            reason = refusals[spaces[0]].reason if spaces[0] in refusals else (
+                f"auth refused: device {device} is not a member of any space this relay knows "
+                "(its membership log has not been uploaded by a member)")
+            self._refuse(session, Refusal("auth_refused", reason))
+            return
+        if not verify_challenge(key, nonce, device, auth["sig"]):
+            self._refuse(session, Refusal("auth_refused", (
+                f"auth refused: the challenge signature does not verify with device {device}'s "
+                "key (a different device claimed its id)")))
+            return
+        # Authenticated: the uploaded entries may be kept.
+        for sp, (fresh, state) in prepared.items():
+            self._commit_log(sp, fresh, state)
+        mine = self.by_device.get(device, set())
+        if len(mine) >= cfg.max_connections_per_device:
+            self._refuse(session, Refusal("too_many_connections", (
+                f"device {device} already holds {len(mine)} connections to the relay, the limit "
+                f"({cfg.max_connections_per_device})")))
+            return
+        admitted: dict[str, str] = {}
+        for sp, (_fresh, state) in prepared.items():
+            member = state.member_of(device)
+            online = set()
+            if member is not None:
+                online = {s.device for s in self.by_space.get(sp, ())
+                          if s.spaces.get(sp) == member.id and s.device is not None}
+            r = policy.admit(state, sp, device, model=hello["m"], plan=self.plan,
+                             member_online=online)
+            if r is not None:
+                refusals[sp] = r
+            else:
+                admitted[sp] = member.id  # type: ignore[union-attr]
+        if not admitted:
+            self._refuse(session, policy.session_refusal({s: refusals[s] for s in spaces
+                                                          if s in refusals}))
+            return
+        session.device = device
+        session.model = hello["m"]
+        session.spaces = admitted
+        self._register(session)
+        p = self.plan
+        await session.send({
+            "t": "welcome",
+            "ok": {sp: {"m": self._states[sp].model, "plan": p.name, "envs": p.max_envs,
+                        "bytes": p.max_env_bytes, "devs": p.max_devices_per_member}
+                   for sp in admitted},
+            "no": {sp: [r.code, clip_reason(r.reason)] for sp, r in refusals.items()},
+            "lim": {"frame": MAX_FRAME_BYTES, "items": MAX_BATCH_ITEMS,
+                    "rate": int(cfg.rate_per_s)},
+        })
+        log.info("relay: %s admitted to %d space(s), refused %d", session, len(admitted),
+                 len(refusals))
+        for sp in admitted:
+            online: dict[str, tuple[str | None, str | None]] = {}
+            for other in self.by_space.get(sp, ()):
+                if other.device is not None and other.device != device:
+                    online[other.device] = other.presence.get(sp, (None, None))
+            if online:
+                await session.send({"t": "who", "s": sp, "off": [],
+                                    "ds": [[d, t, u] for d, (t, u) in sorted(online.items())]})
+            self._presence_changed(sp, device, (None, None))
+        await self._loop(session)
+
+    def _presence_changed(self, space: str, device: str,
+                          value: tuple[str | None, str | None] | None) -> None:
+        """Record a presence change (None: offline); members hear it in the next batch."""
+        if self._stopping:
+            return
+        self._presence_dirty.setdefault(space, {})[device] = value
+        if space not in self._presence_flush:
+            loop = asyncio.get_running_loop()
+            self._presence_flush[space] = loop.call_later(PRESENCE_FLUSH_S,
+                                                          self._flush_presence, space)
+
+    def _flush_presence(self, space: str) -> None:
+        self._presence_flush.pop(space, None)
+        changes = self._presence_dirty.pop(space, {})
+        members = self.by_space.get(space)
+        if not changes or not members:
+            return
+        items = sorted(changes.items())
+        for i in range(0, len(items), MAX_WHO_DEVICES):
+            part = items[i:i + MAX_WHO_DEVICES]
+            data = encode_message({
+                "t": "who", "s": space,
+                "ds": [[d, v[0], v[1]] for d, v in part if v is not None],
+                "off": [d for d, v in part if v is None]}, sender=RELAY)
+            for s in list(members):
+                self._push(s, data)
+
+    def _register(self, session: Session) -> None:
+        assert session.device is not None
+        self.stats["sessions"] += 1
+        self.by_device.setdefault(session.device, set()).add(session)
+        for sp in session.spaces:
+            self.by_space.setdefault(sp, set()).add(session)
+        if session.device not in self._buckets:
+            self._buckets[session.device] = TokenBucket(self.config.rate_per_s, self.config.burst,
+                                                        time.monotonic())
+
+    def _unregister(self, session: Session) -> None:
+        self.sessions.discard(session)
+        device = session.device
+        if device is None:
+            return
+        mine = self.by_device.get(device)
+        if mine is not None:
+            mine.discard(session)
+            if not mine:
+                del self.by_device[device]
+                self._buckets.pop(device, None)
+        for sp in session.spaces:
+            members = self.by_space.get(sp)
+            if members is None:
+                continue
+            members.discard(session)
+            if not any(s.device == device for s in members):
+                self._presence_changed(sp, device, None)
+            if not members:
+                del self.by_space[sp]
+
+    def _fanout(self, space: str, sender: Session, msg: dict[str, Any]) -> int:
+        """Push one message to every other device's sessions in `space`; returns how many."""
+        data = encode_message(msg, sender=RELAY)
+        n = 0
+        for s in list(self.by_space.get(space, ())):
+            if s is sender or s.device == sender.device:
+                continue
+            n += self._push(s, data)
+        return n
+
+    @staticmethod
+    def _push(s: Session, data: bytes) -> bool:
+        if s.push(data):
+            return True
+        log.info("relay: %s is too slow (queue full); disconnecting it", s)
+        s.end({"t": "bye", "c": "slow_consumer",
+               "r": "the relay dropped this connection because it fell too far behind; "
+                    "it catches up on reconnect"})
+        return False
+
+    # ---------------------------------------------------------------- requests
+    async def _loop(self, session: Session) -> None:
+        bucket = self._buckets[session.device]  # type: ignore[index]
+        while not session.closing:
+            msg = await self._receive(session, None)
+            if msg is None:
+                return
+            wait = bucket.take(time.monotonic())
+            if wait > 0:
+                await asyncio.sleep(wait)
+            handler = _HANDLERS.get(msg["t"])
+            if handler is None:
+                session.end({"t": "bye", "c": "bad_message",
+                             "r": f"a {msg['t']} message is not expected after the handshake"})
+                return
+            await handler(self, session, msg)
+
+    def _check_space(self, session: Session, space: str) -> Refusal | None:
+        if space not in session.spaces:
+            return Refusal("not_member", (
+                f"this session was not admitted to space {space[:12]}; reconnect to join it"))
+        state = self._states[space]
+        if session.device not in state.devices or session.model < state.model:
+            return policy.admit(state, space, session.device or "", model=session.model,
+                                plan=self.plan, member_online=()) or Refusal(
+                "auth_refused", "auth refused")
+        return None
+
+    async def _nack(self, session: Session, i: int, r: Refusal) -> None:
+        await session.send({"t": "nack", "i": i, "c": r.code, "r": clip_reason(r.reason)})
+
+    async def _on_log(self, session: Session, msg: dict[str, Any]) -> None:
+        sp = msg["s"]
+        r = self._check_space(session, sp)
+        if r is None:
+            fresh, state, r = self._prepare_log(sp, msg["w"])
+            if r is None and state is not None:
+                await session.send({"t": "ok", "i": msg["i"]})
+                self._commit_log(sp, fresh, state)
+                return
+        await self._nack(session, msg["i"], r)  # type: ignore[arg-type]
+
+    async def _on_index(self, session: Session, msg: dict[str, Any]) -> None:
+        r = self._check_space(session, msg["s"])
+        if r is not None:
+            return await self._nack(session, msg["i"], r)
+        await session.send({"t": "index", "i": msg["i"], "s": msg["s"],
+                            "envs": self.storage.index(msg["s"])})
+
+    async def _on_fetch(self, session: Session, msg: dict[str, Any]) -> None:
+        r = self._check_space(session, msg["s"])
+        if r is not None:
+            return await self._nack(session, msg["i"], r)
+        items, more = self.storage.fetch(msg["s"], msg["e"], msg["vv"], max_items=MAX_BATCH_ITEMS,
+                                         max_bytes=MAX_BATCH_BYTES)
+        await session.send({"t": "batch", "i": msg["i"], "s": msg["s"], "e": msg["e"],
+                            "x": items, "more": more})
+
+    async def _on_put(self, session: Session, msg: dict[str, Any]) -> None:
+        sp, tag, items = msg["s"], msg["e"], msg["x"]
+        r = self._check_space(session, sp)
+        if r is None:
+            r = self._check_envelopes(self._states[sp], items)
+        if r is None:
+            usage = self.storage.env_usage(sp, tag)
+            r = policy.check_put(
+                self.plan, env_count=self.storage.env_count(sp), known_env=usage is not None,
+                declared_bytes=msg["z"], stored_bytes=usage.stored_bytes if usage else 0,
+                adding_bytes=sum(len(e.ct) for e in items))
+        if r is not None:
+            log.info("relay: put by %s refused: %s", session, r.reason)
+            return await self._nack(session, msg["i"], r)
+        stored = self.storage.put(sp, tag, items, declared_bytes=msg["z"],
+                                  uploader=session.device or "", now_ms=int(time.time() * 1000))
+        self.stats["puts"] += 1
+        self.stats["stored"] += len(stored)
+        if stored:
+            self.stats["pushed"] += self._fanout(sp, session, {"t": "env", "s": sp, "e": tag,
+                                                               "x": stored})
+        await session.send({"t": "ack", "i": msg["i"], "s": sp, "e": tag, "n": len(stored)})
+
+    @staticmethod
+    def _check_envelopes(state: SpaceState, items: Iterable[Envelope]) -> Refusal | None:
+        for e in items:
+            r = policy.unknown_device(state, e.device)
+            if r is not None:
+                return r
+            try:
+                gen = payload_generation(e.ct)
+            except KeyMaterialError as exc:
+                return Refusal("bad_envelope", f"envelope {e.device}#{e.seq}: {exc}")
+            if gen != e.gen:
+                return Refusal("bad_envelope", (
+                    f"envelope {e.device}#{e.seq} claims key generation {e.gen} but its "
+                    f"ciphertext names {gen}"))
+        return None
+
+    async def _on_presence(self, session: Session, msg: dict[str, Any]) -> None:
+        sp = msg["s"]
+        if self._check_space(session, sp) is not None:
+            return  # presence has no reply; a stale space is simply ignored
+        session.presence[sp] = (msg["e"], msg["u"])
+        self._presence_changed(sp, session.device or "", (msg["e"], msg["u"]))
+
+    async def _on_signal(self, session: Session, msg: dict[str, Any]) -> None:
+        sp, to = msg["s"], msg["to"]
+        r = self._check_space(session, sp)
+        if r is None:
+            targets = [s for s in self.by_space.get(sp, ()) if s.device == to]
+            if not targets:
+                r = Refusal("not_online", f"device {to} is not connected to the relay in this space")
+            else:
+                data = encode_message({"t": "signal", "s": sp, "from": session.device,
+                                       "p": msg["p"]}, sender=RELAY)
+                for s in targets:
+                    s.push(data)
+                await session.send({"t": "ok", "i": msg["i"]})
+                return
+        await self._nack(session, msg["i"], r)
+
+    async def _on_ping(self, session: Session, msg: dict[str, Any]) -> None:
+        await session.send({"t": "pong", "n": msg["n"]})
+
+
+_HANDLERS = {
+    "log": RelayServer._on_log,
+    "index": RelayServer._on_index,
+    "fetch": RelayServer._on_fetch,
+    "put": RelayServer._on_put,
+    "presence": RelayServer._on_presence,
+    "signal": RelayServer._on_signal,
+    "ping": RelayServer._on_ping,
+}
+
+
+async def run_relay(config: RelayConfig, stop: asyncio.Event,
+                    on_ready: Callable[[RelayServer], None] | None = None) -> RelayServer:
+    """Run a relay until `stop` is set (the CLI sets it on SIGTERM/SIGINT)."""
+    server = RelayServer(config)
+    await server.start()
+    try:
+        if on_ready is not None:
+            on_ready(server)
+        await stop.wait()
+    finally:
+        await server.stop()
+    return server
+
+
+__all__ = [
+    "AUTH_TIMEOUT_S",
+    "HEARTBEAT_S",
+    "MAX_CONNECTIONS_PER_DEVICE",
+    "MAX_QUEUED_BYTES",
+    "MAX_QUEUED_MESSAGES",
+    "MAX_SESSIONS",
+    "MESSAGES_PER_S",
+    "MESSAGE_BURST",
+    "PRESENCE_FLUSH_S",
+    "RelayConfig",
+    "RelayServer",
+    "Session",
+    "WS_PATH",
+    "run_relay",
+    "tls_context",
+]
