@@ -63,6 +63,17 @@ def register(server: ControlServer, agent: Agent) -> None:
             raise ValidationError("take must be 'ours' or 'theirs'")
         return agent.resolve_conflict(_str(params, "id"), take)
 
+    @server.route("resolve_env")
+    async def resolve_env(params: dict[str, Any]) -> dict[str, Any]:
+        # `resolve ENV --keep-local|--discard-local` answers the `prompt` offline policy; this
+        # daemon merges offline edits register by register and never holds an environment
+        # for that decision, so say so plainly (not "no control method").
+        rt = agent.find(_str(params, "env"))
+        raise ValidationError(
+            f"{rt.path.name} is not waiting for a keep-local/discard-local decision: this "
+            "daemon merges offline edits property by property (the `prompt` offline policy is "
+            "not available yet); see `mocksync conflicts` for what merged over what")
+
     @server.route("log")
     async def log(params: dict[str, Any]) -> dict[str, Any]:
         return {"changesets": agent.change_log(_str(params, "env"))}
@@ -78,3 +89,69 @@ def register(server: ControlServer, agent: Agent) -> None:
     async def peers(params: dict[str, Any]) -> dict[str, Any]:
         st = agent.status()
         return {"peers": st["peers"]}
+
+    # ---- presence: what each online user is looking at (LAN peers report theirs)
+    mine: dict[str, Any] = {"presence": None}
+
+    def describe(env: str | None, entity: str | None) -> tuple[str | None, str | None]:
+        if env is None:
+            return None, None
+        rt = agent.envs.get(env)
+        env_name = rt.name if rt is not None else None
+        entity_name = None
+        if entity is not None:
+            from ..model.merge import describe_entity
+
+            try:
+                entity_name = describe_entity(agent.store.state(env), entity)
+            except Exception:  # an env we do not hold (yet): show the raw id
+                entity_name = entity
+        return env_name, entity_name
+
+    @server.route("presence")
+    async def presence(params: dict[str, Any]) -> dict[str, Any]:
+        from ..sync.messages import MAX_EDITOR_CHARS, MAX_ENTITY_CHARS
+
+        env_text = _str(params, "env", False)
+        entity = _str(params, "entity", False)
+        editor = _str(params, "editor", False) or "mockoon"
+        if len(editor) > MAX_EDITOR_CHARS or not editor.isprintable():
+            raise ValidationError(f"editor must be 1..{MAX_EDITOR_CHARS} printable characters")
+        if entity is not None and (len(entity) > MAX_ENTITY_CHARS or not entity.isprintable()):
+            raise ValidationError(f"entity must be 1..{MAX_ENTITY_CHARS} printable characters")
+        if entity is not None and env_text is None:
+            raise ValidationError("an entity needs its env: give env too")
+        space = env = None
+        if env_text is not None:
+            rt = agent.find(env_text)
+            space, env = rt.space, rt.uuid
+        mine["presence"] = {"space": space, "env": env, "entity": entity, "editor": editor}
+        if agent.transport is not None and hasattr(agent.transport, "set_presence"):
+            agent.transport.set_presence(space=space, env=env, entity=entity, editor=editor)
+        return {"presence": mine["presence"]}
+
+    @server.route("who")
+    async def who(params: dict[str, Any]) -> dict[str, Any]:
+        me = mine["presence"] or {}
+        env_name, entity_name = describe(me.get("env"), me.get("entity"))
+        rows = [{"device": agent.device, "name": agent.identity.name,
+                 "member": getattr(agent.identity, "member_name", None), "you": True,
+                 "via": None, "online": True, "env": me.get("env"), "env_name": env_name,
+                 "entity": me.get("entity"), "entity_name": entity_name,
+                 "editor": me.get("editor")}]
+        others: dict[str, dict[str, Any]] = {}
+        for p in agent.status()["peers"]:
+            device = p.get("device")
+            if p.get("state") != "connected" or device == agent.device:
+                continue
+            pres = p.get("presence") or {}
+            if device in others and (others[device]["env"] or not pres.get("env")):
+                continue  # reachable both ways (LAN and relay): one row, the one with presence
+            env_name, entity_name = describe(pres.get("env"), pres.get("entity"))
+            others[device] = {"device": device, "name": None, "member": p.get("member"),
+                              "you": False, "via": p.get("via"), "online": True,
+                              "env": pres.get("env"), "env_name": env_name,
+                              "entity": pres.get("entity"), "entity_name": entity_name,
+                              "editor": pres.get("editor")}
+        rows += [others[d] for d in sorted(others)]
+        return {"who": rows}

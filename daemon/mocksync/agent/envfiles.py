@@ -34,6 +34,9 @@ class EnvRuntime:
     write_due: float = 0.0
     last_local_edit: float = 0.0
     last_remote_edit: float = 0.0
+    #: (inode, mtime ns, size) of the file as the daemon last read or wrote it: a different
+    #: one at write time means an editor saved and the watcher has not reported it yet.
+    file_sig: tuple[int, int, int] | None = None
 
     def to_json(self, conflicts: int) -> dict[str, Any]:
         return {

@@ -19,10 +19,27 @@ from . import api
 from .control import ControlServer
 from .daemon import Agent
 from .lock import DaemonLock
+from .multi import MultiTransport
 from .settings import Settings
 from .spacedir import SpaceDirectory
 
 log = logging.getLogger("mocksync.daemon")
+
+
+def build_transport(settings: Settings) -> Any:
+    """The transports the settings ask for, side by side: LAN peers (mDNS + WebRTC, when
+    `mdns` is on or bind addresses are given) and the relay; None when there are none."""
+    from ..net.lan_transport import build_lan_transport
+
+    transports = [build_lan_transport(settings)]
+    if settings.relay:
+        from ..net.relay_transport import RelayTransport
+
+        transports.append(RelayTransport(settings.relay))
+    transports = [t for t in transports if t is not None]
+    if not transports:
+        return None
+    return transports[0] if len(transports) == 1 else MultiTransport(*transports)
 
 
 async def run_daemon(home: Home, settings: Settings, *, transport: Any = None,
@@ -31,6 +48,8 @@ async def run_daemon(home: Home, settings: Settings, *, transport: Any = None,
     lock = DaemonLock(home.lock, home=home.root).acquire()
     try:
         identity = load_identity(home)
+        if transport is None:
+            transport = build_transport(settings)
         agent = Agent(home, settings, identity, SpaceDirectory(home), transport=transport)
         server = ControlServer(home.socket)
         api.register(server, agent)

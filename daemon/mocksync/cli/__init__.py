@@ -18,7 +18,7 @@ main = main_group
 
 def _register() -> None:
     # Each area adds its commands to `main`. Import order does not matter.
-    from . import daemoncmds, offline, spaces  # noqa: F401
+    from . import daemoncmds, offline, relaycmd, spaces  # noqa: F401
 
 
 _register()

@@ -18,9 +18,10 @@ from ..errors import MocksyncError
 from .common import EXIT_FAILED, EXIT_NO_DAEMON, Ctx, emit_json, fail, main_group
 
 
-def _call(ctx: Ctx, name: str, **params: Any) -> dict[str, Any]:
+def _call(ctx: Ctx, method: str, /, **params: Any) -> dict[str, Any]:
+    # `method` is positional-only: `new` passes a parameter called `name`.
     try:
-        return ControlClient(ctx.home.socket).call(name, **params)
+        return ControlClient(ctx.home.socket).call(method, **params)
     except DaemonNotRunning as exc:
         fail(str(exc), EXIT_NO_DAEMON)
     except ControlError as exc:
@@ -293,3 +294,60 @@ def reconnect_cmd(ctx: Ctx) -> None:
     """Retry the relay and peers now, and rescan the folder."""
     _call(ctx, "reconnect")
     click.echo("reconnecting")
+
+
+@main_group.command("peers")
+@json_opt
+@click.pass_obj
+def peers_cmd(ctx: Ctx, as_json: bool) -> None:
+    """Devices this daemon syncs with, and how: LAN (WebRTC) or relay, state, round trip.
+
+    A peer that is not connected says why (offline, unreachable, incompatible version...).
+
+    \b
+    Examples:
+      mocksync peers
+      mocksync peers --json | jq '.[] | select(.state != "connected")'
+    """
+    peers = _call(ctx, "peers")["peers"]
+    if as_json:
+        emit_json(peers)
+        return
+    if not peers:
+        click.echo("no peers known yet (none on the LAN share a space with this device, "
+                   "and the relay reports none)")
+        return
+    _table("peers", ["device", "member", "via", "state", "rtt ms", "address", "reason"],
+           [[p.get("device"), p.get("member"), p.get("via"), p.get("state"), p.get("rtt_ms"),
+             p.get("address"), p.get("reason") or ""] for p in peers])
+
+
+@main_group.command("who")
+@json_opt
+@click.pass_obj
+def who_cmd(ctx: Ctx, as_json: bool) -> None:
+    """Who is online now and what they are editing (environment and, if the editor says, the
+    route or response).
+
+    \b
+    Examples:
+      mocksync who
+      mocksync who --json
+    """
+    rows = _call(ctx, "who")["who"]
+    if as_json:
+        emit_json(rows)
+        return
+
+    def looking_at(r: dict[str, Any]) -> str:
+        if not r.get("env"):
+            return ""
+        what = r.get("env_name") or r["env"]
+        if r.get("entity_name") or r.get("entity"):
+            what += f" / {r.get('entity_name') or r['entity']}"
+        return what
+
+    _table("online", ["who", "device", "via", "editing", "in"],
+           [[(r.get("member") or r.get("name") or "?") + (" (you)" if r.get("you") else ""),
+             r.get("device"), r.get("via") or "", looking_at(r), r.get("editor") or ""]
+            for r in rows])

@@ -262,6 +262,8 @@ def join_cmd(ctx: click.Context, token: str, timeout: float, as_json: bool) -> N
         fail(f"this device already belongs to space {parsed.name!r} ({parsed.space_id})")
     session = JoinerSession(parsed, ident)
     try:
+        from ..net import relay_join  # noqa: F401  (registers the relay join transport)
+
         result = asyncio.run(join_space(session, find_join_transports(home), timeout=timeout))
         stored = actions.record_join(home, result)
     except MocksyncError as exc:

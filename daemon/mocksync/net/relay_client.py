@@ -431,6 +431,10 @@ class RelayClient:
                         self._dispatch(self.events.on_presence, space, device, None, None, False)
             elif kind == "signal":
                 self._dispatch(self.events.on_signal, msg["s"], msg["from"], msg["p"])
+            elif kind == "joinreq":
+                handler = getattr(self.events, "on_join_request", None)
+                if handler is not None:
+                    self._dispatch(handler, msg["s"], msg["j"], msg["p"])
             elif kind == "bye":
                 raise RelayRefused(msg["c"], msg["r"]) if msg["c"] in PERSISTENT_CODES or \
                     msg["c"] == "too_many_devices" else RelayUnavailable(sentence(msg["c"], msg["r"]))
@@ -507,6 +511,10 @@ class RelayClient:
         self.my_presence[space] = (tag, entity)
         if self.connected and space in self.accepted:
             await self._send({"t": "presence", "s": space, "e": tag, "u": entity})
+
+    async def join_reply(self, space: str, join_id: bytes, payload: bytes) -> None:
+        """Answer a joiner's handshake message (it reaches the joiner through the relay)."""
+        await self._send({"t": "joinrep", "s": space, "j": join_id, "p": payload})
 
     async def signal(self, space: str, to: str, body: bytes) -> None:
         """Send a signaling message (signed end to end) to device `to` through the relay."""

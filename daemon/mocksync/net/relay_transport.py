@@ -62,6 +62,8 @@ MAX_OUTBOX = 10_000
 MAX_PROBLEMS = 100
 #: Signals kept for a reader that has not taken them.
 MAX_SIGNALS = 100
+#: Join handshakes this device answers at once as an inviter.
+MAX_ADMIN_JOINS = 16
 
 
 class RelayTransport(RelayEvents):
@@ -96,6 +98,8 @@ class RelayTransport(RelayEvents):
         self.problems: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_PROBLEMS)
         self.signals: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_SIGNALS)
         self.signal_handlers: list[Callable[[str, str, bytes], None]] = []
+        #: Join handshakes this device is answering as the inviter, by relay join id.
+        self._joins: dict[bytes, Any] = {}
         self.withheld: dict[tuple[str, str, str], tuple[int, int]] = {}
         self.env_refusals: dict[tuple[str, str], str] = {}
         self.counters = {"sent": 0, "received": 0, "refused": 0, "syncs": 0}
@@ -110,6 +114,51 @@ class RelayTransport(RelayEvents):
         self.my_presence: dict[str, Any] = {"space": None, "env": None, "entity": None}
 
     # ---------------------------------------------------------------- Transport protocol
+    # ---------------------------------------------------------------- admitting joiners
+    def on_join_request(self, space: str, join_id: bytes, payload: bytes) -> None:
+        """A device with an invite from us runs its join handshake through the relay."""
+        from ..space.actions import admin_session, record_admission
+        from ..space.invite import Admission
+
+        if self.agent is None:
+            return
+        sess = self._joins.get(join_id)
+        if sess is None:
+            if len(self._joins) >= MAX_ADMIN_JOINS:
+                return
+            try:
+                sess = admin_session(self.agent.home, self.agent.identity, space)
+            except MocksyncError as exc:
+                self._problem(space, "join", str(exc))
+                return
+            self._joins[join_id] = sess
+        replies = sess.receive(payload, time.time())  # never raises on joiner input
+        outcome = sess.outcome
+        if outcome is not None:
+            self._joins.pop(join_id, None)
+            if isinstance(outcome, Admission):
+                try:
+                    record_admission(self.agent.home, sess)
+                except MocksyncError as exc:
+                    self._problem(space, "join", str(exc))
+                    return
+                log.info("admitted a new device into space %s", space)
+        client = self.client
+
+        async def answer() -> None:
+            if client is None:
+                return
+            for m in replies:
+                with contextlib.suppress(MocksyncError, ConnectionError):
+                    await client.join_reply(space, join_id, m)
+            if isinstance(outcome, Admission):
+                with contextlib.suppress(MocksyncError, ConnectionError):
+                    await self.push_logs()
+
+        task = asyncio.create_task(answer())
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: t in self._tasks and self._tasks.remove(t))
+
     async def start(self, agent: Any) -> None:
         self.agent = agent
         self.client = RelayClient(self.url, agent.identity, self._logs, self, **self._client_kw)

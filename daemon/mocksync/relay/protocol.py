@@ -29,6 +29,10 @@ Client -> relay
 | presence | s, e tag or null, u entity or null          | (none; members get a `who` delta)  |
 | signal   | i, s, to device, p opaque signed payload    | ok, or nack                        |
 | ping     | n nonce                                     | pong                               |
+| joinrep  | s, j join id, p join handshake message      | (none; forwarded to the joiner)    |
+
+Joiner (not a member yet, on /v1/join) -> relay
+| join     | s space, to inviting device, p handshake message | jp replies, or refused        |
 
 Relay -> client
 | t         | fields                                                                         |
@@ -48,6 +52,8 @@ Relay -> client
 | signal    | s, from device, p payload                                                      |
 | pong      | n                                                                              |
 | bye       | c, r (the relay is closing this session, and why)                              |
+| joinreq   | s, j join id, p: a joiner's handshake message, for the inviting device          |
+| jp        | p: the inviting device's answer, to the joiner on /v1/join                     |
 
 Limits (named constants below): any frame MAX_FRAME_BYTES; any kind but auth, log, put, batch,
 env MAX_CONTROL_BYTES; spaces per hello MAX_SPACES_PER_SESSION; envelopes per put/batch/env
@@ -95,6 +101,16 @@ MAX_LOG_UPLOAD = MAX_LOG_ENTRIES
 MAX_INDEX_ENVS = 100_000
 #: Most devices in one version vector (a space has at most 400 active devices, plus removed).
 MAX_VV_DEVICES = 4096
+#: Join handshakes through the relay (a device that is not a member yet, on /v1/join): the
+#: relay tags each with a random id, forwards the joiner's messages to the inviting device as
+#: `joinreq` and that device's `joinrep` back to the joiner as `jp`.
+JOIN_ID_BYTES = 16
+#: Messages a joiner may send in one handshake (it needs two).
+MAX_JOIN_MESSAGES = 8
+#: Seconds a join handshake may take before the relay drops it.
+JOIN_TIMEOUT_S = 60.0
+#: Join handshakes in progress at once on one relay.
+MAX_PENDING_JOINS = 64
 #: Largest signaling payload (an SDP offer with its signature fits many times over).
 MAX_SIGNAL_BYTES = 64 * 1024
 #: Most devices one `who` snapshot lists (a space has at most 400 active devices).
@@ -294,7 +310,7 @@ _hash = _bytes(HASH_BYTES, HASH_BYTES)
 
 # Per sender: kind -> (fields, largest frame). Both sides have an "index" and a "signal" with
 # different fields, so each side has its own table.
-CLIENT, RELAY = "client", "relay"
+CLIENT, RELAY, JOINER = "client", "relay", "joiner"
 _BIG = MAX_FRAME_BYTES
 _SMALL = MAX_CONTROL_BYTES
 CLIENT_KINDS: dict[str, tuple[dict[str, Check], int]] = {
@@ -313,6 +329,12 @@ CLIENT_KINDS: dict[str, tuple[dict[str, Check], int]] = {
     "signal": ({"i": _request, "s": _space, "to": _device, "p": _bytes(1, MAX_SIGNAL_BYTES)},
                _SMALL),
     "ping": ({"n": _int(0, MAX_NONCE)}, _SMALL),
+    "joinrep": ({"s": _space, "j": _bytes(JOIN_ID_BYTES, JOIN_ID_BYTES),
+                 "p": _bytes(1, MAX_SIGNAL_BYTES)}, _SMALL),
+}
+#: A device that is not a member yet, on /v1/join: it may only carry join handshake messages.
+JOINER_KINDS: dict[str, tuple[dict[str, Check], int]] = {
+    "join": ({"s": _space, "to": _device, "p": _bytes(1, MAX_SIGNAL_BYTES)}, _SMALL),
 }
 RELAY_KINDS: dict[str, tuple[dict[str, Check], int]] = {
     "challenge": ({"p": _int(0, MAX_VERSION), "n": _bytes(NONCE_BYTES, NONCE_BYTES),
@@ -333,8 +355,11 @@ RELAY_KINDS: dict[str, tuple[dict[str, Check], int]] = {
     "signal": ({"s": _space, "from": _device, "p": _bytes(1, MAX_SIGNAL_BYTES)}, _SMALL),
     "pong": ({"n": _int(0, MAX_NONCE)}, _SMALL),
     "bye": ({"c": _code, "r": _reason}, _SMALL),
+    "joinreq": ({"s": _space, "j": _bytes(JOIN_ID_BYTES, JOIN_ID_BYTES),
+                 "p": _bytes(1, MAX_SIGNAL_BYTES)}, _SMALL),
+    "jp": ({"p": _bytes(1, MAX_SIGNAL_BYTES)}, _SMALL),
 }
-_BY_SENDER = {CLIENT: CLIENT_KINDS, RELAY: RELAY_KINDS}
+_BY_SENDER = {CLIENT: CLIENT_KINDS, RELAY: RELAY_KINDS, JOINER: JOINER_KINDS}
 
 
 # ------------------------------------------------------------------------------ encode/decode

@@ -43,9 +43,14 @@ from .envelope import Envelope
 from .policy import Refusal, TokenBucket
 from .protocol import (
     CLIENT,
+    JOIN_TIMEOUT_S,
+    JOINER,
     MAX_BATCH_BYTES,
     MAX_BATCH_ITEMS,
     MAX_FRAME_BYTES,
+    MAX_JOIN_MESSAGES,
+    MAX_PENDING_JOINS,
+    MAX_SIGNAL_BYTES,
     MAX_WHO_DEVICES,
     RELAY,
     RelayProtocolError,
@@ -58,6 +63,8 @@ from .storage import RelayStorage, SQLiteStorage
 log = logging.getLogger("mocksync.relay")
 
 WS_PATH = "/v1/ws"
+#: Where a device that is not a member yet runs its join handshake with the inviting device.
+JOIN_PATH = "/v1/join"
 HEALTH_PATH = "/v1/health"
 #: Sessions the relay holds at once (authenticated or in handshake).
 MAX_SESSIONS = 10_000
@@ -201,7 +208,10 @@ class RelayServer:
         self._site: web.TCPSite | None = None
         self.port: int | None = None
         self._stopping = False
-        self.stats = {"sessions": 0, "refused": 0, "puts": 0, "stored": 0, "pushed": 0}
+        self.stats = {"sessions": 0, "refused": 0, "puts": 0, "stored": 0, "pushed": 0,
+                      "joins": 0}
+        #: Join handshakes in progress: join id -> (joiner's websocket, space, inviting device).
+        self.joins: dict[bytes, tuple[web.WebSocketResponse, str, str]] = {}
 
     # ---------------------------------------------------------------- lifecycle
     @property
@@ -215,6 +225,7 @@ class RelayServer:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get(WS_PATH, self._handle_ws)
+        app.router.add_get(JOIN_PATH, self._handle_join)
         app.router.add_get(HEALTH_PATH, self._handle_health)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
@@ -341,6 +352,76 @@ class RelayServer:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(session.writer, SHUTDOWN_GRACE_S)
         return ws
+
+    # ---------------------------------------------------------------- join handshakes
+    async def _handle_join(self, request: web.Request) -> web.StreamResponse:
+        """A joiner (not a member, so not authenticated) talks to the inviting device only.
+
+        The relay learns nothing it could use: the handshake proves knowledge of the invite
+        secret to the inviting device, whose admission then arrives as signed log entries.
+        """
+        ws = web.WebSocketResponse(max_msg_size=MAX_SIGNAL_BYTES + 1024, compress=False)
+        await ws.prepare(request)
+
+        async def refuse(code: str, reason: str) -> None:
+            self.stats["refused"] += 1
+            with contextlib.suppress(Exception):
+                await ws.send_bytes(encode_message({"t": "refused", "c": code,
+                                                    "r": clip_reason(reason)}, sender=RELAY))
+            await ws.close()
+
+        if len(self.joins) >= MAX_PENDING_JOINS:
+            await refuse("server_full", f"the relay has {MAX_PENDING_JOINS} join handshakes "
+                         "in progress; try again in a minute")
+            return ws
+        jid = os.urandom(16)
+        space = to = None
+        try:
+            async with asyncio.timeout(JOIN_TIMEOUT_S):
+                for n in range(MAX_JOIN_MESSAGES):
+                    msg = await ws.receive()
+                    if msg.type != WSMsgType.BINARY:
+                        return ws
+                    try:
+                        m = decode_message(msg.data, sender=JOINER)
+                    except RelayProtocolError as exc:
+                        await refuse("bad_message", str(exc))
+                        return ws
+                    if n == 0:
+                        space, to = m["s"], m["to"]
+                        self.joins[jid] = (ws, space, to)
+                        self.stats["joins"] += 1
+                    elif (m["s"], m["to"]) != (space, to):
+                        await refuse("bad_message", "a join handshake stays with one space and device")
+                        return ws
+                    targets = [x for x in self.by_space.get(space, ()) if x.device == to]
+                    if not targets:
+                        await refuse("not_online", (
+                            f"no admin device of this space is reachable: the inviting device {to} "
+                            "is not connected to the relay; start its daemon and try again"))
+                        return ws
+                    data = encode_message({"t": "joinreq", "s": space, "j": jid, "p": m["p"]},
+                                          sender=RELAY)
+                    for x in targets:
+                        x.push(data)
+                await refuse("bad_message", f"a join handshake takes at most {MAX_JOIN_MESSAGES} messages")
+        except TimeoutError:
+            await refuse("timeout", f"the join handshake took longer than {JOIN_TIMEOUT_S:g} s")
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self.joins.pop(jid, None)
+        return ws
+
+    async def _on_joinrep(self, session: Session, msg: dict[str, Any]) -> None:
+        entry = self.joins.get(msg["j"])
+        if entry is None:
+            return  # the joiner left; nothing to answer
+        ws, space, to = entry
+        if session.device != to or msg["s"] != space:
+            return  # only the device the joiner asked for may answer it
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_bytes(encode_message({"t": "jp", "p": msg["p"]}, sender=RELAY))
 
     def _refuse(self, session: Session, r: Refusal) -> None:
         self.stats["refused"] += 1
@@ -696,6 +777,7 @@ _HANDLERS = {
     "presence": RelayServer._on_presence,
     "signal": RelayServer._on_signal,
     "ping": RelayServer._on_ping,
+    "joinrep": RelayServer._on_joinrep,
 }
 
 

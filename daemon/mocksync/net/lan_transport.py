@@ -1,0 +1,717 @@
+"""`LanTransport`: the Agent's transport to peers on the LAN (mDNS + signed signaling + WebRTC).
+
+How the pieces fit (each is its own module; this one only wires them to the Agent):
+
+    mdns.MdnsService      announce {device id, port, protocol, space tags}; report peers
+    peerbook.PeerBook     who to dial when (backoff, glare), what status says about each
+    lan_signaling         aiohttp endpoint + client carrying the offer/answer
+    handshake             signed offers/answers bound to DTLS fingerprints, replay guard
+    webrtc.PeerLink       one aiortc data channel: flow control, compression, byte counts
+    ice                   candidates only on the bind addresses, no public STUN
+    mocksync.sync.Hub     the sans-IO sync protocol: hello/version check, catch-up by version
+                          vector, live push, each change once per peer, heartbeat, presence
+
+A peer is dialled only when its mDNS tags match a space we hold and our verified membership log
+lists it as an active member of that space; an offer is answered only when its signature
+verifies against the key that log holds. A session lists only envs of spaces both devices are
+in, so a peer never even learns the ids of envs in other spaces.
+
+Agent contract (agent.daemon.Transport): `broadcast` is called for each local commit; change
+sets from peers go to `agent.receive`; change sets the agent applied from elsewhere (the relay,
+another peer) reach us through the agent's event stream (`change` events with origin
+`remote`) and are announced to the other peers, which pull what they lack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from .. import MODEL_VERSION, PROTOCOL_VERSION
+from ..errors import MocksyncError
+from ..sync import Closed, Config, Deliver, Event, Hub, Opened, PeerPresence, Send
+from ..sync.messages import peek_changeset
+from . import handshake, ice
+from .handshake import ANSWER, OFFER, ReplayGuard, SignalError
+from .lan_signaling import Glare, PeerRefused, PeerUnreachable, SignalingServer, send_offer
+from .logsource import LogSource
+from .mdns import Announcement, Discovered, MdnsService, recognise
+from .peerbook import CONNECTED, CONNECTING, GLARE, PeerBook
+from .webrtc import CONNECT_TIMEOUT_S, LinkError, PeerLink
+
+log = logging.getLogger("mocksync.lan")
+
+#: How often membership and keys are re-read (a removal closes sessions; a new space is
+#: announced).
+SPACE_CHECK_S = 2.0
+#: Longest the timer sleeps when nothing is due.
+MAX_TICK_SLEEP_S = 1.0
+#: Frames held for a link whose session is not registered yet (the peer may speak first).
+MAX_EARLY_FRAMES = 256
+#: Time given to goodbyes (bye messages) to leave before connections close on stop.
+STOP_FLUSH_S = 0.3
+#: A timer firing this late means the event loop was blocked...
+LOOP_STALL_MS = 1000
+#: ...so received frames get this long to be read before heartbeats are judged.
+STALL_CATCH_UP_S = 0.05
+#: Applying one delivered change set for longer than this is logged (peers time out at 10 s).
+SLOW_APPLY_S = 2.0
+#: Editor name used when the control API does not give one.
+DEFAULT_EDITOR = "mockoon"
+
+
+class Superseded(MocksyncError):
+    """Another connection to the same peer won (glare, or the peer dialled again)."""
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _mono_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+class LanTransport:
+    """Sync with LAN peers over WebRTC data channels found by mDNS."""
+
+    def __init__(
+        self,
+        *,
+        bind: Iterable[str] = (),
+        ice_servers: Iterable[str] = (),
+        mdns: bool = True,
+        port: int = 0,
+        session_config: Config | None = None,
+        compress: bool = True,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        protocol: int = PROTOCOL_VERSION,
+        model: int = MODEL_VERSION,
+    ) -> None:
+        self.bind = ice.check_bind(bind)
+        self.ice_servers = ice.check_ice_servers(ice_servers)
+        self.mdns_enabled = mdns
+        self.requested_port = port
+        self.session_config = session_config
+        self.compress = compress
+        self.connect_timeout_s = connect_timeout_s
+        # Versions spoken (tests set them to play an older or newer build).
+        self.protocol, self.model = protocol, model
+        self.agent: Any = None
+        self.me = ""
+        self.hub: Hub | None = None
+        self.book: PeerBook | None = None
+        self.server: SignalingServer | None = None
+        self.mdns: MdnsService | None = None
+        self.port: int | None = None
+        self.networks: Any = None
+        self.replay = ReplayGuard()
+        self.links: dict[str, PeerLink] = {}  # device -> link with a registered session
+        self.pending: dict[str, PeerLink] = {}  # device -> link being set up
+        self.presence: dict[str, PeerPresence] = {}
+        self.my_presence: dict[str, Any] | None = None
+        self._announced: dict[str, Discovered] = {}
+        self._early: dict[PeerLink, list[bytes]] = {}
+        self._link_envs: dict[PeerLink, set[tuple[str, str]]] = {}
+        self._link_spaces: dict[PeerLink, frozenset[str]] = {}
+        self._peer_env_counts: dict[PeerLink, int] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._spawned: set[asyncio.Task[Any]] = set()
+        self._tick_wake = asyncio.Event()
+        self._dial_wake = asyncio.Event()
+        self._planned_tick = math.inf
+        self._space_sig: tuple = ()
+        self._stopping = False
+        self.started = False
+
+    # ================================================================ lifecycle
+
+    async def start(self, agent: Any) -> None:
+        self.agent = agent
+        self.me = agent.device
+        self.book = PeerBook(self.me)
+        self.hub = Hub(self.me, LogSource(agent.store), config=self.session_config,
+                       protocol=self.protocol, model=self.model)
+        ice.install()
+        self.networks = ice.bind_networks(self.bind) if self.bind else None
+        self.server = SignalingServer(self.bind, self.requested_port, self._on_offer)
+        self.port = await self.server.start()
+        self._space_sig = self._space_signature()
+        if self.mdns_enabled:
+            self.mdns = MdnsService(self.bind, self.networks, on_peer=self._on_discovered,
+                                    on_gone=self._on_gone)
+            await self.mdns.start(self._announcement())
+        agent.listeners.append(self._on_agent_event)
+        self.started = True
+        self._tasks = [asyncio.create_task(self._tick_loop(), name="lan-tick"),
+                       asyncio.create_task(self._dial_loop(), name="lan-dial")]
+        log.info("LAN sync on %s port %s (mDNS %s)", ",".join(self.bind) or "all interfaces",
+                 self.port, "on" if self.mdns_enabled else "off")
+
+    async def stop(self) -> None:
+        if not self.started:
+            return
+        self._stopping = True
+        assert self.hub is not None
+        now = _mono_ms()
+        links = list(self.links.values()) + list(self.pending.values())
+        for link in list(self.hub.sessions):
+            self._run(self.hub.close(link, "the peer's daemon is shutting down", now))
+        deadline = time.monotonic() + STOP_FLUSH_S
+        while time.monotonic() < deadline and any(not ln.closed and ln.buffered for ln in links):
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
+        for t in self._tasks + list(self._spawned):
+            t.cancel()
+        for t in self._tasks + list(self._spawned):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await asyncio.gather(*(ln.close("stopping") for ln in links), return_exceptions=True)
+        self.links.clear()
+        self.pending.clear()
+        if self.mdns is not None:
+            await self.mdns.stop()
+        if self.server is not None:
+            await self.server.stop()
+        with contextlib.suppress(ValueError):
+            self.agent.listeners.remove(self._on_agent_event)
+        self.started = False
+
+    async def reconnect(self) -> None:
+        """`mocksync reconnect`: dial every known peer now."""
+        if self.book is None:
+            return
+        self.book.retry_all(time.monotonic())
+        if self.mdns is not None:
+            for device in list(self.book.peers):
+                self.mdns.refresh(device)
+        self._dial_wake.set()
+
+    # ================================================================ spaces and keys
+
+    def _my_spaces(self) -> dict[str, Any]:
+        spaces = self.agent.spaces.spaces() if hasattr(self.agent.spaces, "spaces") else []
+        return {s.space_id: s for s in spaces if s.state.is_member(self.me)}
+
+    def _space_signature(self) -> tuple:
+        return tuple(sorted(
+            (sid, max(s.keys, default=0), tuple(sorted(s.state.devices)))
+            for sid, s in self._my_spaces().items()))
+
+    def _announcement(self) -> Announcement:
+        secrets = [s.keys[max(s.keys)] for s in self._my_spaces().values() if s.keys]
+        assert self.port is not None
+        return Announcement.make(self.me, self.port, secrets, protocol=self.protocol)
+
+    def _key_of(self, device: str) -> bytes | None:
+        for s in self._my_spaces().values():
+            dev = s.state.devices.get(device)
+            if dev is not None:
+                return dev.sign_key
+        return None
+
+    def _shared(self, device: str) -> frozenset[str]:
+        return frozenset(sid for sid, s in self._my_spaces().items() if s.state.is_member(device))
+
+    def _member_name(self, device: str, spaces: Iterable[str]) -> str | None:
+        for sid in sorted(spaces):
+            name = self.agent.spaces.member_name(sid, device)
+            if name:
+                return name
+        return None
+
+    def _space_of(self, env: str) -> str | None:
+        rt = self.agent.envs.get(env)
+        if rt is not None:
+            return rt.space
+        return self.agent.store.head_space(env)
+
+    def _envs_for(self, spaces: frozenset[str]) -> set[tuple[str, str]]:
+        pairs = {(rt.space, rt.uuid) for rt in self.agent.envs.values() if rt.space in spaces}
+        for env in self.agent.store.envs():
+            space = self.agent.store.head_space(env)
+            if space in spaces:
+                pairs.add((space, env))
+        return pairs
+
+    async def _check_spaces(self) -> None:
+        """Membership or keys changed: re-announce, re-judge peers, drop removed ones."""
+        sig = self._space_signature()
+        if sig == self._space_sig:
+            return
+        self._space_sig = sig
+        if self.mdns is not None:
+            await self.mdns.update(self._announcement())
+        for d in list(self._announced.values()):
+            self._on_discovered(d)
+        assert self.hub is not None
+        now = _mono_ms()
+        for device, link in list(self.links.items()):
+            shared = self._shared(device)
+            if not shared:
+                self._run(self.hub.close(
+                    link, f"device {device} is no longer a member of any space shared with "
+                          "this device", now))
+                continue
+            self._link_spaces[link] = shared
+            for pair in self._envs_for(shared) - self._link_envs.get(link, set()):
+                self._add_env(link, pair, now)
+
+    # ================================================================ discovery
+
+    def _on_discovered(self, d: Discovered) -> None:
+        if self._stopping or self.book is None:
+            return
+        ann = d.announcement
+        mine = self._my_spaces()
+        tagged = recognise(ann, {sid: list(s.keys.values()) for sid, s in mine.items()})
+        if not tagged:
+            return  # a stranger (or a device of spaces we are not in): never kept
+        self._announced[ann.device] = d
+        verified = {sid for sid in tagged if mine[sid].state.is_member(ann.device)}
+        unknown = None
+        if not verified:
+            unknown = (f"device {ann.device} announces a space this device belongs to, but this "
+                       "device's copy of the membership log does not list it as a member "
+                       "(removed, or added after this device last heard of the space)")
+        self.book.discovered(ann.device, d.addresses, ann.port, ann.protocol, verified,
+                             time.monotonic(), our_protocol=self.protocol,
+                             unknown_reason=unknown)
+        self._dial_wake.set()
+
+    def _on_gone(self, device: str) -> None:
+        self._announced.pop(device, None)
+        if self.book is not None:
+            self.book.gone(device, time.monotonic())
+
+    # ================================================================ dialling
+
+    async def _dial_loop(self) -> None:
+        assert self.book is not None
+        next_space_check = time.monotonic() + SPACE_CHECK_S
+        while True:
+            now = time.monotonic()
+            for device in self.book.due(now):
+                self.book.dialing(device, now)
+                self._spawn(self._dial(device))
+            if now >= next_space_check:
+                next_space_check = now + SPACE_CHECK_S
+                try:
+                    await self._check_spaces()
+                except Exception:
+                    log.exception("re-reading spaces failed")
+            due = self.book.next_due()
+            timeout = min(MAX_TICK_SLEEP_S, max(0.0, (due or math.inf) - time.monotonic()),
+                          max(0.0, next_space_check - time.monotonic()))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._dial_wake.wait(), timeout)
+            self._dial_wake.clear()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+
+    def _new_link(self, device: str, outgoing: bool) -> PeerLink:
+        return PeerLink(device, bind=self.bind, ice_servers=self.ice_servers, outgoing=outgoing,
+                        on_frame=self._on_frame, on_closed=self._on_link_lost,
+                        compress=self.compress)
+
+    async def _dial(self, device: str) -> None:
+        assert self.book is not None
+        rec = self.book.get(device)
+        if rec is None:
+            return
+        link = self._new_link(device, outgoing=True)
+        self.pending[device] = link
+        try:
+            sdp = await link.offer()
+            offer = handshake.build(self.agent.identity.sign, kind=OFFER, sender=self.me,
+                                    recipient=device, sdp=sdp, now_ms=_wall_ms(),
+                                    protocol=self.protocol)
+            answer = await self._post_offer(rec.addresses, rec.port or 0, offer, link)
+            sig = handshake.verify(answer, me=self.me, key_of=self._key_of, now_ms=_wall_ms(),
+                                   expect_kind=ANSWER, expect_sender=device,
+                                   answers=hashlib.sha256(offer).digest(),
+                                   protocol=self.protocol)
+            if self.pending.get(device) is not link:
+                raise Superseded("the peer's own connection won")
+            remote, kept = ice.filter_remote_sdp(sig.sdp, self.networks)
+            if not kept:
+                raise LinkError(f"device {device} offered no address on this device's networks "
+                                "(check --bind on both devices)")
+            await link.accept_answer(remote)
+            await link.wait_open(self.connect_timeout_s)
+            if self.pending.get(device) is not link:
+                raise Superseded("the peer's own connection won")
+            self._established(device, link)
+        except Superseded:
+            await link.close("superseded")
+        except asyncio.CancelledError:
+            await link.close("stopping")
+            raise
+        except PeerRefused as exc:
+            await link.close("refused")
+            self.book.failed(device, f"device {device} refused the connection: {exc}",
+                             time.monotonic(), incompatible=exc.code == "incompatible",
+                             forbidden=exc.code == "forbidden")
+        except (MocksyncError, OSError, ValueError) as exc:
+            await link.close("failed")
+            self.book.failed(device, str(exc), time.monotonic())
+        except Exception as exc:  # aiortc internals: never let one peer break the loop
+            log.exception("connecting to %s failed", device)
+            await link.close("failed")
+            self.book.failed(device, f"connection failed: {type(exc).__name__}: {exc}",
+                             time.monotonic())
+        finally:
+            if self.pending.get(device) is link:
+                del self.pending[device]
+            self.book.dial_done(device)
+            self._dial_wake.set()
+
+    async def _post_offer(self, addresses: Iterable[str], port: int, offer: bytes,
+                          link: PeerLink) -> bytes:
+        last: Exception | None = None
+        for address in addresses:
+            try:
+                answer = await send_offer(address, port, offer, bind=self.bind)
+            except PeerUnreachable as exc:
+                last = exc
+                continue
+            link.address = address
+            return answer
+        raise last or PeerUnreachable("the peer announced no address")
+
+    async def _on_offer(self, wire: bytes, remote: str | None) -> bytes:
+        """The signaling endpoint got an offer: verify, decide, answer."""
+        if self._stopping or self.book is None:
+            raise SignalError("this device is shutting down")
+        sig = handshake.verify(wire, me=self.me, key_of=self._key_of, now_ms=_wall_ms(),
+                               expect_kind=OFFER, guard=self.replay, protocol=self.protocol)
+        device = sig.sender
+        shared = self._shared(device)
+        now = time.monotonic()
+        self.book.learned(device, remote, None, shared, now)
+        if self.book.incoming(device) == GLARE:
+            raise Glare(f"both devices dialled each other; {self.me}'s offer goes ahead")
+        remote_sdp, kept = ice.filter_remote_sdp(sig.sdp, self.networks)
+        if not kept:
+            raise SignalError("the offer lists no address on this device's networks "
+                              "(check --bind on both devices)")
+        old = self.pending.pop(device, None)
+        if old is not None:
+            self._spawn(old.close("superseded by the peer's connection"))
+        link = self._new_link(device, outgoing=False)
+        link.address = remote
+        self.pending[device] = link
+        rec = self.book.get(device)
+        if rec is not None and rec.state != CONNECTED:
+            rec.state = CONNECTING
+        try:
+            sdp = await link.answer(remote_sdp)
+        except Exception as exc:
+            if self.pending.get(device) is link:
+                del self.pending[device]
+            await link.close("failed")
+            raise LinkError(f"could not answer the offer: {exc}") from None
+        answer = handshake.build(self.agent.identity.sign, kind=ANSWER, sender=self.me,
+                                 recipient=device, sdp=sdp, now_ms=_wall_ms(),
+                                 answers=sig.hash, protocol=self.protocol)
+        self._spawn(self._await_incoming(device, link))
+        return answer
+
+    async def _await_incoming(self, device: str, link: PeerLink) -> None:
+        assert self.book is not None
+        try:
+            await link.wait_open(self.connect_timeout_s)
+            if self.pending.get(device) is not link:
+                raise Superseded("a newer connection from the peer won")
+            self._established(device, link)
+        except Superseded:
+            await link.close("superseded")
+        except LinkError as exc:
+            mine = self.pending.get(device) is link
+            if mine:
+                del self.pending[device]
+            await link.close("failed")
+            if mine:
+                self.book.failed(device, str(exc), time.monotonic())
+
+    def _established(self, device: str, link: PeerLink) -> None:
+        """A data channel is open: start the sync session on it."""
+        assert self.hub is not None and self.book is not None
+        if self.pending.get(device) is link:
+            del self.pending[device]
+        now = _mono_ms()
+        old = self.links.get(device)
+        if old is not None and old is not link:
+            self._run(self.hub.close(old, "replaced by a new connection from the same device",
+                                     now))
+            self._spawn(old.close("replaced"))
+        shared = self._shared(device)
+        envs = self._envs_for(shared)
+        self.links[device] = link
+        self._link_spaces[link] = shared
+        self._link_envs[link] = set(envs)
+        self.book.connected(device, time.monotonic())
+        self._run(self.hub.open(link, envs, now, expect_device=device))
+        for frame in self._early.pop(link, []):
+            self._run(self.hub.receive_data(link, frame, _mono_ms()))
+        self._wake_tick()
+        self.agent.publish({"event": "peer", "device": device, "via": "lan",
+                            "state": "connected"})
+
+    # ================================================================ data path
+
+    def _on_frame(self, link: PeerLink, frame: bytes) -> None:
+        if self.hub is None:
+            return
+        if link in self.hub.sessions:
+            self._run(self.hub.receive_data(link, frame, _mono_ms()))
+            self._adopt_peer_envs(link)
+            return
+        if self.pending.get(link.device) is not link and self.links.get(link.device) is not link:
+            return  # a link that lost a race or was closed: nothing to hold for
+        held = self._early.setdefault(link, [])
+        if len(held) < MAX_EARLY_FRAMES:
+            held.append(frame)
+
+    def _on_link_lost(self, link: PeerLink, reason: str) -> None:
+        self._early.pop(link, None)
+        if self.hub is not None and link in self.hub.sessions:
+            self._run(self.hub.close(link, f"connection to {link.device} lost: {reason}",
+                                     _mono_ms()))
+
+    def _run(self, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, Send):
+                ev.link.send(ev.data)  # type: ignore[attr-defined]
+            elif isinstance(ev, Deliver):
+                self._deliver(ev)
+            elif isinstance(ev, Opened):
+                self._session_opened(ev)
+            elif isinstance(ev, PeerPresence):
+                self.presence[ev.device] = ev
+                self.agent.publish({"event": "presence", "device": ev.device, "env": ev.env,
+                                    "entity": ev.entity, "editor": ev.editor})
+            elif isinstance(ev, Closed):
+                self._session_closed(ev)
+        if events:
+            self._wake_tick()
+
+    def _deliver(self, ev: Deliver) -> None:
+        assert self.hub is not None
+        refused: str | None = None
+        started = time.monotonic()
+        try:
+            self.agent.receive(ev.space, ev.wire)
+        except MocksyncError as exc:
+            refused = str(exc)
+        except Exception as exc:
+            log.exception("applying a change set from %s failed", ev.link)
+            refused = f"internal error while applying it ({type(exc).__name__})"
+        took = time.monotonic() - started
+        if took > SLOW_APPLY_S:
+            log.warning("applying %s#%d of %s (%d bytes) took %.1f s; peers see this device "
+                        "as silent meanwhile", ev.device, ev.seq, ev.env, len(ev.wire), took)
+        self._run(self.hub.delivered(ev, _mono_ms(), refused=refused))
+
+    def _session_opened(self, ev: Opened) -> None:
+        """The handshake is done: also sync the envs the peer has that we lack."""
+        assert self.hub is not None
+        link: PeerLink = ev.link  # type: ignore[assignment]
+        session = self.hub.sessions.get(link)
+        if session is None or session.peer_hello is None:
+            return
+        shared = self._link_spaces.get(link, frozenset())
+        now = _mono_ms()
+        for pair in session.peer_hello.envs:
+            if pair[0] in shared:
+                self._add_env(link, pair, now)
+        log.info("LAN session with %s open (%d envs shared)", ev.device, len(session.shared))
+
+    def _adopt_peer_envs(self, link: PeerLink) -> None:
+        """The peer announced (`have`) an env it syncs that we do not have yet, e.g. one a
+        teammate shared after the session opened: start syncing it too, if its space is one
+        we share with that peer. The session keeps such announcements in `_peer_envs` and
+        emits no event for them, so this reads that set (cheaply: only when it grew).
+        """
+        session = self.hub.sessions.get(link) if self.hub is not None else None
+        peer_envs = getattr(session, "_peer_envs", None)
+        if not peer_envs or len(peer_envs) == self._peer_env_counts.get(link, 0):
+            return
+        self._peer_env_counts[link] = len(peer_envs)
+        shared = self._link_spaces.get(link, frozenset())
+        mine = self._link_envs.get(link, set())
+        now = _mono_ms()
+        for pair in sorted(set(peer_envs) - mine):
+            if pair[0] in shared:
+                self._add_env(link, pair, now)
+
+    def _add_env(self, link: PeerLink, pair: tuple[str, str], now: int) -> None:
+        envs = self._link_envs.setdefault(link, set())
+        if pair in envs:
+            return
+        envs.add(pair)
+        assert self.hub is not None
+        try:
+            self._run(self.hub.add_env(link, pair[0], pair[1], now))
+        except MocksyncError as exc:
+            log.info("not syncing %s with %s: %s", pair[1], link.device, exc)
+
+    def _session_closed(self, ev: Closed) -> None:
+        assert self.book is not None
+        link: PeerLink = ev.link  # type: ignore[assignment]
+        device = link.device
+        self._link_envs.pop(link, None)
+        self._link_spaces.pop(link, None)
+        self._peer_env_counts.pop(link, None)
+        self._early.pop(link, None)
+        if self.links.get(device) is link:
+            del self.links[device]
+            self.presence.pop(device, None)
+            if not self._stopping:
+                self.book.closed(device, ev.reason, time.monotonic(),
+                                 incompatible=ev.reason.startswith("incompatible version"))
+                self._dial_wake.set()
+                self.agent.publish({"event": "peer", "device": device, "via": "lan",
+                                    "state": "closed", "reason": ev.reason})
+        if not self._stopping:
+            self._spawn(self._close_later(link, ev.reason))
+
+    async def _close_later(self, link: PeerLink, reason: str) -> None:
+        await asyncio.sleep(0.2)  # let the bye leave first
+        await link.close(reason)
+
+    def _ensure_env(self, space: str, env: str) -> None:
+        now = _mono_ms()
+        for link in list(self.links.values()):
+            if space in self._link_spaces.get(link, ()):
+                self._add_env(link, (space, env), now)
+
+    # ================================================================ agent side
+
+    def broadcast(self, space: str, env: str, wire: bytes) -> None:
+        if not self.started or self.hub is None:
+            return
+        try:
+            _space, _env, device, seq = peek_changeset(wire)
+        except MocksyncError:
+            log.exception("not broadcasting an unreadable change set")
+            return
+        self._ensure_env(space, env)
+        self._run(self.hub.committed(space, env, device, seq, wire, _mono_ms()))
+
+    def _on_agent_event(self, event: dict[str, Any]) -> None:
+        if (event.get("event") != "change" or event.get("origin") != "remote"
+                or self.hub is None or self._stopping):
+            return
+        env, device, seq = event.get("env"), event.get("device"), event.get("seq")
+        if not isinstance(env, str) or not isinstance(device, str) or not isinstance(seq, int):
+            return
+        space = self._space_of(env)
+        if space is None:
+            return
+        self._ensure_env(space, env)
+        self._run(self.hub.committed(space, env, device, seq, None, _mono_ms()))
+
+    def set_presence(self, *, space: str | None = None, env: str | None = None,
+                     entity: str | None = None, editor: str | None = None, **_: Any) -> None:
+        """What this device's user is looking at; sent to peers that share that env."""
+        editor = editor or DEFAULT_EDITOR
+        self.my_presence = {"space": space, "env": env, "entity": entity, "editor": editor}
+        if self.hub is not None:
+            self._run(self.hub.set_presence(space, env, entity if env else None, editor,
+                                            _mono_ms()))
+
+    # ================================================================ timer
+
+    def _wake_tick(self) -> None:
+        if self.hub is None:
+            return
+        due = self.hub.next_tick_ms()
+        if due is not None and due < self._planned_tick:
+            self._tick_wake.set()
+
+    async def _tick_loop(self) -> None:
+        assert self.hub is not None
+        while True:
+            now = _mono_ms()
+            due = self.hub.next_tick_ms()
+            sleep_ms = MAX_TICK_SLEEP_S * 1000 if due is None else min(
+                MAX_TICK_SLEEP_S * 1000, max(0, due - now))
+            self._planned_tick = now + sleep_ms
+            if sleep_ms > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._tick_wake.wait(), sleep_ms / 1000)
+            self._tick_wake.clear()
+            late = _mono_ms() - self._planned_tick
+            self._planned_tick = math.inf
+            if late > LOOP_STALL_MS:
+                # The loop was blocked (a large change set being applied): let the frames
+                # that arrived meanwhile in first, so a busy device does not judge its
+                # peers silent for its own stall.
+                await asyncio.sleep(STALL_CATCH_UP_S)
+            try:
+                self._run(self.hub.tick(_mono_ms()))
+            except Exception:
+                log.exception("sync timer failed")
+                await asyncio.sleep(0.1)
+
+    # ================================================================ status
+
+    def status(self) -> dict[str, Any]:
+        peers: list[dict[str, Any]] = []
+        if self.book is not None and self.hub is not None:
+            for rec in sorted(self.book.peers.values(), key=lambda r: r.device):
+                link = self.links.get(rec.device)
+                session = self.hub.sessions.get(link) if link is not None else None
+                st = session.status() if session is not None else None
+                state = rec.state
+                if st is not None and st["state"] != "open":
+                    state = "connecting"
+                pres = self.presence.get(rec.device)
+                entry: dict[str, Any] = {
+                    "device": rec.device,
+                    "member": self._member_name(rec.device, rec.spaces),
+                    "via": "lan",
+                    "state": state,
+                    "rtt_ms": st["rtt_ms"] if st else None,
+                    "reason": rec.reason,
+                    "address": (link.address if link is not None else None)
+                    or (rec.addresses[0] if rec.addresses else None),
+                    "spaces": sorted(self.agent.spaces.name(s) for s in rec.spaces),
+                    "presence": None if pres is None else {
+                        "space": pres.space, "env": pres.env, "entity": pres.entity,
+                        "editor": pres.editor},
+                }
+                if link is not None:
+                    entry["link"] = link.stats()
+                    entry["connected_s"] = round(time.monotonic() - (link.opened_at or
+                                                                     link.created), 1)
+                if st is not None:
+                    entry["session"] = {k: st[k] for k in (
+                        "shared_envs", "inflight", "queued", "requested", "refused_by_peer",
+                        "stats", "peer_protocol", "peer_model")}
+                peers.append(entry)
+        return {"peers": peers,
+                "lan": {"running": self.started, "port": self.port,
+                        "bind": list(self.bind) or ["all interfaces"],
+                        "mdns": self.mdns_enabled, "presence": self.my_presence}}
+
+
+def build_lan_transport(settings: Any, **kw: Any) -> LanTransport | None:
+    """The LAN transport the daemon's settings ask for (None when LAN sync is off)."""
+    if not (settings.mdns or settings.bind):
+        return None
+    return LanTransport(bind=settings.bind, ice_servers=settings.ice_servers,
+                        mdns=settings.mdns, **kw)
+
+
+__all__ = ["LanTransport", "build_lan_transport"]

@@ -1,0 +1,93 @@
+"""`mocksync join` through the relay: the joiner's side of the invite handshake.
+
+The joiner is not a member yet, so it cannot authenticate to the relay; it opens the relay's
+`/v1/join` endpoint, which only forwards handshake messages to the inviting device (named in
+the token) while that device's daemon is connected. The inviting daemon answers from its own
+state machine (`RelayTransport.on_join_request`). The relay sees opaque handshake bytes only:
+the secret never leaves the token, and the admission comes back as signed log entries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from ..relay.protocol import (
+    JOINER,
+    MAX_SIGNAL_BYTES,
+    RELAY,
+    RelayProtocolError,
+    decode_message,
+    encode_message,
+)
+from ..space.errors import InviteError, NoAdminReachableError
+from ..space.invite import InviteToken
+from ..space.join import register_join_transport
+
+JOIN_PATH = "/v1/join"
+
+
+def _ws_url(relay: str) -> str:
+    base = relay.rstrip("/")
+    if base.startswith("https://"):
+        return "wss://" + base[len("https://"):] + JOIN_PATH
+    if base.startswith("http://"):
+        return "ws://" + base[len("http://"):] + JOIN_PATH
+    raise NoAdminReachableError(f"the invite's relay {relay!r} is not an http(s) URL")
+
+
+class RelayJoinChannel:
+    def __init__(self, session: aiohttp.ClientSession, ws: Any, token: InviteToken) -> None:
+        self.session = session
+        self.ws = ws
+        self.token = token
+
+    async def send(self, message: bytes) -> None:
+        await self.ws.send_bytes(encode_message(
+            {"t": "join", "s": self.token.space_id, "to": self.token.inviter, "p": message},
+            sender=JOINER))
+
+    async def receive(self) -> bytes:
+        msg = await self.ws.receive()
+        if msg.type != aiohttp.WSMsgType.BINARY:
+            raise NoAdminReachableError("the relay closed the join handshake")
+        try:
+            m = decode_message(msg.data, sender=RELAY)
+        except RelayProtocolError as exc:
+            raise InviteError(f"the relay sent something unexpected: {exc}") from None
+        if m["t"] == "jp":
+            return m["p"]
+        if m["t"] == "refused":
+            raise NoAdminReachableError(m["r"])
+        raise InviteError(f"the relay sent an unexpected {m['t']} message during the join")
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self.session.close()
+
+
+class RelayJoinTransport:
+    name = "relay"
+
+    async def connect(self, token: InviteToken) -> RelayJoinChannel:
+        if not token.relay:
+            raise NoAdminReachableError(
+                f"the invite for space {token.name!r} names no relay, and the inviting device "
+                "cannot be reached another way from here")
+        session = aiohttp.ClientSession()
+        try:
+            ws = await session.ws_connect(_ws_url(token.relay), max_msg_size=MAX_SIGNAL_BYTES + 1024,
+                                          autoping=True)
+        except (aiohttp.ClientError, OSError) as exc:
+            await session.close()
+            raise NoAdminReachableError(
+                f"the relay {token.relay} is unreachable ({exc.__class__.__name__}: {exc})") from None
+        return RelayJoinChannel(session, ws, token)
+
+
+def _factory(home: Any) -> RelayJoinTransport:
+    return RelayJoinTransport()
+
+
+register_join_transport(_factory)
