@@ -149,7 +149,18 @@ class Demo:
         took = self.wait_for("the environment on laptop-b", lambda: self.env_file("laptop-b"))
         self.claim(f"petstore.json arrived on laptop-b in {took * 1000:.0f} ms")
 
-        self.say("5. at the same time: laptop-a edits a route, laptop-b edits a response")
+        self.say("5. laptop-a edits a response's status code")
+        first = self.read("laptop-a")["routes"][0]["responses"][0]["uuid"]
+        t0 = time.monotonic()
+        self.edit("laptop-a", lambda d: _resp(d, first).update(statusCode=418))
+        self.wait_for("the edit on laptop-b",
+                      lambda: _resp(self.read("laptop-b"), first)["statusCode"] == 418)
+        self.claim(f"the edit was in laptop-b's file {(time.monotonic() - t0) * 1000:.0f} ms "
+                   "after laptop-a saved it")
+
+        self.say("6. at the same time: laptop-a edits a route, laptop-b edits a response\n"
+                 "   (each daemon holds the other's edit until 3.5 s after its own editor saved:\n"
+                 "   Mockoon ignores its file for 3 s after a save, so an earlier write would be lost)")
         route_uuid = self.read("laptop-a")["routes"][0]["uuid"]
         resp_uuid = self.read("laptop-a")["routes"][1]["responses"][0]["uuid"]
         self.edit("laptop-a", lambda d: _route(d, route_uuid).update(endpoint="v2/pets"))
@@ -170,18 +181,18 @@ class Demo:
                       lambda: self.read("laptop-a") == self.read("laptop-b"))
         self.claim("both files hold both edits and are identical")
 
-        self.say("6. laptop-b goes offline; laptop-a keeps editing")
+        self.say("7. laptop-b goes offline; laptop-a keeps editing")
         self.stop("laptop-b")
         self.edit("laptop-a", lambda d: d.update(name="Pet Store (edited offline)"))
         time.sleep(0.3)
-        self.say("7. laptop-b comes back and catches up through the relay")
+        self.say("8. laptop-b comes back and catches up through the relay")
         t0 = time.monotonic()
         self.daemon("laptop-b")
         self.wait_for("the catch-up on laptop-b",
                       lambda: self.read("laptop-b").get("name") == "Pet Store (edited offline)")
         self.claim(f"laptop-b caught up in {(time.monotonic() - t0) * 1000:.0f} ms after restart")
 
-        self.say("8. mocksync status on both\n")
+        self.say("9. mocksync status on both\n")
         for dev in self.homes:
             self.say(f"--- {dev} ---")
             self.say(self.run(dev, "status"))
