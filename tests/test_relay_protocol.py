@@ -69,6 +69,7 @@ DA, DB = A.device_id, B.device_id
 CT = seal_payload(new_content_key(), 1, b"sealed change set")
 
 CLIENT_SAMPLES = [
+    {"t": "joinrep", "s": SPACE, "j": b"j" * 16, "p": b"handshake"},
     {"t": "hello", "p": PROTOCOL_VERSION, "m": 1, "d": DA, "sp": [SPACE], "a": "mocksync 0.1.0"},
     {"t": "auth", "sig": b"s" * 64, "logs": {SPACE: [b"entry"]}},
     {"t": "log", "i": 1, "s": SPACE, "w": [b"entry"]},
@@ -81,6 +82,8 @@ CLIENT_SAMPLES = [
     {"t": "ping", "n": 7},
 ]
 RELAY_SAMPLES = [
+    {"t": "joinreq", "s": SPACE, "j": b"j" * 16, "p": b"handshake"},
+    {"t": "jp", "p": b"handshake"},
     {"t": "challenge", "p": 1, "n": b"n" * 32, "have": {SPACE: [b"h" * 32]}},
     {"t": "welcome", "ok": {SPACE: {"m": 1, "plan": "team", "envs": 10, "bytes": 10**7, "devs": 2}},
      "no": {"ef" * 16: ["revoked", "revoked: gone"]},
@@ -127,6 +130,16 @@ def test_relay_messages_round_trip(msg: dict) -> None:
 def test_every_kind_has_a_sample() -> None:
     assert {m["t"] for m in CLIENT_SAMPLES} == set(CLIENT_KINDS)
     assert {m["t"] for m in RELAY_SAMPLES} == set(RELAY_KINDS)
+
+
+def test_joiner_may_only_send_join() -> None:
+    from mocksync.relay.protocol import JOINER, JOINER_KINDS
+
+    assert set(JOINER_KINDS) == {"join"}
+    msg = {"t": "join", "s": SPACE, "to": DA, "p": b"hello"}
+    assert decode_message(encode_message(msg, sender=JOINER), sender=JOINER) == msg
+    with pytest.raises(RelayProtocolError):
+        decode_message(encode_message({"t": "ping", "n": 1}, sender=CLIENT), sender=JOINER)
 
 
 @pytest.mark.parametrize("bad, err", [

@@ -418,6 +418,43 @@ class Agent:
                               "entity": c.entity, "field": list(c.field)})
         return res
 
+    def receive_batch(self, space: str, wires: list[bytes]) -> tuple[Any, list[tuple[Any, Exception]]]:
+        """Many change sets at once (relay catch-up): one store transaction, one write per env.
+
+        Returns the store's result and the refused change sets with why, so the transport can
+        report each refusal while the rest is applied.
+        """
+        from ..changes import ChangeSet
+
+        items = []
+        errors: list[tuple[Any, Exception]] = []
+        for wire in wires:
+            try:
+                cs = ChangeSet.decode(wire)
+            except MocksyncError as exc:
+                errors.append((None, exc))
+                continue
+            if cs.space != space:
+                errors.append((cs, ValidationError(
+                    f"change set for space {cs.space} arrived on space {space}")))
+                continue
+            items.append((cs, self.spaces.public_key(space, cs.device, cs.env, cs.seq)))
+        res, refused = self.store.ingest_batch(items, int(self.clock() * 1000))
+        errors += refused
+        for env in sorted({c.env for c in res.applied}):
+            rt = self.envs.get(env) or self._adopt_remote(space, env)
+            if rt is not None:
+                rt.last_remote_edit = self.clock()
+                if not self._lifecycle(rt):
+                    self.schedule_write(rt)
+        if res.applied:
+            self.publish({"event": "change", "origin": "remote", "batch": len(res.applied),
+                          "envs": sorted({c.env for c in res.applied})})
+        for c in res.conflicts:
+            self.publish({"event": "conflict", "env": c.env, "id": c.id,
+                          "entity": c.entity, "field": list(c.field)})
+        return res, errors
+
     def _adopt_remote(self, space: str, env: str) -> EnvRuntime | None:
         """An environment shared by a teammate arrives: give it a file in our folder."""
         state = self.store.state(env)

@@ -333,7 +333,7 @@ class RelayTransport(RelayEvents):
             self._problem(space, "envelopes", str(exc))
             return 0
         names = self._tag_env.setdefault(space, {})
-        n = 0
+        wires: list[bytes] = []
         for env in items:
             what = f"envelope {env.device}#{env.seq}"
             try:
@@ -342,12 +342,18 @@ class RelayTransport(RelayEvents):
                 self._problem(space, what, str(exc), tag=tag, device=env.device, seq=env.seq)
                 continue
             names[tag] = slot.env
-            try:
-                self.agent.receive(space, wire)
-            except MocksyncError as exc:
-                self._problem(space, what, str(exc), env=slot.env, device=env.device, seq=env.seq)
-                continue
-            n += 1
+            wires.append(wire)
+        if not wires:
+            return 0
+        # One store transaction for the whole batch (catch-up of thousands of change sets).
+        _res, refused = self.agent.receive_batch(space, wires)
+        for cs, exc in refused:
+            if cs is None:
+                self._problem(space, "envelope", str(exc), tag=tag)
+            else:
+                self._problem(space, f"envelope {cs.device}#{cs.seq}", str(exc), env=cs.env,
+                              device=cs.device, seq=cs.seq)
+        n = len(wires) - len(refused)
         self.counters["received"] += n
         return n
 
