@@ -55,18 +55,51 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=finite_float)
+_LITERALS = {"true": True, "false": False, "null": None}
+
+
 def dec_value(text: Any) -> Any:
     if not isinstance(text, str):
         raise ValueError("a register value must be JSON text")
+    # Fast paths for the common shapes (a 15 MB environment has ~300,000 values):
+    # plain strings, small integers, literals. Anything else goes through the full decoder.
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"' and '\\' not in text \
+            and '"' not in text[1:-1] and text.isprintable():
+        return text[1:-1]
+    if text in _LITERALS:
+        return _LITERALS[text]
+    if 0 < len(text) < 16 and text.isdigit() and (text == "0" or text[0] != "0"):
+        return int(text)
     try:
-        return json.loads(text, parse_constant=_no_constant, parse_float=finite_float)
+        return _DECODER.decode(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"register value is not valid JSON ({exc})") from None
 
 
+#: Register ids already validated (they repeat: ("v","body") on every response), bounded.
+_RID_CACHE: dict[tuple, RegId] = {}
+MAX_RID_CACHE = 4096
+
+
 def regid_of(raw: Any) -> RegId:
     """Validate a wire register id and return it as a tuple."""
-    if not isinstance(raw, list | tuple) or not raw or not all(isinstance(p, str) for p in raw):
+    if not isinstance(raw, list | tuple) or not raw:
+        raise ValueError("register id must be a non-empty list of strings")
+    try:
+        hit = _RID_CACHE.get(tuple(raw))
+    except TypeError:  # an unhashable part: certainly not a register id
+        raise ValueError("register id must be a non-empty list of strings") from None
+    if hit is not None:
+        return hit
+    checked = _regid_of(raw)
+    if len(_RID_CACHE) < MAX_RID_CACHE:
+        _RID_CACHE[checked] = checked
+    return checked
+
+
+def _regid_of(raw: Any) -> RegId:
+    if not all(isinstance(p, str) for p in raw):
         raise ValueError("register id must be a non-empty list of strings")
     t = tuple(raw)
     if any(len(p) > MAX_KEY_LENGTH for p in t):
