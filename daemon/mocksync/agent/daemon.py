@@ -136,6 +136,9 @@ class Agent:
         self.registry = Registry(home.docs)
         self.blind = BlindWindow(settings.blind_window_s)
         self.history = VersionHistory()
+        #: Per file: (sha256, entity views) of the version the editor last had, so a save's
+        #: diff against it need not flatten that version again.
+        self._views: dict[Path, tuple[str, Any]] = {}
         self.envs: dict[str, EnvRuntime] = {}
         self.local: dict[Path, LocalFile] = {}
         self.watcher: FolderWatcher | None = None
@@ -206,7 +209,7 @@ class Agent:
                 continue
             seen.add(p.resolve())
             self.on_file(p.resolve(), initial=True)
-        for rt in self.envs.values():
+        for rt in list(self.envs.values()):
             if rt.path not in seen and rt.state != MISSING:
                 self._mark_missing(rt)
             elif rt.path in seen and self.store.has_env(rt.uuid):
@@ -235,6 +238,7 @@ class Agent:
             if rt is not None:
                 rt.path = path
                 self.history.forget(old)
+                self._views.pop(old, None)
                 self.registry.put(EnvRecord(rt.uuid, rt.space, str(path), rt.name))
                 self.publish({"event": "renamed", "env": rt.uuid, "file": str(path)})
         self.on_file(path)
@@ -348,13 +352,15 @@ class Agent:
             if not candidates:
                 candidates = [("state", render(state))]
             if len(candidates) == 1:
-                base_doc = candidates[0][1]
+                label, base_doc = candidates[0]
             else:
                 docs = dict(candidates)
-                label = pick_base(parsed.doc, candidates,
-                                  lambda a, b: len(diff(a, b, state, self._rng)))
+                label = pick_base(parsed.doc, candidates, lambda a, b: len(
+                    diff(a, b, state, self._rng, new_views=parsed.views)))
                 base_doc = docs[label]
-            ops = diff(base_doc, parsed.doc, state, self._rng)
+            cached = self._views.get(rt.path)
+            ops = diff(base_doc, parsed.doc, state, self._rng, new_views=parsed.views,
+                       base_views=cached[1] if cached and cached[0] == label else None)
         if ops:
             problem = self._size_problem(rt.space, parsed.doc)
             if problem:
@@ -368,6 +374,8 @@ class Agent:
         rt.state, rt.reason = SYNCED, ""
         self.store.set_base(rt.uuid, str(rt.path), sha, data)
         self.history.note_loaded(rt.path, sha, parsed.doc)
+        if parsed.views is not None:
+            self._views[rt.path] = (sha, parsed.views)
         if render(state) != parsed.doc:
             self.schedule_write(rt)
 
@@ -509,6 +517,7 @@ class Agent:
         self.registry.remove(rt.uuid)
         self.store.forget_env(rt.uuid)
         self.history.forget(rt.path)
+        self._views.pop(rt.path, None)
 
     def schedule_write(self, rt: EnvRuntime) -> None:
         now = self.clock()
