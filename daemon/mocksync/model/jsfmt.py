@@ -109,7 +109,9 @@ def parse_json(text: str | bytes) -> Any:
     try:
         return json.loads(text, parse_constant=_no_constants, parse_float=finite_float)
     except json.JSONDecodeError as exc:
-        raise JSONSyntaxError(exc.msg, exc.lineno, exc.colno) from None
+        # Python's messages end in "... starting at" (it would add the offset); we give
+        # line and column instead, so drop the dangling word.
+        raise JSONSyntaxError(exc.msg.removesuffix(" at"), exc.lineno, exc.colno) from None
     except ValueError as exc:  # NaN / Infinity / 1e400
         raise ValidationError(f"file is not valid JSON: {exc}") from None
     except RecursionError:

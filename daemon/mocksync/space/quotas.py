@@ -77,6 +77,9 @@ def human_bytes(n: int) -> str:
     """`12.3 MB` style (decimal, as the plans are stated)."""
     if n >= MB:
         text = f"{n / MB:.1f}".rstrip("0").rstrip(".")
+        if n % MB and float(text) * MB == round(n / MB) * MB:
+            # 5.03 MB must not read "5 MB" beside a 5 MB limit: show the digits that differ.
+            text = f"{n / MB:.2f}".rstrip("0").rstrip(".")
         return f"{text} MB"
     if n >= 1000:
         return f"{n / 1000:.1f}".rstrip("0").rstrip(".") + " kB"
