@@ -291,7 +291,12 @@ def log_cmd(ctx: Ctx, env: str, as_json: bool) -> None:
 @main_group.command("reconnect")
 @click.pass_obj
 def reconnect_cmd(ctx: Ctx) -> None:
-    """Retry the relay and peers now, and rescan the folder."""
+    """Retry the relay and peers now, and rescan the folder.
+
+    \b
+    Example:
+      mocksync reconnect && mocksync status
+    """
     _call(ctx, "reconnect")
     click.echo("reconnecting")
 
