@@ -61,3 +61,18 @@ def test_demo_stops_everything_when_interrupted(tmp_path):
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(tmp_path) not in out, out
     assert p.returncode != 0
+
+
+@pytest.mark.timeout(120)
+def test_team_walkthrough_script_runs(tmp_path):
+    """examples/team-walkthrough.sh stays true: a relay, two devices, invite/join, a share."""
+    script = DEMO.parent / "team-walkthrough.sh"
+    exe = Path(os.sys.executable).parent / "mocksync"
+    env = dict(os.environ, MOCKSYNC=str(exe), TMPDIR=str(tmp_path))
+    p = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
+                       timeout=100)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "walk-through done" in p.stdout
+    assert re.search(r"petstore.*\.json", p.stdout)
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(tmp_path) not in out
