@@ -65,14 +65,14 @@ def register(server: ControlServer, agent: Agent) -> None:
 
     @server.route("resolve_env")
     async def resolve_env(params: dict[str, Any]) -> dict[str, Any]:
-        # `resolve ENV --keep-local|--discard-local` answers the `prompt` offline policy; this
-        # daemon merges offline edits register by register and never holds an environment
-        # for that decision, so say so plainly (not "no control method").
-        rt = agent.find(_str(params, "env"))
-        raise ValidationError(
-            f"{rt.path.name} is not waiting for a keep-local/discard-local decision: this "
-            "daemon merges offline edits property by property (the `prompt` offline policy is "
-            "not available yet); see `mocksync conflicts` for what merged over what")
+        # `resolve ENV --keep-local|--discard-local`: the answer to an environment the
+        # `prompt` offline policy holds (the agent refuses an env that is not held).
+        env = _str(params, "env")
+        keep_local = params.get("keep_local")
+        if not isinstance(keep_local, bool):
+            raise ValidationError("parameter 'keep_local' must be true (--keep-local) or false "
+                                  "(--discard-local)")
+        return agent.resolve_offline(env, keep_local)
 
     @server.route("log")
     async def log(params: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import random
+import shlex
 import shutil
 import time
 from collections.abc import Callable
@@ -34,6 +35,15 @@ from ..paths import Home
 from ..store import Store
 from .editorsync import BlindWindow, VersionHistory, pick_base
 from .envfiles import HELD, INVALID, MISSING, SYNCED, EnvRuntime, LocalFile
+from .offline import (
+    Hold,
+    HoldBook,
+    decide,
+    held_reason,
+    settled_by_decision,
+    should_hold,
+    team_state,
+)
 from .registry import EnvRecord, Registry
 from .settings import Settings
 from .watcher import FileEvent, FolderWatcher
@@ -134,6 +144,8 @@ class Agent:
         self.folder = Path(settings.folder).expanduser().resolve()
         self.store = Store(home.log_db)
         self.registry = Registry(home.docs)
+        #: Environments the `prompt` offline policy holds for keep-local/discard-local.
+        self.holds = HoldBook(self.registry.db)
         self.blind = BlindWindow(settings.blind_window_s)
         self.history = VersionHistory()
         #: Per file: (sha256, entity views) of the version the editor last had, so a save's
@@ -393,8 +405,8 @@ class Agent:
             ops=ops, now_ms=int(self.clock() * 1000),
         )
         wire = cs.encode()
-        if self.transport is not None:
-            self.transport.broadcast(rt.space, rt.uuid, wire)
+        if self.transport is not None and rt.uuid not in self.holds:
+            self.transport.broadcast(rt.space, rt.uuid, wire)  # held: sent on resolve
         self.publish({"event": "change", "origin": "local", "env": rt.uuid, "device": self.device,
                       "seq": cs.seq, "ops": len(ops), "bytes": len(wire),
                       "commit_ms": round((time.perf_counter() - t0) * 1000, 3),
@@ -514,12 +526,15 @@ class Agent:
         if rt.write_handle is not None:
             rt.write_handle.cancel()
         self.envs.pop(rt.uuid, None)
+        self.holds.remove(rt.uuid)
         self.registry.remove(rt.uuid)
         self.store.forget_env(rt.uuid)
         self.history.forget(rt.path)
         self._views.pop(rt.path, None)
 
     def schedule_write(self, rt: EnvRuntime) -> None:
+        if rt.uuid in self.holds:
+            return  # the `prompt` policy: the file waits for keep-local/discard-local
         now = self.clock()
         due = max(now, self.blind.write_not_before(rt.path))
         if rt.write_handle is not None:
@@ -543,6 +558,8 @@ class Agent:
     def _write_env(self, rt: EnvRuntime, force: bool = False) -> None:
         rt.write_handle = None
         if rt.uuid not in self.envs or rt.state == MISSING:
+            return
+        if rt.uuid in self.holds and not force:
             return
         now = self.clock()
         if not force and not self.blind.can_write(rt.path, now):
@@ -593,7 +610,8 @@ class Agent:
 
     # ------------------------------------------------------------------ commands
     def all_envs(self) -> list[dict[str, Any]]:
-        out = [rt.to_json(len(self.store.conflicts(rt.uuid))) for rt in self.envs.values()]
+        out = [rt.to_json(len(self.store.conflicts(rt.uuid))) | self._hold_view(rt)
+               for rt in self.envs.values()]
         for rt in out:
             rt["space_name"] = self.spaces.name(rt["space"])
         out += [lf.to_json() for lf in self.local.values()]
@@ -747,6 +765,121 @@ class Agent:
             changed = True
         self.store.mark_resolved(c["env"], c["id"])
         return {"id": c["id"], "took": take, "changed": changed}
+
+    # ------------------------------------------------------------------ offline policy
+    def offline_cut(self, env: str) -> int | None:
+        """While `env` is held by the `prompt` policy: the last of our own change sets the
+        team has (ours after it are not sent to anyone); None when it is not held."""
+        return self.holds.cut(env)
+
+    def offline_catch_up(self, env: str, relay_vv: dict[str, int]) -> str:
+        """A relay catch-up is about to take `env` in (call it before pulling): what the
+        reconnect means (offline.decide); under the `prompt` policy, when both sides changed
+        the environment, hold it: file unwritten, our change sets unsent."""
+        decision = decide(self.device, self.store.version_vector(env), relay_vv)
+        rt = self.envs.get(env)
+        if (rt is not None and env not in self.holds
+                and should_hold(self.settings.offline_policy, decision)):
+            self.holds.put(Hold(env, int(relay_vv.get(self.device, 0)), self.clock()))
+            if rt.write_handle is not None:
+                rt.write_handle.cancel()
+                rt.write_handle = None
+            self.publish({"event": "held", "env": env, "reason": self._hold_view(rt)["reason"]})
+        return decision
+
+    def _hold_view(self, rt: EnvRuntime) -> dict[str, Any]:
+        """What `status` shows instead of the runtime state while the env is held."""
+        if rt.uuid not in self.holds:
+            return {}
+        return {"state": HELD, "reason": held_reason(rt.name or rt.path.name,
+                                                     shlex.quote(rt.path.name))}
+
+    def resolve_offline(self, text: str, keep_local: bool) -> dict[str, Any]:
+        """`mocksync resolve ENV --keep-local|--discard-local` for an environment the `prompt`
+        policy holds. Everything is checked before anything changes."""
+        rt = self.find(text)
+        hold = self.holds.get(rt.uuid)
+        if hold is None:
+            raise ValidationError(
+                f"{rt.path.name} is not waiting for a keep-local/discard-local decision: only an "
+                "environment held by the `prompt` offline policy (state `held` in `mocksync "
+                "status`) is; see `mocksync conflicts` for what merged over what")
+        state = self.store.state(rt.uuid)
+        parsed: ParsedEnv | None = None
+        local_data: bytes | None = None
+        if keep_local:
+            local_data = self._read(rt.path)
+            if local_data is None:
+                raise ValidationError(
+                    f"{rt.path.name} is not on this device, so there is no local version to "
+                    f"keep; `mocksync resolve {rt.uuid} --discard-local` takes the team's")
+            try:
+                parsed = parse_env(local_data, self.settings.mockoon_max_migration)
+            except ValidationError as exc:
+                raise ValidationError(f"cannot keep {rt.path.name}: {exc}; fix the file and "
+                                      "retry, or use --discard-local") from None
+            if parsed.uuid != rt.uuid:
+                raise ValidationError(
+                    f"cannot keep {rt.path.name}: it now holds environment {parsed.uuid}, not "
+                    f"{rt.uuid}; put the environment back, or use --discard-local")
+            problem = self._size_problem(rt.space, parsed.doc)
+            if problem:
+                raise QuotaError(f"cannot keep {rt.path.name}: {problem}")
+            target = parsed.doc
+        else:
+            log_sets = (cs for cs, _received in self.store.log(rt.uuid))
+            target = render(team_state(rt.uuid, log_sets, self.device, hold.cut))
+        ops = diff(render(state), target, state, self._rng)
+        trash = None if keep_local else self._trash_copy(rt)
+        if ops:
+            self._commit(rt, ops)  # still held: sent below, in order, with the others
+        self.holds.remove(rt.uuid)
+        sent = self._send_held(rt, hold.cut)
+        for c in self.store.conflicts(rt.uuid):
+            if settled_by_decision(c, self.device, hold.cut):
+                self.store.mark_resolved(rt.uuid, c["id"])
+        if parsed is not None and local_data is not None:
+            # The file is the version the editor has: a later save is diffed against it.
+            sha = content_hash(local_data)
+            self.store.set_base(rt.uuid, str(rt.path), sha, local_data)
+            self.history.note_loaded(rt.path, sha, parsed.doc)
+            rt.layout = parsed.layout
+            if rt.state == HELD:
+                rt.state, rt.reason = SYNCED, ""
+        self.schedule_write(rt)
+        kept = "local" if keep_local else "team"
+        self.publish({"event": "resolved_offline", "env": rt.uuid, "kept": kept,
+                      "ops": len(ops), "sent": sent})
+        return {"uuid": rt.uuid, "file": str(rt.path), "kept": kept, "changed": bool(ops),
+                "ops": len(ops), "sent": sent, "trash": str(trash) if trash else None}
+
+    def _trash_copy(self, rt: EnvRuntime) -> Path | None:
+        """Keep this device's file (the version being discarded) in the recoverable trash."""
+        self.home.trash.mkdir(exist_ok=True)
+        stamp = int(self.clock())
+        dest = self.home.trash / f"{stamp}-{rt.path.name}"
+        n = 2
+        while dest.exists():
+            dest = self.home.trash / f"{stamp}-{n}-{rt.path.name}"
+            n += 1
+        if rt.path.is_file():
+            shutil.copy2(rt.path, dest)
+            return dest
+        base = self.store.get_base(rt.uuid)  # the file is gone: keep what the editor last had
+        if base is None:
+            return None
+        dest.write_bytes(base[2])
+        return dest
+
+    def _send_held(self, rt: EnvRuntime, cut: int) -> int:
+        """Send our change sets the hold kept back (seq order, so peers apply them at once)."""
+        if self.transport is None:
+            return 0
+        vv = self.store.version_vector(rt.uuid)
+        wires = self.store.wires_missing(rt.uuid, vv | {self.device: cut})
+        for wire in wires:
+            self.transport.broadcast(rt.space, rt.uuid, wire)
+        return len(wires)
 
     def change_log(self, text: str) -> list[dict[str, Any]]:
         from ..model import validate_ops

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import MODEL_VERSION, PROTOCOL_VERSION
+from ..agent.offline import HoldingSource
 from ..errors import MocksyncError
 from ..sync import Closed, Config, Deliver, Event, Hub, Opened, PeerPresence, Send
 from ..sync.messages import peek_changeset
@@ -136,7 +137,11 @@ class LanTransport:
         self.agent = agent
         self.me = agent.device
         self.book = PeerBook(self.me)
-        self.hub = Hub(self.me, LogSource(agent.store), config=self.session_config,
+        source: Any = LogSource(agent.store)
+        cut_of = getattr(agent, "offline_cut", None)
+        if cut_of is not None:  # envs held by the `prompt` offline policy: ours stay unsent
+            source = HoldingSource(source, agent.device, cut_of)
+        self.hub = Hub(self.me, source, config=self.session_config,
                        protocol=self.protocol, model=self.model)
         ice.install()
         self.networks = ice.bind_networks(self.bind) if self.bind else None

@@ -8,6 +8,9 @@ the version vector it holds per env tag; what the relay has and we lack is fetch
 and handed to `agent.receive`; what we have and the relay lacks (including other devices'
 change sets we got over the LAN, and anything a relay dropped) is uploaded. So a device that
 was offline catches up from the relay alone, while every other device is offline too.
+At each reconnect the agent judges every environment before it is pulled
+(`agent.offline_catch_up`: the `prompt` offline policy may hold it), and our own change sets
+of a held environment are never uploaded until the user has decided.
 
 What a dishonest relay can do, and how it shows (SECURITY.md 3), all in `status()["relay"]`:
 - alter or move a ciphertext: the AEAD fails, the envelope is refused and logged (`problems`);
@@ -32,6 +35,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import MODEL_VERSION, PROTOCOL_VERSION
+from ..agent.offline import is_unsent
 from ..changes import vv as vvmod
 from ..errors import MocksyncError
 from ..relay.auth import open_signal
@@ -317,6 +321,15 @@ class RelayTransport(RelayEvents):
         self.problems.append(entry)
         log.warning("relay: %s refused: %s", what, reason)
 
+    def _sendable(self, env: str, wires: list[bytes]) -> list[bytes]:
+        """`wires` without our own change sets of an environment the agent holds (offline
+        policy `prompt`): those leave only once the user has decided."""
+        cut_of = getattr(self.agent, "offline_cut", None)
+        cut = cut_of(env) if cut_of is not None else None
+        if cut is None:
+            return wires
+        return [w for w in wires if not is_unsent(w, self.agent.device, cut)]
+
     def _local_envs(self, space: str) -> list[str]:
         store = self.agent.store
         return [e for e in store.envs() if store.head_space(e) == space]
@@ -376,16 +389,21 @@ class RelayTransport(RelayEvents):
 
     # ---------------------------------------------------------------- catch-up
     async def on_session(self, client: RelayClient, welcome: dict[str, Any]) -> None:
+        await self._catch_up_all(client, reconnect=True)
+
+    async def _catch_up_all(self, client: RelayClient, *, reconnect: bool) -> None:
+        """Catch every space up. `reconnect`: this follows a time without the relay, so the
+        agent judges each environment by its offline policy (a resync while connected does not)."""
         for space in sorted(client.accepted):
             try:
-                await self._catch_up(client, space)
+                await self._catch_up(client, space, reconnect=reconnect)
             except RelayRefused as exc:
                 self._problem(space, "catch-up", str(exc))
         async with self._synced:
             self.counters["syncs"] += 1
             self._synced.notify_all()
 
-    async def _catch_up(self, client: RelayClient, space: str) -> None:
+    async def _catch_up(self, client: RelayClient, space: str, *, reconnect: bool = True) -> None:
         try:
             tagger = self._tagger(space)
         except MocksyncError as exc:
@@ -400,6 +418,9 @@ class RelayTransport(RelayEvents):
             relay_vv = index.get(tag, {})
             env = names.get(tag)
             local_vv = store.version_vector(env) if env else {}
+            judge = getattr(self.agent, "offline_catch_up", None)
+            if reconnect and env is not None and judge is not None:
+                judge(env, relay_vv)  # before pulling: may hold env (offline policy `prompt`)
             if vvmod.missing(local_vv, relay_vv):
                 await self._pull(client, space, tag, local_vv)
                 env = names.get(tag)
@@ -416,7 +437,8 @@ class RelayTransport(RelayEvents):
             if env is not None:
                 local_vv = store.version_vector(env)
                 if vvmod.missing(relay_vv, local_vv):
-                    await self._upload(client, space, env, tag, store.wires_missing(env, relay_vv))
+                    wires = self._sendable(env, store.wires_missing(env, relay_vv))
+                    await self._upload(client, space, env, tag, wires)
             await asyncio.sleep(0)
 
     async def _pull(self, client: RelayClient, space: str, tag: str, have: dict[str, int]) -> None:
@@ -464,7 +486,8 @@ class RelayTransport(RelayEvents):
                     break
                 wires.append(nxt[2])
             c = self.client
-            if c is None or not c.connected:
+            wires = self._sendable(env, wires)
+            if c is None or not c.connected or not wires:
                 continue
             try:
                 tag = self._tagger(space)(env)
@@ -477,7 +500,7 @@ class RelayTransport(RelayEvents):
             if self._resync and self._outbox.empty() and c.connected:
                 self._resync = False
                 with contextlib.suppress(RelayError):
-                    await self.on_session(c, {})
+                    await self._catch_up_all(c, reconnect=False)
 
     async def _log_loop(self) -> None:
         while True:
