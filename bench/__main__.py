@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
         t.add_row(r.name, target, _fmt(r.median, r.unit), _fmt(r.p99, r.unit), str(len(r.samples)),
                   {True: "yes", False: "NO", None: "-"}[r.met],
                   f"{r.baseline_name}: {_fmt(bm, r.unit)}" if bm is not None else "-", ratio)
-    Console().print(t)
+    Console(width=170).print(t)
     for e in errors:
         print(f"benchmark failed: {e}", file=sys.stderr)
     OUT.mkdir(exist_ok=True)
@@ -90,7 +90,8 @@ def _plot(results: list[Result]) -> None:
         print("matplotlib not installed: no plot", file=sys.stderr)
         return
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(lat) + 1.5))
-    ax.boxplot([r.samples for r in lat], vert=False, labels=[r.name for r in lat])
+    ax.boxplot([r.samples for r in lat], vert=False)
+    ax.set_yticks(range(1, len(lat) + 1), [r.name for r in lat])
     ax.set_xscale("log")
     ax.set_xlabel("milliseconds (log scale)")
     ax.set_title("mocksync latency distributions")
