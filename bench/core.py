@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mocksync.devtools.envgen import generate_env
-from mocksync.model import diff, dumps, parse_env, render, snapshot_ops
+from mocksync.model import diff, dumps, parse_env, render_text, snapshot_ops
 from mocksync.store import Store
 
 from .common import Result, repeat
@@ -34,6 +34,9 @@ def _pub(k: Ed25519PrivateKey) -> bytes:
 
 
 def _edit_bench(size: int, count: int, target_ms: float, name: str) -> Result:
+    from mocksync.agent.runner import tune_gc
+
+    tune_gc()  # as the daemon runs
     doc = generate_env(size, seed=7)
     text = dumps(doc)
     key = Ed25519PrivateKey.generate()
@@ -62,7 +65,7 @@ def _edit_bench(size: int, count: int, target_ms: float, name: str) -> Result:
                                   now_ms=int(time.time() * 1000))
             w = c.encode()
             b.ingest(w, _pub(key), int(time.time() * 1000))
-            out = dumps(render(b.state(env)), parsed.layout)
+            out = render_text(b.state(env), parsed.layout)
             one.elapsed.append((time.perf_counter() - t0) * 1000)  # type: ignore[attr-defined]
             wire_sizes.append(len(w))
             assert out == saved, "receiver rendered something else"

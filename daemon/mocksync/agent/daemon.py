@@ -29,12 +29,14 @@ from typing import Any, Protocol
 from .. import MODEL_VERSION, PROTOCOL_VERSION, __version__
 from ..errors import MocksyncError, ValidationError
 from ..model import ParsedEnv, diff, dumps, parse_env, render, snapshot_ops
+from ..model.files import quota_reason
 from ..model.jsfmt import MOCKOON_LAYOUT
 from ..model.ops import DELETED, LIFECYCLE, SHARED, UNSHARED
 from ..paths import Home
 from ..store import Store
 from .editorsync import BlindWindow, VersionHistory, pick_base
 from .envfiles import HELD, INVALID, MISSING, SYNCED, EnvRuntime, LocalFile
+from .linked import LinkedFiles
 from .offline import (
     Hold,
     HoldBook,
@@ -159,6 +161,8 @@ class Agent:
         self._rng = random.Random()
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Files the environments link to (FILE bodies, TLS files): issue #7.
+        self.linked = LinkedFiles(self)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -217,8 +221,8 @@ class Agent:
         """Look at every environment file (start-up, `reconnect`): catch edits made while down."""
         seen: set[Path] = set()
         for p in sorted(self.folder.glob("*.json")):
-            if p.name.startswith("."):
-                continue
+            if p.name.startswith(".") or self.linked.tracks(p.resolve()):
+                continue  # (a fixture named *.json is a linked file, not an environment)
             seen.add(p.resolve())
             self.on_file(p.resolve(), initial=True)
         for rt in list(self.envs.values()):
@@ -236,6 +240,8 @@ class Agent:
                 log.exception("handling %s failed", ev)
 
     def handle_event(self, ev: FileEvent) -> None:
+        if self.linked.on_event(ev):
+            return
         path = Path(ev.path).resolve()
         if ev.kind == "deleted":
             self.local.pop(path, None)
@@ -390,13 +396,18 @@ class Agent:
             self._views[rt.path] = (sha, parsed.views)
         if render(state) != parsed.doc:
             self.schedule_write(rt)
+        self.linked.after_local_edit(rt)  # fixtures and TLS files it links (issue #7)
 
     def _size_problem(self, space: str, doc: dict[str, Any]) -> str | None:
         """The plan's refusal for an environment of this size, or None. Checked on every
-        save, so the exact (slow) size is computed only when the fast bound is not enough."""
-        if self.spaces.check_size(space, JS_SIZE_BOUND * quick_compact_size(doc)) is None:
+        save, so the exact (slow) size is computed only when the fast bound is not enough.
+        The synced files it links count toward the size (issue #7), and the refusal says so."""
+        n_files, files_bytes = self.linked.quota_bytes(doc)
+        if self.spaces.check_size(
+                space, JS_SIZE_BOUND * quick_compact_size(doc) + files_bytes) is None:
             return None
-        return self.spaces.check_size(space, compact_size(doc))
+        problem = self.spaces.check_size(space, compact_size(doc) + files_bytes)
+        return None if problem is None else quota_reason(problem, n_files, files_bytes)
 
     def _commit(self, rt: EnvRuntime, ops: list[tuple]) -> None:
         t0 = time.perf_counter()
@@ -535,6 +546,7 @@ class Agent:
     def schedule_write(self, rt: EnvRuntime) -> None:
         if rt.uuid in self.holds:
             return  # the `prompt` policy: the file waits for keep-local/discard-local
+        self.linked.after_remote(rt)  # linked files are written at once (no editor holds them)
         now = self.clock()
         due = max(now, self.blind.write_not_before(rt.path))
         if rt.write_handle is not None:
@@ -593,7 +605,8 @@ class Agent:
             return
         if isinstance(doc.get("name"), str):
             rt.name = doc["name"]
-        data = dumps(doc, rt.layout if rt.layout else MOCKOON_LAYOUT).encode("utf-8")
+        layout = rt.layout if rt.layout else MOCKOON_LAYOUT
+        data = dumps(doc, layout, state.text_cache.setdefault(layout, {})).encode("utf-8")
         if current == data:
             self.store.set_base(rt.uuid, str(rt.path), content_hash(data), data)
             return
@@ -611,7 +624,7 @@ class Agent:
     # ------------------------------------------------------------------ commands
     def all_envs(self) -> list[dict[str, Any]]:
         out = [rt.to_json(len(self.store.conflicts(rt.uuid))) | self._hold_view(rt)
-               for rt in self.envs.values()]
+               | self.linked.status(rt) for rt in self.envs.values()]
         for rt in out:
             rt["space_name"] = self.spaces.name(rt["space"])
         out += [lf.to_json() for lf in self.local.values()]
@@ -638,9 +651,10 @@ class Agent:
         elif parsed.uuid in self.envs:
             raise ValidationError(f"{path.name} is already synced (space {self.spaces.name(self.envs[parsed.uuid].space)})")
         in_space = sum(1 for rt in self.envs.values() if rt.space == space_id)
-        problem = self.spaces.check_share(space_id, in_space, compact_size(doc))
+        n_files, files_bytes = self.linked.quota_bytes(doc)  # linked files count (issue #7)
+        problem = self.spaces.check_share(space_id, in_space, compact_size(doc) + files_bytes)
         if problem:
-            raise QuotaError(problem)
+            raise QuotaError(quota_reason(problem, n_files, files_bytes))
         rt = EnvRuntime(doc["uuid"], space_id, path, name=str(doc.get("name", "")),
                         layout=parsed.layout, file_sig=None if copy else sig)
         self.envs[rt.uuid] = rt
@@ -652,6 +666,7 @@ class Agent:
         else:
             self.store.set_base(rt.uuid, str(path), content_hash(data), data)
         self.local.pop(path, None)
+        self.linked.after_local_edit(rt)
         self.publish({"event": "shared", "env": rt.uuid, "file": str(path), "origin": "local"})
         return rt.to_json(0) | {"space_name": self.spaces.name(space_id)}
 
@@ -732,6 +747,7 @@ class Agent:
         for c in out:
             st = self.store.state(c["env"])
             c["where"] = describe_entity(st, c["entity"])
+            self.linked.present_conflict(c)  # a linked file: its path; hashes, never bytes
         return out
 
     def resolve_conflict(self, conflict_id: str, take: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from typing import Any
@@ -42,9 +43,20 @@ def build_transport(settings: Settings) -> Any:
     return transports[0] if len(transports) == 1 else MultiTransport(*transports)
 
 
+#: The daemon keeps whole environments (up to ~1.5 million objects for 15 MB) in memory; with
+#: the default thresholds the cyclic GC re-scans all of them every few thousand allocations,
+#: adding hundreds of milliseconds to a save. Fewer young collections, rarer full ones.
+GC_THRESHOLDS = (50_000, 20, 50)
+
+
+def tune_gc() -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def run_daemon(home: Home, settings: Settings, *, transport: Any = None,
                      ready: asyncio.Event | None = None,
                      stop: asyncio.Event | None = None) -> None:
+    tune_gc()
     lock = DaemonLock(home.lock, home=home.root).acquire()
     try:
         identity = load_identity(home)

@@ -12,7 +12,7 @@ from .diff import diff, registers_of, same, snapshot_ops, state_from_doc
 from .flatten import DuplicateUuidError, EntityView, NotAnEnvironmentError, flatten
 from .jsfmt import COMPACT_LAYOUT, MOCKOON_LAYOUT, JSONSyntaxError, Layout, detect_layout, dumps
 from .ops import BadOpError, to_wire, validate_ops
-from .render import render
+from .render import render, render_text
 from .state import ABSENT, ApplyResult, Conflict, Entity, State, happened_before
 from .validate import MAX_ENV_FILE_BYTES, MigrationTooNewError, ParsedEnv, check_env, parse_env
 
@@ -21,7 +21,7 @@ __all__ = [
     "Entity", "EntityView", "JSONSyntaxError", "Layout", "MAX_ENV_FILE_BYTES", "MOCKOON_LAYOUT",
     "MigrationTooNewError", "NotAnEnvironmentError", "ParsedEnv", "State", "check_env",
     "detect_layout", "diff", "dumps", "flatten", "happened_before", "parse_env", "registers_of",
-    "render", "same", "snapshot_ops", "state_from_doc", "to_wire", "validate_ops",
+    "render", "render_text", "same", "snapshot_ops", "state_from_doc", "to_wire", "validate_ops",
 ]
 
 from .merge import MergeResult, describe, describe_entity, merge3  # noqa: E402

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ValidationError
+from .jsfmt import Layout, dumps
 from .schema import (
     BUCKET,
     CALLBACK,
@@ -235,3 +236,9 @@ def _one_default(rs: list[Entity], objs: list[dict[str, Any]], force: bool = Tru
         want = i == best
         if ("default" in o or want) and o.get("default") is not want:
             objs[i] = dict(o, default=want)  # cached objects are shared: copy, never mutate
+
+
+def render_text(state: State, layout: Layout) -> str:
+    """The environment file's text for the current registers, in `layout`, reusing the text of
+    every entity that did not change since the last call (see `jsfmt.dumps`)."""
+    return dumps(render(state), layout, state.text_cache.setdefault(layout, {}))

@@ -145,6 +145,8 @@ class State:
         #: dropped whenever the entity is touched: rendering a 15 MB env after a one-property
         #: edit then rebuilds one object, not twenty thousand. Never mutated once stored.
         self.render_cache: dict[str, dict[str, Any]] = {}
+        #: Serialised text of those objects per layout (see `jsfmt.dumps`): (obj, level, text).
+        self.text_cache: dict[Any, dict[str, tuple[Any, int, str]]] = {}
 
     # ------------------------------------------------------------------ queries
     def entity(self, uuid: str) -> Entity | None:

@@ -8,7 +8,7 @@ from typing import Any
 from .. import MOCKOON_MAX_MIGRATION
 from ..errors import ValidationError
 from .flatten import EntityView, NotAnEnvironmentError, flatten
-from .jsfmt import Layout, detect_layout, parse_json
+from .jsfmt import Layout, detect_layout, gc_paused, parse_json
 
 #: Largest environment file we accept (Mockoon's biggest plan allows 15 MB; leave headroom).
 MAX_ENV_FILE_BYTES = 64 * 1024 * 1024
@@ -68,5 +68,6 @@ def parse_env(text: str | bytes, max_migration: int = MOCKOON_MAX_MIGRATION) -> 
         except UnicodeDecodeError as exc:
             raise ValidationError(f"file is not UTF-8 text (byte {exc.start})") from None
     doc = parse_json(text)
-    views = check_env(doc, max_migration)
+    with gc_paused():
+        views = check_env(doc, max_migration)
     return ParsedEnv(doc, detect_layout(text), text, views)

@@ -29,7 +29,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..changes import ChangeSet, Clock, too_far_in_future, verify_chain
+from ..changes import ChainError, ChangeSet, Clock, too_far_in_future, verify_chain
 from ..changes import vv as vvmod
 from ..errors import ChangeSetError, MocksyncError, ValidationError
 from ..model import ApplyResult, Conflict, State, to_wire, validate_ops
@@ -188,6 +188,14 @@ class Store:
         ).fetchone()
         return (ChangeSet.decode(row[0]), row[1]) if row else None
 
+    def _head_info(self, env: str, device: str) -> tuple[int, bytes, str] | None:
+        """(seq, hash, space) of a device's last applied change set, without decoding it (the
+        first change set of a shared environment can be megabytes)."""
+        row = self.db.execute(
+            "SELECT seq, hash, space FROM changesets WHERE env=? AND device=? AND status=? "
+            "ORDER BY seq DESC LIMIT 1", (env, device, APPLIED)).fetchone()
+        return (row[0], bytes(row[1]), row[2]) if row else None
+
     def head(self, env: str, device: str) -> ChangeSet | None:
         row = self.db.execute(
             "SELECT wire FROM changesets WHERE env=? AND device=? AND status=? "
@@ -299,14 +307,14 @@ class Store:
         with self._lock:
             st = self.state(env)
             with self._tx(env):
-                prev = self.head(env, device)
+                prev = self._head_info(env, device)
                 deps = self.version_vector(env)
                 deps.pop(device, None)
                 hlc = self.clock.tick(now_ms)
                 cs = ChangeSet(
                     space=space, env=env, device=device,
-                    seq=1 if prev is None else prev.seq + 1, hlc=hlc, deps=deps,
-                    prev_hash=b"" if prev is None else prev.hash,
+                    seq=1 if prev is None else prev[0] + 1, hlc=hlc, deps=deps,
+                    prev_hash=b"" if prev is None else prev[1],
                     ops=tuple(wire_ops),
                 ).sign(key)
                 wire = cs.encode()
@@ -355,8 +363,8 @@ class Store:
                          QUARANTINED),
                     )
                 return IngestResult(QUARANTINED)
-            head = self.head(cs.env, cs.device)
-            head_seq = head.seq if head else 0
+            head = self._head_info(cs.env, cs.device)
+            head_seq = head[0] if head else 0
             if cs.seq > head_seq + 1:
                 if self.count(cs.env, PENDING) >= MAX_PENDING_PER_ENV:
                     raise ChangeSetError(
@@ -370,7 +378,14 @@ class Store:
                          PENDING),
                     )
                 return IngestResult(PENDING)
-            verify_chain(head, cs)
+            if head is None:
+                verify_chain(None, cs)
+            elif cs.prev_hash != head[1] or cs.space != head[2]:
+                raise ChainError(
+                    f"change set #{cs.seq} of {cs.env} from {cs.device} does not link to "
+                    f"#{head[0]}: its prev_hash names another predecessor (a forked or altered "
+                    "chain)" if cs.prev_hash != head[1] else
+                    f"change set #{cs.seq} of {cs.env} from {cs.device} claims another space")
             result = IngestResult(APPLIED)
             self._apply_chain(cs, ops, wire, now_ms, result)
             return result
