@@ -70,8 +70,17 @@ def main(argv: list[str]) -> int:
     for e in errors:
         print(f"benchmark failed: {e}", file=sys.stderr)
     OUT.mkdir(exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(
-        {"machine": m, "results": [r.to_json() for r in results], "errors": errors}, indent=2))
+    rows = [r.to_json() for r in results]
+    path = OUT / "results.json"
+    if wanted and path.exists():
+        # A partial run (`python -m bench NAME...`) updates its rows and keeps the others.
+        try:
+            old = json.loads(path.read_text())
+            names = {r["name"] for r in rows}
+            rows = [r for r in old.get("results", []) if r["name"] not in names] + rows
+        except (ValueError, KeyError):
+            pass
+    path.write_text(json.dumps({"machine": m, "results": rows, "errors": errors}, indent=2))
     _plot(results)
     print(f"wrote {OUT / 'results.json'}", file=sys.stderr)
     return 1 if errors else 0
