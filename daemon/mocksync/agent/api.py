@@ -52,6 +52,11 @@ def register(server: ControlServer, agent: Agent) -> None:
     async def restore(params: dict[str, Any]) -> dict[str, Any]:
         return agent.restore(_str(params, "env"))
 
+    @server.route("adopt")
+    async def adopt(params: dict[str, Any]) -> dict[str, Any]:
+        # Linked files named by absolute or escaping paths: copied in, paths rewritten (#7).
+        return agent.linked.adopt(_str(params, "env"))
+
     @server.route("conflicts")
     async def conflicts(params: dict[str, Any]) -> dict[str, Any]:
         return {"conflicts": agent.conflicts(_str(params, "env", False))}

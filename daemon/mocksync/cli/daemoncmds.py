@@ -114,6 +114,16 @@ def status_cmd(ctx: Ctx, as_json: bool) -> None:
         _table("environments", ["name", "file", "space", "state", "conflicts", "reason"],
                [[e["name"], Path(e["file"]).name, e.get("space_name") or "", e["state"],
                  e["conflicts"] or "", e["reason"] or ""] for e in envs])
+        for e in envs:  # linked files (FILE bodies, TLS files) that are not in sync, and why
+            name, extra = Path(e["file"]).name, []
+            for lk in e.get("linked") or ():
+                if lk.get("state") == "too_many":
+                    extra.append(lk)
+                elif lk.get("state") != "synced":
+                    click.echo(f"  {name}: {lk['path']}: {lk['state']}"
+                               + (f": {lk['reason']}" if lk.get("reason") else ""))
+            if extra:
+                click.echo(f"  {name}: {len(extra)} more linked files: {extra[0]['reason']}")
     else:
         click.echo("no environment files in the folder yet")
 
@@ -201,6 +211,29 @@ _env_command("delete", "deleted from the space; kept here as a local file:",
              "(Mockoon Pro: \"Delete from cloud\").\n\n\b\nExample:\n  mocksync delete 'Pet Store'")
 _env_command("restore", "restored", "Write a synced environment's file again after it was "
              "deleted on this device.\n\n\b\nExample:\n  mocksync restore petstore.json")
+
+
+@main_group.command("adopt")
+@click.argument("env")
+@json_opt
+@click.pass_obj
+def adopt_cmd(ctx: Ctx, env: str, as_json: bool) -> None:
+    """Sync the files ENV links by absolute paths or paths outside the folder: copy them into
+    a folder beside the environment and point the environment at the copies (one ordinary
+    edit, synced like any other).
+
+    \b
+    Example:
+      mocksync adopt payments-callbacks.json
+    """
+    res = _call(ctx, "adopt", env=env)
+    if as_json:
+        emit_json(res)
+    elif not res["adopted"]:
+        click.echo(f"nothing to adopt in {res['file']}: {res.get('note', '')}")
+    else:
+        for a in res["adopted"]:
+            click.echo(f"adopted {a['from']} -> {a['to']}")
 
 
 @main_group.command("conflicts")

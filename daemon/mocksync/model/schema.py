@@ -15,7 +15,10 @@ ROUTE = "route"
 RESPONSE = "response"
 BUCKET = "bucket"
 CALLBACK = "callback"
-KINDS = (ENV, FOLDER, ROUTE, RESPONSE, BUCKET, CALLBACK)
+#: A file an environment links to (a FILE body, a TLS file): content travels as one register;
+#: never rendered into the environment JSON (see `model.files`).
+FILE = "file"
+KINDS = (ENV, FOLDER, ROUTE, RESPONSE, BUCKET, CALLBACK, FILE)
 
 #: Place names: an entity's spot in its kind's array ("list") and, for routes and folders,
 #: in the folder tree ("tree").
@@ -46,6 +49,7 @@ COLLECTIONS: dict[str, tuple[Collection, ...]] = {
     RESPONSE: (),
     BUCKET: (),
     CALLBACK: (),
+    FILE: (),
 }
 COLLECTION_KEYS: dict[str, frozenset[str]] = {
     k: frozenset(c.key for c in cs) for k, cs in COLLECTIONS.items()

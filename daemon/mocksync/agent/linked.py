@@ -1,0 +1,665 @@
+"""Linked files on disk (issue #7): read them, commit them, write the team's versions back.
+
+The decisions are `model.files` (which paths may be synced, what to do with each file given
+the team's, the disk's and the last-synced hash); this module is the thin, careful I/O around
+them, owned by the Agent:
+
+- after a local edit of an environment, a share, `adopt`, a start-up scan, or a change of a
+  linked file itself, each synced linked file is read and, when its sha256 differs from the
+  state's, committed as an ordinary change set (several small files per change set, a big one
+  alone); nothing is re-sent while the hash is unchanged;
+- after a remote change (and `resolve`), the team's versions are written atomically, with
+  their mode (0600 for TLS private keys), creating subfolders as needed. A remote change
+  never commits anything, so a device catching up never pushes a stale copy over the team's;
+- per file, the hash this device last had in sync (`seen`, kept in the docs file) tells a
+  local edit from a remote one, and a local edit made while a teammate's version was on its
+  way wins and records the teammate's version as a conflict;
+- SECURITY.md 8: a linked path that leaves the folder, or a symlink pointing outside it, is
+  never read and never written; a file from a peer is checked (size, base64, sha256) before
+  it is written; file contents and key bytes are never logged or shown (`summary`).
+
+Watching: environment-named files (`*.json`) directly in the folder come from the folder
+watcher; everything else is polled by `stat` every `poll_s` seconds. Why not
+`FolderWatcher.add_file` for fixtures in subfolders: it rebuilds the OS watch, and a rebuild
+with a watched file's folder gone (a deleted `fixtures/`) stops the whole folder watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import os
+import shlex
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import MocksyncError, ValidationError
+from ..model import diff, render
+from ..model.files import (
+    CONTENT_REG,
+    FILE,
+    HELD,
+    INVALID,
+    LINKED_BATCH_BYTES,
+    MAX_LINKED_FILE_BYTES,
+    MISSING,
+    OUTSIDE,
+    PENDING,
+    PRIVATE_MODE,
+    SYNCED,
+    TOO_LARGE,
+    Action,
+    LinkedFileError,
+    content_value,
+    create_op,
+    decide,
+    decode_content,
+    file_entities,
+    file_mode,
+    linked_paths,
+    linked_paths_of_state,
+    plan_links,
+    private_rels,
+    quota_reason,
+    set_op,
+    summary,
+    team_marker,
+)
+from ..model.state import ApplyResult, Conflict
+from .watcher import is_environment_name
+from .writer import atomic_write, content_hash
+
+if TYPE_CHECKING:
+    from .daemon import Agent
+    from .envfiles import EnvRuntime
+
+log = logging.getLogger("mocksync.linked")
+
+#: How often linked files that the folder watcher does not report are checked (stat only).
+LINKED_POLL_S = 0.5
+#: TinyDB table (in the docs file) of the hash each linked file last had in sync, per env.
+SEEN_TABLE = "linked_seen"
+
+FileSig = tuple[int, int, int]
+
+
+@dataclass
+class Disk:
+    """What is on disk at a linked path (never holds the bytes unless asked)."""
+
+    sha: str | None = None  # None: no file
+    size: int = 0
+    mode: int = 0
+    data: bytes | None = None
+    problem: tuple[str, str] | None = None  # (link state, reason): never read nor written
+
+
+def _inside(path: str | Path, folder: Path) -> bool:
+    p = str(path)
+    f = str(folder)
+    return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
+
+
+def _sig(st: os.stat_result) -> FileSig:
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class LinkedFiles:
+    def __init__(self, agent: Agent, *, poll_s: float = LINKED_POLL_S) -> None:
+        self.agent = agent
+        self.poll_s = poll_s
+        self.table = agent.registry.db.table(SEEN_TABLE)
+        self._seen: dict[str, dict[str, str]] = {}
+        for d in self.table.all():
+            if isinstance(d.get("env"), str) and isinstance(d.get("seen"), dict):
+                self._seen[d["env"]] = {k: v for k, v in d["seen"].items()
+                                        if isinstance(k, str) and isinstance(v, str)}
+        #: Hash cache: path -> (signature, sha256) of the last read.
+        self._hashes: dict[Path, tuple[FileSig, str]] = {}
+        #: Signature (None: absent) of each tracked path as the poll last saw it (and as our
+        #: own writes left it); only the poll and our writes change it.
+        self._sigs: dict[Path, FileSig | None] = {}
+        #: Tracked absolute paths -> {env uuid: relative path}.
+        self._tracked: dict[Path, dict[str, str]] = {}
+        #: Problems met while syncing: (env, rel) -> (link state, reason).
+        self._problems: dict[tuple[str, str], tuple[str, str]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def folder(self) -> Path:
+        return self.agent.folder
+
+    # ------------------------------------------------------------------ hooks (Agent)
+    def tracks(self, path: Path) -> bool:
+        """Is `path` a linked file of some synced environment (not an environment itself)?"""
+        return path in self._tracked and self.agent._by_path(path) is None
+
+    def on_event(self, ev: Any) -> bool:
+        """A folder-watcher event; True when it was about a linked file (handled here)."""
+        handled = False
+        for p in (ev.path, getattr(ev, "old_path", None)):
+            if p is None:
+                continue
+            path = Path(p)
+            if self.tracks(path):
+                self._changed_on_disk(path)
+                handled = handled or path == Path(ev.path)
+        return handled
+
+    def after_local_edit(self, rt: EnvRuntime) -> None:
+        """An environment was saved, shared or scanned here: commit changed linked files."""
+        self._guarded(rt, local=True)
+
+    def after_remote(self, rt: EnvRuntime) -> None:
+        """The state changed (a teammate, or `resolve`): write the team's versions."""
+        self._guarded(rt, local=False)
+
+    def _guarded(self, rt: EnvRuntime, *, local: bool, only: set[str] | None = None) -> None:
+        try:
+            self.reconcile(rt, local=local, only=only)
+        except Exception:  # a linked file must never break the environment's own sync
+            log.exception("linked files of %s: sync failed", rt.uuid)
+
+    # ------------------------------------------------------------------ quotas
+    def quota_bytes(self, doc: dict[str, Any]) -> tuple[int, int]:
+        """(count, bytes) of the synced linked files `doc` names, as on disk now."""
+        n = total = 0
+        for lk in plan_links(linked_paths(doc)):
+            if lk.state != SYNCED or lk.rel is None:
+                continue
+            p = self.folder / lk.rel
+            real = os.path.realpath(p)
+            if not _inside(real, self.folder):
+                continue
+            try:
+                st = os.stat(real)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_LINKED_FILE_BYTES:
+                n += 1
+                total += st.st_size
+        return n, total
+
+    # ------------------------------------------------------------------ disk
+    def _probe(self, rel: str, *, want_bytes: bool = False) -> Disk:
+        p = self.folder / rel
+        real = Path(os.path.realpath(p))
+        if not _inside(real, self.folder):
+            return Disk(problem=(OUTSIDE, (
+                f"not synced: {rel} is a symlink pointing outside the synced folder, so it is "
+                "never read or written; put the file itself there")))
+        if self.agent._by_path(real) is not None:
+            return Disk(problem=(INVALID, f"not synced: {rel} is a synced environment file"))
+        try:
+            st = os.stat(real)
+        except FileNotFoundError:
+            return Disk()
+        except OSError as exc:
+            return Disk(problem=(INVALID, f"cannot read {rel}: {exc.strerror or exc}"))
+        if not stat.S_ISREG(st.st_mode):
+            return Disk(problem=(INVALID, f"not synced: {rel} is not a regular file"))
+        if st.st_size > MAX_LINKED_FILE_BYTES:
+            from ..space.quotas import human_bytes
+
+            return Disk(problem=(TOO_LARGE, (
+                f"not synced: {rel} is {human_bytes(st.st_size)}; linked files are synced up "
+                f"to {human_bytes(MAX_LINKED_FILE_BYTES)}")))
+        cached = self._hashes.get(p)
+        if cached is not None and cached[0] == _sig(st) and not want_bytes:
+            return Disk(cached[1], st.st_size, st.st_mode)
+        try:
+            fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_NONBLOCK", 0))
+        except FileNotFoundError:
+            return Disk()
+        except OSError as exc:
+            return Disk(problem=(INVALID, f"cannot read {rel}: {exc.strerror or exc}"))
+        try:
+            fst = os.fstat(fd)
+            if not stat.S_ISREG(fst.st_mode) or fst.st_size > MAX_LINKED_FILE_BYTES:
+                return Disk(problem=(INVALID, f"{rel} changed while it was read; retrying"))
+            chunks: list[bytes] = []
+            left = MAX_LINKED_FILE_BYTES + 1
+            while left > 0:
+                chunk = os.read(fd, min(left, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
+        if len(data) > MAX_LINKED_FILE_BYTES:
+            return Disk(problem=(TOO_LARGE, f"not synced: {rel} grew over the limit while read"))
+        sha = content_hash(data)
+        self._hashes[p] = (_sig(fst), sha)
+        return Disk(sha, len(data), fst.st_mode, data if want_bytes else None)
+
+    def _safe_target(self, rel: str) -> Path:
+        """Where a teammate's version of `rel` goes, its folders made; refused (raising) when
+        any part of the way is a symlink leading outside the folder or not a folder."""
+        cur = self.folder
+        parts = Path(rel).parts
+        for part in parts[:-1]:
+            cur = cur / part
+            if cur.is_symlink() and not _inside(os.path.realpath(cur), self.folder):
+                raise LinkedFileError(f"not written: {rel} goes through a symlink pointing "
+                                      "outside the synced folder")
+            if not cur.exists():
+                cur.mkdir()
+            if not cur.is_dir():
+                raise LinkedFileError(f"not written: {cur.relative_to(self.folder)} is a file, "
+                                      f"not the folder {rel} needs")
+        dest = self.folder / rel
+        if dest.is_symlink() and not _inside(os.path.realpath(dest), self.folder):
+            raise LinkedFileError(f"not written: {rel} is a symlink pointing outside the "
+                                  "synced folder")
+        if dest.exists() and not dest.is_file():
+            raise LinkedFileError(f"not written: {rel} exists and is not a regular file")
+        return dest
+
+    def _write(self, rel: str, data: bytes, mode: int) -> None:
+        dest = self._safe_target(rel)
+        sha = content_hash(data)
+        w = self.agent.watcher
+        if w is not None and dest.parent == self.folder and is_environment_name(dest.name):
+            w.expect_write(dest, sha)
+        atomic_write(dest, data, mode=mode)
+        with contextlib.suppress(OSError):
+            st = os.stat(os.path.realpath(dest))
+            self._hashes[dest] = (_sig(st), sha)
+            self._sigs[dest] = _sig(st)
+
+    def _to_trash(self, rel: str, why: str) -> Path | None:
+        """Move (or, `copy`) the local copy of `rel` to the recoverable trash."""
+        src = self.folder / rel
+        trash = self.agent.home.trash
+        trash.mkdir(exist_ok=True, mode=0o700)
+        dest = trash / f"{int(self.agent.clock())}-{why}-{rel.replace('/', '_')}"
+        n = 2
+        while dest.exists():
+            dest = dest.with_name(f"{dest.name}-{n}")
+            n += 1
+        w = self.agent.watcher
+        if w is not None and src.parent == self.folder and is_environment_name(src.name):
+            w.expect_delete(src)
+        try:
+            shutil.move(str(src), dest)
+        except FileNotFoundError:
+            return None
+        self._hashes.pop(src, None)
+        self._sigs[src] = None
+        return dest
+
+    # ------------------------------------------------------------------ the sync
+    def reconcile(self, rt: EnvRuntime, *, local: bool, only: set[str] | None = None) -> None:
+        """Bring the linked files of one environment and the team's state together."""
+        agent = self.agent
+        if rt.uuid not in agent.envs or rt.uuid in agent.holds:
+            return
+        state = agent.store.state(rt.uuid)
+        env_ent = state.entity(rt.uuid)
+        if env_ent is None or not env_ent.live:
+            return
+        links = plan_links(linked_paths_of_state(state))
+        synced = {lk.rel for lk in links if lk.state == SYNCED and lk.rel is not None}
+        private = private_rels(links)
+        ents = file_entities(state)
+        self._track(rt.uuid, synced | set(ents))
+        rels = synced | set(ents)
+        if only is not None:
+            rels &= only
+        seen = self._seen.setdefault(rt.uuid, {})
+        before = dict(seen)
+        commits: list[tuple[str, Any, Any]] = []  # (rel, value, conflict loser or None)
+        for rel in sorted(rels):
+            key = (rt.uuid, rel)
+            disk = self._probe(rel)
+            if disk.problem is not None:
+                self._problems[key] = disk.problem
+                continue
+            ent = ents.get(rel)
+            team = team_marker(ent)
+            action = decide(team, disk.sha, seen.get(rel), local=local, referenced=rel in synced)
+            if action in (Action.NOTHING, Action.ADOPT, Action.FORGET):
+                held = self._problems.get(key, ("",))[0] == HELD
+                if not held or action != Action.NOTHING or disk.sha == team:
+                    self._problems.pop(key, None)  # (a held local edit stays held)
+                if action == Action.ADOPT:
+                    seen[rel] = disk.sha  # type: ignore[assignment]
+                elif action == Action.FORGET:
+                    seen.pop(rel, None)
+                continue
+            try:
+                if action in (Action.COMMIT, Action.COMMIT_OVER):
+                    value = None
+                    if disk.sha is not None:
+                        full = self._probe(rel, want_bytes=True)
+                        if full.problem is not None or full.data is None:
+                            if full.problem is not None:
+                                self._problems[key] = full.problem
+                            continue
+                        value = content_value(full.data, full.mode, rel in private)
+                    loser = None
+                    if action == Action.COMMIT_OVER and ent is not None:
+                        r = ent.regs.get(CONTENT_REG)
+                        loser = None if r is None else (r.value, r.stamp, r.origin)
+                    commits.append((rel, value, loser))
+                elif action in (Action.WRITE, Action.TRASH_AND_WRITE):
+                    assert ent is not None
+                    data, mode = decode_content(ent.get(CONTENT_REG), rel)
+                    if action == Action.TRASH_AND_WRITE:
+                        kept = self._to_trash(rel, "linked-local")
+                        log.info("%s: a different local copy was moved to %s", rel, kept)
+                    self._write(rel, data, PRIVATE_MODE if rel in private
+                                else file_mode(mode, mode == PRIVATE_MODE))
+                    seen[rel] = content_hash(data)
+                    self._problems.pop(key, None)
+                    agent.publish({"event": "linked_written", "env": rt.uuid, "path": rel,
+                                   "bytes": len(data)})
+                elif action == Action.REMOVE:
+                    kept = self._to_trash(rel, "linked-deleted")
+                    seen.pop(rel, None)
+                    self._problems.pop(key, None)
+                    agent.publish({"event": "linked_removed", "env": rt.uuid, "path": rel,
+                                   "trash": str(kept) if kept else None})
+            except (MocksyncError, OSError) as exc:
+                reason = str(exc) if isinstance(exc, MocksyncError) else (
+                    f"cannot write {rel}: {exc.strerror or exc}")
+                self._problems[key] = (INVALID, reason)
+                log.warning("linked file %s of %s: %s", rel, rt.uuid, reason)
+        if commits:
+            self._commit(rt, state, commits, seen)
+        if seen != before:
+            self._save_seen(rt.uuid)
+        for p in self._tracked:
+            agent.local.pop(p, None)  # a fixture named *.json is no local environment
+        self._ensure_poll()
+
+    def _commit(self, rt: EnvRuntime, state: Any, commits: list[tuple[str, Any, Any]],
+                seen: dict[str, str]) -> None:
+        agent = self.agent
+        if any(v is not None for _r, v, _l in commits):
+            # The files are on disk as they will be committed: the size counts them.
+            problem = agent._size_problem(rt.space, render(state))
+            if problem:
+                for rel, v, _l in commits:
+                    if v is not None:
+                        self._problems[(rt.uuid, rel)] = (
+                            HELD, f"{problem}; this file is not synced until it fits")
+                commits = [c for c in commits if c[1] is None]
+                agent.publish({"event": "held", "env": rt.uuid, "reason": problem})
+        ents = file_entities(state)
+        batch: list[tuple[str, Any, Any]] = []
+        size = 0
+        for item in commits:
+            n = 0 if item[1] is None else item[1]["size"]
+            if batch and size + n > LINKED_BATCH_BYTES:
+                self._commit_batch(rt, ents, batch, seen)
+                batch, size = [], 0
+            batch.append(item)
+            size += n
+        if batch:
+            self._commit_batch(rt, ents, batch, seen)
+
+    def _commit_batch(self, rt: EnvRuntime, ents: dict[str, Any],
+                      batch: list[tuple[str, Any, Any]], seen: dict[str, str]) -> None:
+        agent = self.agent
+        ops = [set_op(rt.uuid, rel, v) if rel in ents else create_op(rt.uuid, rel, v)
+               for rel, v, _l in batch]
+        try:
+            agent._commit(rt, ops)
+        except MocksyncError as exc:
+            for rel, _v, _l in batch:
+                self._problems[(rt.uuid, rel)] = (INVALID, f"not synced: {exc}")
+            log.warning("linked files of %s not committed: %s", rt.uuid, exc)
+            return
+        now_ms = int(agent.clock() * 1000)
+        for rel, v, loser in batch:
+            if v is None:
+                seen.pop(rel, None)
+            else:
+                seen[rel] = v["sha256"]
+            self._problems.pop((rt.uuid, rel), None)
+            if loser is not None:
+                self._record_conflict(rt.uuid, rel, loser, now_ms)
+
+    def _record_conflict(self, env: str, rel: str, loser: tuple[Any, Any, Any],
+                         now_ms: int) -> None:
+        """Our local edit overwrote a teammate's version this device had not written yet:
+        keep theirs as a conflict (listed, `resolve --take theirs` brings it back). The
+        change sets are causally ordered (ours saw theirs), so the state cannot see it."""
+        store = self.agent.store
+        st = store.state(env)
+        e = file_entities(st).get(rel)
+        if e is None:
+            return
+        won = e.regs[CONTENT_REG]
+        c = Conflict(env, e.uuid, FILE, CONTENT_REG, won.value, won.stamp, won.origin,
+                     loser[0], loser[1], loser[2])
+        # The store has no public call for a conflict it did not detect itself.
+        with store._tx():
+            store._persist(env, st, ApplyResult(conflicts=[c]), now_ms)
+        self.agent.publish({"event": "conflict", "env": env, "id": c.id, "entity": e.uuid,
+                            "field": list(CONTENT_REG)})
+
+    def _save_seen(self, env: str) -> None:
+        from tinydb import Query
+
+        self.table.upsert({"env": env, "seen": dict(self._seen.get(env, {}))},
+                          Query().env == env)
+
+    # ------------------------------------------------------------------ tracking, polling
+    def _track(self, env: str, rels: set[str]) -> None:
+        for p in [p for p, envs in self._tracked.items() if env in envs]:
+            self._tracked[p].pop(env, None)
+            if not self._tracked[p]:
+                del self._tracked[p]
+        for rel in rels:
+            self._tracked.setdefault(self.folder / rel, {})[env] = rel
+
+    def _changed_on_disk(self, path: Path) -> None:
+        for env, rel in list(self._tracked.get(path, {}).items()):
+            rt = self.agent.envs.get(env)
+            if rt is not None:
+                self._guarded(rt, local=True, only={rel})
+
+    def _ensure_poll(self) -> None:
+        if self._task is not None and not self._task.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._task = loop.create_task(self._poll_loop(), name="linked-poll")
+        self.agent._tasks.append(self._task)
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                self.poll_once()
+            except Exception:
+                log.exception("polling linked files failed")
+
+    def poll_once(self) -> None:
+        """Look at every tracked file's signature; reconcile those that changed."""
+        for env in [e for e in self._seen if e not in self.agent.envs]:
+            self._seen.pop(env, None)  # no longer synced here
+            self._track(env, set())
+        for path in list(self._tracked):
+            if path not in self._tracked:
+                continue
+            try:
+                now: FileSig | None = _sig(os.stat(path))
+            except OSError:
+                now = None
+            if self._sigs.get(path, "unknown") != now:
+                self._sigs[path] = now
+                self._changed_on_disk(path)
+
+    # ------------------------------------------------------------------ status
+    def status(self, rt: EnvRuntime) -> dict[str, Any]:
+        """`linked: [{path, rel, state, reason}]` for `status` (empty list: links nothing)."""
+        try:
+            return {"linked": self._status(rt)}
+        except Exception:  # status must always answer
+            log.exception("linked status of %s failed", rt.uuid)
+            return {"linked": []}
+
+    def _status(self, rt: EnvRuntime) -> list[dict[str, Any]]:
+        state = self.agent.store.state(rt.uuid)
+        label = shlex.quote(rt.path.name)
+        out = []
+        ents = file_entities(state)
+        for lk in plan_links(linked_paths_of_state(state), label):
+            row: dict[str, Any] = {"path": lk.path, "rel": lk.rel, "state": lk.state,
+                                   "reason": lk.reason or None}
+            out.append(row)
+            if lk.state != SYNCED or lk.rel is None:
+                continue
+            disk = self._probe(lk.rel)
+            stored = self._problems.get((rt.uuid, lk.rel))
+            problem = disk.problem or (stored if stored and stored[0] in (HELD, INVALID) else None)
+            if problem is not None:
+                row["state"], row["reason"] = problem
+                continue
+            team = team_marker(ents.get(lk.rel))
+            if disk.sha is None:
+                row["state"] = MISSING
+                row["reason"] = (
+                    f"{lk.rel} was deleted" if team == "deleted" else
+                    f"{lk.rel} is not on this device yet; add it here (or on a device that has "
+                    "it) and it syncs")
+            elif disk.sha == team:
+                row["state"], row["reason"] = SYNCED, None
+            else:
+                row["state"] = PENDING
+                row["reason"] = f"{lk.rel} differs from the team's version; syncing"
+        return out
+
+    # ------------------------------------------------------------------ conflicts
+    def present_conflict(self, c: dict[str, Any]) -> dict[str, Any]:
+        """A conflict as `mocksync conflicts` shows it: a linked file by its path, its
+        versions by hash, size and mode, never by content."""
+        if c.get("kind") != FILE:
+            return c
+        st = self.agent.store.state(c["env"])
+        rel = next((r for r, e in file_entities(st).items() if e.uuid == c["entity"]), None)
+        c["where"] = f"linked file {rel}" if rel else "linked file"
+        for side in ("winner", "loser"):
+            if isinstance(c.get(side), dict):
+                c[side]["value"] = summary(c[side].get("value"))
+        return c
+
+    # ------------------------------------------------------------------ adopt
+    def adopt(self, text: str) -> dict[str, Any]:
+        """`mocksync adopt ENV`: copy the files the environment names by absolute or escaping
+        paths into a folder beside it, point the environment at the copies (one ordinary
+        edit), and sync them. Everything is checked before anything changes."""
+        agent = self.agent
+        rt = agent.find(text)
+        if rt.uuid in agent.holds:
+            raise ValidationError(f"{rt.path.name} is held for a keep-local/discard-local "
+                                  "decision; resolve that first")
+        state = agent.store.state(rt.uuid)
+        doc = copy.deepcopy(render(state))
+        todo = [lk for lk in plan_links(linked_paths(doc)) if lk.adoptable]
+        if not todo:
+            return {"uuid": rt.uuid, "file": str(rt.path), "adopted": [],
+                    "note": "every linked file already has a relative path in the folder"}
+        sub = "".join(c if c.isalnum() or c in "-_." else "-" for c in rt.path.stem) or "files"
+        taken: dict[str, str] = {}  # rel -> sha of what goes there
+        plan: list[tuple[Any, bytes, int, str]] = []
+        for lk in todo:
+            src = Path(os.path.expanduser(lk.path))
+            if not src.is_absolute():
+                src = rt.path.parent / lk.path.replace("\\", "/")
+            try:
+                with open(src, "rb") as fh:
+                    st = os.fstat(fh.fileno())
+                    if not stat.S_ISREG(st.st_mode):
+                        raise ValidationError(f"cannot adopt {lk.path}: not a regular file")
+                    if st.st_size > MAX_LINKED_FILE_BYTES:
+                        raise ValidationError(
+                            f"cannot adopt {lk.path}: {st.st_size} bytes is over the "
+                            f"{MAX_LINKED_FILE_BYTES} byte limit of a linked file")
+                    data = fh.read(MAX_LINKED_FILE_BYTES + 1)
+            except OSError as exc:
+                raise ValidationError(f"cannot adopt {lk.path}: {exc.strerror or exc}; fix the "
+                                      "path in the environment or create the file") from None
+            sha = content_hash(data)
+            rel = self._free_rel(sub, src.name or "file", sha, taken)
+            taken[rel] = sha
+            plan.append((lk, data, st.st_mode, rel))
+        new_doc = copy.deepcopy(doc)
+        for lk, _data, _mode, rel in plan:
+            _set_paths(new_doc, lk.refs, rel)
+        # Quota: the environment as it will be, with every synced file it will link.
+        n_old, old_bytes = self.quota_bytes(doc)
+        copies = {rel: len(data) for _lk, data, _mode, rel in plan}
+        n_new, new_bytes = n_old + len(copies), old_bytes + sum(copies.values())
+        from .daemon import JS_SIZE_BOUND, compact_size, quick_compact_size
+
+        env_bytes = quick_compact_size(new_doc) * JS_SIZE_BOUND
+        problem = agent.spaces.check_size(rt.space, env_bytes + new_bytes)
+        if problem:
+            problem = agent.spaces.check_size(rt.space, compact_size(new_doc) + new_bytes)
+        if problem:
+            raise QuotaRefusal(f"cannot adopt: {quota_reason(problem, n_new, new_bytes)}")
+        for rel in taken:
+            self._safe_target(rel)  # refuse before writing anything
+        adopted = []
+        for lk, data, mode, rel in plan:
+            private = lk.private
+            self._write(rel, data, file_mode(mode, private))
+            adopted.append({"from": lk.path, "to": rel, "bytes": len(data),
+                            "private": private})
+        ops = diff(render(state), new_doc, state, agent._rng)
+        if ops:
+            agent._commit(rt, ops)
+            agent.schedule_write(rt)
+        self.reconcile(rt, local=True)
+        return {"uuid": rt.uuid, "file": str(rt.path), "adopted": adopted, "ops": len(ops)}
+
+    def _free_rel(self, sub: str, name: str, sha: str, taken: dict[str, str]) -> str:
+        stem, dot, ext = name.partition(".")
+        n = 1
+        while True:
+            cand = f"{sub}/{name}" if n == 1 else f"{sub}/{stem}-{n}{dot}{ext}"
+            if taken.get(cand) == sha:
+                return cand
+            if cand not in taken:
+                disk = self._probe(cand)
+                if disk.problem is None and disk.sha in (None, sha):
+                    return cand
+            n += 1
+
+
+class QuotaRefusal(MocksyncError):
+    """`adopt` would take the environment over its plan's size (linked files count)."""
+
+    code = "quota"
+
+
+def _set_paths(doc: dict[str, Any], refs: list[Any], rel: str) -> None:
+    """Point every reference in `refs` at `rel` in the environment document."""
+    for ref in refs:
+        if ref.kind == "tls":
+            tls = doc.get("tlsOptions")
+            if isinstance(tls, dict):
+                tls[ref.field] = rel
+            continue
+        objs = (doc.get("callbacks") or []) if ref.kind == "callback" else [
+            r for route in doc.get("routes") or [] for r in route.get("responses") or []]
+        for obj in objs:
+            if isinstance(obj, dict) and obj.get("uuid") == ref.entity:
+                obj[ref.field] = rel
+
+
+__all__ = ["LINKED_POLL_S", "LinkedFiles", "QuotaRefusal", "SEEN_TABLE"]

@@ -1,0 +1,465 @@
+"""Files an environment links to (issue #7): which ones, which may be synced, and what to do.
+
+Mockoon reads some files by path: a response's or callback's body when `bodyType` is FILE
+(`filePath`), and the TLS files of `tlsOptions` (`pfxPath`, `certPath`, `keyPath`, `caPath`).
+Mockoon Pro does not sync them, so teams mail fixtures and certificates around. We do.
+
+Why each file is an entity of the environment's own state (kind `file`), not a side channel:
+it then rides in ordinary change sets, so it is signed, chained, end-to-end encrypted by the
+relay transport, chunked by the LAN transport, kept by the relay for offline devices and
+merged by the same last-writer-wins registers as everything else. Its uuid is derived from
+the environment's uuid and the normalised relative path, so every device names the same file
+the same way without asking anyone. Registers: `("v","path")` the relative path and
+`("v","content")` = {sha256, size, mode, b64}: the whole file is one register, so the last
+writer wins for the whole file and a concurrent loser is a Conflict like any other (listed by
+`mocksync conflicts`, recoverable with `resolve --take`). A deleted file is content `null`,
+never an entity delete: a tombstone would stop the path from ever coming back. `render`
+ignores the kind, so the environment JSON is untouched.
+
+Which paths are synced: relative ones that stay inside the folder, resolved against the
+environment file's folder (Mockoon's rule). An absolute path, one that climbs out with `..`,
+or a template (`{{...}}`, only known when a request arrives) is left alone and `status` says
+why and how to fix it (`mocksync adopt ENV`).
+
+Everything here is pure: the agent (`agent.linked`) reads and writes the disk and calls
+`decide` with three content hashes per path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import posixpath
+import re
+import stat
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from ..errors import LimitError, ValidationError
+from .schema import CALLBACK, FILE, LIST, RESPONSE, ROUTE
+from .state import ABSENT, Entity, State
+
+#: Largest linked file synced. A file travels base64-encoded in one change set, and the relay
+#: stores one change set of up to 20 MiB of ciphertext (relay.protocol.MAX_CIPHERTEXT_BYTES):
+#: 12 MiB is 16 MiB as base64, which fits with room for the envelope even when it does not
+#: compress. Also above every plan's environment size (15 MB enterprise), so a plan refuses a
+#: file long before this limit does.
+MAX_LINKED_FILE_BYTES = 12 * 1024 * 1024
+#: Most distinct linked files synced per environment (the rest are reported, not synced).
+MAX_LINKED_FILES = 128
+#: Longest linked path considered, in characters.
+MAX_LINKED_PATH_CHARS = 1024
+#: Files committed together in one change set, up to this many bytes (a bigger file goes alone).
+LINKED_BATCH_BYTES = 4 * 1024 * 1024
+
+PATH_REG = ("v", "path")
+CONTENT_REG = ("v", "content")
+#: Mode given to private key files (TLS `keyPath`, `pfxPath`) wherever they are written.
+PRIVATE_MODE = 0o600
+#: Permission bits a synced file may get from a teammate: never group/other write, setuid,
+#: setgid or sticky; the owner can always read and write it (so later versions can replace it).
+MODE_ALLOWED = 0o755
+MODE_REQUIRED = 0o600
+
+#: Namespace of linked-file uuids (a fixed random value: changing it renames every file).
+_NAMESPACE = uuidlib.UUID("5b0f6a52-7c1e-4c55-9a43-0f1d6c2b7e91")
+
+# Reference kinds and the fields that hold paths.
+REF_RESPONSE, REF_CALLBACK, REF_TLS = "response", "callback", "tls"
+TLS_FIELDS = ("pfxPath", "certPath", "keyPath", "caPath")
+PRIVATE_FIELDS = frozenset({"pfxPath", "keyPath"})
+_TLS_BY_TYPE = {"CERT": ("certPath", "keyPath", "caPath"), "PFX": ("pfxPath", "caPath")}
+
+# Link states shown by `status` (`linked[].state`).
+SYNCED = "synced"
+MISSING = "missing"
+OUTSIDE = "outside"
+TOO_LARGE = "too_large"
+TOO_MANY = "too_many"
+PENDING = "pending"
+HELD = "held"
+INVALID = "invalid"
+
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
+_WIN_ABS = re.compile(r"^(?:[A-Za-z]:|[\\/]{2})")
+
+
+class LinkedFileError(ValidationError):
+    """A linked file that cannot be synced or written (a sentence naming the file and why)."""
+
+    code = "linked_file"
+
+
+@dataclass(frozen=True)
+class LinkRef:
+    """One place in an environment that names a file."""
+
+    kind: str  # response | callback | tls
+    entity: str  # uuid of the response, callback, or the environment (tls)
+    field: str  # filePath | pfxPath | certPath | keyPath | caPath
+    path: str  # as written in the environment
+
+    @property
+    def private(self) -> bool:
+        return self.kind == REF_TLS and self.field in PRIVATE_FIELDS
+
+
+@dataclass
+class Link:
+    """One distinct file an environment names, with every reference to it and its fate."""
+
+    path: str  # as first written in the environment
+    rel: str | None  # normalised relative path when synced
+    state: str  # SYNCED (may be synced) or OUTSIDE / TOO_MANY (never read)
+    reason: str = ""
+    refs: list[LinkRef] = field(default_factory=list)
+
+    @property
+    def private(self) -> bool:
+        return any(r.private for r in self.refs)
+
+    @property
+    def adoptable(self) -> bool:
+        """`mocksync adopt` can copy it in: a fixed path that is absolute or escapes."""
+        return self.state == OUTSIDE and "{{" not in self.path and "\x00" not in self.path
+
+
+# ---------------------------------------------------------------------------- paths
+
+
+def normalise(path: str) -> tuple[str | None, str]:
+    """A path as written in an environment -> (relative path to sync, "") or (None, why not).
+
+    Backslashes count as separators (an environment saved on Windows names the same file).
+    """
+    if not isinstance(path, str) or not path:
+        return None, "empty path"
+    if len(path) > MAX_LINKED_PATH_CHARS:
+        return None, f"the path is longer than {MAX_LINKED_PATH_CHARS} characters"
+    if "{{" in path:
+        return None, "the path is a template ({{...}}), only known when a request arrives"
+    if any(ord(c) < 32 or c == "\x7f" for c in path):
+        return None, "the path holds control characters"
+    if path.startswith(("/", "~")) or _WIN_ABS.match(path):
+        return None, "the path is absolute, so it names a file on this machine only"
+    p = posixpath.normpath(path.replace("\\", "/"))
+    if p == "." or p.endswith("/"):
+        return None, "the path names a folder, not a file"
+    if p == ".." or p.startswith("../"):
+        return None, "the path leaves the synced folder (..)"
+    return p, ""
+
+
+def file_uuid(env_uuid: str, rel: str) -> str:
+    """The linked file's entity uuid: the same on every device for the same env and path."""
+    return str(uuidlib.uuid5(_NAMESPACE, f"{env_uuid}\x00{rel}"))
+
+
+# ---------------------------------------------------------------------------- references
+
+
+def linked_paths(doc: dict[str, Any]) -> list[LinkRef]:
+    """Every file the environment document names, in document order.
+
+    Only what Mockoon would read: FILE bodies of responses and callbacks, and the TLS files of
+    an enabled `tlsOptions` of the type it names (all four fields for an unknown type).
+    """
+    refs: list[LinkRef] = []
+    if not isinstance(doc, dict):
+        return refs
+    for route in doc.get("routes") or ():
+        if not isinstance(route, dict):
+            continue
+        for r in route.get("responses") or ():
+            ref = _body_ref(r, REF_RESPONSE)
+            if ref is not None:
+                refs.append(ref)
+    for c in doc.get("callbacks") or ():
+        ref = _body_ref(c, REF_CALLBACK)
+        if ref is not None:
+            refs.append(ref)
+    tls = doc.get("tlsOptions")
+    if isinstance(tls, dict) and tls.get("enabled") is True:
+        for f in _TLS_BY_TYPE.get(tls.get("type"), TLS_FIELDS):  # type: ignore[arg-type]
+            v = tls.get(f)
+            if isinstance(v, str) and v:
+                refs.append(LinkRef(REF_TLS, str(doc.get("uuid", "")), f, v))
+    return refs
+
+
+def _body_ref(obj: Any, kind: str) -> LinkRef | None:
+    if not isinstance(obj, dict) or obj.get("bodyType") != "FILE":
+        return None
+    p = obj.get("filePath")
+    if not isinstance(p, str) or not p:
+        return None
+    return LinkRef(kind, str(obj.get("uuid", "")), "filePath", p)
+
+
+def _pos(e: Entity) -> tuple[str, str]:
+    v = e.get(("p", LIST), None)
+    if isinstance(v, list | tuple) and len(v) == 2 and isinstance(v[1], str):
+        return (str(v[0]), v[1])
+    return ("", "~")
+
+
+_BODY_TYPE, _FILE_PATH = ("v", "bodyType"), ("v", "filePath")
+
+
+def linked_paths_of_state(state: State) -> list[LinkRef]:
+    """`linked_paths(render(state))` without rendering: the same references in the same order
+    (routes, then responses, by their list places; then callbacks). One pass that looks only
+    at FILE bodies, so it stays cheap on a 15 MB environment (it runs after every change)."""
+    env = state.entity(state.env_uuid)
+    if env is None or not env.live:
+        return []
+    responses: list[tuple[tuple[str, ...], LinkRef]] = []
+    callbacks: list[tuple[tuple[str, ...], LinkRef]] = []
+    for e in state.entities.values():
+        if e.kind not in (RESPONSE, CALLBACK) or not e.live:
+            continue
+        bt = e.regs.get(_BODY_TYPE)
+        if bt is None or bt.value != "FILE":
+            continue
+        fp = e.regs.get(_FILE_PATH)
+        if fp is None or not isinstance(fp.value, str) or not fp.value:
+            continue
+        route, key = _pos(e)
+        if e.kind == CALLBACK:
+            callbacks.append(((key, e.uuid), LinkRef(REF_CALLBACK, e.uuid, "filePath", fp.value)))
+            continue
+        parent = state.entities.get(route)
+        if parent is None or parent.kind != ROUTE or not parent.live:
+            continue  # not rendered: its route is gone
+        responses.append(((_pos(parent)[1], parent.uuid, key, e.uuid),
+                          LinkRef(REF_RESPONSE, e.uuid, "filePath", fp.value)))
+    refs = [r for _k, r in sorted(responses, key=lambda x: x[0])]
+    refs += [r for _k, r in sorted(callbacks, key=lambda x: x[0])]
+    tls = env.get(("v", "tlsOptions"), None)
+    if isinstance(tls, dict):
+        tls = {rid[2]: r.value for rid, r in env.regs.items()
+               if len(rid) == 3 and rid[:2] == ("v", "tlsOptions") and r.value is not ABSENT}
+    refs += [r for r in linked_paths({"uuid": state.env_uuid, "tlsOptions": tls})]
+    return refs
+
+
+def plan_links(refs: list[LinkRef], env_label: str = "ENV") -> list[Link]:
+    """Group references by file and decide which may be synced (at most MAX_LINKED_FILES).
+
+    `env_label` is how the fix-it sentences name the environment (`mocksync adopt LABEL`).
+    """
+    links: dict[str, Link] = {}
+    synced = 0
+    for ref in refs:
+        rel, why = normalise(ref.path)
+        key = rel if rel is not None else "\x00" + ref.path
+        link = links.get(key)
+        if link is None:
+            if rel is None:
+                fix = (f"run `mocksync adopt {env_label}` to copy it next to the environment "
+                       "and link it by a relative path" if "{{" not in ref.path else
+                       "link the files teammates need by fixed relative paths")
+                link = Link(ref.path, None, OUTSIDE, f"not synced: {why}; {fix}")
+            elif synced >= MAX_LINKED_FILES:
+                link = Link(ref.path, rel, TOO_MANY, (
+                    f"not synced: an environment syncs at most {MAX_LINKED_FILES} linked files"))
+            else:
+                link = Link(ref.path, rel, SYNCED)
+                synced += 1
+            links[key] = link
+        link.refs.append(ref)
+    return list(links.values())
+
+
+def private_rels(links: list[Link]) -> set[str]:
+    return {lk.rel for lk in links if lk.rel is not None and lk.private}
+
+
+# ---------------------------------------------------------------------------- content
+
+
+def file_mode(st_mode: int, private: bool) -> int:
+    """The mode a synced copy gets (and is recorded with): 0600 for private keys; otherwise
+    the file's permission bits within MODE_ALLOWED, owner read/write always set."""
+    if private:
+        return PRIVATE_MODE
+    return (stat.S_IMODE(st_mode) & MODE_ALLOWED) | MODE_REQUIRED
+
+
+def content_value(data: bytes, st_mode: int, private: bool) -> dict[str, Any]:
+    """The `("v","content")` register value for `data`."""
+    if len(data) > MAX_LINKED_FILE_BYTES:
+        raise LimitError(f"a linked file of {len(data)} bytes is over the "
+                         f"{MAX_LINKED_FILE_BYTES} byte limit")
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+            "mode": file_mode(st_mode, private), "b64": base64.b64encode(data).decode("ascii")}
+
+
+def content_sha(value: Any) -> str | None:
+    """The sha256 a content register names (None when absent, null or malformed)."""
+    if isinstance(value, dict):
+        sha = value.get("sha256")
+        if isinstance(sha, str) and _SHA_RE.fullmatch(sha):
+            return sha
+    return None
+
+
+def decode_content(value: Any, rel: str) -> tuple[bytes, int]:
+    """A content register from a peer -> (bytes, mode). Checked: shape, size limit, base64,
+    length and hash, so a corrupt or hostile value is refused before anything is written."""
+    bad = f"the synced copy of {rel} is malformed"
+    if not isinstance(value, dict):
+        raise LinkedFileError(f"{bad}: not an object")
+    sha, size, mode, b64 = (value.get(k) for k in ("sha256", "size", "mode", "b64"))
+    if not isinstance(sha, str) or not _SHA_RE.fullmatch(sha):
+        raise LinkedFileError(f"{bad}: no sha256")
+    if type(size) is not int or not 0 <= size <= MAX_LINKED_FILE_BYTES:
+        raise LinkedFileError(f"{bad}: size is not 0..{MAX_LINKED_FILE_BYTES}")
+    if type(mode) is not int or not 0 <= mode <= 0o7777:
+        raise LinkedFileError(f"{bad}: mode is not a permission value")
+    if not isinstance(b64, str) or len(b64) > 4 * (MAX_LINKED_FILE_BYTES // 3 + 1):
+        raise LinkedFileError(f"{bad}: no content")
+    try:
+        data = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise LinkedFileError(f"{bad}: content is not base64") from None
+    if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+        raise LinkedFileError(f"{bad}: content does not match its size and sha256")
+    return data, mode
+
+
+def summary(value: Any) -> Any:
+    """A content value without its bytes (for conflicts lists and logs: never file contents)."""
+    if isinstance(value, dict) and "b64" in value:
+        return {k: value[k] for k in ("sha256", "size", "mode") if k in value}
+    return value
+
+
+def file_entities(state: State) -> dict[str, Entity]:
+    """Linked-file entities by relative path: only those whose path register is a valid
+    relative path and whose uuid is the one derived from it (a peer cannot aim one uuid at
+    another path, or two entities at one path)."""
+    out: dict[str, Entity] = {}
+    for e in state.live(FILE):
+        rel = e.get(PATH_REG, None)
+        if not isinstance(rel, str):
+            continue
+        norm, _why = normalise(rel)
+        if norm != rel or file_uuid(state.env_uuid, rel) != e.uuid:
+            continue
+        out[rel] = e
+    return out
+
+
+def linked_bytes(state: State) -> tuple[int, int]:
+    """(count, bytes) of the linked files the state holds content for (for quotas)."""
+    n = total = 0
+    for e in file_entities(state).values():
+        v = e.get(CONTENT_REG, None)
+        if isinstance(v, dict) and type(v.get("size")) is int:
+            n += 1
+            total += v["size"]
+    return n, total
+
+
+def create_op(env_uuid: str, rel: str, value: Any) -> tuple:
+    return ("c", file_uuid(env_uuid, rel), FILE, [(PATH_REG, rel), (CONTENT_REG, value)])
+
+
+def set_op(env_uuid: str, rel: str, value: Any) -> tuple:
+    return ("s", file_uuid(env_uuid, rel), CONTENT_REG, value)
+
+
+# ---------------------------------------------------------------------------- decisions
+
+
+class Action(Enum):
+    NOTHING = "nothing"
+    ADOPT = "adopt"  # disk and state agree: remember that hash as seen
+    FORGET = "forget"  # gone everywhere: forget the seen hash
+    COMMIT = "commit"  # a local change (new, edited or deleted file) goes to the team
+    COMMIT_OVER = "commit_over"  # local and team both changed it: local wins, team's is a conflict
+    WRITE = "write"  # the team's version goes to disk
+    REMOVE = "remove"  # the team deleted it: remove the local copy (to the trash)
+    TRASH_AND_WRITE = "trash_and_write"  # first contact, local copy differs: keep it in the trash
+
+
+#: State content markers for `decide` besides a sha256.
+NO_ENTITY = "absent"
+DELETED = "deleted"
+
+
+def decide(team: str, disk: str | None, seen: str | None, *, local: bool,
+           referenced: bool = True) -> Action:
+    """What to do for one linked file.
+
+    `team`: the state's content hash, NO_ENTITY or DELETED; `disk`: the file's hash now, None
+    when missing; `seen`: the hash this device last had in sync with the team (wrote, read or
+    committed), None if never. `local`: the trigger is a local one (a save, a file event, a
+    scan) that may commit; a remote change only ever writes, so a device catching up never
+    pushes a stale copy over the team's. `referenced`: the environment still links the file;
+    an unreferenced one may still be deleted (a rename), never committed with content.
+    """
+    if disk is not None and disk == team:
+        return Action.NOTHING if seen == disk else Action.ADOPT
+    if disk is None and team in (NO_ENTITY, DELETED):
+        return Action.NOTHING if seen is None else Action.FORGET
+    if disk == seen:  # unchanged here since the last sync
+        if team == NO_ENTITY:  # (disk is present) the team never had it
+            return Action.COMMIT if local and referenced else Action.NOTHING
+        if team == DELETED:
+            return Action.REMOVE
+        return Action.WRITE
+    if seen is None:  # first contact with a local copy the team never saw from here
+        if team in (NO_ENTITY, DELETED):
+            return Action.COMMIT if local and referenced else Action.NOTHING
+        return Action.TRASH_AND_WRITE
+    if disk is None:  # deleted here
+        if team == seen:
+            return Action.COMMIT if local else Action.NOTHING
+        if team in (NO_ENTITY, DELETED):
+            return Action.FORGET
+        return Action.WRITE  # the team changed it meanwhile: keep the newer content
+    # edited here
+    if not local or not referenced:
+        return Action.NOTHING
+    if team in (seen, NO_ENTITY):
+        return Action.COMMIT
+    return Action.COMMIT_OVER
+
+
+def team_marker(entity: Entity | None) -> str:
+    """`decide`'s `team` argument for a file entity (or None)."""
+    if entity is None:
+        return NO_ENTITY
+    v = entity.get(CONTENT_REG)
+    if v is ABSENT:
+        return NO_ENTITY
+    if v is None:
+        return DELETED
+    return content_sha(v) or DELETED
+
+
+def quota_reason(reason: str, n_files: int, files_bytes: int) -> str:
+    """A plan's size refusal, saying that linked files count (when there are any)."""
+    if n_files <= 0:
+        return reason
+    from ..space.quotas import human_bytes
+
+    files = "1 linked file" if n_files == 1 else f"{n_files} linked files"
+    return (f"{reason} (linked files count toward the size: {files}, "
+            f"{human_bytes(files_bytes)})")
+
+
+__all__ = [
+    "Action", "CONTENT_REG", "DELETED", "HELD", "INVALID", "LINKED_BATCH_BYTES", "Link",
+    "LinkRef", "LinkedFileError", "MAX_LINKED_FILES", "MAX_LINKED_FILE_BYTES",
+    "MAX_LINKED_PATH_CHARS", "MISSING", "NO_ENTITY", "OUTSIDE", "PATH_REG", "PENDING",
+    "PRIVATE_MODE", "SYNCED", "TOO_LARGE", "TOO_MANY", "content_sha", "content_value",
+    "create_op", "decide", "decode_content", "file_entities", "file_mode", "file_uuid",
+    "linked_bytes", "linked_paths", "linked_paths_of_state", "normalise", "plan_links",
+    "private_rels", "quota_reason", "set_op", "summary", "team_marker",
+]
