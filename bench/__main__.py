@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .common import Result, machine
 
-MODULES = ["bench.core", "bench.daemon", "bench.network", "bench.relay"]
+MODULES = ["bench.core", "bench.daemon", "bench.network", "bench.relay", "bench.linked"]
 OUT = Path(__file__).parent / "results"
 
 

@@ -302,15 +302,20 @@ class RelayTransport(RelayEvents):
         return stored.keys
 
     def _declared(self, env: str) -> int:
-        """The environment's compact-JSON size, as declared to the relay for its quota."""
+        """The environment's compact-JSON size plus its linked files, declared to the relay for
+        its quota."""
         from ..agent.daemon import compact_size
         from ..model import render
+        from ..model.files import linked_bytes
 
         now = time.monotonic()
         hit = self._sizes.get(env)
         if hit is not None and now - hit[1] < self.size_refresh_s:
             return hit[0]
-        size = compact_size(render(self.agent.store.state(env)))
+        state = self.agent.store.state(env)
+        # Linked files (FILE bodies, TLS files) count toward the environment's size, as they
+        # do in the daemon's own check.
+        size = compact_size(render(state)) + linked_bytes(state)[1]
         self._sizes[env] = (size, now)
         return size
 
