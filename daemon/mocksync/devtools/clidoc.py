@@ -22,7 +22,8 @@ def render() -> str:
     lines = ["# mocksync command reference", "",
              "Generated from the commands' own help (`python -m mocksync.devtools.clidoc`).", ""]
     for path, cmd in _walk(main, ["mocksync"]):
-        ctx = click.Context(cmd, info_name=" ".join(path), terminal_width=100)
+        ctx = click.Context(cmd, info_name=" ".join(path), terminal_width=100,
+                            help_option_names=["-h", "--help"])
         lines += [f"## {' '.join(path)}", "", "```", cmd.get_help(ctx).rstrip(), "```", ""]
     return "\n".join(lines)
 
