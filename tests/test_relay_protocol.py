@@ -84,6 +84,7 @@ CLIENT_SAMPLES = [
 RELAY_SAMPLES = [
     {"t": "joinreq", "s": SPACE, "j": b"j" * 16, "p": b"handshake"},
     {"t": "jp", "p": b"handshake"},
+    {"t": "entries", "s": SPACE, "w": [b"entry"]},
     {"t": "challenge", "p": 1, "n": b"n" * 32, "have": {SPACE: [b"h" * 32]}},
     {"t": "welcome", "ok": {SPACE: {"m": 1, "plan": "team", "envs": 10, "bytes": 10**7, "devs": 2}},
      "no": {"ef" * 16: ["revoked", "revoked: gone"]},

@@ -431,6 +431,10 @@ class RelayClient:
                         self._dispatch(self.events.on_presence, space, device, None, None, False)
             elif kind == "signal":
                 self._dispatch(self.events.on_signal, msg["s"], msg["from"], msg["p"])
+            elif kind == "entries":
+                handler = getattr(self.events, "on_entries", None)
+                if handler is not None:
+                    self._dispatch(handler, msg["s"], msg["w"])
             elif kind == "joinreq":
                 handler = getattr(self.events, "on_join_request", None)
                 if handler is not None:

@@ -118,6 +118,43 @@ class RelayTransport(RelayEvents):
         self.my_presence: dict[str, Any] = {"space": None, "env": None, "entity": None}
 
     # ---------------------------------------------------------------- Transport protocol
+    # ---------------------------------------------------------------- membership from the relay
+    def on_entries(self, space: str, wires: list[bytes]) -> None:
+        """Membership entries from the relay: learn new devices, removals and key rotations
+        made by other members (without them, a device added after us would be refused here).
+        Verified as a whole log before anything is stored; a bad entry changes nothing."""
+        from ..space.keys import open_content_key
+        from ..space.membership import Entry
+        from ..space.store import append_entries
+
+        if self.agent is None:
+            return
+        stored = self.agent.spaces.get(space)
+        if stored is None:
+            return
+        known = {e.hash for e in stored.entries}
+        try:
+            fresh = [e for e in (Entry.from_wire(w) for w in wires) if e.hash not in known]
+            if not fresh:
+                return
+            updated = append_entries(self.agent.home, space, fresh)
+            me = self.agent.device
+            new_keys = {}
+            for gen in range(1, updated.state.key_generation + 1):
+                if gen in updated.keys:
+                    continue
+                sealed = updated.state.sealed_key_for(me, gen)
+                if sealed is not None:
+                    new_keys[gen] = open_content_key(self.agent.identity.box_key,
+                                                     bytes.fromhex(space), gen, sealed)
+            if new_keys:
+                append_entries(self.agent.home, space, [], new_keys)
+        except MocksyncError as exc:
+            self._problem(space, "membership entries", str(exc))
+            return
+        self._taggers.pop(space, None)
+        log.info("space %s: %d new membership entries from the relay", space, len(fresh))
+
     # ---------------------------------------------------------------- admitting joiners
     def on_join_request(self, space: str, join_id: bytes, payload: bytes) -> None:
         """A device with an invite from us runs its join handshake through the relay."""

@@ -54,6 +54,8 @@ Relay -> client
 | bye       | c, r (the relay is closing this session, and why)                              |
 | joinreq   | s, j join id, p: a joiner's handshake message, for the inviting device          |
 | jp        | p: the inviting device's answer, to the joiner on /v1/join                     |
+| entries   | s, w [membership entry wire bytes]: the space's log after welcome, then each   |
+|           | entry as a member uploads it (so every device learns new members and removals) |
 
 Limits (named constants below): any frame MAX_FRAME_BYTES; any kind but auth, log, put, batch,
 env MAX_CONTROL_BYTES; spaces per hello MAX_SPACES_PER_SESSION; envelopes per put/batch/env
@@ -358,6 +360,7 @@ RELAY_KINDS: dict[str, tuple[dict[str, Check], int]] = {
     "joinreq": ({"s": _space, "j": _bytes(JOIN_ID_BYTES, JOIN_ID_BYTES),
                  "p": _bytes(1, MAX_SIGNAL_BYTES)}, _SMALL),
     "jp": ({"p": _bytes(1, MAX_SIGNAL_BYTES)}, _SMALL),
+    "entries": ({"s": _space, "w": _list(_entry, MAX_LOG_UPLOAD, lo=1)}, _BIG),
 }
 _BY_SENDER = {CLIENT: CLIENT_KINDS, RELAY: RELAY_KINDS, JOINER: JOINER_KINDS}
 

@@ -49,6 +49,7 @@ from .protocol import (
     MAX_BATCH_ITEMS,
     MAX_FRAME_BYTES,
     MAX_JOIN_MESSAGES,
+    MAX_LOG_UPLOAD,
     MAX_PENDING_JOINS,
     MAX_SIGNAL_BYTES,
     MAX_WHO_DEVICES,
@@ -306,6 +307,13 @@ class RelayServer:
         self._states[space] = state
         if old is not None:
             self._recheck_space(space, state)
+        # Every member online learns the new entries (new devices, removals, key rotations).
+        for i in range(0, len(fresh), MAX_LOG_UPLOAD):
+            data = encode_message({"t": "entries", "s": space,
+                                   "w": [e.wire for e in fresh[i:i + MAX_LOG_UPLOAD]]},
+                                  sender=RELAY)
+            for other in list(self.by_space.get(space, ())):
+                other.push(data)
 
     def _recheck_space(self, space: str, state: SpaceState) -> None:
         """After the log grew: drop sessions it no longer admits (removed, model too old)."""
@@ -556,6 +564,10 @@ class RelayServer:
         })
         log.info("relay: %s admitted to %d space(s), refused %d", session, len(admitted),
                  len(refusals))
+        for sp in admitted:  # the log as the relay holds it: the device may lack entries
+            wires = [e.wire for e in self._entries.get(sp, [])]
+            for i in range(0, len(wires), MAX_LOG_UPLOAD):
+                await session.send({"t": "entries", "s": sp, "w": wires[i:i + MAX_LOG_UPLOAD]})
         for sp in admitted:
             online: dict[str, tuple[str | None, str | None]] = {}
             for other in self.by_space.get(sp, ()):
