@@ -32,7 +32,7 @@ def test_demo_runs_every_claim_holds_under_a_minute(tmp_path):
     claims = demo.run_demo(tmp_path, quiet=True)
     text = "\n".join(claims)
     assert "laptop-b joined 'team'" in text
-    assert re.search(r"petstore.json arrived on laptop-b in \d+ ms", text)
+    assert re.search(r"petstore.json arrived on laptop-b \d+ ms after", text)
     assert re.search(r"the edit was in laptop-b's file \d+ ms after", text)
     assert "both files hold both edits and are identical" in text
     assert re.search(r"laptop-b caught up in \d+ ms after restart", text)

@@ -7,6 +7,7 @@ transport and says so plainly when none is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import re
 import socket
@@ -268,6 +269,7 @@ def join_cmd(ctx: click.Context, token: str, timeout: float, as_json: bool) -> N
         stored = actions.record_join(home, result)
     except MocksyncError as exc:
         fail(str(exc))
+    _poke_daemon(home)
     st: SpaceState = stored.state
     role = st.role_of(ident.device_id)
     if as_json:
@@ -275,6 +277,15 @@ def join_cmd(ctx: click.Context, token: str, timeout: float, as_json: bool) -> N
                    "member": result.member_id})
         return
     click.echo(f"joined space {st.name!r} ({st.space_id}) as {role}")
+
+
+def _poke_daemon(home: Any) -> None:
+    """A running daemon reconnects now, so it syncs the new space at once (not at its next
+    periodic check). No daemon running is fine: it picks the space up when it starts."""
+    from ..agent.client import ControlClient
+
+    with contextlib.suppress(MocksyncError, OSError):
+        ControlClient(home.socket, timeout=5).call("reconnect")
 
 
 # ---------------------------------------------------------------- members / remove
