@@ -16,7 +16,7 @@ import asyncio
 import copy
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,17 +37,13 @@ from mocksync.agent.offline import (
     should_hold,
     team_state,
 )
-from mocksync.agent.settings import Settings
-from mocksync.agent.spacedir import SpaceDirectory
 from mocksync.devtools.pairing import pair
 from mocksync.errors import ValidationError
 from mocksync.model import render
 from mocksync.net.relay_transport import RelayTransport
-from mocksync.paths import Home
-from mocksync.relay.server import RelayConfig, RelayServer
-from mocksync.space.actions import create_space, init_device
-from mocksync.space.identity import Identity
+from mocksync.space.actions import create_space
 from mocksync.sync.messages import peek_changeset
+from test_relay_sync import Device, Lab, until
 
 from envfactory import small_env
 
@@ -106,63 +102,6 @@ def test_holding_source_hides_our_unsent_change_sets_from_lan_peers() -> None:
 
 
 # ------------------------------------------------------------------------------ the lab
-
-
-async def until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-@dataclass
-class Device:
-    name: str
-    home: Home
-    identity: Identity
-    folder: Path
-
-
-class Lab:
-    """Two devices of one space, a relay on loopback, agents started with a policy."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.relay: RelayServer | None = None
-        self.port = 0
-        self.agents: list[Agent] = []
-
-    def device(self, name: str) -> Device:
-        home = Home(self.tmp / name)
-        ident, _ = init_device(home, name=f"{name}-laptop", member_name=name)
-        return Device(name, home, ident, self.tmp / name / "envs")
-
-    async def start_relay(self) -> None:
-        self.relay = RelayServer(RelayConfig(data_dir=self.tmp / "relay", port=self.port))
-        await self.relay.start()
-        self.port = self.relay.port or 0
-
-    async def agent(self, dev: Device, policy: str) -> tuple[Agent, RelayTransport]:
-        assert self.relay is not None
-        t = RelayTransport(self.relay.url, backoff_min_s=0.05, backoff_max_s=0.3,
-                           refused_retry_s=0.3, log_check_s=0.2)
-        a = Agent(dev.home, Settings(folder=dev.folder, blind_window_s=0.0, mdns=False,
-                                     offline_policy=policy),
-                  dev.identity, SpaceDirectory(dev.home), transport=t)
-        await a.start()
-        self.agents.append(a)
-        return a, t
-
-    async def stop_agent(self, a: Agent) -> None:
-        self.agents.remove(a)
-        await a.stop()
-
-    async def close(self) -> None:
-        for a in list(self.agents):
-            await self.stop_agent(a)
-        if self.relay is not None:
-            await self.relay.stop()
 
 
 @pytest.fixture

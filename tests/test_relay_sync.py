@@ -87,12 +87,14 @@ class Lab:
             await self.relay.stop()
             self.relay = None
 
-    async def agent(self, dev: Device, **transport_kw: Any) -> tuple[Agent, RelayTransport]:
+    async def agent(self, dev: Device, policy: str = "merge",
+                    **transport_kw: Any) -> tuple[Agent, RelayTransport]:
         assert self.relay is not None
         kw = {"backoff_min_s": 0.05, "backoff_max_s": 0.3, "refused_retry_s": 0.3,
               "log_check_s": 0.2, **transport_kw}
         t = RelayTransport(self.relay.url, **kw)
-        a = Agent(dev.home, Settings(folder=dev.folder, blind_window_s=0.0, mdns=False),
+        a = Agent(dev.home, Settings(folder=dev.folder, blind_window_s=0.0, mdns=False,
+                                     offline_policy=policy),
                   dev.identity, SpaceDirectory(dev.home), transport=t)
         await a.start()
         self.agents.append(a)
