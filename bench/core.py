@@ -20,6 +20,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from mocksync.changes import ChangeSet
 from mocksync.devtools.envgen import generate_env
 from mocksync.model import diff, dumps, parse_env, render_text, snapshot_ops
 from mocksync.store import Store
@@ -116,8 +117,6 @@ def apply_10k(n: int = 10_000) -> Result:
             b = Store(Path(d) / f"b{r}.db")
             b.ingest(first.encode(), _pub(key), now)
             t0 = time.perf_counter()
-            from mocksync.changes import ChangeSet
-
             for i in range(0, len(wires), 1000):  # as the relay catch-up pages them
                 b.ingest_batch([(ChangeSet.decode(w), pk) for w in wires[i:i + 1000]], now + n)
             runs.append(time.perf_counter() - t0)

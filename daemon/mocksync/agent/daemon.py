@@ -426,28 +426,35 @@ class Agent:
     # ------------------------------------------------------------------ log -> folder
     def receive(self, space: str, wire: bytes) -> Any:
         """A change set from another device. Raises the store's refusal on bad input."""
+        cs = self._decode_for(space, wire)
+        key = self.spaces.public_key(space, cs.device, cs.env, cs.seq)
+        res = self.store.ingest(cs, key, int(self.clock() * 1000))
+        for c in res.applied:
+            self.publish({"event": "change", "origin": "remote", "env": c.env,
+                          "device": c.device, "seq": c.seq, "ops": len(c.ops)})
+        self._after_remote(space, res)
+        return res
+
+    @staticmethod
+    def _decode_for(space: str, wire: bytes) -> Any:
         from ..changes import ChangeSet
 
         cs = ChangeSet.decode(wire)
         if cs.space != space:
             raise ValidationError(f"change set for space {cs.space} arrived on space {space}")
-        key = self.spaces.public_key(space, cs.device, cs.env, cs.seq)
-        res = self.store.ingest(cs, key, int(self.clock() * 1000))
-        if res.applied:
-            rt = self.envs.get(cs.env)
-            if rt is None:
-                rt = self._adopt_remote(space, cs.env)
+        return cs
+
+    def _after_remote(self, space: str, res: Any) -> None:
+        """Files to (re)write and conflicts to announce after change sets from others."""
+        for env in sorted({c.env for c in res.applied}):
+            rt = self.envs.get(env) or self._adopt_remote(space, env)
             if rt is not None:
                 rt.last_remote_edit = self.clock()
                 if not self._lifecycle(rt):
                     self.schedule_write(rt)
-            for c in res.applied:
-                self.publish({"event": "change", "origin": "remote", "env": c.env,
-                              "device": c.device, "seq": c.seq, "ops": len(c.ops)})
-            for c in res.conflicts:
-                self.publish({"event": "conflict", "env": c.env, "id": c.id,
-                              "entity": c.entity, "field": list(c.field)})
-        return res
+        for c in res.conflicts:
+            self.publish({"event": "conflict", "env": c.env, "id": c.id,
+                          "entity": c.entity, "field": list(c.field)})
 
     def receive_batch(self, space: str, wires: list[bytes]) -> tuple[Any, list[tuple[Any, Exception]]]:
         """Many change sets at once (relay catch-up): one store transaction, one write per env.
@@ -455,35 +462,21 @@ class Agent:
         Returns the store's result and the refused change sets with why, so the transport can
         report each refusal while the rest is applied.
         """
-        from ..changes import ChangeSet
-
         items = []
         errors: list[tuple[Any, Exception]] = []
         for wire in wires:
             try:
-                cs = ChangeSet.decode(wire)
+                cs = self._decode_for(space, wire)
             except MocksyncError as exc:
                 errors.append((None, exc))
-                continue
-            if cs.space != space:
-                errors.append((cs, ValidationError(
-                    f"change set for space {cs.space} arrived on space {space}")))
                 continue
             items.append((cs, self.spaces.public_key(space, cs.device, cs.env, cs.seq)))
         res, refused = self.store.ingest_batch(items, int(self.clock() * 1000))
         errors += refused
-        for env in sorted({c.env for c in res.applied}):
-            rt = self.envs.get(env) or self._adopt_remote(space, env)
-            if rt is not None:
-                rt.last_remote_edit = self.clock()
-                if not self._lifecycle(rt):
-                    self.schedule_write(rt)
         if res.applied:
             self.publish({"event": "change", "origin": "remote", "batch": len(res.applied),
                           "envs": sorted({c.env for c in res.applied})})
-        for c in res.conflicts:
-            self.publish({"event": "conflict", "env": c.env, "id": c.id,
-                          "entity": c.entity, "field": list(c.field)})
+        self._after_remote(space, res)
         return res, errors
 
     def _adopt_remote(self, space: str, env: str) -> EnvRuntime | None:
@@ -610,6 +603,13 @@ class Agent:
         if current == data:
             self.store.set_base(rt.uuid, str(rt.path), content_hash(data), data)
             return
+        self._put_file(rt, data, doc)
+        if rt.state in (HELD, INVALID) and not force:
+            rt.state, rt.reason = SYNCED, ""
+        self.publish({"event": "written", "env": rt.uuid, "file": str(rt.path), "bytes": len(data)})
+
+    def _put_file(self, rt: EnvRuntime, data: bytes, doc: dict[str, Any]) -> None:
+        """Write an environment's file atomically and remember it as what the editor sees."""
         sha = content_hash(data)
         if self.watcher is not None:
             self.watcher.expect_write(rt.path, sha)
@@ -617,9 +617,6 @@ class Agent:
         rt.file_sig = file_sig(rt.path)
         self.history.record_write(rt.path, sha, doc)
         self.store.set_base(rt.uuid, str(rt.path), sha, data)
-        if rt.state in (HELD, INVALID) and not force:
-            rt.state, rt.reason = SYNCED, ""
-        self.publish({"event": "written", "env": rt.uuid, "file": str(rt.path), "bytes": len(data)})
 
     # ------------------------------------------------------------------ commands
     def all_envs(self) -> list[dict[str, Any]]:
@@ -650,19 +647,17 @@ class Agent:
             path = self._free_path(f"{path.stem}-copy")
         elif parsed.uuid in self.envs:
             raise ValidationError(f"{path.name} is already synced (space {self.spaces.name(self.envs[parsed.uuid].space)})")
-        in_space = sum(1 for rt in self.envs.values() if rt.space == space_id)
-        n_files, files_bytes = self.linked.quota_bytes(doc)  # linked files count (issue #7)
-        problem = self.spaces.check_share(space_id, in_space, compact_size(doc) + files_bytes)
-        if problem:
-            raise QuotaError(quota_reason(problem, n_files, files_bytes))
+        self._check_share_quota(space_id, doc)
         rt = EnvRuntime(doc["uuid"], space_id, path, name=str(doc.get("name", "")),
                         layout=parsed.layout, file_sig=None if copy else sig)
         self.envs[rt.uuid] = rt
         self.registry.put(EnvRecord(rt.uuid, space_id, str(path), rt.name))
         self._commit(rt, snapshot_ops(doc, self._rng))
         text = dumps(render(self.store.state(rt.uuid)), parsed.layout).encode("utf-8")
-        if copy or text != data:
-            self.schedule_write(rt) if not copy else self._write_env(rt, force=True)
+        if copy:
+            self._write_env(rt, force=True)
+        elif text != data:
+            self.schedule_write(rt)  # normalisation changed it: written once the editor can see
         else:
             self.store.set_base(rt.uuid, str(path), content_hash(data), data)
         self.local.pop(path, None)
@@ -681,14 +676,19 @@ class Agent:
         path = self._free_path(name)
         data = dumps(doc, MOCKOON_LAYOUT).encode("utf-8")
         space_id = self.spaces.resolve(space) if space else self.spaces.default_space()
-        in_space = sum(1 for rt in self.envs.values() if rt.space == space_id)
-        problem = self.spaces.check_share(space_id, in_space, compact_size(doc))
-        if problem:
-            raise QuotaError(problem)
+        self._check_share_quota(space_id, doc)  # before a file is written for nothing
         if self.watcher is not None:
             self.watcher.expect_write(path, content_hash(data))
         atomic_write(path, data)
         return self.share(str(path), space)
+
+    def _check_share_quota(self, space_id: str, doc: dict[str, Any]) -> None:
+        """Refuse sharing `doc` into a space over its plan (linked files count, issue #7)."""
+        in_space = sum(1 for rt in self.envs.values() if rt.space == space_id)
+        n_files, files_bytes = self.linked.quota_bytes(doc)
+        problem = self.spaces.check_share(space_id, in_space, compact_size(doc) + files_bytes)
+        if problem:
+            raise QuotaError(quota_reason(problem, n_files, files_bytes))
 
     def find(self, text: str) -> EnvRuntime:
         from .registry import UnknownEnvironment, resolve_env
@@ -730,13 +730,8 @@ class Agent:
         if rt.state != MISSING and rt.path.exists():
             return {"uuid": rt.uuid, "file": str(rt.path), "restored": False}
         rt.state, rt.reason = SYNCED, ""
-        data = dumps(render(self.store.state(rt.uuid)), rt.layout).encode("utf-8")
-        sha = content_hash(data)
-        if self.watcher is not None:
-            self.watcher.expect_write(rt.path, sha)
-        atomic_write(rt.path, data)
-        rt.file_sig = file_sig(rt.path)
-        self.store.set_base(rt.uuid, str(rt.path), sha, data)
+        doc = render(self.store.state(rt.uuid))
+        self._put_file(rt, dumps(doc, rt.layout).encode("utf-8"), doc)
         return {"uuid": rt.uuid, "file": str(rt.path), "restored": True}
 
     def conflicts(self, text: str | None = None) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ Typical use:
 from .diff import diff, registers_of, same, snapshot_ops, state_from_doc
 from .flatten import DuplicateUuidError, EntityView, NotAnEnvironmentError, flatten
 from .jsfmt import COMPACT_LAYOUT, MOCKOON_LAYOUT, JSONSyntaxError, Layout, detect_layout, dumps
+from .merge import MergeResult, describe, describe_entity, merge3
 from .ops import BadOpError, to_wire, validate_ops
 from .render import render, render_text
 from .state import ABSENT, ApplyResult, Conflict, Entity, State, happened_before
@@ -22,8 +23,5 @@ __all__ = [
     "MigrationTooNewError", "NotAnEnvironmentError", "ParsedEnv", "State", "check_env",
     "detect_layout", "diff", "dumps", "flatten", "happened_before", "parse_env", "registers_of",
     "render", "render_text", "same", "snapshot_ops", "state_from_doc", "to_wire", "validate_ops",
+    "MergeResult", "describe", "describe_entity", "merge3",
 ]
-
-from .merge import MergeResult, describe, describe_entity, merge3  # noqa: E402
-
-__all__ += ["MergeResult", "describe", "describe_entity", "merge3"]

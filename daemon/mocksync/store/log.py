@@ -196,14 +196,6 @@ class Store:
             "ORDER BY seq DESC LIMIT 1", (env, device, APPLIED)).fetchone()
         return (row[0], bytes(row[1]), row[2]) if row else None
 
-    def head(self, env: str, device: str) -> ChangeSet | None:
-        row = self.db.execute(
-            "SELECT wire FROM changesets WHERE env=? AND device=? AND status=? "
-            "ORDER BY seq DESC LIMIT 1",
-            (env, device, APPLIED),
-        ).fetchone()
-        return ChangeSet.decode(row[0]) if row else None
-
     def log(self, env: str) -> list[tuple[ChangeSet, int]]:
         """Applied change sets, oldest (by stamp) first, with the time we received each."""
         return [
