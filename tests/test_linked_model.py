@@ -193,8 +193,8 @@ def test_content_round_trips_binary_bytes() -> None:
 def test_modes_private_keys_are_0600_and_peers_cannot_set_dangerous_bits() -> None:
     assert file_mode(0o100644, private=True) == 0o600
     assert file_mode(0o100640, private=False) == 0o640
-    assert file_mode(0o100755, private=False) == 0o755
-    assert file_mode(0o104777, private=False) == 0o755  # no setuid, no group/other write
+    assert file_mode(0o100755, private=False) == 0o644  # never an exec bit (issue #12)
+    assert file_mode(0o104777, private=False) == 0o644  # no setuid, no group/other write
     assert file_mode(0o100444, private=False) == 0o644  # the owner can replace it later
 
 
@@ -299,8 +299,9 @@ S1, S2, S3 = "1" * 64, "2" * 64, "3" * 64
     (S2, S1, S1, True, Action.WRITE),
     # a teammate deleted it
     (DELETED, S1, S1, False, Action.REMOVE),
-    # first contact with a different local copy: the team's wins, ours goes to the trash
-    (S2, S1, None, False, Action.TRASH_AND_WRITE),
+    # first contact with a different local copy: never overwritten, a conflict (issue #12)
+    (S2, S1, None, False, Action.CLASH),
+    (S2, S1, None, True, Action.CLASH),
     # edited here
     (S1, S2, S1, True, Action.COMMIT),
     (S1, S2, S1, False, Action.NOTHING),
@@ -321,6 +322,12 @@ def test_decide_for_a_file_no_longer_linked_only_propagates_its_deletion() -> No
     assert decide(S1, None, S1, local=True, referenced=False) == Action.COMMIT  # a rename
     assert decide(S1, S2, S1, local=True, referenced=False) == Action.NOTHING
     assert decide(NO_ENTITY, S1, None, local=True, referenced=False) == Action.NOTHING
+    # A teammate's file the environment does not link is never written (issue #12).
+    assert decide(S1, None, None, local=False, referenced=False) == Action.NOTHING
+    assert decide(S2, S1, S1, local=False, referenced=False) == Action.NOTHING
+    assert decide(S2, S1, None, local=True, referenced=False) == Action.NOTHING
+    assert decide(S2, None, S1, local=True, referenced=False) == Action.FORGET
+    assert decide(DELETED, S1, S1, local=False, referenced=False) == Action.REMOVE
 
 
 def test_quota_reason_says_linked_files_count() -> None:

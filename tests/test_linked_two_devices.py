@@ -442,21 +442,31 @@ async def test_quota_counts_linked_files(two: Two) -> None:
                      "the file once it fits")
 
 
-async def test_a_joining_device_keeps_its_different_local_copy_in_the_trash(
+async def test_a_joining_devices_different_local_copy_is_a_conflict_never_overwritten(
         two: Two) -> None:
+    """Issue #12: a teammate's version never replaces a local file this device never synced;
+    `status` names it as a conflict, and moving the file away lets the team's version in."""
     await two.b.transport.stop()
     put(two.dev_b.folder, "fixtures/webhook.json", b"B's own old copy")
     src = payments_with_files(two.dev_a.folder)
     env = two.a.share(str(src), space="team")["uuid"]
     await two.b.transport.start(two.b)
     fb = two.dev_b.folder / "fixtures/webhook.json"
-    await wait_until(lambda: fb.read_bytes() == b'{"event": "paid"}\n', "the team's version")
-    kept = list(two.dev_b.home.trash.glob("*webhook.json*"))
-    assert [p.read_bytes() for p in kept] == [b"B's own old copy"]
+    await wait_until(lambda: (two.dev_b.folder / "fixtures/receipt.html").exists()
+                     and linked(two.b, env)["fixtures/webhook.json"]["state"] == "conflict",
+                     "the other files on B and webhook.json shown as a conflict")
+    row = linked(two.b, env)["fixtures/webhook.json"]
+    assert "never synced" in row["reason"] and "Move or rename it" in row["reason"]
+    two.b.linked.poll_once()
+    two.b.linked.after_local_edit(two.b.envs[env])  # a local trigger neither writes nor sends
     await settle(two.a, two.b)
-    # B's old copy was never pushed over the team's.
+    assert fb.read_bytes() == b"B's own old copy"
     assert (two.dev_a.folder / "fixtures/webhook.json").read_bytes() == b'{"event": "paid"}\n'
     assert two.a.conflicts(env) == []
+    os.rename(fb, two.dev_b.folder / "fixtures/webhook.old")
+    await wait_until(lambda: fb.read_bytes() == b'{"event": "paid"}\n', "the team's version")
+    await wait_until(lambda: linked(two.b, env)["fixtures/webhook.json"]["state"] == "synced",
+                     "webhook.json synced on B")
 
 
 async def test_status_lists_linked_files_and_is_empty_without_any(two: Two) -> None:

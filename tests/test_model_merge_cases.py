@@ -1013,9 +1013,6 @@ def _delete_twice(base):
     return g, [e, d1, d2]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "design: State records a losing write when it is applied, against whatever the register "
-    "holds then, so which writes are listed as conflicts depends on delivery order (reported)"))
 @pytest.mark.parametrize("scenario", [_three_writers, _delete_twice])
 def test_conflicts_recorded_are_the_same_in_every_delivery_order(scenario):
     base = small_env()
@@ -1026,9 +1023,6 @@ def test_conflicts_recorded_are_the_same_in_every_delivery_order(scenario):
     assert len(seen) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "design: a duplicate delivery can add a conflict (the tombstone's origin moved to an "
-    "earlier concurrent delete after the edit was first applied) (reported)"))
 def test_a_duplicate_delivery_records_nothing_new():
     base = small_env()
     g, (e, d1, d2) = _delete_twice(base)

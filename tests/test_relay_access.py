@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mocksync.agent.daemon import compact_size
+from mocksync import PROTOCOL_VERSION
+from mocksync.agent.daemon import QuotaError, compact_size
 from mocksync.agent.settings import Settings
 from mocksync.devtools.pairing import pair
 from mocksync.net.relay_client import RelayClient, RelayRefused
@@ -45,7 +46,7 @@ from mocksync.space.keys import new_content_key, seal_payload
 from mocksync.space.membership import migrate
 from mocksync.space.quotas import get_plan
 from mocksync.space.store import append_entries, get_space
-from test_relay_sync import Lab, share, team_of, until
+from test_relay_sync import Lab, save, share, team_of, until
 
 from envfactory import small_env
 
@@ -173,12 +174,14 @@ async def test_old_model_refused_after_migration(lab: Lab) -> None:
 async def test_other_protocol_version_refused_with_sentence(lab: Lab) -> None:
     alice, _bob, space = team_of(lab)
     await lab.start_relay()
-    c = await raw_client(lab, alice.identity, logs_of(alice, space), protocol_version=2)
+    from mocksync import PROTOCOL_VERSION as P
+
+    c = await raw_client(lab, alice.identity, logs_of(alice, space), protocol_version=P + 1)
     try:
         assert await settle(c) == "refused"
         assert c.code == "incompatible_version"
-        assert c.reason.startswith("incompatible version: the relay speaks protocol 1 and this "
-                                   "device 2")
+        assert c.reason.startswith(f"incompatible version: the relay speaks protocol {P} and "
+                                   f"this device {P + 1}")
     finally:
         await c.stop()
 
@@ -190,7 +193,8 @@ async def test_quota_on_environment_count_reaches_status(lab: Lab) -> None:
     alice, _bob, space = team_of(lab)
     await lab.start_relay(plan=get_plan("team", max_envs=1))
     a, ta = await lab.agent(alice)
-    assert await ta.wait_synced(1)
+    # Shared before the relay's welcome (no await since the start): the daemon still holds
+    # the space to the default plan, so it is the relay that refuses the second one.
     one = small_env()
     share(a, one, space, "one.json")
     two = small_env()
@@ -203,6 +207,15 @@ async def test_quota_on_environment_count_reaches_status(lab: Lab) -> None:
                             "already has 1")
     assert st["quota"] == [{"space": space, "env": two["uuid"], "reason": st["reason"]}]
     assert lab.relay.storage.env_count(space) == 1
+    env = next(e for e in a.status()["environments"] if e["uuid"] == two["uuid"])
+    assert env["state"] == "held" and env["reason"].startswith(st["reason"])
+    # Now the daemon knows the relay's plan: a third share is refused at once, changing nothing.
+    three = small_env()
+    three["uuid"] = "e0000000-0000-4000-8000-000000000003"
+    p = save(a, three, "three.json")
+    with pytest.raises(QuotaError, match="team plan allows 1 environments"):
+        a.share(str(p), space)
+    assert three["uuid"] not in a.envs
 
 
 async def test_quota_on_environment_size_reaches_status(lab: Lab) -> None:
@@ -211,12 +224,12 @@ async def test_quota_on_environment_size_reaches_status(lab: Lab) -> None:
     size = compact_size(doc)
     await lab.start_relay(plan=get_plan("solo", max_env_bytes=size - 1))
     a, ta = await lab.agent(alice)
-    assert await ta.wait_synced(1)
-    share(a, doc, space)
+    share(a, doc, space)  # before the welcome: the relay refuses it
     await until(lambda: bool(ta.status()["relay"]["quota"]), what="a quota refusal")
     reason = a.status()["relay"]["reason"]
     assert reason.startswith("quota exceeded: solo plan allows environments up to")
     assert lab.relay.storage.env_count(space) == 0
+    assert a.status()["environments"][0]["state"] == "held"
 
 
 async def test_quota_on_stored_history(lab: Lab) -> None:
@@ -355,16 +368,16 @@ async def test_slow_consumer_is_disconnected_not_waited_for(lab: Lab) -> None:
     try:
         assert await settle(a) == "connected"
         # Bob authenticates by hand, then never reads again.
-        from mocksync.relay.auth import sign_challenge
+        from mocksync.relay.auth import relay_origin, sign_challenge
         from mocksync.relay.protocol import RELAY, decode_message
 
-        await ws.send_bytes(encode_message({"t": "hello", "p": 1, "m": 1,
+        await ws.send_bytes(encode_message({"t": "hello", "p": PROTOCOL_VERSION, "m": 1,
                                             "d": bob.identity.device_id, "sp": [space],
                                             "a": "test"}, sender=CLIENT))
         ch = decode_message((await ws.receive(timeout=5)).data, sender=RELAY)
-        await ws.send_bytes(encode_message({"t": "auth", "sig": sign_challenge(bob.identity,
-                                                                                ch["n"]),
-                                            "logs": {space: []}}, sender=CLIENT))
+        origin = relay_origin(lab.relay.url)
+        await ws.send_bytes(encode_message({"t": "auth", "u": origin, "sig": sign_challenge(
+            bob.identity, ch["n"], ch["k"], origin), "logs": {space: []}}, sender=CLIENT))
         assert decode_message((await ws.receive(timeout=5)).data, sender=RELAY)["t"] == "welcome"
         key = new_content_key()
         aid = alice.identity.device_id
@@ -480,7 +493,8 @@ def test_relay_command_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert url and url.startswith("http://127.0.0.1:"), lines
         with urllib.request.urlopen(url + "/v1/health", timeout=5) as r:
             health = json.loads(r.read())
-        assert health["ok"] is True and health["plan"] == "solo" and health["protocol"] == 1
+        assert health["ok"] is True and health["plan"] == "solo"
+        assert health["protocol"] == PROTOCOL_VERSION
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         assert "mocksync relay: stopped" in proc.stderr.read()

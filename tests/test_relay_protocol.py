@@ -71,7 +71,7 @@ CT = seal_payload(new_content_key(), 1, b"sealed change set")
 CLIENT_SAMPLES = [
     {"t": "joinrep", "s": SPACE, "j": b"j" * 16, "p": b"handshake"},
     {"t": "hello", "p": PROTOCOL_VERSION, "m": 1, "d": DA, "sp": [SPACE], "a": "mocksync 0.1.0"},
-    {"t": "auth", "sig": b"s" * 64, "logs": {SPACE: [b"entry"]}},
+    {"t": "auth", "sig": b"s" * 64, "u": "http://127.0.0.1:8765", "logs": {SPACE: [b"entry"]}},
     {"t": "log", "i": 1, "s": SPACE, "w": [b"entry"]},
     {"t": "index", "i": 2, "s": SPACE},
     {"t": "fetch", "i": 3, "s": SPACE, "e": TAG, "vv": {DA: 4}},
@@ -85,7 +85,8 @@ RELAY_SAMPLES = [
     {"t": "joinreq", "s": SPACE, "j": b"j" * 16, "p": b"handshake"},
     {"t": "jp", "p": b"handshake"},
     {"t": "entries", "s": SPACE, "w": [b"entry"]},
-    {"t": "challenge", "p": 1, "n": b"n" * 32, "have": {SPACE: [b"h" * 32]}},
+    {"t": "challenge", "p": 1, "n": b"n" * 32, "k": b"k" * 32, "ks": b"s" * 64,
+     "have": {SPACE: [b"h" * 32]}},
     {"t": "welcome", "ok": {SPACE: {"m": 1, "plan": "team", "envs": 10, "bytes": 10**7, "devs": 2}},
      "no": {"ef" * 16: ["revoked", "revoked: gone"]},
      "lim": {"frame": MAX_FRAME_BYTES, "items": MAX_BATCH_ITEMS, "rate": 200}},
@@ -145,7 +146,8 @@ def test_joiner_may_only_send_join() -> None:
 
 @pytest.mark.parametrize("bad, err", [
     ({"t": "nope"}, UnknownKind),
-    ({"t": "challenge", "p": 1, "n": b"n" * 32, "have": {}}, UnknownKind),  # relay kind
+    ({"t": "challenge", "p": 1, "n": b"n" * 32, "k": b"k" * 32, "ks": b"s" * 64, "have": {}},
+     UnknownKind),  # relay kind
     ({"t": "ping", "n": 1, "extra": 1}, RelayProtocolError),
     ({"t": "ping"}, RelayProtocolError),
     ({"t": "ping", "n": True}, RelayProtocolError),  # a bool is not an int
@@ -351,14 +353,14 @@ def test_envelope_seal_open_and_every_way_to_break_it() -> None:
 
 
 def test_challenge_signature() -> None:
-    nonce = os.urandom(32)
-    sig = sign_challenge(A, nonce)
-    assert verify_challenge(A.sign_public, nonce, DA, sig)
-    assert not verify_challenge(A.sign_public, os.urandom(32), DA, sig)  # another nonce
-    assert not verify_challenge(A.sign_public, nonce, DB, sig)  # claimed for another id
-    assert not verify_challenge(B.sign_public, nonce, DA, sig)
+    nonce, rk, origin = os.urandom(32), os.urandom(32), "http://127.0.0.1:8765"
+    sig = sign_challenge(A, nonce, rk, origin)
+    assert verify_challenge(A.sign_public, nonce, DA, rk, origin, sig)
+    assert not verify_challenge(A.sign_public, os.urandom(32), DA, rk, origin, sig)  # nonce
+    assert not verify_challenge(A.sign_public, nonce, DB, rk, origin, sig)  # another id
+    assert not verify_challenge(B.sign_public, nonce, DA, rk, origin, sig)
     # domain separation: a bare signature of the nonce is not an answer
-    assert not verify_challenge(A.sign_public, nonce, DA, A.sign(nonce + DA.encode()))
+    assert not verify_challenge(A.sign_public, nonce, DA, rk, origin, A.sign(nonce + DA.encode()))
 
 
 def test_signals_verify_end_to_end() -> None:

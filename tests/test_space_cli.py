@@ -203,7 +203,8 @@ def test_join_twice_is_refused(run, loopback):
     ok(run("bob", "init"))
     ok(run("bob", "join", ok(run("alice", "invite", "backend")).stdout.strip()))
     r = run("bob", "join", ok(run("alice", "invite", "backend")).stdout.strip())
-    assert r.exit_code == 1 and "already belongs" in r.stderr
+    # bob's copy of the log may be stale (removed while offline), so the admin device decides
+    assert r.exit_code == 1 and "already a member of this space" in r.stderr
 
 
 def test_every_command_has_help_with_examples(run):

@@ -283,12 +283,47 @@ def test_removed_device_cannot_add_itself_back():
     readd = M.add_device(B, log.state, member_id=mid_b, device=B.public, sealed_key=None, now_ms=T)
     with pytest.raises(MembershipError, match="removed"):
         log.add(readd)
-    # an admin cannot re-add it either: removed ids are tombstoned
-    by_admin = M.add_device(A, log.state, member_id=mid_b, device=B.public, sealed_key=None,
-                            now_ms=T)
-    with pytest.raises(MembershipError, match="can never be added back"):
-        log.add(by_admin)
-    assert not M.verify_log(log.entries + [readd, by_admin]).is_member(B.device_id)
+    assert not M.verify_log(log.entries + [readd]).is_member(B.device_id)
+
+
+def test_admin_re_adds_a_removed_device_only_after_seeing_its_removal():
+    log = Log()
+    mid_b = log.add_person(A, B, role="admin")
+    before = log.state
+    removal = M.remove_device(A, before, device_id=B.device_id, covers={"env1": 2}, now_ms=T)
+    # an admin entry concurrent with the removal cannot undo it
+    concurrent = M.add_device(A, before, member_id=mid_b, device=B.public, sealed_key=None,
+                              now_ms=T)
+    st = M.verify_log(log.entries + [removal, concurrent])
+    assert not st.is_member(B.device_id)
+    log.add(removal)
+    readd = M.add_device(A, log.state, member_id=mid_b, device=B.public, sealed_key=None,
+                         now_ms=T)
+    log.add(readd)
+    st = log.state
+    assert st.is_member(B.device_id) and B.device_id not in st.removed_devices
+    assert st.accepts_change(B.device_id, "env1", 50)  # active again: its chain continues
+    # what B signs after being re-added counts (removal-wins voids only what it did unseen)
+    by_b = M.add_member(B, st, member_id=M.new_member_id(), name="Eve", role="editor", now_ms=T)
+    log.add(by_b)
+    assert len(log.state.members) == 3
+    # removed again: B is out, and what it signed before stays
+    log.add(M.remove_device(A, log.state, device_id=B.device_id, covers={}, now_ms=T))
+    assert not log.state.is_member(B.device_id) and len(log.state.members) == 3
+
+
+def test_device_removed_again_concurrently_with_its_own_entry_loses_it():
+    log = Log()
+    mid_b = log.add_person(A, B, role="admin")
+    log.add(M.remove_device(A, log.state, device_id=B.device_id, covers={}, now_ms=T))
+    log.add(M.add_device(A, log.state, member_id=mid_b, device=B.public, sealed_key=None,
+                         now_ms=T))
+    base = log.state
+    second = M.remove_device(A, base, device_id=B.device_id, covers={}, now_ms=T)
+    unseen = M.add_member(B, base, member_id=M.new_member_id(), name="Eve", role="admin",
+                          now_ms=T)
+    st = M.verify_log(log.entries + [second, unseen])
+    assert not st.is_member(B.device_id) and unseen.hash_hex in st.void
 
 
 def test_removal_wins_over_concurrent_entries_of_the_removed_device():

@@ -6,8 +6,9 @@ files or clocks. The I/O layers (store, net, relay, agent, cli) are thin adapter
 
 __version__ = "0.1.0"
 
-#: Version of the wire protocol spoken between daemons and with the relay.
-PROTOCOL_VERSION = 1
+#: Version of the wire protocol spoken between daemons and with the relay. 2: the relay's
+#: challenge carries its key and proof, and the device's answer is bound to them (issue 12).
+PROTOCOL_VERSION = 2
 #: Version of the register model (bumped by a `migrate` entry in a space's membership log).
 MODEL_VERSION = 1
 #: Highest Mockoon `lastMigration` this build understands by default.

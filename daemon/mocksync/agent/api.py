@@ -95,9 +95,8 @@ def register(server: ControlServer, agent: Agent) -> None:
         st = agent.status()
         return {"peers": st["peers"]}
 
-    # ---- presence: what each online user is looking at (LAN peers report theirs)
-    mine: dict[str, Any] = {"presence": None}
-
+    # ---- presence: what each online user is looking at (issue 11 item 6). An editor plugin
+    # may say it (`presence`); otherwise the environment a device last saved counts.
     def describe(env: str | None, entity: str | None) -> tuple[str | None, str | None]:
         if env is None:
             return None, None
@@ -116,6 +115,7 @@ def register(server: ControlServer, agent: Agent) -> None:
     @server.route("presence")
     async def presence(params: dict[str, Any]) -> dict[str, Any]:
         from ..sync.messages import MAX_EDITOR_CHARS, MAX_ENTITY_CHARS
+        from .presence import Looking
 
         env_text = _str(params, "env", False)
         entity = _str(params, "entity", False)
@@ -130,33 +130,17 @@ def register(server: ControlServer, agent: Agent) -> None:
         if env_text is not None:
             rt = agent.find(env_text)
             space, env = rt.space, rt.uuid
-        mine["presence"] = {"space": space, "env": env, "entity": entity, "editor": editor}
-        if agent.transport is not None and hasattr(agent.transport, "set_presence"):
-            agent.transport.set_presence(space=space, env=env, entity=entity, editor=editor)
-        return {"presence": mine["presence"]}
+        agent.tell_presence(Looking(space, env, entity, editor))
+        return {"presence": {"space": space, "env": env, "entity": entity, "editor": editor}}
 
     @server.route("who")
     async def who(params: dict[str, Any]) -> dict[str, Any]:
-        me = mine["presence"] or {}
-        env_name, entity_name = describe(me.get("env"), me.get("entity"))
-        rows = [{"device": agent.device, "name": agent.identity.name,
-                 "member": getattr(agent.identity, "member_name", None), "you": True,
-                 "via": None, "online": True, "env": me.get("env"), "env_name": env_name,
-                 "entity": me.get("entity"), "entity_name": entity_name,
-                 "editor": me.get("editor")}]
-        others: dict[str, dict[str, Any]] = {}
-        for p in agent.status()["peers"]:
-            device = p.get("device")
-            if p.get("state") != "connected" or device == agent.device:
-                continue
-            pres = p.get("presence") or {}
-            if device in others and (others[device]["env"] or not pres.get("env")):
-                continue  # reachable both ways (LAN and relay): one row, the one with presence
-            env_name, entity_name = describe(pres.get("env"), pres.get("entity"))
-            others[device] = {"device": device, "name": None, "member": p.get("member"),
-                              "you": False, "via": p.get("via"), "online": True,
-                              "env": pres.get("env"), "env_name": env_name,
-                              "entity": pres.get("entity"), "entity_name": entity_name,
-                              "editor": pres.get("editor")}
-        rows += [others[d] for d in sorted(others)]
-        return {"who": rows}
+        from .presence import who_rows
+
+        me = agent.presence.current(agent.clock())
+        env_name, entity_name = describe(me.env, me.entity)
+        mine = {"device": agent.device, "name": agent.identity.name,
+                "member": getattr(agent.identity, "member_name", None), "you": True,
+                "via": None, "online": True, "env": me.env, "env_name": env_name,
+                "entity": me.entity, "entity_name": entity_name, "editor": me.editor}
+        return {"who": who_rows(mine, agent.status()["peers"], describe)}

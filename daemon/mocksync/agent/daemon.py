@@ -29,12 +29,13 @@ from typing import Any, Protocol
 from .. import MODEL_VERSION, PROTOCOL_VERSION, __version__
 from ..errors import MocksyncError, ValidationError
 from ..model import ParsedEnv, diff, dumps, parse_env, render, snapshot_ops
-from ..model.files import quota_reason
+from ..model.files import env_file_stem, quota_reason
 from ..model.jsfmt import MOCKOON_LAYOUT
+from ..model.lifecycle import reshare_refusal
 from ..model.ops import DELETED, LIFECYCLE, SHARED, UNSHARED
 from ..paths import Home
 from ..store import Store
-from .editorsync import BlindWindow, VersionHistory, pick_base
+from .editorsync import BlindWindow, SeenVersions, VersionHistory, meet, tied_bases
 from .envfiles import HELD, INVALID, MISSING, SYNCED, EnvRuntime, LocalFile
 from .linked import LinkedFiles
 from .offline import (
@@ -46,6 +47,7 @@ from .offline import (
     should_hold,
     team_state,
 )
+from .presence import Looking, PresenceBook
 from .registry import EnvRecord, Registry
 from .settings import Settings
 from .watcher import FileEvent, FolderWatcher
@@ -153,6 +155,12 @@ class Agent:
         #: Per file: (sha256, entity views) of the version the editor last had, so a save's
         #: diff against it need not flatten that version again.
         self._views: dict[Path, tuple[str, Any]] = {}
+        #: Per environment: the version vector each recent version of its file reflects (by
+        #: content hash), so a save is stamped with what its editor had seen (issue 11 item 8).
+        self._seen = SeenVersions()
+        #: What this device's user is editing, as `who` shows it everywhere (issue 11 item 6).
+        self.presence = PresenceBook()
+        self._presence_handle: asyncio.TimerHandle | None = None
         self.envs: dict[str, EnvRuntime] = {}
         self.local: dict[Path, LocalFile] = {}
         self.watcher: FolderWatcher | None = None
@@ -163,6 +171,9 @@ class Agent:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Files the environments link to (FILE bodies, TLS files): issue #7.
         self.linked = LinkedFiles(self)
+        #: Environments whose last upload the relay refused (a quota), with its sentence:
+        #: shown as held, never as synced, until an upload of theirs is accepted again.
+        self.relay_refusals: dict[str, str] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -350,8 +361,10 @@ class Agent:
             self.blind.note_editor_save(rt.path, now)
         state = self.store.state(rt.uuid)
         base = self.store.get_base(rt.uuid)
+        tied: list[str] = []
         if base is not None and base[1] == sha:
             ops: list[tuple] = []
+            tied = [sha]
         else:
             candidates: list[tuple[str, Any]] = []
             if initial:
@@ -371,22 +384,31 @@ class Agent:
                 candidates = [("state", render(state))]
             if len(candidates) == 1:
                 label, base_doc = candidates[0]
+                tied = [label]
             else:
                 docs = dict(candidates)
-                label = pick_base(parsed.doc, candidates, lambda a, b: len(
+                tied = tied_bases(parsed.doc, candidates, lambda a, b: len(
                     diff(a, b, state, self._rng, new_views=parsed.views)))
+                label = tied[0]
                 base_doc = docs[label]
             cached = self._views.get(rt.path)
             ops = diff(base_doc, parsed.doc, state, self._rng, new_views=parsed.views,
                        base_views=cached[1] if cached and cached[0] == label else None)
+        seen = self._seen_by_editor(rt.uuid, tied, base[1] if base is not None else None)
         if ops:
             problem = self._size_problem(rt.space, parsed.doc)
             if problem:
                 rt.state, rt.reason = HELD, problem + "; this edit is not synced until it fits"
                 self.publish({"event": "held", "env": rt.uuid, "reason": rt.reason})
                 return
-            self._commit(rt, ops)
+            cs = self._commit(rt, ops, seen=seen)
             rt.last_local_edit = now
+            if not initial:  # an editor's save: its user is editing this environment
+                self.presence.saved(rt.space, rt.uuid, now)
+                self.push_presence()
+            seen = None if seen is None else {**seen, self.device: cs.seq}
+        self._seen.put(rt.uuid, sha, seen if seen is not None
+                       else self.store.version_vector(rt.uuid))
         rt.layout = parsed.layout
         rt.name = parsed.name or rt.name
         rt.state, rt.reason = SYNCED, ""
@@ -397,6 +419,46 @@ class Agent:
         if render(state) != parsed.doc:
             self.schedule_write(rt)
         self.linked.after_local_edit(rt)  # fixtures and TLS files it links (issue #7)
+
+    def _seen_by_editor(self, env: str, labels: list[str], base_sha: str | None,
+                        ) -> dict[str, int] | None:
+        """The version vector a save was made against: what every base it may stem from
+        holds ("state": all applied; "base": the stored base; else a version's hash). None
+        when one of them is not known (after a restart): the save then claims the log."""
+        vvs = []
+        for label in labels:
+            if label == "state":
+                vvs.append(self.store.version_vector(env))
+                continue
+            vv = self._seen.get(env, base_sha if label == "base" else label)
+            if vv is None:
+                return None
+            vvs.append(vv)
+        return meet(vvs) if vvs else None
+
+    def tell_presence(self, looking: Looking) -> None:
+        """An editor plugin said what its user is looking at (`presence` control call)."""
+        self.presence.told(looking, self.clock())
+        self.push_presence()
+
+    def push_presence(self) -> None:
+        """Send this device's presence to every transport when it changed, and come back
+        when a save ages out of "editing" (the decision is `PresenceBook`'s)."""
+        if self._loop is None:
+            return  # not running: nothing to tell, nobody to tell it to
+        now = self.clock()
+        looking = self.presence.update(now)
+        if looking is not None and self.transport is not None \
+                and hasattr(self.transport, "set_presence"):
+            self.transport.set_presence(space=looking.space, env=looking.env,
+                                        entity=looking.entity, editor=looking.editor)
+        if self._presence_handle is not None:
+            self._presence_handle.cancel()
+            self._presence_handle = None
+        due = self.presence.next_change(now)
+        if due is not None:
+            self._presence_handle = self._loop.call_later(max(0.0, due - now) + 0.05,
+                                                          self.push_presence)
 
     def _size_problem(self, space: str, doc: dict[str, Any]) -> str | None:
         """The plan's refusal for an environment of this size, or None. Checked on every
@@ -409,11 +471,14 @@ class Agent:
         problem = self.spaces.check_size(space, compact_size(doc) + files_bytes)
         return None if problem is None else quota_reason(problem, n_files, files_bytes)
 
-    def _commit(self, rt: EnvRuntime, ops: list[tuple]) -> None:
+    def _commit(self, rt: EnvRuntime, ops: list[tuple],
+                seen: dict[str, int] | None = None) -> Any:
+        """Commit our own edit and send it. `seen`: the version vector of what the edit was
+        made against, when older than the log (an editor's save); None: all of it."""
         t0 = time.perf_counter()
         cs, res = self.store.commit_local(
             self.identity.signing_key, space=rt.space, env=rt.uuid, device=self.device,
-            ops=ops, now_ms=int(self.clock() * 1000),
+            ops=ops, now_ms=int(self.clock() * 1000), seen=seen,
         )
         wire = cs.encode()
         if self.transport is not None and rt.uuid not in self.holds:
@@ -422,6 +487,7 @@ class Agent:
                       "seq": cs.seq, "ops": len(ops), "bytes": len(wire),
                       "commit_ms": round((time.perf_counter() - t0) * 1000, 3),
                       "conflicts": len(res.conflicts)})
+        return cs
 
     # ------------------------------------------------------------------ log -> folder
     def receive(self, space: str, wire: bytes) -> Any:
@@ -444,23 +510,36 @@ class Agent:
             raise ValidationError(f"change set for space {cs.space} arrived on space {space}")
         return cs
 
-    def _after_remote(self, space: str, res: Any) -> None:
-        """Files to (re)write and conflicts to announce after change sets from others."""
-        for env in sorted({c.env for c in res.applied}):
+    def _after_remote(self, space: str, res: Any, *, settle: bool = True) -> None:
+        """Files to (re)write and conflicts to announce after change sets from others.
+        `settle=False`: announce only; the caller settles the files with `settle_remote`."""
+        if settle:
+            self.settle_remote(space, {c.env for c in res.applied})
+        for c in res.conflicts:
+            self.publish({"event": "conflict", "env": c.env, "id": c.id,
+                          "entity": c.entity, "field": list(c.field)})
+
+    def settle_remote(self, space: str, envs: set[str]) -> None:
+        """Give the files of `envs` what their logs now say: adopt an environment a teammate
+        shared, apply an unshare/delete, or schedule the write of remote edits.
+
+        A relay catch-up calls this once an environment's pull is complete, not per page: a
+        device that pulls a whole log (a new member, a device that never had it) must not
+        adopt an environment whose tombstone is still in a later page."""
+        for env in sorted(envs):
             rt = self.envs.get(env) or self._adopt_remote(space, env)
             if rt is not None:
                 rt.last_remote_edit = self.clock()
                 if not self._lifecycle(rt):
                     self.schedule_write(rt)
-        for c in res.conflicts:
-            self.publish({"event": "conflict", "env": c.env, "id": c.id,
-                          "entity": c.entity, "field": list(c.field)})
 
-    def receive_batch(self, space: str, wires: list[bytes]) -> tuple[Any, list[tuple[Any, Exception]]]:
+    def receive_batch(self, space: str, wires: list[bytes], *, settle: bool = True,
+                      ) -> tuple[Any, list[tuple[Any, Exception]]]:
         """Many change sets at once (relay catch-up): one store transaction, one write per env.
 
         Returns the store's result and the refused change sets with why, so the transport can
-        report each refusal while the rest is applied.
+        report each refusal while the rest is applied. `settle=False`: one page of a longer
+        pull; the caller calls `settle_remote` for the envs it touched once the pull is done.
         """
         items = []
         errors: list[tuple[Any, Exception]] = []
@@ -476,7 +555,7 @@ class Agent:
         if res.applied:
             self.publish({"event": "change", "origin": "remote", "batch": len(res.applied),
                           "envs": sorted({c.env for c in res.applied})})
-        self._after_remote(space, res)
+        self._after_remote(space, res, settle=settle)
         return res, errors
 
     def _adopt_remote(self, space: str, env: str) -> EnvRuntime | None:
@@ -496,11 +575,13 @@ class Agent:
         return rt
 
     def _free_path(self, name: str) -> Path:
-        slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in name.lower()).strip("-")
-        slug = slug[:60] or "environment"
+        """A new file name directly in the folder for an environment (a teammate's name goes
+        through `env_file_stem`: no separator, no hidden name); never one that exists, not
+        even as a dangling symlink (it would be written through)."""
+        slug = env_file_stem(name)
         p = self.folder / f"{slug}.json"
         n = 2
-        while p.exists() or self._by_path(p) is not None:
+        while os.path.lexists(p) or self._by_path(p) is not None:
             p = self.folder / f"{slug}-{n}.json"
             n += 1
         return p
@@ -514,7 +595,12 @@ class Agent:
         if value == DELETED and rt.path.exists():
             self._write_env(rt, force=True)
             self.home.trash.mkdir(exist_ok=True)
-            dest = self.home.trash / f"{int(self.clock())}-{rt.path.name}"
+            stamp = int(self.clock())
+            dest = self.home.trash / f"{stamp}-{rt.path.name}"
+            n = 2
+            while dest.exists():  # two deletes of same-named files in one second: keep both
+                dest = self.home.trash / f"{stamp}-{n}-{rt.path.name}"
+                n += 1
             shutil.move(str(rt.path), dest)
             self.publish({"event": "deleted", "env": rt.uuid, "trash": str(dest)})
         else:
@@ -530,11 +616,14 @@ class Agent:
         if rt.write_handle is not None:
             rt.write_handle.cancel()
         self.envs.pop(rt.uuid, None)
+        self.relay_refusals.pop(rt.uuid, None)
         self.holds.remove(rt.uuid)
         self.registry.remove(rt.uuid)
-        self.store.forget_env(rt.uuid)
+        self.store.retire_env(rt.uuid)  # keeps the log: the tombstone must travel and stay
         self.history.forget(rt.path)
         self._views.pop(rt.path, None)
+        self._seen.forget(rt.uuid)
+        self.presence.forget(rt.uuid)
 
     def schedule_write(self, rt: EnvRuntime) -> None:
         if rt.uuid in self.holds:
@@ -602,6 +691,7 @@ class Agent:
         data = dumps(doc, layout, state.text_cache.setdefault(layout, {})).encode("utf-8")
         if current == data:
             self.store.set_base(rt.uuid, str(rt.path), content_hash(data), data)
+            self._seen.put(rt.uuid, content_hash(data), self.store.version_vector(rt.uuid))
             return
         self._put_file(rt, data, doc)
         if rt.state in (HELD, INVALID) and not force:
@@ -617,6 +707,7 @@ class Agent:
         rt.file_sig = file_sig(rt.path)
         self.history.record_write(rt.path, sha, doc)
         self.store.set_base(rt.uuid, str(rt.path), sha, data)
+        self._seen.put(rt.uuid, sha, self.store.version_vector(rt.uuid))
 
     # ------------------------------------------------------------------ commands
     def all_envs(self) -> list[dict[str, Any]]:
@@ -647,6 +738,10 @@ class Agent:
             path = self._free_path(f"{path.stem}-copy")
         elif parsed.uuid in self.envs:
             raise ValidationError(f"{path.name} is already synced (space {self.spaces.name(self.envs[parsed.uuid].space)})")
+        elif self.store.has_env(parsed.uuid):
+            refusal = reshare_refusal(self.store.state(parsed.uuid), path.name)
+            if refusal:  # unshared or deleted: the uuid is retired (model/lifecycle.py)
+                raise ValidationError(refusal)
         self._check_share_quota(space_id, doc)
         rt = EnvRuntime(doc["uuid"], space_id, path, name=str(doc.get("name", "")),
                         layout=parsed.layout, file_sig=None if copy else sig)
@@ -762,19 +857,26 @@ class Agent:
         mine = c["loser"]["device"] == self.device
         # "ours" is the side this device wrote, or the current winner when it wrote neither.
         want_loser = (take == "ours") if mine else (take == "theirs")
-        changed = False
+        # The resolution is an ordinary change set written after seeing both sides: applied
+        # anywhere, it empties the register's frontier, so the conflict clears on every
+        # device (issue 11 item 8), not only here.
         if field[0] == "#deleted":
             if want_loser:
                 raise ValidationError(
                     "this edit lost to a delete; a deleted entity cannot come back. Re-create it "
                     "in Mockoon if it is still needed, then resolve with --take ours to dismiss")
-        elif want_loser:
-            value = ABSENT if c["loser"].get("absent") else c["loser"]["value"]
+            op: tuple = ("d", c["entity"])  # the delete again, now having seen the edit
+            changed = False
+        else:
+            side = c["loser"] if want_loser else c["winner"]
+            value = ABSENT if side.get("absent") else side["value"]
             op = ("x", c["entity"], field) if value is ABSENT else ("s", c["entity"], field, value)
-            self._commit(rt, [op])
+            changed = want_loser
+        self._commit(rt, [op])
+        if changed:
             self.schedule_write(rt)
-            changed = True
-        self.store.mark_resolved(c["env"], c["id"])
+        if any(x["id"] == c["id"] for x in self.store.conflicts(c["env"])):
+            self.store.mark_resolved(c["env"], c["id"])  # (older logs: dismissed here only)
         return {"id": c["id"], "took": take, "changed": changed}
 
     # ------------------------------------------------------------------ offline policy
@@ -798,8 +900,23 @@ class Agent:
             self.publish({"event": "held", "env": env, "reason": self._hold_view(rt)["reason"]})
         return decision
 
+    def upload_refused(self, env: str, reason: str) -> None:
+        """The relay refused this environment's change sets (transport hook): say so."""
+        if env in self.envs and self.relay_refusals.get(env) != reason:
+            self.relay_refusals[env] = reason
+            self.publish({"event": "held", "env": env, "reason": reason})
+
+    def upload_accepted(self, env: str) -> None:
+        """The relay took this environment's change sets again (transport hook)."""
+        self.relay_refusals.pop(env, None)
+
     def _hold_view(self, rt: EnvRuntime) -> dict[str, Any]:
         """What `status` shows instead of the runtime state while the env is held."""
+        refused = self.relay_refusals.get(rt.uuid)
+        if refused is not None and rt.uuid not in self.holds and rt.state == SYNCED:
+            return {"state": HELD, "reason": (
+                f"{refused}; the relay does not take it, so teammates do not get this "
+                "environment's edits through it until it fits")}
         if rt.uuid not in self.holds:
             return {}
         return {"state": HELD, "reason": held_reason(rt.name or rt.path.name,

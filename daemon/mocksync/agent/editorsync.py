@@ -79,17 +79,41 @@ def pick_base(
     `candidates` are oldest first; `cost(base, saved)` counts the ops of the diff. Ties go to
     the most recent candidate (the last in the list).
     """
+    return tied_bases(saved_doc, candidates, cost)[0]
+
+
+def tied_bases(
+    saved_doc: Doc,
+    candidates: Sequence[tuple[Label, Doc]],
+    cost: Callable[[Doc, Doc], int],
+) -> list[Label]:
+    """Every candidate from which `saved_doc` is the fewest ops away, most recent first (the
+    first is `pick_base`'s answer). More than one means the save does not tell which of them
+    the editor had: a save that sets a property a remote version also set, 16 ms after we
+    wrote that version, is one op away from both. The caller then claims to have seen only
+    what all of them hold (`meet`), so a write racing a teammate's is a listed conflict."""
     if not candidates:
         raise ValueError("pick_base needs at least one candidate")
-    best_label: Label | None = None
+    best: list[Label] = []
     best_cost: int | None = None
     for label, doc in reversed(candidates):
         c = cost(doc, saved_doc)
+        if c <= 0:
+            return [label]  # the very version: nothing is ambiguous
         if best_cost is None or c < best_cost:
-            best_label, best_cost = label, c
-            if c <= 0:
-                break  # nothing can beat an exact match, and later candidates win ties
-    return best_label  # type: ignore[return-value]
+            best, best_cost = [label], c
+        elif c == best_cost:
+            best.append(label)
+    return best
+
+
+def meet(vvs: Sequence[dict[str, int]]) -> dict[str, int]:
+    """What every one of several version vectors holds (element-wise minimum)."""
+    if not vvs:
+        return {}
+    keys = set(vvs[0]).intersection(*vvs[1:])
+    out = {k: min(v[k] for v in vvs) for k in sorted(keys)}
+    return {k: n for k, n in out.items() if n > 0}
 
 
 @dataclass(frozen=True)
@@ -161,3 +185,43 @@ class VersionHistory:
     def forget(self, path: PathLike) -> None:
         self._written.pop(_key(path), None)
         self._loaded.pop(_key(path), None)
+
+
+#: Versions per environment whose version vector `SeenVersions` keeps (the candidate bases of
+#: `VersionHistory`, the stored base and the last save, with room to spare).
+SEEN_VERSIONS_MAXLEN = 2 * VERSION_HISTORY_MAXLEN + 2
+
+
+class SeenVersions:
+    """Per environment: which change sets each recent version of its file reflects.
+
+    A save is an edit of the version the editor had, so its change set must say it had seen
+    exactly that version's change sets, not everything applied here since: a teammate's edit
+    that arrived while the editor was blind to it is concurrent with the save, and a write of
+    the same property by both must be listed as a conflict, not silently overwritten (issue
+    11 item 8). Unknown versions (after a restart) return None: the caller then claims the
+    whole log, as before.
+    """
+
+    def __init__(self, maxlen: int = SEEN_VERSIONS_MAXLEN) -> None:
+        if maxlen < 1:
+            raise ValueError("maxlen must be >= 1")
+        self.maxlen = maxlen
+        self._by_env: dict[str, dict[str, dict[str, int]]] = {}
+
+    def put(self, env: str, sha256: str, vv: dict[str, int]) -> None:
+        """Version `sha256` of `env`'s file reflects version vector `vv`."""
+        versions = self._by_env.setdefault(env, {})
+        versions.pop(sha256, None)  # re-inserted: now the most recent
+        versions[sha256] = dict(vv)
+        while len(versions) > self.maxlen:
+            versions.pop(next(iter(versions)))
+
+    def get(self, env: str, sha256: str | None) -> dict[str, int] | None:
+        if sha256 is None:
+            return None
+        vv = self._by_env.get(env, {}).get(sha256)
+        return None if vv is None else dict(vv)
+
+    def forget(self, env: str) -> None:
+        self._by_env.pop(env, None)

@@ -16,7 +16,12 @@ them, owned by the Agent:
   way wins and records the teammate's version as a conflict;
 - SECURITY.md 8: a linked path that leaves the folder, or a symlink pointing outside it, is
   never read and never written; a file from a peer is checked (size, base64, sha256) before
-  it is written; file contents and key bytes are never logged or shown (`summary`).
+  it is written; file contents and key bytes are never logged or shown (`summary`);
+- issue #12, files from peers are written only where the environment model says
+  (`judge_peer_file`: a path this environment links, no part starting with `.`, never an
+  exec bit), never through a symlink (`writer.write_beneath`, openat-style, re-checked right
+  before the rename) and never over a local file this device never synced (a conflict);
+  every refused one is named in `status` with its reason (`peer_file_refusals`).
 
 Watching: environment-named files (`*.json`) directly in the folder come from the folder
 watcher; everything else is polled by `stat` every `poll_s` seconds. Why not
@@ -41,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import MocksyncError, ValidationError
 from ..model import diff, render
 from ..model.files import (
+    CONFLICT,
     CONTENT_REG,
     FILE,
     HELD,
@@ -50,19 +56,20 @@ from ..model.files import (
     MISSING,
     OUTSIDE,
     PENDING,
-    PRIVATE_MODE,
+    REFUSED,
     SYNCED,
     TOO_LARGE,
     Action,
-    LinkedFileError,
     content_value,
     create_op,
     decide,
     decode_content,
     file_entities,
     file_mode,
+    judge_peer_file,
     linked_paths,
     linked_paths_of_state,
+    peer_file_refusals,
     plan_links,
     private_rels,
     quota_reason,
@@ -70,9 +77,8 @@ from ..model.files import (
     summary,
     team_marker,
 )
-from ..model.state import ApplyResult, Conflict
 from .watcher import is_environment_name
-from .writer import atomic_write, content_hash
+from .writer import UnsafePathError, check_beneath, content_hash, write_beneath
 
 if TYPE_CHECKING:
     from .daemon import Agent
@@ -240,43 +246,22 @@ class LinkedFiles:
         self._hashes[p] = (_sig(fst), sha)
         return Disk(sha, len(data), fst.st_mode, data if want_bytes else None)
 
-    def _safe_target(self, rel: str) -> Path:
-        """Where a teammate's version of `rel` goes, its folders made; refused (raising) when
-        any part of the way is a symlink leading outside the folder or not a folder."""
-        cur = self.folder
-        parts = Path(rel).parts
-        for part in parts[:-1]:
-            cur = cur / part
-            if cur.is_symlink() and not _inside(os.path.realpath(cur), self.folder):
-                raise LinkedFileError(f"not written: {rel} goes through a symlink pointing "
-                                      "outside the synced folder")
-            if not cur.exists():
-                cur.mkdir()
-            if not cur.is_dir():
-                raise LinkedFileError(f"not written: {cur.relative_to(self.folder)} is a file, "
-                                      f"not the folder {rel} needs")
-        dest = self.folder / rel
-        if dest.is_symlink() and not _inside(os.path.realpath(dest), self.folder):
-            raise LinkedFileError(f"not written: {rel} is a symlink pointing outside the "
-                                  "synced folder")
-        if dest.exists() and not dest.is_file():
-            raise LinkedFileError(f"not written: {rel} exists and is not a regular file")
-        return dest
-
     def _write(self, rel: str, data: bytes, mode: int) -> None:
-        dest = self._safe_target(rel)
+        """Write `rel` under the folder, never through a symlink (UnsafePathError otherwise)."""
+        dest = self.folder / rel
         sha = content_hash(data)
         w = self.agent.watcher
         if w is not None and dest.parent == self.folder and is_environment_name(dest.name):
             w.expect_write(dest, sha)
-        atomic_write(dest, data, mode=mode)
+        write_beneath(self.folder, rel, data, mode)
         with contextlib.suppress(OSError):
-            st = os.stat(os.path.realpath(dest))
+            st = os.lstat(dest)
             self._hashes[dest] = (_sig(st), sha)
             self._sigs[dest] = _sig(st)
 
     def _to_trash(self, rel: str, why: str) -> Path | None:
         """Move (or, `copy`) the local copy of `rel` to the recoverable trash."""
+        check_beneath(self.folder, rel)  # never move a file reached through a symlink
         src = self.folder / rel
         trash = self.agent.home.trash
         trash.mkdir(exist_ok=True, mode=0o700)
@@ -310,11 +295,16 @@ class LinkedFiles:
         synced = {lk.rel for lk in links if lk.state == SYNCED and lk.rel is not None}
         private = private_rels(links)
         ents = file_entities(state)
-        self._track(rt.uuid, synced | set(ents))
-        rels = synced | set(ents)
+        seen = self._seen.setdefault(rt.uuid, {})
+        # Linked paths, and files no longer linked that this device had in sync (so a
+        # teammate's rename or delete reaches them). Never a teammate's file that is not
+        # linked: it is never written, and tracking it would let it hide a local file.
+        rels = synced | {r for r in ents if r in seen}
+        self._track(rt.uuid, rels)
+        for key in [k for k in self._problems if k[0] == rt.uuid and k[1] not in rels]:
+            del self._problems[key]
         if only is not None:
             rels &= only
-        seen = self._seen.setdefault(rt.uuid, {})
         before = dict(seen)
         commits: list[tuple[str, Any, Any]] = []  # (rel, value, conflict loser or None)
         for rel in sorted(rels):
@@ -350,14 +340,20 @@ class LinkedFiles:
                         r = ent.regs.get(CONTENT_REG)
                         loser = None if r is None else (r.value, r.stamp, r.origin)
                     commits.append((rel, value, loser))
-                elif action in (Action.WRITE, Action.TRASH_AND_WRITE):
+                elif action == Action.CLASH:
+                    self._problems[key] = (CONFLICT, (
+                        f"the team's version of {rel} is not written here: a local file that "
+                        "this device never synced is in its place. Move or rename it to "
+                        "receive the team's version (then copy your changes over it to send "
+                        "them)"))
+                elif action == Action.WRITE:
                     assert ent is not None
                     data, mode = decode_content(ent.get(CONTENT_REG), rel)
-                    if action == Action.TRASH_AND_WRITE:
-                        kept = self._to_trash(rel, "linked-local")
-                        log.info("%s: a different local copy was moved to %s", rel, kept)
-                    self._write(rel, data, PRIVATE_MODE if rel in private
-                                else file_mode(mode, mode == PRIVATE_MODE))
+                    verdict = judge_peer_file(rt.uuid, ent.uuid, rel, mode, synced, private)
+                    if not verdict.allowed:
+                        self._problems[key] = (REFUSED, verdict.reason)
+                        continue
+                    self._write(rel, data, verdict.mode)
                     seen[rel] = content_hash(data)
                     self._problems.pop(key, None)
                     agent.publish({"event": "linked_written", "env": rt.uuid, "path": rel,
@@ -371,7 +367,8 @@ class LinkedFiles:
             except (MocksyncError, OSError) as exc:
                 reason = str(exc) if isinstance(exc, MocksyncError) else (
                     f"cannot write {rel}: {exc.strerror or exc}")
-                self._problems[key] = (INVALID, reason)
+                self._problems[key] = (REFUSED if isinstance(exc, UnsafePathError)
+                                       else INVALID, reason)
                 log.warning("linked file %s of %s: %s", rel, rt.uuid, reason)
         if commits:
             self._commit(rt, state, commits, seen)
@@ -412,41 +409,27 @@ class LinkedFiles:
         agent = self.agent
         ops = [set_op(rt.uuid, rel, v) if rel in ents else create_op(rt.uuid, rel, v)
                for rel, v, _l in batch]
+        saw = None
+        losers = [loser for _r, _v, loser in batch if loser is not None and loser[2]]
+        if losers:
+            # The teammate's version this edit overwrites was never on disk here: the change
+            # set says it was not seen, so every device lists the overwrite as a conflict.
+            saw = agent.store.version_vector(rt.uuid)
+            for _value, _stamp, (device, seq) in losers:
+                saw[device] = min(saw.get(device, 0), seq - 1)
         try:
-            agent._commit(rt, ops)
+            agent._commit(rt, ops, seen=saw)
         except MocksyncError as exc:
             for rel, _v, _l in batch:
                 self._problems[(rt.uuid, rel)] = (INVALID, f"not synced: {exc}")
             log.warning("linked files of %s not committed: %s", rt.uuid, exc)
             return
-        now_ms = int(agent.clock() * 1000)
-        for rel, v, loser in batch:
+        for rel, v, _loser in batch:
             if v is None:
                 seen.pop(rel, None)
             else:
                 seen[rel] = v["sha256"]
             self._problems.pop((rt.uuid, rel), None)
-            if loser is not None:
-                self._record_conflict(rt.uuid, rel, loser, now_ms)
-
-    def _record_conflict(self, env: str, rel: str, loser: tuple[Any, Any, Any],
-                         now_ms: int) -> None:
-        """Our local edit overwrote a teammate's version this device had not written yet:
-        keep theirs as a conflict (listed, `resolve --take theirs` brings it back). The
-        change sets are causally ordered (ours saw theirs), so the state cannot see it."""
-        store = self.agent.store
-        st = store.state(env)
-        e = file_entities(st).get(rel)
-        if e is None:
-            return
-        won = e.regs[CONTENT_REG]
-        c = Conflict(env, e.uuid, FILE, CONTENT_REG, won.value, won.stamp, won.origin,
-                     loser[0], loser[1], loser[2])
-        # The store has no public call for a conflict it did not detect itself.
-        with store._tx():
-            store._persist(env, st, ApplyResult(conflicts=[c]), now_ms)
-        self.agent.publish({"event": "conflict", "env": env, "id": c.id, "entity": e.uuid,
-                            "field": list(CONTENT_REG)})
 
     def _save_seen(self, env: str) -> None:
         from tinydb import Query
@@ -517,7 +500,8 @@ class LinkedFiles:
         label = shlex.quote(rt.path.name)
         out = []
         ents = file_entities(state)
-        for lk in plan_links(linked_paths_of_state(state), label):
+        links = plan_links(linked_paths_of_state(state), label)
+        for lk in links:
             row: dict[str, Any] = {"path": lk.path, "rel": lk.rel, "state": lk.state,
                                    "reason": lk.reason or None}
             out.append(row)
@@ -525,7 +509,8 @@ class LinkedFiles:
                 continue
             disk = self._probe(lk.rel)
             stored = self._problems.get((rt.uuid, lk.rel))
-            problem = disk.problem or (stored if stored and stored[0] in (HELD, INVALID) else None)
+            problem = disk.problem or (
+                stored if stored and stored[0] in (HELD, INVALID, REFUSED, CONFLICT) else None)
             if problem is not None:
                 row["state"], row["reason"] = problem
                 continue
@@ -541,6 +526,9 @@ class LinkedFiles:
             else:
                 row["state"] = PENDING
                 row["reason"] = f"{lk.rel} differs from the team's version; syncing"
+        synced = {lk.rel for lk in links if lk.state == SYNCED and lk.rel is not None}
+        out += peer_file_refusals(state, synced, private_rels(links),
+                                  self._seen.get(rt.uuid, {}))
         return out
 
     # ------------------------------------------------------------------ conflicts
@@ -573,7 +561,8 @@ class LinkedFiles:
         if not todo:
             return {"uuid": rt.uuid, "file": str(rt.path), "adopted": [],
                     "note": "every linked file already has a relative path in the folder"}
-        sub = "".join(c if c.isalnum() or c in "-_." else "-" for c in rt.path.stem) or "files"
+        sub = "".join(c if c.isalnum() or c in "-_." else "-"
+                      for c in rt.path.stem).lstrip(".") or "files"
         taken: dict[str, str] = {}  # rel -> sha of what goes there
         plan: list[tuple[Any, bytes, int, str]] = []
         for lk in todo:
@@ -594,7 +583,7 @@ class LinkedFiles:
                 raise ValidationError(f"cannot adopt {lk.path}: {exc.strerror or exc}; fix the "
                                       "path in the environment or create the file") from None
             sha = content_hash(data)
-            rel = self._free_rel(sub, src.name or "file", sha, taken)
+            rel = self._free_rel(sub, src.name.lstrip(".") or "file", sha, taken)
             taken[rel] = sha
             plan.append((lk, data, st.st_mode, rel))
         new_doc = copy.deepcopy(doc)
@@ -613,7 +602,7 @@ class LinkedFiles:
         if problem:
             raise QuotaRefusal(f"cannot adopt: {quota_reason(problem, n_new, new_bytes)}")
         for rel in taken:
-            self._safe_target(rel)  # refuse before writing anything
+            check_beneath(self.folder, rel)  # refuse before writing anything
         adopted = []
         for lk, data, mode, rel in plan:
             private = lk.private

@@ -21,12 +21,15 @@ PLAN_TABLE = "space_plans"
 class SpaceDirectory:
     def __init__(self, home: Home) -> None:
         self.home = home
-        self._mtime: float | None = None
+        self._mtime: tuple[int, int, int] | None = None
         self._spaces: dict[str, StoredSpace] = {}
 
     def _refresh(self) -> dict[str, StoredSpace]:
+        # Inode and size as well as mtime: every write replaces the file (new inode), and two
+        # writes within one timestamp tick (a key rotation, then its key) must not look alike.
         try:
-            m = self.home.docs.stat().st_mtime_ns
+            st = self.home.docs.stat()
+            m: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_ino, st.st_size)
         except FileNotFoundError:
             m = None
         if m != self._mtime or not self._spaces:
@@ -79,13 +82,27 @@ class SpaceDirectory:
 
     # ---- quotas (the relay enforces them too; checking here gives the sentence before sharing)
     def plan(self, space: str) -> quotas.Plan:
+        """The plan this device holds the space to: the one its relay last announced (kept,
+        so a save while the relay is down is judged by the same numbers), else a default."""
         with open_docs(self.home.docs) as db:
             row = db.table(PLAN_TABLE).get(Query().space == space)
         if row:
-            return quotas.get_plan(row["plan"], max_envs=row.get("max_envs"),
-                                   max_env_bytes=row.get("max_env_bytes"))
+            return _plan_of_row(row)
         s = self.get(space)
         return quotas.PLANS["solo" if s is not None and s.state.kind == "personal" else "team"]
+
+    def learn_plan(self, space: str, plan: quotas.Plan) -> bool:
+        """Keep the plan the relay enforces on `space` (from its welcome); True when it
+        changed. Written only on a change: the documents file is shared with the CLI."""
+        if self.plan(space) == plan:
+            return False
+        with open_docs(self.home.docs) as db:
+            db.table(PLAN_TABLE).upsert(
+                {"space": space, "plan": plan.name, "max_envs": plan.max_envs,
+                 "max_env_bytes": plan.max_env_bytes,
+                 "max_devices_per_member": plan.max_devices_per_member},
+                Query().space == space)
+        return True
 
     def set_plan(self, space: str, plan: str, **limits: Any) -> None:
         quotas.get_plan(plan, **limits)  # validates
@@ -100,3 +117,14 @@ class SpaceDirectory:
     def check_size(self, space: str, env_bytes: int) -> str | None:
         d = quotas.check_env_size(self.plan(space), env_bytes)
         return None if d.ok else d.reason
+
+
+def _plan_of_row(row: dict[str, Any]) -> quotas.Plan:
+    """A stored plan row: the relay's full numbers when present (any plan name a relay
+    announced), else a named plan with the limits the row overrides."""
+    full = ("max_envs", "max_env_bytes", "max_devices_per_member")
+    if all(isinstance(row.get(k), int) for k in full):
+        return quotas.Plan(str(row["plan"]), row["max_envs"], row["max_env_bytes"],
+                           row["max_devices_per_member"])
+    return quotas.get_plan(row["plan"], max_envs=row.get("max_envs"),
+                           max_env_bytes=row.get("max_env_bytes"))

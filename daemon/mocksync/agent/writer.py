@@ -17,8 +17,10 @@ thread at once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import secrets
 import stat
 import tempfile
 from pathlib import Path
@@ -38,6 +40,13 @@ class FileWriteError(MocksyncError):
     """Writing a file failed (disk full, permission, missing folder). Nothing was changed."""
 
     code = "write_failed"
+
+
+class UnsafePathError(FileWriteError):
+    """A file from a teammate would go through a symlink, over something that is not a
+    regular file, or to a path that is not plainly relative. Nothing was written."""
+
+    code = "unsafe_path"
 
 
 def content_hash(data: bytes) -> str:
@@ -114,4 +123,138 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int | None 
             f"wrote {target} but could not flush its folder to disk ({reason}); "
             "the new content may be lost if the machine loses power now"
         ) from exc
+    return content_hash(data)
+
+
+# ---------------------------------------------------------------------------- beneath a folder
+#
+# Files from teammates (issue #12) are written with openat-style calls: every folder on the
+# way is opened relative to the one before with O_NOFOLLOW, so no component can be a symlink
+# (not even one pointing inside the folder: a link can be re-aimed between a check and a
+# write); the temp file is created in that opened folder and renamed within it, and the whole
+# way is checked again right before the rename.
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def _rel_parts(rel: str) -> list[str]:
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or any(p in ("", ".", "..") or "\x00" in p for p in parts):
+        raise UnsafePathError(f"not written: {rel!r} is not a plain relative path")
+    return parts
+
+
+def _refusal(rel: str, where: str, st: os.stat_result | None) -> UnsafePathError:
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        return UnsafePathError(f"not written: {rel} goes through a symlink ({where}); files "
+                               "from teammates are never written through symlinks")
+    return UnsafePathError(f"not written: {where} is in the way of {rel} and is not a folder")
+
+
+def _open_parent(folder: Path, rel: str, *, create: bool) -> tuple[int, str]:
+    """An fd of the folder that holds `rel` (reached without following any symlink; missing
+    folders made when `create`) and the last part's name. The caller closes the fd."""
+    parts = _rel_parts(rel)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        for i, part in enumerate(parts[:-1]):
+            try:
+                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(part, dir_fd=fd)
+                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                try:
+                    st: os.stat_result | None = os.lstat(part, dir_fd=fd)
+                except OSError:
+                    st = None
+                raise _refusal(rel, "/".join(parts[: i + 1]), st) from None
+            os.close(fd)
+            fd = nfd
+        return fd, parts[-1]
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _check_last(dir_fd: int, name: str, rel: str) -> None:
+    try:
+        st = os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise _refusal(rel, rel, st)
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafePathError(f"not written: {rel} exists and is not a regular file")
+
+
+def check_beneath(folder: str | os.PathLike[str], rel: str) -> None:
+    """Raise UnsafePathError when `rel` under `folder` goes through a symlink or something
+    that is not a folder, or is itself a symlink or not a regular file (absent is fine)."""
+    try:
+        fd, name = _open_parent(Path(folder), rel, create=False)
+    except FileNotFoundError:
+        return
+    try:
+        _check_last(fd, name, rel)
+    finally:
+        os.close(fd)
+
+
+def write_beneath(folder: str | os.PathLike[str], rel: str, data: bytes, mode: int) -> str:
+    """Atomically write `data` (permission bits `mode`) at `rel` under `folder`, making
+    missing folders, never following a symlink on the way or at the end; the sha256 hex.
+
+    Refused (UnsafePathError, nothing written) when any part of the way is a symlink or not
+    a folder, or the target is a symlink or not a regular file, also when that changes
+    between the first check and the rename. Other failures: FileWriteError, nothing changed.
+    """
+    data = bytes(data)
+    folder = Path(folder)
+    tmp: str | None = None
+    pfd = -1
+    try:
+        pfd, name = _open_parent(folder, rel, create=True)
+        _check_last(pfd, name, rel)
+        tmp = f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=pfd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchmod(fd, stat.S_IMODE(mode))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        # Again, right before the rename: the way still leads, symlink-free, to this folder.
+        again, _ = _open_parent(folder, rel, create=False)
+        try:
+            same = os.fstat(again)
+        finally:
+            os.close(again)
+        held = os.fstat(pfd)
+        if (same.st_dev, same.st_ino) != (held.st_dev, held.st_ino):
+            raise UnsafePathError(f"not written: the folders on the way to {rel} changed while "
+                                  "it was written")
+        _check_last(pfd, name, rel)
+        os.replace(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+        tmp = None
+        with contextlib.suppress(OSError):
+            os.fsync(pfd)
+    except UnsafePathError:
+        raise
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise FileWriteError(f"could not write {rel}: {reason}") from exc
+    finally:
+        if tmp is not None and pfd >= 0:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=pfd)
+        if pfd >= 0:
+            os.close(pfd)
     return content_hash(data)

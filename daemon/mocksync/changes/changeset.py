@@ -136,6 +136,9 @@ def _check_op_value(value: Any, depth: int, where: str) -> None:
     if depth > MAX_OP_DEPTH:
         raise _bad(where, f"nested deeper than {MAX_OP_DEPTH} levels")
     kind = type(value)
+    if kind is int and not canonical.MIN_INT <= value <= canonical.MAX_INT:
+        # CBOR would need a bignum tag, which the decoding gate refuses on every device.
+        raise _bad(where, f"integer {str(value)[:40]} is outside the 64-bit range the format carries")
     if kind in _SCALARS:
         return
     if kind is list or kind is tuple:

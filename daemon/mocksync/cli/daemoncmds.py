@@ -79,6 +79,35 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     Console().print(t)
 
 
+def relay_text(r: dict[str, Any]) -> str:
+    """The `relay` line of `status`: its state, why, and, when not connected, when the daemon
+    tries again by itself and what happens to edits meanwhile (a person reading "offline"
+    needs to know whether to wait, act, or run `mocksync reconnect`)."""
+    state = r.get("state") or "none"
+    line = f"relay   {state}"
+    if r.get("url") and state not in ("offline", "refused"):
+        line += f" {r['url']}"  # offline/refused: the reason names the relay
+    if r.get("reason"):
+        line += f": {r['reason']}"
+    elif state in ("offline", "refused") and r.get("url"):
+        line += f" {r['url']}"
+    if state in ("offline", "refused"):
+        retry = r.get("next_retry_s")
+        if isinstance(retry, int | float):
+            line += (f"\n        next try in {_seconds(retry)} by itself "
+                     "(`mocksync reconnect` tries now)")
+        line += "; edits made meanwhile are kept on this device and sent when it is back"
+    return line
+
+
+def _seconds(s: float) -> str:
+    if s < 1:
+        return "under a second"
+    if s < 90:
+        return f"{round(s)} s"
+    return f"{round(s / 60)} min"
+
+
 @main_group.command("status")
 @json_opt
 @click.pass_obj
@@ -97,12 +126,7 @@ def status_cmd(ctx: Ctx, as_json: bool) -> None:
     d, dm, r = st["device"], st["daemon"], st["relay"]
     click.echo(f"device  {d['name']} ({d['id']})")
     click.echo(f"daemon  running, version {dm['version']}, folder {dm['folder']}")
-    relay_line = f"relay   {r.get('state')}"
-    if r.get("url"):
-        relay_line += f" {r['url']}"
-    if r.get("reason"):
-        relay_line += f": {r['reason']}"
-    click.echo(relay_line)
+    click.echo(relay_text(r))
     if st["peers"]:
         _table("peers", ["device", "member", "via", "state", "rtt ms"],
                [[p.get("device"), p.get("member"), p.get("via"), p.get("state"), p.get("rtt_ms")]

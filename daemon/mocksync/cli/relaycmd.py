@@ -36,12 +36,15 @@ from .common import Ctx, fail, main_group
               help="PEM certificate chain (serve https/wss).")
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True),
               help="PEM private key of --tls-cert.")
+@click.option("--public-url", "public_urls", multiple=True, metavar="URL",
+              help="An address devices dial this relay by (repeatable). Set it behind a proxy: "
+                   "devices sign the address they dialled, and only these are accepted.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.pass_obj
 def relay_cmd(ctx: Ctx, host: str, port: int, data: str | None, plan: str,
               max_envs: int | None, max_env_bytes: int | None,
               max_devices_per_member: int | None, tls_cert: str | None, tls_key: str | None,
-              verbose: int) -> None:
+              public_urls: tuple[str, ...], verbose: int) -> None:
     """Run a relay: auth, encrypted store-and-forward, presence, signaling, quotas.
 
     The relay holds only ciphertext and signed membership logs; it cannot read environments.
@@ -53,6 +56,7 @@ def relay_cmd(ctx: Ctx, host: str, port: int, data: str | None, plan: str,
       mocksync relay --port 9000 --data /var/lib/mocksync-relay --plan enterprise
       mocksync relay --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem
       mocksync relay --plan team --max-envs 50 --max-devices-per-member 4
+      mocksync relay --port 8765 --public-url https://relay.example.com
     """
     from ..relay.server import RelayConfig, tls_context
     from ..space.quotas import get_plan
@@ -65,8 +69,13 @@ def relay_cmd(ctx: Ctx, host: str, port: int, data: str | None, plan: str,
         limits = get_plan(plan, max_envs=max_envs, max_env_bytes=max_env_bytes,
                           max_devices_per_member=max_devices_per_member)
         ssl_ctx = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
+        from ..relay.auth import relay_origin
+
+        for u in public_urls:
+            relay_origin(u)  # a malformed address is a usage error, said before starting
         config = RelayConfig(data_dir=Path(data) if data else ctx.home.root / "relay",
-                             host=host, port=port, plan=limits, ssl=ssl_ctx)
+                             host=host, port=port, plan=limits, ssl=ssl_ctx,
+                             public_urls=tuple(public_urls))
         asyncio.run(_serve(config))
     except MocksyncError as exc:
         fail(str(exc))

@@ -182,6 +182,37 @@ def space_list_cmd(ctx: click.Context, as_json: bool) -> None:
                    f"{r['devices']} devices  key gen {r['key_generation']}  {r['id']}")
 
 
+@space_group.command(
+    "unpin-relay",
+    epilog="\b\nExamples:\n  mocksync space unpin-relay backend-team\n  mocksync space unpin-relay personal backend-team",
+)
+@click.argument("spaces", nargs=-1, required=True)
+@click.pass_context
+def space_unpin_relay_cmd(ctx: click.Context, spaces: tuple[str, ...]) -> None:
+    """Forget the relay key each SPACE pinned, after its relay was reinstalled or moved on purpose.
+
+    A space pins the key of the first relay that admits it and refuses any other (so a device
+    cannot be talked into authenticating to a relay it never used). The next relay to admit
+    this device is pinned instead. Restart the daemon (or `mocksync reconnect`) afterwards.
+    """
+    from ..relay.auth import fingerprint
+    from ..space.store import relay_pin, set_relay_pin
+
+    home = _home(ctx)
+    chosen = [_space(ctx, space) for space in spaces]  # every name checked before any change
+    for sp in chosen:
+        old = relay_pin(home, sp.space_id)
+        try:
+            set_relay_pin(home, sp.space_id, None)
+        except MocksyncError as exc:
+            fail(str(exc))
+        if old is None:
+            click.echo(f"space {sp.name!r} had no relay key pinned")
+        else:
+            click.echo(f"space {sp.name!r} forgot relay key {fingerprint(old)}; the next relay "
+                       "that admits this device is pinned")
+
+
 # ---------------------------------------------------------------- invite / join
 
 
@@ -209,10 +240,12 @@ def invite_cmd(ctx: click.Context, space: str, expires: str, role: str, own_devi
     if not 60 <= lifetime <= MAX_INVITE_LIFETIME_S:
         fail(f"--expires must be between 1m and {MAX_INVITE_LIFETIME_S // 86400}d", EXIT_USAGE)
     ident = _identity(ctx)
+    home = _home(ctx)
     try:
-        rec, token = actions.issue_invite(_home(ctx), ident, space, role=role,
+        relay = None if get_space(home, space).state.relay else _daemon_relay(home)
+        rec, token = actions.issue_invite(home, ident, space, role=role,
                                           lifetime_s=lifetime,
-                                          own_device=own_device)
+                                          own_device=own_device, relay=relay)
     except MocksyncError as exc:
         fail(str(exc))
     text = token.encode()
@@ -222,6 +255,10 @@ def invite_cmd(ctx: click.Context, space: str, expires: str, role: str, own_devi
                    "expires": rec.expires})
         return
     click.echo(text)
+    if token.relay is None:
+        click.echo(f"note: space {token.name!r} names no relay and this device's daemon uses "
+                   "none, so the new device can reach this one only by other means; to join "
+                   "through a relay, run the daemon with --relay URL and invite again", err=True)
     who = "another device of yours" if rec.member else f"a new {rec.role}"
     click.echo(f"one-time invite to {token.name!r} for {who}, valid until {_when(rec.expires)}",
                err=True)
@@ -259,14 +296,15 @@ def join_cmd(ctx: click.Context, token: str, timeout: float, as_json: bool) -> N
         fail("this device has no identity yet; run `mocksync init --name NAME` first, then join")
     except MocksyncError as exc:
         fail(str(exc))
-    if actions.belongs_to(home, parsed.space_id) is not None:
+    held = actions.belongs_to(home, parsed.space_id)
+    if held is not None and _surely_member(home, held, ident.device_id):
         fail(f"this device already belongs to space {parsed.name!r} ({parsed.space_id})")
     session = JoinerSession(parsed, ident)
     try:
         from ..net import relay_join  # noqa: F401  (registers the relay join transport)
 
         result = asyncio.run(join_space(session, find_join_transports(home), timeout=timeout))
-        stored = actions.record_join(home, result)
+        stored = actions.record_join(home, result, ident.device_id)
     except MocksyncError as exc:
         fail(str(exc))
     _poke_daemon(home)
@@ -277,6 +315,43 @@ def join_cmd(ctx: click.Context, token: str, timeout: float, as_json: bool) -> N
                    "member": result.member_id})
         return
     click.echo(f"joined space {st.name!r} ({st.space_id}) as {role}")
+
+
+def _daemon_status(home: Any) -> dict[str, Any] | None:
+    """The running daemon's `status`, or None when no daemon answers."""
+    from ..agent.client import ControlClient
+
+    try:
+        return ControlClient(home.socket, timeout=5).call("status")
+    except (MocksyncError, OSError):
+        return None
+
+
+def _surely_member(home: Any, held: StoredSpace, device_id: str) -> bool:
+    """Is this device still an active member of `held`, for certain? Its own log may be stale
+    (it was removed while offline), so only when that log says so *and* the running daemon is
+    admitted to the space by the relay right now. Otherwise the join handshake goes ahead and
+    the admin device, which knows, admits the device again or says it is already a member."""
+    if not held.state.is_member(device_id):
+        return False
+    st = _daemon_status(home)
+    relay = (st or {}).get("relay") or {}
+    return relay.get("state") == "connected" and held.space_id in (relay.get("spaces") or ())
+
+
+def _daemon_relay(home: Any) -> str | None:
+    """The relay this device's daemon uses: the running daemon's, else the one in
+    config.toml; None when neither names one."""
+    from ..agent.settings import load_settings
+
+    st = _daemon_status(home)
+    url = ((st or {}).get("relay") or {}).get("url")
+    if url:
+        return str(url)
+    try:
+        return load_settings(home.root / "config.toml").relay
+    except MocksyncError:
+        return None
 
 
 def _poke_daemon(home: Any) -> None:
@@ -323,13 +398,16 @@ def _members_doc(st: SpaceState, me: str) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
 def members_cmd(ctx: click.Context, space: str, as_json: bool) -> None:
-    """List the members of SPACE, their devices and roles.
+    """List the members of SPACE, their devices and roles, and which devices are online.
 
-    Whether a device is online needs the daemon; without it, `online` is unknown (null).
+    Whether a device is online comes from the running daemon (what `who` shows); without
+    one, this device is offline and the others' `online` is unknown (null).
     """
+    from ..agent.presence import mark_online
+
     ident = _identity(ctx)
     sp = _space(ctx, space)
-    doc = _members_doc(sp.state, ident.device_id)
+    doc = mark_online(_members_doc(sp.state, ident.device_id), _online_now(_home(ctx)))
     if as_json:
         emit_json(doc)
         return
@@ -338,7 +416,19 @@ def members_cmd(ctx: click.Context, space: str, as_json: bool) -> None:
         click.echo(f"  {m['name']}  {m['role']}  [{m['id']}]")
         for d in m["devices"]:
             mark = "  (this device)" if d["this_device"] else ""
-            click.echo(f"    {d['id']}  {d['name']}{mark}")
+            online = {True: "  online", False: "  offline"}.get(d["online"], "")
+            click.echo(f"    {d['id']}  {d['name']}{mark}{online}")
+
+
+def _online_now(home: Any) -> set[str] | None:
+    """Devices the running daemon sees online (itself included), or None without one."""
+    from ..agent.client import ControlClient
+    from ..agent.presence import online_devices
+
+    try:
+        return online_devices(ControlClient(home.socket, timeout=5).call("who")["who"])
+    except (MocksyncError, OSError, KeyError, TypeError):
+        return None
 
 
 @main_group.command(

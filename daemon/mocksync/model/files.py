@@ -59,10 +59,17 @@ PATH_REG = ("v", "path")
 CONTENT_REG = ("v", "content")
 #: Mode given to private key files (TLS `keyPath`, `pfxPath`) wherever they are written.
 PRIVATE_MODE = 0o600
-#: Permission bits a synced file may get from a teammate: never group/other write, setuid,
-#: setgid or sticky; the owner can always read and write it (so later versions can replace it).
-MODE_ALLOWED = 0o755
+#: Permission bits a synced file may get from a teammate: never an exec bit (a planted hook or
+#: script must never be runnable), group/other write, setuid, setgid or sticky; the owner can
+#: always read and write it (so later versions can replace it). So at most 0644.
+MODE_ALLOWED = 0o644
 MODE_REQUIRED = 0o600
+#: Longest path a refusal shows in `status` (a hostile path register may be huge).
+MAX_SHOWN_PATH_CHARS = 200
+#: Most refused files named per environment in `status`; the rest are counted in one row.
+MAX_REFUSED_SHOWN = 32
+#: Longest file name stem the daemon gives an environment file that a teammate shared.
+MAX_ENV_STEM_CHARS = 60
 
 #: Namespace of linked-file uuids (a fixed random value: changing it renames every file).
 _NAMESPACE = uuidlib.UUID("5b0f6a52-7c1e-4c55-9a43-0f1d6c2b7e91")
@@ -82,6 +89,11 @@ TOO_MANY = "too_many"
 PENDING = "pending"
 HELD = "held"
 INVALID = "invalid"
+#: A teammate's file that is never written here (the path the model does not allow), or that
+#: this device cannot write safely (a symlink on the way).
+REFUSED = "refused"
+#: A teammate's version not written because a local file that was never synced is in the way.
+CONFLICT = "conflict"
 
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _WIN_ABS = re.compile(r"^(?:[A-Za-z]:|[\\/]{2})")
@@ -150,6 +162,10 @@ def normalise(path: str) -> tuple[str | None, str]:
         return None, "the path names a folder, not a file"
     if p == ".." or p.startswith("../"):
         return None, "the path leaves the synced folder (..)"
+    hidden = next((part for part in p.split("/") if part.startswith(".")), None)
+    if hidden is not None:
+        return None, (f"a part of the path ({hidden}) starts with '.': hidden files and folders "
+                      "(.git, .ssh, .env, ...) are never synced")
     return p, ""
 
 
@@ -354,6 +370,112 @@ def file_entities(state: State) -> dict[str, Entity]:
     return out
 
 
+# ---------------------------------------------------------------------------- files from peers
+
+
+@dataclass(frozen=True)
+class PeerFileVerdict:
+    """Whether a teammate's file entity may be written on this device, and how.
+
+    Why a verdict and not just `file_entities`: a refused file must be named in `status`
+    with its reason (a member planting `.git/hooks/pre-commit` must be seen, not silently
+    dropped), and the writer needs the mode to use."""
+
+    allowed: bool
+    rel: str | None  # the relative path to write (None when refused)
+    mode: int  # permission bits to write with (0 when refused)
+    reason: str  # why refused, a sentence ("" when allowed)
+
+
+def peer_mode(mode: Any, private: bool) -> int:
+    """The mode a teammate's file lands with: 0600 for private keys (or a file recorded 0600),
+    otherwise its bits within MODE_ALLOWED (so never an exec bit: at most 0644)."""
+    if private or mode == PRIVATE_MODE:
+        return PRIVATE_MODE
+    if type(mode) is not int:
+        return MODE_ALLOWED
+    return file_mode(mode, False)
+
+
+def shown_path(path: Any) -> str:
+    """A path register as `status` shows it: printable, bounded (a hostile one may be huge)."""
+    if not isinstance(path, str):
+        return f"(a path that is not text: {type(path).__name__})"
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in path[:MAX_SHOWN_PATH_CHARS])
+    return text + ("..." if len(path) > MAX_SHOWN_PATH_CHARS else "")
+
+
+def judge_peer_file(env_uuid: str, entity_uuid: str, path: Any, mode: Any,
+                    referenced: set[str] | frozenset[str],
+                    private: set[str] | frozenset[str] = frozenset()) -> PeerFileVerdict:
+    """May a teammate's file entity (`path` register, recorded `mode`) be written here?
+
+    `referenced`: the normalised relative paths the environment links (FILE bodies, TLS
+    files; `plan_links` SYNCED rels); `private`: those that are private keys. Allowed only
+    for a relative path in normal form, inside the folder, with no part starting with `.`,
+    under the uuid derived from it, that the environment links; the mode never has an exec
+    bit. The disk checks (symlinks, a local file in the way) come after, in the writer and
+    `decide`.
+    """
+
+    def no(reason: str) -> PeerFileVerdict:
+        return PeerFileVerdict(False, None, 0, f"not written: {reason}")
+
+    if not isinstance(path, str):
+        return no("its path is not text")
+    rel, why = normalise(path)
+    if rel is None:
+        return no(why)
+    if rel != path:
+        return no(f"the path is not in normal form (it names {shown_path(rel)})")
+    if file_uuid(env_uuid, rel) != entity_uuid:
+        return no("its id is not the one derived from its path (a forged file entity)")
+    if rel not in referenced:
+        return no("no environment links this path (only files a FILE body or the TLS options "
+                  "name are written)")
+    return PeerFileVerdict(True, rel, peer_mode(mode, rel in private), "")
+
+
+def peer_file_refusals(state: State, referenced: set[str] | frozenset[str],
+                       private: set[str] | frozenset[str] = frozenset(),
+                       seen: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """`status` rows (`linked[]`, state REFUSED) for the teammates' files that are never
+    written here, with why; at most MAX_REFUSED_SHOWN named, the rest counted in one row.
+
+    Not listed: deletions (nothing to write), and files this device had in sync while the
+    environment linked them (`seen`: a fixture the environment stopped linking, kept as is).
+    """
+    seen = seen or {}
+    rows: list[dict[str, Any]] = []
+    for e in sorted(state.live(FILE), key=lambda x: x.uuid):
+        content = e.get(CONTENT_REG, None)
+        if not isinstance(content, dict):
+            continue
+        path = e.get(PATH_REG, None)
+        v = judge_peer_file(state.env_uuid, e.uuid, path, content.get("mode"), referenced,
+                            private)
+        if v.allowed or (isinstance(path, str) and path in seen):
+            continue
+        rows.append({"path": shown_path(path), "rel": None, "state": REFUSED,
+                     "reason": v.reason})
+    if len(rows) > MAX_REFUSED_SHOWN:
+        more = len(rows) - MAX_REFUSED_SHOWN
+        rows = rows[:MAX_REFUSED_SHOWN] + [{
+            "path": f"({more} more files)", "rel": None, "state": REFUSED,
+            "reason": f"not written: {more} more files from teammates that the environment "
+                      "does not allow"}]
+    return rows
+
+
+def env_file_stem(name: Any) -> str:
+    """The file name stem (without `.json`) for an environment a teammate shared, from its
+    name: letters, digits, `-` and `_` only, so never a separator, a `.` part or a hidden
+    name, and at most MAX_ENV_STEM_CHARS; "environment" when nothing is left."""
+    text = name if isinstance(name, str) else ""
+    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in text.lower()).strip("-")
+    return slug[:MAX_ENV_STEM_CHARS].strip("-") or "environment"
+
+
 def linked_bytes(state: State) -> tuple[int, int]:
     """(count, bytes) of the linked files the state holds content for (for quotas)."""
     n = total = 0
@@ -384,7 +506,10 @@ class Action(Enum):
     COMMIT_OVER = "commit_over"  # local and team both changed it: local wins, team's is a conflict
     WRITE = "write"  # the team's version goes to disk
     REMOVE = "remove"  # the team deleted it: remove the local copy (to the trash)
-    TRASH_AND_WRITE = "trash_and_write"  # first contact, local copy differs: keep it in the trash
+    #: A local file this device never synced is where the team's version would go: nothing
+    #: is written over it; it is a conflict shown in `status` (move the file away to get the
+    #: team's version).
+    CLASH = "clash"
 
 
 #: State content markers for `decide` besides a sha256.
@@ -401,7 +526,9 @@ def decide(team: str, disk: str | None, seen: str | None, *, local: bool,
     committed), None if never. `local`: the trigger is a local one (a save, a file event, a
     scan) that may commit; a remote change only ever writes, so a device catching up never
     pushes a stale copy over the team's. `referenced`: the environment still links the file;
-    an unreferenced one may still be deleted (a rename), never committed with content.
+    an unreferenced one may still be deleted (a rename), never committed with content and
+    never written (issue #12: a teammate cannot plant a file the environment does not name).
+    A local file the team never had from here is never overwritten (CLASH).
     """
     if disk is not None and disk == team:
         return Action.NOTHING if seen == disk else Action.ADOPT
@@ -412,15 +539,15 @@ def decide(team: str, disk: str | None, seen: str | None, *, local: bool,
             return Action.COMMIT if local and referenced else Action.NOTHING
         if team == DELETED:
             return Action.REMOVE
-        return Action.WRITE
+        return Action.WRITE if referenced else Action.NOTHING
     if seen is None:  # first contact with a local copy the team never saw from here
         if team in (NO_ENTITY, DELETED):
             return Action.COMMIT if local and referenced else Action.NOTHING
-        return Action.TRASH_AND_WRITE
+        return Action.CLASH if referenced else Action.NOTHING
     if disk is None:  # deleted here
         if team == seen:
             return Action.COMMIT if local else Action.NOTHING
-        if team in (NO_ENTITY, DELETED):
+        if team in (NO_ENTITY, DELETED) or not referenced:
             return Action.FORGET
         return Action.WRITE  # the team changed it meanwhile: keep the newer content
     # edited here
@@ -455,11 +582,14 @@ def quota_reason(reason: str, n_files: int, files_bytes: int) -> str:
 
 
 __all__ = [
-    "Action", "CONTENT_REG", "DELETED", "HELD", "INVALID", "LINKED_BATCH_BYTES", "Link",
-    "LinkRef", "LinkedFileError", "MAX_LINKED_FILES", "MAX_LINKED_FILE_BYTES",
-    "MAX_LINKED_PATH_CHARS", "MISSING", "NO_ENTITY", "OUTSIDE", "PATH_REG", "PENDING",
-    "PRIVATE_MODE", "SYNCED", "TOO_LARGE", "TOO_MANY", "content_sha", "content_value",
-    "create_op", "decide", "decode_content", "file_entities", "file_mode", "file_uuid",
-    "linked_bytes", "linked_paths", "linked_paths_of_state", "normalise", "plan_links",
-    "private_rels", "quota_reason", "set_op", "summary", "team_marker",
+    "Action", "CONFLICT", "CONTENT_REG", "DELETED", "HELD", "INVALID", "LINKED_BATCH_BYTES",
+    "Link", "LinkRef", "LinkedFileError", "MAX_ENV_STEM_CHARS", "MAX_LINKED_FILES",
+    "MAX_LINKED_FILE_BYTES", "MAX_LINKED_PATH_CHARS", "MAX_REFUSED_SHOWN",
+    "MAX_SHOWN_PATH_CHARS", "MISSING", "MODE_ALLOWED", "NO_ENTITY", "OUTSIDE", "PATH_REG",
+    "PENDING", "PRIVATE_MODE", "PeerFileVerdict", "REFUSED", "SYNCED", "TOO_LARGE",
+    "TOO_MANY", "content_sha", "content_value", "create_op", "decide", "decode_content",
+    "env_file_stem", "file_entities", "file_mode", "file_uuid", "judge_peer_file",
+    "linked_bytes", "linked_paths", "linked_paths_of_state", "normalise", "peer_file_refusals",
+    "peer_mode", "plan_links", "private_rels", "quota_reason", "set_op", "shown_path",
+    "summary", "team_marker",
 ]

@@ -21,6 +21,7 @@ import json
 from typing import Any
 
 from ..errors import ValidationError
+from . import limits
 from .fracindex import is_valid_key
 from .jsfmt import finite_float
 from .schema import KINDS, LIST, TREE
@@ -31,9 +32,9 @@ RegId = tuple[str, ...]
 LIFECYCLE: RegId = ("m", "lifecycle")
 SHARED, UNSHARED, DELETED = "shared", "unshared", "deleted"
 
-#: Limits on ops coming from peers.
-MAX_KEY_LENGTH = 256
-MAX_KEYS_PER_OBJECT = 10_000
+#: Limits on ops coming from peers: the same ones local files are held to (model.limits).
+MAX_KEY_LENGTH = limits.MAX_KEY_LENGTH
+MAX_KEYS_PER_OBJECT = limits.MAX_KEYS_PER_OBJECT
 
 
 class BadOpError(ValidationError):
@@ -135,6 +136,10 @@ def check_value(rid: RegId, value: Any) -> None:
             raise ValueError("a key order must be a list of strings")
         if len(value) > MAX_KEYS_PER_OBJECT:
             raise ValueError(f"more than {MAX_KEYS_PER_OBJECT} keys")
+    elif rid[0] == "v":
+        why = limits.value_problem(value)
+        if why is not None:
+            raise ValueError(f"register {list(rid)!r} holds {why}")
 
 
 def validate_ops(ops: Any) -> list[tuple]:

@@ -9,6 +9,18 @@ Within one change set ops apply in order (equal stamps: the later op wins).
 A delete is a tombstone that beats every edit, earlier or concurrent: an edit never
 resurrects. An edit concurrent with the delete is recorded as a conflict, like the loser of
 any concurrent write (MERGE.md "Conflicts").
+
+Conflicts are a function of the set of applied change sets, never of their arrival order, so
+every device that holds the same log lists the same conflicts (issue 11 item 8). Besides its
+winner, each register keeps its *frontier*: the writes no other applied write happened after
+(a multi-value register's siblings). A conflict is a frontier write other than the winner
+with another value. Maintaining the frontier write by write gives the same set in any order
+because happened-before is a partial order (the store closes each change set's `deps` over
+its dependencies' deps, so the relation is transitive). A later write by someone who had seen
+both sides empties the frontier: that is how a resolution, itself an ordinary change set,
+clears the conflict on every device. An edit of a deleted entity is a conflict when it is
+in its register's frontier and concurrent with every delete of the entity (a delete made
+after seeing the edit discarded it knowingly).
 """
 
 from __future__ import annotations
@@ -45,17 +57,32 @@ class _Absent:
 ABSENT: Any = _Absent()
 
 
-class Reg:
-    __slots__ = ("value", "stamp", "origin")
+#: One write of a register kept in its frontier: (value, stamp, origin).
+Write = tuple[Any, Stamp, "Origin | None"]
 
-    def __init__(self, value: Any, stamp: Stamp, origin: Origin | None) -> None:
+#: Writes kept in one register's frontier (one per device writing concurrently, so in practice
+#: a handful). Beyond it the oldest-stamped are dropped: a register that many devices wrote
+#: concurrently lists this many conflicts at most.
+MAX_FRONTIER = 32
+#: Deletes remembered per entity (concurrent deletes of one entity by different devices).
+MAX_DELETES = 32
+
+
+class Reg:
+    __slots__ = ("value", "stamp", "origin", "front")
+
+    def __init__(self, value: Any, stamp: Stamp, origin: Origin | None,
+                 front: list[Write] | None = None) -> None:
         self.value = value
         self.stamp = stamp
         self.origin = origin
+        #: The register's frontier when it is not just the winner (None: only the winner).
+        self.front = front
 
 
 class Entity:
-    __slots__ = ("uuid", "kind", "created", "deleted", "del_stamp", "del_origin", "regs")
+    __slots__ = ("uuid", "kind", "created", "deleted", "del_stamp", "del_origin", "regs",
+                 "dels")
 
     def __init__(self, uuid: str) -> None:
         self.uuid = uuid
@@ -65,6 +92,8 @@ class Entity:
         self.del_stamp: Stamp | None = None
         self.del_origin: Origin | None = None
         self.regs: dict[RegId, Reg] = {}
+        #: Every delete of this entity (stamp, origin); del_stamp/del_origin is the earliest.
+        self.dels: list[tuple[Stamp, Origin | None]] = []
 
     @property
     def live(self) -> bool:
@@ -117,12 +146,44 @@ class Conflict:
 
 @dataclass
 class ApplyResult:
+    """What one apply did: the entities it touched, and the open conflicts on them afterwards
+    (the store replaces its listing of those entities with these)."""
+
     touched: set[str] = field(default_factory=set)
     conflicts: list[Conflict] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
         return bool(self.touched)
+
+
+def _conflict_order(c: Conflict) -> tuple:
+    return (c.field, c.loser_stamp, c.id)
+
+
+def close_deps(applied: dict[str, int], seen: dict[str, int] | None, device: str,
+               deps_of: Callable[[Origin], dict[str, int] | None]) -> dict[str, int]:
+    """`deps` for `device`'s next change set: what it saw, closed over what those change sets
+    (and its own previous one) had seen.
+
+    `applied` is the device's version vector; `seen` what the edit was made against (None:
+    all of it; never counted beyond `applied`). Closing makes happened-before transitive even
+    when change sets arrived out of causal order (A's edit, which saw C's, arriving before
+    C's), so a register's frontier, and the conflicts derived from it, come out the same
+    whatever the delivery order. Pure: `deps_of` looks up an applied change set's deps.
+    """
+    base = dict(applied) if seen is None else {
+        d: min(int(n), applied.get(d, 0)) for d, n in seen.items() if applied.get(d, 0) > 0}
+    base[device] = applied.get(device, 0)
+    out = dict(base)
+    for d, n in base.items():
+        if n <= 0:
+            continue
+        for dd, nn in (deps_of((d, n)) or {}).items():
+            if nn > out.get(dd, 0):
+                out[dd] = nn
+    out.pop(device, None)
+    return {d: n for d, n in sorted(out.items()) if n > 0}
 
 
 def happened_before(a: Origin, b: Origin, b_deps: dict[str, int] | None) -> bool:
@@ -138,7 +199,8 @@ class State:
     def __init__(self, env_uuid: str, deps_lookup: Callable[[Origin], dict | None] | None = None):
         self.env_uuid = env_uuid
         self.entities: dict[str, Entity] = {}
-        self.conflicts: list[Conflict] = []
+        #: Registers whose frontier holds more than the winner: where conflicts can be.
+        self.contested: set[tuple[str, RegId]] = set()
         self._deps: dict[Origin, dict[str, int]] = {}
         self._deps_lookup = deps_lookup
         #: Rendered JSON objects of leaf entities (responses, buckets, callbacks), by uuid,
@@ -165,12 +227,80 @@ class State:
             d = self._deps_lookup(origin)
         return d
 
-    def _concurrent(self, a: Origin | None, b: Origin | None, b_deps: dict | None) -> bool:
+    def _before(self, a: Origin | None, b: Origin | None) -> bool:
+        """Did write `a` happen before write `b`? A write with no origin (a snapshot's
+        baseline) precedes every write that has one."""
+        if a is None:
+            return b is not None
+        if b is None or a == b:
+            return False
+        return happened_before(a, b, self.deps_of(b))
+
+    def _concurrent(self, a: Origin | None, b: Origin | None) -> bool:
         if a is None or b is None or a == b:
             return False
-        if happened_before(a, b, b_deps):
-            return False
-        return not happened_before(b, a, self.deps_of(a))
+        return not self._before(a, b) and not self._before(b, a)
+
+    # ------------------------------------------------------------------ conflicts
+    @property
+    def conflicts(self) -> list[Conflict]:
+        """Every open conflict, derived from the registers (same log -> same list)."""
+        out: list[Conflict] = []
+        for uuid in sorted({u for u, _rid in self.contested}
+                           | {e.uuid for e in self.entities.values() if e.deleted}):
+            out += self.conflicts_of(uuid)
+        return out
+
+    def conflicts_of(self, uuid: str) -> list[Conflict]:
+        """Open conflicts on one entity, in a fixed order (pure function of its registers)."""
+        ent = self.entities.get(uuid)
+        if ent is None:
+            return []
+        out: list[Conflict] = []
+        if ent.deleted:
+            # The entity is gone: what lost is any edit no delete had seen.
+            for rid in sorted(ent.regs):
+                if rid[0] != "v":
+                    continue
+                r = ent.regs[rid]
+                for value, stamp, origin in (r.front or [(r.value, r.stamp, r.origin)]):
+                    if origin is not None and ent.dels and all(
+                            self._concurrent(origin, d_origin) for _s, d_origin in ent.dels):
+                        out.append(Conflict(self.env_uuid, uuid, ent.kind,
+                                            ("#deleted",) + tuple(rid), ABSENT, ent.del_stamp,
+                                            ent.del_origin, value, stamp, origin))
+            return sorted(out, key=_conflict_order)
+        for rid in sorted(rid for u, rid in self.contested if u == uuid):
+            r = ent.regs[rid]
+            if rid[0] == "k" or not r.front:
+                continue
+            for value, stamp, origin in r.front:
+                if origin == r.origin and stamp == r.stamp or value == r.value:
+                    continue
+                out.append(Conflict(self.env_uuid, uuid, ent.kind, rid, r.value, r.stamp,
+                                    r.origin, value, stamp, origin))
+        return sorted(out, key=_conflict_order)
+
+    def _advance(self, ent: Entity, rid: RegId, reg: Reg, value: Any, stamp: Stamp,
+                 origin: Origin | None) -> None:
+        """Add one write to the register's frontier (before the winner is updated)."""
+        old = reg.front if reg.front is not None else [(reg.value, reg.stamp, reg.origin)]
+        if any(o == origin for _v, _s, o in old):
+            # The same change set again (a duplicate, or a later op of it): it replaces itself.
+            new = [(value, stamp, o) if o == origin else (v, s, o) for v, s, o in old]
+        else:
+            new = [w for w in old if not self._before(w[2], origin)]
+            if not any(self._before(origin, w[2]) for w in old):
+                new.append((value, stamp, origin))
+            if len(new) > MAX_FRONTIER:
+                new = sorted(new, key=lambda w: w[1])[-MAX_FRONTIER:]
+        key = (ent.uuid, rid)
+        if len(new) == 1:
+            reg.front = None
+            self.contested.discard(key)
+        else:
+            reg.front = new
+            self.contested.add(key)
 
     # ------------------------------------------------------------------ apply
     def apply(
@@ -214,53 +344,43 @@ class State:
                 self._delete(ent, stamp, origin, deps, res)
         for u in res.touched:
             self.render_cache.pop(u, None)
+        if res.touched and (self.contested or any(
+                self.entities[u].deleted for u in res.touched)):
+            for u in sorted(res.touched):
+                res.conflicts += self.conflicts_of(u)
         return res
 
     def _set(self, ent: Entity, rid: RegId, value: Any, stamp: Stamp, origin: Origin | None,
              deps: dict | None, res: ApplyResult) -> None:
         cur = ent.regs.get(rid)
-        # Field edits only, as `_delete` records: the same conflicts in either delivery order.
-        if ent.deleted and rid[0] == "v" and self._concurrent(ent.del_origin, origin, deps):
-            self._record(res, ent, ("#deleted",), ABSENT, ent.del_stamp, ent.del_origin,
-                         value, stamp, origin, loser_field=rid)
         if cur is None:
             ent.regs[rid] = Reg(value, stamp, origin)
             res.touched.add(ent.uuid)
             return
+        if cur.stamp == stamp and cur.value == value and cur.origin == origin:
+            return  # duplicate delivery
+        before = cur.front
+        self._advance(ent, rid, cur, value, stamp, origin)
+        if cur.front != before:
+            res.touched.add(ent.uuid)
         if stamp >= cur.stamp:
-            if cur.stamp == stamp and cur.value == value:
-                return  # duplicate delivery
-            if rid[0] != "k" and cur.value != value and self._concurrent(cur.origin, origin, deps):
-                self._record(res, ent, rid, value, stamp, origin, cur.value, cur.stamp, cur.origin)
             cur.value, cur.stamp, cur.origin = value, stamp, origin
             res.touched.add(ent.uuid)
-        elif rid[0] != "k" and cur.value != value and self._concurrent(cur.origin, origin, deps):
-            self._record(res, ent, rid, cur.value, cur.stamp, cur.origin, value, stamp, origin)
 
     def _delete(self, ent: Entity, stamp: Stamp, origin: Origin | None, deps: dict | None,
                 res: ApplyResult) -> None:
+        if any(o == origin and s == stamp for s, o in ent.dels):
+            return  # duplicate delivery
+        if len(ent.dels) < MAX_DELETES:
+            ent.dels.append((stamp, origin))
+            ent.dels.sort(key=lambda d: d[0])
+        res.touched.add(ent.uuid)
         if ent.deleted:
             if ent.del_stamp is not None and stamp < ent.del_stamp:
                 ent.del_stamp, ent.del_origin = stamp, origin  # keep the earliest: deterministic
             return
         ent.deleted = True
         ent.del_stamp, ent.del_origin = stamp, origin
-        res.touched.add(ent.uuid)
-        # Edits concurrent with the delete lose to it; record them.
-        for rid, r in ent.regs.items():
-            if rid[0] == "v" and self._concurrent(r.origin, origin, deps):
-                self._record(res, ent, ("#deleted",), ABSENT, stamp, origin, r.value, r.stamp,
-                             r.origin, loser_field=rid)
-
-    def _record(self, res: ApplyResult, ent: Entity, rid: RegId, wv: Any, ws: Stamp,
-                wo: Origin | None, lv: Any, ls: Stamp, lo: Origin | None,
-                loser_field: RegId | None = None) -> None:
-        f = rid if loser_field is None else ("#deleted",) + tuple(loser_field)
-        c = Conflict(self.env_uuid, ent.uuid, ent.kind, f, wv, ws, wo, lv, ls, lo)
-        if any(x.id == c.id for x in self.conflicts[-64:]):
-            return
-        self.conflicts.append(c)
-        res.conflicts.append(c)
 
     # ------------------------------------------------------------------ persistence
     def entity_record(self, uuid: str) -> bytes:
@@ -271,29 +391,52 @@ class State:
         The record is local state, never signed or sent, so it needs no canonical form.
         """
         e = self.entities[uuid]
-        regs = [
-            [list(rid), r.value is not ABSENT, None if r.value is ABSENT else r.value,
-             r.stamp[0], r.stamp[1], list(r.origin) if r.origin else None]
-            for rid, r in e.regs.items()
-        ]
-        return json.dumps([
+        def write(value: Any, stamp: Stamp, origin: Origin | None) -> list[Any]:
+            return [value is not ABSENT, None if value is ABSENT else value, stamp[0], stamp[1],
+                    list(origin) if origin else None]
+
+        regs = []
+        for rid, r in e.regs.items():
+            row = [list(rid)] + write(r.value, r.stamp, r.origin)
+            if r.front:
+                row.append([write(*w) for w in r.front])  # optional 7th slot: the frontier
+            regs.append(row)
+        rec: list[Any] = [
             RECORD_FORMAT, e.kind, e.created, e.deleted,
             list(e.del_stamp) if e.del_stamp else None,
             list(e.del_origin) if e.del_origin else None,
             regs,
-        ], separators=(",", ":"), allow_nan=False).encode("ascii")
+        ]
+        if e.dels:
+            rec.append([[list(st), list(o) if o else None] for st, o in e.dels])
+        return json.dumps(rec, separators=(",", ":"), allow_nan=False).encode("ascii")
 
     def load_record(self, uuid: str, blob: bytes) -> None:
-        fmt, kind, created, deleted, dstamp, dorigin, regs = json.loads(blob)
+        """Load one record (records written before frontiers existed load with none)."""
+        fmt, kind, created, deleted, dstamp, dorigin, regs, *rest = json.loads(blob)
         if fmt != RECORD_FORMAT:
             raise ValueError(f"entity record format {fmt!r} is not {RECORD_FORMAT}")
+
+        def write(present: bool, value: Any, hlc: int, dev: str, origin: Any) -> Write:
+            return (value if present else ABSENT, (hlc, dev), tuple(origin) if origin else None)
+
         e = Entity(uuid)
         e.kind, e.created, e.deleted = kind, created, deleted
         e.del_stamp = tuple(dstamp) if dstamp else None
         e.del_origin = tuple(dorigin) if dorigin else None
-        for rid, present, value, hlc, dev, origin in regs:
-            e.regs[tuple(rid)] = Reg(value if present else ABSENT, (hlc, dev),
-                                     tuple(origin) if origin else None)
+        if rest:
+            e.dels = [(tuple(st), tuple(o) if o else None) for st, o in rest[0]]
+        elif deleted and e.del_stamp is not None:
+            e.dels = [(e.del_stamp, e.del_origin)]
+        for u, rid in [k for k in self.contested if k[0] == uuid]:
+            self.contested.discard((u, rid))
+        for row in regs:
+            rid = tuple(row[0])
+            value, stamp, origin = write(*row[1:6])
+            front = [write(*w) for w in row[6]] if len(row) > 6 and row[6] else None
+            e.regs[rid] = Reg(value, stamp, origin, front)
+            if front:
+                self.contested.add((uuid, rid))
         self.entities[uuid] = e
         self.render_cache.pop(uuid, None)
 
@@ -304,8 +447,10 @@ class State:
             n = Entity(u)
             n.kind, n.created, n.deleted = e.kind, e.created, e.deleted
             n.del_stamp, n.del_origin = e.del_stamp, e.del_origin
-            n.regs = {rid: Reg(r.value, r.stamp, r.origin) for rid, r in e.regs.items()}
+            n.regs = {rid: Reg(r.value, r.stamp, r.origin, list(r.front) if r.front else None)
+                      for rid, r in e.regs.items()}
+            n.dels = list(e.dels)
             s.entities[u] = n
-        s.conflicts = list(self.conflicts)
+        s.contested = set(self.contested)
         s._deps = dict(self._deps)
         return s

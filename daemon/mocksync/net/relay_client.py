@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import random
+import socket
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -31,7 +34,14 @@ import aiohttp
 
 from .. import MODEL_VERSION, PROTOCOL_VERSION, __version__
 from ..errors import MocksyncError
-from ..relay.auth import seal_signal, sign_challenge
+from ..relay.auth import (
+    check_relay_proof,
+    fingerprint,
+    pin_refusal,
+    relay_origin,
+    seal_signal,
+    sign_challenge,
+)
 from ..relay.envelope import Envelope
 from ..relay.policy import PERSISTENT_CODES
 from ..relay.protocol import (
@@ -78,6 +88,7 @@ _LABELS = {
     "slow_consumer": "disconnected",
     "shutting_down": "relay restarting",
     "timeout": "handshake timed out",
+    "relay_key_changed": "wrong relay",
 }
 
 
@@ -90,6 +101,45 @@ def sentence(code: str, reason: str) -> str:
     if reason.lower().startswith(label):
         return reason
     return f"{label}: {reason}"
+
+
+def unreachable_reason(url: str, exc: BaseException) -> str:
+    """Why the relay at `url` could not be reached, as a sentence a person can act on, from
+    the error the connection attempt raised (pure: it only looks at the exception).
+
+    Why not the exception's own text: aiohttp's reads "Cannot connect to host 127.0.0.1:8765
+    ssl:default [Connect call failed ('127.0.0.1', 8765)]", which says neither what is wrong
+    nor what to do. What happens meanwhile is the same in every case and said once by the
+    caller's status line: edits stay on this device and the daemon retries by itself."""
+    where = f"the relay at {url}"
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return (f"{where} answered HTTP {exc.status} instead of a mocksync relay connection; "
+                "check the --relay URL")
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        return f"{where} failed the TLS check; check its certificate and the https:// URL"
+    if isinstance(exc, RelayUnavailable | aiohttp.ServerDisconnectedError):
+        return f"{where} closed the connection; it may be restarting"
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return f"{where} did not answer in time; it or the network may be overloaded"
+    os_error = exc if isinstance(exc, OSError) else None
+    if os_error is not None and os_error.errno == errno.ECONNREFUSED:
+        return f"{where} is not running (connection refused); it may be stopped or restarting"
+    if isinstance(exc, socket.gaierror) or (
+            isinstance(exc, aiohttp.ClientConnectorError)
+            and isinstance(exc.os_error, socket.gaierror)):
+        return f"{where} cannot be found (its host name does not resolve); check the URL"
+    if os_error is not None and os_error.errno in _NETWORK_DOWN:
+        return f"{where} is out of reach: this device has no network route to it"
+    if os_error is not None and os_error.errno == errno.ECONNRESET:
+        return f"{where} reset the connection; it may be restarting"
+    detail = (os_error.strerror if os_error is not None and os_error.strerror else None) \
+        or exc.__class__.__name__
+    return f"{where} cannot be reached ({detail})"
+
+
+#: errno values that mean "no network path", not "nothing listening".
+_NETWORK_DOWN = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN,
+                           errno.EHOSTDOWN})
 
 
 class RelayError(MocksyncError):
@@ -118,6 +168,20 @@ def ws_url(url: str) -> str:
     if u.startswith(("ws://", "wss://")):
         return u if u.endswith(WS_PATH) else u + WS_PATH
     raise RelayError(f"relay must be http://host:port or https://host:port, not {url!r}")
+
+
+class RelayPins:
+    """Where a client keeps the relay key each space pinned on first use (TOFU). The default
+    pins nothing (tools and tests); the daemon stores pins with its spaces."""
+
+    def pinned(self, space: str) -> bytes | None:
+        return None
+
+    def pin(self, space: str, relay_key: bytes) -> None:
+        """Called once a relay presenting `relay_key` admitted this device to `space`."""
+
+    def name(self, space: str) -> str | None:
+        return None
 
 
 class RelayEvents:
@@ -157,9 +221,15 @@ class RelayClient:
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
         heartbeat_s: float = HEARTBEAT_S,
+        pins: RelayPins | None = None,
     ) -> None:
         self.url = url
         self.ws_url = ws_url(url)
+        #: The relay's address as this device dials it: part of what the challenge answer signs.
+        self.origin = relay_origin(url)
+        self.pins = pins or RelayPins()
+        #: The key the relay proved it holds in the last challenge (None before the first).
+        self.relay_key: bytes | None = None
         self.identity = identity
         self.logs = logs
         self.events = events or RelayEvents()
@@ -256,6 +326,7 @@ class RelayClient:
             "rtt_ms": self.rtt_ms,
             "spaces": sorted(self.accepted),
             "refused_spaces": {s: sentence(c, r) for s, (c, r) in self.space_refusals.items()},
+            "relay_key": fingerprint(self.relay_key) if self.relay_key else None,
         }
 
     def _set_state(self, state: str, reason: str | None, code: str | None = None) -> None:
@@ -292,8 +363,8 @@ class RelayClient:
                 delay = self._backoff()
             except (aiohttp.ClientError, OSError, TimeoutError, RelayUnavailable) as exc:
                 state, code = OFFLINE, None
-                detail = str(exc) or exc.__class__.__name__
-                reason = f"cannot reach the relay at {self.url}: {detail}"
+                log.debug("relay %s unreachable: %r", self.url, exc)
+                reason = unreachable_reason(self.url, exc)
                 delay = self._backoff()
             except MocksyncError as exc:  # e.g. this device's own space files are damaged
                 state, code = OFFLINE, getattr(exc, "code", None)
@@ -345,12 +416,14 @@ class RelayClient:
                 raise RelayRefused(challenge["c"], challenge["r"])
             if challenge["t"] != "challenge":
                 raise RelayProtocolError(f"expected a challenge, got {challenge['t']}")
+            self._check_relay(challenge, logs)
             uploads: dict[str, list[bytes]] = {}
             for space, wires in logs.items():
                 have = set(challenge["have"].get(space, ()))
                 uploads[space] = [w for w in wires if hashlib.sha256(w).digest() not in have]
             await ws.send_bytes(encode_message({
-                "t": "auth", "sig": sign_challenge(self.identity, challenge["n"]), "logs": uploads,
+                "t": "auth", "u": self.origin, "logs": uploads,
+                "sig": sign_challenge(self.identity, challenge["n"], challenge["k"], self.origin),
             }, sender=CLIENT))
             welcome = await self._recv(ws, self.connect_timeout_s)
             if welcome["t"] == "refused":
@@ -358,6 +431,9 @@ class RelayClient:
             if welcome["t"] != "welcome":
                 raise RelayProtocolError(f"expected welcome, got {welcome['t']}")
             self.accepted = dict(welcome["ok"])
+            for space in self.accepted:  # trust on first use: this relay is the space's now
+                if self.pins.pinned(space) is None:
+                    self.pins.pin(space, challenge["k"])
             self.space_refusals = {s: (c, r) for s, (c, r) in welcome["no"].items()}
             self.uploaded = {s: {hashlib.sha256(w).digest() for w in logs[s]} for s in self.accepted}
             self.presence = {s: {} for s in self.accepted}
@@ -375,6 +451,7 @@ class RelayClient:
             await self._read_loop(ws)
         finally:
             self._ws = None
+            self._forget_presence()
             if self._session_task is not None:
                 self._session_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -386,6 +463,21 @@ class RelayClient:
             self._pending.clear()
             with contextlib.suppress(Exception):
                 await ws.close()
+
+    def _check_relay(self, challenge: dict[str, Any], spaces: Mapping[str, Any]) -> None:
+        """Before signing anything: the relay must hold the key it announces, and that key must
+        be the one every space pinned (when it pinned one)."""
+        key = challenge["k"]
+        if not check_relay_proof(key, challenge["n"], self.identity.device_id, challenge["ks"]):
+            raise RelayRefused("relay_key_changed", (
+                f"the relay at {self.url} announced key {fingerprint(key)} but its challenge is "
+                "not signed by it: it is not a genuine mocksync relay; nothing was sent"))
+        self.relay_key = key
+        pins = {s: self.pins.pinned(s) for s in spaces}
+        names = {s: self.pins.name(s) or s[:12] for s in spaces}
+        refusal = pin_refusal(pins, names, key, self.url)
+        if refusal is not None:
+            raise RelayRefused("relay_key_changed", refusal)
 
     async def _run_session(self, welcome: dict[str, Any]) -> None:
         try:
@@ -444,6 +536,14 @@ class RelayClient:
                     msg["c"] == "too_many_devices" else RelayUnavailable(sentence(msg["c"], msg["r"]))
             else:
                 raise RelayProtocolError(f"unexpected {kind} message from the relay")
+
+    def _forget_presence(self) -> None:
+        """The connection ended: who was online through the relay is unknown now, so nobody
+        is shown online via the relay (the next welcome sends a fresh snapshot)."""
+        books, self.presence = self.presence, {s: {} for s in self.presence}
+        for space, book in books.items():
+            for device in sorted(book):
+                self._dispatch(self.events.on_presence, space, device, None, None, False)
 
     @staticmethod
     def _dispatch(fn: Callable[..., Any], *args: Any) -> None:
@@ -534,8 +634,10 @@ __all__ = [
     "RelayClient",
     "RelayError",
     "RelayEvents",
+    "RelayPins",
     "RelayRefused",
     "RelayUnavailable",
     "sentence",
+    "unreachable_reason",
     "ws_url",
 ]

@@ -5,9 +5,11 @@ broadcasts is sealed (`relay.envelope.seal_envelope`, space content key, AAD bin
 and put to the relay under its environment's tag. Each time the connection is (re)established,
 every environment of every admitted space is caught up both ways: the relay's `index` gives
 the version vector it holds per env tag; what the relay has and we lack is fetched page by page
-and handed to `agent.receive`; what we have and the relay lacks (including other devices'
-change sets we got over the LAN, and anything a relay dropped) is uploaded. So a device that
-was offline catches up from the relay alone, while every other device is offline too.
+and handed to `agent.receive`; what of our own chain the relay lacks (anything a relay dropped
+included) is uploaded. Only our own: a device's slot on the relay is its own (issue 12,
+`relay.policy.foreign_slot`), so other devices' change sets we got over the LAN reach the relay
+from their authors. So a device that was offline catches up from the relay alone, while every
+other device is offline too.
 At each reconnect the agent judges every environment before it is pulled
 (`agent.offline_catch_up`: the `prompt` offline policy may hold it), and our own change sets
 of a held environment are never uploaded until the user has decided.
@@ -39,7 +41,8 @@ from ..agent.offline import is_unsent
 from ..changes import vv as vvmod
 from ..errors import MocksyncError
 from ..relay.auth import open_signal
-from ..relay.envelope import Envelope, Tagger, open_envelope, seal_envelope
+from ..relay.envelope import Envelope, Tagger, open_envelope, peek_slot, seal_envelope
+from ..relay.policy import PERSISTENT_CODES
 from ..relay.protocol import MAX_BATCH_ITEMS, split_batches
 from ..store import PENDING
 from .relay_client import (
@@ -58,8 +61,6 @@ log = logging.getLogger("mocksync.relay.transport")
 
 #: Seconds between checks for new membership entries to upload (removals, migrations...).
 LOG_CHECK_S = 5.0
-#: Seconds a declared environment size (compact JSON, for quotas) is reused before re-measuring.
-SIZE_REFRESH_S = 10.0
 #: Change sets queued for upload while connected; past this, a full catch-up runs instead.
 MAX_OUTBOX = 10_000
 #: Refusals and tamper reports kept for `status`.
@@ -68,6 +69,23 @@ MAX_PROBLEMS = 100
 MAX_SIGNALS = 100
 #: Join handshakes this device answers at once as an inviter.
 MAX_ADMIN_JOINS = 16
+#: When MAX_ADMIN_JOINS are open, one silent for this long (seconds) gives way to a new one.
+ADMIN_JOIN_EVICTABLE_S = 2.0
+
+
+#: Seconds a session keeps a space refused for a passing reason (too many devices of the
+#: member online) before reconnecting to ask again.
+SPACE_RETRY_S = 10.0
+
+
+def retry_refused_spaces(refused: dict[str, str], connected_for_s: float) -> bool:
+    """Should a connected session reconnect to ask again for spaces the relay refused (pure)?
+
+    `refused`: space -> refusal code. Only refusals that can pass by themselves count (the
+    member's device limit: another device disconnects); those a person must fix (revoked,
+    auth refused, incompatible version) are retried by the client's slow schedule instead."""
+    passing = [code for code in refused.values() if code not in PERSISTENT_CODES]
+    return bool(passing) and connected_for_s >= SPACE_RETRY_S
 
 
 class RelayTransport(RelayEvents):
@@ -87,7 +105,6 @@ class RelayTransport(RelayEvents):
         refused_retry_s: float = REFUSED_RETRY_S,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
         log_check_s: float = LOG_CHECK_S,
-        size_refresh_s: float = SIZE_REFRESH_S,
     ) -> None:
         self.url = url
         self.only = set(spaces) if spaces is not None else None
@@ -96,7 +113,6 @@ class RelayTransport(RelayEvents):
                                backoff_max_s=backoff_max_s, refused_retry_s=refused_retry_s,
                                request_timeout_s=request_timeout_s)
         self.log_check_s = log_check_s
-        self.size_refresh_s = size_refresh_s
         self.agent: Any = None
         self.client: RelayClient | None = None
         self.problems: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_PROBLEMS)
@@ -104,18 +120,26 @@ class RelayTransport(RelayEvents):
         self.signal_handlers: list[Callable[[str, str, bytes], None]] = []
         #: Join handshakes this device is answering as the inviter, by relay join id.
         self._joins: dict[bytes, Any] = {}
+        #: When each of those last heard from its joiner (monotonic seconds).
+        self._join_seen: dict[bytes, float] = {}
         self.withheld: dict[tuple[str, str, str], tuple[int, int]] = {}
         self.env_refusals: dict[tuple[str, str], str] = {}
         self.counters = {"sent": 0, "received": 0, "refused": 0, "syncs": 0}
         self._taggers: dict[str, Tagger] = {}
         self._tag_env: dict[str, dict[str, str]] = {}
-        self._sizes: dict[str, tuple[int, float]] = {}
+        #: Per environment: (declared size, the version vector it was measured at).
+        self._sizes: dict[str, tuple[int, tuple[tuple[str, int], ...]]] = {}
         self._outbox: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue(MAX_OUTBOX)
         self._tasks: list[asyncio.Task[Any]] = []
         self._synced = asyncio.Condition()
         self._resync = False
         self._bg: set[asyncio.Task[Any]] = set()
         self.my_presence: dict[str, Any] = {"space": None, "env": None, "entity": None}
+        #: Key generations seen on envelopes this device could not open, per space, and the
+        #: recovery running for each (`keyrecovery`): never left stuck on a rotation.
+        self._missing_gen: dict[str, int] = {}
+        self._key_tasks: dict[str, asyncio.Task[None]] = {}
+        self._key_arrived: dict[str, asyncio.Event] = {}
 
     # ---------------------------------------------------------------- Transport protocol
     # ---------------------------------------------------------------- membership from the relay
@@ -124,7 +148,7 @@ class RelayTransport(RelayEvents):
         made by other members (without them, a device added after us would be refused here).
         Verified as a whole log before anything is stored; a bad entry changes nothing."""
         from ..space.keys import open_content_key
-        from ..space.membership import Entry
+        from ..space.membership import Entry, extend_log
         from ..space.store import append_entries
 
         if self.agent is None:
@@ -137,23 +161,29 @@ class RelayTransport(RelayEvents):
             fresh = [e for e in (Entry.from_wire(w) for w in wires) if e.hash not in known]
             if not fresh:
                 return
-            updated = append_entries(self.agent.home, space, fresh)
+            # Open the keys the new entries seal to us first, and store entries and keys in
+            # one write: a reader never sees the rotation without its key.
+            state = extend_log(stored.entries, fresh)
             me = self.agent.device
             new_keys = {}
-            for gen in range(1, updated.state.key_generation + 1):
-                if gen in updated.keys:
+            for gen in range(1, state.key_generation + 1):
+                if gen in stored.keys:
                     continue
-                sealed = updated.state.sealed_key_for(me, gen)
+                sealed = state.sealed_key_for(me, gen)
                 if sealed is not None:
                     new_keys[gen] = open_content_key(self.agent.identity.box_key,
                                                      bytes.fromhex(space), gen, sealed)
-            if new_keys:
-                append_entries(self.agent.home, space, [], new_keys)
+            append_entries(self.agent.home, space, fresh, new_keys)
         except MocksyncError as exc:
             self._problem(space, "membership entries", str(exc))
             return
         self._taggers.pop(space, None)
-        log.info("space %s: %d new membership entries from the relay", space, len(fresh))
+        if self.client is not None:  # the relay holds what it sent: never upload it back
+            self.client.uploaded.setdefault(space, set()).update(e.hash for e in fresh)
+        if new_keys:
+            self._key_arrived.setdefault(space, asyncio.Event()).set()
+        log.info("space %s: %d new membership entries from the relay%s", space, len(fresh),
+                 f" (key generations {sorted(new_keys)})" if new_keys else "")
 
     # ---------------------------------------------------------------- admitting joiners
     def on_join_request(self, space: str, join_id: bytes, payload: bytes) -> None:
@@ -164,19 +194,28 @@ class RelayTransport(RelayEvents):
         if self.agent is None:
             return
         sess = self._joins.get(join_id)
+        now = time.monotonic()
         if sess is None:
             if len(self._joins) >= MAX_ADMIN_JOINS:
-                return
+                # Make room: the handshake silent longest gives way, so idle handshakes never
+                # block a real join (issue 12); an honest joiner answers within a round trip.
+                oldest = min(self._joins, key=lambda j: self._join_seen.get(j, 0.0))
+                if now - self._join_seen.get(oldest, 0.0) < ADMIN_JOIN_EVICTABLE_S:
+                    return
+                self._joins.pop(oldest, None)
+                self._join_seen.pop(oldest, None)
             try:
                 sess = admin_session(self.agent.home, self.agent.identity, space)
             except MocksyncError as exc:
                 self._problem(space, "join", str(exc))
                 return
             self._joins[join_id] = sess
+        self._join_seen[join_id] = now
         replies = sess.receive(payload, time.time())  # never raises on joiner input
         outcome = sess.outcome
         if outcome is not None:
             self._joins.pop(join_id, None)
+            self._join_seen.pop(join_id, None)
             if isinstance(outcome, Admission):
                 try:
                     record_admission(self.agent.home, sess)
@@ -202,12 +241,18 @@ class RelayTransport(RelayEvents):
 
     async def start(self, agent: Any) -> None:
         self.agent = agent
-        self.client = RelayClient(self.url, agent.identity, self._logs, self, **self._client_kw)
+        from ..space.store import SpacePins
+
+        self.client = RelayClient(self.url, agent.identity, self._logs, self,
+                                  pins=SpacePins(agent.home) if hasattr(agent, "home") else None,
+                                  **self._client_kw)
         await self.client.start()
         self._tasks = [asyncio.create_task(self._flush_loop(), name="relay flush"),
                        asyncio.create_task(self._log_loop(), name="relay logs")]
 
     async def stop(self) -> None:
+        for t in self._key_tasks.values():
+            t.cancel()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -340,20 +385,28 @@ class RelayTransport(RelayEvents):
 
     def _declared(self, env: str) -> int:
         """The environment's compact-JSON size plus its linked files, declared to the relay for
-        its quota."""
+        its quota: the size of the very state being uploaded. Measured again whenever the
+        state changed (keyed by its version vector): a size remembered from before an edit
+        declared a grown environment at its old size, and the relay let it past its quota."""
         from ..agent.daemon import compact_size
         from ..model import render
         from ..model.files import linked_bytes
+        from ..model.lifecycle import is_tombstoned
 
-        now = time.monotonic()
+        vv = tuple(sorted(self.agent.store.version_vector(env).items()))
         hit = self._sizes.get(env)
-        if hit is not None and now - hit[1] < self.size_refresh_s:
+        if hit is not None and hit[1] == vv:
             return hit[0]
         state = self.agent.store.state(env)
+        if is_tombstoned(state):
+            # Unshared or deleted: no device renders it any more, and its tombstone (and any
+            # late edit under it) must reach the relay whatever the quota: it holds nothing.
+            self._sizes[env] = (0, vv)
+            return 0
         # Linked files (FILE bodies, TLS files) count toward the environment's size, as they
         # do in the daemon's own check.
         size = compact_size(render(state)) + linked_bytes(state)[1]
-        self._sizes[env] = (size, now)
+        self._sizes[env] = (size, vv)
         return size
 
     def _problem(self, space: str, what: str, reason: str, **extra: Any) -> None:
@@ -372,6 +425,11 @@ class RelayTransport(RelayEvents):
             return wires
         return [w for w in wires if not is_unsent(w, self.agent.device, cut)]
 
+    def _own(self, wires: list[bytes]) -> list[bytes]:
+        """Only this device's change sets: the relay stores a slot from its own device only."""
+        me = self.agent.device
+        return [w for w in wires if peek_slot(w).device == me]
+
     def _local_envs(self, space: str) -> list[str]:
         store = self.agent.store
         return [e for e in store.envs() if store.head_space(e) == space]
@@ -380,7 +438,11 @@ class RelayTransport(RelayEvents):
     def on_envelopes(self, space: str, tag: str, items: Iterable[Envelope]) -> None:
         self._ingest(space, tag, items)
 
-    def _ingest(self, space: str, tag: str, items: Iterable[Envelope]) -> int:
+    def _ingest(self, space: str, tag: str, items: Iterable[Envelope],
+                touched: set[str] | None = None) -> int:
+        """Open and apply envelopes. `touched`: a pull in pages collects the environments
+        applied here and settles their files once it is complete (`agent.settle_remote`);
+        None: settle at once (a live push)."""
         try:
             keys = self._keys(space)
             tagger = self._tagger(space)
@@ -394,6 +456,8 @@ class RelayTransport(RelayEvents):
             try:
                 slot, wire = open_envelope(space, tag, keys, env, tagger)
             except MocksyncError as exc:
+                if env.gen not in keys and env.gen > max(keys, default=0):
+                    self._missing_key(space, env.gen)  # fetched and retried by itself
                 self._problem(space, what, str(exc), tag=tag, device=env.device, seq=env.seq)
                 continue
             names[tag] = slot.env
@@ -401,7 +465,9 @@ class RelayTransport(RelayEvents):
         if not wires:
             return 0
         # One store transaction for the whole batch (catch-up of thousands of change sets).
-        _res, refused = self.agent.receive_batch(space, wires)
+        res, refused = self.agent.receive_batch(space, wires, settle=touched is None)
+        if touched is not None:
+            touched.update(c.env for c in res.applied)
         for cs, exc in refused:
             if cs is None:
                 self._problem(space, "envelope", str(exc), tag=tag)
@@ -431,7 +497,24 @@ class RelayTransport(RelayEvents):
 
     # ---------------------------------------------------------------- catch-up
     async def on_session(self, client: RelayClient, welcome: dict[str, Any]) -> None:
+        self._learn_plans(welcome.get("ok", {}))
         await self._catch_up_all(client, reconnect=True)
+
+    def _learn_plans(self, admitted: dict[str, Any]) -> None:
+        """Keep the limits the relay enforces on each admitted space, so that `share` and
+        every save are judged by the relay's numbers (not a default plan the relay does not
+        run) and a refusal is said at once instead of after an upload."""
+        from ..space.quotas import plan_from_relay
+
+        learn = getattr(self.agent.spaces, "learn_plan", None)
+        if learn is None:
+            return
+        for space, info in admitted.items():
+            try:
+                if learn(space, plan_from_relay(info)):
+                    log.info("space %s: the relay enforces plan %s", space, info)
+            except MocksyncError as exc:
+                self._problem(space, "plan", str(exc))
 
     async def _catch_up_all(self, client: RelayClient, *, reconnect: bool) -> None:
         """Catch every space up. `reconnect`: this follows a time without the relay, so the
@@ -479,27 +562,37 @@ class RelayTransport(RelayEvents):
             if env is not None:
                 local_vv = store.version_vector(env)
                 if vvmod.missing(relay_vv, local_vv):
-                    wires = self._sendable(env, store.wires_missing(env, relay_vv))
+                    wires = self._sendable(env, self._own(store.wires_missing(env, relay_vv)))
                     await self._upload(client, space, env, tag, wires)
             await asyncio.sleep(0)
 
     async def _pull(self, client: RelayClient, space: str, tag: str, have: dict[str, int]) -> None:
         have = dict(have)
-        while True:
-            items, more = await client.fetch(space, tag, have)
-            self._ingest(space, tag, items)
-            for e in items:
-                if e.seq > have.get(e.device, 0):
-                    have[e.device] = e.seq
-            if not more or not items:
-                return
-            await asyncio.sleep(0)
+        touched: set[str] = set()
+        try:
+            while True:
+                items, more = await client.fetch(space, tag, have)
+                self._ingest(space, tag, items, touched)
+                for e in items:
+                    if e.seq > have.get(e.device, 0):
+                        have[e.device] = e.seq
+                if not more or not items:
+                    return
+                await asyncio.sleep(0)
+        finally:
+            # Files follow the whole pull (or what arrived before the connection dropped),
+            # so an environment whose tombstone is in a later page never gets a file.
+            if touched:
+                self.agent.settle_remote(space, touched)
 
     async def _upload(self, client: RelayClient, space: str, env: str, tag: str,
                       wires: list[bytes]) -> bool:
         if not wires:
             return True
         keys = self._keys(space)
+        # A key rotation reaches every member in the same exchange as the first change set
+        # sealed with it: the relay stores and fans out entries before it sees this put.
+        await self._push_space_log(client, space)
         envelopes = [seal_envelope(space, tag, keys, w) for w in wires]
         declared = self._declared(env)
         for batch in split_batches(envelopes):
@@ -508,10 +601,27 @@ class RelayTransport(RelayEvents):
             except RelayRefused as exc:
                 self.env_refusals[(space, env)] = str(exc)
                 self._problem(space, f"upload of {env}", str(exc), env=env, code=exc.code)
+                self._tell_agent("upload_refused", env, str(exc))
                 return False
             self.counters["sent"] += len(batch)
-        self.env_refusals.pop((space, env), None)
+        if self.env_refusals.pop((space, env), None) is not None:
+            self._tell_agent("upload_accepted", env)
         return True
+
+    def _tell_agent(self, method: str, *args: Any) -> None:
+        """Report an upload's fate to the agent (its `status` shows a refused environment
+        as held, never as synced); agents without the hook (tests' stand-ins) ignore it."""
+        fn = getattr(self.agent, method, None)
+        if fn is not None:
+            fn(*args)
+
+    async def _upload_missing(self, client: RelayClient, space: str, env: str, tag: str) -> None:
+        """Upload everything of `env` the relay lacks. After a refused put, the refused change
+        sets are not in the relay's chain: uploading only the newest would leave a gap that
+        stalls every other device until their next reconnect."""
+        index = await client.index(space)
+        wires = self._sendable(env, self.agent.store.wires_missing(env, index.get(tag, {})))
+        await self._upload(client, space, env, tag, wires)
 
     # ---------------------------------------------------------------- background loops
     async def _flush_loop(self) -> None:
@@ -534,7 +644,10 @@ class RelayTransport(RelayEvents):
             try:
                 tag = self._tagger(space)(env)
                 self._tag_env.setdefault(space, {})[tag] = env
-                await self._upload(c, space, env, tag, wires)
+                if (space, env) in self.env_refusals:
+                    await self._upload_missing(c, space, env, tag)
+                else:
+                    await self._upload(c, space, env, tag, wires)
             except RelayError:
                 pass  # disconnected: the catch-up after reconnecting uploads it
             except MocksyncError as exc:
@@ -560,17 +673,78 @@ class RelayTransport(RelayEvents):
         if set(spaces) - set(c.accepted) - set(c.space_refusals):
             await c.reconnect()
             return
-        for space in c.accepted:
-            stored = spaces.get(space)
-            if stored is None:
+        connected_for = time.monotonic() - (c.connected_at or time.monotonic())
+        if retry_refused_spaces({s: code for s, (code, _r) in c.space_refusals.items()
+                                 if s in spaces}, connected_for):
+            await c.reconnect()  # e.g. a device of the same member went offline meanwhile
+            return
+        for space in list(c.accepted):
+            if space in spaces:
+                await self._push_space_log(c, space)
+
+    async def _push_space_log(self, client: RelayClient, space: str) -> None:
+        """Upload the entries of `space` the relay has not had from us (none: no request)."""
+        stored = self.agent.spaces.get(space) if self.agent is not None else None
+        if stored is None or space not in client.accepted:
+            return
+        sent = client.uploaded.get(space, set())
+        new = [e.wire for e in stored.entries if e.hash not in sent]
+        if new:
+            try:
+                await client.upload_log(space, new)
+            except RelayRefused as exc:
+                self._problem(space, "membership upload", str(exc))
+
+    # ---------------------------------------------------------------- missing key generations
+    def _missing_key(self, space: str, gen: int) -> None:
+        """An envelope of `space` is sealed with generation `gen`, newer than any key held
+        here: start (once per space) the recovery `keyrecovery.key_step` decides."""
+        self._missing_gen[space] = max(gen, self._missing_gen.get(space, 0))
+        task = self._key_tasks.get(space)
+        if task is None or task.done():
+            self._key_tasks[space] = asyncio.create_task(self._recover_key(space),
+                                                         name=f"relay key {space[:8]}")
+
+    async def _recover_key(self, space: str) -> None:
+        """Get the missing key (wait for the entries, else reconnect: the welcome re-sends the
+        log), then fetch again what could not be opened. Bounded by `keyrecovery`."""
+        from .keyrecovery import GIVE_UP, PULL, key_step
+
+        reconnects = 0
+        while True:
+            needed = self._missing_gen.get(space, 0)
+            try:
+                held = max(self._keys(space), default=0)
+            except MocksyncError:
+                return  # no longer in the space
+            step = key_step(held, needed, reconnects)
+            if step.action == PULL:
+                self._missing_gen.pop(space, None)
+                c = self.client
+                if c is not None and c.connected and space in c.accepted:
+                    with contextlib.suppress(RelayError):
+                        await self._catch_up(c, space, reconnect=False)
+                log.info("space %s: key generation %d arrived; fetched again", space[:12], needed)
+                return
+            if step.action == GIVE_UP:
+                self._problem(space, "key rotation", step.reason)
+                return
+            arrived = self._key_arrived.setdefault(space, asyncio.Event())
+            arrived.clear()
+            try:
+                await asyncio.wait_for(arrived.wait(), step.wait_s)
+                continue  # keys came with membership entries: pull now
+            except TimeoutError:
+                pass
+            if max(self._keys(space), default=0) >= needed:
                 continue
-            sent = c.uploaded.get(space, set())
-            new = [e.wire for e in stored.entries if e.hash not in sent]
-            if new:
-                try:
-                    await c.upload_log(space, new)
-                except RelayRefused as exc:
-                    self._problem(space, "membership upload", str(exc))
+            reconnects += 1
+            log.info("space %s: no key generation %d yet; reconnecting to fetch the membership "
+                     "log (try %d)", space[:12], needed, reconnects)
+            c = self.client
+            if c is not None:
+                await c.reconnect()
+                await c.wait_connected(step.wait_s * 4)
 
 
-__all__ = ["LOG_CHECK_S", "MAX_OUTBOX", "RelayTransport", "SIZE_REFRESH_S"]
+__all__ = ["LOG_CHECK_S", "MAX_OUTBOX", "RelayTransport", "SPACE_RETRY_S", "retry_refused_spaces"]

@@ -34,11 +34,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from hashlib import sha256
 
-import cbor2
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..changes.canonical import encode
+from ..changes.canonical import decode, encode
 from ..errors import ChangeSetError
 from ..space.errors import KeyMaterialError
 from ..space.keys import KEY_BYTES, open_payload, payload_generation, seal_payload
@@ -130,12 +129,14 @@ def peek_slot(wire: bytes) -> Slot:
 
     Only what the envelope check needs; the receiving store decodes and verifies the whole
     change set anyway (signature, chain, ops), so doing it here too would double the cost of
-    a catch-up. Anything that is not shaped like a change set is an EnvelopeMismatch."""
-    try:
-        outer = cbor2.loads(wire)
-        body = cbor2.loads(outer[0]) if type(outer) is list and len(outer) == 2 \
-            and type(outer[0]) is bytes else None
-    except Exception:  # cbor2 raises several types for malformed input
+    a catch-up. The two layers read here pass the decoding gate like every untrusted byte
+    string (the body usually carries its ops compressed, as one byte string, so this is
+    cheap). Anything that is not shaped like a change set is an EnvelopeMismatch."""
+    try:  # through the decoding gate: these bytes come from another member
+        outer = decode(wire, what="sealed change set")
+        body = decode(outer[0], what="sealed change set body") if type(outer) is list \
+            and len(outer) == 2 and type(outer[0]) is bytes else None
+    except ChangeSetError:
         body = None
     if type(body) is not dict:
         raise EnvelopeMismatch("an envelope opened to something that is not a change set")

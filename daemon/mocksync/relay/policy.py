@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..space.membership import SpaceState
 from ..space.quotas import Plan, check_device_online, check_env_size, check_share, human_bytes
@@ -43,9 +44,11 @@ CODES = (
     "auth_refused", "revoked", "incompatible_version", "quota_envs", "quota_bytes",
     "too_many_devices", "too_many_connections", "server_full", "not_member", "not_online",
     "bad_message", "bad_envelope", "slow_consumer", "shutting_down", "timeout",
+    "relay_key_changed",
 )
 #: Codes after which retrying soon cannot help: a person must act first.
-PERSISTENT_CODES = frozenset({"auth_refused", "revoked", "incompatible_version"})
+PERSISTENT_CODES = frozenset({"auth_refused", "revoked", "incompatible_version",
+                              "relay_key_changed"})
 # Which refusal a session reports when every space was refused: the most actionable first.
 _PRECEDENCE = ("incompatible_version", "revoked", "too_many_devices", "auth_refused")
 
@@ -145,13 +148,29 @@ def check_put(plan: Plan, *, env_count: int, known_env: bool, declared_bytes: in
 
 
 def unknown_device(state: SpaceState, device: str) -> Refusal | None:
-    """An envelope may carry any member's change set (devices relay each other's edits), but
-    only of a device the space has known (active, or removed with its cut)."""
+    """An envelope may only name a device the space has known (active, or removed with its
+    cut); `foreign_slot` then requires that device to be the uploader."""
     if device in state.devices or device in state.removed_devices:
         return None
     return Refusal("bad_envelope", (
         f"an envelope names device {device}, which is not a device of {space_label(state, '')}"
     ))
+
+
+def foreign_slot(uploader: str, envelope: Any) -> Refusal | None:
+    """A device's slot is its own (issue 12): the relay stores an envelope for device D only
+    when D itself uploads it. The relay cannot open an envelope to check the change set's
+    signature, so the session's authentication (D's key from the verified membership log,
+    answering this relay's challenge) is the signature that counts; and since an occupied slot
+    keeps its first envelope, accepting anyone else's upload would let any member squat the
+    next seq of a teammate's chain and block it for every device fetching from the relay.
+    Change sets of other devices still travel between peers over the LAN, where each is
+    verified against its author's key."""
+    if envelope.device == uploader:
+        return None
+    return Refusal("bad_envelope", (
+        f"envelope {envelope.device}#{envelope.seq} was uploaded by device {uploader}: a device "
+        "may store only its own change sets on the relay (each device's slot is its own)"))
 
 
 class TokenBucket:
@@ -178,6 +197,7 @@ class TokenBucket:
 
 __all__ = [
     "CODES",
+    "foreign_slot",
     "TokenBucket",
     "PERSISTENT_CODES",
     "Refusal",

@@ -20,8 +20,8 @@ Client -> relay
 | -------- | ------------------------------------------- | ---------------------------------- |
 | hello    | p protocol, m model, d device, sp [space],  | challenge, or refused              |
 |          | a agent version text                        |                                    |
-| auth     | sig (64 bytes, see relay.auth), logs {space: | welcome, or refused               |
-|          | [membership entry wire bytes the relay lacks]} |                                 |
+| auth     | sig (64 bytes, see relay.auth), u relay origin | welcome, or refused             |
+|          | as dialled, logs {space: [membership entry wire bytes the relay lacks]} |        |
 | log      | i, s space, w [entry wire bytes]            | ok, or nack                        |
 | index    | i, s                                        | index                              |
 | fetch    | i, s, e tag, vv (what the asker holds)      | batch, or nack                     |
@@ -37,7 +37,8 @@ Joiner (not a member yet, on /v1/join) -> relay
 Relay -> client
 | t         | fields                                                                         |
 | --------- | ------------------------------------------------------------------------------ |
-| challenge | p relay protocol, n nonce (32 bytes), have {space: [entry hashes it holds]}     |
+| challenge | p relay protocol, n nonce (32 bytes), k relay public key (32 bytes), ks its     |
+|           | signature of the challenge (relay.auth.prove_relay), have {space: [entry hashes]} |
 | welcome   | ok {space: {m model, plan, envs, bytes, devs}}, no {space: [code, reason]},     |
 |           | lim {frame, items, rate}                                                        |
 | refused   | c code, r reason (the whole session; the relay closes it)                      |
@@ -82,6 +83,7 @@ from ..changes.changeset import MAX_SEQ
 from ..errors import ChangeSetError, LimitError, ValidationError
 from ..space.keys import MAX_GENERATION
 from ..space.membership import MAX_ENTRY_BYTES, MAX_LOG_ENTRIES
+from .auth import MAX_ORIGIN_CHARS, RELAY_KEY_BYTES
 from .envelope import Envelope
 
 #: Largest ciphertext of one envelope: a change set carrying a whole 15 MB (enterprise plan)
@@ -319,7 +321,7 @@ CLIENT_KINDS: dict[str, tuple[dict[str, Check], int]] = {
     "hello": ({"p": _int(0, MAX_VERSION), "m": _int(0, MAX_VERSION), "d": _device,
                "sp": _list(_space, MAX_SPACES_PER_SESSION, lo=1), "a": _text(MAX_AGENT_CHARS)},
               _SMALL),
-    "auth": ({"sig": _bytes(SIG_BYTES, SIG_BYTES),
+    "auth": ({"sig": _bytes(SIG_BYTES, SIG_BYTES), "u": _text(MAX_ORIGIN_CHARS),
               "logs": _map(_space, _list(_entry, MAX_LOG_UPLOAD), MAX_SPACES_PER_SESSION)}, _BIG),
     "log": ({"i": _request, "s": _space, "w": _list(_entry, MAX_LOG_UPLOAD, lo=1)}, _BIG),
     "index": ({"i": _request, "s": _space}, _SMALL),
@@ -340,6 +342,7 @@ JOINER_KINDS: dict[str, tuple[dict[str, Check], int]] = {
 }
 RELAY_KINDS: dict[str, tuple[dict[str, Check], int]] = {
     "challenge": ({"p": _int(0, MAX_VERSION), "n": _bytes(NONCE_BYTES, NONCE_BYTES),
+                   "k": _bytes(RELAY_KEY_BYTES, RELAY_KEY_BYTES), "ks": _bytes(SIG_BYTES, SIG_BYTES),
                    "have": _map(_space, _list(_hash, MAX_LOG_ENTRIES), MAX_SPACES_PER_SESSION)},
                   _BIG),
     "welcome": ({"ok": _map(_space, _plan_info, MAX_SPACES_PER_SESSION),

@@ -38,8 +38,18 @@ from ..space.keys import payload_generation
 from ..space.membership import Entry, SpaceState, extend_log, verify_log
 from ..space.quotas import PLANS, Plan
 from . import policy
-from .auth import verify_challenge
+from .auth import load_relay_key, origin_accepted, prove_relay, relay_public, verify_challenge
 from .envelope import Envelope
+from .frames import (
+    JOIN_IDLE_TIMEOUT_S,
+    MAX_AUTH_FRAME_BYTES,
+    MAX_HELLO_FRAME_BYTES,
+    OFFLOAD_DECODE_BYTES,
+    AuthSlots,
+    HandshakeLimiter,
+    JoinLimiter,
+    set_frame_limit,
+)
 from .policy import Refusal, TokenBucket
 from .protocol import (
     CLIENT,
@@ -102,6 +112,10 @@ class RelayConfig:
     auth_timeout_s: float = AUTH_TIMEOUT_S
     heartbeat_s: float = HEARTBEAT_S
     max_queued_bytes: int = MAX_QUEUED_BYTES
+    #: The addresses devices dial this relay by (`https://relay.example.com`). Set them when
+    #: the relay sits behind a proxy; without, a device's signed origin must match the Host
+    #: header of its request (relay.auth.origin_accepted).
+    public_urls: tuple[str, ...] = ()
 
 
 def tls_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
@@ -127,6 +141,13 @@ class Session:
         self.ws = ws
         self.max_queued_bytes = max_queued_bytes
         self.peer = peer
+        #: The Host header the client sent: the address it dialled, checked against the origin
+        #: its challenge answer signs.
+        self.host: str | None = None
+        #: The HTTP connection under the WebSocket (its frame limit grows with the phase), and
+        #: whether this session still holds a pre-auth slot (relay.frames.HandshakeLimiter).
+        self.protocol: Any = None
+        self.pending = False
         self.device: str | None = None
         self.model = 0
         self.spaces: dict[str, str] = {}  # admitted space -> member id
@@ -197,6 +218,9 @@ class RelayServer:
         self.config = config
         self.storage: RelayStorage = storage or SQLiteStorage(config.data_dir)
         self.plan = config.plan
+        #: The relay's own key: devices pin it per space and sign challenges bound to it.
+        self.key = load_relay_key(config.data_dir)
+        self.public_key = relay_public(self.key)
         self._entries: dict[str, list[Entry]] = {}
         self._states: dict[str, SpaceState] = {}
         self.by_space: dict[str, set[Session]] = {}
@@ -213,6 +237,12 @@ class RelayServer:
                       "joins": 0}
         #: Join handshakes in progress: join id -> (joiner's websocket, space, inviting device).
         self.joins: dict[bytes, tuple[web.WebSocketResponse, str, str]] = {}
+        #: What unauthenticated clients may hold (relay.frames): sessions before auth, auth
+        #: frames in flight, join connections.
+        self._handshakes = HandshakeLimiter()
+        self._auth_slots = AuthSlots()
+        self._join_limiter = JoinLimiter()
+        self._join_sockets: dict[bytes, web.WebSocketResponse] = {}
 
     # ---------------------------------------------------------------- lifecycle
     @property
@@ -333,17 +363,25 @@ class RelayServer:
                                   "sessions": len(self.sessions), "plan": self.plan.name})
 
     async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=self.config.heartbeat_s,
-                                   compress=False)
+        # Until it authenticates, a client may send only small frames: aiohttp refuses a
+        # bigger one from its header, before buffering it (relay.frames).
+        ws = web.WebSocketResponse(max_msg_size=MAX_HELLO_FRAME_BYTES,
+                                   heartbeat=self.config.heartbeat_s, compress=False)
         await ws.prepare(request)
         session = Session(ws, request.remote or "?", self.config.max_queued_bytes)
+        session.host = request.headers.get("Host")
+        session.protocol = request.protocol
         session.writer = asyncio.create_task(session.run_writer())
         self.sessions.add(session)
         try:
+            busy = self._handshakes.admit(session.peer)
+            session.pending = busy is None
             if len(self.sessions) > self.config.max_sessions:
                 self._refuse(session, Refusal("server_full", (
                     f"the relay holds its maximum of {self.config.max_sessions} sessions; "
                     "retrying later")))
+            elif busy is not None:
+                self._refuse(session, Refusal("server_full", busy))
             else:
                 await self._serve(session)
         except _Closing:
@@ -355,6 +393,7 @@ class RelayServer:
             session.end({"t": "bye", "c": "bad_message", "r": "internal relay error"})
         finally:
             session.end()
+            self._end_handshake(session)
             self._unregister(session)
             if session.writer is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -378,16 +417,29 @@ class RelayServer:
                                                     "r": clip_reason(reason)}, sender=RELAY))
             await ws.close()
 
-        if len(self.joins) >= MAX_PENDING_JOINS:
-            await refuse("server_full", f"the relay has {MAX_PENDING_JOINS} join handshakes "
-                         "in progress; try again in a minute")
-            return ws
         jid = os.urandom(16)
+        # Idle connections never block a real join: when full, the oldest connection that has
+        # not sent its first message is closed to make room (relay.frames.JoinLimiter).
+        evicted, busy = self._join_limiter.connect(jid, request.remote or "?", time.monotonic())
+        self._close_joins(evicted)
+        if busy is not None:
+            await refuse("server_full", busy)
+            return ws
+        self._join_sockets[jid] = ws
         space = to = None
         try:
             async with asyncio.timeout(JOIN_TIMEOUT_S):
                 for n in range(MAX_JOIN_MESSAGES):
-                    msg = await ws.receive()
+                    if n == 0:
+                        try:
+                            async with asyncio.timeout(JOIN_IDLE_TIMEOUT_S):
+                                msg = await ws.receive()
+                        except TimeoutError:
+                            await refuse("timeout", "a join handshake must start within "
+                                         f"{JOIN_IDLE_TIMEOUT_S:g} s")
+                            return ws
+                    else:
+                        msg = await ws.receive()
                     if msg.type != WSMsgType.BINARY:
                         return ws
                     try:
@@ -397,9 +449,20 @@ class RelayServer:
                         return ws
                     if n == 0:
                         space, to = m["s"], m["to"]
+                        evicted, busy = self._join_limiter.start(jid, (space, to),
+                                                                 time.monotonic())
+                        self._close_joins(evicted)
+                        if busy is None and len(self.joins) >= MAX_PENDING_JOINS:
+                            busy = (f"the relay has {MAX_PENDING_JOINS} join handshakes in "
+                                    "progress; try again in a minute")
+                        if busy is not None:
+                            await refuse("server_full", busy)
+                            return ws
                         self.joins[jid] = (ws, space, to)
                         self.stats["joins"] += 1
-                    elif (m["s"], m["to"]) != (space, to):
+                    else:
+                        self._join_limiter.touch(jid, time.monotonic())
+                    if (m["s"], m["to"]) != (space, to):
                         await refuse("bad_message", "a join handshake stays with one space and device")
                         return ws
                     targets = [x for x in self.by_space.get(space, ()) if x.device == to]
@@ -419,7 +482,17 @@ class RelayServer:
             pass
         finally:
             self.joins.pop(jid, None)
+            self._join_limiter.close(jid)
+            self._join_sockets.pop(jid, None)
         return ws
+
+    def _close_joins(self, ids: list[bytes]) -> None:
+        """Close join connections the limiter evicted to make room for newer ones."""
+        for jid in ids:
+            self.joins.pop(jid, None)
+            other = self._join_sockets.pop(jid, None)
+            if other is not None:
+                asyncio.ensure_future(other.close())
 
     async def _on_joinrep(self, session: Session, msg: dict[str, Any]) -> None:
         entry = self.joins.get(msg["j"])
@@ -428,6 +501,7 @@ class RelayServer:
         ws, space, to = entry
         if session.device != to or msg["s"] != space:
             return  # only the device the joiner asked for may answer it
+        self._join_limiter.touch(msg["j"], time.monotonic())  # the handshake is alive
         with contextlib.suppress(ConnectionError, RuntimeError):
             await ws.send_bytes(encode_message({"t": "jp", "p": msg["p"]}, sender=RELAY))
 
@@ -445,14 +519,17 @@ class RelayServer:
             raise _Closing from None
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
             return None
-        if msg.type == WSMsgType.ERROR:
+        if msg.type == WSMsgType.ERROR:  # e.g. a frame over this phase's limit (close 1009)
             reason = str(session.ws.exception() or "connection error")
+            self.stats["refused"] += 1
             log.info("relay: %s: %s", session, reason)
             return None
         if msg.type != WSMsgType.BINARY:
             self._refuse(session, Refusal("bad_message", "the relay speaks binary frames only"))
             raise _Closing
         try:
+            if len(msg.data) >= OFFLOAD_DECODE_BYTES:  # big or item-heavy: not on the loop
+                return await asyncio.to_thread(decode_message, msg.data, sender=CLIENT)
             return decode_message(msg.data, sender=CLIENT)
         except RelayProtocolError as exc:
             code = "refused" if session.device is None else "bye"
@@ -460,6 +537,33 @@ class RelayServer:
             raise _Closing from None
 
     # ---------------------------------------------------------------- handshake
+    async def _challenge(self, session: Session, challenge: dict[str, Any]
+                         ) -> dict[str, Any] | None:
+        """Send the challenge and read the auth frame within an auth slot (relay.frames):
+        only then may the client send a frame above MAX_HELLO_FRAME_BYTES."""
+        timeout = self.config.auth_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                await self._auth_slots.acquire(session.peer)
+        except TimeoutError:
+            self._refuse(session, Refusal("server_full", (
+                f"the relay is busy authenticating other devices (waited {timeout:g} s); "
+                "retrying later")))
+            raise _Closing from None
+        try:
+            set_frame_limit(session.ws, session.protocol, MAX_AUTH_FRAME_BYTES)
+            await session.send(challenge)
+            return await self._receive(session, timeout)
+        finally:
+            # Back to small frames until admitted: the next big frame needs a slot again.
+            set_frame_limit(session.ws, session.protocol, MAX_HELLO_FRAME_BYTES)
+            self._auth_slots.release(session.peer)
+
+    def _end_handshake(self, session: Session) -> None:
+        if session.pending:
+            session.pending = False
+            self._handshakes.release(session.peer)
+
     async def _serve(self, session: Session) -> None:
         cfg = self.config
         hello = await self._receive(session, cfg.auth_timeout_s)
@@ -479,8 +583,9 @@ class RelayServer:
         for sp in spaces:
             if self.state(sp) is not None:
                 have[sp] = [e.hash for e in self._entries.get(sp, [])]
-        await session.send({"t": "challenge", "p": PROTOCOL_VERSION, "n": nonce, "have": have})
-        auth = await self._receive(session, cfg.auth_timeout_s)
+        auth = await self._challenge(session, {
+            "t": "challenge", "p": PROTOCOL_VERSION, "n": nonce, "k": self.public_key,
+            "ks": prove_relay(self.key, nonce, device), "have": have})
         if auth is None:
             return
         if auth["t"] != "auth":
@@ -493,7 +598,10 @@ class RelayServer:
             self._refuse(session, Refusal("bad_message", "auth carries a log for a space the hello did not name"))
             return
         for sp in spaces:
-            fresh, state, refusal = self._prepare_log(sp, auth["logs"].get(sp, []))
+            self.state(sp)  # loaded here, on the loop (storage); the check below is pure CPU
+        verified = await asyncio.to_thread(
+            lambda: [self._prepare_log(sp, auth["logs"].get(sp, [])) for sp in spaces])
+        for sp, (fresh, state, refusal) in zip(spaces, verified, strict=True):
             if refusal is not None:
                 refusals[sp] = refusal
             elif state is not None:
@@ -517,10 +625,17 @@ class RelayServer:
                 "(its membership log has not been uploaded by a member)")
             self._refuse(session, Refusal("auth_refused", reason))
             return
-        if not verify_challenge(key, nonce, device, auth["sig"]):
+        if not origin_accepted(auth["u"], session.host, cfg.public_urls):
+            self._refuse(session, Refusal("auth_refused", (
+                f"auth refused: the answer is addressed to the relay at {auth['u']}, which is "
+                "not this relay's address (a relay passed on another relay's challenge, or "
+                "this relay's public URL is not configured)")))
+            return
+        if not verify_challenge(key, nonce, device, self.public_key, auth["u"], auth["sig"]):
             self._refuse(session, Refusal("auth_refused", (
                 f"auth refused: the challenge signature does not verify with device {device}'s "
-                "key (a different device claimed its id)")))
+                "key for this relay's key (a different device claimed its id, or the answer "
+                "was made for another relay)")))
             return
         # Authenticated: the uploaded entries may be kept.
         for sp, (fresh, state) in prepared.items():
@@ -552,6 +667,8 @@ class RelayServer:
         session.model = hello["m"]
         session.spaces = admitted
         self._register(session)
+        self._end_handshake(session)  # authenticated: full-size frames from now on
+        set_frame_limit(session.ws, session.protocol, MAX_FRAME_BYTES)
         p = self.plan
         await session.send({
             "t": "welcome",
@@ -719,7 +836,7 @@ class RelayServer:
         sp, tag, items = msg["s"], msg["e"], msg["x"]
         r = self._check_space(session, sp)
         if r is None:
-            r = self._check_envelopes(self._states[sp], items)
+            r = self._check_envelopes(self._states[sp], items, session.device or "")
         if r is None:
             usage = self.storage.env_usage(sp, tag)
             r = policy.check_put(
@@ -727,7 +844,7 @@ class RelayServer:
                 declared_bytes=msg["z"], stored_bytes=usage.stored_bytes if usage else 0,
                 adding_bytes=sum(len(e.ct) for e in items))
         if r is not None:
-            log.info("relay: put by %s refused: %s", session, r.reason)
+            log.warning("relay: put by %s refused: %s", session, r.reason)
             return await self._nack(session, msg["i"], r)
         stored = self.storage.put(sp, tag, items, declared_bytes=msg["z"],
                                   uploader=session.device or "", now_ms=int(time.time() * 1000))
@@ -739,9 +856,10 @@ class RelayServer:
         await session.send({"t": "ack", "i": msg["i"], "s": sp, "e": tag, "n": len(stored)})
 
     @staticmethod
-    def _check_envelopes(state: SpaceState, items: Iterable[Envelope]) -> Refusal | None:
+    def _check_envelopes(state: SpaceState, items: Iterable[Envelope], uploader: str
+                         ) -> Refusal | None:
         for e in items:
-            r = policy.unknown_device(state, e.device)
+            r = policy.unknown_device(state, e.device) or policy.foreign_slot(uploader, e)
             if r is not None:
                 return r
             try:

@@ -37,6 +37,7 @@ from .store import (
     get_space,
     list_spaces,
     load_invite_book,
+    rejoin_space,
     save_invite_book,
 )
 
@@ -75,11 +76,14 @@ def create_space(home: Home, identity: Identity, name: str, *, kind: str = "team
 
 def issue_invite(home: Home, identity: Identity, space: str, *, role: str = "editor",
                  lifetime_s: int = DEFAULT_INVITE_LIFETIME_S, own_device: bool = False,
-                 now: float | None = None) -> tuple[IssuedInvite, InviteToken]:
+                 relay: str | None = None, now: float | None = None
+                 ) -> tuple[IssuedInvite, InviteToken]:
+    """Issue an invite. `relay`: the relay this device's daemon uses, put in the token when
+    the space names none (the personal space `init` makes), so the joiner can reach us."""
     sp = get_space(home, space)
     book = load_invite_book(home, sp.space_id)
     rec, token = book.issue(sp.state, identity, now=_now(now), role=role, own_device=own_device,
-                            lifetime_s=lifetime_s)
+                            lifetime_s=lifetime_s, relay=relay)
     save_invite_book(home, book)
     return rec, token
 
@@ -190,8 +194,13 @@ def record_admission(home: Home, session: AdminSession) -> StoredSpace:
     return append_entries(home, outcome.state.space_id, outcome.new_entries)
 
 
-def record_join(home: Home, result: JoinResult, *, now: float | None = None) -> StoredSpace:
-    """Persist a space this device has just joined."""
+def record_join(home: Home, result: JoinResult, device_id: str | None = None, *,
+                now: float | None = None) -> StoredSpace:
+    """Persist a space this device (`device_id`) has just joined, or rejoined after being
+    removed: its old copy of the space is brought up to the welcome's log, keys kept. Without
+    `device_id`, a space already held is refused as before."""
+    if device_id is not None and belongs_to(home, result.state.space_id) is not None:
+        return rejoin_space(home, result.entries, result.keys, device_id, now=now)
     return add_space(home, result.entries, result.keys, now=now)
 
 

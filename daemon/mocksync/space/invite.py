@@ -253,15 +253,20 @@ class InviteBook:
 
     def issue(self, state: SpaceState, inviter: Identity, *, now: float, role: str = "editor",
               own_device: bool = False, lifetime_s: int = DEFAULT_INVITE_LIFETIME_S,
-              secret: bytes | None = None) -> tuple[IssuedInvite, InviteToken]:
+              secret: bytes | None = None, relay: str | None = None
+              ) -> tuple[IssuedInvite, InviteToken]:
         """Issue a one-time invite. `own_device` (always so in a personal space) admits another
-        device of the inviter's own member instead of a new member."""
+        device of the inviter's own member instead of a new member. `relay`: where the joiner
+        reaches this device when the space names no relay of its own (a personal space is
+        reachable through the relay the inviter's daemon uses)."""
         if state.space_id != self.space_id:
             raise InviteError("this invite book belongs to another space")
         if not state.is_admin(inviter.device_id):
             raise InviteError(f"only an admin device can invite; this device is not an admin of {state.name!r}")
         if role not in ROLES:
             raise InviteError(f"role must be one of {', '.join(ROLES)}")
+        if relay is not None and relay_url_problem(relay):
+            raise InviteError(f"relay address {relay!r} {relay_url_problem(relay)}")
         if not isinstance(lifetime_s, int) or not MIN_INVITE_LIFETIME_S <= lifetime_s <= MAX_INVITE_LIFETIME_S:
             raise InviteError(
                 f"an invite lives between {MIN_INVITE_LIFETIME_S} s and {MAX_INVITE_LIFETIME_S // 86400} days"
@@ -277,8 +282,9 @@ class InviteBook:
             assert owner is not None
             if len(owner.devices) >= state.device_limit:
                 raise InviteError(
-                    f"member {owner.name} already has {len(owner.devices)} devices, the limit of this "
-                    f"space ({state.device_limit}); remove one with `mocksync remove` first"
+                    f"member {owner.name} already has {len(owner.devices)} devices registered, the "
+                    f"most this space allows per member ({state.device_limit}); remove one with "
+                    "`mocksync remove` first"
                 )
             member = owner.id
             role = owner.role
@@ -287,8 +293,8 @@ class InviteBook:
                            int(now + lifetime_s))
         self._by_id[rec.invite_id] = rec
         self._prune()
-        token = InviteToken(state.space_id_bytes, state.name, state.relay, inviter.device_id,
-                            secret, rec.expires, role, member)
+        token = InviteToken(state.space_id_bytes, state.name, state.relay or relay,
+                            inviter.device_id, secret, rec.expires, role, member)
         return rec, token
 
     def _prune(self) -> None:
@@ -565,10 +571,9 @@ class AdminSession:
         me = self.identity.device_id
         if not state.is_admin(me):
             raise InviteError("the inviting device is no longer an admin of the space")
-        if device.device_id in state.removed_devices:
-            raise InviteError(
-                f"device {device.device_id} was removed from this space and cannot join it again"
-            )
+        # A removed device may be invited back: it rejoins its old member when that member is
+        # still in the space (not as a second member of the same person), else a new member.
+        removal = state.removed_devices.get(device.device_id)
         if state.is_member(device.device_id):
             raise InviteError(f"device {device.device_id} is already a member of this space")
         gen = state.key_generation
@@ -576,14 +581,18 @@ class AdminSession:
             raise InviteError("the inviting device lacks the current content key; it cannot admit")
         sealed = seal_content_key(device.box_key, space, gen, self.keys[gen])
         new: list[Entry] = []
-        if rec.member is not None:
-            owner = state.members.get(rec.member)
+        owner_id = rec.member
+        if owner_id is None and removal is not None and removal.member in state.members:
+            owner_id = removal.member
+        if owner_id is not None:
+            owner = state.members.get(owner_id)
             if owner is None:
                 raise InviteError("the member this invite adds a device to is no longer in the space")
             if len(owner.devices) >= state.device_limit:
                 raise InviteError(
-                    f"member {owner.name} already has {len(owner.devices)} devices, the limit of "
-                    f"this space ({state.device_limit}); remove one with `mocksync remove` first"
+                    f"member {owner.name} already has {len(owner.devices)} devices registered, the "
+                    f"most this space allows per member ({state.device_limit}); remove one with "
+                    "`mocksync remove` first"
                 )
             member_id = owner.id
         else:

@@ -78,6 +78,24 @@ async def run_join(session: JoinerSession, channel: JoinChannel, *,
     raise InviteError("the admin device did not finish the join handshake")
 
 
+def unreachable_sentence(space_name: str, inviter: str,
+                         attempts: list[tuple[str, str, float | None]]) -> str:
+    """Why no admin device could be reached, from what each transport said (pure).
+
+    `attempts`: (transport name, its reason, seconds it waited for an answer or None when it
+    failed at once). A duration appears only when one was really waited, so the sentence never
+    claims a wait that did not happen."""
+    parts = []
+    for name, reason, waited in attempts:
+        if waited is None:
+            parts.append(f"{name}: {reason}")
+        else:
+            parts.append(f"{name}: no answer within {waited:.0f} s")
+    why = "; ".join(parts) or "no transport was tried"
+    return (f"no admin device of space {space_name!r} is reachable ({why}); make sure the "
+            f"inviting device {inviter} is online with its daemon running, then run join again")
+
+
 async def join_space(session: JoinerSession, transports: list[JoinTransport], *,
                      timeout: float, clock: Callable[[], float] = time.time) -> JoinResult:
     """Try each transport in turn within `timeout` seconds overall."""
@@ -89,11 +107,12 @@ async def join_space(session: JoinerSession, transports: list[JoinTransport], *,
         )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    tried = []
+    attempts: list[tuple[str, str, float | None]] = []
     for transport in transports:
         left = deadline - loop.time()
         if left <= 0:
             break
+        began = loop.time()
         try:
             async with asyncio.timeout(left):
                 channel = await transport.connect(token)
@@ -101,18 +120,13 @@ async def join_space(session: JoinerSession, transports: list[JoinTransport], *,
                     return await run_join(session, channel, clock=clock)
                 finally:
                     await channel.close()
-        except NoAdminReachableError:
-            tried.append(transport.name)
+        except NoAdminReachableError as exc:
+            attempts.append((transport.name, str(exc), None))
         except TimeoutError:
-            tried.append(transport.name)
+            attempts.append((transport.name, "", loop.time() - began))
             if session.state != "new":
                 break
-    how = ", ".join(tried) or "nothing"
-    raise NoAdminReachableError(
-        f"no admin device of space {token.name!r} is reachable (tried {how} for {timeout:g} s); "
-        f"make sure the inviting device {token.inviter} is online with its daemon running, "
-        "then run join again"
-    )
+    raise NoAdminReachableError(unreachable_sentence(token.name, token.inviter, attempts))
 
 
 __all__ = [
@@ -122,5 +136,6 @@ __all__ = [
     "join_space",
     "register_join_transport",
     "run_join",
+    "unreachable_sentence",
     "unregister_join_transport",
 ]

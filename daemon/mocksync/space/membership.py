@@ -31,11 +31,17 @@ its reason in `SpaceState.void`):
   its member must be an admin at that point of the order;
 - removal wins: once device D is removed by entry R, every entry D signed that is not an
   ancestor of R is void, wherever it falls in the order (a removed device cannot act
-  "concurrently" with its removal, e.g. to re-add itself), and removed device and member ids
-  can never be added again. This is computed to a fixed point, since voiding an entry can
-  change which removals take effect;
-- the space must always keep at least one admin device; the member device limit is enforced;
-  a personal space has exactly one member.
+  "concurrently" with its removal, e.g. to re-add itself). This is computed to a fixed point,
+  since voiding an entry can change which removals take effect;
+- a removed device may be added again (an admin re-invites it), but only by an entry that has
+  its removal among its ancestors: an admin who re-admits a device must have seen it removed,
+  so no entry concurrent with a removal can undo it. Once re-added it is an active device
+  again (its change sets are accepted whole: the admin vouches for it). A removed *member* id
+  is never added again; a re-invited device of a removed member joins as a new member;
+- the space must always keep at least one admin device; the number of devices one member may
+  have registered (`device_limit`) is enforced; a personal space has exactly one member.
+  `device_limit` is not the plan's "simultaneous devices per member": that one counts devices
+  connected to the relay at once and is the relay's decision (`space.quotas.check_device_online`).
 Structural problems (bad signature, unknown signer, missing parent, two genesis entries, wrong
 counter, malformed fields) are not "void": they make `verify_log` raise MembershipError, since
 no honest device produces them.
@@ -71,7 +77,6 @@ from .fields import (
     relay_url_problem,
 )
 from .identity import ID_TEXT_CHARS, DevicePublic, is_device_id, verify_signature
-from .quotas import DEFAULT_DEVICES_PER_MEMBER
 
 ENTRY_FORMAT = 1
 KINDS = ("genesis", "add_member", "add_device", "remove_device", "remove_member", "set_role",
@@ -91,9 +96,12 @@ MAX_PARENTS = 32
 MAX_MEMBERS = 200
 #: Active devices in one space.
 MAX_DEVICES = 400
-#: Highest per-member device limit a space may set; the default follows Mockoon's plans.
+#: Highest number of devices one member may have registered in a space.
 MAX_DEVICE_LIMIT = 16
-DEFAULT_DEVICE_LIMIT = DEFAULT_DEVICES_PER_MEMBER
+#: Devices one member may have registered in a new space. Deliberately not the plan's
+#: DEFAULT_DEVICES_PER_MEMBER (2 *simultaneous* devices): a member may own more devices than
+#: may be online at once, and the relay enforces the simultaneous limit when they connect.
+DEFAULT_DEVICE_LIMIT = MAX_DEVICE_LIMIT
 #: Environments named in one removal cut, and the longest environment id.
 MAX_CUT_ENVS = 1000
 MAX_ENV_ID_CHARS = 128
@@ -441,6 +449,8 @@ class _Replay:
         self.removed_devices: dict[str, Removal] = {}
         self.removed_members: set[str] = set()
         self.removal_index: dict[str, int] = {}
+        #: Where a removed device was last added back (see `_add_device`).
+        self.readd_index: dict[str, int] = {}
         self.sealed: dict[tuple[str, int], bytes] = {}
         self.void: dict[int, str] = {}
         self.gen = 1
@@ -520,21 +530,28 @@ class _Replay:
     def _add_device(self, i: int, e: Entry, d: dict[str, Any]) -> str | None:
         rec = d["device"]
         did, mid = rec["id"], d["member"]
-        if did in self.removed_devices:
-            return f"device {did} was removed from this space and can never be added back"
+        readd = did in self.removed_devices
+        if readd and not self.is_ancestor(self.removal_index[did], i):
+            return (f"device {did} is being removed concurrently; an admin can re-add it only "
+                    "after seeing its removal")
         if did in self.devices:
             return f"device {did} is already in the space"
         m = self.members.get(mid)
         if m is None:
             return f"member {mid} is not in the space"
         if len(m["devices"]) >= self.g["device_limit"]:
-            return (f"member {m['name']} already has {len(m['devices'])} devices, the limit of "
-                    f"this space ({self.g['device_limit']})")
+            return (f"member {m['name']} already has {len(m['devices'])} devices registered, the "
+                    f"most this space allows per member ({self.g['device_limit']})")
         if len(self.devices) >= MAX_DEVICES:
             return f"the space already has {MAX_DEVICES} devices, the limit"
         key = d["key"]
         if key is not None and key["gen"] > self.gen:
             return f"it seals key generation {key['gen']}, which does not exist yet"
+        if readd:
+            # Active again; `removal_index` stays, so removal-wins still voids whatever the
+            # device signed unseen by its removal.
+            del self.removed_devices[did]
+            self.readd_index[did] = i
         self._add_device_rec(i, mid, rec, e.author)
         if key is not None:
             self.sealed[(did, key["gen"])] = key["sealed"]
@@ -680,9 +697,15 @@ def verify_log(entries: Iterable[Entry | bytes]) -> SpaceState:
     def unseen_by_removals(rp: _Replay) -> frozenset[int]:
         out = set()
         for did, ri in rp.removal_index.items():
+            back = rp.readd_index.get(did)
+            if back is not None and not (anc[back] >> ri) & 1:
+                back = None  # an older re-add, itself undone by this later removal
             for j in by_author.get(did, ()):
-                if j != ri and not (anc[ri] >> j) & 1:
-                    out.add(j)
+                if j == ri or (anc[ri] >> j) & 1:
+                    continue  # seen by its removal
+                if back is not None and (j == back or (anc[j] >> back) & 1):
+                    continue  # signed after the device was re-added
+                out.add(j)
         return frozenset(out)
 
     # Removal wins, to a fixed point: void what removed devices did unseen by their removal,

@@ -11,8 +11,9 @@ measures; 1 MB = 1,000,000 bytes, as the plans are stated in decimal megabytes).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import ValidationError
 
@@ -22,6 +23,8 @@ DEFAULT_DEVICES_PER_MEMBER = 2
 MAX_ENVS_CEILING = 100_000
 MAX_ENV_BYTES_CEILING = 1024 * MB
 MAX_DEVICES_CEILING = 1000
+#: Longest plan name a relay may announce (the relay protocol's own bound).
+MAX_PLAN_NAME_CHARS = 32
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,23 @@ class Decision:
 OK = Decision(True)
 
 
+def plan_from_relay(info: Mapping[str, Any]) -> Plan:
+    """The plan a relay enforces on one space, from its `welcome` (`{plan, envs, bytes, devs}`).
+
+    Why the daemon takes the relay's word: the relay is what refuses, and it may run a named
+    plan with overridden limits (`--max-envs`, `--max-env-bytes`); checking a save against a
+    default plan instead lets a too-big environment read `synced` while the relay refuses it.
+    Raises ValidationError (and the caller keeps the plan it had) when the numbers are not a
+    plan this daemon can hold to."""
+    if not isinstance(info, Mapping):
+        raise ValidationError(f"the relay's plan is not a mapping: {info!r}")
+    name = info.get("plan")
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_PLAN_NAME_CHARS:
+        raise ValidationError(f"the relay's plan name must be 1..{MAX_PLAN_NAME_CHARS} characters")
+    return Plan(name, info.get("envs"), info.get("bytes"),  # type: ignore[arg-type]
+                info.get("devs"))  # type: ignore[arg-type]
+
+
 def human_bytes(n: int) -> str:
     """`12.3 MB` style (decimal, as the plans are stated)."""
     if n >= MB:
@@ -118,8 +138,15 @@ def check_device_online(plan: Plan, member_online_devices: Collection[str],
                         device: str | None = None) -> Decision:
     """May `device` come online, given the member's devices already online?
 
-    A device already counted (a reconnect) is always allowed; otherwise the member may have at
-    most `plan.max_devices_per_member` online at once."""
+    The rule ("2 simultaneous devices per member"), precisely: per space, a device is *online*
+    while it holds an admitted session to the relay for that space; `member_online_devices`
+    are the member's other devices online in that space right now. A member may own and
+    register more devices than that (the membership log only caps registrations at
+    `membership.MAX_DEVICE_LIMIT`); joining never counts, connecting does. A device already
+    counted (a reconnect overlapping its old session) is always allowed; otherwise the member
+    may have at most `plan.max_devices_per_member` online at once. A refused device retries by
+    itself and is admitted once one of the others disconnects or is removed. Devices that sync
+    only over the LAN are not counted: the relay cannot see them."""
     if device is not None and device in member_online_devices:
         return OK
     online = len(member_online_devices)
@@ -142,4 +169,5 @@ __all__ = [
     "check_share",
     "get_plan",
     "human_bytes",
+    "plan_from_relay",
 ]

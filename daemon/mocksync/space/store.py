@@ -26,7 +26,7 @@ from tinydb import Query, TinyDB
 
 from ..paths import Home
 from ..store.docs import open_docs
-from .errors import SpaceNotFoundError
+from .errors import MembershipError, SpaceNotFoundError
 from .invite import InviteBook, IssuedInvite
 from .membership import Entry, SpaceState, extend_log, verify_log
 
@@ -144,6 +144,36 @@ def add_space(home: Home, entries: list[Entry], keys: Mapping[int, bytes], *,
     return StoredSpace(state, list(entries), dict(keys), joined)
 
 
+def rejoin_space(home: Home, entries: list[Entry], keys: Mapping[int, bytes], device_id: str,
+                 *, now: float | None = None) -> StoredSpace:
+    """Record a space this device already held and has just been admitted to again (it was
+    removed, then re-invited). The welcome's log is the authority; entries only this device
+    holds are kept when the union still admits it, and every key generation is kept (old data
+    stays readable). Nothing is written unless the result admits `device_id`."""
+    welcome = verify_log(entries)
+    if not welcome.is_member(device_id):
+        raise MembershipError("the welcome's log does not admit this device; nothing was changed")
+    joined = time.time() if now is None else now
+    with locked(home) as db:
+        table = db.table(SPACES_TABLE)
+        doc = table.get(Query().space_id == welcome.space_id)
+        if doc is None:
+            raise SpaceNotFoundError(f"this device belongs to no space {welcome.space_id}")
+        current = _load(doc)
+        known = {e.hash for e in entries}
+        merged = list(entries) + [e for e in current.entries if e.hash not in known]
+        try:
+            state = verify_log(merged)
+        except MembershipError:
+            state = None
+        if state is None or not state.is_member(device_id):
+            merged, state = list(entries), welcome
+        all_keys = dict(current.keys)
+        all_keys.update(keys)
+        table.update(_doc(merged, all_keys, state, joined), Query().space_id == state.space_id)
+    return StoredSpace(state, merged, all_keys, joined)
+
+
 def append_entries(home: Home, space_id: str, new: Iterable[Entry],
                    new_keys: Mapping[int, bytes] | None = None) -> StoredSpace:
     """Add verified entries (and content-key generations) to a stored space. The whole log is
@@ -189,7 +219,54 @@ def save_invite_book(home: Home, book: InviteBook) -> None:
         table.insert_multiple(merged.values())
 
 
+# ---------------------------------------------------------------------- relay key pins (TOFU)
+#: Field of a space's document holding the relay key it pinned (base64 of 32 raw bytes).
+RELAY_PIN_FIELD = "relay_key"
+
+
+def relay_pin(home: Home, space_id: str) -> bytes | None:
+    """The relay key this space pinned the first time a relay admitted this device to it."""
+    if not home.docs.exists():
+        return None
+    with open_docs(home.docs) as db:
+        doc = db.table(SPACES_TABLE).get(Query().space_id == space_id)
+    text = doc.get(RELAY_PIN_FIELD) if doc else None
+    return _unb64(text) if isinstance(text, str) and text else None
+
+
+def set_relay_pin(home: Home, space_id: str, relay_key: bytes | None) -> None:
+    """Pin `relay_key` for the space (None: forget the pin, so the next relay is trusted on
+    first use again: what a person does after reinstalling or moving the relay on purpose)."""
+    with locked(home) as db:
+        table = db.table(SPACES_TABLE)
+        if table.get(Query().space_id == space_id) is None:
+            raise SpaceNotFoundError(f"this device belongs to no space {space_id}")
+        table.update({RELAY_PIN_FIELD: _b64(relay_key) if relay_key else ""},
+                     Query().space_id == space_id)
+
+
+class SpacePins:
+    """The relay client's pin book (net.relay_client.RelayPins) kept with this home's spaces."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+
+    def pinned(self, space: str) -> bytes | None:
+        return relay_pin(self.home, space)
+
+    def pin(self, space: str, relay_key: bytes) -> None:
+        set_relay_pin(self.home, space, relay_key)
+
+    def name(self, space: str) -> str | None:
+        try:
+            return get_space(self.home, space).name
+        except SpaceNotFoundError:
+            return None
+
+
 __all__ = [
+    "RELAY_PIN_FIELD",
+    "SpacePins",
     "StoredSpace",
     "add_space",
     "append_entries",
@@ -197,5 +274,8 @@ __all__ = [
     "list_spaces",
     "load_invite_book",
     "locked",
+    "rejoin_space",
+    "relay_pin",
     "save_invite_book",
+    "set_relay_pin",
 ]

@@ -33,13 +33,15 @@ from ..changes import ChainError, ChangeSet, Clock, too_far_in_future, verify_ch
 from ..changes import vv as vvmod
 from ..errors import ChangeSetError, MocksyncError, ValidationError
 from ..model import ApplyResult, Conflict, State, to_wire, validate_ops
-from ..model.state import ABSENT
+from ..model.state import ABSENT, close_deps
 
 SCHEMA_VERSION = 1
 #: Change sets waiting for a missing predecessor, per environment, before we refuse more.
 MAX_PENDING_PER_ENV = 10_000
 #: Quarantined (future-stamped) change sets kept per environment.
 MAX_QUARANTINED_PER_ENV = 1_000
+#: Decoded `deps` of applied change sets kept in memory (conflict checks, closing new deps).
+MAX_DEPS_CACHE = 4_096
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -114,6 +116,7 @@ class Store:
             )
         self._lock = threading.RLock()
         self._states: dict[str, State] = {}
+        self._deps_cache: dict[tuple[str, str, int], dict[str, int]] = {}
         self.clock = Clock(last=int(self._meta("clock", "0")))
 
     def close(self) -> None:
@@ -144,11 +147,21 @@ class Store:
 
     def _deps_lookup(self, env: str):
         def lookup(origin: tuple[str, int]) -> dict[str, int] | None:
+            key = (env, origin[0], origin[1])
+            hit = self._deps_cache.get(key)
+            if hit is not None:
+                return hit
             row = self.db.execute(
-                "SELECT wire FROM changesets WHERE env=? AND device=? AND seq=?",
-                (env, origin[0], origin[1]),
+                "SELECT wire FROM changesets WHERE env=? AND device=? AND seq=? AND status=?",
+                (env, origin[0], origin[1], APPLIED),
             ).fetchone()
-            return dict(ChangeSet.decode(row[0]).deps) if row else None
+            if row is None:
+                return None
+            if len(self._deps_cache) >= MAX_DEPS_CACHE:
+                self._deps_cache.clear()
+            # (A first change set can be megabytes: decode it once, not on every save.)
+            deps = self._deps_cache[key] = dict(ChangeSet.decode(row[0]).deps)
+            return deps
 
         return lookup
 
@@ -241,12 +254,13 @@ class Store:
             conds.append("resolved=0")
         if conds:
             q += " WHERE " + " AND ".join(conds)
-        q += " ORDER BY created_ms, id"
         out = []
         for rec, resolved in self.db.execute(q, args):
             d = json.loads(rec)
             d["resolved"] = bool(resolved)
             out.append(d)
+        # The same order on every device (never by local arrival time).
+        out.sort(key=lambda d: (d["env"], d["loser"]["hlc"], d["loser"]["device"], d["id"]))
         return out
 
     def mark_resolved(self, env: str, conflict_id: str) -> bool:
@@ -271,12 +285,32 @@ class Store:
             "INSERT INTO entities VALUES (?, ?, ?) ON CONFLICT(env, uuid) DO UPDATE SET record=excluded.record",
             [(env, u, st.entity_record(u)) for u in res.touched],
         )
-        if res.conflicts:
+        self._sync_conflicts(env, st, res, now_ms)
+
+    def _sync_conflicts(self, env: str, st: State, res: ApplyResult,
+                        now_ms: int) -> list[Conflict]:
+        """Make the listing of the touched entities equal to their derived conflicts; return
+        the ones that are new here. Rows of conflicts that no longer hold (someone wrote the
+        register after seeing both sides: a resolution) go; a local dismissal survives while
+        its conflict holds."""
+        if not res.touched:
+            return []
+        rows = self.db.execute("SELECT id, record FROM conflicts WHERE env=?", (env,)).fetchall()
+        listed = {cid for cid, rec in rows if json.loads(rec)["entity"] in res.touched}
+        now = {c.id: c for u in sorted(res.touched) for c in st.conflicts_of(u)}
+        gone = listed - set(now)
+        if gone:
+            self.db.executemany("DELETE FROM conflicts WHERE env=? AND id=?",
+                                [(env, cid) for cid in sorted(gone)])
+        fresh = [c for cid, c in now.items() if cid not in listed]
+        if fresh:
             self.db.executemany(
                 "INSERT OR IGNORE INTO conflicts (env, id, record, created_ms) VALUES (?, ?, ?, ?)",
                 [(env, c.id, json.dumps(_conflict_json(c), ensure_ascii=False), now_ms)
-                 for c in res.conflicts],
+                 for c in fresh],
             )
+        res.conflicts = fresh
+        return fresh
 
     def commit_local(
         self,
@@ -287,8 +321,16 @@ class Store:
         device: str,
         ops: Iterable[tuple],
         now_ms: int,
+        seen: dict[str, int] | None = None,
     ) -> tuple[ChangeSet, ApplyResult]:
-        """Our own edit: stamp, sign, log and apply it in one transaction."""
+        """Our own edit: stamp, sign, log and apply it in one transaction.
+
+        `seen` is the version vector of what the edit was made against (the version of the
+        file the editor had), when that is older than the log: a teammate's change applied
+        here but not yet in the editor's file is concurrent with this edit, not overwritten
+        knowingly, so a write to the same register must be listed as a conflict (issue 11:
+        two saves 16 ms apart). None: everything applied here was seen (a command's edit).
+        """
         ops = list(ops)
         wire_ops = [to_wire(op) for op in ops]
         # Our own ops pass the checks every peer applies, so we never commit what they refuse.
@@ -300,8 +342,7 @@ class Store:
             st = self.state(env)
             with self._tx(env):
                 prev = self._head_info(env, device)
-                deps = self.version_vector(env)
-                deps.pop(device, None)
+                deps = self._closed_deps(env, device, seen)
                 hlc = self.clock.tick(now_ms)
                 cs = ChangeSet(
                     space=space, env=env, device=device,
@@ -317,6 +358,10 @@ class Store:
                 res = st.apply(ops, (hlc, device), (device, cs.seq), dict(cs.deps))
                 self._persist(env, st, res, now_ms)
         return cs, res
+
+    def _closed_deps(self, env: str, device: str, seen: dict[str, int] | None) -> dict[str, int]:
+        """`deps` for our next change set (see `model.state.close_deps`)."""
+        return close_deps(self.version_vector(env), seen, device, self._deps_lookup(env))
 
     def ingest(self, wire_or_cs: bytes | ChangeSet, public_key: bytes | None, now_ms: int) -> IngestResult:
         """A change set from a peer or the relay. Refusals raise and change nothing."""
@@ -583,11 +628,28 @@ class Store:
         return row[0], row[1], text
 
     def forget_env(self, env: str) -> None:
-        """Drop everything about `env` (after unshare/delete). The file itself is not touched."""
+        """Drop everything about `env`, its log included. The file itself is not touched.
+
+        Not for unshare/delete: see `retire_env`, which keeps the tombstone."""
         with self._tx(env):
             for table in ("changesets", "entities", "conflicts", "bases"):
                 self.db.execute(f"DELETE FROM {table} WHERE env=?", (env,))
         self._states.pop(env, None)
+        self._deps_cache = {k: v for k, v in self._deps_cache.items() if k[0] != env}
+
+    def retire_env(self, env: str) -> None:
+        """`env` left this device's folder (unshared or deleted): drop what only a synced file
+        needs (the editor's base version, open conflicts) and keep the log and registers.
+
+        The log holds the tombstone: it must still be uploaded (maybe by a catch-up hours
+        later), offered to peers that lack it, and it is what makes a replay of the
+        environment (relay restart, a new member, a late edit by an offline teammate) leave
+        it gone instead of bringing it back. Keeping this device's chain also means its
+        next change set in `env` never reuses a sequence number the team already holds."""
+        with self._tx(env):
+            for table in ("conflicts", "bases"):
+                self.db.execute(f"DELETE FROM {table} WHERE env=?", (env,))
+        self._states.pop(env, None)  # reloaded from the entities table when next needed
 
 
 def _checked_ops(cs: ChangeSet) -> list[tuple]:
@@ -602,4 +664,5 @@ def _conflict_json(c: Conflict) -> dict[str, Any]:
     d["winner"]["origin"] = list(c.winner_origin) if c.winner_origin else None
     d["loser"]["origin"] = list(c.loser_origin) if c.loser_origin else None
     d["loser"]["absent"] = c.loser_value is ABSENT
+    d["winner"]["absent"] = c.winner_value is ABSENT
     return d

@@ -1,0 +1,66 @@
+"""Fixtures of the journeys: a `team` (a real relay plus devices made on demand), torn down
+whatever happens, with every process's log tail attached to a failing test's report."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from .harness import Crew, Team
+
+#: Set to keep a failed journey's directory (homes, folders, logs) for a post-mortem.
+KEEP_ENV = "MOCKSYNC_JOURNEY_KEEP"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """On failure, add the relay's and each daemon's log tail to the report: the sentence
+    that explains a journey's failure is usually in a daemon's log, not in the assertion."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        item.stash[_FAILED] = True
+        for value in getattr(item, "funcargs", {}).values():
+            team = value.team if isinstance(value, Crew) else value
+            if isinstance(team, Team):
+                report.sections.append(("journey logs (tails)", team.logs()))
+                break
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture
+def team(request: pytest.FixtureRequest) -> Iterator[Team]:
+    """A relay on 127.0.0.1 and an empty team; every process is stopped at teardown."""
+    t = Team()
+    try:
+        yield t
+    finally:
+        failed = request.node.stash.get(_FAILED, False)
+        keep = failed and bool(os.environ.get(KEEP_ENV))
+        t.close(keep=keep)
+        if keep:
+            print(f"journey files kept in {t.root}")
+
+
+@pytest.fixture(scope="module")
+def _module_crew() -> Iterator[Crew]:
+    t = Team()
+    try:
+        laptop, desktop, bob = t.crew()
+        yield Crew(t, laptop, desktop, bob)
+    finally:
+        t.close()
+
+
+@pytest.fixture
+def crew(_module_crew: Crew) -> Crew:
+    """One running team per test module (starting daemons is the slow part): alice-laptop
+    (admin, created space `team`), alice-desktop (Alice's second device) and bob-laptop
+    (editor). Each test works on its own environments; a daemon a previous test left stopped
+    is started again, with the crew's default settings, before the next test."""
+    _module_crew.ensure_running()
+    return _module_crew

@@ -1,0 +1,257 @@
+"""Attack (issue #12): a malicious member plants files through linked-file entities.
+
+The reported attack: a member uploaded a file entity at `.git/hooks/pre-commit` with mode
+0755 that no environment references; the victim's daemon wrote it, `status` said nothing,
+and the victim's next `git commit` ran it.
+
+Three devices of three members on one space (in-process daemons on a LocalBus, which hands
+every change set to the receiver's store to verify like the real transports): Alice shares
+an environment honestly, Bob is the victim, Mallory is a member whose change sets are made
+and signed by the library's own code (`Agent._commit` -> `Store.commit_local`) but whose ops
+no honest device makes. What must hold on Bob: nothing planted is written (not the hook,
+not `../x`, not through a symlinked folder, not an unlinked `notes.txt`, not over Bob's own
+unsynced file), each is named in Bob's `status` (JSON and text) with its reason, and honest
+edits keep flowing both ways afterwards.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import stat
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from daemon_harness import (
+    Device,
+    copy_example,
+    edit_file,
+    env_status,
+    make_agent,
+    make_device,
+    read_doc,
+    running,
+    settle,
+    team_space,
+    wait_until,
+)
+from mocksync.agent.bus import LocalBus
+from mocksync.agent.daemon import Agent
+from mocksync.model.files import CONTENT_REG, PATH_REG, file_uuid
+from mocksync.space.store import append_entries, get_space
+
+HOOK = b"#!/bin/sh\necho PWNED > /tmp/pwned\n"
+BOBS_NOTES = b"bob's own webhook draft, never synced\n"
+
+
+@dataclass
+class Team:
+    alice: Agent
+    bob: Agent
+    mallory: Agent
+    dev_alice: Device
+    dev_bob: Device
+    dev_mallory: Device
+    outside: Path  # a folder next to Bob's synced folder that nothing may touch
+
+
+@pytest.fixture
+async def team(tmp_path: Path) -> AsyncIterator[Team]:
+    devs = [make_device(tmp_path, n) for n in ("alice", "bob", "mallory")]
+    space = team_space(*devs)
+    entries = get_space(devs[0].home, space).entries  # everyone knows the whole membership
+    for dev in devs[1:]:
+        append_entries(dev.home, space, entries)
+    bus = LocalBus()
+    agents = [make_agent(d, bus) for d in devs]
+    for ag in agents:
+        ag.linked.poll_s = 0.05
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    async with running(*agents):
+        yield Team(*agents, *devs, outside)
+
+
+def raw_content(data: bytes, mode: int) -> dict[str, Any]:
+    """A content register value as a hostile client writes it (any mode it likes)."""
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "mode": mode,
+            "b64": base64.b64encode(data).decode("ascii")}
+
+
+def plant(env: str, rel: str, data: bytes, mode: int = 0o755) -> tuple:
+    return ("c", file_uuid(env, rel), "file", [(PATH_REG, rel), (CONTENT_REG, raw_content(data,
+                                                                                         mode))])
+
+
+def put(folder: Path, rel: str, data: bytes) -> None:
+    p = folder / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+
+
+def rows(agent: Agent, env: str) -> dict[str, dict[str, Any]]:
+    row = env_status(agent, env)
+    assert row is not None
+    return {lk["path"]: lk for lk in row["linked"]}
+
+
+def status_text(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`mocksync status` as the user reads it, rendered from this daemon's status."""
+    from mocksync.cli import daemoncmds, main
+
+    monkeypatch.setattr(daemoncmds, "_call", lambda _ctx, method, **_kw: agent.status())
+    res = CliRunner(env={"COLUMNS": "200"}).invoke(main, ["--home", str(agent.home.root),
+                                                          "status"])
+    assert res.exit_code == 0, res.output
+    return res.stdout
+
+
+def executables(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.is_file() and not p.is_symlink() and os.stat(p).st_mode & 0o111)
+
+
+async def test_a_malicious_member_cannot_plant_files(team: Team,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    fa, fb = team.dev_alice.folder, team.dev_bob.folder
+    # Bob's folder is a git work tree, keeps his TLS files in a folder reached by a symlink,
+    # and has his own draft where the environment's webhook body will be.
+    (fb / ".git/hooks").mkdir(parents=True)
+    (fb / "certs").mkdir()
+    os.symlink(fb / "certs", fb / "tls")
+    put(fb, "fixtures/webhook.json", BOBS_NOTES)
+    await team.bob.transport.stop()  # Bob is away while Alice shares and Mallory plants
+
+    src = copy_example("payments-callbacks.json", fa, "payments.json")
+    put(fa, "fixtures/receipt.html", b"<p>receipt</p>\n")
+    put(fa, "tls/cert.pem", b"ALICE CERT\n")
+    put(fa, "tls/key.pem", b"ALICE KEY\n")  # (webhook.json: not on Alice's machine)
+    env = team.alice.share(str(src), space="team")["uuid"]
+    await wait_until(lambda: env in team.mallory.envs, "Mallory to have the environment")
+    await settle(team.alice, team.mallory)
+
+    hostile = [
+        plant(env, ".git/hooks/pre-commit", HOOK),  # the reported attack
+        plant(env, "../x", b"escaped\n"),
+        plant(env, "notes.txt", b"unlinked\n", 0o644),
+        ("s", file_uuid(env, "tls/cert.pem"), CONTENT_REG, raw_content(b"MALLORY CERT\n", 0o755)),
+        plant(env, "fixtures/webhook.json", b'{"event": "mallory"}\n'),
+    ]
+    team.mallory._commit(team.mallory.envs[env], hostile)
+    await settle(team.alice, team.mallory)
+
+    await team.bob.transport.start(team.bob)  # Bob catches up: everything arrives at once
+    await wait_until(lambda: env in team.bob.envs and (fb / "fixtures/receipt.html").exists(),
+                     "Bob to have the environment and its honest files")
+    await wait_until(lambda: rows(team.bob, env).get("fixtures/webhook.json", {}).get("state")
+                     == "conflict", "Bob's own webhook draft shown as a conflict")
+    await settle(team.alice, team.bob, team.mallory)
+
+    # Nothing planted was written on Bob's machine.
+    assert not (fb / ".git/hooks/pre-commit").exists()
+    assert not (fb.parent / "x").exists() and not (fb / "x").exists()
+    assert not (fb / "notes.txt").exists()
+    assert list((fb / "certs").iterdir()) == []  # not through the symlinked folder
+    assert (fb / "fixtures/webhook.json").read_bytes() == BOBS_NOTES  # not over his own file
+    assert executables(fb) == []
+    assert (fb / "fixtures/receipt.html").read_bytes() == b"<p>receipt</p>\n"  # honest: in
+
+    # Each one is named in Bob's status, with its reason.
+    r = rows(team.bob, env)
+    assert r[".git/hooks/pre-commit"]["state"] == "refused"
+    assert "(.git) starts with '.'" in r[".git/hooks/pre-commit"]["reason"]
+    assert r["../x"]["state"] == "refused"
+    assert "leaves the synced folder" in r["../x"]["reason"]
+    assert r["notes.txt"]["state"] == "refused"
+    assert "no environment links this path" in r["notes.txt"]["reason"]
+    for rel in ("tls/cert.pem", "tls/key.pem"):
+        assert r[rel]["state"] == "refused" and "symlink" in r[rel]["reason"], r[rel]
+    assert r["fixtures/webhook.json"]["state"] == "conflict"
+    assert "never synced" in r["fixtures/webhook.json"]["reason"]
+    text = status_text(team.bob, monkeypatch)
+    for needle in (".git/hooks/pre-commit: refused", "../x: refused", "notes.txt: refused",
+                   "tls/cert.pem: refused", "fixtures/webhook.json: conflict"):
+        assert needle in text, text
+
+    # Bob's own draft was never sent; Alice got Mallory's linked webhook body, without the
+    # exec bit, and nothing unlinked or hidden.
+    assert (fa / "fixtures/webhook.json").read_bytes() == b'{"event": "mallory"}\n'
+    assert stat.S_IMODE(os.stat(fa / "fixtures/webhook.json").st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(fa / "tls/cert.pem").st_mode) == 0o644
+    assert not (fa / ".git").exists() and not (fa / "notes.txt").exists()
+    assert executables(fa) == []
+
+    # Honest edits keep flowing, both ways.
+    def relabel(value: str):
+        def fn(doc: dict[str, Any]) -> None:
+            doc["routes"][0]["responses"][0]["label"] = value
+        return fn
+
+    edit_file(team.alice.envs[env].path, relabel("from alice"))
+    put(fa, "fixtures/receipt.html", b"<p>receipt v2</p>\n")
+    await wait_until(lambda: read_doc(team.bob.envs[env].path)["routes"][0]["responses"][0]
+                     ["label"] == "from alice", "Alice's edit on Bob")
+    await wait_until(lambda: (fb / "fixtures/receipt.html").read_bytes()
+                     == b"<p>receipt v2</p>\n", "Alice's fixture edit on Bob")
+    edit_file(team.bob.envs[env].path, relabel("from bob"))
+    await wait_until(lambda: read_doc(team.alice.envs[env].path)["routes"][0]["responses"][0]
+                     ["label"] == "from bob", "Bob's edit on Alice")
+    await settle(team.alice, team.bob, team.mallory)
+    assert not (fb / ".git/hooks/pre-commit").exists() and executables(fb) == []
+
+
+async def test_a_planted_file_is_refused_live_while_an_honest_linked_one_arrives(
+        team: Team) -> None:
+    """While Bob is online: Mallory's unlinked script is refused at once and stays refused;
+    a script Alice links in the environment (an honest edit) arrives, without its exec bit."""
+    fa, fb = team.dev_alice.folder, team.dev_bob.folder
+    src = copy_example("payments-callbacks.json", fa, "payments.json")
+    put(fa, "fixtures/receipt.html", b"r\n")
+    env = team.alice.share(str(src), space="team")["uuid"]
+    await wait_until(lambda: env in team.mallory.envs and env in team.bob.envs
+                     and (fb / "fixtures/receipt.html").exists(), "everyone to have it")
+    team.mallory._commit(team.mallory.envs[env],
+                         [plant(env, "scripts/deploy.sh", b"#!/bin/sh\nrm -rf ~\n")])
+    await wait_until(lambda: rows(team.bob, env).get("scripts/deploy.sh"),
+                     "the planted file named in Bob's status")
+    assert "no environment links" in rows(team.bob, env)["scripts/deploy.sh"]["reason"]
+
+    put(fa, "scripts/seed.sh", b"echo honest\n")
+    os.chmod(fa / "scripts/seed.sh", 0o755)
+
+    def link(doc: dict[str, Any]) -> None:
+        r = doc["routes"][0]["responses"][0]
+        r["bodyType"], r["filePath"] = "FILE", "scripts/seed.sh"
+
+    edit_file(team.alice.envs[env].path, link)
+    await wait_until(lambda: (fb / "scripts/seed.sh").read_bytes() == b"echo honest\n",
+                     "Alice's linked file on Bob")
+    assert stat.S_IMODE(os.stat(fb / "scripts/seed.sh").st_mode) == 0o644
+    await wait_until(lambda: rows(team.bob, env)["scripts/seed.sh"]["state"] == "synced",
+                     "the linked file synced on Bob")
+    await settle(team.alice, team.bob, team.mallory)
+    assert not (fb / "scripts/deploy.sh").exists() and executables(fb) == []
+    assert rows(team.bob, env)["scripts/deploy.sh"]["state"] == "refused"
+
+
+async def test_an_environment_from_a_peer_gets_a_plain_file_name_in_the_folder(
+        team: Team) -> None:
+    """The name of a teammate's environment becomes a plain file name directly in the
+    folder: no separator, no hidden name, never a name taken by a (dangling) symlink."""
+    fb = team.dev_bob.folder
+    os.symlink(team.outside / "planted.json", fb / "git-hooks-pre-commit.json")  # dangling
+    env = team.mallory.new("../../.git/hooks/pre-commit", "team")["uuid"]
+    await wait_until(lambda: env in team.bob.envs and team.bob.envs[env].path.exists(),
+                     "Bob to have Mallory's environment")
+    await settle(team.bob, team.mallory)
+    path = team.bob.envs[env].path
+    assert path.parent == fb and path.name == "git-hooks-pre-commit-2.json"
+    assert read_doc(path)["uuid"] == env
+    assert list(team.outside.iterdir()) == []  # not written through the symlink
+    assert not (fb / ".git").exists() and not (fb.parent / ".git").exists()
