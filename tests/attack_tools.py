@@ -123,3 +123,52 @@ class RawWebSocket:
         self.writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
+
+
+def listening_ports(pid: int) -> list[int]:
+    """TCP ports process `pid` listens on (IPv4 and IPv6), read from /proc like `ss -ltnp`."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # LISTEN
+                ports.append(int(cols[1].rsplit(":", 1)[1], 16))
+    return sorted(set(ports))
+
+
+async def http_post(port: int, path: str, body: bytes, *, content_type: str = "application/cbor",
+                    declared: int | None = None, send: int | None = None,
+                    timeout: float = 10.0) -> tuple[int | None, float]:
+    """A raw HTTP/1.1 POST to 127.0.0.1:`port`: `declared` overrides Content-Length, `send`
+    stops after that many body bytes (then waits). (status or None, seconds to the answer)."""
+    start = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    length = len(body) if declared is None else declared
+    try:
+        writer.write((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                      f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n"
+                      "Connection: close\r\n\r\n").encode())
+        writer.write(body if send is None else body[:send])
+        await writer.drain()
+        async with asyncio.timeout(timeout):
+            status = await reader.readline()
+        code = int(status.split()[1]) if status.startswith(b"HTTP/") else None
+    except (TimeoutError, ConnectionError, OSError, ValueError, IndexError):
+        code = None
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()
+    return code, time.monotonic() - start

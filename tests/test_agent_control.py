@@ -347,10 +347,10 @@ def _connect_and_ask(path: str) -> int:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 async def test_other_users_cannot_connect(sock_dir: Path) -> None:
-    sock_dir.chmod(0o755)  # let the other user reach the socket file: its own mode must stop them
     path = sock_dir / "c.sock"
     server = make_server(path)
-    await server.start()
+    await server.start()  # (the server keeps its socket folder 0700: loosen it only after)
+    sock_dir.chmod(0o755)  # let the other user reach the socket file: its own mode must stop them
     try:
         code = await asyncio.to_thread(_as_nobody, lambda: _connect_and_ask(str(path)))
         assert code == 10  # mode 0600: connect() refused by the kernel

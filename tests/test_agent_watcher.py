@@ -164,14 +164,38 @@ async def test_identical_resave_still_reported(watched) -> None:
     assert (ev.kind, ev.sha256) == ("changed", content_hash(b'{"a": 1}'))
 
 
-async def test_symlink_pointing_outside_ignored(watched, tmp_path: Path) -> None:
+async def test_symlink_pointing_outside_reported_unread(watched, tmp_path: Path) -> None:
+    # Never read (no hash), but reported, so the daemon names it in `status` (issue 13).
     folder, w = watched
     outside = tmp_path / "secret.json"
     outside.write_bytes(b'{"secret": 1}')
     (folder / "evil.json").symlink_to(outside)
     (folder / "fine.json").write_bytes(b"{}")
-    events = await expect(w)
-    assert [e.path.name for e in events] == ["fine.json"]
+    events = await expect(w, 2)
+    assert sorted((e.path.name, e.sha256) for e in events) == [
+        ("evil.json", None), ("fine.json", content_hash(b"{}"))]
+    assert folder / "evil.json" not in w.known()
+
+
+async def test_fifo_and_socket_reported_unread_without_blocking(watched) -> None:
+    import socket
+
+    folder, w = watched
+    os.mkfifo(folder / "pipe.json")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(folder / "sock.json"))
+        events = await expect(w, 2)
+    finally:
+        sock.close()
+    assert sorted((e.kind, e.path.name, e.sha256) for e in events) == [
+        ("added", "pipe.json", None), ("added", "sock.json", None)]
+    # Two odd files vanishing and appearing are never paired into a "rename".
+    os.unlink(folder / "pipe.json")
+    os.mkfifo(folder / "pipe2.json")
+    events = await expect(w, 2)
+    assert sorted((e.kind, e.path.name) for e in events) == [
+        ("added", "pipe2.json"), ("deleted", "pipe.json")]
 
 
 async def test_extra_file_outside_folder(watched, tmp_path: Path) -> None:

@@ -85,3 +85,76 @@ def test_idle_join_handshakes_never_block_a_real_join(team: Team) -> None:
         if a is not None and a[0] == 2:
             msg = decode_message(a[1], sender=RELAY)
             assert msg["t"] in ("jp", "refused"), msg
+
+
+# ------------------------------------------------------------------ the pure bookkeeping
+
+
+def test_join_limiter_evicts_unstarted_connections_first() -> None:
+    from mocksync.relay.frames import JoinLimiter
+
+    lim = JoinLimiter(total=4, per_address=3, per_target=2, evictable_idle_s=2.0)
+    assert lim.connect(b"a", "1.1.1.1", 0.0) == ([], None)
+    assert lim.connect(b"b", "1.1.1.1", 0.1) == ([], None)
+    assert lim.start(b"b", ("s", "d"), 0.2) == ([], None)
+    assert lim.connect(b"c", "1.1.1.1", 0.3) == ([], None)
+    # The address is full: its oldest connection that never spoke (a) makes room.
+    assert lim.connect(b"d", "1.1.1.1", 0.4) == ([b"a"], None)
+    assert lim.connect(b"e", "2.2.2.2", 0.5) == ([], None)
+    # The relay is full: the oldest unstarted connection anywhere (c) makes room.
+    assert lim.connect(b"f", "3.3.3.3", 0.6) == ([b"c"], None)
+    assert set(lim.conns) == {b"b", b"d", b"e", b"f"}
+
+
+def test_join_limiter_per_target_cap_gives_way_only_to_silence() -> None:
+    from mocksync.relay.frames import JoinLimiter
+
+    lim = JoinLimiter(total=10, per_address=10, per_target=2, evictable_idle_s=2.0)
+    for cid in (b"1", b"2", b"3"):
+        lim.connect(cid, "1.1.1.1", 0.0)
+    assert lim.start(b"1", ("s", "d"), 0.0) == ([], None)
+    assert lim.start(b"2", ("s", "d"), 0.5) == ([], None)
+    # Both are fresh: the newcomer is refused with a reason naming the inviting device.
+    evict, refusal = lim.start(b"3", ("s", "d"), 1.0)
+    assert evict == [] and refusal is not None and "device d" in refusal
+    lim.touch(b"1", 1.5)
+    # Later: 2 has been silent longest (since 0.5) and long enough: it gives way.
+    assert lim.start(b"3", ("s", "d"), 3.0) == ([b"2"], None)
+    # Another target is not affected by this one's cap.
+    lim.connect(b"4", "1.1.1.1", 3.0)
+    assert lim.start(b"4", ("s", "other"), 3.0) == ([], None)
+    lim.close(b"4")
+    assert b"4" not in lim.conns
+
+
+def test_handshake_limiter_caps_per_address_and_total() -> None:
+    from mocksync.relay.frames import HandshakeLimiter
+
+    lim = HandshakeLimiter(total=3, per_address=2)
+    assert lim.admit("a") is None and lim.admit("a") is None
+    assert "address a already has 2" in (lim.admit("a") or "")
+    assert lim.admit("b") is None
+    assert "3 connections still authenticating" in (lim.admit("c") or "")
+    lim.release("a")
+    assert lim.admit("c") is None
+    assert lim.count == 3 and lim.by_address == {"a": 1, "b": 1, "c": 1}
+
+
+async def test_auth_slots_bound_concurrency_and_survive_cancellation() -> None:
+    from mocksync.relay.frames import AuthSlots
+
+    slots = AuthSlots(total=2, per_address=1)
+    await slots.acquire("a")
+    # A second from the same address waits (per-address cap), one from elsewhere does not.
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await slots.acquire("a")
+    await slots.acquire("b")
+    with pytest.raises(TimeoutError):  # the relay-wide cap
+        async with asyncio.timeout(0.05):
+            await slots.acquire("c")
+    slots.release("a")
+    await slots.acquire("c")
+    slots.release("b")
+    slots.release("c")
+    assert slots._by_address == {}  # nothing left behind by the cancelled waits

@@ -263,3 +263,25 @@ def logs_of_all(dev: Any) -> list[str]:
     from mocksync.space.store import list_spaces
 
     return [s.space_id for s in list_spaces(dev.home)]
+
+
+def test_unpin_relay_command(tmp_path: Path) -> None:
+    """`mocksync space unpin-relay SPACE...` forgets the pins (every name checked first)."""
+    from click.testing import CliRunner
+
+    from mocksync.cli.common import main_group
+    from mocksync.paths import Home
+    from mocksync.relay.auth import fingerprint
+    from mocksync.space.actions import create_space, init_device
+
+    home = Home(tmp_path / "h")
+    ident, _ = init_device(home, name="laptop", member_name="alice")
+    sp = create_space(home, ident, "team")
+    key = os.urandom(32)
+    set_relay_pin(home, sp.space_id, key)
+    run = CliRunner().invoke
+    res = run(main_group, ["--home", str(home.root), "space", "unpin-relay", "team", "nope"])
+    assert res.exit_code != 0 and relay_pin(home, sp.space_id) == key  # nothing changed
+    res = run(main_group, ["--home", str(home.root), "space", "unpin-relay", "team"])
+    assert res.exit_code == 0, res.output
+    assert fingerprint(key) in res.output and relay_pin(home, sp.space_id) is None

@@ -34,6 +34,7 @@ from mocksync.model import (
     to_wire,
     validate_ops,
 )
+from mocksync.model.state import close_deps
 from test_model_merge_cases import assert_valid
 
 from envfactory import small_env
@@ -105,7 +106,8 @@ class Replica:
             return None
         self.hlc += 1
         self.seq += 1
-        deps = {d: n for d, n in self.vv.items() if d != self.device}
+        # As the store stamps them: what we applied, closed over what those had seen.
+        deps = close_deps(self.vv, None, self.device, self.state.deps_of)
         cs = CS(through_the_wire(ops), (self.hlc, self.device), (self.device, self.seq), deps)
         self.receive(cs)
         # The diff is exact: our own file, read back from the registers, is what we saved
@@ -460,8 +462,11 @@ def run(env: dict, plan, say: Callable[[str], None] = note) -> Counter[str]:
              + doc.get("callbacks", [])} | {x["uuid"] for r in doc["routes"] for x in r["responses"]}
     assert not alive & deleted, "a deleted entity came back"
 
-    # Conflicts may differ between replicas (see test_model_merge_cases, xfail), but none may
-    # name as the loser a write that holds its register, and a delete's loser stays dead.
+    # Every replica lists the same conflicts (derived from the log, not the arrival order:
+    # issue 11 item 8); none names as the loser a write that holds its register, and a
+    # delete's loser stays dead.
+    listed = {tuple((c.id, c.winner_stamp) for c in rep.state.conflicts) for rep in replicas}
+    assert len(listed) == 1, "replicas list different conflicts"
     for rep in replicas:
         for c in rep.state.conflicts:
             ent = rep.state.entity(c.entity)

@@ -123,7 +123,8 @@ async def test_unknown_and_forged_devices_are_refused(lab: Lab) -> None:
         assert await settle(f) == "refused" and f.code == "auth_refused"
     finally:
         await f.stop()
-    assert lab.relay.state(space).name == "team"
+    # still alice's space (the relay cannot read its name: it is sealed for members)
+    assert lab.relay.state(space).creator == alice.identity.device_id
     await a.stop()
 
 
@@ -138,7 +139,8 @@ async def test_revoked_device_is_dropped_and_refused(lab: Lab) -> None:
     await until(lambda: tb.status()["relay"]["state"] == "refused", what="bob refused")
     st = tb.status()["relay"]
     assert st["code"] == "revoked"
-    assert st["reason"].startswith("revoked: this device was removed from space 'team'")
+    # the relay names the space by id: it cannot read its name (sealed for members)
+    assert st["reason"].startswith(f"revoked: this device was removed from space {space[:12]}")
     # His other spaces still work: with them, the session is admitted and says why not team.
     await lab.stop_agent(b)
     b, tb = await lab.agent(bob)
@@ -543,7 +545,8 @@ async def test_status_before_and_while_offline(lab: Lab) -> None:
     await t.start(FakeAgent())
     try:
         await until(lambda: t.status()["relay"]["state"] == "offline"
-                    and "cannot reach the relay" in (t.status()["relay"]["reason"] or ""),
+                    and f"the relay at {url} is not running (connection refused)"
+                    in (t.status()["relay"]["reason"] or ""),
                     what="offline with a reason")
         st = t.status()["relay"]
         assert st["url"] == url and st["next_retry_s"] is not None and st["next_retry_s"] <= 1.2

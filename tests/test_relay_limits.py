@@ -27,7 +27,11 @@ from mocksync.cli.daemoncmds import relay_text
 from mocksync.devtools.pairing import pair
 from mocksync.errors import ValidationError
 from mocksync.net.relay_client import RelayUnavailable, unreachable_reason
+from mocksync.relay.envelope import Envelope
+from mocksync.relay.policy import check_put, counted_env
+from mocksync.relay.storage import SQLiteStorage
 from mocksync.space.actions import create_space
+from mocksync.space.keys import new_content_key, seal_payload
 from mocksync.space.quotas import PLANS, Plan, get_plan, plan_from_relay
 from test_relay_sync import Device, Lab, rendered, save, until
 
@@ -259,3 +263,42 @@ async def test_peers_are_not_online_via_a_relay_that_is_down(lab: Lab) -> None:
     relay = a.status()["relay"]
     assert relay["reason"].startswith(f"the relay at {ta.url} is not running")
     assert isinstance(relay["next_retry_s"], float)
+
+
+# ------------------------------------------------------------------------------ relay count
+
+
+@pytest.mark.parametrize(("held", "declared", "counted"), [
+    (None, 1000, False),   # a new environment: judged as a share
+    (1000, 2000, True),    # a live one growing: size only
+    (0, 0, True),          # a tombstone's late edit: needs no slot
+    (None, 0, True),       # a tombstone first seen: needs no slot
+    (0, 1000, False),      # live again after its tombstone: a new share
+])
+def test_counted_env(held: int | None, declared: int, counted: bool) -> None:
+    assert counted_env(held, declared) is counted
+
+
+def test_a_tombstoned_environment_frees_its_slot(tmp_path: Path) -> None:
+    store = SQLiteStorage(tmp_path)
+    try:
+        key = new_content_key()
+        for i, tag in enumerate(("aa" * 16, "bb" * 16), start=1):
+            ct = seal_payload(key, 1, b"x" * 10)
+            store.put("s1", tag, [Envelope("D1", i, 1, ct)], declared_bytes=500,
+                      uploader="D1", now_ms=0)
+        plan = get_plan("team", max_envs=2)
+        usage = store.env_usage("s1", "cc" * 16)
+        refusal = check_put(plan, env_count=store.env_count("s1"),
+                            known_env=counted_env(None, 500), declared_bytes=500,
+                            stored_bytes=0, adding_bytes=10)
+        assert usage is None and refusal is not None and refusal.code == "quota_envs"
+        ct = seal_payload(key, 1, b"tombstone")
+        store.put("s1", "aa" * 16, [Envelope("D1", 3, 1, ct)], declared_bytes=0,
+                  uploader="D1", now_ms=0)
+        assert store.env_count("s1") == 1
+        assert check_put(plan, env_count=store.env_count("s1"),
+                         known_env=counted_env(None, 500), declared_bytes=500,
+                         stored_bytes=0, adding_bytes=10) is None
+    finally:
+        store.close()

@@ -10,6 +10,7 @@ import pytest
 
 from mocksync.changes.canonical import decode, encode
 from mocksync.space import membership as M
+from mocksync.space.names import names_key
 from mocksync.space.errors import (
     InviteError,
     InviteExpiredError,
@@ -51,7 +52,8 @@ class Space:
 
     @property
     def state(self) -> M.SpaceState:
-        return M.verify_log(self.entries)
+        # as a member reads it: names the admin sealed into the log opened with the space key
+        return M.verify_log(self.entries, names_key(self.entries[0].space, self.keys))
 
     def invite(self, **kw) -> InviteToken:
         _, token = self.book.issue(self.state, ALICE, now=NOW, **kw)

@@ -46,8 +46,8 @@ def team(request: pytest.FixtureRequest) -> Iterator[Team]:
             print(f"journey files kept in {t.root}")
 
 
-@pytest.fixture(scope="module")
-def _module_crew() -> Iterator[Crew]:
+@pytest.fixture(scope="session")
+def _session_crew() -> Iterator[Crew]:
     t = Team()
     try:
         laptop, desktop, bob = t.crew()
@@ -57,10 +57,11 @@ def _module_crew() -> Iterator[Crew]:
 
 
 @pytest.fixture
-def crew(_module_crew: Crew) -> Crew:
-    """One running team per test module (starting daemons is the slow part): alice-laptop
-    (admin, created space `team`), alice-desktop (Alice's second device) and bob-laptop
-    (editor). Each test works on its own environments; a daemon a previous test left stopped
-    is started again, with the crew's default settings, before the next test."""
-    _module_crew.ensure_running()
-    return _module_crew
+def crew(_session_crew: Crew) -> Crew:
+    """One running team for the whole journey run (starting daemons is the slow part):
+    alice-laptop (admin, created space `team`), alice-desktop (Alice's second device) and
+    bob-laptop (editor). Each journey works on its own environments (fresh uuids); a daemon or
+    relay a previous journey left stopped, or running with other settings, is started again
+    with the crew's defaults first. Journeys that need a fresh space use `team` instead."""
+    _session_crew.ensure_running()
+    return _session_crew

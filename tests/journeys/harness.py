@@ -51,6 +51,11 @@ JOURNEY_BLIND_S = 0.3
 CLI_TIMEOUT_S = 60.0
 #: Join waits at most this long for the inviting device to admit the joiner.
 JOIN_TIMEOUT_S = 30.0
+#: Directory whose sitecustomize.py shifts a command's wall clock, and the variable it reads.
+CLOCK_DIR = Path(__file__).resolve().parent / "clock"
+CLOCK_SHIFT_ENV = "MOCKSYNC_JOURNEY_CLOCK_SHIFT_S"
+#: Set this environment variable to print every CLI call and wait with its duration.
+TRACE_ENV = "MOCKSYNC_JOURNEY_TRACE"
 #: Loopback only (TESTING.md's network rule).
 LOOPBACK = "127.0.0.1"
 #: The example environments (examples/environments/*.json) journeys start from.
@@ -58,6 +63,18 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "environments"
 
 
 # ------------------------------------------------------------------------------ processes
+
+_T0 = time.monotonic()
+
+
+def trace(what: str, started: float) -> None:
+    """With MOCKSYNC_JOURNEY_TRACE set: when and how long (to find where a journey's time
+    goes on a loaded machine)."""
+    if os.environ.get(TRACE_ENV):
+        now = time.monotonic()
+        print(f"[journey {now - _T0:7.2f}s +{now - started:5.2f}s] {what}", file=sys.stderr,
+              flush=True)
+
 
 _LIVE: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -162,6 +179,7 @@ def wait(pred: Callable[[], Any], what: str, timeout: float = WAIT_S,
         else:
             last = value
         if value:
+            trace(f"waited for {what}", deadline - timeout)
             return value
         if time.monotonic() > deadline:
             shown = repr(last)
@@ -198,12 +216,22 @@ class Result:
 
 
 def run_cli(home: Path | None, *args: str, check: bool = True,
-            timeout: float = CLI_TIMEOUT_S) -> Result:
-    """Run the real `mocksync` executable (`--home HOME` when given)."""
+            timeout: float = CLI_TIMEOUT_S, clock_shift_s: float = 0) -> Result:
+    """Run the real `mocksync` executable (`--home HOME` when given). `clock_shift_s`: the
+    command's wall clock runs that much ahead (clock/sitecustomize.py), e.g. to use an invite
+    after it expired."""
     cmd = [*mocksync_command(), *(["--home", str(home)] if home is not None else []), *args]
+    env = {**os.environ, "COLUMNS": "200"}
+    if clock_shift_s:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(CLOCK_DIR), env.get("PYTHONPATH", "")) if p)
+        env[CLOCK_SHIFT_ENV] = str(clock_shift_s)
+    started = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env={**os.environ, "COLUMNS": "200"})
+                          stdin=subprocess.DEVNULL, env=env)
     res = Result(proc.returncode, proc.stdout, proc.stderr, tuple(args))
+    trace(f"{home.parent.name if home else ''} mocksync {' '.join(args)[:80]} -> {res.code}",
+          started)
     if check and res.code != 0:
         raise CliError(f"`mocksync {' '.join(args)}` exited {res.code}:\n"
                        f"stdout: {res.out.strip()}\nstderr: {res.err.strip()}")
@@ -342,9 +370,12 @@ class Device:
         return f"Device({self.name!r}, member={self.member!r})"
 
     # -------------------------------------------------------------- the CLI
-    def ms(self, *args: str, check: bool = True, timeout: float = CLI_TIMEOUT_S) -> Result:
-        """`mocksync --home HOME ARGS...`; with check, a non-zero exit fails the test."""
-        return run_cli(self.home, *args, check=check, timeout=timeout)
+    def ms(self, *args: str, check: bool = True, timeout: float = CLI_TIMEOUT_S,
+           clock_shift_s: float = 0) -> Result:
+        """`mocksync --home HOME ARGS...`; with check, a non-zero exit fails the test.
+        `clock_shift_s`: this command runs with its wall clock that far ahead."""
+        return run_cli(self.home, *args, check=check, timeout=timeout,
+                       clock_shift_s=clock_shift_s)
 
     def status(self) -> dict[str, Any]:
         """`status --json` (fails if the daemon does not answer)."""
@@ -412,6 +443,7 @@ class Device:
             if res.code == 0:
                 with contextlib.suppress(ValueError, KeyError, TypeError):
                     if res.json()["daemon"]["pid"] == self.proc.pid:
+                        trace(f"{self.name}'s daemon is ready", deadline - timeout)
                         return self
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.name}'s daemon did not answer `status` within "

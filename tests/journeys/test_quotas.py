@@ -49,31 +49,31 @@ def connected(dev: Device) -> bool:
     return dev.status()["relay"]["state"] == "connected"
 
 
-def start_team(team: Team, **limits: Any) -> tuple[Device, Device, Device]:
-    """The relay restarted with `limits`; alice (admin) with two devices, bob; all running."""
+def start_team(team: Team, *, desktop: bool, **limits: Any) -> list[Device]:
+    """The relay restarted with `limits`; alice (admin) and bob, and (`desktop`) alice's
+    second device; all running. Returns [alice's laptop, bob, alice's desktop]."""
     team.relay.stop()
     team.relay.start(**limits)
     laptop = team.device("alice-laptop", "alice")
-    desktop = team.device("alice-desktop", "alice")
-    bob = team.device("bob-laptop", "bob")
+    devices = [laptop, team.device("bob-laptop", "bob")]
+    if desktop:
+        devices.append(team.device("alice-desktop", "alice"))
     team.space(laptop, "team")
     laptop.start()
-    team.join(bob, "team", by=laptop)
-    team.join(desktop, "team", by=laptop, device=True)
-    bob.start()
-    desktop.start()
+    for dev in devices[1:]:
+        team.join(dev, "team", by=laptop, device=dev.member == "alice")
+        dev.start()
     team.wait(lambda: connected(laptop), "alice's laptop connected to the relay")
-    return laptop, desktop, bob
+    return devices
 
 
 def test_share_past_the_count_quota_fails_and_changes_nothing(team: Team) -> None:
-    alice, desktop, bob = start_team(team, max_envs=2)
+    alice, bob = start_team(team, desktop=False, max_envs=2)
     for name in ("petstore", "chat-websocket", "payments-callbacks"):
         shutil.copy(EX / f"{name}.json", alice.path(name))
     alice.ms("share", "petstore.json", "--space", "team")
     alice.ms("share", "chat-websocket.json", "--space", "team")
-    for dev in (desktop, bob):
-        team.wait(lambda d=dev: len(d.files()) == 2, f"both shared environments on {dev.name}")
+    team.wait(lambda: len(bob.files()) == 2, "both shared environments on bob's laptop")
 
     team.wait(lambda: alice.state("payments-callbacks.json") == "local",
               "payments-callbacks listed as local")
@@ -91,14 +91,23 @@ def test_share_past_the_count_quota_fails_and_changes_nothing(team: Team) -> Non
     team.wait(lambda: connected(bob), "bob connected to the relay")
     res = bob.ms("share", "payments.json", "--space", "team", check=False)
     assert res.code == 1 and "team plan allows 2 environments" in res.err, res.text
-    for dev in (alice, desktop, bob):
+    for dev in (alice, bob):
         synced = [e for e in dev.status()["environments"] if e["state"] == "synced"]
         assert sorted(e["name"] for e in synced) == ["Chat realtime", "Petstore API"], synced
-    assert desktop.files() == ["chat-realtime.json", "petstore-api.json"]
+    assert bob.files() == ["chat-realtime.json", "payments.json", "petstore-api.json"]
+
+    # Deleting one frees its slot, on the daemon and on the relay: the third one fits now.
+    alice.ms("delete", "chat-websocket.json")
+    team.wait(lambda: not bob.has("chat-realtime"), "the deleted one gone from bob's folder")
+    res = alice.ms("share", "payments-callbacks.json", "--space", "team")
+    assert res.out.startswith("shared 'Payments & webhooks")
+    team.wait(lambda: (e := bob.env("Payments & webhooks — Café ☕")) and e["state"] == "synced"
+              and e["space_name"] == "team", "the third environment synced on bob's laptop")
+    assert alice.env("payments-callbacks.json")["state"] == "synced"
 
 
 def test_size_quota_at_share_and_on_every_later_edit(team: Team) -> None:
-    alice, desktop, bob = start_team(team, max_env_bytes=MAX_ENV_BYTES)
+    alice, bob, desktop = start_team(team, desktop=True, max_env_bytes=MAX_ENV_BYTES)
     petstore = json.loads((EX / "petstore.json").read_bytes())
     assert compact_size(petstore) == FITS_BYTES
 

@@ -90,6 +90,17 @@ def register(server: ControlServer, agent: Agent) -> None:
             await agent.transport.reconnect()
         return {"ok": True}
 
+    @server.route("membership")
+    async def membership(params: dict[str, Any]) -> dict[str, Any]:
+        """The CLI changed a space's membership (`remove`): apply it now, not at the next
+        periodic check: take back what the removal refuses, and upload the new entries so
+        the relay refuses the removed device at once too."""
+        revoked = agent.enforce_membership()
+        push = getattr(agent.transport, "push_logs", None)
+        if push is not None:
+            await push()
+        return {"ok": True, "revoked": revoked}
+
     @server.route("peers")
     async def peers(params: dict[str, Any]) -> dict[str, Any]:
         st = agent.status()

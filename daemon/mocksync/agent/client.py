@@ -8,6 +8,13 @@ Wire format (served by `control.ControlServer`): `POST /v1/<name>` with a JSON o
 answered by a JSON object; an error is `{"error": {"code", "message"}}` with an HTTP status
 >= 400. `GET /v1/events` is a stream of newline-delimited JSON objects (blank lines are
 keepalives; lines typed `stream.*` belong to the stream itself).
+
+Who answers (issue 13): another local user must not be able to stand in for the daemon (plant
+a socket where the CLI looks and answer `status` with fake JSON, or read what the CLI sends).
+Before a single byte is sent, the connected socket's peer uid (`SO_PEERCRED`, the kernel's
+word, not a file's owner that could be staged) must be the CLI's own uid; where the platform
+has no `SO_PEERCRED`, the socket file's owner is checked instead. Otherwise the CLI refuses
+with `ForeignSocketError`, naming the uid and the fix.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import http.client
 import json
 import os
 import socket
+import stat
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,16 +64,60 @@ class ControlError(MocksyncError):
         return {"error": {"code": self.code, "message": self.message}}
 
 
+class ForeignSocketError(ControlError):
+    """The control socket is served by another user: refused before anything is sent."""
+
+    def __init__(self, path: Path, uid: int, me: int) -> None:
+        super().__init__("foreign_socket", foreign_socket_message(path, uid, me), 403)
+
+
+def foreign_socket_message(path: Path, uid: int, me: int) -> str:
+    return (f"refusing the control socket {path}: it is served by another user (uid {uid}), "
+            f"not by your own daemon (uid {me}); someone may be impersonating mocksync. "
+            "Remove it (it may need root) and start your daemon, or set XDG_RUNTIME_DIR")
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end of a connected Unix socket (Linux
+    `SO_PEERCRED`), None where the platform cannot tell."""
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if opt is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i"))
+    except OSError:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", raw)
+    return uid
+
+
+def foreign_owner(peer: int | None, file_uid: int | None, me: int) -> int | None:
+    """Whose socket this is when it is not ours (the uid to name), None when it is ours.
+    The peer's uid decides when known; else the socket file's owner. Pure."""
+    owner = peer if peer is not None else file_uid
+    return None if owner is None or owner == me else owner
+
+
 class _UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, socket_path: Path, timeout: float | None) -> None:
         super().__init__("localhost", timeout=timeout)
         self._socket_path = socket_path
 
     def connect(self) -> None:
+        me = os.getuid()
+        try:
+            st = os.lstat(self._socket_path)
+        except FileNotFoundError:
+            st = None  # connect() below says "not running"
+        if st is not None and stat.S_ISSOCK(st.st_mode) and st.st_uid != me:
+            raise ForeignSocketError(self._socket_path, st.st_uid, me)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect(os.fspath(self._socket_path))
+            other = foreign_owner(peer_uid(sock), st.st_uid if st is not None else None, me)
+            if other is not None:
+                raise ForeignSocketError(self._socket_path, other, me)
         except BaseException:
             sock.close()
             raise
@@ -103,6 +156,9 @@ class ControlClient:
         try:
             conn.request(method, path, body=body, headers=headers)
             return conn, conn.getresponse()
+        except ForeignSocketError:
+            conn.close()
+            raise
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             conn.close()
             raise self._not_running(exc) from None

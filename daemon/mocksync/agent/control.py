@@ -3,7 +3,9 @@
 Why a Unix socket (SECURITY.md 7): file permissions are the access control. The socket is
 bound under umask 0o077 and chmod'ed 0600 right after bind, so only its owner (and root) can
 connect; as a second fence each connection's peer uid (SO_PEERCRED) must be ours or root's.
-Nothing here listens on TCP.
+The socket's folder must be private (`paths.ensure_private_dir`: ours, not a symlink, 0700),
+so no other user can plant or swap a socket there; the CLI checks the other way round
+(`client`: the peer must be its own uid). Nothing here listens on TCP.
 
 Shape:
 - `server.route("status")(handler)` exposes `async handler(params: dict) -> dict` as
@@ -40,6 +42,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import LimitError, MocksyncError, ValidationError
+from ..paths import PrivateDirError, ensure_private_dir
 from .client import STREAM_ERROR, STREAM_OPEN, ControlError
 from .lock import DaemonAlreadyRunning
 
@@ -323,7 +326,11 @@ class ControlServer:
                 f"control socket path {path} is longer than {MAX_SOCKET_PATH_BYTES} bytes; "
                 "use a shorter --home or set XDG_RUNTIME_DIR"
             )
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            # Only ever in a private directory (issue 13): ours, a real directory, 0700.
+            ensure_private_dir(path.parent, what="control socket folder")
+        except PrivateDirError as exc:
+            raise ControlSocketError(str(exc)) from None
         try:
             st = os.lstat(path)
         except FileNotFoundError:

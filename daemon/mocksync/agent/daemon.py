@@ -21,6 +21,7 @@ import os
 import random
 import shlex
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,9 +35,12 @@ from ..model.jsfmt import MOCKOON_LAYOUT
 from ..model.lifecycle import reshare_refusal
 from ..model.ops import DELETED, LIFECYCLE, SHARED, UNSHARED
 from ..paths import Home
+from ..space.writers import Verdict, overreach
 from ..store import Store
 from .editorsync import BlindWindow, SeenVersions, VersionHistory, meet, tied_bases
 from .envfiles import HELD, INVALID, MISSING, SYNCED, EnvRuntime, LocalFile
+from .faults import COMMITTING, RECEIVING, WRITING, FaultBook, classify
+from .folderread import SkippedFile, folder_path, read_regular
 from .linked import LinkedFiles
 from .offline import (
     Hold,
@@ -51,12 +55,24 @@ from .presence import Looking, PresenceBook
 from .registry import EnvRecord, Registry
 from .settings import Settings
 from .watcher import FileEvent, FolderWatcher
-from .writer import TEMP_PREFIX, TEMP_SUFFIX, atomic_write, content_hash
+from .writer import (
+    TEMP_PREFIX,
+    TEMP_SUFFIX,
+    Expected,
+    FileChangedError,
+    FileWriteError,
+    atomic_write,
+    content_hash,
+    replace_file,
+)
 
 log = logging.getLogger("mocksync.agent")
 
 #: Largest environment file the daemon reads (also the model's limit).
 MAX_FILE_BYTES = 64 * 1024 * 1024
+#: A forced write (stop, unshare, delete) that keeps meeting fresh editor saves gives up
+#: after this many (each save is taken in; the file then holds the editor's last one).
+MAX_FORCED_RACES = 5
 
 
 class Transport(Protocol):
@@ -85,6 +101,8 @@ class SpaceDirectory(Protocol):
     def resolve(self, text: str) -> str: ...
     def name(self, space: str) -> str: ...
     def public_key(self, space: str, device: str, env: str, seq: int) -> bytes | None: ...
+    def judge(self, space: str, device: str, env: str, seq: int) -> Verdict: ...
+    def tag(self, space: str, env: str) -> str: ...
     def check_share(self, space: str, env_count: int, env_bytes: int) -> str | None: ...
     def check_size(self, space: str, env_bytes: int) -> str | None: ...
     def member_name(self, space: str, device: str) -> str | None: ...
@@ -174,6 +192,11 @@ class Agent:
         #: Environments whose last upload the relay refused (a quota), with its sentence:
         #: shown as held, never as synced, until an upload of theirs is accepted again.
         self.relay_refusals: dict[str, str] = {}
+        #: Writes, commits and stores that fail for reasons of the machine (disk full, no
+        #: permission, I/O error, read-only): shown as `error` and retried with backoff by
+        #: themselves (issue 13), each with its pending retry.
+        self.faults = FaultBook()
+        self._fault_handles: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -187,6 +210,7 @@ class Agent:
         await self.watcher.start()
         for rec in self.registry.all():
             self.envs[rec.uuid] = EnvRuntime(rec.uuid, rec.space, Path(rec.file), name=rec.name)
+        self.enforce_membership()  # removals learned while this daemon was not running
         self.scan()
         self._tasks.append(asyncio.create_task(self._watch_loop(), name="watch"))
         if self.transport is not None:
@@ -232,13 +256,21 @@ class Agent:
         """Look at every environment file (start-up, `reconnect`): catch edits made while down."""
         seen: set[Path] = set()
         for p in sorted(self.folder.glob("*.json")):
-            if p.name.startswith(".") or self.linked.tracks(p.resolve()):
+            # A symlink is keyed by its target only when that stays in the folder (issue 13).
+            p = folder_path(self.folder, p)
+            if p.name.startswith(".") or self.linked.tracks(p):
                 continue  # (a fixture named *.json is a linked file, not an environment)
-            seen.add(p.resolve())
-            self.on_file(p.resolve(), initial=True)
+            seen.add(p)
+            self.on_file(p, initial=True)
         for rt in list(self.envs.values()):
             if rt.path not in seen and rt.state != MISSING:
-                self._mark_missing(rt)
+                if self.store.get_base(rt.uuid) is None and self.store.has_env(rt.uuid):
+                    # Never written on this device (held by the migration gate, or the daemon
+                    # stopped before its first write): no file was deleted, so it is not
+                    # `missing`; write it now, or hold it again if it still may not be.
+                    self.schedule_write(rt)
+                else:
+                    self._mark_missing(rt)
             elif rt.path in seen and self.store.has_env(rt.uuid):
                 self._ensure_written(rt)
 
@@ -253,7 +285,7 @@ class Agent:
     def handle_event(self, ev: FileEvent) -> None:
         if self.linked.on_event(ev):
             return
-        path = Path(ev.path).resolve()
+        path = folder_path(self.folder, Path(ev.path))
         if ev.kind == "deleted":
             self.local.pop(path, None)
             rt = self._by_path(path)
@@ -261,7 +293,7 @@ class Agent:
                 self._mark_missing(rt)
             return
         if ev.kind == "renamed" and ev.old_path is not None:
-            old = Path(ev.old_path).resolve()
+            old = folder_path(self.folder, Path(ev.old_path))
             self.local.pop(old, None)
             rt = self._by_path(old)
             if rt is not None:
@@ -301,20 +333,22 @@ class Agent:
         return self._read_sig(path)[0]
 
     def _read_sig(self, path: Path) -> tuple[bytes | None, FileSig | None]:
-        """The file's bytes and the identity of the version read (inode, mtime, size)."""
-        try:
-            with open(path, "rb") as fh:
-                st = os.fstat(fh.fileno())
-                if st.st_size > MAX_FILE_BYTES:
-                    raise ValidationError(f"file is over the {MAX_FILE_BYTES} byte limit")
-                return fh.read(), (st.st_ino, st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
+        """The file's bytes and the identity of the version read (inode, mtime, size).
+
+        Through `folderread.read_regular` (issue 13): only a regular file beneath the folder
+        is read, never blocking; anything else raises `SkippedFile` with its sentence."""
+        got = read_regular(path, folder=self.folder, max_bytes=MAX_FILE_BYTES)
+        if got is None:
             return None, None
+        return got.data, got.sig
 
     def on_file(self, path: Path, *, initial: bool = False) -> None:
         """A file in the folder appeared or changed."""
         try:
             data, sig = self._read_sig(path)
+        except SkippedFile as exc:
+            self._skipped(path, exc)
+            return
         except (OSError, ValidationError) as exc:
             self.local[path] = LocalFile(path, valid=False, reason=str(exc))
             return
@@ -352,7 +386,32 @@ class Agent:
             rt.reason = (f"the file now holds environment {parsed.uuid}, not the synced {rt.uuid}; "
                          "put the synced environment back or `mocksync unshare` it")
             return
-        self._local_edit(rt, parsed, data, initial=initial)
+        try:
+            self._local_edit(rt, parsed, data, initial=initial)
+        except RecursionError:  # a value nested hundreds deep that the JSON parser still took
+            from ..model.limits import too_deep
+
+            rt.state, rt.reason = INVALID, (f"the file holds {too_deep()}; the last good "
+                                            "version is kept and synced")
+            self.publish({"event": "invalid", "env": rt.uuid, "reason": rt.reason})
+        except sqlite3.Error as exc:
+            # The log could not take the save (the home's disk full, read-only, I/O error):
+            # the file keeps it; retried by itself, and taken in once the log can (issue 13).
+            if not self._failed(rt, COMMITTING, exc, "home"):
+                raise
+        else:
+            self._recovered(rt.uuid, COMMITTING)
+
+    def _skipped(self, path: Path, exc: SkippedFile) -> None:
+        """A folder file that is never read (FIFO, device, socket, symlink out of the folder,
+        unreadable): named in `status` at once. A synced environment's file turned into one
+        keeps the last good version synced, as an invalid file does."""
+        rt = self._by_path(path)
+        if rt is None:
+            self.local[path] = LocalFile(path, valid=False, skipped=True, reason=exc.skip.reason)
+            return
+        rt.state, rt.reason = INVALID, f"{exc.skip.reason}; the last good version is kept and synced"
+        self.publish({"event": "invalid", "env": rt.uuid, "reason": exc.skip.reason})
 
     def _local_edit(self, rt: EnvRuntime, parsed: ParsedEnv, data: bytes, *, initial: bool) -> None:
         now = self.clock()
@@ -395,6 +454,11 @@ class Agent:
             ops = diff(base_doc, parsed.doc, state, self._rng, new_views=parsed.views,
                        base_views=cached[1] if cached and cached[0] == label else None)
         seen = self._seen_by_editor(rt.uuid, tied, base[1] if base is not None else None)
+        refusal = self._peer_refusal(parsed.views, ops) if ops else None
+        if refusal is not None:  # a value peers would refuse (model.limits): never sent
+            rt.state, rt.reason = INVALID, f"{refusal}; the last good version is kept and synced"
+            self.publish({"event": "invalid", "env": rt.uuid, "reason": refusal})
+            return
         if ops:
             problem = self._size_problem(rt.space, parsed.doc)
             if problem:
@@ -460,6 +524,22 @@ class Agent:
             self._presence_handle = self._loop.call_later(max(0.0, due - now) + 0.05,
                                                           self.push_presence)
 
+    @staticmethod
+    def _peer_refusal(views: dict[str, Any] | None, ops: list[tuple]) -> str | None:
+        """Why peers would refuse the ops of this save (the very check they run on it,
+        `validate_ops`), naming the place in the file; None when they would accept them."""
+        from ..model import to_wire, validate_ops
+        from ..model.ops import BadOpError
+
+        try:
+            validate_ops([to_wire(op) for op in ops])
+        except BadOpError as exc:
+            op = ops[exc.index] if 0 <= exc.index < len(ops) else None
+            view = views.get(op[1]) if op is not None and views else None
+            where = f"{view.path or 'the environment'}: " if view is not None else ""
+            return f"{where}{exc}; peers would refuse this edit"
+        return None
+
     def _size_problem(self, space: str, doc: dict[str, Any]) -> str | None:
         """The plan's refusal for an environment of this size, or None. Checked on every
         save, so the exact (slow) size is computed only when the fast bound is not enough.
@@ -493,19 +573,105 @@ class Agent:
     def receive(self, space: str, wire: bytes) -> Any:
         """A change set from another device. Raises the store's refusal on bad input."""
         cs = self._decode_for(space, wire)
-        key = self.spaces.public_key(space, cs.device, cs.env, cs.seq)
-        res = self.store.ingest(cs, key, int(self.clock() * 1000))
+        try:
+            res = self.store.ingest(cs, self._author_key(space, cs), int(self.clock() * 1000))
+        except MocksyncError as exc:
+            self._note_refused(cs, exc)
+            raise
+        except sqlite3.Error as exc:
+            self._store_failed({cs.env}, exc)
+            raise
         for c in res.applied:
             self.publish({"event": "change", "origin": "remote", "env": c.env,
                           "device": c.device, "seq": c.seq, "ops": len(c.ops)})
         self._after_remote(space, res)
         return res
 
+    def _note_refused(self, cs: Any, exc: Exception) -> None:
+        """Keep a refused change set's reason so `status` can say why the environment cannot
+        sync (`agent.health`), whether it came over the LAN or from the relay. Refusals the
+        store or the membership check already recorded are not recorded twice."""
+        from ..changes.changeset import SignatureError
+        from ..store.log import EquivocationError, UnknownDeviceError
+        from .health import FORGED
+
+        if cs is None or isinstance(exc, EquivocationError | UnknownDeviceError):
+            return
+        reason = f"{FORGED}{exc}" if isinstance(exc, SignatureError) else str(exc)
+        with contextlib.suppress(Exception):  # a full disk must not hide the refusal itself
+            self.store.refuse(cs, reason, int(self.clock() * 1000))
+
+    def _health(self, rt: EnvRuntime) -> dict[str, Any]:
+        """`blocked` (and why) when refused or quarantined change sets stop `rt` syncing, and
+        the refusals to list (`agent.health`)."""
+        from .health import BLOCKED, sync_health
+
+        st = self.spaces.get(rt.space)
+        active = set(st.state.devices) if st is not None else set()
+        rows = self.store.refusals(rt.uuid)
+        held = self.store.quarantined(rt.uuid)
+        if not rows and not held:
+            return {"refused": []}
+        names = {d: n for d in {r["device"] for r in rows} | {q[0] for q in held}
+                 if (n := self.spaces.member_name(rt.space, d))}
+        h = sync_health(self.store.version_vector(rt.uuid), rows, held,
+                        now_ms=int(self.clock() * 1000), active=active, names=names)
+        out: dict[str, Any] = {"refused": h.refused}
+        if h.blocked is not None and rt.state in (SYNCED, "syncing"):
+            out |= {"state": BLOCKED, "reason": h.blocked}
+        return out
+
+    def _author_key(self, space: str, cs: Any) -> bytes | None:
+        """The key to verify `cs` with, when its author may write it (`space.writers`, the
+        relay's decision too); None after recording the refusal, so `status` lists it."""
+        verdict = self.spaces.judge(space, cs.device, cs.env, cs.seq)
+        if not verdict.accept:
+            self.store.refuse(cs, verdict.reason, int(self.clock() * 1000))
+        return verdict.sign_key if verdict.accept else None
+
+    def enforce_membership(self) -> int:
+        """Take back change sets that a removal now refuses and rewrite their files; returns
+        how many were taken back.
+
+        A member may have applied a removed device's change set before it learned of the
+        removal (it arrived over the LAN, or from the relay before the removal did); the
+        removal's cut says it is refused everywhere, so this member rebuilds the environment
+        without it (`space.writers.overreach`, `Store.revoke`) and ends where every other
+        member is. Run whenever membership may have changed: at start, when the CLI pokes the
+        daemon after `remove`, and when entries arrive from the relay."""
+        spaces_of = getattr(self.spaces, "spaces", None)
+        if spaces_of is None:
+            return 0
+        now = int(self.clock() * 1000)
+        revoked = 0
+        by_space = {sp.space_id: sp for sp in spaces_of() if sp.state.removed_devices}
+        if not by_space:
+            return 0
+        for env in self.store.envs():
+            sp = by_space.get(self.store.head_space(env) or "")
+            if sp is None:
+                continue
+            over = overreach(sp.state, self.spaces.tag(sp.space_id, env), self.store.held_seqs(env))
+            taken: list[tuple[str, list[int]]] = []
+            for device, (cut, reason) in over.items():
+                seqs = self.store.revoke(env, device, cut, reason, now)
+                if seqs:
+                    taken.append((device, seqs))
+            for device, seqs in taken:
+                revoked += len(seqs)
+                log.warning("env %s: took back %d change set(s) of removed device %s (after "
+                            "#%d)", env, len(seqs), device, seqs[0] - 1)
+                self.publish({"event": "revoked", "env": env, "device": device, "seqs": seqs})
+            if taken:
+                self.settle_remote(sp.space_id, {env})
+        return revoked
+
     @staticmethod
     def _decode_for(space: str, wire: bytes) -> Any:
         from ..changes import ChangeSet
 
-        cs = ChangeSet.decode(wire)
+        # A transport may hand over a change set it decoded off the loop already.
+        cs = wire if isinstance(wire, ChangeSet) else ChangeSet.decode(wire)
         if cs.space != space:
             raise ValidationError(f"change set for space {cs.space} arrived on space {space}")
         return cs
@@ -549,9 +715,15 @@ class Agent:
             except MocksyncError as exc:
                 errors.append((None, exc))
                 continue
-            items.append((cs, self.spaces.public_key(space, cs.device, cs.env, cs.seq)))
-        res, refused = self.store.ingest_batch(items, int(self.clock() * 1000))
+            items.append((cs, self._author_key(space, cs)))
+        try:
+            res, refused = self.store.ingest_batch(items, int(self.clock() * 1000))
+        except sqlite3.Error as exc:
+            self._store_failed({cs.env for cs, _key in items}, exc)
+            raise  # not stored, so not acknowledged: fetched again by `_refetch`
         errors += refused
+        for cs, exc in refused:
+            self._note_refused(cs, exc)
         if res.applied:
             self.publish({"event": "change", "origin": "remote", "batch": len(res.applied),
                           "envs": sorted({c.env for c in res.applied})})
@@ -617,6 +789,9 @@ class Agent:
             rt.write_handle.cancel()
         self.envs.pop(rt.uuid, None)
         self.relay_refusals.pop(rt.uuid, None)
+        self.faults.forget(rt.uuid)
+        for key in [k for k in self._fault_handles if k[0] == rt.uuid]:
+            self._fault_handles.pop(key).cancel()
         self.holds.remove(rt.uuid)
         self.registry.remove(rt.uuid)
         self.store.retire_env(rt.uuid)  # keeps the log: the tombstone must travel and stay
@@ -643,13 +818,13 @@ class Agent:
         if rt.state in (SYNCED,) and self.store.has_env(rt.uuid):
             doc = render(self.store.state(rt.uuid))
             try:
-                on_disk = parse_env(rt.path.read_bytes(), 10**9).doc
+                on_disk = parse_env(self._read_sig(rt.path)[0] or b"", 10**9).doc
             except (OSError, ValidationError):
                 return
             if on_disk != doc:
                 self.schedule_write(rt)
 
-    def _write_env(self, rt: EnvRuntime, force: bool = False) -> None:
+    def _write_env(self, rt: EnvRuntime, force: bool = False, *, _raced: int = 0) -> None:
         rt.write_handle = None
         if rt.uuid not in self.envs or rt.state == MISSING:
             return
@@ -689,30 +864,139 @@ class Agent:
             rt.name = doc["name"]
         layout = rt.layout if rt.layout else MOCKOON_LAYOUT
         data = dumps(doc, layout, state.text_cache.setdefault(layout, {})).encode("utf-8")
-        if current == data:
-            self.store.set_base(rt.uuid, str(rt.path), content_hash(data), data)
-            self._seen.put(rt.uuid, content_hash(data), self.store.version_vector(rt.uuid))
+        try:
+            if current == data:
+                self.store.set_base(rt.uuid, str(rt.path), content_hash(data), data)
+                self._seen.put(rt.uuid, content_hash(data), self.store.version_vector(rt.uuid))
+                self._recovered(rt.uuid, WRITING)
+                return
+            # Compare-before-replace (issue 13): the file is replaced only if it is still the
+            # version read above; `replace_file` checks right before its rename, after the
+            # slow part (render, temp write, fsync), so an editor save can slip in only in the
+            # microseconds between that check and the rename, not in the whole write.
+            expect = (Expected(sig, content_hash(current)) if current is not None
+                      and sig is not None else Expected.absent())
+            self._put_file(rt, data, doc, expect=expect)
+        except FileChangedError:
+            # The editor saved while this version was rendered and written: nothing was
+            # replaced. Take its save in (a local edit, merged with the team's); the write
+            # follows once the editor's blind window has passed. A forced write (stop,
+            # unshare, delete) is tried again at once, with the save now merged in.
+            log.info("%s was saved while the daemon wrote it; taking the save in first",
+                     rt.path.name)
+            self.publish({"event": "write_raced", "env": rt.uuid, "file": str(rt.path)})
+            self.on_file(rt.path)
+            if force and _raced < MAX_FORCED_RACES:
+                if rt.write_handle is not None:
+                    rt.write_handle.cancel()
+                self._write_env(rt, force=True, _raced=_raced + 1)
             return
-        self._put_file(rt, data, doc)
+        except (FileWriteError, OSError, sqlite3.Error) as exc:
+            where = "home" if isinstance(exc, sqlite3.Error) else "folder"
+            if not self._failed(rt, WRITING, exc, where):
+                raise
+            return
+        self._recovered(rt.uuid, WRITING)
         if rt.state in (HELD, INVALID) and not force:
             rt.state, rt.reason = SYNCED, ""
         self.publish({"event": "written", "env": rt.uuid, "file": str(rt.path), "bytes": len(data)})
 
-    def _put_file(self, rt: EnvRuntime, data: bytes, doc: dict[str, Any]) -> None:
-        """Write an environment's file atomically and remember it as what the editor sees."""
+    def _put_file(self, rt: EnvRuntime, data: bytes, doc: dict[str, Any],
+                  expect: Expected | None = None) -> None:
+        """Write an environment's file atomically and remember it as what the editor sees.
+        With `expect`, only over that version of the file (else `FileChangedError`)."""
         sha = content_hash(data)
         if self.watcher is not None:
             self.watcher.expect_write(rt.path, sha)
-        atomic_write(rt.path, data)
-        rt.file_sig = file_sig(rt.path)
+        try:
+            written = replace_file(rt.path, data, expect=expect)
+        except BaseException:
+            if self.watcher is not None:
+                self.watcher.withdraw_write(rt.path, sha)  # never landed: a save may match it
+            raise
+        # The written version's identity from the temp file itself: a stat after the rename
+        # could already see an editor's next save and take it for ours.
+        rt.file_sig = written.sig
         self.history.record_write(rt.path, sha, doc)
         self.store.set_base(rt.uuid, str(rt.path), sha, data)
         self._seen.put(rt.uuid, sha, self.store.version_vector(rt.uuid))
 
+    # ------------------------------------------------------------------ write failures
+    def _failed(self, rt: EnvRuntime, what: str, exc: BaseException, where: str) -> bool:
+        """A write, commit or store of `rt` failed. When the machine is the cause (disk full,
+        no permission, I/O error, read-only; `faults.classify`): record it (`status` shows
+        `error` with the sentence), log the real cause, retry by itself with backoff, and
+        return True. Anything else (a bug) is not swallowed: False."""
+        fault = classify(exc, where)
+        if fault is None:
+            return False
+        now = self.clock()
+        delay = self.faults.failed(rt.uuid, what, fault, now, self._rng.uniform(-1.0, 1.0))
+        log.warning("%s %s %s: %s; retrying in %.1f s", fault.kind, what, rt.path.name,
+                    fault.cause, delay)
+        key = (rt.uuid, what)
+        old = self._fault_handles.pop(key, None)
+        if old is not None:
+            old.cancel()
+        if self._loop is not None and not self._loop.is_closed():
+            self._fault_handles[key] = self._loop.call_later(delay, self._retry_fault, *key)
+        self.publish({"event": "error", "env": rt.uuid, "what": what, "kind": fault.kind,
+                      "cause": fault.cause, "retry_s": round(delay, 2)})
+        return True
+
+    def _recovered(self, env: str, what: str) -> None:
+        """`what` of `env` worked: forget its failure (if any) and its pending retry."""
+        gone = self.faults.cleared(env, what)
+        handle = self._fault_handles.pop((env, what), None)
+        if handle is not None:
+            handle.cancel()
+        if gone is not None:
+            log.info("%s %s works again after %d failures", what, env, gone.retry.failures)
+            self.publish({"event": "recovered", "env": env, "what": what})
+
+    def _retry_fault(self, env: str, what: str) -> None:
+        """The backoff of a failing operation is over: try it again."""
+        self._fault_handles.pop((env, what), None)
+        rt = self.envs.get(env)
+        if rt is None:
+            self.faults.cleared(env, what)
+            return
+        try:
+            if what == WRITING:
+                self._write_env(rt)
+            elif what == COMMITTING:
+                # Taken in as at start-up: the file holds the save the log could not take.
+                self.on_file(rt.path, initial=True)
+            elif what == RECEIVING:
+                self._refetch(rt)
+        except Exception:
+            log.exception("retrying %s %s failed", what, rt.path.name)
+
+    def _refetch(self, rt: EnvRuntime) -> None:
+        """Change sets the log could not store were not acknowledged to anyone: ask the
+        transports for everything again (a catch-up), as `mocksync reconnect` would."""
+        self.faults.cleared(rt.uuid, RECEIVING)  # a failure of the catch-up records it again
+        if self.transport is not None and hasattr(self.transport, "reconnect") \
+                and self._loop is not None:
+            self._tasks.append(self._loop.create_task(self.transport.reconnect(),
+                                                      name="refetch"))
+
+    def _store_failed(self, envs: set[str], exc: sqlite3.Error) -> None:
+        """The log could not store change sets from others: `error` on each environment
+        (retried by a catch-up with backoff); logged with the real cause either way."""
+        known = [self.envs[e] for e in sorted(envs) if e in self.envs]
+        if not any([self._failed(rt, RECEIVING, exc, "home") for rt in known]):
+            log.warning("could not store change sets of %s: %s", ", ".join(sorted(envs)), exc)
+
+    def _fault_view(self, rt: EnvRuntime) -> dict[str, Any]:
+        """`status` overlay: `error` with its sentence while a write or commit keeps failing."""
+        return self.faults.view(rt.uuid, rt.path.name, str(self.home.root), self.clock())
+
     # ------------------------------------------------------------------ commands
     def all_envs(self) -> list[dict[str, Any]]:
         out = [rt.to_json(len(self.store.conflicts(rt.uuid))) | self._hold_view(rt)
-               | self.linked.status(rt) for rt in self.envs.values()]
+               | self.linked.status(rt) | self._health(rt) | self._fault_view(rt)
+               for rt in self.envs.values()]
         for rt in out:
             rt["space_name"] = self.spaces.name(rt["space"])
         out += [lf.to_json() for lf in self.local.values()]
@@ -743,11 +1027,15 @@ class Agent:
             if refusal:  # unshared or deleted: the uuid is retired (model/lifecycle.py)
                 raise ValidationError(refusal)
         self._check_share_quota(space_id, doc)
+        ops = snapshot_ops(doc, self._rng)
+        refusal = self._peer_refusal(parsed.views, ops)
+        if refusal is not None:  # checked before anything is recorded: nothing changes
+            raise ValidationError(f"{path.name}: {refusal}")
         rt = EnvRuntime(doc["uuid"], space_id, path, name=str(doc.get("name", "")),
                         layout=parsed.layout, file_sig=None if copy else sig)
         self.envs[rt.uuid] = rt
         self.registry.put(EnvRecord(rt.uuid, space_id, str(path), rt.name))
-        self._commit(rt, snapshot_ops(doc, self._rng))
+        self._commit(rt, ops)
         text = dumps(render(self.store.state(rt.uuid)), parsed.layout).encode("utf-8")
         if copy:
             self._write_env(rt, force=True)
@@ -766,7 +1054,8 @@ class Agent:
         ports = set()
         for d in self.all_envs():
             with contextlib.suppress(OSError, ValidationError, KeyError):
-                ports.add(parse_env(Path(d["file"]).read_bytes(), 10**9).doc.get("port"))
+                ports.add(parse_env(self._read_sig(Path(d["file"]))[0] or b"",
+                                    10**9).doc.get("port"))
         doc = new_environment(name, self._rng, used_ports=ports)
         path = self._free_path(name)
         data = dumps(doc, MOCKOON_LAYOUT).encode("utf-8")

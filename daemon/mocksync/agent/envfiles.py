@@ -1,7 +1,9 @@
 """Per-environment runtime bookkeeping: which file, in what state, and why.
 
 `status` reads these. States (CLI.md): local, synced, syncing, held, invalid — plus `missing`
-for a synced environment whose file was deleted on this device (not a deletion for the team).
+for a synced environment whose file was deleted on this device (not a deletion for the team),
+and `skipped` for a `*.json` name in the folder that mocksync never reads (a FIFO, device,
+socket, symlink leading out of the folder, unreadable file: issue 13, `folderread`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ SYNCING = "syncing"
 HELD = "held"
 INVALID = "invalid"
 MISSING = "missing"
+SKIPPED = "skipped"
 
 
 @dataclass
@@ -60,6 +63,8 @@ class LocalFile:
     valid: bool = True
     reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Never read (`folderread.SkippedFile`); `reason` says what it is and what to do.
+    skipped: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,7 +72,7 @@ class LocalFile:
             "name": self.name,
             "file": str(self.path),
             "space": None,
-            "state": LOCAL if self.valid else INVALID,
+            "state": SKIPPED if self.skipped else LOCAL if self.valid else INVALID,
             "reason": self.reason or None,
             "conflicts": 0,
         }

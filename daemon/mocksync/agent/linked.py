@@ -77,6 +77,7 @@ from ..model.files import (
     summary,
     team_marker,
 )
+from .folderread import SkippedFile, open_regular, read_regular
 from .watcher import is_environment_name
 from .writer import UnsafePathError, check_beneath, content_hash, write_beneath
 
@@ -219,26 +220,25 @@ class LinkedFiles:
         if cached is not None and cached[0] == _sig(st) and not want_bytes:
             return Disk(cached[1], st.st_size, st.st_mode)
         try:
-            fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
-                         | getattr(os, "O_NONBLOCK", 0))
-        except FileNotFoundError:
-            return Disk()
+            # folderread: the one way folder files are read (regular only, never blocking).
+            with open_regular(real, folder=self.folder) as opened:
+                if opened is None:
+                    return Disk()
+                fd, fst = opened
+                if fst.st_size > MAX_LINKED_FILE_BYTES:
+                    return Disk(problem=(INVALID, f"{rel} changed while it was read; retrying"))
+                chunks: list[bytes] = []
+                left = MAX_LINKED_FILE_BYTES + 1
+                while left > 0:
+                    chunk = os.read(fd, min(left, 1 << 20))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    left -= len(chunk)
+        except SkippedFile as exc:
+            return Disk(problem=(INVALID, f"not synced: {exc.skip.reason}"))
         except OSError as exc:
             return Disk(problem=(INVALID, f"cannot read {rel}: {exc.strerror or exc}"))
-        try:
-            fst = os.fstat(fd)
-            if not stat.S_ISREG(fst.st_mode) or fst.st_size > MAX_LINKED_FILE_BYTES:
-                return Disk(problem=(INVALID, f"{rel} changed while it was read; retrying"))
-            chunks: list[bytes] = []
-            left = MAX_LINKED_FILE_BYTES + 1
-            while left > 0:
-                chunk = os.read(fd, min(left, 1 << 20))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                left -= len(chunk)
-        finally:
-            os.close(fd)
         data = b"".join(chunks)
         if len(data) > MAX_LINKED_FILE_BYTES:
             return Disk(problem=(TOO_LARGE, f"not synced: {rel} grew over the limit while read"))
@@ -570,22 +570,22 @@ class LinkedFiles:
             if not src.is_absolute():
                 src = rt.path.parent / lk.path.replace("\\", "/")
             try:
-                with open(src, "rb") as fh:
-                    st = os.fstat(fh.fileno())
-                    if not stat.S_ISREG(st.st_mode):
-                        raise ValidationError(f"cannot adopt {lk.path}: not a regular file")
-                    if st.st_size > MAX_LINKED_FILE_BYTES:
-                        raise ValidationError(
-                            f"cannot adopt {lk.path}: {st.st_size} bytes is over the "
-                            f"{MAX_LINKED_FILE_BYTES} byte limit of a linked file")
-                    data = fh.read(MAX_LINKED_FILE_BYTES + 1)
+                # Anywhere the environment points (the user asked to adopt it), but only a
+                # regular file, opened without blocking (folderread, issue 13).
+                got = read_regular(src, folder=None, max_bytes=MAX_LINKED_FILE_BYTES)
+            except SkippedFile as exc:
+                raise ValidationError(f"cannot adopt {lk.path}: {exc.skip.reason}") from None
             except OSError as exc:
                 raise ValidationError(f"cannot adopt {lk.path}: {exc.strerror or exc}; fix the "
                                       "path in the environment or create the file") from None
+            if got is None:
+                raise ValidationError(f"cannot adopt {lk.path}: no such file; fix the path in "
+                                      "the environment or create the file")
+            data, mode = got.data, got.mode
             sha = content_hash(data)
             rel = self._free_rel(sub, src.name.lstrip(".") or "file", sha, taken)
             taken[rel] = sha
-            plan.append((lk, data, st.st_mode, rel))
+            plan.append((lk, data, mode, rel))
         new_doc = copy.deepcopy(doc)
         for lk, _data, _mode, rel in plan:
             _set_paths(new_doc, lk.refs, rel)

@@ -10,9 +10,12 @@ from typing import Any
 
 from tinydb import Query
 
+from ..errors import MocksyncError
 from ..paths import Home
+from ..relay.envelope import Tagger
 from ..space import quotas
 from ..space.store import StoredSpace, get_space, list_spaces
+from ..space.writers import NOT_A_DEVICE, Verdict, judge_change
 from ..store.docs import open_docs
 
 PLAN_TABLE = "space_plans"
@@ -23,6 +26,7 @@ class SpaceDirectory:
         self.home = home
         self._mtime: tuple[int, int, int] | None = None
         self._spaces: dict[str, StoredSpace] = {}
+        self._taggers: dict[str, Tagger] = {}
 
     def _refresh(self) -> dict[str, StoredSpace]:
         # Inode and size as well as mtime: every write replaces the file (new inode), and two
@@ -48,8 +52,6 @@ class SpaceDirectory:
         for s in spaces.values():
             if s.state.kind == "personal":
                 return s.space_id
-        from ..errors import MocksyncError
-
         raise MocksyncError("this device has no personal space; run `mocksync init` first")
 
     def resolve(self, text: str) -> str:
@@ -59,19 +61,27 @@ class SpaceDirectory:
         s = self.get(space)
         return s.name if s else space[:12]
 
-    def public_key(self, space: str, device: str, env: str, seq: int) -> bytes | None:
+    def judge(self, space: str, device: str, env: str, seq: int) -> Verdict:
+        """May change set `(device, env, seq)` enter `space`? The relay's decision too
+        (`space.writers.judge_change`, keyed by the env's relay tag)."""
         s = self.get(space)
         if s is None:
-            return None
-        dev = s.state.devices.get(device)
-        if dev is None:
-            removed = s.state.removed_devices.get(device)
-            if removed is None or not s.state.accepts_change(device, env, seq):
-                return None
-            return removed.sign_key
-        if not s.state.accepts_change(device, env, seq):
-            return None
-        return dev.sign_key
+            return Verdict(False, NOT_A_DEVICE, f"this device does not belong to space {space[:12]}")
+        return judge_change(s.state, device, self.tag(space, env), seq)
+
+    def tag(self, space: str, env: str) -> str:
+        """The relay tag of `env` in `space` (the key of removal cuts); memoised per space."""
+        s = self.get(space)
+        t = self._taggers.get(space)
+        if t is None and s is not None:
+            try:
+                t = self._taggers[space] = Tagger(space, s.keys)
+            except MocksyncError:  # no generation-1 key: no cut can name this env
+                return ""
+        return t(env) if t is not None else ""
+
+    def public_key(self, space: str, device: str, env: str, seq: int) -> bytes | None:
+        return self.judge(space, device, env, seq).sign_key
 
     def member_name(self, space: str, device: str) -> str | None:
         s = self.get(space)

@@ -22,7 +22,9 @@ each of its saves, and the daemon must know that such a save happened (editorsyn
 Whenever the OS watch is (re)built (start, `add_file`, `remove_file`) the watched files are
 rescanned, so a change that happened while no watch was in place is still reported.
 
-Symlinks inside the folder that point outside it are ignored (SECURITY.md 8).
+Files are looked at through `folderread.open_regular` (issue 13): a FIFO, device node, socket,
+symlink pointing outside the folder (SECURITY.md 8) or unreadable file is never read, but it
+is reported (an event with no hash), so the daemon names it in `status` on the event itself.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import stat
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from typing import Any, Literal
 import watchfiles
 
 from ..errors import LimitError, MocksyncError
+from .folderread import SkippedFile, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,9 @@ class WatchError(MocksyncError):
 
 @dataclass(frozen=True)
 class FileEvent:
-    """What happened to one file. `sha256` is the content hash now (None when deleted)."""
+    """What happened to one file. `sha256` is the content hash now (None when deleted, or
+    when the file is one that is never read: a FIFO, device, socket, outside symlink or
+    unreadable file, reported so the daemon can name it)."""
 
     kind: EventKind
     path: Path
@@ -91,6 +95,9 @@ class FileState:
     ino: int
     mtime_ns: int
     size: int
+    #: Set (a `folderread` kind) when the file is not read: a FIFO, device, socket, a symlink
+    #: leading out of the folder, an unreadable file. `sha256` is then "".
+    skip: str | None = None
 
 
 def is_ignored_name(name: str) -> bool:
@@ -186,6 +193,19 @@ class FolderWatcher:
         pending.append((sha256, now + EXPECT_TTL_S))
         self._expected_writes[key] = pending[-MAX_EXPECTED_PER_FILE:]
 
+    def withdraw_write(self, path: str | os.PathLike[str], sha256: str) -> None:
+        """The write announced by `expect_write` did not happen (compare-before-replace found
+        an editor's save, or the disk was full): forget it, so no later change is swallowed
+        for it."""
+        key = _norm(path)
+        pending = self._expected_writes.get(key, [])
+        for i in range(len(pending) - 1, -1, -1):
+            if pending[i][0] == sha256:
+                del pending[i]
+                break
+        if not pending:
+            self._expected_writes.pop(key, None)
+
     def expect_delete(self, path: str | os.PathLike[str]) -> None:
         """The daemon is about to delete (or move away) `path`: don't report it."""
         self._expected_deletes[_norm(path)] = time.monotonic() + EXPECT_TTL_S
@@ -254,11 +274,11 @@ class FolderWatcher:
 
     def last_hash(self, path: str | os.PathLike[str]) -> str | None:
         state = self._known.get(_norm(path))
-        return state.sha256 if state else None
+        return state.sha256 if state and state.skip is None else None
 
     def known(self) -> dict[Path, str]:
         """Every watched file that exists, with the content hash last seen."""
-        return {p: s.sha256 for p, s in self._known.items()}
+        return {p: s.sha256 for p, s in self._known.items() if s.skip is None}
 
     # ---- disk probing (runs in a worker thread) -------------------------------------------
 
@@ -266,24 +286,23 @@ class FolderWatcher:
         return {p: self._probe_one(p) for p in paths}
 
     def _probe_one(self, path: Path) -> FileState | None:
+        # folderread.open_regular: never blocks on a FIFO, never opens a device, never reads
+        # through a symlink leading out of the folder (extra files are the caller's choice).
         try:
-            if path.is_symlink() and path not in self._extra:
-                real = Path(os.path.realpath(path))
-                if real.parent != self.folder and self.folder not in real.parents:
-                    log.warning("ignoring %s: a symlink pointing outside %s", path, self.folder)
+            with open_regular(path, folder=None if path in self._extra else self.folder) as opened:
+                if opened is None:
                     return None
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
+                fd, st = opened
+                return FileState(_hash_file(fd), st.st_ino, st.st_mtime_ns, st.st_size)
+        except SkippedFile as exc:
+            # Reported (without a hash) so the daemon names it in `status` at once.
+            try:
+                lst = os.lstat(path)
+            except OSError:
                 return None
-            return FileState(_hash_file(fd), st.st_ino, st.st_mtime_ns, st.st_size)
+            return FileState("", lst.st_ino, lst.st_mtime_ns, lst.st_size, skip=exc.skip.kind)
         except OSError:
             return None
-        finally:
-            os.close(fd)
 
     def _scan_paths(self) -> set[Path]:
         found: set[Path] = set(self._known) | set(self._extra)
@@ -311,7 +330,8 @@ class FolderWatcher:
                 if old is None:
                     continue
                 del self._known[path]
-                gone_hash[path] = old.sha256
+                if old.skip is None:
+                    gone_hash[path] = old.sha256
                 if self._take_expected_delete(path, now):
                     continue
                 deleted.append(path)
@@ -319,7 +339,7 @@ class FolderWatcher:
             if old == new:
                 continue
             self._known[path] = new
-            if self._take_expected_write(path, new.sha256, now):
+            if new.skip is None and self._take_expected_write(path, new.sha256, now):
                 continue
             (changed if old is not None else added).append((path, new))
 
@@ -327,10 +347,11 @@ class FolderWatcher:
         renamed: list[FileEvent] = []
         gone_by_hash: dict[str, list[Path]] = {}
         for path in deleted:
-            gone_by_hash.setdefault(gone_hash[path], []).append(path)
+            if path in gone_hash:
+                gone_by_hash.setdefault(gone_hash[path], []).append(path)
         still_added: list[tuple[Path, FileState]] = []
         for path, state in added:
-            sources = gone_by_hash.get(state.sha256)
+            sources = gone_by_hash.get(state.sha256) if state.skip is None else None
             if sources:
                 old_path = sources.pop(0)
                 deleted.remove(old_path)
@@ -340,8 +361,8 @@ class FolderWatcher:
 
         events = renamed
         events += [FileEvent("deleted", p) for p in deleted]
-        events += [FileEvent("added", p, None, s.sha256) for p, s in still_added]
-        events += [FileEvent("changed", p, None, s.sha256) for p, s in changed]
+        events += [FileEvent("added", p, None, s.sha256 or None) for p, s in still_added]
+        events += [FileEvent("changed", p, None, s.sha256 or None) for p, s in changed]
         return events
 
     async def _process(self, paths: Iterable[Path]) -> None:

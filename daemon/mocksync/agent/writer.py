@@ -12,6 +12,15 @@ the temp file never shows up as an environment.
 The caller that wants the watcher to swallow this write registers the hash *before* calling
 (`watcher.expect_write(path, content_hash(data))`): the rename can be seen by the watcher's
 thread at once.
+
+Compare-before-replace (issue 13): a caller that read the file before rendering what it
+writes passes `expect` (the version it read). Rendering, writing and fsyncing the temp file
+take milliseconds to hundreds of milliseconds; an editor save landing in that stretch used to
+be renamed over unseen. So right before the rename the target is checked again (inode,
+mtime_ns, size; its content hash too when its timestamp is too recent to tell two writes
+apart) and, if it is not the version the caller read, nothing is replaced and
+`FileChangedError` tells the caller to take the save in first. The only window left is
+between that last `lstat` and the `rename` syscall: microseconds, not the whole write.
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ import os
 import secrets
 import stat
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MocksyncError
@@ -42,6 +53,13 @@ class FileWriteError(MocksyncError):
     code = "write_failed"
 
 
+class FileChangedError(MocksyncError):
+    """The file is no longer the version the caller read (an editor saved meanwhile): it was
+    left as it is, nothing was written. Not a failure: take the new version in, then write."""
+
+    code = "file_changed"
+
+
 class UnsafePathError(FileWriteError):
     """A file from a teammate would go through a symlink, over something that is not a
     regular file, or to a path that is not plainly relative. Nothing was written."""
@@ -52,6 +70,95 @@ class UnsafePathError(FileWriteError):
 def content_hash(data: bytes) -> str:
     """sha256 hex of `data`: the hash `atomic_write` returns and the watcher compares."""
     return hashlib.sha256(data).hexdigest()
+
+
+#: Which version of a file is there: (inode, mtime in ns, size).
+FileSig = tuple[int, int, int]
+
+#: A file whose mtime is less than this before the check may have been written again within
+#: the same timestamp tick (kernels stamp files from a coarse clock, some filesystems to the
+#: second or two): inode, size and mtime cannot tell such writes apart, its content can.
+TIMESTAMP_DOUBT_NS = 2_500_000_000
+
+#: Verdicts of `replace_verdict`.
+SAME = "same"
+CHANGED = "changed"
+DOUBT = "doubt"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The version of a file a writer read before rendering what replaces it: its signature
+    and content hash, or both None when the file was absent."""
+
+    sig: FileSig | None
+    sha256: str | None
+
+    @classmethod
+    def absent(cls) -> Expected:
+        return cls(None, None)
+
+
+def sig_of(st: os.stat_result) -> FileSig:
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def replace_verdict(expected: Expected, now: FileSig | None, now_ns: int) -> str:
+    """May a file whose signature is now `now` be replaced by a writer that read `expected`?
+
+    CHANGED: another version is there (created, deleted, saved over, resized); SAME: the very
+    version read; DOUBT: the signature matches but the file was modified so recently (within
+    `TIMESTAMP_DOUBT_NS` of `now_ns`) that a second write in the same timestamp tick would
+    look the same: compare the content hash before deciding.
+    """
+    if expected.sig is None or now is None:
+        return SAME if expected.sig is None and now is None else CHANGED
+    if now != expected.sig:
+        return CHANGED
+    if abs(now_ns - now[1]) < TIMESTAMP_DOUBT_NS:
+        return DOUBT
+    return SAME
+
+
+def _stat_sig(path: Path) -> FileSig | None:
+    try:
+        return sig_of(os.lstat(path))
+    except FileNotFoundError:
+        return None
+
+
+def _hash_if_same(path: Path, sig: FileSig) -> str | None:
+    """The content hash of `path` if it still has signature `sig` (else None). Opened without
+    blocking and only if it is a regular file: a FIFO put there must not hang the daemon."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW
+                     | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or sig_of(st) != sig:
+            return None
+        h = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 20):
+            h.update(chunk)
+        return h.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def _check_unchanged(target: Path, expected: Expected) -> None:
+    """Raise FileChangedError unless `target` is still the version `expected` (see
+    `replace_verdict`). The caller renames right after: keep nothing slow after this."""
+    now = _stat_sig(target)
+    verdict = replace_verdict(expected, now, time.time_ns())
+    if verdict == DOUBT:
+        assert now is not None
+        verdict = SAME if _hash_if_same(target, now) == expected.sha256 else CHANGED
+        if verdict == SAME and _stat_sig(target) != now:  # changed while it was hashed
+            verdict = CHANGED
+    if verdict == CHANGED:
+        raise FileChangedError(f"{target.name} changed since it was read; not replaced")
 
 
 def _current_umask() -> int:
@@ -78,15 +185,33 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> str:
+@dataclass(frozen=True)
+class Written:
+    """What `replace_file` put in place: its content hash and its signature (taken from the
+    temp file before the rename, so an editor save right after it cannot be mistaken for
+    ours)."""
+
+    sha256: str
+    sig: FileSig
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None,
+                 expect: Expected | None = None) -> str:
     """Replace `path` with `data` atomically; return the sha256 hex of what was written.
 
     The file's existing permission bits are kept (or `mode` when given; a new file gets
     0o666 minus the umask). A symlink is followed: its target is replaced, the link stays.
     On any error before the rename the target is untouched, the temp file is removed and
     `FileWriteError` (naming the file and the reason) is raised; if only the final folder
-    fsync fails, the new content is in place and `FileWriteError` says so.
+    fsync fails, the new content is in place and `FileWriteError` says so. With `expect`,
+    the target is replaced only if it is still that version (else `FileChangedError`).
     """
+    return replace_file(path, data, mode=mode, expect=expect).sha256
+
+
+def replace_file(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None,
+                 expect: Expected | None = None) -> Written:
+    """`atomic_write`, returning the written version's hash and signature."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"atomic_write needs bytes, not {type(data).__name__}")
     data = bytes(data)
@@ -103,8 +228,13 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int | None 
                 view = view[written:]
             os.fchmod(fd, new_mode)
             os.fsync(fd)
+            written = sig_of(os.fstat(fd))  # a rename keeps inode, mtime and size
         finally:
             os.close(fd)
+        if expect is not None:
+            # Compare-before-replace: everything slow (render, write, fsync) is done; from
+            # this check to the rename below is the whole remaining window (microseconds).
+            _check_unchanged(target, expect)
         os.replace(tmp_name, target)
         tmp_name = None
     except OSError as exc:
@@ -123,7 +253,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int | None 
             f"wrote {target} but could not flush its folder to disk ({reason}); "
             "the new content may be lost if the machine loses power now"
         ) from exc
-    return content_hash(data)
+    return Written(content_hash(data), written)
 
 
 # ---------------------------------------------------------------------------- beneath a folder

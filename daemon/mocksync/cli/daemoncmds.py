@@ -148,6 +148,10 @@ def status_cmd(ctx: Ctx, as_json: bool) -> None:
                                + (f": {lk['reason']}" if lk.get("reason") else ""))
             if extra:
                 click.echo(f"  {name}: {len(extra)} more linked files: {extra[0]['reason']}")
+            for rf in e.get("refused") or ():  # change sets refused or quarantined (issue 12)
+                click.echo(f"  {name}: refused #{rf.get('seq')} from {rf.get('device')}"
+                           + ("" if rf.get("blocking") else " (not blocking)")
+                           + f": {rf.get('reason')}")
     else:
         click.echo("no environment files in the folder yet")
 

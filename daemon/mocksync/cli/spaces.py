@@ -354,13 +354,14 @@ def _daemon_relay(home: Any) -> str | None:
         return None
 
 
-def _poke_daemon(home: Any) -> None:
-    """A running daemon reconnects now, so it syncs the new space at once (not at its next
-    periodic check). No daemon running is fine: it picks the space up when it starts."""
+def _poke_daemon(home: Any, method: str = "reconnect") -> None:
+    """Tell a running daemon now (not at its next periodic check): `reconnect` syncs a new
+    space at once; `membership` applies a removal (takes back what it refuses, uploads it to
+    the relay). No daemon running is fine: it does the same when it starts."""
     from ..agent.client import ControlClient
 
     with contextlib.suppress(MocksyncError, OSError):
-        ControlClient(home.socket, timeout=5).call("reconnect")
+        ControlClient(home.socket, timeout=5).call(method)
 
 
 # ---------------------------------------------------------------- members / remove
@@ -450,6 +451,7 @@ def remove_cmd(ctx: click.Context, space: str, member_or_device: str) -> None:
         res = actions.remove(_home(ctx), ident, space, member_or_device)
     except MocksyncError as exc:
         fail(str(exc))
+    _poke_daemon(_home(ctx), "membership")  # the removal takes effect now, relay included
     click.echo(f"removed {res.target.label} from {res.space.name!r}; "
                f"content key rotated to generation {res.generation}")
 

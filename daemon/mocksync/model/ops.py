@@ -40,6 +40,7 @@ MAX_KEYS_PER_OBJECT = limits.MAX_KEYS_PER_OBJECT
 class BadOpError(ValidationError):
     def __init__(self, index: int, why: str) -> None:
         super().__init__(f"op {index} is malformed: {why}")
+        self.index = index  # so a local save can name the place in the file
 
 
 def enc_value(value: Any) -> str:
@@ -74,7 +75,9 @@ def dec_value(text: Any) -> Any:
         return int(text)
     try:
         return _DECODER.decode(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except RecursionError:  # only ever hundreds of levels deep: far past the limit
+        raise ValueError(limits.too_deep()) from None
+    except json.JSONDecodeError as exc:
         raise ValueError(f"register value is not valid JSON ({exc})") from None
 
 

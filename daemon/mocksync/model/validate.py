@@ -8,7 +8,6 @@ from typing import Any
 from .. import MOCKOON_MAX_MIGRATION
 from ..errors import ValidationError
 from .flatten import EntityView, NotAnEnvironmentError, flatten
-from .limits import fields_problem
 from .jsfmt import Layout, detect_layout, gc_paused, parse_json
 
 #: Largest environment file we accept (Mockoon's biggest plan allows 15 MB; leave headroom).
@@ -23,10 +22,6 @@ class MigrationTooNewError(ValidationError):
         )
         self.found = found
         self.supported = supported
-
-
-class ValueLimitError(ValidationError):
-    """A value the model refuses (model.limits), in a local file."""
 
 
 @dataclass(frozen=True)
@@ -58,13 +53,7 @@ def check_env(doc: Any, max_migration: int = MOCKOON_MAX_MIGRATION) -> dict[str,
         raise NotAnEnvironmentError("no integer 'lastMigration' at the top level")
     if lm > max_migration:
         raise MigrationTooNewError(lm, max_migration)
-    views = flatten(doc)
-    for view in views.values():  # the values peers would refuse are refused here too
-        bad = fields_problem(view.keys, view.fields)
-        if bad is not None:
-            where = f"{view.path}.{bad[0]}" if bad[0] else view.path
-            raise ValueLimitError(f"{where} holds {bad[1]}; peers would refuse it")
-    return views
+    return flatten(doc)
 
 
 def parse_env(text: str | bytes, max_migration: int = MOCKOON_MAX_MIGRATION) -> ParsedEnv:

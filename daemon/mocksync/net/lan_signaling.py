@@ -6,7 +6,11 @@ configured; mDNS tells peers which). It does no deciding: the body (at most
 membership, fingerprint and freshness (`handshake.verify`) and returns the signed answer.
 Refusals map to HTTP statuses with a short JSON reason; a device that shares no space with us
 learns only that (never which spaces exist). At most `MAX_CONCURRENT_OFFERS` offers are worked
-on at once, so a flood costs bounded memory and CPU.
+on at once (`MAX_OFFERS_PER_ADDRESS` from one address), a body is bounded as it arrives (a
+declared Content-Length over the limit is refused before reading; aiohttp stops reading at
+`client_max_size`) and must arrive within `OFFER_READ_TIMEOUT_S`, and the body is decoded by
+the canonical decoding gate (no CBOR tags, bounded depth and items), so a flood or a slow
+sender costs bounded memory and CPU and never holds the daemon's event loop (issue 12).
 
 The client side (`send_offer`) posts an offer to one address of a peer, from one of our bind
 addresses, ignoring proxy settings: this traffic must stay on the LAN.
@@ -14,6 +18,7 @@ addresses, ignoring proxy settings: this traffic must stay on the LAN.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import json
@@ -32,6 +37,11 @@ OFFER_PATH = "/mocksync/lan/v1/offer"
 CONTENT_TYPE = "application/cbor"
 #: Offers handled at the same time; more get 503 and retry with backoff.
 MAX_CONCURRENT_OFFERS = 16
+#: Offers handled at the same time from one address (a peer needs one per dial).
+MAX_OFFERS_PER_ADDRESS = 4
+#: Seconds a peer has to deliver an offer's body once its headers arrived (slow senders must
+#: not hold one of the MAX_CONCURRENT_OFFERS places).
+OFFER_READ_TIMEOUT_S = 5.0
 #: Time a peer has to answer our offer (it sets up its side of WebRTC first: ~50 ms).
 OFFER_TIMEOUT_S = 6.0
 #: TCP connect timeout for an offer (an unreachable LAN host fails fast).
@@ -78,6 +88,7 @@ class SignalingServer:
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
         self._busy = 0
+        self._busy_by_address: dict[str, int] = {}
 
     async def start(self) -> int:
         app = web.Application(client_max_size=MAX_SIGNAL_BYTES)
@@ -104,14 +115,23 @@ class SignalingServer:
     async def _offer(self, request: web.Request) -> web.Response:
         if request.content_type != CONTENT_TYPE:
             return _error(415, "unsupported", f"send the offer as {CONTENT_TYPE}")
-        if self._busy >= MAX_CONCURRENT_OFFERS:
+        if request.content_length is not None and request.content_length > MAX_SIGNAL_BYTES:
+            return _error(413, "limit", f"offers are limited to {MAX_SIGNAL_BYTES} bytes")
+        address = request.remote or "?"
+        mine = self._busy_by_address.get(address, 0)
+        if self._busy >= MAX_CONCURRENT_OFFERS or mine >= MAX_OFFERS_PER_ADDRESS:
             return _error(503, "busy", "too many connections being set up; retry shortly")
         self._busy += 1
+        self._busy_by_address[address] = mine + 1
         try:
             try:
-                body = await request.read()
+                async with asyncio.timeout(OFFER_READ_TIMEOUT_S):
+                    body = await request.read()
             except web.HTTPRequestEntityTooLarge:
                 return _error(413, "limit", f"offers are limited to {MAX_SIGNAL_BYTES} bytes")
+            except TimeoutError:
+                return _error(408, "timeout", f"the offer did not arrive within "
+                              f"{OFFER_READ_TIMEOUT_S:g} s")
             try:
                 answer = await self.handler(body, request.remote)
             except MocksyncError as exc:
@@ -122,6 +142,11 @@ class SignalingServer:
             return web.Response(body=answer, content_type=CONTENT_TYPE)
         finally:
             self._busy -= 1
+            left = self._busy_by_address.get(address, 1) - 1
+            if left > 0:
+                self._busy_by_address[address] = left
+            else:
+                self._busy_by_address.pop(address, None)
 
 
 def _error(status: int, code: str, message: str) -> web.Response:

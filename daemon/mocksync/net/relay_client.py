@@ -43,6 +43,7 @@ from ..relay.auth import (
     sign_challenge,
 )
 from ..relay.envelope import Envelope
+from ..relay.frames import OFFLOAD_DECODE_BYTES
 from ..relay.policy import PERSISTENT_CODES
 from ..relay.protocol import (
     CLIENT,
@@ -388,6 +389,8 @@ class RelayClient:
                     ) -> dict[str, Any]:
         msg = await ws.receive(timeout=timeout)
         if msg.type == aiohttp.WSMsgType.BINARY:
+            if len(msg.data) >= OFFLOAD_DECODE_BYTES:  # a big batch: decode off the loop
+                return await asyncio.to_thread(decode_message, msg.data, sender=RELAY)
             return decode_message(msg.data, sender=RELAY)
         if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
                         aiohttp.WSMsgType.CLOSED):

@@ -131,6 +131,8 @@ class RelayTransport(RelayEvents):
         self._sizes: dict[str, tuple[int, tuple[tuple[str, int], ...]]] = {}
         self._outbox: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue(MAX_OUTBOX)
         self._tasks: list[asyncio.Task[Any]] = []
+        #: The last live push being applied (the next one waits for it: arrival order).
+        self._push_chain: asyncio.Task[Any] | None = None
         self._synced = asyncio.Condition()
         self._resync = False
         self._bg: set[asyncio.Task[Any]] = set()
@@ -178,6 +180,8 @@ class RelayTransport(RelayEvents):
             self._problem(space, "membership entries", str(exc))
             return
         self._taggers.pop(space, None)
+        if any(e.kind in ("remove_device", "remove_member") for e in fresh):
+            self._tell_agent("enforce_membership")  # take back what the removal refuses
         if self.client is not None:  # the relay holds what it sent: never upload it back
             self.client.uploaded.setdefault(space, set()).update(e.hash for e in fresh)
         if new_keys:
@@ -436,13 +440,40 @@ class RelayTransport(RelayEvents):
 
     # ---------------------------------------------------------------- receiving
     def on_envelopes(self, space: str, tag: str, items: Iterable[Envelope]) -> None:
-        self._ingest(space, tag, items)
+        """A live push: opened and decoded on a worker thread, applied in arrival order (each
+        push waits for the one before), so a peer's big or many pushes never hold the loop."""
+        prev = self._push_chain
+
+        async def run() -> None:
+            if prev is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await prev
+            await self._ingest_off_loop(space, tag, list(items))
+
+        task = asyncio.create_task(run(), name="relay push")
+        self._push_chain = task
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: t in self._tasks and self._tasks.remove(t))
+
+    async def _ingest_off_loop(self, space: str, tag: str, items: list[Envelope],
+                               touched: set[str] | None = None) -> int:
+        """`_ingest`, with the CPU-heavy part (AEAD open, decoding gate, change set parse) on a
+        worker thread; the store (SQLite, bound to the loop's thread) is written on the loop."""
+        try:
+            keys = self._keys(space)
+            tagger = self._tagger(space)
+        except MocksyncError as exc:
+            self._problem(space, "envelopes", str(exc))
+            return 0
+        opened = await asyncio.to_thread(_open_all, space, tag, keys, tagger, items)
+        return self._ingest(space, tag, items, touched, opened=opened)
 
     def _ingest(self, space: str, tag: str, items: Iterable[Envelope],
-                touched: set[str] | None = None) -> int:
+                touched: set[str] | None = None, *, opened: list[Any] | None = None) -> int:
         """Open and apply envelopes. `touched`: a pull in pages collects the environments
         applied here and settles their files once it is complete (`agent.settle_remote`);
-        None: settle at once (a live push)."""
+        None: settle at once (a live push). `opened`: what `_open_all` made of `items`
+        already (off the loop)."""
         try:
             keys = self._keys(space)
             tagger = self._tagger(space)
@@ -450,11 +481,16 @@ class RelayTransport(RelayEvents):
             self._problem(space, "envelopes", str(exc))
             return 0
         names = self._tag_env.setdefault(space, {})
-        wires: list[bytes] = []
-        for env in items:
+        wires: list[Any] = []
+        items = list(items)
+        if opened is None:
+            opened = _open_all(space, tag, keys, tagger, items)
+        for env, done in zip(items, opened, strict=True):
             what = f"envelope {env.device}#{env.seq}"
             try:
-                slot, wire = open_envelope(space, tag, keys, env, tagger)
+                if isinstance(done, Exception):
+                    raise done
+                slot, wire = done
             except MocksyncError as exc:
                 if env.gen not in keys and env.gen > max(keys, default=0):
                     self._missing_key(space, env.gen)  # fetched and retried by itself
@@ -572,7 +608,7 @@ class RelayTransport(RelayEvents):
         try:
             while True:
                 items, more = await client.fetch(space, tag, have)
-                self._ingest(space, tag, items, touched)
+                await self._ingest_off_loop(space, tag, list(items), touched)
                 for e in items:
                     if e.seq > have.get(e.device, 0):
                         have[e.device] = e.seq
@@ -748,3 +784,26 @@ class RelayTransport(RelayEvents):
 
 
 __all__ = ["LOG_CHECK_S", "MAX_OUTBOX", "RelayTransport", "SPACE_RETRY_S", "retry_refused_spaces"]
+
+
+def _open_all(space: str, tag: str, keys: Any, tagger: Tagger, items: list[Envelope]
+              ) -> list[Any]:
+    """Open each envelope and decode its change set: pure CPU, safe on a worker thread.
+
+    Per item: `(slot, ChangeSet)` (the agent takes a decoded change set as it takes wire
+    bytes), `(slot, wire)` when the change set does not decode (the agent reports why), or the
+    exception that refused the envelope."""
+    from ..changes import ChangeSet
+
+    out: list[Any] = []
+    for env in items:
+        try:
+            slot, wire = open_envelope(space, tag, keys, env, tagger)
+        except MocksyncError as exc:
+            out.append(exc)
+            continue
+        try:
+            out.append((slot, ChangeSet.decode(wire)))
+        except MocksyncError:
+            out.append((slot, wire))
+    return out

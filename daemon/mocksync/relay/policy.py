@@ -34,6 +34,7 @@ from typing import Any
 
 from ..space.membership import SpaceState
 from ..space.quotas import Plan, check_device_online, check_env_size, check_share, human_bytes
+from ..space.writers import REMOVED, judge_change
 
 #: Cap on ciphertext held per environment, as a multiple of the plan's environment size: the
 #: relay keeps the whole history (it cannot compact what it cannot read), so an environment
@@ -74,7 +75,10 @@ def protocol_refusal(relay_protocol: int, client_protocol: int) -> Refusal | Non
 
 
 def space_label(state: SpaceState | None, space: str) -> str:
-    return f"space {state.name!r}" if state is not None else f"space {space[:12]}"
+    """How the relay names a space in refusals and its log: by id only. Space names are
+    sealed for members (`space.names`); even an older log with names in the clear must not
+    have them repeated in the relay's log output."""
+    return f"space {(state.space_id if state is not None else space)[:12]}"
 
 
 def admit(state: SpaceState | None, space: str, device: str, *, model: int, plan: Plan,
@@ -147,6 +151,15 @@ def check_put(plan: Plan, *, env_count: int, known_env: bool, declared_bytes: in
     return None
 
 
+def counted_env(held_declared: int | None, declared: int) -> bool:
+    """Does a put (declaring `declared` bytes) go to an environment the count quota already
+    counts? `held_declared`: what the relay holds for it (None: never seen). A tombstoned
+    environment (declared 0) frees its slot, so a put that makes it live again is judged as
+    a new share; a tombstone and late edits under it (declared 0) need no slot and pass.
+    (Declared sizes are the uploader's word, as every quota here: the relay cannot read.)"""
+    return declared == 0 or (held_declared is not None and held_declared > 0)
+
+
 def unknown_device(state: SpaceState, device: str) -> Refusal | None:
     """An envelope may only name a device the space has known (active, or removed with its
     cut); `foreign_slot` then requires that device to be the uploader."""
@@ -171,6 +184,17 @@ def foreign_slot(uploader: str, envelope: Any) -> Refusal | None:
     return Refusal("bad_envelope", (
         f"envelope {envelope.device}#{envelope.seq} was uploaded by device {uploader}: a device "
         "may store only its own change sets on the relay (each device's slot is its own)"))
+
+
+def refused_writer(state: SpaceState, tag: str, envelope: Any) -> Refusal | None:
+    """The same decision every member makes (`space.writers.judge_change`): a removed
+    device's change sets after its removal cut are refused here too, so the relay never
+    stores what members would refuse (and members never diverge over it)."""
+    v = judge_change(state, envelope.device, tag, envelope.seq)
+    if v.accept:
+        return None
+    return Refusal("revoked" if v.code == REMOVED else "bad_envelope",
+                   f"envelope {envelope.device}#{envelope.seq}: {v.reason}")
 
 
 class TokenBucket:
@@ -198,12 +222,14 @@ class TokenBucket:
 __all__ = [
     "CODES",
     "foreign_slot",
+    "refused_writer",
     "TokenBucket",
     "PERSISTENT_CODES",
     "Refusal",
     "STORED_BYTES_FACTOR",
     "admit",
     "check_put",
+    "counted_env",
     "protocol_refusal",
     "session_refusal",
     "space_label",

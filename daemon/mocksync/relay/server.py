@@ -337,6 +337,7 @@ class RelayServer:
         self._states[space] = state
         if old is not None:
             self._recheck_space(space, state)
+            self._purge_removed(space, old, state)
         # Every member online learns the new entries (new devices, removals, key rotations).
         for i in range(0, len(fresh), MAX_LOG_UPLOAD):
             data = encode_message({"t": "entries", "s": space,
@@ -344,6 +345,18 @@ class RelayServer:
                                   sender=RELAY)
             for other in list(self.by_space.get(space, ())):
                 other.push(data)
+
+    def _purge_removed(self, space: str, old: SpaceState, state: SpaceState) -> None:
+        """A removal now in effect: drop what the removed device uploaded after its cut (it
+        reached the relay before the removal did). Members refuse those change sets by the
+        same rule (`space.writers`), so nobody is served what everybody refuses."""
+        for device, removal in state.removed_devices.items():
+            if device in old.removed_devices:
+                continue
+            n = self.storage.purge_after(space, device, removal.covers)
+            if n:
+                log.info("relay: dropped %d envelope(s) of removed device %s in %s", n, device,
+                         space[:12])
 
     def _recheck_space(self, space: str, state: SpaceState) -> None:
         """After the log grew: drop sessions it no longer admits (removed, model too old)."""
@@ -836,11 +849,12 @@ class RelayServer:
         sp, tag, items = msg["s"], msg["e"], msg["x"]
         r = self._check_space(session, sp)
         if r is None:
-            r = self._check_envelopes(self._states[sp], items, session.device or "")
+            r = self._check_envelopes(self._states[sp], items, session.device or "", tag)
         if r is None:
             usage = self.storage.env_usage(sp, tag)
             r = policy.check_put(
-                self.plan, env_count=self.storage.env_count(sp), known_env=usage is not None,
+                self.plan, env_count=self.storage.env_count(sp),
+                known_env=policy.counted_env(usage.declared_bytes if usage else None, msg["z"]),
                 declared_bytes=msg["z"], stored_bytes=usage.stored_bytes if usage else 0,
                 adding_bytes=sum(len(e.ct) for e in items))
         if r is not None:
@@ -856,10 +870,11 @@ class RelayServer:
         await session.send({"t": "ack", "i": msg["i"], "s": sp, "e": tag, "n": len(stored)})
 
     @staticmethod
-    def _check_envelopes(state: SpaceState, items: Iterable[Envelope], uploader: str
-                         ) -> Refusal | None:
+    def _check_envelopes(state: SpaceState, items: Iterable[Envelope], uploader: str,
+                         tag: str = "") -> Refusal | None:
         for e in items:
-            r = policy.unknown_device(state, e.device) or policy.foreign_slot(uploader, e)
+            r = policy.unknown_device(state, e.device) or policy.foreign_slot(uploader, e) \
+                or policy.refused_writer(state, tag, e)
             if r is not None:
                 return r
             try:

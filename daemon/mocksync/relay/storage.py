@@ -79,7 +79,8 @@ class RelayStorage(Protocol):
         """Every space with a stored log."""
 
     def env_count(self, space: str) -> int:
-        """Environments (distinct tags) the space has on the relay."""
+        """Live environments (distinct tags whose last declared size is above 0) the space
+        has on the relay: the number its plan's count quota limits."""
 
     def env_usage(self, space: str, tag: str) -> EnvUsage | None:
         """Size figures of one environment, or None if the relay holds nothing of it."""
@@ -100,6 +101,10 @@ class RelayStorage(Protocol):
               max_bytes: int) -> tuple[list[Envelope], bool]:
         """Envelopes with seq above `have[device]` (0 when absent), ascending per device, at
         most `max_items` and about `max_bytes` (always at least one); and whether more remain."""
+
+    def purge_after(self, space: str, device: str, cuts: Mapping[str, int]) -> int:
+        """Drop `device`'s envelopes above its removal cut (`cuts`: env tag -> last seq kept;
+        a tag not named keeps none); returns how many went."""
 
     def close(self) -> None: ...
 
@@ -154,7 +159,10 @@ class SQLiteStorage:
 
     # ---------------------------------------------------------------- envelopes
     def env_count(self, space: str) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM envs WHERE space=?", (space,)).fetchone()[0]
+        # Live environments only: an unshared or deleted one declares 0 bytes from its
+        # tombstone on, and must not keep a slot of the plan's count for ever.
+        return self.db.execute("SELECT COUNT(*) FROM envs WHERE space=? AND declared > 0",
+                               (space,)).fetchone()[0]
 
     def env_usage(self, space: str, tag: str) -> EnvUsage | None:
         row = self.db.execute(
@@ -187,6 +195,27 @@ class SQLiteStorage:
                 self.db.execute("ROLLBACK")
                 raise
         return stored
+
+    def purge_after(self, space: str, device: str, cuts: Mapping[str, int]) -> int:
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self.db.execute(
+                    "SELECT id, tag, seq, LENGTH(ct) FROM envelopes WHERE space=? AND device=?",
+                    (space, device)).fetchall()
+                gone = [(i, tag, size) for i, tag, seq, size in rows if seq > cuts.get(tag, 0)]
+                self.db.executemany("DELETE FROM envelopes WHERE id=?", [(i,) for i, _t, _z in gone])
+                freed: dict[str, int] = {}
+                for _i, tag, size in gone:
+                    freed[tag] = freed.get(tag, 0) + size
+                self.db.executemany(
+                    "UPDATE envs SET stored=MAX(0, stored - ?) WHERE space=? AND tag=?",
+                    [(n, space, tag) for tag, n in freed.items()])
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return len(gone)
 
     def _prefix(self, space: str, tag: str, device: str, top: int, count: int) -> int:
         if top == count:

@@ -26,10 +26,12 @@ from .membership import (
     SpaceState,
     extend_log,
     new_genesis,
+    new_space_id,
     remove_device,
     remove_member,
     rotate_key,
 )
+from .names import names_key
 from .store import (
     StoredSpace,
     add_space,
@@ -69,9 +71,13 @@ def create_space(home: Home, identity: Identity, name: str, *, kind: str = "team
         if s.name.casefold() == name.casefold():
             raise MembershipError(f"this device already belongs to a space named {s.name!r}; pick another name")
     t = _now(now)
+    # Names go into the log sealed with a key only members hold (`space.names`): the relay
+    # stores and verifies the log without reading who is in it.
+    space_id, key = new_space_id(), new_content_key()
     genesis = new_genesis(identity, name=name, member_name=identity.member_name, kind=kind,
-                          relay=relay, device_limit=device_limit, now_ms=int(t * 1000))
-    return add_space(home, [genesis], {1: new_content_key()}, now=t)
+                          relay=relay, device_limit=device_limit, now_ms=int(t * 1000),
+                          space_id=space_id, names_key=names_key(space_id, {1: key}))
+    return add_space(home, [genesis], {1: key}, now=t)
 
 
 def issue_invite(home: Home, identity: Identity, space: str, *, role: str = "editor",
@@ -124,20 +130,27 @@ def resolve_target(state: SpaceState, text: str) -> Target:
     return Target("member", m.id, f"member {m.name}", m.devices)
 
 
-def seen_seqs(home: Home, device_id: str) -> dict[str, int]:
-    """The last seq of `device_id` this device has applied, per environment: the cut a removal
-    records (SECURITY.md 2). Read from the change log when there is one."""
+def seen_seqs(home: Home, device_id: str, space: StoredSpace | None = None) -> dict[str, int]:
+    """The last seq of `device_id` this device has applied, per environment of `space`, keyed
+    by env tag: the cut a removal records (SECURITY.md 2, `space.writers`). Tags, not ids, so
+    the relay applies the same cut and the log names no environment; only environments of
+    `space` (another space's are none of this log's business). Without `space` (older
+    callers), keyed by environment id."""
     if not home.log_db.exists():
         return {}
+    from ..relay.envelope import Tagger
     from ..store.log import Store
 
+    tagger = Tagger(space.space_id, space.keys) if space is not None else None
     store = Store(home.log_db)
     try:
         cut = {}
         for env in store.envs():
+            if space is not None and store.head_space(env) != space.space_id:
+                continue
             seq = store.version_vector(env).get(device_id)
             if seq:
-                cut[env] = seq
+                cut[tagger(env) if tagger is not None else env] = seq
         return cut
     finally:
         store.close()
@@ -162,10 +175,11 @@ def remove(home: Home, identity: Identity, space: str, target_text: str, *,
     ms = int(t * 1000)
     if target.kind == "device":
         rm = remove_device(identity, state, device_id=target.id,
-                           covers=seen_seqs(home, target.id), now_ms=ms)
+                           covers=seen_seqs(home, target.id, sp), now_ms=ms)
     else:
         rm = remove_member(identity, state, member_id=target.id,
-                           covers={d: seen_seqs(home, d) for d in target.devices}, now_ms=ms)
+                           covers={d: seen_seqs(home, d, sp) for d in target.devices},
+                           now_ms=ms)
     after = extend_log(sp.entries, [rm])
     if max(sp.keys, default=0) != after.key_generation:
         raise MembershipError(

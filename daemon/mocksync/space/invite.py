@@ -61,6 +61,7 @@ from .membership import (
     new_member_id,
     verify_log,
 )
+from .names import names_key
 
 TOKEN_PREFIX = "mocksync1-"
 TOKEN_FORMAT = 1
@@ -481,6 +482,8 @@ class JoinerSession:
             raise InviteError(
                 f"the welcome lacks the current content key (generation {state.key_generation})"
             )
+        # Now the names in the log can be read (sealed with a key derived from generation 1).
+        state = verify_log(entries, names_key(self.token.space, opened))
         self.result = JoinResult(entries, state, opened, member)
         self.state = "joined"
 
@@ -567,7 +570,8 @@ class AdminSession:
         if not verify_signature(device.sign_key, _DEVICE_SIG_DOMAIN + transcript, sig):
             raise InviteError("the joining device did not prove it holds its signing key")
 
-        state = verify_log(self.entries)
+        nk = names_key(space, self.keys)  # the joiner's names go into the log sealed
+        state = verify_log(self.entries, nk)
         me = self.identity.device_id
         if not state.is_admin(me):
             raise InviteError("the inviting device is no longer an admin of the space")
@@ -598,11 +602,11 @@ class AdminSession:
         else:
             member_id = new_member_id()
             new.append(add_member(self.identity, state, member_id=member_id, name=member_name,
-                                  role=rec.role, now_ms=int(now * 1000)))
-            state = extend_log(self.entries, new)
+                                  role=rec.role, now_ms=int(now * 1000), names_key=nk))
+            state = extend_log(self.entries, new, nk)
         new.append(add_device(self.identity, state, member_id=member_id, device=device,
-                              sealed_key=(gen, sealed), now_ms=int(now * 1000)))
-        state = extend_log(self.entries, new)
+                              sealed_key=(gen, sealed), now_ms=int(now * 1000), names_key=nk))
+        state = extend_log(self.entries, new, nk)
         self.book.mark_used(rec.invite_id, device.device_id, now)
         self.state = "done"
         self.outcome = Admission(rec.invite_id, device.device_id, member_id, new, state)

@@ -19,8 +19,8 @@ one entry has exactly one wire form and one hash.
                     device: {id, name, sign, box}, model, device_limit}
     add_member     {member: {id, name}, role: admin|editor}
     add_device     {member: id, device: {id, name, sign, box}, key: {gen, sealed}|None}
-    remove_device  {device: id, covers: {env: last seq}}
-    remove_member  {member: id, covers: {device id: {env: last seq}}}
+    remove_device  {device: id, covers: {env tag: last seq}}
+    remove_member  {member: id, covers: {device id: {env tag: last seq}}}
     set_role       {member: id, role}
     rotate_key     {gen, sealed: {device id: sealed content key}}
     migrate        {model}
@@ -47,10 +47,13 @@ counter, malformed fields) are not "void": they make `verify_log` raise Membersh
 no honest device produces them.
 
 Removal and change sets (SECURITY.md property 2): a removal records, per environment, the last
-seq of the removed device the admin had seen (`covers`). `accepts_change(device, env, seq)`
-then accepts that device's change sets with `seq <= covers[env]` and nothing else. A per-env
-cut (not one global number) because a device's seqs run per environment chain. When a device
-is removed twice concurrently, the first removal in the order supplies the cut.
+seq of the removed device the admin had seen (`covers`), keyed by the environment's relay tag
+(`relay.envelope.env_tag`), not its id: the relay, which sees only tags, applies the same cut
+as every member (`space.writers.judge_change`, the one decision both use), and the log names
+no environment. `accepts_change(device, tag, seq)` accepts that device's change sets with
+`seq <= covers[tag]` and nothing else. A per-env cut (not one global number) because a
+device's seqs run per environment chain. When a device is removed twice concurrently, the
+first removal in the order supplies the cut.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -77,8 +80,12 @@ from .fields import (
     relay_url_problem,
 )
 from .identity import ID_TEXT_CHARS, DevicePublic, is_device_id, verify_signature
+from .names import open_name, placeholder, seal_name, sealed_name_problem
 
 ENTRY_FORMAT = 1
+#: Entries whose names (space, member, device) are sealed for members (`space.names`): the
+#: relay verifies them without reading the names. Format 1 entries are still read.
+SEALED_NAMES_FORMAT = 2
 KINDS = ("genesis", "add_member", "add_device", "remove_device", "remove_member", "set_role",
          "rotate_key", "migrate")
 ROLES = ("admin", "editor")
@@ -124,6 +131,10 @@ def new_member_id() -> str:
     return secrets.token_hex(MEMBER_ID_CHARS // 2)
 
 
+#: (name field as in an entry, role "space"|"member"|"device", member or device id) -> text.
+NameReader = Callable[[Any, str, str], str]
+
+
 class Signer(Protocol):
     """What signs entries: an `Identity` does."""
 
@@ -165,37 +176,57 @@ def _cut(obj: Any, what: str) -> dict[str, int]:
     return obj
 
 
-def _member_rec(obj: Any, what: str) -> dict[str, Any]:
+def _name(d: Mapping[str, Any], key: str, what: str, v: int) -> None:
+    """A name field: text in format 1, a sealed name (shape checked) in format 2."""
+    if v < SEALED_NAMES_FORMAT:
+        get_name(d, key, what, MembershipError)
+        return
+    problem = sealed_name_problem(d[key])
+    if problem:
+        raise MembershipError(f"{what}: field {key!r} {problem}")
+
+
+def _member_rec(obj: Any, what: str, v: int = ENTRY_FORMAT) -> dict[str, Any]:
     m = exact_map(obj, {"id", "name"}, what, MembershipError)
     _member_id(m, "id", what)
-    get_name(m, "name", what, MembershipError)
+    _name(m, "name", what, v)
     return m
 
 
-def _validate_data(kind: str, data: Any, what: str) -> None:
+def _device_pub(obj: Any, what: str, v: int = ENTRY_FORMAT) -> None:
+    """A device record: its name sealed in format 2, the rest checked as `DevicePublic`."""
+    if v < SEALED_NAMES_FORMAT:
+        DevicePublic.from_cbor(obj, what, MembershipError)
+        return
+    d = exact_map(obj, {"id", "name", "sign", "box"}, what, MembershipError)
+    _name(d, "name", what, v)
+    DevicePublic.from_cbor({**d, "name": "sealed"}, what, MembershipError)
+
+
+def _validate_data(kind: str, data: Any, what: str, v: int = ENTRY_FORMAT) -> None:
     E = MembershipError
     if kind == "genesis":
         d = exact_map(data, {"name", "space_kind", "relay", "member", "device", "model",
                              "device_limit"}, what, E)
-        get_name(d, "name", what, E)
+        _name(d, "name", what, v)
         get_str(d, "space_kind", what, E, choices=SPACE_KINDS)
         if d["relay"] is not None:
             get_str(d, "relay", what, E, max_chars=256)
             problem = relay_url_problem(d["relay"])
             if problem:
                 raise E(f"{what}: relay address {problem}")
-        _member_rec(d["member"], what + " member")
-        DevicePublic.from_cbor(d["device"], what + " device", E)
+        _member_rec(d["member"], what + " member", v)
+        _device_pub(d["device"], what + " device", v)
         get_int(d, "model", what, E, lo=1, hi=MAX_MODEL_VERSION)
         get_int(d, "device_limit", what, E, lo=1, hi=MAX_DEVICE_LIMIT)
     elif kind == "add_member":
         d = exact_map(data, {"member", "role"}, what, E)
-        _member_rec(d["member"], what + " member")
+        _member_rec(d["member"], what + " member", v)
         get_str(d, "role", what, E, choices=ROLES)
     elif kind == "add_device":
         d = exact_map(data, {"member", "device", "key"}, what, E)
         _member_id(d, "member", what)
-        DevicePublic.from_cbor(d["device"], what + " device", E)
+        _device_pub(d["device"], what + " device", v)
         if d["key"] is not None:
             k = exact_map(d["key"], {"gen", "sealed"}, what + " key", E)
             get_int(k, "gen", what, E, lo=1, hi=MAX_GENERATION)
@@ -251,6 +282,8 @@ class Entry:
     counter: int
     time_ms: int
     data: Any = field(repr=False)
+    #: ENTRY_FORMAT (names in the clear) or SEALED_NAMES_FORMAT.
+    version: int = ENTRY_FORMAT
 
     @property
     def hash_hex(self) -> str:
@@ -288,7 +321,8 @@ class Entry:
         except ChangeSetError as exc:
             raise MembershipError(str(exc)) from None
         body = exact_map(body, _BODY_KEYS, what, MembershipError)
-        get_int(body, "v", what, MembershipError, lo=ENTRY_FORMAT, hi=ENTRY_FORMAT)
+        version = get_int(body, "v", what, MembershipError, lo=ENTRY_FORMAT,
+                          hi=SEALED_NAMES_FORMAT)
         space = get_bytes(body, "space", what, MembershipError, length=SPACE_ID_BYTES)
         kind = get_str(body, "kind", what, MembershipError, choices=KINDS)
         what = f"{kind} entry {digest.hex()[:12]}"
@@ -308,11 +342,11 @@ class Entry:
                 raise MembershipError(f"{what}: a genesis entry has no parents and counter 0")
         elif not parents or counter < 1:
             raise MembershipError(f"{what}: builds on no earlier entry")
-        _validate_data(kind, body["data"], what)
+        _validate_data(kind, body["data"], what, version)
         if kind == "genesis" and body["data"]["device"]["id"] != author:
             raise MembershipError(f"{what}: the genesis must be signed by the device it names")
         return cls(wire, digest, body_bytes, sig, space, kind, author, tuple(parents), counter,
-                   time_ms, body["data"])
+                   time_ms, body["data"], version)
 
 
 def _coerce(e: Entry | bytes) -> Entry:
@@ -401,11 +435,12 @@ class SpaceState:
     def admin_devices(self) -> list[str]:
         return sorted(d for d in self.devices if self.is_admin(d))
 
-    def accepts_change(self, device_id: str, env: str, seq: int) -> bool:
-        """May a change set `(device_id, env, seq)` enter this space's log? (SECURITY.md 2)
+    def accepts_change(self, device_id: str, tag: str, seq: int) -> bool:
+        """May a change set `(device_id, env tag, seq)` enter this space's log? (SECURITY.md 2)
 
         Active devices: yes. Removed devices: only up to the seq their removal covers for
-        that environment. Anyone else: no."""
+        that environment's tag. Anyone else: no. `space.writers.judge_change` is the same
+        decision with its reason and the key to verify with."""
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
             return False
         if device_id in self.devices:
@@ -413,7 +448,7 @@ class SpaceState:
         removal = self.removed_devices.get(device_id)
         if removal is None:
             return False
-        return seq <= removal.covers.get(env, 0)
+        return seq <= removal.covers.get(tag, 0)
 
     def find_members(self, text: str) -> list[Member]:
         """Active members whose id or name is `text` (names compared case-insensitively)."""
@@ -439,8 +474,11 @@ class SpaceState:
 class _Replay:
     """One pass over the ordered entries with a given set of entries forced void."""
 
-    def __init__(self, order: list[Entry], anc: list[int], forced: set[int]) -> None:
+    def __init__(self, order: list[Entry], anc: list[int], forced: set[int],
+                 name_of: NameReader | None = None) -> None:
         self.order = order
+        #: Turns a name field (text, or a sealed name) into display text.
+        self.name_of: NameReader = name_of or (lambda raw, role, ident: str(raw))
         self.anc = anc
         self.forced = forced
         self.members: dict[str, dict[str, Any]] = {}
@@ -486,8 +524,8 @@ class _Replay:
             self.g = d
             self.model = d["model"]
             mid = d["member"]["id"]
-            self.members[mid] = {"id": mid, "name": d["member"]["name"], "role": "admin",
-                                 "devices": []}
+            self.members[mid] = {"id": mid, "name": self.name_of(d["member"]["name"], "member", mid),
+                                 "role": "admin", "devices": []}
             self._add_device_rec(i, mid, d["device"], e.author)
             self.gen_creator = e.author
             return None
@@ -523,8 +561,8 @@ class _Replay:
             return f"member {mid} was removed and can never be added back"
         if len(self.members) >= MAX_MEMBERS:
             return f"the space already has {MAX_MEMBERS} members, the limit"
-        self.members[mid] = {"id": mid, "name": d["member"]["name"], "role": d["role"],
-                             "devices": []}
+        self.members[mid] = {"id": mid, "name": self.name_of(d["member"]["name"], "member", mid),
+                             "role": d["role"], "devices": []}
         return None
 
     def _add_device(self, i: int, e: Entry, d: dict[str, Any]) -> str | None:
@@ -558,7 +596,9 @@ class _Replay:
         return None
 
     def _add_device_rec(self, i: int, mid: str, rec: dict[str, Any], by: str) -> None:
-        self.devices[rec["id"]] = {"id": rec["id"], "name": rec["name"], "member": mid,
+        self.devices[rec["id"]] = {"id": rec["id"],
+                                   "name": self.name_of(rec["name"], "device", rec["id"]),
+                                   "member": mid,
                                    "sign": rec["sign"], "box": rec["box"], "by": by}
         self.members[mid]["devices"].append(rec["id"])
         self.added_at[rec["id"]] = i
@@ -629,8 +669,22 @@ class _Replay:
         return None
 
 
-def verify_log(entries: Iterable[Entry | bytes]) -> SpaceState:
+def _name_reader(space: bytes, names_key: bytes | None) -> NameReader:
+    """Names as members see them: text (format 1) kept, sealed names (format 2) opened with
+    the space's names key; a name that cannot be opened (no key: the relay) shows ids only."""
+    def read(raw: Any, role: str, ident: str) -> str:
+        if isinstance(raw, str):
+            return raw
+        name = open_name(names_key, space, role, ident, raw)
+        return name if name is not None else placeholder(role, ident, space)
+    return read
+
+
+def verify_log(entries: Iterable[Entry | bytes], names_key: bytes | None = None) -> SpaceState:
     """Verify a whole membership log and return the state it proves.
+
+    `names_key` (`space.names.names_key`) opens sealed names; without it (the relay) the
+    state names people and the space by id only. Nothing else depends on it.
 
     Raises MembershipError for anything no honest device produces (malformed or oversized
     entries, bad or unknown signatures, a missing parent, zero or several genesis entries,
@@ -679,6 +733,7 @@ def verify_log(entries: Iterable[Entry | bytes]) -> SpaceState:
         if e.counter != 1 + max(counters):
             raise MembershipError(f"{e.short} has counter {e.counter}, expected {1 + max(counters)}")
 
+    names = _name_reader(genesis.space, names_key)
     order = sorted(by_hash.values(), key=lambda x: (x.counter, x.hash))
     index = {e.hash: i for i, e in enumerate(order)}
     anc: list[int] = []
@@ -714,7 +769,7 @@ def verify_log(entries: Iterable[Entry | bytes]) -> SpaceState:
     # no removal in effect has an unseen entry of its device left valid.
     forced: frozenset[int] = frozenset()
     seen_sets: list[frozenset[int]] = []
-    rp = _Replay(order, anc, set(forced))
+    rp = _Replay(order, anc, set(forced), names)
     rp.run()
     for _ in range(_MAX_EXACT_ROUNDS):
         nxt = unseen_by_removals(rp)
@@ -726,10 +781,10 @@ def verify_log(entries: Iterable[Entry | bytes]) -> SpaceState:
             seen_sets = []
             break
         forced = nxt
-        rp = _Replay(order, anc, set(forced))
+        rp = _Replay(order, anc, set(forced), names)
         rp.run()
     while True:
-        rp = _Replay(order, anc, set(forced))
+        rp = _Replay(order, anc, set(forced), names)
         rp.run()
         grown = forced | unseen_by_removals(rp)
         if grown == forced:
@@ -746,7 +801,7 @@ def verify_log(entries: Iterable[Entry | bytes]) -> SpaceState:
     }
     return SpaceState(
         space_id=genesis.space.hex(),
-        name=g["name"],
+        name=names(g["name"], "space", ""),
         kind=g["space_kind"],
         relay=g["relay"],
         model=rp.model,
@@ -768,12 +823,13 @@ def verify_log(entries: Iterable[Entry | bytes]) -> SpaceState:
     )
 
 
-def extend_log(entries: Iterable[Entry | bytes], new: Iterable[Entry | bytes]) -> SpaceState:
+def extend_log(entries: Iterable[Entry | bytes], new: Iterable[Entry | bytes],
+               names_key: bytes | None = None) -> SpaceState:
     """Verify `entries + new` and refuse (MembershipError, nothing changed) if any new entry
     would be void: what a device or the relay runs before storing entries it was sent."""
     base = [_coerce(e) for e in entries]
     added = [_coerce(e) for e in new]
-    state = verify_log(base + added)
+    state = verify_log(base + added, names_key)
     for e in added:
         reason = state.void.get(e.hash_hex)
         if reason:
@@ -785,8 +841,8 @@ def extend_log(entries: Iterable[Entry | bytes], new: Iterable[Entry | bytes]) -
 
 
 def _sign(signer: Signer, space: bytes, kind: str, data: dict[str, Any], parents: list[bytes],
-          counter: int, now_ms: int) -> Entry:
-    body = {"v": ENTRY_FORMAT, "space": space, "kind": kind, "author": signer.device_id,
+          counter: int, now_ms: int, version: int = ENTRY_FORMAT) -> Entry:
+    body = {"v": version, "space": space, "kind": kind, "author": signer.device_id,
             "parents": sorted(parents), "counter": counter, "time": int(now_ms), "data": data}
     body_bytes = encode(body)
     sig = signer.sign(_SIGN_DOMAIN + body_bytes)
@@ -796,34 +852,62 @@ def _sign(signer: Signer, space: bytes, kind: str, data: dict[str, Any], parents
 def new_genesis(signer: Signer, *, name: str, member_name: str, now_ms: int,
                 kind: str = "team", relay: str | None = None, member_id: str | None = None,
                 space_id: bytes | None = None, device_limit: int = DEFAULT_DEVICE_LIMIT,
-                model: int = MODEL_VERSION) -> Entry:
-    """The first entry of a new space: `signer`'s device is its first admin device."""
+                model: int = MODEL_VERSION, names_key: bytes | None = None) -> Entry:
+    """The first entry of a new space: `signer`'s device is its first admin device.
+
+    With `names_key` (derived from the space's generation-1 content key: pass `space_id`
+    too) the names are sealed (format 2), so the relay that stores the log cannot read them;
+    without, they are text (format 1: tools and tests)."""
+    space = space_id or new_space_id()
+    mid = member_id or new_member_id()
+    device = signer.public.to_cbor()
+    version = ENTRY_FORMAT
+    if names_key is not None:
+        version = SEALED_NAMES_FORMAT
+        name = seal_name(names_key, space, "space", "", name)  # type: ignore[assignment]
+        member_name = seal_name(names_key, space, "member", mid, member_name)  # type: ignore[assignment]
+        device["name"] = seal_name(names_key, space, "device", device["id"], device["name"])
     data = {"name": name, "space_kind": kind, "relay": relay,
-            "member": {"id": member_id or new_member_id(), "name": member_name},
-            "device": signer.public.to_cbor(), "model": model, "device_limit": device_limit}
-    return _sign(signer, space_id or new_space_id(), "genesis", data, [], 0, now_ms)
+            "member": {"id": mid, "name": member_name},
+            "device": device, "model": model, "device_limit": device_limit}
+    return _sign(signer, space, "genesis", data, [], 0, now_ms, version)
 
 
 def sign_entry(signer: Signer, state: SpaceState, kind: str, data: dict[str, Any], *,
-               now_ms: int) -> Entry:
+               now_ms: int, version: int = ENTRY_FORMAT) -> Entry:
     """A new entry of `kind` building on every current head of `state`."""
     if kind == "genesis" or kind not in KINDS:
         raise MembershipError(f"cannot append an entry of kind {kind!r}")
     return _sign(signer, state.space_id_bytes, kind, data, list(state.heads), state.next_counter,
-                 now_ms)
+                 now_ms, version)
 
 
 def add_member(signer: Signer, state: SpaceState, *, member_id: str, name: str, role: str,
-               now_ms: int) -> Entry:
+               now_ms: int, names_key: bytes | None = None) -> Entry:
+    """Add a member; with `names_key` its name is sealed (format 2, see `new_genesis`)."""
+    version, sealed = ENTRY_FORMAT, name
+    if names_key is not None:
+        version = SEALED_NAMES_FORMAT
+        sealed = seal_name(names_key, state.space_id_bytes, "member", member_id, name)  # type: ignore[assignment]
     return sign_entry(signer, state, "add_member",
-                      {"member": {"id": member_id, "name": name}, "role": role}, now_ms=now_ms)
+                      {"member": {"id": member_id, "name": sealed}, "role": role}, now_ms=now_ms,
+                      version=version)
 
 
 def add_device(signer: Signer, state: SpaceState, *, member_id: str, device: DevicePublic,
-               sealed_key: tuple[int, bytes] | None, now_ms: int) -> Entry:
+               sealed_key: tuple[int, bytes] | None, now_ms: int,
+               names_key: bytes | None = None) -> Entry:
+    """Add a device; with `names_key` its name is sealed (format 2, see `new_genesis`)."""
     key = None if sealed_key is None else {"gen": sealed_key[0], "sealed": sealed_key[1]}
+    rec = device.to_cbor()
+    version = ENTRY_FORMAT
+    if names_key is not None:
+        version = SEALED_NAMES_FORMAT
+        rec["name"] = seal_name(names_key, state.space_id_bytes, "device", device.device_id,
+                                device.name)
     return sign_entry(signer, state, "add_device",
-                      {"member": member_id, "device": device.to_cbor(), "key": key}, now_ms=now_ms)
+                      {"member": member_id, "device": rec, "key": key}, now_ms=now_ms,
+                      version=version)
 
 
 def remove_device(signer: Signer, state: SpaceState, *, device_id: str,

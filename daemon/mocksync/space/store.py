@@ -29,6 +29,7 @@ from ..store.docs import open_docs
 from .errors import MembershipError, SpaceNotFoundError
 from .invite import InviteBook, IssuedInvite
 from .membership import Entry, SpaceState, extend_log, verify_log
+from .names import names_key
 
 SPACES_TABLE = "spaces"
 INVITES_TABLE = "invites"
@@ -78,10 +79,15 @@ def _unb64(s: str) -> bytes:
     return base64.b64decode(s.encode("ascii"), validate=True)
 
 
+def _names(entries: list[Entry], keys: Mapping[int, bytes]) -> bytes | None:
+    """The key that opens the log's sealed names (`space.names`), when generation 1 is held."""
+    return names_key(entries[0].space, keys) if entries else None
+
+
 def _load(doc: Mapping[str, Any]) -> StoredSpace:
     entries = [Entry.from_wire(_unb64(w)) for w in doc["entries"]]
-    state = verify_log(entries)
     keys = {int(g): _unb64(k) for g, k in doc.get("keys", {}).items()}
+    state = verify_log(entries, _names(entries, keys))
     return StoredSpace(state, entries, keys, float(doc.get("joined", 0.0)))
 
 
@@ -132,7 +138,7 @@ def get_space(home: Home, name_or_id: str) -> StoredSpace:
 def add_space(home: Home, entries: list[Entry], keys: Mapping[int, bytes], *,
               now: float | None = None) -> StoredSpace:
     """Record a space this device created or joined (verifies the log first)."""
-    state = verify_log(entries)
+    state = verify_log(entries, _names(entries, keys))
     joined = time.time() if now is None else now
     with locked(home) as db:
         table = db.table(SPACES_TABLE)
@@ -150,7 +156,7 @@ def rejoin_space(home: Home, entries: list[Entry], keys: Mapping[int, bytes], de
     removed, then re-invited). The welcome's log is the authority; entries only this device
     holds are kept when the union still admits it, and every key generation is kept (old data
     stays readable). Nothing is written unless the result admits `device_id`."""
-    welcome = verify_log(entries)
+    welcome = verify_log(entries, _names(entries, keys))
     if not welcome.is_member(device_id):
         raise MembershipError("the welcome's log does not admit this device; nothing was changed")
     joined = time.time() if now is None else now
@@ -163,7 +169,7 @@ def rejoin_space(home: Home, entries: list[Entry], keys: Mapping[int, bytes], de
         known = {e.hash for e in entries}
         merged = list(entries) + [e for e in current.entries if e.hash not in known]
         try:
-            state = verify_log(merged)
+            state = verify_log(merged, _names(merged, {**current.keys, **keys}))
         except MembershipError:
             state = None
         if state is None or not state.is_member(device_id):
@@ -187,9 +193,9 @@ def append_entries(home: Home, space_id: str, new: Iterable[Entry],
         current = _load(doc)
         known = {e.hash for e in current.entries}
         fresh = [e for e in new if e.hash not in known]
-        state = extend_log(current.entries, fresh)
         keys = dict(current.keys)
         keys.update(new_keys or {})
+        state = extend_log(current.entries, fresh, _names(current.entries, keys))
         entries = current.entries + fresh
         table.update(_doc(entries, keys, state, current.joined), Query().space_id == space_id)
     return StoredSpace(state, entries, keys, current.joined)

@@ -18,11 +18,12 @@ the author's public key only for devices the space accepts.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import zlib
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from ..changes import vv as vvmod
 from ..errors import ChangeSetError, MocksyncError, ValidationError
 from ..model import ApplyResult, Conflict, State, to_wire, validate_ops
 from ..model.state import ABSENT, close_deps
+from ..paths import PRIVATE_FILE_MODE
 
 SCHEMA_VERSION = 1
 #: Change sets waiting for a missing predecessor, per environment, before we refuse more.
@@ -42,6 +44,8 @@ MAX_PENDING_PER_ENV = 10_000
 MAX_QUARANTINED_PER_ENV = 1_000
 #: Decoded `deps` of applied change sets kept in memory (conflict checks, closing new deps).
 MAX_DEPS_CACHE = 4_096
+#: Rows kept in the `rejected` table (status shows the newest few); older ones are dropped.
+MAX_REJECTED_ROWS = 1_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -100,6 +104,10 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Created 0600 before SQLite opens it: its -wal/-shm files copy this mode, and the WAL
+        # holds plaintext environments (issue 13: no other local user may read them).
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                         PRIVATE_FILE_MODE))
         self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives any process crash (kill -9); FULL would add an fsync per
@@ -139,7 +147,11 @@ class Store:
                 )
                 self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                # SQLite already rolled back after some failures (a full disk, an I/O error):
+                # a second ROLLBACK would raise "cannot rollback" and hide the real cause.
+                if self.db.in_transaction:
+                    with suppress(sqlite3.Error):
+                        self.db.execute("ROLLBACK")
                 if env is not None:
                     self._states.pop(env, None)  # memory may be ahead of disk: reload
                 self.clock.last = int(self._meta("clock", "0"))
@@ -278,6 +290,21 @@ class Store:
                 (limit,),
             )
         ]
+
+    def refusals(self, env: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Refused change sets of one environment, newest first (what `status` explains)."""
+        return [
+            {"device": d, "seq": s, "reason": r, "at_ms": t}
+            for d, s, r, t in self.db.execute(
+                "SELECT device, seq, reason, at_ms FROM rejected WHERE env=? ORDER BY id DESC "
+                "LIMIT ?", (env, limit))
+        ]
+
+    def quarantined(self, env: str) -> list[tuple[str, int, int]]:
+        """`(device, seq, hlc)` of the change sets of `env` held back for a far-future stamp."""
+        return [(d, s, h) for d, s, h in self.db.execute(
+            "SELECT device, seq, hlc FROM changesets WHERE env=? AND status=? ORDER BY device, seq",
+            (env, QUARANTINED))]
 
     # ------------------------------------------------------------------ writes
     def _persist(self, env: str, st: State, res: ApplyResult, now_ms: int) -> None:
@@ -599,10 +626,86 @@ class Store:
 
     def _reject(self, cs: ChangeSet, reason: str, now_ms: int) -> None:
         with self._tx():
-            self.db.execute(
-                "INSERT INTO rejected (env, device, seq, reason, at_ms) VALUES (?, ?, ?, ?, ?)",
-                (cs.env, cs.device, cs.seq, reason, now_ms),
-            )
+            self._note_rejected(cs.env, cs.device, cs.seq, reason, now_ms)
+
+    def _note_rejected(self, env: str, device: str, seq: int, reason: str, now_ms: int) -> None:
+        """One `rejected` row (inside a transaction): the same refusal of the same change set
+        is kept once (a peer that re-sends it does not fill the table), and the table keeps
+        the newest MAX_REJECTED_ROWS rows."""
+        if self.db.execute(
+            "SELECT 1 FROM rejected WHERE env=? AND device=? AND seq=? AND reason=? LIMIT 1",
+            (env, device, seq, reason),
+        ).fetchone():
+            return
+        self.db.execute(
+            "INSERT INTO rejected (env, device, seq, reason, at_ms) VALUES (?, ?, ?, ?, ?)",
+            (env, device, seq, reason, now_ms),
+        )
+        self.db.execute(
+            "DELETE FROM rejected WHERE id <= (SELECT MAX(id) FROM rejected) - ?",
+            (MAX_REJECTED_ROWS,),
+        )
+
+    def refuse(self, cs: ChangeSet, reason: str, now_ms: int) -> None:
+        """Record that `cs` was refused before reaching the log (its author may not write to
+        the space: `space.writers`), so `status` names it. Changes nothing else."""
+        self._reject(cs, reason, now_ms)
+
+    def held_seqs(self, env: str) -> dict[str, int]:
+        """Highest seq held per device for `env`, whatever its status (applied, waiting for a
+        predecessor, quarantined): what a removal cut is compared against."""
+        return {d: s for d, s in self.db.execute(
+            "SELECT device, MAX(seq) FROM changesets WHERE env=? GROUP BY device", (env,))}
+
+    def revoke(self, env: str, device: str, cut: int, reason: str, now_ms: int) -> list[int]:
+        """Take back `device`'s change sets of `env` numbered above `cut` (its removal's cut,
+        which this device learned after applying them) and rebuild the environment from the
+        change sets that remain, in one transaction. Returns the seqs taken back (listed in
+        `rejected` with `reason`).
+
+        Why a rebuild and not an undo: applying is commutative, so the state of a log is the
+        same whatever the order its change sets arrived in; replaying the remaining applied
+        change sets gives exactly the state of a member that never accepted the revoked ones,
+        which is what makes every member converge. Change sets of others that built on the
+        revoked ones stay (their authors are members); their `deps` may name a revoked change
+        set, which only means "seen", never "required"."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT seq, status FROM changesets WHERE env=? AND device=? AND seq>? "
+                "ORDER BY seq", (env, device, cut)).fetchall()
+            if not rows:
+                return []
+            seqs = [r[0] for r in rows]
+            rebuild = any(r[1] == APPLIED for r in rows)
+            old = set(self.state(env).entities) if rebuild else set()
+            try:
+                with self._tx(env):
+                    self.db.execute("DELETE FROM changesets WHERE env=? AND device=? AND seq>?",
+                                    (env, device, cut))
+                    for seq in seqs:
+                        self._note_rejected(env, device, seq, reason, now_ms)
+                    if rebuild:
+                        self._deps_cache = {k: v for k, v in self._deps_cache.items()
+                                            if k[0] != env}
+                        st = State(env, self._deps_lookup(env))
+                        for wire, hlc, dev, seq in self.db.execute(
+                            "SELECT wire, hlc, device, seq FROM changesets WHERE env=? AND "
+                            "status=? ORDER BY hlc, device, seq", (env, APPLIED)).fetchall():
+                            cs = ChangeSet.decode(wire)
+                            st.apply(_checked_ops(cs), (hlc, dev), (dev, seq), dict(cs.deps))
+                        self._states[env] = st
+                        self.db.execute("DELETE FROM entities WHERE env=?", (env,))
+                        res = ApplyResult()
+                        res.touched = set(st.entities)
+                        self.db.executemany(
+                            "INSERT INTO entities VALUES (?, ?, ?)",
+                            [(env, u, st.entity_record(u)) for u in sorted(st.entities)])
+                        res.touched |= old
+                        self._sync_conflicts(env, st, res, now_ms)
+            except BaseException:
+                self._states.pop(env, None)
+                raise
+        return seqs
 
     # ------------------------------------------------------------------ file bases
     def set_base(self, env: str, path: str, sha256: str, text: bytes) -> None:

@@ -1,0 +1,266 @@
+"""Compare-before-replace (issue 13): a save that lands while the daemon writes is never lost.
+
+The daemon reads the file, renders the merged version, writes it to a temp file, fsyncs it
+and renames it over the file. An editor save landing anywhere in that stretch used to be
+overwritten unseen. These tests put the save exactly there (from inside the temp file's
+fsync, the slowest step of the write) so the race is certain, not a matter of luck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon_harness import (
+    TEST_BLIND_S,
+    Device,
+    copy_example,
+    editor_save,
+    make_agent,
+    make_device,
+    read_doc,
+    response_by_uuid,
+    responses,
+    running,
+    set_label,
+    settle,
+    state_doc,
+    team_space,
+    wait_until,
+)
+from mocksync.agent import writer
+from mocksync.agent.bus import LocalBus
+from mocksync.agent.daemon import Agent
+
+
+@dataclass
+class Two:
+    a: Agent
+    b: Agent
+    dev_a: Device
+    dev_b: Device
+    env: str
+    file_a: Path
+    file_b: Path
+
+
+@pytest.fixture
+async def two(tmp_path: Path) -> AsyncIterator[Two]:
+    dev_a, dev_b = make_device(tmp_path, "a"), make_device(tmp_path, "b")
+    team_space(dev_a, dev_b)
+    bus = LocalBus()
+    src = copy_example("petstore.json", dev_a.folder)
+    async with running(make_agent(dev_a, bus), make_agent(dev_b, bus)) as (a, b):
+        env = a.share(str(src), space="team")["uuid"]
+        await wait_until(lambda: env in b.envs and b.envs[env].path.exists(), "B to adopt")
+        file_b = b.envs[env].path
+        await wait_until(lambda: read_doc(file_b) == read_doc(src), "B's file to match")
+        await settle(a, b)
+        yield Two(a, b, dev_a, dev_b, env, src, file_b)
+
+
+class SaveDuringFsync:
+    """Make an editor save of `path` from inside the next fsync of one of our temp files
+    (the daemon's write of `path` is then between its read and its rename)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, path: Path,
+                 save: Callable[[], None], times: int = 1) -> None:
+        self.path = path
+        self.save = save
+        self.left = times
+        self.fired = 0
+        self._real = os.fsync
+        monkeypatch.setattr(writer.os, "fsync", self._fsync)
+
+    def _fsync(self, fd: int) -> None:
+        self._real(fd)
+        if self.left <= 0:
+            return
+        try:
+            name = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return
+        if Path(name).parent == self.path.parent and Path(name).name.startswith(
+                writer.TEMP_PREFIX):
+            self.left -= 1
+            self.fired += 1
+            self.save()
+
+
+def labels(doc: dict[str, Any], uuids: list[str]) -> dict[str, str]:
+    return {u: response_by_uuid(doc, u)["label"] for u in uuids}
+
+
+async def test_save_landing_mid_write_is_taken_in_not_overwritten(
+        two: Two, monkeypatch: pytest.MonkeyPatch) -> None:
+    uuids = [r["uuid"] for r in responses(read_doc(two.file_a))]
+    ua, ub = uuids[0], uuids[1]
+
+    def bobs_save() -> None:  # the editor on B saves its own edit, unaware of A's
+        doc = read_doc(two.file_b)
+        response_by_uuid(doc, ub)["label"] = "saved by B mid-write"
+        editor_save(two.file_b, doc)
+
+    hook = SaveDuringFsync(monkeypatch, two.file_b, bobs_save)
+    doc_a = read_doc(two.file_a)
+    response_by_uuid(doc_a, ua)["label"] = "from A"
+    editor_save(two.file_a, doc_a)
+
+    want = {ua: "from A", ub: "saved by B mid-write"}
+    await wait_until(lambda: hook.fired == 1, "B's daemon to write A's edit")
+    await wait_until(lambda: labels(read_doc(two.file_b), [ua, ub]) == want
+                     and labels(read_doc(two.file_a), [ua, ub]) == want,
+                     "both edits in both files", timeout=5 * TEST_BLIND_S + 5)
+    await settle(two.a, two.b, quiet_s=2 * TEST_BLIND_S)
+    assert labels(read_doc(two.file_b), [ua, ub]) == want
+    assert state_doc(two.a, two.env) == state_doc(two.b, two.env) == read_doc(two.file_b)
+    assert two.b.store.conflicts(two.env) == []
+
+
+async def test_every_save_of_a_burst_mid_writes_survives(
+        two: Two, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five remote edits in a row, each write of B's met by a save of B's editor."""
+    uuids = [r["uuid"] for r in responses(read_doc(two.file_a))]
+    mine_a, mine_b = uuids[0::2], uuids[1::2]
+    n = min(5, len(mine_a), len(mine_b))
+    count = 0
+
+    def bobs_save() -> None:
+        nonlocal count
+        doc = read_doc(two.file_b)
+        response_by_uuid(doc, mine_b[count])["label"] = f"B-{count}"
+        count += 1
+        editor_save(two.file_b, doc)
+
+    hook = SaveDuringFsync(monkeypatch, two.file_b, bobs_save, times=n)
+    for i in range(n):
+        edit = set_label(mine_a[i], f"A-{i}")
+        doc = read_doc(two.file_a)
+        edit(doc)
+        editor_save(two.file_a, doc)
+        await wait_until(lambda i=i: hook.fired > i, f"B's write #{i}", timeout=10)
+    want = {**{mine_a[i]: f"A-{i}" for i in range(n)}, **{mine_b[i]: f"B-{i}" for i in range(n)}}
+    await wait_until(lambda: labels(read_doc(two.file_b), list(want)) == want
+                     and read_doc(two.file_a) == read_doc(two.file_b),
+                     "every edit in both files", timeout=10)
+    await settle(two.a, two.b, quiet_s=2 * TEST_BLIND_S)
+    assert labels(read_doc(two.file_a), list(want)) == want
+    assert state_doc(two.a, two.env) == state_doc(two.b, two.env)
+
+
+async def test_forced_write_at_stop_keeps_a_save_landing_mid_write(
+        two: Two, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopping flushes held writes (force): a save racing that write is committed too."""
+    uuids = [r["uuid"] for r in responses(read_doc(two.file_a))]
+    ua, ub = uuids[0], uuids[1]
+    # B's editor saved just now: A's edit is held by B's blind window.
+    doc_b = read_doc(two.file_b)
+    response_by_uuid(doc_b, uuids[2])["label"] = "B first"
+    editor_save(two.file_b, doc_b)
+    await wait_until(lambda: response_by_uuid(state_doc(two.b, two.env), uuids[2])["label"]
+                     == "B first", "B's first save committed")
+    two.b.blind.note_editor_save(two.file_b, two.b.clock() + 60)  # hold for a minute
+    doc_a = read_doc(two.file_a)
+    response_by_uuid(doc_a, ua)["label"] = "from A"
+    editor_save(two.file_a, doc_a)
+    await wait_until(lambda: response_by_uuid(state_doc(two.b, two.env), ua)["label"]
+                     == "from A", "A's edit in B's log")
+    assert two.b.envs[two.env].write_handle is not None
+
+    def bobs_save() -> None:
+        doc = read_doc(two.file_b)
+        response_by_uuid(doc, ub)["label"] = "B at stop"
+        editor_save(two.file_b, doc)
+
+    hook = SaveDuringFsync(monkeypatch, two.file_b, bobs_save)
+    await two.b.stop()
+    assert hook.fired == 1
+    final = read_doc(two.file_b)
+    assert labels(final, [ua, ub]) == {ua: "from A", ub: "B at stop"}
+    assert response_by_uuid(final, uuids[2])["label"] == "B first"
+    await asyncio.sleep(0)
+
+
+# ------------------------------------------------------------------ the writer, directly
+
+def _expected(path: Path) -> writer.Expected:
+    data = path.read_bytes()
+    return writer.Expected(writer.sig_of(os.stat(path)), writer.content_hash(data))
+
+
+def test_replace_verdict_decides_from_signature_and_age() -> None:
+    sig = (7, 1_000_000_000_000, 10)
+    old_now = sig[1] + 10 * writer.TIMESTAMP_DOUBT_NS
+    read = writer.Expected(sig, "h")
+    assert writer.replace_verdict(read, sig, old_now) == writer.SAME
+    assert writer.replace_verdict(read, (8, sig[1], 10), old_now) == writer.CHANGED  # renamed over
+    assert writer.replace_verdict(read, (7, sig[1] + 1, 10), old_now) == writer.CHANGED
+    assert writer.replace_verdict(read, (7, sig[1], 11), old_now) == writer.CHANGED
+    assert writer.replace_verdict(read, None, old_now) == writer.CHANGED  # deleted meanwhile
+    # Modified within the timestamp granularity: a same-tick write would look the same.
+    assert writer.replace_verdict(read, sig, sig[1] + 1000) == writer.DOUBT
+    absent = writer.Expected.absent()
+    assert writer.replace_verdict(absent, None, old_now) == writer.SAME
+    assert writer.replace_verdict(absent, sig, old_now) == writer.CHANGED  # created meanwhile
+
+
+def test_replace_refuses_a_file_saved_over_since_it_was_read(tmp_path: Path) -> None:
+    path = tmp_path / "env.json"
+    path.write_bytes(b'{"v": 1}')
+    read = _expected(path)
+    editor_save(path, b'{"v": 2, "editor": true}')
+    with pytest.raises(writer.FileChangedError, match="changed since it was read"):
+        writer.replace_file(path, b'{"v": 3}', expect=read)
+    assert path.read_bytes() == b'{"v": 2, "editor": true}'
+    assert [p.name for p in tmp_path.iterdir()] == ["env.json"]  # no temp file left
+
+
+def test_replace_hashes_when_the_signature_cannot_tell(tmp_path: Path) -> None:
+    """An in-place write of the same size within the same timestamp tick keeps inode, size
+    and mtime: only the content shows it, and a recent mtime makes the writer look."""
+    path = tmp_path / "env.json"
+    path.write_bytes(b'{"v": 1}')
+    st = os.stat(path)
+    read = _expected(path)
+    with open(path, "r+b") as fh:  # same inode, same size
+        fh.write(b'{"v": 2}')
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime
+    assert writer.sig_of(os.stat(path)) == read.sig
+    with pytest.raises(writer.FileChangedError):
+        writer.replace_file(path, b'{"v": 3}', expect=read)
+    assert path.read_bytes() == b'{"v": 2}'
+    # Unchanged content within the doubt window: replaced.
+    again = _expected(path)
+    out = writer.replace_file(path, b'{"v": 3, "x": 0}', expect=again)
+    assert path.read_bytes() == b'{"v": 3, "x": 0}'
+    assert out.sig == writer.sig_of(os.stat(path))  # the written version's identity
+
+
+def test_replace_expecting_absence_refuses_a_file_created_meanwhile(tmp_path: Path) -> None:
+    path = tmp_path / "new.json"
+    path.write_bytes(b"made by the editor")
+    with pytest.raises(writer.FileChangedError):
+        writer.replace_file(path, b"ours", expect=writer.Expected.absent())
+    assert path.read_bytes() == b"made by the editor"
+    path.unlink()
+    writer.replace_file(path, b"ours", expect=writer.Expected.absent())
+    assert path.read_bytes() == b"ours"
+
+
+def test_replace_checks_after_the_slow_part(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check runs after the temp file's fsync: a save landing during it is seen."""
+    path = tmp_path / "env.json"
+    path.write_bytes(b"v1")
+    read = _expected(path)
+    hook = SaveDuringFsync(monkeypatch, path, lambda: editor_save(path, b"editor v2"))
+    with pytest.raises(writer.FileChangedError):
+        writer.replace_file(path, b"daemon v2", expect=read)
+    assert hook.fired == 1
+    assert path.read_bytes() == b"editor v2"
