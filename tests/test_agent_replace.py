@@ -9,6 +9,7 @@ fsync, the slowest step of the write) so the race is certain, not a matter of lu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -264,3 +265,127 @@ def test_replace_checks_after_the_slow_part(tmp_path: Path,
         writer.replace_file(path, b"daemon v2", expect=read)
     assert hook.fired == 1
     assert path.read_bytes() == b"editor v2"
+
+
+# ------------------------------------------------------------------ the hammer
+#
+# The editor stand-in runs in a thread of its own (its own event loop), so its saves land at
+# any moment of the daemons' work, the temp file's fsync included, as a real editor's do.
+# Every save adds a data bucket of its own (`save-N`): a lost save is a bucket that never
+# reaches the team. Device A meanwhile streams edits of labels into B's daemon.
+
+#: (daemon blind window, editor blind period, seconds of saving).
+HAMMER_SMALL = (TEST_BLIND_S, 0.2, 6.0)
+HAMMER_DEFAULT = (3.5, 3.0, 10.0)
+#: Longest short gap between two editor saves / two of A's edits (seconds).
+HAMMER_EDITOR_GAP_S = 0.15
+HAMMER_REMOTE_GAP_S = 0.08
+#: Share of the editor's gaps that end just around the daemon's hold (when a held write of
+#: A's edits goes out: the hazard with the default window), and how far around (seconds).
+HAMMER_AT_HOLD = 0.3
+HAMMER_AT_HOLD_SPREAD_S = 0.1
+
+
+def save_numbers(doc: dict[str, Any]) -> set[int]:
+    return {int(b["name"][5:]) for b in doc.get("data", []) if b.get("name", "").startswith("save-")}
+
+
+def _editor_thread(path: Path, blind_s: float, hold_s: float, seconds: float, seed: int,
+                   out: dict[str, Any]) -> None:
+    import random
+    import time
+    import uuid
+
+    from editor_standin import EditorStandin
+
+    async def main() -> None:
+        rng = random.Random(seed)
+        ed = EditorStandin(path, blind_s=blind_s, poll_s=0.005)
+        await ed.start()
+        made = 0
+        end = time.monotonic() + seconds
+        try:
+            while time.monotonic() < end:
+                if rng.random() < HAMMER_AT_HOLD:
+                    gap = hold_s + rng.uniform(-HAMMER_AT_HOLD_SPREAD_S, HAMMER_AT_HOLD_SPREAD_S)
+                else:
+                    gap = rng.uniform(0.0, HAMMER_EDITOR_GAP_S)
+                await asyncio.sleep(max(0.0, gap))
+                n = made
+                ed.edit(lambda d, n=n: d.setdefault("data", []).append(
+                    {"uuid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                     "id": f"s{n}", "name": f"save-{n}", "documentation": "", "value": ""}))
+                ed.save()
+                made += 1
+            await asyncio.sleep(blind_s + 0.05)  # watching again: reloads what came meanwhile
+        finally:
+            out["made"] = made
+            out["reload_errors"] = ed.reload_errors
+            await ed.stop()
+
+    asyncio.run(main())
+
+
+async def hammer(two: Two, editor_blind: float, hold_s: float, seconds: float,
+                 seed: int) -> tuple[int, int, list[int]]:
+    """(saves made, A's edits, the numbers of lost saves)."""
+    import random
+    import threading
+
+    rng = random.Random(seed)
+    uuids = [r["uuid"] for r in responses(read_doc(two.file_a))]
+    out: dict[str, Any] = {}
+    editor = threading.Thread(target=_editor_thread, args=(two.file_b, editor_blind, hold_s,
+                                                           seconds, seed, out), daemon=True)
+    editor.start()
+    remote = 0
+    while editor.is_alive():
+        doc = read_doc(two.file_a)
+        response_by_uuid(doc, rng.choice(uuids))["label"] = f"A-{remote}"
+        editor_save(two.file_a, doc)
+        remote += 1
+        await asyncio.sleep(rng.uniform(0.01, HAMMER_REMOTE_GAP_S))
+    editor.join()
+    made = out["made"]
+    assert out["reload_errors"] == 0  # the editor never saw a half-written file
+
+    def settled() -> bool:
+        da, db = read_doc(two.file_a), read_doc(two.file_b)
+        return da == db and save_numbers(db) == set(range(made))
+
+    with contextlib.suppress(AssertionError):
+        await wait_until(settled, "every save in both files", timeout=3 * hold_s + 5)
+    await wait_until(lambda: read_doc(two.file_a) == read_doc(two.file_b),
+                     "both files to agree", timeout=3 * hold_s + 5)
+    return made, remote, sorted(set(range(made)) - save_numbers(read_doc(two.file_b)))
+
+
+@pytest.fixture
+async def two_default(tmp_path: Path) -> AsyncIterator[Two]:
+    """`two` with the daemons' default hold (3.5 s) instead of the tests' short one."""
+    dev_a, dev_b = make_device(tmp_path, "a"), make_device(tmp_path, "b")
+    team_space(dev_a, dev_b)
+    bus = LocalBus()
+    src = copy_example("petstore.json", dev_a.folder)
+    blind = HAMMER_DEFAULT[0]
+    async with running(make_agent(dev_a, bus, blind_s=blind),
+                       make_agent(dev_b, bus, blind_s=blind)) as (a, b):
+        env = a.share(str(src), space="team")["uuid"]
+        await wait_until(lambda: env in b.envs and b.envs[env].path.exists(), "B to adopt")
+        file_b = b.envs[env].path
+        await wait_until(lambda: read_doc(file_b) == read_doc(src), "B's file to match")
+        yield Two(a, b, dev_a, dev_b, env, src, file_b)
+
+
+async def test_hammer_small_window_loses_no_save(two: Two) -> None:
+    daemon_blind, editor_blind, seconds = HAMMER_SMALL
+    made, remote, lost = await hammer(two, editor_blind, daemon_blind, seconds, seed=1)
+    assert made >= 20 and remote >= 30, (made, remote)
+    assert lost == [], f"{len(lost)} of {made} saves lost: {lost}"
+
+
+async def test_hammer_default_window_loses_no_save(two_default: Two) -> None:
+    daemon_blind, editor_blind, seconds = HAMMER_DEFAULT
+    made, remote, lost = await hammer(two_default, editor_blind, daemon_blind, seconds, seed=2)
+    assert made >= 5 and remote >= 30, (made, remote)
+    assert lost == [], f"{len(lost)} of {made} saves lost: {lost}"

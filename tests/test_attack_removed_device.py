@@ -21,6 +21,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from journeys.harness import Device, Team
 from mocksync.changes import ChangeSet
 from mocksync.net.relay_client import RelayClient, RelayRefused
 from mocksync.paths import Home
@@ -29,8 +30,6 @@ from mocksync.relay.storage import DB_NAME
 from mocksync.space.identity import load_identity
 from mocksync.space.store import get_space
 from mocksync.store.log import Store
-
-from journeys.harness import Device, Team
 
 
 def _title(text: str):

@@ -12,8 +12,10 @@ as it (fork + setuid); they skip, saying so, when not root. The pure checks run 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import select
 import shutil
 import socket
 import stat
@@ -244,6 +246,86 @@ def test_other_user_cannot_read_home_or_log(other_user: User, open_root: Path) -
         daemon.stop()
 
 
+FAKE_STATUS = b'{"device":{"id":"FAKE","name":"fake"},"environments":[]}'
+
+
+@contextlib.contextmanager
+def impostor(user: User, make: Callable[[], socket.socket], *,
+             bind_here: bool = False) -> Iterator[list[int]]:
+    """A forked child that, as `user`, listens on the socket `make()` returns (`make` runs
+    in the child as `user`, or here as the test's user with `bind_here`) and answers any
+    request like a daemon would, with fake status JSON, until the block ends. The yielded
+    list then holds the number of request bytes it received."""
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    got_r, got_w = os.pipe()
+    srv = make() if bind_here else None
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            os.setgroups([])
+            os.setgid(user.gid)
+            os.setuid(user.uid)
+            sock = srv or make()
+            sock.listen(8)  # the listener's credentials are what SO_PEERCRED reports
+            os.write(ready_w, b"r")
+            received = 0
+            while True:
+                readable, _, _ = select.select([sock, done_r], [], [], 30)
+                if sock in readable:
+                    conn, _ = sock.accept()
+                    conn.settimeout(2)
+                    try:
+                        data = conn.recv(65536)
+                        received += len(data)
+                        if data:
+                            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json"
+                                         b"\r\nContent-Length: %d\r\n\r\n%s"
+                                         % (len(FAKE_STATUS), FAKE_STATUS))
+                    except OSError:
+                        pass
+                    conn.close()
+                if done_r in readable or not readable:
+                    break
+            os.write(got_w, str(received).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    for fd in (ready_w, done_r, got_w):
+        os.close(fd)
+    if srv is not None:
+        srv.close()
+    result: list[int] = []
+    try:
+        assert os.read(ready_r, 1) == b"r", "the impostor did not start"
+        yield result
+    finally:
+        os.write(done_w, b"d")
+        result.append(int(os.read(got_r, 32) or b"-1"))
+        os.waitpid(pid, 0)
+        for fd in (ready_r, done_w, got_r):
+            os.close(fd)
+
+
+@needs_root
+def test_cli_checks_the_peer_not_only_the_file(other_user: User, open_root: Path) -> None:
+    # The socket file is ours (we bound it), but another user's process listens on it:
+    # only SO_PEERCRED on the connected socket can tell, and the CLI asks it.
+    sock_path = open_root / "c.sock"
+
+    def bind_as_root() -> socket.socket:
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(str(sock_path))
+        return srv
+
+    with impostor(other_user, bind_as_root, bind_here=True) as received:
+        assert os.lstat(sock_path).st_uid == os.getuid()
+        with pytest.raises(ForeignSocketError, match=f"another user \\(uid {other_user.uid}\\)"):
+            ControlClient(sock_path, timeout=5).call("status")
+    assert received == [0]
+
+
 @needs_root
 def test_cli_refuses_a_socket_planted_by_another_user(other_user: User, open_root: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
@@ -260,78 +342,31 @@ def test_cli_refuses_a_socket_planted_by_another_user(other_user: User, open_roo
     assert sock_path.parent == tmp / f"mocksync-{os.getuid()}"
 
     # The other user gets there first and answers like a daemon would, with fake JSON.
-    ready_r, ready_w = os.pipe()
-    got_r, got_w = os.pipe()
-
-    def impostor() -> int:
-        os.close(ready_r)
-        os.close(got_r)
+    def plant() -> socket.socket:
         os.mkdir(sock_path.parent, 0o777)
         os.chmod(sock_path.parent, 0o777)
         srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         srv.bind(str(sock_path))
         os.chmod(sock_path, 0o777)
-        srv.listen(8)
-        srv.settimeout(20)
-        os.write(ready_w, b"r")
-        received = 0
-        try:
-            conn, _ = srv.accept()
-            conn.settimeout(5)
-            try:
-                data = conn.recv(65536)
-                received = len(data)
-                if data:
-                    body = b'{"device":{"id":"FAKE","name":"fake"},"environments":[]}'
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-            except OSError:
-                pass
-            conn.close()
-        except OSError:
-            pass
-        os.write(got_w, str(received).encode())
-        return 0
+        return srv
 
-    pid = os.fork()
-    if pid == 0:
-        code = 99
-        try:
-            os.setgroups([])
-            os.setgid(other_user.gid)
-            os.setuid(other_user.uid)
-            code = impostor()
-        finally:
-            os._exit(code)
-    os.close(ready_w)
-    os.close(got_w)
-    try:
-        assert os.read(ready_r, 1) == b"r"
-        _t1 = time.time()
+    with impostor(other_user, plant) as received:
         res = cli_process(home_path, "status", "--json")
-        print("CLI", time.time() - _t1)
         assert res.code != 0
         assert "FAKE" not in res.out and res.out == ""
         assert "refusing the control socket" in res.err
         assert f"another user (uid {other_user.uid})" in res.err
-        received = int(os.read(got_r, 32) or b"-1")
-        assert received == 0  # refused before a single byte of the request was sent
         with pytest.raises(ForeignSocketError):
             ControlClient(sock_path, timeout=5).call("status")
-    finally:
-        os.waitpid(pid, 0)
-        os.close(ready_r)
-        os.close(got_r)
+    assert received == [0]  # not a single byte of a request reached the impostor
 
     # The daemon will not use that folder either: it says whose it is and what to do.
     folder = open_root / "envs"
     folder.mkdir()
-    import time as _t; _t0 = _t.time()
     daemon = DaemonProcess(home, folder).start(wait=False)
     try:
         assert daemon.proc is not None
         assert daemon.proc.wait(timeout=30) != 0
-        print("DAEMON", _t.time() - _t0)
         log = daemon.log()
         assert "belongs to another user" in log and str(sock_path.parent) in log
     finally:

@@ -10,7 +10,6 @@ import pytest
 
 from mocksync.changes.canonical import decode, encode
 from mocksync.space import membership as M
-from mocksync.space.names import names_key
 from mocksync.space.errors import (
     InviteError,
     InviteExpiredError,
@@ -28,6 +27,7 @@ from mocksync.space.invite import (
 )
 from mocksync.space.join import join_space, run_join, unreachable_sentence
 from mocksync.space.keys import new_content_key, open_payload, seal_payload
+from mocksync.space.names import names_key
 
 NOW = 1_700_000_000.0
 

@@ -34,6 +34,7 @@ from ..model.files import env_file_stem, quota_reason
 from ..model.jsfmt import MOCKOON_LAYOUT
 from ..model.lifecycle import reshare_refusal
 from ..model.ops import DELETED, LIFECYCLE, SHARED, UNSHARED
+from ..model.spans import text_to_write
 from ..paths import Home
 from ..space.writers import Verdict, overreach
 from ..store import Store
@@ -581,6 +582,7 @@ class Agent:
         except sqlite3.Error as exc:
             self._store_failed({cs.env}, exc)
             raise
+        self._recovered(cs.env, RECEIVING)
         for c in res.applied:
             self.publish({"event": "change", "origin": "remote", "env": c.env,
                           "device": c.device, "seq": c.seq, "ops": len(c.ops)})
@@ -721,6 +723,8 @@ class Agent:
         except sqlite3.Error as exc:
             self._store_failed({cs.env for cs, _key in items}, exc)
             raise  # not stored, so not acknowledged: fetched again by `_refetch`
+        for env in {cs.env for cs, _key in items}:
+            self._recovered(env, RECEIVING)
         errors += refused
         for cs, exc in refused:
             self._note_refused(cs, exc)
@@ -863,7 +867,10 @@ class Agent:
         if isinstance(doc.get("name"), str):
             rt.name = doc["name"]
         layout = rt.layout if rt.layout else MOCKOON_LAYOUT
-        data = dumps(doc, layout, state.text_cache.setdefault(layout, {})).encode("utf-8")
+        # The file's own layout is kept: only the spans of changed values are replaced, and a
+        # file that already holds the document is not rewritten (issue 15, model/spans.py).
+        text = text_to_write(current, doc, layout, state.text_cache.setdefault(layout, {}))
+        data = current if text is None and current is not None else (text or "").encode("utf-8")
         try:
             if current == data:
                 self.store.set_base(rt.uuid, str(rt.path), content_hash(data), data)
@@ -973,13 +980,20 @@ class Agent:
             log.exception("retrying %s %s failed", what, rt.path.name)
 
     def _refetch(self, rt: EnvRuntime) -> None:
-        """Change sets the log could not store were not acknowledged to anyone: ask the
-        transports for everything again (a catch-up), as `mocksync reconnect` would."""
-        self.faults.cleared(rt.uuid, RECEIVING)  # a failure of the catch-up records it again
+        """Change sets the log could not store were not acknowledged to anyone: once the log
+        takes writes again, ask the transports for everything again (a catch-up), as
+        `mocksync reconnect` would; until then, back off further."""
+        try:
+            self.store.check_writable()
+        except sqlite3.Error as exc:
+            if not self._failed(rt, RECEIVING, exc, "home"):
+                raise
+            return
+        self._recovered(rt.uuid, RECEIVING)  # a catch-up that fails again records it again
         if self.transport is not None and hasattr(self.transport, "reconnect") \
                 and self._loop is not None:
-            self._tasks.append(self._loop.create_task(self.transport.reconnect(),
-                                                      name="refetch"))
+            task = self._loop.create_task(self.transport.reconnect(), name="refetch")
+            self._tasks = [t for t in self._tasks if not t.done()] + [task]
 
     def _store_failed(self, envs: set[str], exc: sqlite3.Error) -> None:
         """The log could not store change sets from others: `error` on each environment
@@ -1036,10 +1050,9 @@ class Agent:
         self.envs[rt.uuid] = rt
         self.registry.put(EnvRecord(rt.uuid, space_id, str(path), rt.name))
         self._commit(rt, ops)
-        text = dumps(render(self.store.state(rt.uuid)), parsed.layout).encode("utf-8")
         if copy:
             self._write_env(rt, force=True)
-        elif text != data:
+        elif text_to_write(data, render(self.store.state(rt.uuid)), parsed.layout) is not None:
             self.schedule_write(rt)  # normalisation changed it: written once the editor can see
         else:
             self.store.set_base(rt.uuid, str(path), content_hash(data), data)

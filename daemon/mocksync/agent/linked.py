@@ -236,7 +236,7 @@ class LinkedFiles:
                     chunks.append(chunk)
                     left -= len(chunk)
         except SkippedFile as exc:
-            return Disk(problem=(INVALID, f"not synced: {exc.skip.reason}"))
+            return Disk(problem=(INVALID, exc.skip.reason))
         except OSError as exc:
             return Disk(problem=(INVALID, f"cannot read {rel}: {exc.strerror or exc}"))
         data = b"".join(chunks)

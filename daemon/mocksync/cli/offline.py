@@ -14,8 +14,9 @@ from typing import Any
 import click
 
 from ..errors import MocksyncError
-from ..model import ABSENT, ParsedEnv, diff, dumps, merge3, parse_env, state_from_doc
+from ..model import ABSENT, ParsedEnv, diff, merge3, parse_env, state_from_doc
 from ..model.merge import describe, describe_entity
+from ..model.spans import text_to_write
 from .common import EXIT_FAILED, emit_json, fail, main_group
 
 
@@ -191,14 +192,17 @@ def merge_cmd(base: str, ours: str, theirs: str, output: str | None, prefer: str
         result = merge3(pb.doc, po.doc, pt.doc, prefer)
     except MocksyncError as exc:
         fail(f"cannot merge: {exc}")
-    text = dumps(result.doc, po.layout)
+    # OURS keeps its own layout: only the spans of values that changed are replaced, and
+    # when the merge changed nothing OURS is not rewritten at all (issue 15, model/spans.py).
+    text = text_to_write(po.text, result.doc, po.layout)
     target = Path(output or ours)
     from ..agent.writer import atomic_write
 
-    try:
-        atomic_write(target, text.encode("utf-8"))
-    except (OSError, MocksyncError) as exc:
-        fail(f"{target}: cannot write ({exc})")
+    if text is not None or output is not None:
+        try:
+            atomic_write(target, (po.text if text is None else text).encode("utf-8"))
+        except (OSError, MocksyncError) as exc:
+            fail(f"{target}: cannot write ({exc})")
     lines = [describe(result.state, c) for c in result.conflicts]
     if as_json:
         emit_json({"output": str(target), "clean": not lines,

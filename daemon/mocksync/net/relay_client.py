@@ -35,6 +35,7 @@ import aiohttp
 from .. import MODEL_VERSION, PROTOCOL_VERSION, __version__
 from ..errors import MocksyncError
 from ..relay.auth import (
+    MAX_NAMED_SPACES,
     check_relay_proof,
     fingerprint,
     pin_refusal,
@@ -177,6 +178,10 @@ class RelayPins:
 
     def pinned(self, space: str) -> bytes | None:
         return None
+
+    def pinned_many(self, spaces: Sequence[str]) -> dict[str, bytes | None]:
+        """Every space's pin at once (a store may read them in one go)."""
+        return {s: self.pinned(s) for s in spaces}
 
     def pin(self, space: str, relay_key: bytes) -> None:
         """Called once a relay presenting `relay_key` admitted this device to `space`."""
@@ -434,9 +439,9 @@ class RelayClient:
             if welcome["t"] != "welcome":
                 raise RelayProtocolError(f"expected welcome, got {welcome['t']}")
             self.accepted = dict(welcome["ok"])
-            for space in self.accepted:  # trust on first use: this relay is the space's now
-                if self.pins.pinned(space) is None:
-                    self.pins.pin(space, challenge["k"])
+            held = self.pins.pinned_many(sorted(self.accepted))
+            for space in sorted(s for s, k in held.items() if k is None):
+                self.pins.pin(space, challenge["k"])  # trust on first use: the space's relay now
             self.space_refusals = {s: (c, r) for s, (c, r) in welcome["no"].items()}
             self.uploaded = {s: {hashlib.sha256(w).digest() for w in logs[s]} for s in self.accepted}
             self.presence = {s: {} for s in self.accepted}
@@ -476,11 +481,12 @@ class RelayClient:
                 f"the relay at {self.url} announced key {fingerprint(key)} but its challenge is "
                 "not signed by it: it is not a genuine mocksync relay; nothing was sent"))
         self.relay_key = key
-        pins = {s: self.pins.pinned(s) for s in spaces}
-        names = {s: self.pins.name(s) or s[:12] for s in spaces}
-        refusal = pin_refusal(pins, names, key, self.url)
-        if refusal is not None:
-            raise RelayRefused("relay_key_changed", refusal)
+        pins = self.pins.pinned_many(sorted(spaces))
+        wrong = sorted(s for s, k in pins.items() if k is not None and k != key)
+        if wrong:  # names are looked up only for the sentence
+            names = {s: self.pins.name(s) or s[:12] for s in wrong[:MAX_NAMED_SPACES]}
+            raise RelayRefused("relay_key_changed", pin_refusal(pins, names, key, self.url)
+                               or "wrong relay")
 
     async def _run_session(self, welcome: dict[str, Any]) -> None:
         try:

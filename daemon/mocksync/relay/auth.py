@@ -238,6 +238,7 @@ def open_signal(sign_keys: Mapping[str, bytes], space: str, sender: str, me: str
 
 __all__ = [
     "AUTH_DOMAIN",
+    "MAX_NAMED_SPACES",
     "RELAY_KEY_FILE",
     "RELAY_PROOF_DOMAIN",
     "SIGNAL_DOMAIN",

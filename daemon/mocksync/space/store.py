@@ -260,6 +260,20 @@ class SpacePins:
     def pinned(self, space: str) -> bytes | None:
         return relay_pin(self.home, space)
 
+    def pinned_many(self, spaces: Iterable[str]) -> dict[str, bytes | None]:
+        """Every space's pin from one read of the documents."""
+        wanted = set(spaces)
+        out: dict[str, bytes | None] = dict.fromkeys(wanted)
+        if not wanted or not self.home.docs.exists():
+            return out
+        with open_docs(self.home.docs) as db:
+            docs = db.table(SPACES_TABLE).all()
+        for doc in docs:
+            text = doc.get(RELAY_PIN_FIELD)
+            if doc.get("space_id") in wanted and isinstance(text, str) and text:
+                out[doc["space_id"]] = _unb64(text)
+        return out
+
     def pin(self, space: str, relay_key: bytes) -> None:
         set_relay_pin(self.home, space, relay_key)
 

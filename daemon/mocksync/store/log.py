@@ -157,6 +157,13 @@ class Store:
                 self.clock.last = int(self._meta("clock", "0"))
                 raise
 
+    def check_writable(self) -> None:
+        """One write transaction that changes nothing (it rewrites the clock row): raises
+        what a commit would raise now (a full disk, a read-only or failing home), so the
+        daemon can tell when its log takes writes again."""
+        with self._tx():
+            pass
+
     def _deps_lookup(self, env: str):
         def lookup(origin: tuple[str, int]) -> dict[str, int] | None:
             key = (env, origin[0], origin[1])

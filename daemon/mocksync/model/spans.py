@@ -1,0 +1,522 @@
+"""Format-preserving writes: change only the text spans of the values that changed.
+
+Teams keep environment files in git in their own layout (Prettier's, with short arrays on one
+line, is the common one). Re-rendering a whole file in Mockoon's layout after a one-value edit
+turns a git history into layout noise and makes merge drivers see conflicts in lines nobody
+touched. So a write starts from the file's current text and patches it:
+
+- the old text is walked side by side with the new document; a subtree whose value did not
+  change is skipped with the C scanner of the `json` module (never walked in Python), so its
+  bytes are kept exactly, whatever their layout (spacing, escapes, `1.0` for 1);
+- a changed scalar's span is replaced by its JavaScript rendering (`jsfmt`);
+- an object or array whose members changed keeps the text of every member that stayed and the
+  gaps between members that stayed neighbours; removed members take one separator with them,
+  inserted ones get the separators and indentation of their neighbours, and their own content
+  the file's style (indent unit; short scalar arrays on one line when the file has any, as
+  Prettier writes them, within Prettier's 80 columns);
+- array elements are aligned by entity `uuid` (else by value), so inserting, deleting or
+  moving an entity touches only that entity's lines;
+- key order of an object is the file's: values equal but for key order count as unchanged
+  (Mockoon and the diff ignore key order too), and a new key goes after the key that precedes
+  it in the new document.
+
+`text_to_write` is what a writer calls: it returns None when the file already holds the
+document (nothing is written: a file nobody changed is never rewritten), else the new text.
+The patched text is checked to parse back to the document; a file that cannot be patched
+(not JSON, not an object, a patch that would not read back) is rendered whole in its detected
+layout, which for Mockoon's own layouts is byte-exact with what Mockoon writes.
+
+Pure: text and documents in, text out.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from json.decoder import scanstring
+from typing import Any
+
+from ..errors import ValidationError
+from .jsfmt import (
+    Layout,
+    _compact,
+    _js_string,
+    _scalar,
+    detect_layout,
+    dumps,
+    finite_float,
+    gc_paused,
+)
+
+#: Prettier's default print width: a new short array goes on one line only if its line fits.
+SHORT_ARRAY_WIDTH = 80
+#: Deepest nesting the patcher walks (the text is JSON a person or Mockoon wrote: far less).
+#: Deeper values are replaced whole instead of walked, so recursion never overflows.
+MAX_PATCH_DEPTH = 64
+#: Largest array aligned element by element (difflib on keys); a bigger one whose elements
+#: moved is aligned by position only (still correct, possibly more lines changed).
+MAX_ALIGN_ITEMS = 200_000
+
+_WS = re.compile(r"[ \t\n\r]*")
+#: A non-empty array opened on the line of its key (`"tags": ["a"`): Prettier's short arrays.
+#: The quote before the colon must not be escaped, so text inside a string never matches.
+_INLINE_ARRAY = re.compile(r'(?<!\\)":[ \t]*\[[ \t]*[^\s\]]')
+
+
+class PatchError(ValidationError):
+    """The old text cannot be patched (it is not JSON the scanner reads)."""
+
+
+@dataclass(frozen=True)
+class Style:
+    """How new content is laid out: the file's indent unit (None: compact), line ending, and
+    whether short scalar arrays go on one line."""
+
+    unit: str | None = "  "
+    newline: str = "\n"
+    inline_arrays: bool = False
+
+    @property
+    def colon(self) -> str:
+        return ":" if self.unit is None else ": "
+
+
+def detect_style(text: str) -> Style:
+    """The style of new content in a file, from the file's text."""
+    layout = detect_layout(text)
+    if layout.indent is None:
+        return Style(None, layout.newline, False)
+    return Style(layout.indent, layout.newline, _INLINE_ARRAY.search(text) is not None)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON values. Scalars: true is not 1, but 1 is 1.0 (one JavaScript number).
+    Containers: Python's C comparison (key order ignored; a true/1 swap deep inside is not
+    seen, as in `diff`, because Mockoon's field types never swap)."""
+    if isinstance(a, dict | list) or isinstance(b, dict | list):
+        return type(a) is type(b) and a == b
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return a is b
+    if isinstance(a, str) or isinstance(b, str):
+        return type(a) is type(b) and a == b
+    return a == b  # two numbers
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_float=finite_float, parse_constant=_no_constant)
+
+
+def render_fresh(value: Any, indent: str, style: Style, prefix: int = 0) -> str:
+    """A new value's text when its first character sits on a line indented by `indent`
+    (`prefix`: characters before it on that line, for the short-array width rule)."""
+    if style.unit is None:
+        parts: list[str] = []
+        _compact(value, parts)
+        return "".join(parts)
+    parts = []
+    _fresh(value, parts, indent, style, prefix)
+    return "".join(parts)
+
+
+def _fresh(value: Any, out: list[str], indent: str, style: Style, prefix: int) -> None:
+    s = _scalar(value)
+    if s is not None:
+        out.append(s)
+        return
+    unit, nl = style.unit or "", style.newline
+    inner = indent + unit
+    if isinstance(value, dict):
+        if not value:
+            out.append("{}")
+            return
+        out.append("{")
+        first = True
+        for k, v in value.items():
+            out.append(nl + inner if first else "," + nl + inner)
+            first = False
+            key = _js_string(str(k))
+            out.append(key + ": ")
+            _fresh(v, out, inner, style, len(inner) + len(key) + 2)
+        out.append(nl + indent + "}")
+        return
+    if isinstance(value, list | tuple):
+        if not value:
+            out.append("[]")
+            return
+        if style.inline_arrays and all(not isinstance(v, dict | list | tuple) for v in value):
+            one_line = "[" + ", ".join(_scalar(v) or "null" for v in value) + "]"
+            if prefix + len(one_line) + 1 <= SHORT_ARRAY_WIDTH:  # +1: a trailing comma
+                out.append(one_line)
+                return
+        out.append("[")
+        for i, v in enumerate(value):
+            out.append(nl + inner if i == 0 else "," + nl + inner)
+            _fresh(v, out, inner, style, len(inner))
+        out.append(nl + indent + "]")
+        return
+    raise TypeError(f"cannot render {type(value).__name__} as JSON")
+
+
+# ---------------------------------------------------------------------------- the patcher
+
+Edit = tuple[int, int, str]  # replace text[start:end] by the string
+
+
+def _apply(text: str, start: int, end: int, edits: list[Edit]) -> str:
+    """text[start:end] with `edits` (sorted, disjoint, inside the range) applied."""
+    parts: list[str] = []
+    at = start
+    for s, e, rep in edits:
+        parts.append(text[at:s])
+        parts.append(rep)
+        at = e
+    parts.append(text[at:end])
+    return "".join(parts)
+
+
+def _align_key(v: Any) -> Any:
+    """What identifies an array element across versions: its entity uuid, else its value."""
+    if isinstance(v, dict):
+        u = v.get("uuid")
+        if isinstance(u, str):
+            return ("u", u)
+        return ("o", json.dumps(v, sort_keys=True))
+    if isinstance(v, list):
+        return ("a", json.dumps(v, sort_keys=True))
+    return ("s", type(v).__name__ if isinstance(v, bool) or v is None else "n"
+            if isinstance(v, int | float) else "t", v)
+
+
+class _Patcher:
+    """One patch of one text: walks old text and new document, collecting edits."""
+
+    def __init__(self, text: str, style: Callable[[], Style]) -> None:
+        self.text = text
+        self._style_fn = style
+        self._style: Style | None = None
+
+    @property
+    def style(self) -> Style:
+        if self._style is None:
+            self._style = self._style_fn()
+        return self._style
+
+    # ------------------------------------------------------------------ lexing
+    def ws(self, pos: int) -> int:
+        return _WS.match(self.text, pos).end()  # type: ignore[union-attr]
+
+    def scan(self, pos: int) -> tuple[Any, int]:
+        try:
+            return _DECODER.scan_once(self.text, pos)
+        except StopIteration:
+            raise PatchError(f"not JSON at character {pos}") from None
+        except (ValueError, RecursionError) as exc:
+            raise PatchError(f"not JSON at character {pos}: {exc}") from None
+
+    def expect(self, pos: int, chars: str) -> str:
+        if pos >= len(self.text) or self.text[pos] not in chars:
+            raise PatchError(f"expected one of {chars!r} at character {pos}")
+        return self.text[pos]
+
+    def line_indent(self, pos: int) -> str:
+        start = self.text.rfind("\n", 0, pos) + 1
+        m = re.compile(r"[ \t]*").match(self.text, start)
+        return m.group(0) if m else ""
+
+    # ------------------------------------------------------------------ walking
+    def value(self, pos: int, old: Any, new: Any, out: list[Edit], depth: int) -> int:
+        """Patch the value at `pos` (whose parsed value is `old`) to `new`; returns its end."""
+        if _same(old, new):
+            return self.scan(pos)[1]
+        ch = self.text[pos]
+        if depth < MAX_PATCH_DEPTH:
+            if ch == "{" and isinstance(new, dict) and isinstance(old, dict):
+                return self.obj(pos, old, new, out, depth + 1)
+            if ch == "[" and isinstance(new, list) and isinstance(old, list):
+                return self.arr(pos, old, new, out, depth + 1)
+        end = self.scan(pos)[1]
+        out.append((pos, end, self.fresh_at(pos, new)))
+        return end
+
+    def fresh_at(self, pos: int, value: Any) -> str:
+        indent = self.line_indent(pos)
+        line_start = self.text.rfind("\n", 0, pos) + 1
+        return render_fresh(value, indent, self.style, pos - line_start)
+
+    def obj(self, pos: int, old: dict[str, Any], new: dict[str, Any], out: list[Edit],
+            depth: int) -> int:
+        text = self.text
+        # items: (key, key start, value start, value end), and the edits inside each.
+        items: list[tuple[str, int, int, int]] = []
+        item_edits: list[list[Edit]] = []
+        seen: set[str] = set()
+        p = self.ws(pos + 1)
+        if text[p] == "}":
+            close = p
+        else:
+            while True:
+                self.expect(p, '"')
+                try:
+                    key, kend = scanstring(text, p + 1, True)
+                except ValueError as exc:
+                    raise PatchError(f"bad key at character {p}: {exc}") from None
+                c = self.ws(kend)
+                self.expect(c, ":")
+                vstart = self.ws(c + 1)
+                if key in seen:  # a duplicate key: the parser kept the last; rewrite it all
+                    end = self.scan(pos)[1]
+                    out.append((pos, end, self.fresh_at(pos, new)))
+                    return end
+                seen.add(key)
+                mine: list[Edit] = []
+                if key in new:
+                    vend = self.value(vstart, old[key], new[key], mine, depth)
+                else:
+                    vend = self.scan(vstart)[1]
+                items.append((key, p, vstart, vend))
+                item_edits.append(mine)
+                p = self.ws(vend)
+                if self.expect(p, ",}") == "}":
+                    close = p
+                    break
+                p = self.ws(p + 1)
+        end = close + 1
+        if len(new) == len(items) and all(k in new for k, *_r in items):
+            for mine in item_edits:  # same members: only values changed, in place
+                out.extend(mine)
+            return end
+        # Members changed: rebuild the inside from kept member texts and fresh ones.
+        colon = self._colon(items)
+        fresh_indent = self._child_indent(pos, [(s, e) for _k, s, _v, e in items])
+        kept = {k: i for i, (k, *_r) in enumerate(items) if k in new}
+        # Each new member goes after the kept member preceding it in the new order.
+        after: dict[int, list[str]] = {}
+        last = -1
+        for k in new:
+            if k in kept:
+                last = kept[k]
+            else:
+                after.setdefault(last, []).append(k)
+
+        def fresh_member(k: str) -> str:
+            key = _js_string(k)
+            return key + colon + render_fresh(new[k], fresh_indent, self.style,
+                                              len(fresh_indent) + len(key) + len(colon))
+
+        seq: list[tuple[int, str]] = [(-1, fresh_member(k)) for k in after.get(-1, [])]
+        for i, (k, ks, _vs, ve) in enumerate(items):
+            if k in new:
+                seq.append((i, _apply(text, ks, ve, item_edits[i])))
+                seq += [(-1, fresh_member(k2)) for k2 in after.get(i, [])]
+        out.append(self._rebuild(pos, close, [(s, e) for _k, s, _v, e in items], seq))
+        return end
+
+    def arr(self, pos: int, old: list[Any], new: list[Any], out: list[Edit],
+            depth: int) -> int:
+        text = self.text
+        pairs = self._pair(old, new)  # old index -> new index, increasing
+        spans: list[tuple[int, int]] = []
+        texts: list[str] = []
+        in_place: list[Edit] = []
+        p = self.ws(pos + 1)
+        i = 0
+        if text[p] == "]":
+            close = p
+        else:
+            while True:
+                if i >= len(old):
+                    raise PatchError(f"array at character {pos} has more elements than parsed")
+                j = pairs.get(i)
+                mine: list[Edit] = []
+                if j is not None:
+                    vend = self.value(p, old[i], new[j], mine, depth)
+                else:
+                    vend = self.scan(p)[1]
+                spans.append((p, vend))
+                texts.append(_apply(text, p, vend, mine) if mine else text[p:vend])
+                in_place += mine
+                i += 1
+                p = self.ws(vend)
+                if self.expect(p, ",]") == "]":
+                    close = p
+                    break
+                p = self.ws(p + 1)
+        end = close + 1
+        if len(pairs) == len(old) == len(new):
+            out.extend(in_place)
+            return end
+        fresh_indent = self._child_indent(pos, spans)
+        back = {j: i for i, j in pairs.items()}
+        seq: list[tuple[int, str]] = []
+        for j, v in enumerate(new):
+            i2 = back.get(j)
+            if i2 is not None:
+                seq.append((i2, texts[i2]))
+            else:
+                seq.append((-1, render_fresh(v, fresh_indent, self.style, len(fresh_indent))))
+        if not spans and self.style.unit is not None and self.style.inline_arrays and all(
+                not isinstance(v, dict | list) for v in new):
+            one = render_fresh(new, self.line_indent(pos), self.style,
+                               pos - text.rfind("\n", 0, pos) - 1)
+            if "\n" not in one:
+                out.append((pos, end, one))
+                return end
+        out.append(self._rebuild(pos, close, spans, seq))
+        return end
+
+    def _pair(self, old: list[Any], new: list[Any]) -> dict[int, int]:
+        """Which old element becomes which new one (increasing on both sides)."""
+        ko = [_align_key(v) for v in old]
+        kn = [_align_key(v) for v in new]
+        if ko == kn:
+            return {i: i for i in range(len(old))}
+        if len(old) > MAX_ALIGN_ITEMS or len(new) > MAX_ALIGN_ITEMS:
+            n = min(len(old), len(new))
+            return {i: i for i in range(n)}
+        out: dict[int, int] = {}
+        sm = difflib.SequenceMatcher(None, ko, kn, autojunk=False)
+        for tag, i1, i2, j1, j2 in sm.get_opcodes():
+            if tag == "equal":
+                out.update({i1 + d: j1 + d for d in range(i2 - i1)})
+            elif tag == "replace":
+                # Values in the same place (no entity ids): the element is edited in place.
+                for d in range(min(i2 - i1, j2 - j1)):
+                    if ko[i1 + d][0] != "u" and kn[j1 + d][0] != "u":
+                        out[i1 + d] = j1 + d
+        return out
+
+    # ------------------------------------------------------------------ layout of members
+    def _colon(self, items: list[tuple[str, int, int, int]]) -> str:
+        """What goes between a key and its value: the neighbours', else the style's."""
+        for _k, ks, vs, _ve in items:
+            # The key's text ends at the colon's left: find the colon between them.
+            c = self.text.rfind(":", ks, vs)
+            k_end = c
+            while k_end > ks and self.text[k_end - 1] in " \t\r\n":
+                k_end -= 1
+            return self.text[k_end:vs]
+        return self.style.colon
+
+    def _child_indent(self, pos: int, spans: list[tuple[int, int]]) -> str:
+        """Indentation of a new member: that of the first existing one when it starts a line,
+        else one unit deeper than the container's line."""
+        if spans:
+            gap = self.text[pos + 1:spans[0][0]]
+            if "\n" in gap:
+                return gap[gap.rfind("\n") + 1:]
+        return self.line_indent(pos) + (self.style.unit or "")
+
+    def _rebuild(self, pos: int, close: int, spans: list[tuple[int, int]],
+                 seq: list[tuple[int, str]]) -> Edit:
+        """The edit replacing a container's inside by `seq` ((old index or -1, text) per
+        member), keeping the gaps of members that stay neighbours."""
+        text = self.text
+        if not seq:
+            return (pos + 1, close, "")
+        if spans:
+            open_gap = text[pos + 1:spans[0][0]]
+            close_gap = text[spans[-1][1]:close]
+            seps = [text[spans[k][1]:spans[k + 1][0]] for k in range(len(spans) - 1)]
+        else:
+            open_gap = close_gap = ""
+            seps = []
+            if self.style.unit is not None:
+                indent = self.line_indent(pos)
+                open_gap = self.style.newline + indent + self.style.unit
+                close_gap = self.style.newline + indent
+        inline = "\n" not in open_gap and self.style.unit is not None
+        default_sep = ", " if inline else "," + open_gap
+        parts = [open_gap]
+        prev = None
+        for n, (i, member_text) in enumerate(seq):
+            if n:
+                if prev is not None and prev >= 0 and i == prev + 1:
+                    parts.append(seps[prev])
+                elif seps:
+                    near = prev if prev is not None and 0 <= prev < len(seps) else \
+                        min(max(i - 1, 0), len(seps) - 1)
+                    parts.append(seps[near])
+                else:
+                    parts.append(default_sep)
+            parts.append(member_text)
+            prev = i
+        parts.append(close_gap)
+        return (pos + 1, close, "".join(parts))
+
+
+def patch_text(text: str, new: Any, old: Any = None, *, verify: bool = True) -> str | None:
+    """`text` changed so that it holds `new`, keeping every untouched span byte for byte.
+
+    None when `text` already holds `new` (nothing to write). `old` is `text` parsed, when the
+    caller has it (saves a parse). Raises PatchError when `text` is not a JSON object (the
+    caller then renders whole). With `verify`, the result is parsed back and compared.
+    """
+    bom = "\ufeff" if text.startswith("\ufeff") else ""
+    body = text[len(bom):]
+    if old is None:
+        try:
+            with gc_paused():
+                old = json.loads(body, parse_float=finite_float, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            raise PatchError(f"the file is not JSON ({exc})") from None
+    if _same(old, new):
+        return None
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        raise PatchError("the file does not hold a JSON object")
+    patcher = _Patcher(body, lambda: detect_style(body))
+    start = patcher.ws(0)
+    edits: list[Edit] = []
+    with gc_paused():
+        patcher.value(start, old, new, edits, 0)
+    if not edits:
+        return None
+    edits.sort()
+    out = bom + _apply(body, 0, len(body), edits)
+    if verify:
+        try:
+            with gc_paused():
+                back = json.loads(out[len(bom):], parse_float=finite_float,
+                                  parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            back = _Unreadable
+        if back != new:
+            raise PatchError("the patched text does not read back as the document")
+    return out
+
+
+class _UnreadableType:
+    pass
+
+
+_Unreadable: Any = _UnreadableType()
+
+
+def text_to_write(previous: str | bytes | None, doc: dict[str, Any], layout: Layout,
+                  cache: dict[str, tuple[Any, int, str]] | None = None) -> str | None:
+    """The text a writer should put in a file that now holds `previous`, for `doc`.
+
+    None: the file already holds `doc` (write nothing). Otherwise the previous text with only
+    the changed spans replaced, or, when there is no previous text or it cannot be patched,
+    `doc` rendered whole in `layout` (`cache`: see `jsfmt.dumps`).
+    """
+    text: str | None
+    if isinstance(previous, bytes | bytearray):
+        try:
+            text = bytes(previous).decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+    else:
+        text = previous
+    if text is not None:
+        try:
+            return patch_text(text, doc)
+        except PatchError:
+            pass
+    out = dumps(doc, layout, cache)
+    return None if out == text else out
