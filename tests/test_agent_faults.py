@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from daemon_harness import (
+    copy_example,
+    edit_file,
+    env_status,
+    make_agent,
+    make_device,
+    read_doc,
+    responses,
+    running,
+    set_label,
+    state_doc,
+    team_space,
+    wait_until,
+)
 from mocksync.agent import faults
+from mocksync.agent import writer as writer_mod
+from mocksync.agent.bus import LocalBus
+from mocksync.agent.daemon import Agent
 from mocksync.agent.faults import (
     COMMITTING,
     DISK_FULL,
@@ -134,3 +155,95 @@ def test_fault_book_tracks_failures_until_cleared() -> None:
     assert book.view("e1", "a.json", "/h", 101.0) == {}
     # Failing again after a recovery starts the backoff over.
     assert book.failed("e1", WRITING, full, now=200.0) == RETRY_FIRST_S
+
+
+# ------------------------------------------------------------------ in the daemon (no root)
+# The full disk is simulated here (ENOSPC from the temp file's write, "database or disk is
+# full" from the log); tests/journeys/test_disk.py fills a real tmpfs.
+
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[tuple[Agent, Agent, str, Path, Path]]:
+    dev_a, dev_b = make_device(tmp_path, "a"), make_device(tmp_path, "b")
+    team_space(dev_a, dev_b)
+    bus = LocalBus()
+    src = copy_example("petstore.json", dev_a.folder)
+    async with running(make_agent(dev_a, bus), make_agent(dev_b, bus)) as (a, b):
+        env = a.share(str(src), space="team")["uuid"]
+        await wait_until(lambda: env in b.envs and b.envs[env].path.exists(), "B to adopt")
+        file_b = b.envs[env].path
+        await wait_until(lambda: read_doc(file_b) == read_doc(src), "B's file to match")
+        yield a, b, env, src, file_b
+
+
+class DiskFull:
+    """ENOSPC for every write into our temp files in `folder` while `on`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+        self.on = True
+        self.hits = 0
+        real = os.write
+
+        def write(fd: int, data: bytes) -> int:
+            if self.on:
+                with contextlib.suppress(OSError):
+                    name = Path(os.readlink(f"/proc/self/fd/{fd}"))
+                    if name.parent == folder and name.name.startswith(writer_mod.TEMP_PREFIX):
+                        self.hits += 1
+                        raise OSError(errno.ENOSPC, "No space left on device")
+            return real(fd, data)
+
+        monkeypatch.setattr(writer_mod.os, "write", write)
+
+
+
+
+async def test_folder_full_is_an_error_state_retried_by_itself(
+        pair: tuple[Agent, Agent, str, Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b, env, file_a, file_b = pair
+    before = file_b.read_bytes()
+    full = DiskFull(monkeypatch, file_b.parent)
+    target = responses(read_doc(file_a))[0]["uuid"]
+    edit_file(file_a, set_label(target, "while B's disk is full"))
+    row = await wait_until(lambda: (r := env_status(b, env)) and r["state"] == "error" and r,
+                           "B's status to say error")
+    assert row["reason"].startswith(f"disk full writing {file_b.name} (No space left on "
+                                    "device (ENOSPC))")
+    assert "retrying by itself" in row["reason"]
+    assert file_b.read_bytes() == before  # untouched
+    assert [p.name for p in file_b.parent.iterdir()] == [file_b.name]  # no temp left
+    await wait_until(lambda: full.hits >= 3, "B to retry by itself, more than once")
+    full.on = False  # space returns; nobody calls reconnect
+    await wait_until(lambda: read_doc(file_b) == state_doc(a, env), "B's file written")
+    await wait_until(lambda: env_status(b, env)["state"] == "synced", "B synced again")
+    assert env_status(b, env)["reason"] is None
+    assert b.faults.failing(env) == []
+
+
+async def test_home_full_save_is_taken_in_once_space_returns(
+        pair: tuple[Agent, Agent, str, Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b, env, file_a, file_b = pair
+    real = b.store.commit_local
+    state = {"full": True, "tries": 0}
+
+    def commit_local(*args: object, **kw: object) -> object:
+        if state["full"]:
+            state["tries"] += 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(b.store, "commit_local", commit_local)
+    target = responses(read_doc(file_b))[1]["uuid"]
+    edit_file(file_b, set_label(target, "saved while B's home is full"))
+    row = await wait_until(lambda: (r := env_status(b, env)) and r["state"] == "error" and r,
+                           "B's status to say error")
+    assert row["reason"].startswith(f"disk full committing an edit of {file_b.name} (the "
+                                    "daemon's own state in ")
+    assert "the saved file is kept" in row["reason"]
+    await wait_until(lambda: state["tries"] >= 3, "B to retry the commit by itself")
+    state["full"] = False
+    await wait_until(lambda: read_doc(file_a) == read_doc(file_b), "B's save to reach A")
+    await wait_until(lambda: env_status(b, env)["state"] == "synced", "B synced again")
+    labels = [r["label"] for r in responses(read_doc(file_a))]
+    assert "saved while B's home is full" in labels

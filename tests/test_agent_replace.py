@@ -291,7 +291,7 @@ def save_numbers(doc: dict[str, Any]) -> set[int]:
 
 
 def _editor_thread(path: Path, blind_s: float, hold_s: float, seconds: float, seed: int,
-                   out: dict[str, Any]) -> None:
+                   out: dict[str, Any], max_saves: int | None = None) -> None:
     import random
     import time
     import uuid
@@ -305,7 +305,7 @@ def _editor_thread(path: Path, blind_s: float, hold_s: float, seconds: float, se
         made = 0
         end = time.monotonic() + seconds
         try:
-            while time.monotonic() < end:
+            while time.monotonic() < end and (max_saves is None or made < max_saves):
                 if rng.random() < HAMMER_AT_HOLD:
                     gap = hold_s + rng.uniform(-HAMMER_AT_HOLD_SPREAD_S, HAMMER_AT_HOLD_SPREAD_S)
                 else:
@@ -327,7 +327,7 @@ def _editor_thread(path: Path, blind_s: float, hold_s: float, seconds: float, se
 
 
 async def hammer(two: Two, editor_blind: float, hold_s: float, seconds: float,
-                 seed: int) -> tuple[int, int, list[int]]:
+                 seed: int, max_saves: int | None = None) -> tuple[int, int, list[int]]:
     """(saves made, A's edits, the numbers of lost saves)."""
     import random
     import threading
@@ -336,7 +336,8 @@ async def hammer(two: Two, editor_blind: float, hold_s: float, seconds: float,
     uuids = [r["uuid"] for r in responses(read_doc(two.file_a))]
     out: dict[str, Any] = {}
     editor = threading.Thread(target=_editor_thread, args=(two.file_b, editor_blind, hold_s,
-                                                           seconds, seed, out), daemon=True)
+                                                           seconds, seed, out, max_saves),
+                              daemon=True)
     editor.start()
     remote = 0
     while editor.is_alive():
@@ -363,7 +364,8 @@ async def hammer(two: Two, editor_blind: float, hold_s: float, seconds: float,
 @pytest.fixture
 async def two_default(tmp_path: Path) -> AsyncIterator[Two]:
     """`two` with the daemons' default hold (3.5 s) instead of the tests' short one."""
-    dev_a, dev_b = make_device(tmp_path, "a"), make_device(tmp_path, "b")
+    root = tmp_path / "default-hold"
+    dev_a, dev_b = make_device(root, "a"), make_device(root, "b")
     team_space(dev_a, dev_b)
     bus = LocalBus()
     src = copy_example("petstore.json", dev_a.folder)
@@ -389,3 +391,23 @@ async def test_hammer_default_window_loses_no_save(two_default: Two) -> None:
     made, remote, lost = await hammer(two_default, editor_blind, daemon_blind, seconds, seed=2)
     assert made >= 5 and remote >= 30, (made, remote)
     assert lost == [], f"{len(lost)} of {made} saves lost: {lost}"
+
+
+#: `make test-long`: saves counted per window setting (2,000 in all).
+LONG_SAVES = {"small": 1500, "default": 500}
+
+
+@pytest.mark.long
+@pytest.mark.skipif(not os.environ.get("MOCKSYNC_LONG"),
+                    reason="set MOCKSYNC_LONG=1 (make test-long)")
+@pytest.mark.timeout(1800)
+async def test_hammer_two_thousand_saves(two: Two, two_default: Two) -> None:
+    """1,500 saves beside a small window and 500 beside the default one: none lost."""
+    daemon_blind, editor_blind, _ = HAMMER_SMALL
+    made, _remote, lost = await hammer(two, editor_blind, daemon_blind, 1e9, seed=3,
+                                       max_saves=LONG_SAVES["small"])
+    assert made == LONG_SAVES["small"] and lost == [], f"{len(lost)} of {made} lost: {lost}"
+    daemon_blind, editor_blind, _ = HAMMER_DEFAULT
+    made, _remote, lost = await hammer(two_default, editor_blind, daemon_blind, 1e9, seed=4,
+                                       max_saves=LONG_SAVES["default"])
+    assert made == LONG_SAVES["default"] and lost == [], f"{len(lost)} of {made} lost: {lost}"

@@ -28,6 +28,7 @@ from mocksync.relay.auth import (
     RELAY_KEY_FILE,
     RelayKeyError,
     check_relay_proof,
+    fingerprint,
     load_relay_key,
     origin_accepted,
     pin_refusal,
@@ -236,6 +237,9 @@ async def test_space_pins_its_relay_and_refuses_another(lab: Lab) -> None:
     a, ta = await lab.agent(alice)
     await until(lambda: ta.status()["relay"]["state"] == "connected", what="connected")
     assert relay_pin(alice.home, space) == relay.public_key
+    assert ta.status()["relay"]["relay_key"] == fingerprint(relay.public_key)
+    async with aiohttp.ClientSession() as http, http.get(relay.url + "/v1/health") as r:
+        assert (await r.json())["key"] == fingerprint(relay.public_key)  # what operators see
     # The same relay restarted (same data dir, same key): still trusted.
     await lab.stop_relay()
     relay = await lab.start_relay()

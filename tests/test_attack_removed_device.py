@@ -173,3 +173,71 @@ def test_removed_device_writing_after_the_cut_is_refused_everywhere() -> None:
         raise
     finally:
         team.close()
+
+
+def test_remove_takes_effect_at_the_relay_before_the_command_returns() -> None:
+    """`mocksync remove` pokes the running daemon, which uploads the removal before the
+    command returns: the very next upload as the removed device is refused (no waiting for a
+    periodic check)."""
+    team = Team()
+    try:
+        alice, bob = team.crew(members={"alice": ["alice-laptop"], "bob": ["bob-laptop"]})
+        space = _space_id(alice, "team")
+        alice.add_example("petstore")
+        pet = alice.share("petstore.json")["uuid"]
+        team.synced(pet, alice, bob)
+        bob.edit(pet, _title("bob, a member"))
+        alice.wait_doc(pet, lambda d: d["routes"][0]["documentation"] == "bob, a member",
+                       "bob's edit")
+        bob.stop()
+        tag, sealed, _ = _forge_next(bob, space, pet, "late")
+        assert "removed" in alice.ms("remove", "team", "bob").out
+        assert asyncio.run(_upload_as(bob, team.relay.url, space, tag, sealed)) == "revoked"
+        assert _relay_holds(_relay_dir(team), bob.id) == [1]
+    except BaseException:
+        print(team.logs())
+        raise
+    finally:
+        team.close()
+
+
+async def test_a_late_change_set_arriving_directly_is_refused_and_listed(tmp_path: Path
+                                                                        ) -> None:
+    """The LAN path: a removed device's change set reaches a member directly (no relay to
+    drop it). The member's store refuses it, changes nothing, and `status` lists it."""
+    import random
+
+    from mocksync.errors import MocksyncError
+    from mocksync.model import snapshot_ops
+    from mocksync.space.actions import remove
+    from test_relay_sync import Lab, team_of
+
+    from envfactory import small_env
+
+    lab = Lab(tmp_path)
+    try:
+        alice, bob, space = team_of(lab)
+        await lab.start_relay()
+        a, _ta = await lab.agent(alice)
+        remove(alice.home, alice.identity, space, bob.identity.device_id)
+        assert a.enforce_membership() == 0  # nothing of bob's to take back
+        # bob (removed, offline from the team) makes a change set with the library's code
+        doc = small_env()
+        bstore = Store(bob.home.log_db)
+        try:
+            cs, _ = bstore.commit_local(bob.identity.signing_key, space=space, env=doc["uuid"],
+                                        device=bob.identity.device_id,
+                                        ops=snapshot_ops(doc, random.Random(1)),
+                                        now_ms=int(1e12))
+        finally:
+            bstore.close()
+        try:
+            a.receive(space, cs.encode())
+            raise AssertionError("alice applied a change set of a removed device")
+        except MocksyncError as exc:
+            assert bob.identity.device_id in str(exc)
+        assert a.store.version_vector(doc["uuid"]) == {}
+        rows = [r for r in a.status()["rejected"] if r["device"] == bob.identity.device_id]
+        assert [r["seq"] for r in rows] == [1] and "removed" in rows[0]["reason"]
+    finally:
+        await lab.close()

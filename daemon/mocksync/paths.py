@@ -9,8 +9,9 @@ Other local users (issue 13, SECURITY.md 7): the home holds private keys and, in
 plaintext environments, so it is made 0700 and its files 0600 every time it is used
 (`Home.ensure`), even when the directory already existed with looser modes. The control socket
 only ever lives in a private directory: `XDG_RUNTIME_DIR` when it is ours and 0700, the home
-when the path is short enough for AF_UNIX, else `/tmp/mocksync-<uid>/`, a 0700 directory the
-daemon creates and both sides check (a directory, not a symlink, ours, no group/other bits).
+when the path is short enough for AF_UNIX, else `$TMPDIR/mocksync-<uid>/` (TMPDIR defaulting
+to /tmp), a 0700 directory the daemon creates and checks (a directory, not a symlink, ours, no
+group/other bits); the CLI checks who answers on it (`agent.client`, SO_PEERCRED).
 A shared name in /tmp that another user could create first (and then answer the CLI with
 fake JSON) is never used; `private_dir_problem` is the pure check.
 """

@@ -71,13 +71,6 @@ def set_label(i: int, value: str):  # noqa: ANN201 - an edit for Device.save
     return lambda d: d["routes"][i]["responses"][0].update(label=value)
 
 
-def team_of_three(team: Team, bob_folder_tmpfs: bool) -> tuple[Device, Device, Device]:
-    laptop = team.device("alice-laptop", "alice")
-    desktop = team.device("alice-desktop", "alice")
-    bob = team.device("bob-laptop", "bob")
-    return laptop, desktop, bob
-
-
 def start_and_share(team: Team, laptop: Device, desktop: Device, bob: Device) -> tuple[str, dict]:
     team.space(laptop, "team")
     team.start(laptop, desktop, bob)
@@ -95,7 +88,9 @@ def error_entry(dev: Device, env: str) -> dict[str, Any] | None:
 
 
 def test_folder_disk_full_during_team_edits_then_freed(team: Team) -> None:
-    laptop, desktop, bob = team_of_three(team, True)
+    laptop = team.device("alice-laptop", "alice")
+    desktop = team.device("alice-desktop", "alice")
+    bob = team.device("bob-laptop", "bob")
     with tmpfs(bob.folder):
         try:
             env, _ = start_and_share(team, laptop, desktop, bob)

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .harness import Crew
+import pytest
+
+from .harness import Crew, Team
+
+#: Rounds of simultaneous saves in the long variant.
+ROUNDS = 10
 
 
 def route(doc: dict[str, Any], endpoint: str) -> dict[str, Any]:
@@ -108,3 +113,31 @@ def test_reorders_and_deletes_reach_everyone(crew: Crew) -> None:
         c["uuid"] for c in start["rootChildren"] if c["uuid"] != legacy]
     for dev in crew.all:
         assert dev.ms("validate", str(dev.file_of(env))).code == 0
+
+
+@pytest.mark.long
+def test_many_rounds_of_edits_on_five_devices(team: Team) -> None:
+    """The long variant (`make test-long`): five devices of four members, ten rounds in which
+    every device saves a different property at once; after each round every file holds every
+    edit, and nothing is listed as a conflict."""
+    devs = team.crew(members={"alice": ["alice-laptop", "alice-desktop"], "bob": ["bob-laptop"],
+                              "dave": ["dave-laptop"], "eve": ["eve-laptop"]})
+    devs[0].add_example("petstore", "long.json")
+    env = devs[0].share("long.json")["uuid"]
+    start = team.synced(env, *devs)
+    routes = [r["endpoint"] for r in start["routes"]]
+    for rnd in range(ROUNDS):
+        for i, dev in enumerate(devs):
+            ep = routes[i]
+            label = f"round {rnd} by device {i}"
+            dev.edit(env, lambda d, ep=ep, label=label: route(d, ep)["responses"][0].update(
+                label=label))
+
+        def round_done(d: dict[str, Any], rnd: int = rnd) -> bool:
+            return all(route(d, routes[i])["responses"][0]["label"] == f"round {rnd} by device {i}"
+                       for i in range(len(devs)))
+
+        team.everywhere(env, devs, round_done, f"every edit of round {rnd}", timeout=40)
+    team.synced(env, *devs)
+    for dev in devs:
+        assert dev.conflicts(env) == [], dev.name

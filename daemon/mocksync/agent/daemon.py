@@ -36,7 +36,7 @@ from ..model.lifecycle import reshare_refusal
 from ..model.ops import DELETED, LIFECYCLE, SHARED, UNSHARED
 from ..model.spans import text_to_write
 from ..paths import Home
-from ..space.writers import Verdict, overreach
+from ..space.writers import NOT_A_DEVICE, Verdict, overreach
 from ..store import Store
 from .editorsync import BlindWindow, SeenVersions, VersionHistory, meet, tied_bases
 from .envfiles import HELD, INVALID, MISSING, SYNCED, EnvRuntime, LocalFile
@@ -235,6 +235,13 @@ class Agent:
                 rt.write_handle.cancel()
                 rt.write_handle = None
                 self._write_env(rt, force=True)  # flush held writes: nothing acknowledged is lost
+        for (env, what), handle in list(self._fault_handles.items()):
+            handle.cancel()  # a failing write gets one last try; the rest waits for the restart
+            self._fault_handles.pop((env, what), None)
+            if what == WRITING and env in self.envs:
+                self._write_env(self.envs[env], force=True)
+        for handle in self._fault_handles.values():
+            handle.cancel()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -625,9 +632,11 @@ class Agent:
 
     def _author_key(self, space: str, cs: Any) -> bytes | None:
         """The key to verify `cs` with, when its author may write it (`space.writers`, the
-        relay's decision too); None after recording the refusal, so `status` lists it."""
+        relay's decision too); None when not, after recording a final refusal (a removed
+        device past its cut) so `status` lists it. A device we do not know may be one whose
+        addition has not reached us yet: refused now (the store says so), not listed."""
         verdict = self.spaces.judge(space, cs.device, cs.env, cs.seq)
-        if not verdict.accept:
+        if not verdict.accept and verdict.code != NOT_A_DEVICE:
             self.store.refuse(cs, verdict.reason, int(self.clock() * 1000))
         return verdict.sign_key if verdict.accept else None
 
@@ -656,6 +665,8 @@ class Agent:
             over = overreach(sp.state, self.spaces.tag(sp.space_id, env), self.store.held_seqs(env))
             taken: list[tuple[str, list[int]]] = []
             for device, (cut, reason) in over.items():
+                if device == self.device:
+                    continue  # removed ourselves: our own edits stay here, they just sync no more
                 seqs = self.store.revoke(env, device, cut, reason, now)
                 if seqs:
                     taken.append((device, seqs))

@@ -26,6 +26,13 @@ class MultiTransport:
             if hasattr(t, "reconnect"):
                 await t.reconnect()
 
+    async def push_logs(self) -> None:
+        """Upload new membership entries now (a removal made with the CLI) where a transport
+        can (the relay), instead of at its next periodic check."""
+        for t in self.transports:
+            if hasattr(t, "push_logs"):
+                await t.push_logs()
+
     def broadcast(self, space: str, env: str, wire: bytes) -> None:
         for t in self.transports:
             t.broadcast(space, env, wire)

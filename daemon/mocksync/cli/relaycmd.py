@@ -87,6 +87,7 @@ def relay_cmd(ctx: Ctx, host: str, port: int, data: str | None, plan: str,
 
 
 async def _serve(config) -> None:
+    from ..relay.auth import fingerprint
     from ..relay.server import RelayServer, run_relay
 
     stop = asyncio.Event()
@@ -99,6 +100,7 @@ async def _serve(config) -> None:
         p = config.plan
         click.echo(f"mocksync relay: listening on {server.url}, plan {p.name} ({p.max_envs} "
                    f"environments x {p.max_env_bytes:,} bytes, {p.max_devices_per_member} "
-                   f"devices per member), data {config.data_dir}; Ctrl-C to stop", err=True)
+                   f"devices per member), data {config.data_dir}, key "
+                   f"{fingerprint(server.public_key)}; Ctrl-C to stop", err=True)
 
     await run_relay(config, stop, ready)

@@ -193,6 +193,26 @@ def _align_key(v: Any) -> Any:
             if isinstance(v, int | float) else "t", v)
 
 
+_ONE_LINE_OBJECT = re.compile(r'\{([ \t]*)"(?:[^"\\]|\\.)*"([ \t]*:[ \t]*)[^\n]*?([ \t]*)\}')
+
+
+def _one_line_like(neighbour: str, value: Any) -> str | None:
+    """`value` on one line like `neighbour`, an object written on one line by a person or
+    Prettier (`{ "type": "route", "uuid": "..." }`), when `value` is an object of scalars;
+    else None (rendered in the file's style)."""
+    if not isinstance(value, dict) or not value or "\n" in neighbour:
+        return None
+    if any(isinstance(v, dict | list) for v in value.values()):
+        return None
+    m = _ONE_LINE_OBJECT.fullmatch(neighbour)
+    if m is None:
+        return None
+    pad, colon, close = m.group(1), m.group(2), m.group(3)
+    sep = ", " if pad or ", " in neighbour else ","
+    body = sep.join(_js_string(str(k)) + colon + (_scalar(v) or "null") for k, v in value.items())
+    return "{" + pad + body + close + "}"
+
+
 class _Patcher:
     """One patch of one text: walks old text and new document, collecting edits."""
 
@@ -354,12 +374,18 @@ class _Patcher:
         fresh_indent = self._child_indent(pos, spans)
         back = {j: i for i, j in pairs.items()}
         seq: list[tuple[int, str]] = []
+        near = -1  # the old element nearest to a new one: its layout is followed
         for j, v in enumerate(new):
             i2 = back.get(j)
             if i2 is not None:
                 seq.append((i2, texts[i2]))
-            else:
-                seq.append((-1, render_fresh(v, fresh_indent, self.style, len(fresh_indent))))
+                near = i2
+                continue
+            if near < 0 and texts:
+                near = min((i for i in back.values() if i >= 0), default=0)
+            like = _one_line_like(texts[near], v) if texts else None
+            seq.append((-1, like if like is not None else
+                        render_fresh(v, fresh_indent, self.style, len(fresh_indent))))
         if not spans and self.style.unit is not None and self.style.inline_arrays and all(
                 not isinstance(v, dict | list) for v in new):
             one = render_fresh(new, self.line_indent(pos), self.style,

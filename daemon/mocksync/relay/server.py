@@ -38,7 +38,14 @@ from ..space.keys import payload_generation
 from ..space.membership import Entry, SpaceState, extend_log, verify_log
 from ..space.quotas import PLANS, Plan
 from . import policy
-from .auth import load_relay_key, origin_accepted, prove_relay, relay_public, verify_challenge
+from .auth import (
+    fingerprint,
+    load_relay_key,
+    origin_accepted,
+    prove_relay,
+    relay_public,
+    verify_challenge,
+)
 from .envelope import Envelope
 from .frames import (
     JOIN_IDLE_TIMEOUT_S,
@@ -373,6 +380,7 @@ class RelayServer:
     # ---------------------------------------------------------------- HTTP
     async def _handle_health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "protocol": PROTOCOL_VERSION, "version": __version__,
+                                  "key": fingerprint(self.public_key),
                                   "sessions": len(self.sessions), "plan": self.plan.name})
 
     async def _handle_ws(self, request: web.Request) -> web.StreamResponse:

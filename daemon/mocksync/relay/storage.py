@@ -8,8 +8,9 @@ acknowledged only after the transaction holding it committed, so a relay killed 
 instant loses nothing it acknowledged (WAL + synchronous=NORMAL survives a process crash).
 
 What is stored (and all there is, SECURITY.md 3): per space, the membership log entries as
-their exact signed wire bytes (names of the space, members and devices are in there: the relay
-must verify the log, so it sees them); per envelope, space, env tag, device, seq, key
+their exact signed wire bytes (the relay must verify the log; the names of the space, its
+members and devices are sealed in them for members only, `space.names`, and removal cuts name
+env tags); per envelope, space, env tag, device, seq, key
 generation, ciphertext, which device uploaded it and when; per env tag, the size its uploader
 last declared and the ciphertext bytes held. Nothing of an environment's content.
 
