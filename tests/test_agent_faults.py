@@ -187,11 +187,12 @@ class DiskFull:
 
         def write(fd: int, data: bytes) -> int:
             if self.on:
+                name = Path("/")
                 with contextlib.suppress(OSError):
                     name = Path(os.readlink(f"/proc/self/fd/{fd}"))
-                    if name.parent == folder and name.name.startswith(writer_mod.TEMP_PREFIX):
-                        self.hits += 1
-                        raise OSError(errno.ENOSPC, "No space left on device")
+                if name.parent == folder and name.name.startswith(writer_mod.TEMP_PREFIX):
+                    self.hits += 1
+                    raise OSError(errno.ENOSPC, "No space left on device")
             return real(fd, data)
 
         monkeypatch.setattr(writer_mod.os, "write", write)

@@ -118,7 +118,8 @@ def test_a_whole_environment_is_refused_exactly_when_a_value_is_too_deep(
         ok = True
     except ValidationError:
         ok = False
-    assert ok == (true_depth(v) <= MAX_VALUE_DEPTH)
+    split = not as_object and isinstance(v, dict)  # a field holding an object: one level off
+    assert ok == (true_depth(v) - split <= MAX_VALUE_DEPTH)
 
 
 # ------------------------------------------------------------------------------ the attack

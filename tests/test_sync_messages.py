@@ -18,6 +18,8 @@ from mocksync.sync import (
     Cs,
     Have,
     Hello,
+    MHeads,
+    MLog,
     Nack,
     Ping,
     Pong,
@@ -45,6 +47,12 @@ from mocksync.sync.messages import (
     MAX_VV_DEVICES,
     MAX_WANT_SPAN,
 )
+from mocksync.sync.membership import (
+    MAX_HEADS,
+    MAX_MEMBERSHIP_SPACES,
+    MAX_MLOG_ENTRIES,
+    MAX_MLOG_ENTRY_BYTES,
+)
 from test_sync_support import SPACE, SPACE2, env_id, set_ops
 
 ENV = env_id(1)
@@ -67,6 +75,11 @@ EXAMPLES = [
     Presence(SPACE, ENV, None, "vscode"),
     Presence(None, None, None, ""),
     Bye("incompatible version"),
+    Hello("DEV-A", ((SPACE, ENV),), mheads={SPACE: (b"\x01" * 32, b"\x02" * 32), SPACE2: ()}),
+    MHeads(SPACE, (b"\x03" * 32,)),
+    MHeads(SPACE, ()),
+    MLog(SPACE, (b"entry-1", b"entry-2"), False),
+    MLog(SPACE2, (b"e",), True),
 ]
 
 
@@ -103,7 +116,10 @@ def enc(m: dict) -> bytes:
 
 VALID = {
     "hello": {"t": "hello", "p": PROTOCOL_VERSION, "m": MODEL_VERSION,
-              "mig": MOCKOON_MAX_MIGRATION, "d": "DEV-A", "envs": [[SPACE, ENV]]},
+              "mig": MOCKOON_MAX_MIGRATION, "d": "DEV-A", "envs": [[SPACE, ENV]],
+              "mh": {SPACE: [b"\x01" * 32]}},
+    "mheads": {"t": "mheads", "s": SPACE, "h": [b"\x01" * 32]},
+    "mlog": {"t": "mlog", "s": SPACE, "w": [b"entry"], "f": True},
     "have": {"t": "have", "s": SPACE, "e": ENV, "vv": {"DEV-A": 2}},
     "want": {"t": "want", "s": SPACE, "e": ENV, "d": "DEV-A", "a": 0, "u": 2},
     "cs": {"t": "cs", "w": WIRE},
@@ -154,6 +170,27 @@ REFUSALS = {
     "hello migration negative": (with_("hello", mig=-1), MalformedMessage),
     "hello protocol bool": (with_("hello", p=True), MalformedMessage),
     "hello protocol missing": (with_("hello", p=KeyError), MalformedMessage),
+    "hello mh missing": (with_("hello", mh=KeyError), MalformedMessage),
+    "hello mh not a map": (with_("hello", mh=[SPACE]), MalformedMessage),
+    "hello mh bad space": (with_("hello", mh={"x": []}), MalformedMessage),
+    "hello mh head short": (with_("hello", mh={SPACE: [b"\x01" * 31]}), MalformedMessage),
+    "hello mh head twice": (with_("hello", mh={SPACE: [b"\x01" * 32] * 2}), MalformedMessage),
+    "hello mh too many heads": (with_("hello", mh={SPACE: [bytes([i]) * 32
+                                                             for i in range(MAX_HEADS + 1)]}),
+                                MessageTooLarge),
+    "hello mh too many spaces": (with_("hello", mh={f"{i:032x}": []
+                                                    for i in range(MAX_MEMBERSHIP_SPACES + 1)}),
+                                 MessageTooLarge),
+    # membership gossip
+    "mheads heads not a list": (with_("mheads", h=b"\x01" * 32), MalformedMessage),
+    "mheads head text": (with_("mheads", h=["ab" * 32]), MalformedMessage),
+    "mlog empty": (with_("mlog", w=[]), MalformedMessage),
+    "mlog entry not bytes": (with_("mlog", w=["entry"]), MalformedMessage),
+    "mlog entry empty": (with_("mlog", w=[b""]), MalformedMessage),
+    "mlog entry too big": (with_("mlog", w=[b"x" * (MAX_MLOG_ENTRY_BYTES + 1)]), MessageTooLarge),
+    "mlog too many entries": (with_("mlog", w=[b"x"] * (MAX_MLOG_ENTRIES + 1)), MessageTooLarge),
+    "mlog final not bool": (with_("mlog", f=1), MalformedMessage),
+    "mlog bad space": (with_("mlog", s="nope"), MalformedMessage),
     # space / env / device fields
     "space uppercase": (with_("have", s=SPACE.upper()), MalformedMessage),
     "space bytes": (with_("have", s=bytes.fromhex(SPACE)), MalformedMessage),

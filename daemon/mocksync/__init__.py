@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 
 #: Version of the wire protocol spoken between daemons and with the relay. 2: the relay's
 #: challenge carries its key and proof, and the device's answer is bound to them (issue 12).
-PROTOCOL_VERSION = 2
+#: 3: sync sessions exchange membership logs (hello `mh`, `mheads`, `mlog`; issue 16).
+PROTOCOL_VERSION = 3
 #: Version of the register model (bumped by a `migrate` entry in a space's membership log).
 MODEL_VERSION = 1
 #: Highest Mockoon `lastMigration` this build understands by default.

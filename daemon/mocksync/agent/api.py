@@ -23,6 +23,10 @@ def _str(params: dict[str, Any], key: str, required: bool = True) -> str | None:
 
 
 def register(server: ControlServer, agent: Agent) -> None:
+    # Commands that read or change the store's environments take a turn on its worker
+    # (`agent.store_turn`): they run between two ingests of peers' change sets, never
+    # during one. `status`, `list`, `peers` and `who` read committed rows only: no turn, so
+    # they answer at once while a peer floods the daemon (issue 12).
     @server.route("status")
     async def status(params: dict[str, Any]) -> dict[str, Any]:
         return agent.status()
@@ -33,40 +37,48 @@ def register(server: ControlServer, agent: Agent) -> None:
 
     @server.route("share")
     async def share(params: dict[str, Any]) -> dict[str, Any]:
-        return agent.share(_str(params, "file"), _str(params, "space", False),
-                           bool(params.get("copy", False)))
+        async with agent.store_turn():
+            return agent.share(_str(params, "file"), _str(params, "space", False),
+                               bool(params.get("copy", False)))
 
     @server.route("new")
     async def new(params: dict[str, Any]) -> dict[str, Any]:
-        return agent.new(_str(params, "name"), _str(params, "space", False))
+        async with agent.store_turn():
+            return agent.new(_str(params, "name"), _str(params, "space", False))
 
     @server.route("unshare")
     async def unshare(params: dict[str, Any]) -> dict[str, Any]:
-        return agent.unshare(_str(params, "env"))
+        async with agent.store_turn():
+            return agent.unshare(_str(params, "env"))
 
     @server.route("delete")
     async def delete(params: dict[str, Any]) -> dict[str, Any]:
-        return agent.delete(_str(params, "env"))
+        async with agent.store_turn():
+            return agent.delete(_str(params, "env"))
 
     @server.route("restore")
     async def restore(params: dict[str, Any]) -> dict[str, Any]:
-        return agent.restore(_str(params, "env"))
+        async with agent.store_turn():
+            return agent.restore(_str(params, "env"))
 
     @server.route("adopt")
     async def adopt(params: dict[str, Any]) -> dict[str, Any]:
         # Linked files named by absolute or escaping paths: copied in, paths rewritten (#7).
-        return agent.linked.adopt(_str(params, "env"))
+        async with agent.store_turn():
+            return agent.linked.adopt(_str(params, "env"))
 
     @server.route("conflicts")
     async def conflicts(params: dict[str, Any]) -> dict[str, Any]:
-        return {"conflicts": agent.conflicts(_str(params, "env", False))}
+        async with agent.store_turn():
+            return {"conflicts": agent.conflicts(_str(params, "env", False))}
 
     @server.route("resolve")
     async def resolve(params: dict[str, Any]) -> dict[str, Any]:
         take = _str(params, "take")
         if take not in ("ours", "theirs"):
             raise ValidationError("take must be 'ours' or 'theirs'")
-        return agent.resolve_conflict(_str(params, "id"), take)
+        async with agent.store_turn():
+            return agent.resolve_conflict(_str(params, "id"), take)
 
     @server.route("resolve_env")
     async def resolve_env(params: dict[str, Any]) -> dict[str, Any]:
@@ -77,15 +89,18 @@ def register(server: ControlServer, agent: Agent) -> None:
         if not isinstance(keep_local, bool):
             raise ValidationError("parameter 'keep_local' must be true (--keep-local) or false "
                                   "(--discard-local)")
-        return agent.resolve_offline(env, keep_local)
+        async with agent.store_turn():
+            return agent.resolve_offline(env, keep_local)
 
     @server.route("log")
     async def log(params: dict[str, Any]) -> dict[str, Any]:
-        return {"changesets": agent.change_log(_str(params, "env"))}
+        async with agent.store_turn():
+            return {"changesets": agent.change_log(_str(params, "env"))}
 
     @server.route("reconnect")
     async def reconnect(params: dict[str, Any]) -> dict[str, Any]:
-        agent.scan()
+        async with agent.store_turn():
+            agent.scan()
         if agent.transport is not None and hasattr(agent.transport, "reconnect"):
             await agent.transport.reconnect()
         return {"ok": True}
@@ -95,7 +110,8 @@ def register(server: ControlServer, agent: Agent) -> None:
         """The CLI changed a space's membership (`remove`): apply it now, not at the next
         periodic check: take back what the removal refuses, and upload the new entries so
         the relay refuses the removed device at once too."""
-        revoked = agent.enforce_membership()
+        async with agent.store_turn():
+            revoked = agent.enforce_membership()
         push = getattr(agent.transport, "push_logs", None)
         if push is not None:
             await push()

@@ -22,8 +22,10 @@ import random
 import shlex
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,6 +57,7 @@ from .offline import (
 from .presence import Looking, PresenceBook
 from .registry import EnvRecord, Registry
 from .settings import Settings
+from .storeworker import StoreWorker
 from .watcher import FileEvent, FolderWatcher
 from .writer import (
     TEMP_PREFIX,
@@ -188,6 +191,11 @@ class Agent:
         self._rng = random.Random()
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: The thread that does heavy store work (remote ingest, big renders and writes) in
+        #: arrival order, off the loop (issue 12); loop code that changes the store takes a
+        #: turn on it. None until `start` (an Agent used without a loop works as before).
+        self.worker: StoreWorker | None = None
+        self._loop_thread: int | None = None
         #: Files the environments link to (FILE bodies, TLS files): issue #7.
         self.linked = LinkedFiles(self)
         #: Environments whose last upload the relay refused (a quota), with its sentence:
@@ -202,6 +210,8 @@ class Agent:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self.worker = StoreWorker()
         self.folder.mkdir(parents=True, exist_ok=True)
         self._remove_stale_temps()
         self.watcher = FolderWatcher(
@@ -230,6 +240,8 @@ class Agent:
     async def stop(self) -> None:
         if self.transport is not None:
             await self.transport.stop()
+        if self.worker is not None:
+            await self.worker.close()  # jobs taken are finished; what follows runs here
         for rt in self.envs.values():
             if rt.write_handle is not None:
                 rt.write_handle.cancel()
@@ -253,6 +265,8 @@ class Agent:
 
     def publish(self, event: dict[str, Any]) -> None:
         event.setdefault("time", self.clock())
+        if self._to_loop(self.publish, event):
+            return  # listeners (control streams, transports) live on the loop
         for fn in list(self.listeners):
             try:
                 fn(event)
@@ -286,9 +300,49 @@ class Agent:
         assert self.watcher is not None
         async for ev in self.watcher.events():
             try:
-                self.handle_event(ev)
+                async with self.store_turn():
+                    self.handle_event(ev)
             except Exception:
                 log.exception("handling %s failed", ev)
+
+    # ------------------------------------------------------------------ threads
+    def _off_loop(self) -> bool:
+        """Is this code running on another thread than the loop's (the store worker)?"""
+        return self._loop_thread is not None and threading.get_ident() != self._loop_thread
+
+    def _to_loop(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Off the loop: queue `fn(*args)` to run on the loop (in call order) and return
+        True; on the loop: False, and the caller goes on. For what is loop-bound: timers,
+        transports, event listeners."""
+        if not self._off_loop() or self._loop is None or self._loop.is_closed():
+            return False
+        self._loop.call_soon_threadsafe(fn, *args)
+        return True
+
+    def store_turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Exclusive use of the store for loop code (waits for the job on the store worker,
+        never blocking the loop); a no-op without a worker."""
+        if self.worker is None:
+            return contextlib.nullcontext()
+        return self.worker.turn()
+
+    def _spawn_on_worker(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Run `fn(*args)` as a store-worker job, in order after those queued (a failure is
+        logged); False when there is no worker to run it on, or we already are on it (the
+        caller then runs it itself)."""
+        worker = self.worker
+        if worker is None or self._loop is None or self._off_loop() or worker.closed:
+            return False
+
+        async def job() -> None:
+            try:
+                await worker.run(fn, *args)
+            except Exception:
+                log.exception("store job %s failed", getattr(fn, "__name__", fn))
+
+        task = self._loop.create_task(job(), name=f"store:{getattr(fn, '__name__', 'job')}")
+        self._tasks = [t for t in self._tasks if not t.done()] + [task]
+        return True
 
     def handle_event(self, ev: FileEvent) -> None:
         if self.linked.on_event(ev):
@@ -518,6 +572,8 @@ class Agent:
         when a save ages out of "editing" (the decision is `PresenceBook`'s)."""
         if self._loop is None:
             return  # not running: nothing to tell, nobody to tell it to
+        if self._to_loop(self.push_presence):
+            return
         now = self.clock()
         looking = self.presence.update(now)
         if looking is not None and self.transport is not None \
@@ -569,8 +625,10 @@ class Agent:
             ops=ops, now_ms=int(self.clock() * 1000), seen=seen,
         )
         wire = cs.encode()
-        if self.transport is not None and rt.uuid not in self.holds:
-            self.transport.broadcast(rt.space, rt.uuid, wire)  # held: sent on resolve
+        # (held: sent on resolve; from the store worker: the transport is the loop's)
+        if self.transport is not None and rt.uuid not in self.holds \
+                and not self._to_loop(self.transport.broadcast, rt.space, rt.uuid, wire):
+            self.transport.broadcast(rt.space, rt.uuid, wire)
         self.publish({"event": "change", "origin": "local", "env": rt.uuid, "device": self.device,
                       "seq": cs.seq, "ops": len(ops), "bytes": len(wire),
                       "commit_ms": round((time.perf_counter() - t0) * 1000, 3),
@@ -578,6 +636,27 @@ class Agent:
         return cs
 
     # ------------------------------------------------------------------ log -> folder
+    async def receive_async(self, space: str, wire: bytes) -> Any:
+        """`receive` on the store worker, after every change set handed over before it: the
+        loop only awaits the result, so a peer's big or many change sets never hold it."""
+        if self.worker is None or self.worker.closed:
+            return self.receive(space, wire)
+        return await self.worker.run(self.receive, space, wire)
+
+    async def receive_batch_async(self, space: str, wires: list[bytes], *, settle: bool = True,
+                                  ) -> tuple[Any, list[tuple[Any, Exception]]]:
+        """`receive_batch` on the store worker, in order (see `receive_async`)."""
+        if self.worker is None or self.worker.closed:
+            return self.receive_batch(space, wires, settle=settle)
+        return await self.worker.run(partial(self.receive_batch, settle=settle), space, wires)
+
+    async def settle_remote_async(self, space: str, envs: set[str]) -> None:
+        """`settle_remote` on the store worker (adopting a big environment renders it)."""
+        if self.worker is None or self.worker.closed:
+            self.settle_remote(space, envs)
+            return
+        await self.worker.run(self.settle_remote, space, envs)
+
     def receive(self, space: str, wire: bytes) -> Any:
         """A change set from another device. Raises the store's refusal on bad input."""
         cs = self._decode_for(space, wire)
@@ -639,6 +718,12 @@ class Agent:
         if not verdict.accept and verdict.code != NOT_A_DEVICE:
             self.store.refuse(cs, verdict.reason, int(self.clock() * 1000))
         return verdict.sign_key if verdict.accept else None
+
+    def enforce_membership_soon(self) -> None:
+        """`enforce_membership` as a store-worker job (a rebuild can be big), in order with
+        the ingests queued before it; at once when there is no worker."""
+        if not self._spawn_on_worker(self.enforce_membership):
+            self.enforce_membership()
 
     def enforce_membership(self) -> int:
         """Take back change sets that a removal now refuses and rewrite their files; returns
@@ -819,6 +904,12 @@ class Agent:
         if rt.uuid in self.holds:
             return  # the `prompt` policy: the file waits for keep-local/discard-local
         self.linked.after_remote(rt)  # linked files are written at once (no editor holds them)
+        if self._to_loop(self._schedule_write_timer, rt):
+            return  # (from the store worker: timers are the loop's)
+        self._schedule_write_timer(rt)
+
+    def _schedule_write_timer(self, rt: EnvRuntime) -> None:
+        """Write `rt`'s file once its editor can see the change (MERGE.md blind window)."""
         now = self.clock()
         due = max(now, self.blind.write_not_before(rt.path))
         if rt.write_handle is not None:
@@ -827,7 +918,14 @@ class Agent:
             rt.write_handle.cancel()
         rt.write_due = due
         loop = self._loop or asyncio.get_event_loop()
-        rt.write_handle = loop.call_later(max(0.0, due - now), self._write_env, rt)
+        rt.write_handle = loop.call_later(max(0.0, due - now), self._write_due, rt)
+
+    def _write_due(self, rt: EnvRuntime) -> None:
+        """A scheduled write: render and write on the store worker (a 15 MB environment's
+        render, patch, fsync and base take far longer than a loop may be held, issue 15),
+        in order after the ingest that asked for it."""
+        if not self._spawn_on_worker(self._write_env, rt):
+            self._write_env(rt)
 
     def _ensure_written(self, rt: EnvRuntime) -> None:
         if rt.state in (SYNCED,) and self.store.has_env(rt.uuid):
@@ -948,6 +1046,8 @@ class Agent:
         fault = classify(exc, where)
         if fault is None:
             return False
+        if self._to_loop(self._failed, rt, what, exc, where):
+            return True  # (on the store worker: recorded and retried from the loop)
         now = self.clock()
         delay = self.faults.failed(rt.uuid, what, fault, now, self._rng.uniform(-1.0, 1.0))
         log.warning("%s %s %s: %s; retrying in %.1f s", fault.kind, what, rt.path.name,
@@ -964,6 +1064,8 @@ class Agent:
 
     def _recovered(self, env: str, what: str) -> None:
         """`what` of `env` worked: forget its failure (if any) and its pending retry."""
+        if self._to_loop(self._recovered, env, what):
+            return
         gone = self.faults.cleared(env, what)
         handle = self._fault_handles.pop((env, what), None)
         if handle is not None:
@@ -973,7 +1075,10 @@ class Agent:
             self.publish({"event": "recovered", "env": env, "what": what})
 
     def _retry_fault(self, env: str, what: str) -> None:
-        """The backoff of a failing operation is over: try it again."""
+        """The backoff of a failing operation is over: try it again (on the store worker,
+        in order with the ingests and writes queued there)."""
+        if self._spawn_on_worker(self._retry_fault, env, what):
+            return
         self._fault_handles.pop((env, what), None)
         rt = self.envs.get(env)
         if rt is None:
@@ -1002,9 +1107,13 @@ class Agent:
             return
         self._recovered(rt.uuid, RECEIVING)  # a catch-up that fails again records it again
         if self.transport is not None and hasattr(self.transport, "reconnect") \
-                and self._loop is not None:
-            task = self._loop.create_task(self.transport.reconnect(), name="refetch")
-            self._tasks = [t for t in self._tasks if not t.done()] + [task]
+                and self._loop is not None and not self._to_loop(self._start_refetch):
+            self._start_refetch()
+
+    def _start_refetch(self) -> None:
+        assert self._loop is not None and self.transport is not None
+        task = self._loop.create_task(self.transport.reconnect(), name="refetch")
+        self._tasks = [t for t in self._tasks if not t.done()] + [task]
 
     def _store_failed(self, envs: set[str], exc: sqlite3.Error) -> None:
         """The log could not store change sets from others: `error` on each environment
@@ -1021,10 +1130,10 @@ class Agent:
     def all_envs(self) -> list[dict[str, Any]]:
         out = [rt.to_json(len(self.store.conflicts(rt.uuid))) | self._hold_view(rt)
                | self.linked.status(rt) | self._health(rt) | self._fault_view(rt)
-               for rt in self.envs.values()]
+               for rt in list(self.envs.values())]  # (a snapshot: the store worker may add)
         for rt in out:
             rt["space_name"] = self.spaces.name(rt["space"])
-        out += [lf.to_json() for lf in self.local.values()]
+        out += [lf.to_json() for lf in list(self.local.values())]
         return sorted(out, key=lambda d: d["file"] or "")
 
     def share(self, file: str, space: str | None = None, copy: bool = False) -> dict[str, Any]:

@@ -511,9 +511,24 @@ def patch_text(text: str, new: Any, old: Any = None, *, verify: bool = True) -> 
                                   parse_constant=_no_constant)
         except (ValueError, RecursionError):
             back = _Unreadable
-        if back != new:
+        if back != new and not _js_equal(back, new):
             raise PatchError("the patched text does not read back as the document")
     return out
+
+
+def _js_equal(a: Any, b: Any) -> bool:
+    """Equal as JavaScript reads them: numbers compare as doubles (18014400656965630 is the
+    double 1.801440065696563e16, which JavaScript writes without an exponent)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(
+            _js_equal(v, b[k]) for k, v in a.items())
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(
+            _js_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, int | float) and not isinstance(a, bool) and \
+            isinstance(b, int | float) and not isinstance(b, bool):
+        return float(a) == float(b)
+    return _same(a, b)
 
 
 class _UnreadableType:

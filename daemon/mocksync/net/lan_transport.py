@@ -25,6 +25,7 @@ another peer) reach us through the agent's event stream (`change` events with or
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -124,6 +125,10 @@ class LanTransport:
         self._peer_env_counts: dict[PeerLink, int] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._spawned: set[asyncio.Task[Any]] = set()
+        #: Change sets from peers waiting to be applied, in arrival order, by one consumer
+        #: that hands each to the agent's store worker (issue 12: never on the loop).
+        self._deliveries: collections.deque[Deliver] = collections.deque()
+        self._deliverer: asyncio.Task[None] | None = None
         self._tick_wake = asyncio.Event()
         self._dial_wake = asyncio.Event()
         self._planned_tick = math.inf
@@ -172,9 +177,11 @@ class LanTransport:
         while time.monotonic() < deadline and any(not ln.closed and ln.buffered for ln in links):
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.05)
-        for t in self._tasks + list(self._spawned):
+        self._deliveries.clear()  # not acknowledged: the peers send them again
+        extra = [self._deliverer] if self._deliverer is not None else []
+        for t in self._tasks + list(self._spawned) + extra:
             t.cancel()
-        for t in self._tasks + list(self._spawned):
+        for t in self._tasks + list(self._spawned) + extra:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         await asyncio.gather(*(ln.close("stopping") for ln in links), return_exceptions=True)
@@ -511,7 +518,37 @@ class LanTransport:
             self._wake_tick()
 
     def _deliver(self, ev: Deliver) -> None:
-        assert self.hub is not None
+        """Queue a peer's change set; applied in arrival order off the loop (`_deliver_all`),
+        then acknowledged. An agent without a store worker applies it here and now."""
+        if getattr(self.agent, "receive_async", None) is None:
+            self._apply_now(ev)
+            return
+        self._deliveries.append(ev)
+        if self._deliverer is None or self._deliverer.done():
+            self._deliverer = asyncio.ensure_future(self._deliver_all())
+
+    async def _deliver_all(self) -> None:
+        while self._deliveries and not self._stopping:
+            ev = self._deliveries.popleft()
+            started = time.monotonic()
+            try:
+                await self.agent.receive_async(ev.space, ev.wire)
+                refused = None
+            except MocksyncError as exc:
+                refused = str(exc)
+            except Exception as exc:
+                log.exception("applying a change set from %s failed", ev.link)
+                refused = f"internal error while applying it ({type(exc).__name__})"
+            self._after_apply(ev, time.monotonic() - started, refused)
+
+    def _after_apply(self, ev: Deliver, took: float, refused: str | None) -> None:
+        if took > SLOW_APPLY_S:
+            log.warning("applying %s#%d of %s (%d bytes) took %.1f s; peers see this device "
+                        "as silent meanwhile", ev.device, ev.seq, ev.env, len(ev.wire), took)
+        if self.hub is not None and not self._stopping:
+            self._run(self.hub.delivered(ev, _mono_ms(), refused=refused))
+
+    def _apply_now(self, ev: Deliver) -> None:
         refused: str | None = None
         started = time.monotonic()
         try:
@@ -521,11 +558,7 @@ class LanTransport:
         except Exception as exc:
             log.exception("applying a change set from %s failed", ev.link)
             refused = f"internal error while applying it ({type(exc).__name__})"
-        took = time.monotonic() - started
-        if took > SLOW_APPLY_S:
-            log.warning("applying %s#%d of %s (%d bytes) took %.1f s; peers see this device "
-                        "as silent meanwhile", ev.device, ev.seq, ev.env, len(ev.wire), took)
-        self._run(self.hub.delivered(ev, _mono_ms(), refused=refused))
+        self._after_apply(ev, time.monotonic() - started, refused)
 
     def _session_opened(self, ev: Opened) -> None:
         """The handshake is done: also sync the envs the peer has that we lack."""

@@ -181,7 +181,9 @@ class RelayTransport(RelayEvents):
             return
         self._taggers.pop(space, None)
         if any(e.kind in ("remove_device", "remove_member") for e in fresh):
-            self._tell_agent("enforce_membership")  # take back what the removal refuses
+            # Take back what the removal refuses (on the agent's store worker when it has one).
+            self._tell_agent("enforce_membership_soon" if hasattr(
+                self.agent, "enforce_membership_soon") else "enforce_membership")
         if self.client is not None:  # the relay holds what it sent: never upload it back
             self.client.uploaded.setdefault(space, set()).update(e.hash for e in fresh)
         if new_keys:
@@ -458,7 +460,8 @@ class RelayTransport(RelayEvents):
     async def _ingest_off_loop(self, space: str, tag: str, items: list[Envelope],
                                touched: set[str] | None = None) -> int:
         """`_ingest`, with the CPU-heavy part (AEAD open, decoding gate, change set parse) on a
-        worker thread; the store (SQLite, bound to the loop's thread) is written on the loop."""
+        worker thread and the store's part (verify, ingest, materialise) on the agent's store
+        worker, in arrival order: the loop only awaits them (issue 12)."""
         try:
             keys = self._keys(space)
             tagger = self._tagger(space)
@@ -466,7 +469,15 @@ class RelayTransport(RelayEvents):
             self._problem(space, "envelopes", str(exc))
             return 0
         opened = await asyncio.to_thread(_open_all, space, tag, keys, tagger, items)
-        return self._ingest(space, tag, items, touched, opened=opened)
+        wires = self._opened_wires(space, tag, items, keys, opened)
+        if not wires:
+            return 0
+        batch = getattr(self.agent, "receive_batch_async", None)
+        if batch is None:
+            got = self.agent.receive_batch(space, wires, settle=touched is None)
+        else:
+            got = await batch(space, wires, settle=touched is None)
+        return self._ingested(space, tag, wires, touched, *got)
 
     def _ingest(self, space: str, tag: str, items: Iterable[Envelope],
                 touched: set[str] | None = None, *, opened: list[Any] | None = None) -> int:
@@ -480,11 +491,21 @@ class RelayTransport(RelayEvents):
         except MocksyncError as exc:
             self._problem(space, "envelopes", str(exc))
             return 0
-        names = self._tag_env.setdefault(space, {})
-        wires: list[Any] = []
         items = list(items)
         if opened is None:
             opened = _open_all(space, tag, keys, tagger, items)
+        wires = self._opened_wires(space, tag, items, keys, opened)
+        if not wires:
+            return 0
+        # One store transaction for the whole batch (catch-up of thousands of change sets).
+        res, refused = self.agent.receive_batch(space, wires, settle=touched is None)
+        return self._ingested(space, tag, wires, touched, res, refused)
+
+    def _opened_wires(self, space: str, tag: str, items: list[Envelope], keys: Any,
+                      opened: list[Any]) -> list[Any]:
+        """The change sets of the envelopes that opened (each refusal reported)."""
+        names = self._tag_env.setdefault(space, {})
+        wires: list[Any] = []
         for env, done in zip(items, opened, strict=True):
             what = f"envelope {env.device}#{env.seq}"
             try:
@@ -498,10 +519,11 @@ class RelayTransport(RelayEvents):
                 continue
             names[tag] = slot.env
             wires.append(wire)
-        if not wires:
-            return 0
-        # One store transaction for the whole batch (catch-up of thousands of change sets).
-        res, refused = self.agent.receive_batch(space, wires, settle=touched is None)
+        return wires
+
+    def _ingested(self, space: str, tag: str, wires: list[Any], touched: set[str] | None,
+                  res: Any, refused: list[tuple[Any, Exception]]) -> int:
+        """Report what the agent refused of `wires`; count what it took."""
         if touched is not None:
             touched.update(c.env for c in res.applied)
         for cs, exc in refused:
@@ -619,7 +641,11 @@ class RelayTransport(RelayEvents):
             # Files follow the whole pull (or what arrived before the connection dropped),
             # so an environment whose tombstone is in a later page never gets a file.
             if touched:
-                self.agent.settle_remote(space, touched)
+                settle = getattr(self.agent, "settle_remote_async", None)
+                if settle is None:
+                    self.agent.settle_remote(space, touched)
+                else:
+                    await settle(space, touched)
 
     async def _upload(self, client: RelayClient, space: str, env: str, tag: str,
                       wires: list[bytes]) -> bool:

@@ -103,6 +103,9 @@ HEARTBEAT_S = 20.0
 PRESENCE_FLUSH_S = 0.05
 #: Seconds `stop()` waits for sessions to say goodbye.
 SHUTDOWN_GRACE_S = 2.0
+#: Off-loop checks of an uploaded membership log redone when another upload to the same
+#: space landed meanwhile; past this the check runs on the loop (where nothing interleaves).
+MAX_LOG_PREPARE_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -334,6 +337,22 @@ class RelayServer:
                     f"auth refused: the membership log of {policy.space_label(state, space)} "
                     f"holds a void entry ({void[0].short}: {state.void[void[0].hash_hex]})"))
         return fresh, state, None
+
+    async def _prepare_log_off_loop(self, space: str, wires: list[bytes]
+                                    ) -> tuple[list[Entry], SpaceState | None, Refusal | None]:
+        """`_prepare_log` on a worker thread (verifying a member's upload is CPU work that a
+        member controls; issue 12: the relay keeps serving everyone meanwhile).
+
+        The check is against the log held when it started; if another upload to the space
+        was committed meanwhile (`_commit_log` replaces the list, never mutates it), it is
+        run again, and the last try runs on the loop, where nothing can interleave."""
+        self.state(space)  # loaded here, on the loop (storage); the check is pure CPU
+        for _ in range(MAX_LOG_PREPARE_TRIES):
+            held = self._entries.get(space)
+            got = await asyncio.to_thread(self._prepare_log, space, wires)
+            if self._entries.get(space) is held:
+                return got
+        return self._prepare_log(space, wires)
 
     def _commit_log(self, space: str, fresh: list[Entry], state: SpaceState) -> None:
         if not fresh:
@@ -830,7 +849,7 @@ class RelayServer:
         sp = msg["s"]
         r = self._check_space(session, sp)
         if r is None:
-            fresh, state, r = self._prepare_log(sp, msg["w"])
+            fresh, state, r = await self._prepare_log_off_loop(sp, msg["w"])
             if r is None and state is not None:
                 await session.send({"t": "ok", "i": msg["i"]})
                 self._commit_log(sp, fresh, state)

@@ -46,6 +46,9 @@ MAX_QUARANTINED_PER_ENV = 1_000
 MAX_DEPS_CACHE = 4_096
 #: Rows kept in the `rejected` table (status shows the newest few); older ones are dropped.
 MAX_REJECTED_ROWS = 1_000
+#: How long a connection waits for another thread's write transaction before failing
+#: (transactions are serialised by the store's lock first, so this is only a safety net).
+SQLITE_BUSY_TIMEOUT_S = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -108,12 +111,13 @@ class Store:
         # holds plaintext environments (issue 13: no other local user may read them).
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
                          PRIVATE_FILE_MODE))
-        self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        # One connection per thread (issue 12): the daemon's store worker thread ingests
+        # peers' change sets on its own connection while the loop's reads (`status`) see the
+        # last committed state through WAL, never a half-done transaction of the other.
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
         self.db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives any process crash (kill -9); FULL would add an fsync per
-        # commit for power-loss durability of the very last transaction.
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(_SCHEMA)
         row = self.db.execute("SELECT v FROM meta WHERE k='schema'").fetchone()
         if row is None:
@@ -127,8 +131,27 @@ class Store:
         self._deps_cache: dict[tuple[str, str, int], dict[str, int]] = {}
         self.clock = Clock(last=int(self._meta("clock", "0")))
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's connection to the log (opened on first use)."""
+        conn = getattr(self._local, "db", None)
+        if conn is None:
+            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                                   timeout=SQLITE_BUSY_TIMEOUT_S)
+            # NORMAL in WAL mode survives any process crash (kill -9); FULL would add an fsync
+            # per commit for power-loss durability of the very last transaction.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            with self._conns_lock:
+                self._conns.append(conn)
+            self._local.db = conn
+        return conn
+
     def close(self) -> None:
-        self.db.close()
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
 
     # ------------------------------------------------------------------ helpers
     def _meta(self, k: str, default: str) -> str:
@@ -194,7 +217,9 @@ class Store:
                 "SELECT uuid, record FROM entities WHERE env=?", (env,)
             ):
                 st.load_record(uuid, blob)
-            self._states[env] = st
+            # Two threads may load it at once (the loop's `status` while the store worker
+            # ingests): the first one kept wins, so nobody applies to a copy that is dropped.
+            st = self._states.setdefault(env, st)
         return st
 
     def has_env(self, env: str) -> bool:

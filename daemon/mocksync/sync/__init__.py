@@ -16,7 +16,7 @@ from .errors import (
     UnexpectedMessage,
     UnknownMessageKind,
 )
-from .events import Closed, Deliver, Event, Opened, PeerPresence, Send
+from .events import Closed, Deliver, Event, Members, Opened, PeerPresence, Send
 from .hub import Hub
 from .messages import (
     MAX_CONTROL_MESSAGE_BYTES,
@@ -27,6 +27,8 @@ from .messages import (
     Have,
     Hello,
     Message,
+    MHeads,
+    MLog,
     Nack,
     Ping,
     Pong,
@@ -56,6 +58,7 @@ __all__ = [
     "ANTI_ENTROPY_MS", "DEAD_AFTER_MS", "MAX_CONTROL_MESSAGE_BYTES", "MAX_INFLIGHT_BYTES",
     "MAX_INFLIGHT_MESSAGES", "MAX_MESSAGE_BYTES", "PING_INTERVAL_MS", "RESEND_AFTER_MS",
     "WANT_WINDOW", "check_compatible", "Ack", "Bye", "Closed", "Config", "Cs", "Deliver", "Event", "Have", "Hello",
+    "Members", "MHeads", "MLog",
     "Hub", "IncompatiblePeer", "MalformedMessage", "Message", "MessageTooLarge", "Nack",
     "Opened", "PeerPresence", "Ping", "Pong", "Presence", "ProtocolError", "Send", "Session",
     "Source", "Stats", "StoreSource", "UnexpectedMessage", "UnknownMessageKind", "Want",

@@ -65,4 +65,15 @@ class Closed:
     reason: str
 
 
-Event = Send | Deliver | Opened | PeerPresence | Closed
+@dataclass(frozen=True, slots=True)
+class Members:
+    """The peer sent membership entries of `space` we may lack (its whole answer): verify them
+    as a whole log with ours and store them, or refuse them all (`sync.membership`)."""
+
+    link: Hashable
+    device: str
+    space: str
+    wires: tuple[bytes, ...] = field(repr=False)
+
+
+Event = Send | Deliver | Opened | PeerPresence | Closed | Members

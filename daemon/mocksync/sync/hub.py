@@ -47,6 +47,7 @@ from collections.abc import Hashable, Iterable
 from .. import MOCKOON_MAX_MIGRATION, MODEL_VERSION, PROTOCOL_VERSION
 from ..errors import ValidationError
 from .events import Closed, Deliver, Event
+from .membership import MembershipSource
 from .session import Config, Pair, Session
 from .source import Source
 from .wants import Wants
@@ -64,9 +65,11 @@ class Hub:
         protocol: int = PROTOCOL_VERSION,
         model: int = MODEL_VERSION,
         migration: int = MOCKOON_MAX_MIGRATION,
+        membership: MembershipSource | None = None,
     ) -> None:
         self.device = device
         self.source = source
+        self.membership = membership
         self.config = config or Config()
         self.wants: Wants = self.config.new_wants()
         self.sessions: dict[Hashable, Session] = {}
@@ -80,13 +83,16 @@ class Hub:
         now_ms: int,
         *,
         expect_device: str | None = None,
+        spaces: Iterable[str] = (),
     ) -> list[Event]:
-        """A new connection: start a session. `envs`: only envs of spaces the peer is in."""
+        """A new connection: start a session. `envs`: only envs of spaces the peer is in;
+        `spaces`: the spaces both are members of (their membership logs are gossiped)."""
         if link in self.sessions:
             raise ValidationError(f"a session is already open on link {link!r}")
         session = Session(
             self.device, envs, self.source, link=link, wants=self.wants, config=self.config,
-            expect_device=expect_device, **self._versions,
+            expect_device=expect_device, spaces=spaces, membership=self.membership,
+            **self._versions,
         )
         self.sessions[link] = session
         events = session.start(now_ms)
@@ -116,6 +122,13 @@ class Hub:
     def add_env(self, link: Hashable, space: str, env: str, now_ms: int) -> list[Event]:
         session = self.sessions.get(link)
         return [] if session is None else self._reap(session.add_env(space, env, now_ms))
+
+    def membership_changed(self, space: str, now_ms: int) -> list[Event]:
+        """Our membership log of `space` grew: every session gossiping it tells its peer."""
+        events: list[Event] = []
+        for session in list(self.sessions.values()):
+            events += session.membership_changed(space, now_ms)
+        return self._reap(events)
 
     def set_presence(
         self, space: str | None, env: str | None, entity: str | None, editor: str, now_ms: int

@@ -13,7 +13,11 @@ characters, "device" 1..64 of A-Z a-z 0-9 -, "seq" 1..2^63-1, "vv" a map device 
 | t        | fields                                   | meaning                                        |
 | -------- | ---------------------------------------- | ---------------------------------------------- |
 | hello    | p protocol, m model, mig Mockoon          | first message of each side; versions decide    |
-|          | migration, d device, envs [[space, env]]  | whether the session may go on                  |
+|          | migration, d device, envs [[space, env]], | whether the session may go on; mh: the heads   |
+|          | mh {space: [entry hash]}                  | of each membership log (sync.membership)       |
+| mheads   | s space, h [entry hash]                   | "my log of s now ends at h" (it changed, or    |
+|          |                                           | the peer named heads we lack)                  |
+| mlog     | s space, w [entry wire], f final          | membership entries the peer lacks; f: last one |
 | have     | s space, e env, vv                       | "my applied version vector of this env": after |
 |          |                                          | hello, when it grows, every ANTI_ENTROPY_MS    |
 | want     | s, e, d device, a after, u upto          | "send me d's change sets a+1..u" (u-a <= span) |
@@ -31,7 +35,8 @@ characters, "device" 1..64 of A-Z a-z 0-9 -, "seq" 1..2^63-1, "vv" a map device 
 Limits (named constants below): the whole message MAX_MESSAGE_BYTES (a cs must carry the
 largest change set, MAX_CHANGESET_BYTES); any other kind MAX_CONTROL_MESSAGE_BYTES; versions
 and migration 0..MAX_VERSION; envs in hello MAX_ENVS; vv entries MAX_VV_DEVICES; a want
-spans at most MAX_WANT_SPAN change sets; reasons MAX_REASON_CHARS; editor names
+spans at most MAX_WANT_SPAN change sets; heads per space `membership.MAX_HEADS`, spaces in
+`mh` MAX_MEMBERSHIP_SPACES, entries per `mlog` MAX_MLOG_ENTRIES of MAX_MLOG_ENTRY_BYTES; reasons MAX_REASON_CHARS; editor names
 MAX_EDITOR_CHARS; entity ids MAX_ENTITY_CHARS; nonces 0..MAX_NONCE.
 
 Compatibility: `hello` is the one message two different versions must still understand, so
@@ -60,6 +65,13 @@ from ..changes.changeset import (
 )
 from ..errors import ChangeSetError
 from .errors import MalformedMessage, MessageTooLarge, UnknownMessageKind
+from .membership import (
+    HASH_BYTES,
+    MAX_HEADS,
+    MAX_MEMBERSHIP_SPACES,
+    MAX_MLOG_ENTRIES,
+    MAX_MLOG_ENTRY_BYTES,
+)
 
 #: Largest message on the wire: a `cs` carrying the largest change set, plus its envelope.
 MAX_MESSAGE_BYTES = MAX_CHANGESET_BYTES + 1024
@@ -96,6 +108,26 @@ class Hello:
     protocol: int = PROTOCOL_VERSION
     model: int = MODEL_VERSION
     migration: int = MOCKOON_MAX_MIGRATION
+    #: Heads of the sender's membership log per space (see `sync.membership`).
+    mheads: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class MHeads:
+    """The heads of the sender's membership log of one space."""
+
+    space: str
+    heads: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MLog:
+    """Membership entries (wire bytes, verified by the receiver as a whole log); `final` marks
+    the last message of one answer."""
+
+    space: str
+    wires: tuple[bytes, ...] = field(repr=False)
+    final: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,15 +203,16 @@ class Bye:
     reason: str
 
 
-Message = Hello | Have | Want | Cs | Ack | Nack | Ping | Pong | Presence | Bye
+Message = Hello | Have | Want | Cs | Ack | Nack | Ping | Pong | Presence | Bye | MHeads | MLog
 
 _KIND_OF = {
     Hello: "hello", Have: "have", Want: "want", Cs: "cs", Ack: "ack", Nack: "nack",
-    Ping: "ping", Pong: "pong", Presence: "presence", Bye: "bye",
+    Ping: "ping", Pong: "pong", Presence: "presence", Bye: "bye", MHeads: "mheads",
+    MLog: "mlog",
 }
 #: Every kind this build speaks, with its exact key set (besides `t`).
 KEYS: dict[str, frozenset[str]] = {
-    "hello": frozenset({"p", "m", "mig", "d", "envs"}),
+    "hello": frozenset({"p", "m", "mig", "d", "envs", "mh"}),
     "have": frozenset({"s", "e", "vv"}),
     "want": frozenset({"s", "e", "d", "a", "u"}),
     "cs": frozenset({"w"}),
@@ -189,6 +222,8 @@ KEYS: dict[str, frozenset[str]] = {
     "pong": frozenset({"n"}),
     "presence": frozenset({"s", "e", "u", "ed"}),
     "bye": frozenset({"r"}),
+    "mheads": frozenset({"s", "h"}),
+    "mlog": frozenset({"s", "w", "f"}),
 }
 
 
@@ -281,7 +316,12 @@ def _as_map(msg: Message) -> dict[str, Any]:
         raise MalformedMessage(f"not a sync message: {type(msg).__name__}")
     if isinstance(msg, Hello):
         return {"t": kind, "p": msg.protocol, "m": msg.model, "mig": msg.migration,
-                "d": msg.device, "envs": [[s, e] for s, e in msg.envs]}
+                "d": msg.device, "envs": [[s, e] for s, e in msg.envs],
+                "mh": {s: list(h) for s, h in msg.mheads.items()}}
+    if isinstance(msg, MHeads):
+        return {"t": kind, "s": msg.space, "h": list(msg.heads)}
+    if isinstance(msg, MLog):
+        return {"t": kind, "s": msg.space, "w": list(msg.wires), "f": msg.final}
     if isinstance(msg, Have):
         return {"t": kind, "s": msg.space, "e": msg.env, "vv": dict(msg.vv)}
     if isinstance(msg, Want):
@@ -409,13 +449,64 @@ def _hello(f: _Fields) -> Hello:
             raise f.bad("envs", f"lists {pair[1]} of space {pair[0]} twice")
         seen.add(pair)
         pairs.append(pair)
+    mh = f.m["mh"]
+    if type(mh) is not dict:
+        raise f.bad("mh", f"expected a map of space id to heads, got {type(mh).__name__}")
+    if len(mh) > MAX_MEMBERSHIP_SPACES:
+        raise MessageTooLarge(
+            f"sync message hello: field mh: {len(mh)} spaces, over the {MAX_MEMBERSHIP_SPACES} "
+            "space limit"
+        )
+    mheads = {f.space("mh", s): _heads(f, "mh", h) for s, h in mh.items()}
     return Hello(
         device=f.device(),
         envs=tuple(pairs),
         protocol=f.int("p", 0, MAX_VERSION),
         model=f.int("m", 0, MAX_VERSION),
         migration=f.int("mig", 0, MAX_VERSION),
+        mheads=mheads,
     )
+
+
+def _heads(f: _Fields, key: str, value: Any) -> tuple[bytes, ...]:
+    if type(value) is not list:
+        raise f.bad(key, f"expected a list of entry hashes, got {type(value).__name__}")
+    if len(value) > MAX_HEADS:
+        raise MessageTooLarge(
+            f"sync message {f.kind}: field {key}: {len(value)} heads, over the {MAX_HEADS} limit"
+        )
+    if any(type(h) is not bytes or len(h) != HASH_BYTES for h in value):
+        raise f.bad(key, f"each head must be a {HASH_BYTES}-byte entry hash")
+    if len(set(value)) != len(value):
+        raise f.bad(key, "names a head twice")
+    return tuple(value)
+
+
+def _mheads(f: _Fields) -> MHeads:
+    return MHeads(f.space(), _heads(f, "h", f.m["h"]))
+
+
+def _mlog(f: _Fields) -> MLog:
+    wires = f.m["w"]
+    if type(wires) is not list or not wires:
+        raise f.bad("w", "expected a non-empty list of entry wires")
+    if len(wires) > MAX_MLOG_ENTRIES:
+        raise MessageTooLarge(
+            f"sync message mlog: field w: {len(wires)} entries, over the {MAX_MLOG_ENTRIES} "
+            "entry limit"
+        )
+    for w in wires:
+        if type(w) is not bytes or not w:
+            raise f.bad("w", "each entry must be non-empty bytes")
+        if len(w) > MAX_MLOG_ENTRY_BYTES:
+            raise MessageTooLarge(
+                f"sync message mlog: an entry of {len(w)} bytes is over the "
+                f"{MAX_MLOG_ENTRY_BYTES} byte limit"
+            )
+    final = f.m["f"]
+    if type(final) is not bool:
+        raise f.bad("f", f"expected a bool, got {type(final).__name__}")
+    return MLog(f.space(), tuple(wires), final)
 
 
 def _have(f: _Fields) -> Have:
@@ -484,7 +575,8 @@ def _bye(f: _Fields) -> Bye:
 
 _PARSERS = {
     "hello": _hello, "have": _have, "want": _want, "cs": _cs, "ack": _ack, "nack": _nack,
-    "ping": _ping, "pong": _pong, "presence": _presence, "bye": _bye,
+    "ping": _ping, "pong": _pong, "presence": _presence, "bye": _bye, "mheads": _mheads,
+    "mlog": _mlog,
 }
 
 

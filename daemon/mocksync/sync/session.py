@@ -29,6 +29,11 @@ How change sets move (the part worth knowing before reading the code):
   `resend_after_ms` (doubling, `max_send_attempts` times); unanswered wants expire in the book
   and are asked again, possibly of another peer; every `anti_entropy_ms` both sides re-send
   `have`, so any gap heals after loss.
+- Membership: the hello carries the heads of each membership log the two devices share; each
+  side sends (`mlog`) the entries the other's heads do not cover, and a later change of our
+  log is announced with `mheads` (the peer answers with its heads if it lacks ours, and we
+  send what it lacks). A complete answer is handed up as one `Members` event: the transport
+  verifies it with the whole log (`sync.membership`).
 - Liveness: `ping`/`pong` every `ping_interval_ms` measure the round trip (`rtt_ms`); nothing
   received for `dead_after_ms` closes the session as dead (aiortc itself needs 31-64 s).
 - Framing: messages are split into data-channel-sized frames (`mocksync.changes.chunks`), so
@@ -61,7 +66,17 @@ from ..changes.chunks import (
 from ..errors import ChangeSetError, ValidationError
 from . import wants as wants_mod
 from .errors import IncompatiblePeer, MalformedMessage, ProtocolError, UnexpectedMessage
-from .events import Closed, Deliver, Event, Opened, PeerPresence, Send
+from .events import Closed, Deliver, Event, Members, Opened, PeerPresence, Send
+from .membership import (
+    MAX_MEMBERSHIP_SPACES,
+    MAX_PENDING_BYTES,
+    MAX_PENDING_ENTRIES,
+    MembershipSource,
+    batches,
+    heads_of,
+    missing_for,
+    unknown_heads,
+)
 from .messages import (
     MAX_EDITOR_CHARS,
     MAX_ENVS,
@@ -73,6 +88,8 @@ from .messages import (
     Have,
     Hello,
     Message,
+    MHeads,
+    MLog,
     Nack,
     Ping,
     Pong,
@@ -241,6 +258,8 @@ class Session:
         protocol: int = PROTOCOL_VERSION,
         model: int = MODEL_VERSION,
         migration: int = MOCKOON_MAX_MIGRATION,
+        spaces: Iterable[str] = (),
+        membership: MembershipSource | None = None,
     ) -> None:
         checker = _Fields("hello", {})
         try:
@@ -254,6 +273,21 @@ class Session:
             raise ValidationError(
                 f"cannot sync {len(self._envs)} envs with one peer: the limit is {MAX_ENVS}"
             )
+        try:
+            #: Spaces whose membership logs this session gossips (both devices are members).
+            self._spaces: set[str] = {checker.space("mh", s) for s in spaces}
+        except MalformedMessage as exc:
+            raise ValidationError(f"cannot open a sync session: {exc}") from None
+        if len(self._spaces) > MAX_MEMBERSHIP_SPACES:
+            raise ValidationError(f"cannot gossip the membership of {len(self._spaces)} spaces "
+                                  f"with one peer: the limit is {MAX_MEMBERSHIP_SPACES}")
+        self._membership = membership
+        #: Entries of the peer's current answer per space (until its final `mlog`).
+        self._mlog: dict[str, list[bytes]] = {}
+        self._mlog_bytes: dict[str, int] = {}
+        #: Per space, the peer heads we last answered with our own (never twice for the same,
+        #: so two devices whose logs cannot merge do not ping-pong).
+        self._answered_heads: dict[str, tuple[bytes, ...]] = {}
         self.device = device
         self.link: Hashable = self if link is None else link
         self.config = config or Config()
@@ -324,6 +358,7 @@ class Session:
                 protocol=self.protocol,
                 model=self.model,
                 migration=self.migration,
+                mheads={s: self._heads(s) for s in sorted(self._spaces)},
             )
             self._hello_bytes = encode_message(hello)
             self._send_bytes(self._hello_bytes)
@@ -492,6 +527,13 @@ class Session:
             self._send(self._presence_message())
         return self._flush()
 
+    def membership_changed(self, space: str, now_ms: int) -> list[Event]:
+        """Our membership log of `space` grew: tell the peer its new heads (it answers with its
+        own when it lacks some, and we then send what it lacks)."""
+        if self.state == OPEN and space in self._spaces:
+            self._send(MHeads(space, self._heads(space)))
+        return self._flush()
+
     def close(self, reason: str, now_ms: int) -> list[Event]:
         """Close the session (tells the peer why)."""
         self._close(reason, now_ms)
@@ -595,6 +637,10 @@ class Session:
                 self._on_nack(msg, now)
             elif isinstance(msg, Presence):
                 self._on_presence(msg)
+            elif isinstance(msg, MHeads):
+                self._on_mheads(self._gossiped(msg.space, "mheads"), msg.heads, reply=True)
+            elif isinstance(msg, MLog):
+                self._on_mlog(msg)
 
     def _on_hello(self, msg: Hello, now: int) -> None:
         if self.state == OPEN:
@@ -624,12 +670,62 @@ class Session:
         for pair in sorted(self._envs & self._peer_envs):
             self._share(pair, now)
         self._out.append(Opened(self.link, peer, frozenset(self.shared)))
+        # The peer listed the spaces it holds with us; the gossip covers those both listed.
+        self._spaces &= set(msg.mheads)
+        for space in sorted(self._spaces):
+            self._on_mheads(space, msg.mheads[space], reply=False)
         if self._presence is not None:
             self._send(self._presence_message())
         early, self._early, self._early_bytes = self._early, [], 0
         for m in early:
             if not self.closed:
                 self._on_message(m, 0, now)
+
+    # ---------------------------------------------------------------- membership gossip
+
+    def _heads(self, space: str) -> tuple[bytes, ...]:
+        return heads_of(self._membership.log(space)) if self._membership is not None else ()
+
+    def _gossiped(self, space: str, kind: str) -> str:
+        if space not in self._spaces:
+            raise UnexpectedMessage(
+                f"{kind} for space {space}, whose membership this session does not exchange"
+            )
+        return space
+
+    def _on_mheads(self, space: str, peer_heads: tuple[bytes, ...], *, reply: bool) -> None:
+        """The peer's log of `space` ends at `peer_heads`: send what it lacks, and when it has
+        entries we lack, let it know our heads (once per distinct set of its heads)."""
+        if self._membership is None:
+            return
+        log = self._membership.log(space)
+        if not log:
+            return
+        wires = missing_for(log, peer_heads)
+        chunks = batches(wires)
+        for i, chunk in enumerate(chunks):
+            self._send(MLog(space, tuple(chunk), i == len(chunks) - 1))
+        if (reply and unknown_heads(log, peer_heads)
+                and self._answered_heads.get(space) != peer_heads):
+            self._answered_heads[space] = peer_heads
+            self._send(MHeads(space, heads_of(log)))
+
+    def _on_mlog(self, msg: MLog) -> None:
+        space = self._gossiped(msg.space, "mlog")
+        held = self._mlog.setdefault(space, [])
+        size = self._mlog_bytes.get(space, 0) + sum(len(w) for w in msg.wires)
+        if len(held) + len(msg.wires) > MAX_PENDING_ENTRIES or size > MAX_PENDING_BYTES:
+            raise UnexpectedMessage(
+                f"membership entries of space {space} over the limit of {MAX_PENDING_ENTRIES} "
+                f"entries / {MAX_PENDING_BYTES} bytes per answer"
+            )
+        held.extend(msg.wires)
+        self._mlog_bytes[space] = size
+        if msg.final:
+            wires = tuple(self._mlog.pop(space))
+            self._mlog_bytes.pop(space, None)
+            assert self.peer_device is not None
+            self._out.append(Members(self.link, self.peer_device, space, wires))
 
     def _shared_pair(self, space: str, env: str, kind: str) -> Pair:
         pair = (space, env)
