@@ -248,3 +248,25 @@ async def test_home_full_save_is_taken_in_once_space_returns(
     await wait_until(lambda: env_status(b, env)["state"] == "synced", "B synced again")
     labels = [r["label"] for r in responses(read_doc(file_a))]
     assert "saved while B's home is full" in labels
+
+
+async def test_home_full_log_reports_disk_full_not_cannot_rollback(
+        pair: tuple[Agent, Agent, str, Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    """A real SQLITE_FULL (the log may not grow: `max_page_count`): SQLite rolls the
+    transaction back itself, and a second ROLLBACK used to replace "database or disk is
+    full" with "cannot rollback - no transaction is active" in the log."""
+    a, b, env, file_a, file_b = pair
+    pages = b.store.db.execute("PRAGMA page_count").fetchone()[0]
+    b.store.db.execute(f"PRAGMA max_page_count={pages}")
+    big = "x" * 200_000  # needs new pages: cannot fit
+    target = responses(read_doc(file_b))[2]["uuid"]
+    edit_file(file_b, set_label(target, big))
+    row = await wait_until(lambda: (r := env_status(b, env)) and r["state"] == "error" and r,
+                           "B's status to say error")
+    assert "database or disk is full" in row["reason"]
+    assert "cannot rollback" not in caplog.text
+    assert "database or disk is full" in caplog.text
+    b.store.db.execute("PRAGMA max_page_count=1073741823")  # space returns
+    await wait_until(lambda: big in {r["label"] for r in responses(read_doc(file_a))},
+                     "B's save, taken in once the log can grow, to reach A")
+    await wait_until(lambda: env_status(b, env)["state"] == "synced", "B synced again")

@@ -23,11 +23,26 @@ from typing import Any
 
 import pytest
 
-from attack_tools import RawWebSocket, rational_bomb, rss_mb, shared_bomb
+from attack_tools import RawWebSocket, cbor_head, rational_bomb, rss_mb, shared_bomb
 from journeys.harness import Team
 from mocksync import MODEL_VERSION, PROTOCOL_VERSION
+from mocksync.changes import canonical
 from mocksync.relay.frames import MAX_AUTH_FRAME_BYTES, MAX_HELLO_FRAME_BYTES
-from mocksync.relay.protocol import CLIENT, RELAY, decode_message, encode_message
+from mocksync.relay.protocol import (
+    CLIENT,
+    JOINER,
+    MAX_BATCH_ITEMS,
+    MAX_CLIENT_FRAME_ITEMS,
+    MAX_JOINER_FRAME_ITEMS,
+    MAX_LOG_UPLOAD,
+    MAX_SPACES_PER_SESSION,
+    MAX_VV_DEVICES,
+    RELAY,
+    SIG_BYTES,
+    RelayProtocolError,
+    decode_message,
+    encode_message,
+)
 
 #: Generous bound for "refused fast" across a process boundary on a loaded 2-core machine
 #: (the old relay took 11 to 39 s).
@@ -181,3 +196,76 @@ def test_unauthenticated_20mb_frames_are_refused_unbuffered_while_others_sync(te
     # And the team still syncs after the flood.
     alice.save(alice.file_of(pet).name, lambda d: d.update(name="Petstore after"))
     bob.wait_doc(pet, lambda d: d["name"] == "Petstore after", "alice's edit after the flood")
+
+
+# ------------------------------------------------------------------ item-heavy frames
+#
+# Found by the red team: the gate's generic cap (16 Mi items) let an unauthenticated client
+# send, as its auth frame (8 MiB allowed once challenged), a list of 8 million zeros. Decoding
+# costs per item, not per byte (the structural scan, then cbor2 building and re-encoding the
+# value while it holds the GIL): four such frames from one address kept the relay's CPU busy
+# for 21 s and were refused only afterwards. Client frames now carry their own item cap.
+
+#: Items in the hostile frame: a plain list of small integers, one byte each.
+ITEM_FLOOD = 8_000_000
+
+
+def _flat_list(n: int) -> bytes:
+    return cbor_head(4, n) + b"\x00" * n
+
+
+def test_item_heavy_client_frames_are_refused_at_the_cap_honest_maxima_fit() -> None:
+    # Past the cap: refused by the structural scan, before anything is built.
+    start = time.monotonic()
+    with pytest.raises(RelayProtocolError, match=f"more than {MAX_CLIENT_FRAME_ITEMS} items"):
+        decode_message(_flat_list(ITEM_FLOOD), sender=CLIENT)
+    assert time.monotonic() - start < FAST_S
+    with pytest.raises(RelayProtocolError, match=f"more than {MAX_JOINER_FRAME_ITEMS} items"):
+        decode_message(_flat_list(MAX_JOINER_FRAME_ITEMS + 1), sender=JOINER)
+    # The largest honest client frames still pass: a put of MAX_BATCH_ITEMS envelopes, a fetch
+    # naming MAX_VV_DEVICES devices, a log upload of MAX_LOG_UPLOAD entries, and an auth frame
+    # of 1,000 spaces filled with signature-sized entries up to the auth frame limit.
+    put = {"t": "put", "i": 1, "s": SPACE, "e": SPACE, "z": 1,
+           "x": [[ATTACKER, n, 1, b"c"] for n in range(1, MAX_BATCH_ITEMS + 1)]}
+    assert len(decode_message(encode_message(put, sender=CLIENT), sender=CLIENT)["x"]) \
+        == MAX_BATCH_ITEMS
+    devices = [f"{n:05d}-AAAAA-AAAAA-AAAAA" for n in range(MAX_VV_DEVICES)]
+    fetch = {"t": "fetch", "i": 1, "s": SPACE, "e": SPACE, "vv": dict.fromkeys(devices, 1)}
+    assert len(decode_message(encode_message(fetch, sender=CLIENT), sender=CLIENT)["vv"]) \
+        == MAX_VV_DEVICES
+    entry = bytes(SIG_BYTES + 1)
+    log_up = {"t": "log", "i": 1, "s": SPACE, "w": [entry] * MAX_LOG_UPLOAD}
+    assert len(decode_message(encode_message(log_up, sender=CLIENT), sender=CLIENT)["w"]) \
+        == MAX_LOG_UPLOAD
+    spaces = [f"{n:032x}" for n in range(MAX_SPACES_PER_SESSION)]
+    per_space = (MAX_AUTH_FRAME_BYTES - 64 * 1024) // (len(entry) + 2) // len(spaces)
+    auth = {"t": "auth", "sig": bytes(SIG_BYTES), "u": "http://127.0.0.1:1",
+            "logs": {sp: [entry] * per_space for sp in spaces}}
+    data = canonical.encode(auth)
+    assert len(data) <= MAX_AUTH_FRAME_BYTES
+    assert len(decode_message(data, sender=CLIENT)["logs"]) == MAX_SPACES_PER_SESSION
+
+
+async def test_unauthenticated_item_floods_are_refused_at_once(team: Team) -> None:
+    port, url = team.relay.port, team.relay.url
+    flood = _flat_list(ITEM_FLOOD)
+    assert len(flood) < MAX_AUTH_FRAME_BYTES  # the phase allows the bytes; the items are refused
+
+    async def one() -> tuple[str, str, float]:
+        ws = await RawWebSocket.connect(port, "/v1/ws")
+        try:
+            await ws.send(hello())
+            assert await ws.recv() is not None  # the challenge
+            await ws.send(flood)
+            sent = time.monotonic()
+            code, reason = await refused_reason(ws)
+            return code, reason, time.monotonic() - sent
+        finally:
+            await ws.close()
+
+    results = await asyncio.gather(*(one() for _ in range(4)))
+    for code, reason, took in results:
+        assert code == "bad_message" and f"more than {MAX_CLIENT_FRAME_ITEMS} items" in reason
+        # the old relay answered after 20 s of decoding; the scan stops at the cap
+        assert took < 5 * FAST_S, results
+    assert health(url)["ok"] is True

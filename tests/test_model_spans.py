@@ -384,3 +384,22 @@ def test_merge_of_three_identical_files_rewrites_nothing(tmp_path: Path) -> None
     r = subprocess.run([*MOCKSYNC, "--home", str(tmp_path / "home"), "merge", str(f), str(f),
                         str(f), "-o", str(out)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and out.read_text() == prettier_text()
+
+
+def test_a_writer_cache_never_renders_a_prettier_file_whole() -> None:
+    """The whole-render shortcut is taken only for a file that is exactly the writer's own
+    last whole render; a Prettier file is patched on every write."""
+    cache: dict = {}
+    text = prettier_text()
+    doc = json.loads(text)
+    doc["port"] = 1
+    out = text_to_write(text, doc, MOCKOON_LAYOUT, cache)
+    assert out == text.replace('"port": 3010', '"port": 1')
+    doc["port"] = 2
+    assert text_to_write(out, doc, MOCKOON_LAYOUT, cache) == text.replace('"port": 3010',
+                                                                          '"port": 2')
+    mine = text_to_write(None, doc, MOCKOON_LAYOUT, cache)  # a whole render: remembered
+    assert mine == dumps(doc)
+    doc["port"] = 3
+    assert text_to_write(mine, doc, MOCKOON_LAYOUT, cache) == dumps(doc)
+    assert text_to_write(dumps(doc), doc, MOCKOON_LAYOUT, cache) is None

@@ -37,6 +37,12 @@ from mocksync.sync.errors import (
     ProtocolError,
     UnknownMessageKind,
 )
+from mocksync.sync.membership import (
+    MAX_HEADS,
+    MAX_MEMBERSHIP_SPACES,
+    MAX_MLOG_ENTRIES,
+    MAX_MLOG_ENTRY_BYTES,
+)
 from mocksync.sync.messages import (
     KEYS,
     MAX_CONTROL_MESSAGE_BYTES,
@@ -46,12 +52,6 @@ from mocksync.sync.messages import (
     MAX_REASON_CHARS,
     MAX_VV_DEVICES,
     MAX_WANT_SPAN,
-)
-from mocksync.sync.membership import (
-    MAX_HEADS,
-    MAX_MEMBERSHIP_SPACES,
-    MAX_MLOG_ENTRIES,
-    MAX_MLOG_ENTRY_BYTES,
 )
 from test_sync_support import SPACE, SPACE2, env_id, set_ops
 

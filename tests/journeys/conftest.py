@@ -10,6 +10,8 @@ import pytest
 
 from .harness import Crew, Team
 
+#: Environments the shared crew's space may hold: every journey shares fresh ones into it.
+CREW_MAX_ENVS = 200
 #: Set to keep a failed journey's directory (homes, folders, logs) for a post-mortem.
 KEEP_ENV = "MOCKSYNC_JOURNEY_KEEP"
 
@@ -48,7 +50,7 @@ def team(request: pytest.FixtureRequest) -> Iterator[Team]:
 
 @pytest.fixture(scope="session")
 def _session_crew() -> Iterator[Crew]:
-    t = Team()
+    t = Team(max_envs=CREW_MAX_ENVS)
     try:
         laptop, desktop, bob = t.crew()
         yield Crew(t, laptop, desktop, bob)

@@ -39,6 +39,8 @@ WAIT_S = 20.0
 POLL_S = 0.05
 #: Longest a daemon may take to answer `status` after it was started.
 DAEMON_START_S = 30.0
+#: After this long, `wait_ready` asks `status` even if the daemon's log gave no sign yet.
+READY_HINT_S = 8.0
 #: Longest the relay may take to accept connections after it was started.
 RELAY_START_S = 20.0
 #: Longest a process gets to exit after SIGTERM before it is SIGKILLed.
@@ -414,7 +416,8 @@ class Device:
         """Write HOME/config.toml (journey defaults + `config`), start `mocksync daemon
         --folder F [--relay URL] --no-mdns --bind 127.0.0.1`, wait until it answers
         `status`. relay=True: the team's relay; a string: that URL; False: none.
-        wait=False only spawns (`Team.start` starts several at once, then waits)."""
+        wait=False only spawns (`Team.start` starts several at once, then waits).
+        `mdns=True` in `config` keeps mDNS on (LAN discovery, still bound to 127.0.0.1)."""
         if self.running:
             raise RuntimeError(f"{self.name}'s daemon is already running")
         self._start_args = (relay, dict(config))
@@ -422,7 +425,8 @@ class Device:
                                     "watch_debounce_ms": 50, **config}
         (self.home / "config.toml").write_text(_toml(settings))
         args = [*mocksync_command(), "--home", str(self.home), "daemon",
-                "--folder", str(self.folder), "--no-mdns", "--bind", LOOPBACK, "-v"]
+                "--folder", str(self.folder),
+                *([] if config.get("mdns") else ["--no-mdns"]), "--bind", LOOPBACK, "-v"]
         url = self.team.relay.url if relay is True else relay
         if url:
             args += ["--relay", str(url)]
@@ -435,12 +439,17 @@ class Device:
         """Wait until this device's daemon (the process we started) answers `status`."""
         assert self.proc is not None, "start() first"
         deadline = time.monotonic() + timeout
+        ask_anyway = time.monotonic() + READY_HINT_S
         while True:
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.name}'s daemon exited with "
                                      f"{self.proc.returncode}:\n{self.log()}")
-            res = self.ms("status", "--json", check=False, timeout=10)
-            if res.code == 0:
+            # Each `mocksync` call costs an interpreter start, which slows the very start-up
+            # being waited for on a busy machine: ask once the daemon logged that it watches
+            # the folder (cheap to read), or after a while if its log never says so.
+            ask = self._logged_since_start("watching") or time.monotonic() > ask_anyway
+            res = self.ms("status", "--json", check=False, timeout=10) if ask else None
+            if res is not None and res.code == 0:
                 with contextlib.suppress(ValueError, KeyError, TypeError):
                     if res.json()["daemon"]["pid"] == self.proc.pid:
                         trace(f"{self.name}'s daemon is ready", deadline - timeout)
@@ -449,6 +458,14 @@ class Device:
                 raise AssertionError(f"{self.name}'s daemon did not answer `status` within "
                                      f"{timeout} s:\n{self.log()}")
             time.sleep(0.1)
+
+    def _logged_since_start(self, text: str) -> bool:
+        """Does the daemon's log, since our last start marker, contain `text`?"""
+        try:
+            log = self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+        return text in log[log.rfind("\n----- "):]
 
     @property
     def running(self) -> bool:
@@ -611,12 +628,13 @@ def _toml(settings: dict[str, Any]) -> str:
 class Team:
     """A relay and the devices of a team, all on this machine under one short directory."""
 
-    def __init__(self, root: Path | None = None, start_relay: bool = True) -> None:
+    def __init__(self, root: Path | None = None, start_relay: bool = True,
+                 **relay_limits: Any) -> None:
         self.root = root or short_root()
         self.relay = Relay(self.root)
         self.devices: dict[str, Device] = {}
         if start_relay:
-            self.relay.start()
+            self.relay.start(**relay_limits)
 
     # -------------------------------------------------------------- people and spaces
     def device(self, name: str, member: str | None = None) -> Device:
@@ -693,19 +711,49 @@ class Team:
             if any(doc is None for doc in docs) or any(doc != docs[0] for doc in docs[1:]):
                 return None
             return docs[0]
-        wait(same, f"the same environment {uuid} on {', '.join(d.name for d in devices)}",
-             timeout)
-        for d in devices:
-            d.wait_state(uuid, "synced", timeout)
-        doc = wait(same, f"the same environment {uuid} on every device", timeout)
-        return doc
+        try:
+            wait(same, f"the same environment {uuid} on "
+                 f"{', '.join(d.name for d in devices)}", timeout)
+            for d in devices:
+                d.wait_state(uuid, "synced", timeout)
+            return wait(same, f"the same environment {uuid} on every device", timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.explain(uuid, devices)}") from None
 
     def everywhere(self, uuid: str, devices: tuple[Device, ...] | list[Device],
                    pred: Callable[[dict[str, Any]], Any], what: str,
                    timeout: float = WAIT_S) -> None:
-        """Wait until `pred` holds for environment `uuid`'s file on every device."""
+        """Wait until `pred` holds for environment `uuid`'s file on every device; on failure
+        say which devices disagree and what their status says."""
+        try:
+            for d in devices:
+                d.wait_doc(uuid, pred, what, timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.explain(uuid, devices, pred)}") from None
+
+    def explain(self, uuid: str, devices: tuple[Device, ...] | list[Device],
+                pred: Callable[[dict[str, Any]], Any] | None = None) -> str:
+        """What each device has of `uuid`: its status entry, whether its file satisfies
+        `pred`, and the top-level keys where its file differs from the first device's."""
+        lines = []
+        first = devices[0].doc(uuid) if devices else None
         for d in devices:
-            d.wait_doc(uuid, pred, what, timeout)
+            try:
+                doc = d.doc(uuid)
+                entry = d.env(uuid) if d.running else "(daemon stopped)"
+                ok = None
+                if pred is not None and doc is not None:
+                    try:
+                        ok = bool(pred(doc))
+                    except (KeyError, IndexError, TypeError, StopIteration) as exc:
+                        ok = f"pred raised {type(exc).__name__}: {exc}"
+                differs = (None if doc is None or first is None else
+                           sorted(k for k in set(doc) | set(first) if doc.get(k) != first.get(k)))
+                lines.append(f"  {d.name}: file={'none' if doc is None else 'yes'} pred={ok} "
+                             f"differs from {devices[0].name} in {differs}; status={entry}")
+            except Exception as exc:  # explaining must never hide the original failure
+                lines.append(f"  {d.name}: could not explain ({type(exc).__name__}: {exc})")
+        return "\n".join(lines)
 
     # -------------------------------------------------------------- waiting
     def wait(self, pred: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:

@@ -257,8 +257,9 @@ def invite_cmd(ctx: click.Context, space: str, expires: str, role: str, own_devi
     click.echo(text)
     if token.relay is None:
         click.echo(f"note: space {token.name!r} names no relay and this device's daemon uses "
-                   "none, so the new device can reach this one only by other means; to join "
-                   "through a relay, run the daemon with --relay URL and invite again", err=True)
+                   "none: the new device finds this one on the LAN (keep the daemon running "
+                   "with mDNS on); to join from another network, run the daemon with --relay "
+                   "URL and invite again", err=True)
     who = "another device of yours" if rec.member else f"a new {rec.role}"
     click.echo(f"one-time invite to {token.name!r} for {who}, valid until {_when(rec.expires)}",
                err=True)
@@ -266,19 +267,24 @@ def invite_cmd(ctx: click.Context, space: str, expires: str, role: str, own_devi
 
 @main_group.command(
     "join",
-    epilog="\b\nExamples:\n  mocksync join mocksync1-...\n  mocksync join \"$(cat token.txt)\" --timeout 120",
+    epilog="\b\nExamples:\n  mocksync join mocksync1-...\n  mocksync join \"$(cat token.txt)\" --timeout 120\n  mocksync join mocksync1-... --bind 192.168.1.20   # look for the inviter on that network only",
 )
 @click.argument("token")
 @click.option("--timeout", default=60.0, show_default=True, type=float,
               help="Seconds to wait for an admin device to admit this device.")
+@click.option("--bind", multiple=True, metavar="ADDR",
+              help="Look for the inviting device on the LAN from this address only "
+                   "(repeatable; default: the daemon's, from config.toml, else all).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
-def join_cmd(ctx: click.Context, token: str, timeout: float, as_json: bool) -> None:
+def join_cmd(ctx: click.Context, token: str, timeout: float, bind: tuple[str, ...],
+             as_json: bool) -> None:
     """Join the space TOKEN names, once an admin device of it has admitted this device.
 
     The token is checked here first (damaged or expired tokens fail at once). Then this
-    device proves it holds the token's secret to the inviting device, which admits it and
-    sends the space's membership log and keys.
+    device looks for the inviting device on the LAN (mDNS) and, when the invite names one,
+    asks the relay, at the same time; it proves it holds the token's secret to the inviting
+    device, which admits it and sends the space's membership log and keys.
     """
     import time
 
@@ -301,9 +307,14 @@ def join_cmd(ctx: click.Context, token: str, timeout: float, as_json: bool) -> N
         fail(f"this device already belongs to space {parsed.name!r} ({parsed.space_id})")
     session = JoinerSession(parsed, ident)
     try:
+        from ..agent.settings import load_settings
         from ..net import relay_join  # noqa: F401  (registers the relay join transport)
+        from ..net.lan_join import LanJoinTransport
 
-        result = asyncio.run(join_space(session, find_join_transports(home), timeout=timeout))
+        lan_bind = bind or load_settings(home.root / "config.toml").bind
+        transports = [LanJoinTransport(lan_bind), *find_join_transports(home)]
+        result = asyncio.run(join_space(session, transports, timeout=timeout,
+                                        progress=lambda text: click.echo(text, err=True)))
         stored = actions.record_join(home, result, ident.device_id)
     except MocksyncError as exc:
         fail(str(exc))

@@ -56,6 +56,10 @@ SHORT_ARRAY_WIDTH = 80
 #: Deepest nesting the patcher walks (the text is JSON a person or Mockoon wrote: far less).
 #: Deeper values are replaced whole instead of walked, so recursion never overflows.
 MAX_PATCH_DEPTH = 64
+#: Largest text whose patch `text_to_write` reads back and compares with the document before
+#: handing it out (a whole second parse). Bigger ones rely on the patcher's tested properties:
+#: the check would double the cost of a one-value write to a 15 MB environment.
+MAX_VERIFIED_CHARS = 1_000_000
 #: Largest array aligned element by element (difflib on keys); a bigger one whose elements
 #: moved is aligned by position only (still correct, possibly more lines changed).
 MAX_ALIGN_ITEMS = 200_000
@@ -265,6 +269,9 @@ class _Patcher:
         return end
 
     def fresh_at(self, pos: int, value: Any) -> str:
+        scalar = _scalar(value)
+        if scalar is not None:  # the common edit: no need to know the file's style
+            return scalar
         indent = self.line_indent(pos)
         line_start = self.text.rfind("\n", 0, pos) + 1
         return render_fresh(value, indent, self.style, pos - line_start)
@@ -554,10 +561,28 @@ def text_to_write(previous: str | bytes | None, doc: dict[str, Any], layout: Lay
             text = None
     else:
         text = previous
+    if text is not None and cache is not None:
+        last = cache.get(_LAST_FULL)
+        if last is not None and last[2] == text:
+            # The file is exactly the whole render we handed out last time (Mockoon's layout):
+            # rendering whole with the cache is then the patch (a tested property) and cheaper
+            # than walking the text.
+            return _full(doc, layout, cache, text)
     if text is not None:
         try:
-            return patch_text(text, doc)
+            return patch_text(text, doc, verify=len(text) <= MAX_VERIFIED_CHARS)
         except PatchError:
             pass
+    return _full(doc, layout, cache, text)
+
+
+#: Key of `text_to_write`'s own entry in a text cache (never an entity uuid).
+_LAST_FULL = "\x00last-full-render"
+
+
+def _full(doc: dict[str, Any], layout: Layout,
+          cache: dict[str, tuple[Any, int, str]] | None, text: str | None) -> str | None:
     out = dumps(doc, layout, cache)
+    if cache is not None:
+        cache[_LAST_FULL] = (None, -1, out)
     return None if out == text else out

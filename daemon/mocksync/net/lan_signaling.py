@@ -12,6 +12,10 @@ declared Content-Length over the limit is refused before reading; aiohttp stops 
 the canonical decoding gate (no CBOR tags, bounded depth and items), so a flood or a slow
 sender costs bounded memory and CPU and never holds the daemon's event loop (issue 12).
 
+The same server takes `mocksync join` over the LAN (`JOIN_PATH`, a WebSocket carrying the
+invite handshake, see `lan_join`): at most `MAX_CONCURRENT_JOINS` at once, each message at most
+`invite.MAX_MESSAGE_BYTES`, `MAX_JOIN_MESSAGES` messages and `JOIN_TIMEOUT_S` in all.
+
 The client side (`send_offer`) posts an offer to one address of a peer, from one of our bind
 addresses, ignoring proxy settings: this traffic must stay on the LAN.
 """
@@ -24,9 +28,9 @@ import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
+from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, WSMsgType, web
 
 from ..errors import MocksyncError
 from .handshake import MAX_SIGNAL_BYTES, SignalError
@@ -34,6 +38,13 @@ from .handshake import MAX_SIGNAL_BYTES, SignalError
 log = logging.getLogger("mocksync.signaling")
 
 OFFER_PATH = "/mocksync/lan/v1/offer"
+JOIN_PATH = "/mocksync/lan/v1/join"
+#: Join handshakes answered at the same time; more are refused with 503 (the joiner retries).
+MAX_CONCURRENT_JOINS = 4
+#: Messages a joiner may send in one handshake (hello, proof).
+MAX_JOIN_MESSAGES = 4
+#: Longest one join handshake may take, start to end.
+JOIN_TIMEOUT_S = 20.0
 CONTENT_TYPE = "application/cbor"
 #: Offers handled at the same time; more get 503 and retry with backoff.
 MAX_CONCURRENT_OFFERS = 16
@@ -74,6 +85,17 @@ class Glare(SignalError):
 Handler = Callable[[bytes, str | None], Awaitable[bytes]]
 
 
+class JoinResponder(Protocol):
+    """The inviter's side of one join handshake (`lan_join.InviterResponder`)."""
+
+    done: bool
+
+    def receive(self, data: bytes) -> list[bytes]: ...
+
+
+JoinFactory = Callable[[], JoinResponder | None]
+
+
 def _host(address: str) -> str:
     return f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
 
@@ -81,10 +103,13 @@ def _host(address: str) -> str:
 class SignalingServer:
     """POST OFFER_PATH with a signed offer; answer 200 with a signed answer."""
 
-    def __init__(self, bind: Sequence[str], port: int, handler: Handler) -> None:
+    def __init__(self, bind: Sequence[str], port: int, handler: Handler,
+                 join: JoinFactory | None = None) -> None:
         self.bind = tuple(bind) or ("0.0.0.0",)
         self.requested_port = port
         self.handler = handler
+        self.join = join
+        self._joins = 0
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
         self._busy = 0
@@ -93,6 +118,7 @@ class SignalingServer:
     async def start(self) -> int:
         app = web.Application(client_max_size=MAX_SIGNAL_BYTES)
         app.router.add_post(OFFER_PATH, self._offer)
+        app.router.add_get(JOIN_PATH, self._join)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         port = self.requested_port
@@ -147,6 +173,37 @@ class SignalingServer:
                 self._busy_by_address[address] = left
             else:
                 self._busy_by_address.pop(address, None)
+
+
+    async def _join(self, request: web.Request) -> web.StreamResponse:
+        """A joiner runs the invite handshake with this device (bounded, see module doc)."""
+        responder = self.join() if self.join is not None else None
+        if responder is None:
+            return _error(404, "unknown", "this device takes no joins")
+        if self._joins >= MAX_CONCURRENT_JOINS:
+            return _error(503, "busy", "too many joins at once; retry shortly")
+        from ..space.invite import MAX_MESSAGE_BYTES
+
+        self._joins += 1
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=None)
+        try:
+            await ws.prepare(request)
+            async with asyncio.timeout(JOIN_TIMEOUT_S):
+                for _ in range(MAX_JOIN_MESSAGES):
+                    msg = await ws.receive()
+                    if msg.type != WSMsgType.BINARY:
+                        break
+                    for reply in responder.receive(bytes(msg.data)):
+                        await ws.send_bytes(reply)
+                    if responder.done:
+                        break
+        except (TimeoutError, ConnectionError) as exc:
+            log.info("a join from %s ended: %s", request.remote, type(exc).__name__)
+        finally:
+            self._joins -= 1
+            with contextlib.suppress(Exception):
+                await ws.close()
+        return ws
 
 
 def _error(status: int, code: str, message: str) -> web.Response:

@@ -11,8 +11,9 @@ How the pieces fit (each is its own module; this one only wires them to the Agen
     mocksync.sync.Hub     the sans-IO sync protocol: hello/version check, catch-up by version
                           vector, live push, each change once per peer, heartbeat, presence
 
-A peer is dialled only when its mDNS tags match a space we hold and our verified membership log
-lists it as an active member of that space; an offer is answered only when its signature
+A peer is dialled when our verified membership log lists it as an active member of a space we
+hold, whether its mDNS tags (made with the newest content key) match one or not: a member whose
+key is a rotation behind must still meet the others to learn the rotation. An offer is answered only when its signature
 verifies against the key that log holds. A session lists only envs of spaces both devices are
 in, so a peer never even learns the ids of envs in other spaces.
 
@@ -20,6 +21,12 @@ Agent contract (agent.daemon.Transport): `broadcast` is called for each local co
 sets from peers go to `agent.receive`; change sets the agent applied from elsewhere (the relay,
 another peer) reach us through the agent's event stream (`change` events with origin
 `remote`) and are announced to the other peers, which pull what they lack.
+
+Membership (issue 16): every session gossips the membership logs of the spaces both devices
+are in (`sync.membership`); entries a peer sends are verified as a whole log and stored by
+`space.learn` (the same path as entries from the relay), and a grown log is announced to every
+open session, so a new device, a removal with its rotated key or a migration spreads from any
+member to any member with no relay.
 """
 
 from __future__ import annotations
@@ -37,13 +44,16 @@ from typing import Any
 from .. import MODEL_VERSION, PROTOCOL_VERSION
 from ..agent.offline import HoldingSource
 from ..errors import MocksyncError
-from ..sync import Closed, Config, Deliver, Event, Hub, Opened, PeerPresence, Send
+from ..space.learn import learn_entries
+from ..sync import Closed, Config, Deliver, Event, Hub, Members, Opened, PeerPresence, Send
+from ..sync.membership import LogItem
 from ..sync.messages import peek_changeset
 from . import handshake, ice
 from .handshake import ANSWER, OFFER, ReplayGuard, SignalError
+from .lan_join import InviterResponder, newest_invite_secrets
 from .lan_signaling import Glare, PeerRefused, PeerUnreachable, SignalingServer, send_offer
 from .logsource import LogSource
-from .mdns import Announcement, Discovered, MdnsService, recognise
+from .mdns import MAX_ADVERTISED_INVITES, Announcement, Discovered, MdnsService, recognise
 from .peerbook import CONNECTED, CONNECTING, GLARE, PeerBook
 from .webrtc import CONNECT_TIMEOUT_S, LinkError, PeerLink
 
@@ -78,6 +88,28 @@ def _wall_ms() -> int:
 
 def _mono_ms() -> int:
     return int(time.monotonic() * 1000)
+
+
+class SpaceLogs:
+    """The agent's membership logs as the sync session reads them (`MembershipSource`)."""
+
+    def __init__(self, spaces: Any) -> None:
+        self.spaces = spaces
+        self._cache: dict[str, tuple[int, list[LogItem]]] = {}
+
+    def log(self, space: str) -> list[LogItem]:
+        stored = self.spaces.get(space)
+        if stored is None:
+            return []
+        cached = self._cache.get(space)
+        if cached is None or cached[0] != len(stored.entries):
+            cached = (len(stored.entries),
+                      [LogItem(e.hash, tuple(e.parents), e.wire) for e in stored.entries])
+            self._cache[space] = cached
+        return cached[1]
+
+    def hash_of(self, wire: bytes) -> bytes | None:
+        return hashlib.sha256(wire).digest()  # an entry's hash is that of its wire bytes
 
 
 class LanTransport:
@@ -147,10 +179,12 @@ class LanTransport:
         if cut_of is not None:  # envs held by the `prompt` offline policy: ours stay unsent
             source = HoldingSource(source, agent.device, cut_of)
         self.hub = Hub(self.me, source, config=self.session_config,
-                       protocol=self.protocol, model=self.model)
+                       protocol=self.protocol, model=self.model,
+                       membership=SpaceLogs(agent.spaces))
         ice.install()
         self.networks = ice.bind_networks(self.bind) if self.bind else None
-        self.server = SignalingServer(self.bind, self.requested_port, self._on_offer)
+        self.server = SignalingServer(self.bind, self.requested_port, self._on_offer,
+                                      join=self._join_responder)
         self.port = await self.server.start()
         self._space_sig = self._space_signature()
         if self.mdns_enabled:
@@ -213,13 +247,40 @@ class LanTransport:
 
     def _space_signature(self) -> tuple:
         return tuple(sorted(
-            (sid, max(s.keys, default=0), tuple(sorted(s.state.devices)))
-            for sid, s in self._my_spaces().items()))
+            (sid, max(s.keys, default=0), tuple(sorted(s.state.devices)), len(s.entries))
+            for sid, s in self._my_spaces().items())), tuple(self._invite_secrets())
+
+    def _invite_secrets(self) -> list[bytes]:
+        """Secrets of the newest unused invites this device issued (announced as join tags,
+        so `mocksync join` finds this device on the LAN with no relay)."""
+        from ..space.store import load_invite_book
+
+        home = getattr(self.agent, "home", None)
+        if home is None:
+            return []
+        books = [load_invite_book(home, sid) for sid, s in self._my_spaces().items()
+                 if s.state.is_admin(self.me)]
+        return newest_invite_secrets(books, time.time(), MAX_ADVERTISED_INVITES)
+
+    def _join_responder(self) -> InviterResponder | None:
+        if self._stopping or getattr(self.agent, "home", None) is None:
+            return None
+        return InviterResponder(self.agent.home, self.agent.identity, self._admitted)
+
+    def _admitted(self, space: str) -> None:
+        """A device joined through us on the LAN: re-announce (the invite is used), tell our
+        peers and the relay of the new entries."""
+        self._spawn(self._check_spaces())
+        push = getattr(self.agent.transport, "push_logs", None) if hasattr(
+            self.agent, "transport") else None
+        if push is not None:
+            self._spawn(push())
 
     def _announcement(self) -> Announcement:
         secrets = [s.keys[max(s.keys)] for s in self._my_spaces().values() if s.keys]
         assert self.port is not None
-        return Announcement.make(self.me, self.port, secrets, protocol=self.protocol)
+        return Announcement.make(self.me, self.port, secrets, protocol=self.protocol,
+                                 invites=self._invite_secrets())
 
     def _key_of(self, device: str) -> bytes | None:
         for s in self._my_spaces().values():
@@ -257,6 +318,9 @@ class LanTransport:
         sig = self._space_signature()
         if sig == self._space_sig:
             return
+        before = {space: length for space, _gen, _devices, length in
+                  (self._space_sig[0] if self._space_sig else ())}
+        grown = {space for space, _gen, _devices, length in sig[0] if before.get(space) != length}
         self._space_sig = sig
         if self.mdns is not None:
             await self.mdns.update(self._announcement())
@@ -274,6 +338,8 @@ class LanTransport:
             self._link_spaces[link] = shared
             for pair in self._envs_for(shared) - self._link_envs.get(link, set()):
                 self._add_env(link, pair, now)
+        for space in sorted(grown):  # tell every peer what it lacks of the grown logs
+            self._run(self.hub.membership_changed(space, now))
 
     # ================================================================ discovery
 
@@ -283,10 +349,13 @@ class LanTransport:
         ann = d.announcement
         mine = self._my_spaces()
         tagged = recognise(ann, {sid: list(s.keys.values()) for sid, s in mine.items()})
-        if not tagged:
+        # Our log is what counts: a member whose tags we cannot read (its key is newer than
+        # ours: we missed a rotation) is dialled too, to learn the rotation from it.
+        members = {sid for sid, s in mine.items() if s.state.is_member(ann.device)}
+        if not tagged and not members:
             return  # a stranger (or a device of spaces we are not in): never kept
         self._announced[ann.device] = d
-        verified = {sid for sid in tagged if mine[sid].state.is_member(ann.device)}
+        verified = members
         unknown = None
         if not verified:
             unknown = (f"device {ann.device} announces a space this device belongs to, but this "
@@ -472,7 +541,7 @@ class LanTransport:
         self._link_spaces[link] = shared
         self._link_envs[link] = set(envs)
         self.book.connected(device, time.monotonic())
-        self._run(self.hub.open(link, envs, now, expect_device=device))
+        self._run(self.hub.open(link, envs, now, expect_device=device, spaces=shared))
         for frame in self._early.pop(link, []):
             self._run(self.hub.receive_data(link, frame, _mono_ms()))
         self._wake_tick()
@@ -514,6 +583,8 @@ class LanTransport:
                                     "entity": ev.entity, "editor": ev.editor})
             elif isinstance(ev, Closed):
                 self._session_closed(ev)
+            elif isinstance(ev, Members):
+                self._learn_members(ev)
         if events:
             self._wake_tick()
 
@@ -559,6 +630,30 @@ class LanTransport:
             log.exception("applying a change set from %s failed", ev.link)
             refused = f"internal error while applying it ({type(exc).__name__})"
         self._after_apply(ev, time.monotonic() - started, refused)
+
+    def _learn_members(self, ev: Members) -> None:
+        """A peer sent membership entries: verify with our whole log, store, act on them."""
+        stored = self.agent.spaces.get(ev.space)
+        if stored is None:
+            return
+        try:
+            learned = learn_entries(self.agent.home, self.agent.identity, ev.space, stored,
+                                    ev.wires)
+        except MocksyncError as exc:
+            log.warning("refused membership entries of space %s from %s: %s", ev.space,
+                        ev.device, exc)
+            return
+        if not learned.fresh:
+            return
+        log.info("space %s: %d new membership entries from %s%s", ev.space,
+                 len(learned.fresh), ev.device,
+                 f" (key generations {sorted(learned.new_keys)})" if learned.new_keys else "")
+        if learned.removals:
+            fn = getattr(self.agent, "enforce_membership", None)
+            if fn is not None:
+                fn()  # take back what the removal refuses
+        # Re-judge peers (a removed one is dropped), re-announce, tell the other sessions.
+        self._spawn(self._check_spaces())
 
     def _session_opened(self, ev: Opened) -> None:
         """The handshake is done: also sync the envs the peer has that we lack."""

@@ -6,7 +6,10 @@ protocol version, a random nonce, and per space a short keyed hash of that nonce
 (`space.keys.space_tag`) that only holders of the space key can recognise. A stranger learns
 that a mocksync device exists and how many spaces it announces, nothing more. The nonce is
 fresh each time the announcement is (re)made, so tags of one space cannot be linked across
-restarts of the daemon.
+restarts of the daemon. An admin device with unused invites also announces per invite a join
+tag (`lan_join.join_tag`: a keyed hash of the nonce under a key derived from the invite's
+secret), so only the holder of that token recognises the inviter; strangers learn nothing of
+the space.
 
 mDNS is only a hint: a peer that died without a goodbye stays "discovered" for up to ~19 min
 (PTR TTL), so liveness comes from the sync session's heartbeat, and every connection is
@@ -53,6 +56,8 @@ MAX_PEER_ADDRESSES = 8
 RESOLVE_TIMEOUT_MS = 3000
 #: Highest protocol version number a TXT record may carry.
 MAX_VERSION = 0xFFFF
+#: Most invites one device announces join tags for (the newest; one TXT string holds them).
+MAX_ADVERTISED_INVITES = 14
 
 _TAG_RE = re.compile(rf"^[0-9a-f]{{{2 * SPACE_TAG_BYTES}}}$")
 _NONCE_RE = re.compile(rf"^[0-9a-f]{{{2 * NONCE_BYTES}}}$")
@@ -71,11 +76,23 @@ class Announcement:
     protocol: int
     nonce: bytes
     tags: tuple[str, ...]
+    #: Join tags of this device's unused invites (`lan_join.join_tag`).
+    joins: tuple[str, ...] = ()
 
     @classmethod
     def make(cls, device: str, port: int, secrets: Iterable[bytes],
-             nonce: bytes | None = None, protocol: int = PROTOCOL_VERSION) -> Announcement:
-        """An announcement tagging each space whose current key is in `secrets`."""
+             nonce: bytes | None = None, protocol: int = PROTOCOL_VERSION,
+             invites: Iterable[bytes] = ()) -> Announcement:
+        """An announcement tagging each space whose current key is in `secrets`, and each
+        invite whose secret is in `invites` (at most MAX_ADVERTISED_INVITES: give the newest)."""
+        from .lan_join import join_tag
+
+        invites = list(invites)
+        if len(invites) > MAX_ADVERTISED_INVITES:
+            raise LimitError(
+                f"{len(invites)} invites to announce; only {MAX_ADVERTISED_INVITES} can be "
+                "announced on the LAN at once"
+            )
         secrets = list(secrets)
         if len(secrets) > MAX_ADVERTISED_SPACES:
             raise LimitError(
@@ -84,12 +101,15 @@ class Announcement:
             )
         nonce = nonce if nonce is not None else os.urandom(NONCE_BYTES)
         tags = tuple(sorted(space_tag(s, nonce) for s in secrets))
-        return cls(device, port, protocol, nonce, tags)
+        joins = tuple(sorted(join_tag(s, nonce) for s in invites))
+        return cls(device, port, protocol, nonce, tags, joins)
 
     def properties(self) -> dict[str, str]:
         props = {"id": self.device, "v": str(self.protocol), "n": self.nonce.hex()}
         for i in range(0, len(self.tags), TAGS_PER_KEY):
             props[f"t{i // TAGS_PER_KEY}"] = ",".join(self.tags[i : i + TAGS_PER_KEY])
+        if self.joins:
+            props["j"] = ",".join(self.joins)
         return props
 
     @classmethod
@@ -126,13 +146,22 @@ class Announcement:
                 if not _TAG_RE.match(t):
                     raise AnnouncementError("malformed space tag")
                 tags.append(t)
+        joins: list[str] = []
+        j = d.pop("j", None)
+        if j is not None:
+            for t in j.split(","):
+                if not _TAG_RE.match(t):
+                    raise AnnouncementError("malformed join tag")
+                joins.append(t)
         if d:
             raise AnnouncementError(f"unexpected keys {sorted(d)[:5]}")
         if len(tags) > MAX_ADVERTISED_SPACES:
             raise AnnouncementError("too many space tags")
+        if len(joins) > MAX_ADVERTISED_INVITES:
+            raise AnnouncementError("too many join tags")
         if port is None or not 0 < port < 65536:
             raise AnnouncementError("no valid port")
-        return cls(device, port, int(v), bytes.fromhex(n), tuple(tags))
+        return cls(device, port, int(v), bytes.fromhex(n), tuple(tags), tuple(joins))
 
 
 def recognise(ann: Announcement, spaces: Mapping[str, Iterable[bytes]]) -> set[str]:
@@ -226,11 +255,13 @@ class MdnsService:
             parsed_addresses=local_addresses(self.bind),
         )
 
-    async def start(self, ann: Announcement) -> None:
+    async def start(self, ann: Announcement | None) -> None:
+        """Announce `ann` and browse; with None only browse (`mocksync join` looking for its
+        inviter announces nothing)."""
         from zeroconf import InterfaceChoice, IPVersion
         from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
 
-        self.me = ann.device
+        self.me = ann.device if ann is not None else None
         if self.bind:
             v6 = any(ipaddress.ip_address(a).version == 6 for a in self.bind)
             v4 = any(ipaddress.ip_address(a).version == 4 for a in self.bind)
@@ -239,10 +270,11 @@ class MdnsService:
             self.azc = AsyncZeroconf(interfaces=list(self.bind), ip_version=version)
         else:
             self.azc = AsyncZeroconf(interfaces=InterfaceChoice.All, ip_version=IPVersion.V4Only)
-        self.info = self._info(ann)
-        # The instance name embeds the device id (unique per key, one daemon per home by the
-        # lock), so probing for a name conflict is skipped: announced in ms, not ~1.5 s.
-        await self.azc.async_register_service(self.info, cooperating_responders=True)
+        if ann is not None:
+            self.info = self._info(ann)
+            # The instance name embeds the device id (unique per key, one daemon per home by
+            # the lock), so probing for a name conflict is skipped: announced in ms, not 1.5 s.
+            await self.azc.async_register_service(self.info, cooperating_responders=True)
         self.browser = AsyncServiceBrowser(self.azc.zeroconf, [SERVICE_TYPE],
                                            handlers=[self._on_change])
 

@@ -69,12 +69,16 @@ class RelayJoinChannel:
 
 class RelayJoinTransport:
     name = "relay"
+    #: What `join` says when the relay never answered in time.
+    silence = "the relay did not answer"
+
+    def describe(self, token: InviteToken) -> str:
+        return (f"asking the relay {token.relay}..." if token.relay else
+                "the invite names no relay")
 
     async def connect(self, token: InviteToken) -> RelayJoinChannel:
         if not token.relay:
-            raise NoAdminReachableError(
-                f"the invite for space {token.name!r} names no relay, and the inviting device "
-                "cannot be reached another way from here")
+            raise NoAdminReachableError(f"the invite for space {token.name!r} names no relay")
         session = aiohttp.ClientSession()
         try:
             ws = await session.ws_connect(_ws_url(token.relay), max_msg_size=MAX_SIGNAL_BYTES + 1024,

@@ -135,6 +135,18 @@ HASH_BYTES = 32
 SIG_BYTES = 64
 #: Largest declared environment size (compact JSON bytes) a put may carry.
 MAX_DECLARED_BYTES = 2**40
+#: Most CBOR items (every key, value, list and element) in one frame a client sends. Decoding
+#: costs time per item, not per byte, and cbor2 holds the GIL while it builds and re-encodes a
+#: value, so even on a worker thread an item-heavy frame slows the relay's event loop: four
+#: unauthenticated 8 MB auth frames of 8 million zeros each, within the gate's generic 16 Mi
+#: cap, kept a relay's CPU busy for 21 s and slowed every other request (issue 12). The
+#: largest honest client frames: a put of MAX_BATCH_ITEMS envelopes (~5,000 items), a fetch
+#: with MAX_VV_DEVICES (~8,200), a log upload of MAX_LOG_UPLOAD entries (~10,000), and an
+#: auth frame whose logs fill its 8 MiB (every entry is a signed document of over 64 bytes:
+#: under 130,000 entries, plus two items per space). 2^17 covers them all and bounds one frame's decode to about 0.1 s.
+MAX_CLIENT_FRAME_ITEMS = 1 << 17
+#: Most CBOR items in a joiner's frame (`join`: a map of four short fields).
+MAX_JOINER_FRAME_ITEMS = 64
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _DEVICE = re.compile(r"[0-9A-HJKMNP-TV-Z]{5}(?:-[0-9A-HJKMNP-TV-Z]{5}){3}")
@@ -366,6 +378,9 @@ RELAY_KINDS: dict[str, tuple[dict[str, Check], int]] = {
     "entries": ({"s": _space, "w": _list(_entry, MAX_LOG_UPLOAD, lo=1)}, _BIG),
 }
 _BY_SENDER = {CLIENT: CLIENT_KINDS, RELAY: RELAY_KINDS, JOINER: JOINER_KINDS}
+#: Item caps by sender (the relay's frames, trusted less than peers' but more than strangers',
+#: keep the gate's own cap: a challenge may list 1,000 spaces' entry hashes).
+_MAX_ITEMS_BY_SENDER = {CLIENT: MAX_CLIENT_FRAME_ITEMS, JOINER: MAX_JOINER_FRAME_ITEMS}
 
 
 # ------------------------------------------------------------------------------ encode/decode
@@ -430,7 +445,8 @@ def decode_message(data: Any, *, sender: str) -> dict[str, Any]:
     if len(data) > MAX_FRAME_BYTES:
         raise FrameTooLarge(f"relay frame of {len(data)} bytes is over the {MAX_FRAME_BYTES} byte limit")
     try:
-        obj = canonical.decode(data, what="relay frame")
+        obj = canonical.decode(data, what="relay frame",
+                               max_items=_MAX_ITEMS_BY_SENDER.get(sender, canonical.MAX_ITEMS))
     except ChangeSetError as exc:
         raise RelayProtocolError(str(exc)) from None
     if type(obj) is not dict:
@@ -487,8 +503,10 @@ __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_BATCH_ITEMS",
     "MAX_CIPHERTEXT_BYTES",
+    "MAX_CLIENT_FRAME_ITEMS",
     "MAX_CONTROL_BYTES",
     "MAX_FRAME_BYTES",
+    "MAX_JOINER_FRAME_ITEMS",
     "MAX_SIGNAL_BYTES",
     "MAX_SPACES_PER_SESSION",
     "RELAY",

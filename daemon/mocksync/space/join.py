@@ -10,6 +10,7 @@ reach an admin, join fails with a sentence saying so; it never pretends to have 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -90,42 +91,79 @@ def unreachable_sentence(space_name: str, inviter: str,
         if waited is None:
             parts.append(f"{name}: {reason}")
         else:
-            parts.append(f"{name}: no answer within {waited:.0f} s")
+            parts.append(f"{name}: {reason or 'no answer'} within {waited:.0f} s")
     why = "; ".join(parts) or "no transport was tried"
     return (f"no admin device of space {space_name!r} is reachable ({why}); make sure the "
             f"inviting device {inviter} is online with its daemon running, then run join again")
 
 
+#: Called with a short sentence while `join_space` waits ("looking on the LAN...").
+Progress = Callable[[str], None]
+
+
+def _describe(transport: JoinTransport, token: InviteToken) -> str:
+    describe = getattr(transport, "describe", None)
+    return describe(token) if describe is not None else f"trying {transport.name}..."
+
+
 async def join_space(session: JoinerSession, transports: list[JoinTransport], *,
-                     timeout: float, clock: Callable[[], float] = time.time) -> JoinResult:
-    """Try each transport in turn within `timeout` seconds overall."""
+                     timeout: float, clock: Callable[[], float] = time.time,
+                     progress: Progress | None = None) -> JoinResult:
+    """Try every transport at once within `timeout` seconds; the first admission wins.
+
+    Each transport runs its own handshake (a fresh `JoinerSession` beside `session`); the
+    inviting device admits the device once, so a second handshake that reaches it too is
+    refused as "already used" and dropped here. A refusal or expiry said by the inviting device
+    is final and raised at once; "cannot reach it this way" waits for the other transports."""
     token = session.token
+    say = progress or (lambda _text: None)
     if not transports:
         raise NoAdminReachableError(
             f"no admin device of space {token.name!r} is reachable: this installation has no "
             f"way to reach device {token.inviter} yet (no LAN or relay transport is available)"
         )
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    attempts: list[tuple[str, str, float | None]] = []
-    for transport in transports:
-        left = deadline - loop.time()
-        if left <= 0:
-            break
-        began = loop.time()
+    began = loop.time()
+    sessions = [session] + [JoinerSession(token, session.identity, member_name=session.member_name)
+                            for _ in transports[1:]]
+
+    async def attempt(transport: JoinTransport, sess: JoinerSession) -> JoinResult:
+        say(_describe(transport, token))
+        channel = await transport.connect(token)
         try:
-            async with asyncio.timeout(left):
-                channel = await transport.connect(token)
-                try:
-                    return await run_join(session, channel, clock=clock)
-                finally:
-                    await channel.close()
-        except NoAdminReachableError as exc:
-            attempts.append((transport.name, str(exc), None))
-        except TimeoutError:
-            attempts.append((transport.name, "", loop.time() - began))
-            if session.state != "new":
+            return await run_join(sess, channel, clock=clock)
+        finally:
+            await channel.close()
+
+    tasks = {asyncio.ensure_future(attempt(t, s)): t for t, s in zip(transports, sessions,
+                                                                      strict=True)}
+    attempts: list[tuple[str, str, float | None]] = []
+    try:
+        pending = set(tasks)
+        while pending:
+            left = timeout - (loop.time() - began)
+            if left <= 0:
                 break
+            done, pending = await asyncio.wait(pending, timeout=left,
+                                               return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                exc = task.exception()
+                if exc is None:
+                    say("admitted")
+                    return task.result()
+                if isinstance(exc, NoAdminReachableError):
+                    attempts.append((tasks[task].name, str(exc), None))
+                    continue
+                raise exc
+        waited = loop.time() - began
+        for task in pending:
+            attempts.append((tasks[task].name, getattr(tasks[task], "silence", ""), waited))
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
     raise NoAdminReachableError(unreachable_sentence(token.name, token.inviter, attempts))
 
 

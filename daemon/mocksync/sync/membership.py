@@ -10,8 +10,9 @@ cover (`mlog`). The receiver verifies the whole log with the new entries before 
 (`space.membership.extend_log`, done by the transport), exactly as for entries from the relay.
 
 The log is a DAG of signed entries; what a peer has is, at least, every ancestor of the heads
-it named that we know. Everything else we hold is sent: it may repeat an entry the peer has
-(its heads named one we do not know yet), which the receiver drops by hash. The session sees
+it named that we know and of the entries either side sent the other in this session.
+Everything else we hold is sent: it may repeat an entry the peer has (its heads named one we
+do not know yet), which the receiver drops by hash. The session sees
 entries only as (hash, parents, wire) triples, so this module depends on no key material and
 the protocol stays testable with made-up hashes.
 """
@@ -40,6 +41,9 @@ MLOG_BATCH_BYTES = 512 * 1024
 MAX_PENDING_ENTRIES = 10_000
 #: Entry bytes of one space a session holds until the peer's last `mlog` arrives.
 MAX_PENDING_BYTES = 32 * 1024 * 1024
+#: Hashes per space a session remembers the peer holds (beyond it the memory starts over:
+#: the peer then gets a few entries twice, never too few).
+MAX_PEER_KNOWN = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,10 @@ class MembershipSource(Protocol):
         """Entries of `space` in the order stored (parents before children); empty if none."""
         ...
 
+    def hash_of(self, wire: bytes) -> bytes | None:
+        """The hash of an entry's wire bytes, None when they are no entry."""
+        ...
+
 
 def heads_of(log: Sequence[LogItem]) -> tuple[bytes, ...]:
     """Hashes of the entries no other entry names as a parent, newest last, at most MAX_HEADS."""
@@ -72,8 +80,8 @@ def unknown_heads(log: Sequence[LogItem], heads: Iterable[bytes]) -> list[bytes]
     return [h for h in heads if h not in have]
 
 
-def missing_for(log: Sequence[LogItem], peer_heads: Iterable[bytes]) -> list[bytes]:
-    """Wires of our entries that are not ancestors (or equal) of any peer head we know, in log
+def missing_for(log: Sequence[LogItem], peer_heads: Iterable[bytes]) -> list[LogItem]:
+    """Our entries that are not ancestors (or equal) of any hash in `peer_heads` we know, in log
     order: what the peer lacks, give or take entries its unknown heads already cover."""
     by_hash = {item.hash: item for item in log}
     covered: set[bytes] = set()
@@ -84,7 +92,7 @@ def missing_for(log: Sequence[LogItem], peer_heads: Iterable[bytes]) -> list[byt
             continue
         covered.add(h)
         stack.extend(p for p in by_hash[h].parents if p in by_hash and p not in covered)
-    return [item.wire for item in log if item.hash not in covered]
+    return [item for item in log if item.hash not in covered]
 
 
 def batches(wires: Sequence[bytes]) -> list[list[bytes]]:

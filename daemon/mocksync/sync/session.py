@@ -69,13 +69,13 @@ from .errors import IncompatiblePeer, MalformedMessage, ProtocolError, Unexpecte
 from .events import Closed, Deliver, Event, Members, Opened, PeerPresence, Send
 from .membership import (
     MAX_MEMBERSHIP_SPACES,
+    MAX_PEER_KNOWN,
     MAX_PENDING_BYTES,
     MAX_PENDING_ENTRIES,
     MembershipSource,
     batches,
     heads_of,
     missing_for,
-    unknown_heads,
 )
 from .messages import (
     MAX_EDITOR_CHARS,
@@ -288,6 +288,9 @@ class Session:
         #: Per space, the peer heads we last answered with our own (never twice for the same,
         #: so two devices whose logs cannot merge do not ping-pong).
         self._answered_heads: dict[str, tuple[bytes, ...]] = {}
+        #: Per space, entry hashes the peer is known to hold (heads it named, entries sent
+        #: either way): their ancestors are never sent to it.
+        self._peer_known: dict[str, set[bytes]] = {}
         self.device = device
         self.link: Hashable = self if link is None else link
         self.config = config or Config()
@@ -416,6 +419,8 @@ class Session:
             for pair in sorted(self.shared):
                 self._refresh_mine(pair)
                 self._send_have(pair, now_ms)
+            for space in sorted(self._spaces):  # heals a lost mlog: the peer answers
+                self._send(MHeads(space, self._heads(space)))
             repull = True
         if self._wants.expire(now_ms) or self._wants.generation != self._wants_gen:
             repull = True
@@ -528,10 +533,10 @@ class Session:
         return self._flush()
 
     def membership_changed(self, space: str, now_ms: int) -> list[Event]:
-        """Our membership log of `space` grew: tell the peer its new heads (it answers with its
-        own when it lacks some, and we then send what it lacks)."""
+        """Our membership log of `space` grew: send the peer what it lacks of it now (nothing
+        when the new entries came from this peer)."""
         if self.state == OPEN and space in self._spaces:
-            self._send(MHeads(space, self._heads(space)))
+            self._send_missing(space)
         return self._flush()
 
     def close(self, reason: str, now_ms: int) -> list[Event]:
@@ -693,22 +698,36 @@ class Session:
             )
         return space
 
-    def _on_mheads(self, space: str, peer_heads: tuple[bytes, ...], *, reply: bool) -> None:
-        """The peer's log of `space` ends at `peer_heads`: send what it lacks, and when it has
-        entries we lack, let it know our heads (once per distinct set of its heads)."""
+    def _known(self, space: str, hashes: Iterable[bytes]) -> None:
+        known = self._peer_known.setdefault(space, set())
+        if len(known) >= MAX_PEER_KNOWN:
+            known.clear()
+        known.update(hashes)
+
+    def _send_missing(self, space: str) -> list[bytes]:
+        """Send the entries of `space` the peer is not known to hold; our log's heads."""
         if self._membership is None:
-            return
+            return []
         log = self._membership.log(space)
-        if not log:
-            return
-        wires = missing_for(log, peer_heads)
-        chunks = batches(wires)
+        items = missing_for(log, self._peer_known.get(space, ()))
+        chunks = batches([item.wire for item in items])
         for i, chunk in enumerate(chunks):
             self._send(MLog(space, tuple(chunk), i == len(chunks) - 1))
-        if (reply and unknown_heads(log, peer_heads)
+        self._known(space, (item.hash for item in items))
+        return [item.hash for item in log]
+
+    def _on_mheads(self, space: str, peer_heads: tuple[bytes, ...], *, reply: bool) -> None:
+        """The peer's log of `space` ends at `peer_heads`: send what it lacks, and when it has
+        entries we lack, let it know our heads (once per distinct set of its heads: it then
+        sends what we lack)."""
+        if self._membership is None:
+            return
+        self._known(space, peer_heads)
+        ours = set(self._send_missing(space))
+        if (reply and any(h not in ours for h in peer_heads)
                 and self._answered_heads.get(space) != peer_heads):
             self._answered_heads[space] = peer_heads
-            self._send(MHeads(space, heads_of(log)))
+            self._send(MHeads(space, self._heads(space)))
 
     def _on_mlog(self, msg: MLog) -> None:
         space = self._gossiped(msg.space, "mlog")
@@ -724,6 +743,8 @@ class Session:
         if msg.final:
             wires = tuple(self._mlog.pop(space))
             self._mlog_bytes.pop(space, None)
+            if self._membership is not None:
+                self._known(space, (h for w in wires if (h := self._membership.hash_of(w))))
             assert self.peer_device is not None
             self._out.append(Members(self.link, self.peer_device, space, wires))
 
