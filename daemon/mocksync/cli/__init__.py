@@ -16,11 +16,9 @@ from .common import main_group
 main = main_group
 
 
-def _register() -> None:
-    # Each area adds its commands to `main`. Import order does not matter.
+def load_all() -> None:
+    """Import every command module (for tools that walk the whole tree, e.g. clidoc)."""
     from . import daemoncmds, offline, relaycmd, spaces  # noqa: F401
 
 
-_register()
-
-__all__ = ["main", "click", "__version__"]
+__all__ = ["main", "click", "__version__", "load_all"]

@@ -23,7 +23,41 @@ class Ctx:
         self.home = home
 
 
+#: Which module of this package defines each top-level command. The CLI imports only the
+#: module of the command being run, so `mocksync status` does not pay for the merge engine or
+#: the crypto of `join` (start-up time is what a user feels on every command, and what the
+#: journey tests pay hundreds of times). tests/test_cli_lazy.py checks the table is complete.
+COMMAND_MODULES: dict[str, str] = {
+    **dict.fromkeys(
+        ["adopt", "conflicts", "daemon", "delete", "list", "log", "new", "peers", "reconnect",
+         "resolve", "restore", "share", "status", "unshare", "who"], "daemoncmds"),
+    **dict.fromkeys(["diff", "merge", "validate"], "offline"),
+    **dict.fromkeys(["init", "invite", "join", "members", "remove", "space"], "spaces"),
+    "relay": "relaycmd",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use (see COMMAND_MODULES)."""
+
+    def _load(self, module: str) -> None:
+        import importlib
+
+        importlib.import_module(f"{__package__}.{module}")
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        for module in sorted(set(COMMAND_MODULES.values())):
+            self._load(module)
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            self._load(COMMAND_MODULES[cmd_name])
+        return super().get_command(ctx, cmd_name)
+
+
 @click.group(
+    cls=LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="Examples:\n\n\b\n  mocksync validate env.json\n  mocksync diff old.json new.json --json\n  mocksync init --name laptop && mocksync daemon --folder ~/mockoon",
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from ..cli import main
+from ..cli import load_all, main
 
 
 def _walk(cmd: click.Command, path: list[str]) -> list[tuple[list[str], click.Command]]:
@@ -19,6 +19,7 @@ def _walk(cmd: click.Command, path: list[str]) -> list[tuple[list[str], click.Co
 
 
 def render() -> str:
+    load_all()  # commands are imported lazily by the CLI; the reference needs them all
     lines = ["# mocksync command reference", "",
              "Generated from the commands' own help (`python -m mocksync.devtools.clidoc`).", ""]
     for path, cmd in _walk(main, ["mocksync"]):
