@@ -64,6 +64,7 @@ def crew(_session_crew: Crew) -> Crew:
     alice-laptop (admin, created space `team`), alice-desktop (Alice's second device) and
     bob-laptop (editor). Each journey works on its own environments (fresh uuids); a daemon or
     relay a previous journey left stopped, or running with other settings, is started again
-    with the crew's defaults first. Journeys that need a fresh space use `team` instead."""
+    with the crew's defaults first. Journeys that change the crew's membership (remove,
+    rotate keys, fill the device limit) or need a fresh space use `team` instead."""
     _session_crew.ensure_running()
     return _session_crew

@@ -37,6 +37,8 @@ from typing import Any
 WAIT_S = 20.0
 #: Pause between two looks while waiting: short for files (cheap), longer for CLI calls.
 POLL_S = 0.05
+#: Pause between two `status` calls while waiting for a state (each call is a process start).
+STATUS_POLL_S = 0.3
 #: Longest a daemon may take to answer `status` after it was started.
 DAEMON_START_S = 30.0
 #: After this long, `wait_ready` asks `status` even if the daemon's log gave no sign yet.
@@ -45,6 +47,8 @@ READY_HINT_S = 8.0
 RELAY_START_S = 20.0
 #: Longest a process gets to exit after SIGTERM before it is SIGKILLed.
 STOP_S = 10.0
+#: Log lines containing this are left out of failure reports (the watcher's batch counts).
+LOG_NOISE = "watchfiles.main"
 #: How much of each log a failure report shows.
 LOG_TAIL_CHARS = 4000
 #: Blind window the journey daemons use unless a test says otherwise (Mockoon's is 3 s).
@@ -138,10 +142,13 @@ def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
 
 
 def _tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
+    """The end of a log, without the file watcher's "N changes detected" chatter (which
+    would otherwise push the lines that explain a failure out of the tail)."""
     try:
         text = path.read_text(errors="replace")
     except OSError:
         return "(no log)"
+    text = "\n".join(line for line in text.splitlines() if LOG_NOISE not in line)
     return text[-chars:] if len(text) > chars else text
 
 
@@ -605,7 +612,7 @@ class Device:
             e = self.env(env)
             return e if e is not None and e.get("state") == state else None
         return wait(check, f"{env} to be {state!r} in {self.name}'s status", timeout,
-                    step=0.2)
+                    step=STATUS_POLL_S)
 
 
 def _toml(settings: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ def office() -> Iterator[Team]:
     try:
         yield t
     finally:
-        t.close()
+        t.close(keep=True); print("ROOT", t.root)
 
 
 def _join(office: Team, dev: Device, by: Device) -> Any:

@@ -59,6 +59,20 @@ MAX_OPS_BYTES = 64 * 1024 * 1024
 MAX_OPS = 200_000
 #: Most entries in a change set's `deps` version vector.
 MAX_DEPS = 10_000
+#: CBOR items the three layers of a change set may hold (issue 12). Decoding costs time per
+#: item, and cbor2 holds the GIL while it builds and re-encodes a value, so the gate's generic
+#: cap (16 Mi items) let a member freeze every teammate's daemon for seconds with a 16 KB
+#: envelope: compressed ops of 16 million zeros (zlib shrinks them 1000-fold). The wire is
+#: exactly [body, signature]; a body is a few fields plus `deps` and at most
+#: COMPRESS_THRESHOLD bytes of inline ops.
+WIRE_ITEMS = 3
+MAX_BODY_ITEMS = 2 * MAX_DEPS + COMPRESS_THRESHOLD + 64
+#: Compressed ops may expand to at most OPS_ITEMS_FLOOR + OPS_ITEMS_PER_COMPRESSED_BYTE items
+#: per byte of `z`. Honest ops hold one item per register value and random uuids per entity:
+#: a generated 15 MB environment is 1.1 items per compressed byte, and distinct keys keep any
+#: real one under 3; only a bomb reaches hundreds. A big decode then costs big uploads.
+OPS_ITEMS_FLOOR = 64 * 1024
+OPS_ITEMS_PER_COMPRESSED_BYTE = 32
 #: Deepest nesting of lists/maps inside one op (the CBOR decoder itself stops at 400).
 MAX_OP_DEPTH = 64
 #: Largest seq / deps value: must fit a signed 64-bit SQLite INTEGER.
@@ -169,9 +183,9 @@ def _normalise_ops(ops: object) -> tuple[list, ...]:
     return tuple(out)
 
 
-def _canonical(data: bytes, what: str) -> Any:
+def _canonical(data: bytes, what: str, max_items: int = canonical.MAX_ITEMS) -> Any:
     try:
-        return canonical.decode(data, what=what)
+        return canonical.decode(data, what=what, max_items=max_items)
     except MalformedChangeSet:
         raise
     except ChangeSetError as exc:
@@ -332,7 +346,7 @@ class ChangeSet:
             raise ChangeSetTooLarge(
                 f"change set of {len(wire)} bytes is over the {MAX_CHANGESET_BYTES} byte limit"
             )
-        outer = _canonical(wire, "change set")
+        outer = _canonical(wire, "change set", WIRE_ITEMS)
         if (
             type(outer) is not list
             or len(outer) != 2
@@ -392,6 +406,13 @@ class ChangeSet:
             ) from None
 
 
+def ops_item_cap(compressed_bytes: int) -> int:
+    """Most CBOR items compressed ops of `compressed_bytes` may decode to (see
+    OPS_ITEMS_PER_COMPRESSED_BYTE), never above the gate's own cap."""
+    return min(canonical.MAX_ITEMS,
+               OPS_ITEMS_FLOOR + OPS_ITEMS_PER_COMPRESSED_BYTE * compressed_bytes)
+
+
 def _inflate(z: bytes) -> bytes:
     """Decompress ops, stopping as soon as the output passes `MAX_OPS_BYTES`."""
     inflater = zlib.decompressobj()
@@ -412,7 +433,7 @@ def _inflate(z: bytes) -> bytes:
 
 def _parse_body(body: bytes) -> dict[str, Any]:
     """Fields of a canonical body map; the ChangeSet constructor checks their values."""
-    m = _canonical(body, "change set body")
+    m = _canonical(body, "change set body", MAX_BODY_ITEMS)
     if type(m) is not dict:
         raise MalformedChangeSet("change set body: expected a map")
     version = m.get("v")
@@ -453,7 +474,7 @@ def _parse_body(body: bytes) -> dict[str, Any]:
         ops_bytes = _inflate(z)
         if len(ops_bytes) <= COMPRESS_THRESHOLD:
             raise _bad("z", f"ops of {COMPRESS_THRESHOLD} bytes or less must be sent inline (o)")
-        ops = _canonical(ops_bytes, "change set ops")
+        ops = _canonical(ops_bytes, "change set ops", ops_item_cap(len(z)))
         if type(ops) is not list:
             raise _bad("z", f"expected a list of ops, got {type(ops).__name__}")
     return {

@@ -249,6 +249,7 @@ def invite_cmd(ctx: click.Context, space: str, expires: str, role: str, own_devi
     except MocksyncError as exc:
         fail(str(exc))
     text = token.encode()
+    _poke_daemon(home, "membership")  # announce the invite on the LAN now
     if as_json:
         emit_json({"token": text, "space": token.space_id, "space_name": token.name,
                    "invite_id": rec.invite_id, "role": rec.role, "member": rec.member,

@@ -233,11 +233,18 @@ class LanTransport:
         """`mocksync reconnect`: dial every known peer now."""
         if self.book is None:
             return
+        await self.push_logs()
         self.book.retry_all(time.monotonic())
         if self.mdns is not None:
             for device in list(self.book.peers):
                 self.mdns.refresh(device)
         self._dial_wake.set()
+
+    async def push_logs(self) -> None:
+        """The CLI changed membership or issued an invite: re-read spaces and invites now (not
+        at the next SPACE_CHECK_S): peers learn new entries, mDNS announces the invite."""
+        if self.started and not self._stopping:
+            await self._check_spaces()
 
     # ================================================================ spaces and keys
 

@@ -126,6 +126,9 @@ class RelayConfig:
     #: the relay sits behind a proxy; without, a device's signed origin must match the Host
     #: header of its request (relay.auth.origin_accepted).
     public_urls: tuple[str, ...] = ()
+    #: A `postgresql://` URL: keep state in that database, shared with every other instance
+    #: given the same URL (relay.pgstorage); None keeps it in SQLite under `data_dir`.
+    db_url: str | None = None
 
 
 def tls_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
@@ -226,11 +229,23 @@ class RelayServer:
 
     def __init__(self, config: RelayConfig, storage: RelayStorage | None = None) -> None:
         self.config = config
-        self.storage: RelayStorage = storage or SQLiteStorage(config.data_dir)
-        self.plan = config.plan
-        #: The relay's own key: devices pin it per space and sign challenges bound to it.
-        self.key = load_relay_key(config.data_dir)
+        self.db: Engine
+        if config.db_url is not None and storage is None:
+            from .pgstorage import PgStorage
+
+            self.db = self.storage = PgStorage(config.db_url)
+            #: A cluster's instances share one key, kept in the database: until `start()`
+            #: reads it, a placeholder that is never used (nothing is served before).
+            self.key = Ed25519PrivateKey.generate()
+        else:
+            self.storage = storage or SQLiteStorage(config.data_dir)
+            self.db = OnLoop(self.storage)
+            #: The relay's own key: devices pin it per space and sign challenges bound to it.
+            self.key = load_relay_key(config.data_dir)
         self.public_key = relay_public(self.key)
+        #: Devices online at the other instances of this relay (PostgreSQL only).
+        self.book = PresenceBook()
+        self.plan = config.plan
         self._entries: dict[str, list[Entry]] = {}
         self._states: dict[str, SpaceState] = {}
         self.by_space: dict[str, set[Session]] = {}
@@ -264,6 +279,11 @@ class RelayServer:
         return f"{scheme}://{host}:{self.port}"
 
     async def start(self) -> None:
+        await self.db.open(self._on_cluster)
+        raw = await self.db.relay_key()
+        if raw is not None:
+            self.key = Ed25519PrivateKey.from_private_bytes(raw)
+            self.public_key = relay_public(self.key)
         app = web.Application()
         app.router.add_get(WS_PATH, self._handle_ws)
         app.router.add_get(JOIN_PATH, self._handle_join)
@@ -291,13 +311,20 @@ class RelayServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        self.storage.close()
+        await self.db.close()
 
     # ---------------------------------------------------------------- spaces
     def state(self, space: str) -> SpaceState | None:
+        """The verified state of `space` as held in memory (`_load` fetches it first)."""
+        return self._states.get(space)
+
+    async def _load(self, space: str) -> SpaceState | None:
+        """Make sure the log of `space` is in memory (read from storage once)."""
         st = self._states.get(space)
         if st is None and space not in self._entries:
-            wires = self.storage.log_entries(space)
+            wires = await self.db.log_entries(space)
+            if space in self._states or space in self._entries:  # loaded meanwhile
+                return self._states.get(space)
             if not wires:
                 return None
             entries = [Entry.from_wire(w) for w in wires]
@@ -346,7 +373,7 @@ class RelayServer:
         The check is against the log held when it started; if another upload to the space
         was committed meanwhile (`_commit_log` replaces the list, never mutates it), it is
         run again, and the last try runs on the loop, where nothing can interleave."""
-        self.state(space)  # loaded here, on the loop (storage); the check is pure CPU
+        await self._load(space)  # loaded here, on the loop (storage); the check is pure CPU
         for _ in range(MAX_LOG_PREPARE_TRIES):
             held = self._entries.get(space)
             got = await asyncio.to_thread(self._prepare_log, space, wires)
@@ -354,16 +381,24 @@ class RelayServer:
                 return got
         return self._prepare_log(space, wires)
 
-    def _commit_log(self, space: str, fresh: list[Entry], state: SpaceState) -> None:
+    async def _commit_log(self, space: str, fresh: list[Entry], state: SpaceState) -> None:
         if not fresh:
             return
-        self.storage.append_log(space, [e.wire for e in fresh], [e.hash for e in fresh])
-        self._entries[space] = self._entries.get(space, []) + fresh
+        await self.db.append_log(space, [e.wire for e in fresh], [e.hash for e in fresh])
+        old = self._adopt_log(space, self._entries.get(space, []) + fresh, fresh, state)
+        if old is not None:
+            await self._purge_removed(space, old, state)
+
+    def _adopt_log(self, space: str, entries: list[Entry], fresh: list[Entry],
+                   state: SpaceState) -> SpaceState | None:
+        """Hold `entries` as the log of `space` (stored already, here or by another instance):
+        drop sessions it no longer admits and send the new entries to members online here.
+        Returns the state held before."""
+        self._entries[space] = entries
         old = self._states.get(space)
         self._states[space] = state
         if old is not None:
             self._recheck_space(space, state)
-            self._purge_removed(space, old, state)
         # Every member online learns the new entries (new devices, removals, key rotations).
         for i in range(0, len(fresh), MAX_LOG_UPLOAD):
             data = encode_message({"t": "entries", "s": space,
@@ -372,14 +407,14 @@ class RelayServer:
             for other in list(self.by_space.get(space, ())):
                 other.push(data)
 
-    def _purge_removed(self, space: str, old: SpaceState, state: SpaceState) -> None:
+    async def _purge_removed(self, space: str, old: SpaceState, state: SpaceState) -> None:
         """A removal now in effect: drop what the removed device uploaded after its cut (it
         reached the relay before the removal did). Members refuse those change sets by the
         same rule (`space.writers`), so nobody is served what everybody refuses."""
         for device, removal in state.removed_devices.items():
             if device in old.removed_devices:
                 continue
-            n = self.storage.purge_after(space, device, removal.covers)
+            n = await self.db.purge_after(space, device, removal.covers)
             if n:
                 log.info("relay: dropped %d envelope(s) of removed device %s in %s", n, device,
                          space[:12])

@@ -56,12 +56,14 @@ from typing import Any
 from .. import MOCKOON_MAX_MIGRATION, MODEL_VERSION, PROTOCOL_VERSION
 from ..changes import canonical
 from ..changes.changeset import (
+    MAX_BODY_ITEMS,
     MAX_CHANGESET_BYTES,
     MAX_DEPS,
     MAX_DEVICE_CHARS,
     MAX_ENV_CHARS,
     MAX_SEQ,
     SPACE_ID_BYTES,
+    WIRE_ITEMS,
 )
 from ..errors import ChangeSetError
 from .errors import MalformedMessage, MessageTooLarge, UnknownMessageKind
@@ -77,6 +79,11 @@ from .membership import (
 MAX_MESSAGE_BYTES = MAX_CHANGESET_BYTES + 1024
 #: Largest message of any kind other than `cs` (a hello listing MAX_ENVS envs fits).
 MAX_CONTROL_MESSAGE_BYTES = 1024 * 1024
+#: Most CBOR items in one message, checked before anything is built: a `cs` holds five, any
+#: other kind at most one per byte of MAX_CONTROL_MESSAGE_BYTES. Without it a peer's 16 MB
+#: message of 16 million zeros was decoded in full (seconds with the GIL held) before its
+#: kind was even known (issue 12).
+MAX_MESSAGE_ITEMS = MAX_CONTROL_MESSAGE_BYTES
 #: Largest protocol / model version and Mockoon migration level a hello may carry.
 MAX_VERSION = 0xFFFF
 #: Most (space, env) pairs one hello may list.
@@ -383,7 +390,7 @@ def decode_message(data: bytes) -> Message:
             f"sync message of {len(data)} bytes is over the {MAX_MESSAGE_BYTES} byte limit"
         )
     try:
-        m = canonical.decode(data, what="sync message")
+        m = canonical.decode(data, what="sync message", max_items=MAX_MESSAGE_ITEMS)
     except ChangeSetError as exc:
         raise MalformedMessage(str(exc)) from None
     if type(m) is not dict:
@@ -594,10 +601,10 @@ def peek_changeset(wire: bytes) -> tuple[str, str, str, int]:
             f"{what}: change set of {len(wire)} bytes is over the {MAX_CHANGESET_BYTES} byte limit"
         )
     try:
-        outer = canonical.decode(bytes(wire), what=what)
+        outer = canonical.decode(bytes(wire), what=what, max_items=WIRE_ITEMS)
         if type(outer) is not list or len(outer) != 2 or type(outer[0]) is not bytes:
             raise MalformedMessage(f"{what}: not a change set ([body, signature])")
-        body = canonical.decode(outer[0], what=f"{what} body")
+        body = canonical.decode(outer[0], what=f"{what} body", max_items=MAX_BODY_ITEMS)
     except ChangeSetError as exc:
         raise MalformedMessage(str(exc)) from None
     if type(body) is not dict:

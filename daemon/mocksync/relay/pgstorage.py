@@ -1,0 +1,509 @@
+"""The relay's state in PostgreSQL, shared by any number of relay instances (asyncpg).
+
+Why PostgreSQL alone (no extra broker): it is both the shared store and the pub/sub channel
+(LISTEN/NOTIFY), the way y-redis / Hocuspocus scale sync servers as stateless instances over a
+store plus a channel. A notification carries ids only (a NOTIFY payload is small and
+transactional: it is delivered at commit, never for a rolled-back put); the instances that
+hear it fetch the rows. Catch-up always reads the tables, so an instance that missed a
+notification (restarting) loses nothing: devices resume from their version vectors.
+
+What must be atomic across instances is decided inside one transaction under an advisory
+transaction lock: a put and the quota check guarding it (per space), a membership append
+(per space), an admission and the device limit (per space and member). The decisions
+themselves are the pure callbacks the server passes (`relay.policy`).
+
+Which instances are alive: each upserts its row in `relay_instances` every
+`INSTANCE_HEARTBEAT_S` (database clock, so machines' clocks do not matter); one that has not
+for `INSTANCE_TTL_S` is dead (killed -9, machine lost): the first instance to notice deletes it
+and its sessions and announces `gone`, so devices it held stop counting as online.
+
+Schema: versioned migrations run by the relay itself at start, under a session advisory lock,
+so two instances starting at once migrate once. The relay's identity key lives in the database
+(`relay_meta`), made by the first instance: every instance of one cluster presents the same key,
+which is what devices pin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .engine import (
+    AdmitDecision,
+    EventHandler,
+    InstanceGone,
+    PresenceValue,
+    PutCheck,
+    RemoteLog,
+    RemoteMail,
+    RemotePresence,
+    RemotePut,
+)
+from .envelope import Envelope
+from .policy import Refusal
+from .storage import EnvUsage, StorageError
+
+log = logging.getLogger("mocksync.relay.pg")
+
+#: The NOTIFY channel every instance of a cluster listens on.
+CHANNEL = "mocksync_relay"
+#: Session advisory lock key held while migrating ("mocksync" in ASCII, as an int8).
+MIGRATION_LOCK = 0x6D6F636B73796E63
+#: Seconds between an instance's heartbeats, and without one before it counts as dead.
+INSTANCE_HEARTBEAT_S = 1.0
+INSTANCE_TTL_S = 4.0
+#: Seconds a cross-instance message (signal, join step) is kept for its recipient.
+MAIL_TTL_S = 60.0
+#: Connections each instance's pool holds at most (plus one for LISTEN).
+POOL_SIZE = 10
+#: Envelope ids per NOTIFY (a payload must stay under PostgreSQL's 8000 bytes).
+MAX_IDS_PER_NOTIFY = 400
+#: Notifications queued for processing before the instance logs that it falls behind.
+MAX_PENDING_NOTIFIES = 100_000
+#: Seconds to connect to the database at start.
+CONNECT_TIMEOUT_S = 15.0
+#: Longest database URL accepted (it is also printed in errors, without its password).
+MAX_URL_CHARS = 1000
+
+#: Migrations, in order: version n is `MIGRATIONS[n - 1]`. Never edit one that shipped.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE log_entries (
+      space TEXT NOT NULL, n BIGINT NOT NULL, hash BYTEA NOT NULL, wire BYTEA NOT NULL,
+      PRIMARY KEY (space, n), UNIQUE (space, hash));
+    CREATE TABLE envs (
+      space TEXT NOT NULL, tag TEXT NOT NULL, declared BIGINT NOT NULL, stored BIGINT NOT NULL,
+      created_ms BIGINT NOT NULL, PRIMARY KEY (space, tag));
+    CREATE TABLE envelopes (
+      id BIGSERIAL PRIMARY KEY, space TEXT NOT NULL, tag TEXT NOT NULL, device TEXT NOT NULL,
+      seq BIGINT NOT NULL, gen BIGINT NOT NULL, ct BYTEA NOT NULL, uploader TEXT NOT NULL,
+      received_ms BIGINT NOT NULL, UNIQUE (space, tag, device, seq));
+    """,
+    """
+    CREATE TABLE relay_instances (id TEXT PRIMARY KEY, seen TIMESTAMPTZ NOT NULL);
+    CREATE TABLE relay_sessions (
+      instance TEXT NOT NULL, space TEXT NOT NULL, device TEXT NOT NULL, member TEXT NOT NULL,
+      tag TEXT, entity TEXT, PRIMARY KEY (instance, space, device));
+    CREATE INDEX relay_sessions_member ON relay_sessions (space, member);
+    CREATE TABLE relay_mail (
+      id BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, space TEXT NOT NULL, to_dev TEXT NOT NULL,
+      sender TEXT NOT NULL, jid BYTEA NOT NULL, payload BYTEA NOT NULL,
+      at TIMESTAMPTZ NOT NULL DEFAULT now());
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def redact(url: str) -> str:
+    """The database URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
+    return url
+
+
+def check_url(url: str) -> str:
+    """A usable `postgresql://` URL, or a clear error (nothing is connected yet)."""
+    if len(url) > MAX_URL_CHARS:
+        raise StorageError(f"the database URL is over {MAX_URL_CHARS} characters")
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise StorageError(
+            f"--db must be a postgresql://USER@HOST:PORT/DB URL, not {redact(url)[:80]!r}")
+    return url
+
+
+def plan_migrations(current: int) -> list[tuple[int, str]]:
+    """The (version, sql) steps from schema `current` to `SCHEMA_VERSION` (pure)."""
+    if current > SCHEMA_VERSION:
+        raise StorageError(
+            f"the relay database is at schema {current}, written by a newer mocksync relay "
+            f"(this one knows {SCHEMA_VERSION}); update this relay")
+    return [(v, MIGRATIONS[v - 1]) for v in range(current + 1, SCHEMA_VERSION + 1)]
+
+
+def _lock(*parts: str) -> str:
+    return "\x00".join(parts)
+
+
+class PgStorage:
+    """`relay.engine.Engine` on PostgreSQL: tables, transactions, LISTEN/NOTIFY."""
+
+    clustered = True
+
+    def __init__(self, url: str, instance: str | None = None) -> None:
+        self.url = check_url(url)
+        self.instance = instance or uuid.uuid4().hex[:16]
+        self.pool: Any = None
+        self._listen: Any = None
+        self._events: asyncio.Queue[str] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._handler: EventHandler | None = None
+        self._key: bytes | None = None
+        self._closed = False
+
+    # ---------------------------------------------------------------- lifecycle
+    async def open(self, on_event: EventHandler) -> None:
+        import asyncpg
+
+        self._handler = on_event
+        try:
+            self.pool = await asyncpg.create_pool(self.url, min_size=1, max_size=POOL_SIZE,
+                                                  timeout=CONNECT_TIMEOUT_S)
+            self._listen = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            await self._close_conns()
+            raise StorageError(f"cannot reach the relay database {redact(self.url)}: "
+                               f"{exc.__class__.__name__}: {exc}") from None
+        await self._migrate()
+        await self._listen.add_listener(CHANNEL, self._heard)
+        self._listen.add_termination_listener(self._listener_lost)
+        await self._beat()
+        self._tasks = [asyncio.create_task(self._consume(), name="relay pg events"),
+                       asyncio.create_task(self._heartbeat(), name="relay pg heartbeat")]
+        # Who is online at the other (alive) instances: the server's presence book starts
+        # from it; later changes arrive as notifications (listening started first).
+        rows = await self.pool.fetch(
+            "SELECT s.instance, s.space, s.device, s.tag, s.entity FROM relay_sessions s "
+            "JOIN relay_instances i ON i.id = s.instance WHERE s.instance <> $1 "
+            "AND i.seen > now() - make_interval(secs => $2)", self.instance, INSTANCE_TTL_S)
+        for r in rows:
+            await on_event(RemotePresence(r["instance"], r["space"], r["device"],
+                                          (r["tag"], r["entity"])))
+
+    async def _migrate(self) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+            try:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS relay_meta (k TEXT PRIMARY KEY, v BYTEA NOT NULL)")
+                raw = await conn.fetchval("SELECT v FROM relay_meta WHERE k = 'schema'")
+                current = int(raw.decode()) if raw is not None else 0
+                for version, sql in plan_migrations(current):
+                    async with conn.transaction():
+                        await conn.execute(sql)
+                        await conn.execute(
+                            "INSERT INTO relay_meta VALUES ('schema', $1) ON CONFLICT (k) "
+                            "DO UPDATE SET v = excluded.v", str(version).encode())
+                    log.info("relay database migrated to schema %d", version)
+                await conn.execute(
+                    "INSERT INTO relay_meta VALUES ('relay_key', $1) ON CONFLICT DO NOTHING",
+                    Ed25519PrivateKey.generate().private_bytes_raw())
+                self._key = bytes(await conn.fetchval(
+                    "SELECT v FROM relay_meta WHERE k = 'relay_key'"))
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.pool is not None:
+            with contextlib.suppress(Exception):  # a clean stop frees its sessions at once
+                async with self.pool.acquire() as conn, conn.transaction():
+                    gone = await conn.fetch("DELETE FROM relay_sessions WHERE instance = $1 "
+                                            "RETURNING space, device", self.instance)
+                    await conn.execute("DELETE FROM relay_instances WHERE id = $1",
+                                       self.instance)
+                    await self._notify(conn, {"k": "gone", "i": self.instance, "n": len(gone)})
+        await self._close_conns()
+
+    async def _close_conns(self) -> None:
+        if self._listen is not None:
+            with contextlib.suppress(Exception):
+                await self._listen.close()
+            self._listen = None
+        if self.pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pool.close(), 5)
+            self.pool = None
+
+    async def relay_key(self) -> bytes | None:
+        return self._key
+
+    # ---------------------------------------------------------------- notifications
+    async def _notify(self, conn: Any, msg: dict[str, Any]) -> None:
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL,
+                           json.dumps(msg, separators=(",", ":")))
+
+    def _heard(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if self._events.qsize() == MAX_PENDING_NOTIFIES:
+            log.warning("relay: %d database notifications waiting; this instance falls behind",
+                        MAX_PENDING_NOTIFIES)
+        self._events.put_nowait(payload)
+
+    def _listener_lost(self, _conn: Any) -> None:
+        if not self._closed:
+            log.error("relay: the database LISTEN connection closed; devices on this instance "
+                      "no longer hear other instances live (they catch up on reconnect)")
+
+    async def _consume(self) -> None:
+        """Notifications in the order they were committed, one at a time."""
+        while True:
+            payload = await self._events.get()
+            try:
+                msg = json.loads(payload)
+                if msg.get("i") == self.instance:
+                    continue
+                event = await self._event(msg)
+                if event is not None and self._handler is not None:
+                    await self._handler(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("relay: a database notification could not be handled")
+
+    async def _event(self, msg: dict[str, Any]) -> Any:
+        k = msg.get("k")
+        if k == "put":
+            rows = await self.pool.fetch(
+                "SELECT device, seq, gen, ct FROM envelopes WHERE id = ANY($1::bigint[]) "
+                "ORDER BY device, seq", msg["ids"])
+            return RemotePut(msg["s"], msg["e"], msg["u"], tuple(
+                Envelope(r["device"], r["seq"], r["gen"], bytes(r["ct"])) for r in rows))
+        if k == "log":
+            return RemoteLog(msg["s"])
+        if k == "pre":
+            v = msg.get("v")
+            return RemotePresence(msg["i"], msg["s"], msg["d"], None if v is None else
+                                  (v[0], v[1]))
+        if k == "gone":
+            return InstanceGone(msg["i"])
+        if k == "mail":
+            r = await self.pool.fetchrow("SELECT * FROM relay_mail WHERE id = $1", msg["id"])
+            if r is None:
+                return None
+            return RemoteMail(r["kind"], r["space"], r["to_dev"], r["sender"], bytes(r["jid"]),
+                              bytes(r["payload"]))
+        return None
+
+    async def _beat(self) -> list[str]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO relay_instances VALUES ($1, now()) ON CONFLICT (id) DO UPDATE "
+                "SET seen = now()", self.instance)
+            dead = [r["id"] for r in await conn.fetch(
+                "DELETE FROM relay_instances WHERE seen < now() - make_interval(secs => $1) "
+                "RETURNING id", INSTANCE_TTL_S)]
+            for d in dead:
+                await conn.execute("DELETE FROM relay_sessions WHERE instance = $1", d)
+                await self._notify(conn, {"k": "gone", "i": d})
+            await conn.execute("DELETE FROM relay_mail WHERE at < now() - make_interval(secs => $1)",
+                               MAIL_TTL_S)
+        return dead
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(INSTANCE_HEARTBEAT_S)
+            try:
+                dead = await self._beat()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("relay: heartbeat to the database failed: %s", exc)
+                continue
+            for d in dead:  # our own notification is skipped by _consume: act on it here
+                log.info("relay: instance %s stopped heartbeating; its devices are offline", d)
+                if self._handler is not None:
+                    await self._handler(InstanceGone(d))
+
+    # ---------------------------------------------------------------- membership logs
+    async def log_entries(self, space: str) -> list[bytes]:
+        rows = await self.pool.fetch(
+            "SELECT wire FROM log_entries WHERE space = $1 ORDER BY n", space)
+        return [bytes(r["wire"]) for r in rows]
+
+    async def append_log(self, space: str, wires: Sequence[bytes],
+                         hashes: Sequence[bytes]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                               _lock("log", space))
+            n = await conn.fetchval(
+                "SELECT COALESCE(MAX(n), 0) FROM log_entries WHERE space = $1", space)
+            added = 0
+            for wire, h in zip(wires, hashes, strict=True):
+                n += 1
+                added += int((await conn.execute(
+                    "INSERT INTO log_entries VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    space, n, h, wire)).split()[-1])
+            if added:
+                await self._notify(conn, {"k": "log", "i": self.instance, "s": space})
+
+    # ---------------------------------------------------------------- envelopes
+    async def env_count(self, space: str) -> int:
+        return await self.pool.fetchval(
+            "SELECT COUNT(*) FROM envs WHERE space = $1 AND declared > 0", space)
+
+    async def env_usage(self, space: str, tag: str) -> EnvUsage | None:
+        r = await self.pool.fetchrow(
+            "SELECT declared, stored FROM envs WHERE space = $1 AND tag = $2", space, tag)
+        return EnvUsage(r["declared"], r["stored"]) if r else None
+
+    async def put(self, space: str, tag: str, envelopes: Sequence[Envelope], *,
+                  declared_bytes: int, uploader: str, now_ms: int,
+                  check: PutCheck) -> list[Envelope] | Refusal:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # One put per space at a time, cluster-wide: the quota check sees every put
+            # committed before it, so two instances cannot exceed a quota together.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                               _lock("put", space))
+            r = await conn.fetchrow(
+                "SELECT declared, stored FROM envs WHERE space = $1 AND tag = $2", space, tag)
+            count = await conn.fetchval(
+                "SELECT COUNT(*) FROM envs WHERE space = $1 AND declared > 0", space)
+            refusal = check(EnvUsage(r["declared"], r["stored"]) if r else None, count)
+            if refusal is not None:
+                return refusal
+            rows = await conn.fetch(
+                "INSERT INTO envelopes (space, tag, device, seq, gen, ct, uploader, received_ms) "
+                "SELECT $1, $2, d, s, g, c, $3, $4 FROM unnest($5::text[], $6::bigint[], "
+                "$7::bigint[], $8::bytea[]) AS x(d, s, g, c) "
+                "ON CONFLICT DO NOTHING RETURNING id, device, seq",
+                space, tag, uploader, now_ms, [e.device for e in envelopes],
+                [e.seq for e in envelopes], [e.gen for e in envelopes],
+                [e.ct for e in envelopes])
+            fresh = {(x["device"], x["seq"]) for x in rows}
+            stored = [e for e in envelopes if (e.device, e.seq) in fresh]
+            added = sum(len(e.ct) for e in stored)
+            await conn.execute(
+                "INSERT INTO envs VALUES ($1, $2, $3, $4, $5) ON CONFLICT (space, tag) DO UPDATE "
+                "SET declared = excluded.declared, stored = envs.stored + $4",
+                space, tag, declared_bytes, added, now_ms)
+            ids = sorted(x["id"] for x in rows)
+            for i in range(0, len(ids), MAX_IDS_PER_NOTIFY):
+                await self._notify(conn, {"k": "put", "i": self.instance, "s": space, "e": tag,
+                                          "u": uploader, "ids": ids[i:i + MAX_IDS_PER_NOTIFY]})
+        return stored
+
+    async def purge_after(self, space: str, device: str, cuts: Mapping[str, int]) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                               _lock("put", space))
+            rows = await conn.fetch(
+                "SELECT id, tag, seq, length(ct) AS z FROM envelopes WHERE space = $1 "
+                "AND device = $2", space, device)
+            gone = [r for r in rows if r["seq"] > cuts.get(r["tag"], 0)]
+            await conn.execute("DELETE FROM envelopes WHERE id = ANY($1::bigint[])",
+                               [r["id"] for r in gone])
+            freed: dict[str, int] = {}
+            for r in gone:
+                freed[r["tag"]] = freed.get(r["tag"], 0) + r["z"]
+            for t, z in freed.items():
+                await conn.execute("UPDATE envs SET stored = GREATEST(0, stored - $1) "
+                                   "WHERE space = $2 AND tag = $3", z, space, t)
+        return len(gone)
+
+    async def index(self, space: str) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {
+            r["tag"]: {} for r in await self.pool.fetch(
+                "SELECT tag FROM envs WHERE space = $1", space)}
+        for r in await self._prefixes(space, None):
+            if r["n"]:
+                out.setdefault(r["tag"], {})[r["device"]] = r["n"]
+        return out
+
+    async def vv(self, space: str, tag: str) -> dict[str, int]:
+        return {r["device"]: r["n"] for r in await self._prefixes(space, tag) if r["n"]}
+
+    async def _prefixes(self, space: str, tag: str | None) -> list[Any]:
+        # The contiguous prefix per (tag, device): the last seq before the first gap.
+        return await self.pool.fetch(
+            "WITH r AS (SELECT tag, device, seq, row_number() OVER "
+            "(PARTITION BY tag, device ORDER BY seq) AS rn FROM envelopes WHERE space = $1 "
+            "AND ($2::text IS NULL OR tag = $2)) "
+            "SELECT tag, device, COALESCE(MIN(rn) FILTER (WHERE seq <> rn) - 1, MAX(rn)) AS n "
+            "FROM r GROUP BY tag, device", space, tag)
+
+    async def fetch(self, space: str, tag: str, have: Mapping[str, int], *, max_items: int,
+                    max_bytes: int) -> tuple[list[Envelope], bool]:
+        devices = list(have)
+        heads = [int(have[d]) for d in devices]
+        rows = await self.pool.fetch(
+            "SELECT e.id, e.device, e.seq, e.gen, length(e.ct) AS z FROM envelopes e "
+            "LEFT JOIN unnest($3::text[], $4::bigint[]) AS h(d, s) ON h.d = e.device "
+            "WHERE e.space = $1 AND e.tag = $2 AND e.seq > COALESCE(h.s, 0) "
+            "ORDER BY e.device, e.seq LIMIT $5", space, tag, devices, heads, max_items + 1)
+        chosen = []
+        size = 0
+        more = False
+        for r in rows:
+            if len(chosen) >= max_items or (chosen and size + r["z"] > max_bytes):
+                more = True
+                break
+            chosen.append(r)
+            size += r["z"]
+        cts = {r["id"]: bytes(r["ct"]) for r in await self.pool.fetch(
+            "SELECT id, ct FROM envelopes WHERE id = ANY($1::bigint[])", [r["id"] for r in chosen])}
+        return [Envelope(r["device"], r["seq"], r["gen"], cts[r["id"]]) for r in chosen
+                if r["id"] in cts], more
+
+    # ---------------------------------------------------------------- sessions, presence
+    async def admit(self, space: str, member: str, device: str, local_online: Collection[str],
+                    decide: AdmitDecision) -> Refusal | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                               _lock("member", space, member))
+            rows = await conn.fetch(
+                "SELECT s.device FROM relay_sessions s JOIN relay_instances i ON "
+                "i.id = s.instance WHERE s.space = $1 AND s.member = $2 "
+                "AND i.seen > now() - make_interval(secs => $3)", space, member, INSTANCE_TTL_S)
+            refusal = decide({r["device"] for r in rows} | set(local_online))
+            if refusal is not None:
+                return refusal
+            await conn.execute(
+                "INSERT INTO relay_sessions VALUES ($1, $2, $3, $4, NULL, NULL) ON CONFLICT "
+                "(instance, space, device) DO UPDATE SET member = excluded.member, tag = NULL, "
+                "entity = NULL", self.instance, space, device, member)
+            await self._notify(conn, {"k": "pre", "i": self.instance, "s": space, "d": device,
+                                      "v": [None, None]})
+        return None
+
+    async def left(self, space: str, device: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM relay_sessions WHERE instance = $1 AND space = $2 "
+                               "AND device = $3", self.instance, space, device)
+            await self._notify(conn, {"k": "pre", "i": self.instance, "s": space, "d": device,
+                                      "v": None})
+
+    async def presence(self, space: str, device: str, value: PresenceValue) -> None:
+        if value is None:
+            return await self.left(space, device)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("UPDATE relay_sessions SET tag = $4, entity = $5 WHERE "
+                               "instance = $1 AND space = $2 AND device = $3", self.instance,
+                               space, device, value[0], value[1])
+            await self._notify(conn, {"k": "pre", "i": self.instance, "s": space, "d": device,
+                                      "v": list(value)})
+
+    async def mail(self, msg: RemoteMail) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            mid = await conn.fetchval(
+                "INSERT INTO relay_mail (kind, space, to_dev, sender, jid, payload) VALUES "
+                "($1, $2, $3, $4, $5, $6) RETURNING id", msg.kind, msg.space, msg.to,
+                msg.sender, msg.jid, msg.payload)
+            await self._notify(conn, {"k": "mail", "i": self.instance, "id": mid})
+
+
+__all__ = [
+    "CHANNEL",
+    "INSTANCE_HEARTBEAT_S",
+    "INSTANCE_TTL_S",
+    "MIGRATIONS",
+    "PgStorage",
+    "SCHEMA_VERSION",
+    "check_url",
+    "plan_migrations",
+    "redact",
+]
