@@ -26,6 +26,10 @@ from .common import Ctx, fail, main_group
               help="TCP port (0: any free port).")
 @click.option("--data", "data", type=click.Path(file_okay=False),
               help="Directory for the relay's database (default: HOME/relay).")
+@click.option("--db", "db_url", envvar="MOCKSYNC_RELAY_DB", metavar="URL",
+              help="Keep state in PostgreSQL (postgresql://USER@HOST:PORT/DB; env "
+                   "MOCKSYNC_RELAY_DB) instead of SQLite under --data. Any number of relays "
+                   "given the same database serve the same spaces.")
 @click.option("--plan", type=click.Choice(["solo", "team", "enterprise"]), default="team",
               show_default=True, help="Quota plan for every space on this relay.")
 @click.option("--max-envs", type=int, help="Override: environments per space.")
@@ -41,7 +45,7 @@ from .common import Ctx, fail, main_group
                    "devices sign the address they dialled, and only these are accepted.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.pass_obj
-def relay_cmd(ctx: Ctx, host: str, port: int, data: str | None, plan: str,
+def relay_cmd(ctx: Ctx, host: str, port: int, data: str | None, db_url: str | None, plan: str,
               max_envs: int | None, max_env_bytes: int | None,
               max_devices_per_member: int | None, tls_cert: str | None, tls_key: str | None,
               public_urls: tuple[str, ...], verbose: int) -> None:
@@ -57,6 +61,7 @@ def relay_cmd(ctx: Ctx, host: str, port: int, data: str | None, plan: str,
       mocksync relay --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem
       mocksync relay --plan team --max-envs 50 --max-devices-per-member 4
       mocksync relay --port 8765 --public-url https://relay.example.com
+      mocksync relay --db postgresql://mocksync@db.internal:5432/mocksync --host 0.0.0.0
     """
     from ..relay.server import RelayConfig, tls_context
     from ..space.quotas import get_plan
@@ -73,9 +78,13 @@ def relay_cmd(ctx: Ctx, host: str, port: int, data: str | None, plan: str,
 
         for u in public_urls:
             relay_origin(u)  # a malformed address is a usage error, said before starting
+        if db_url:
+            from ..relay.pgstorage import check_url
+
+            check_url(db_url)
         config = RelayConfig(data_dir=Path(data) if data else ctx.home.root / "relay",
                              host=host, port=port, plan=limits, ssl=ssl_ctx,
-                             public_urls=tuple(public_urls))
+                             public_urls=tuple(public_urls), db_url=db_url or None)
         asyncio.run(_serve(config))
     except MocksyncError as exc:
         fail(str(exc))
@@ -98,9 +107,15 @@ async def _serve(config) -> None:
 
     def ready(server: RelayServer) -> None:
         p = config.plan
+        if config.db_url:
+            from ..relay.pgstorage import redact
+
+            where = redact(config.db_url)
+        else:
+            where = str(config.data_dir)
         click.echo(f"mocksync relay: listening on {server.url}, plan {p.name} ({p.max_envs} "
                    f"environments x {p.max_env_bytes:,} bytes, {p.max_devices_per_member} "
-                   f"devices per member), data {config.data_dir}, key "
+                   f"devices per member), data {where}, key "
                    f"{fingerprint(server.public_key)}; Ctrl-C to stop", err=True)
 
     await run_relay(config, stop, ready)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .. import PROTOCOL_VERSION, __version__
 from ..errors import MocksyncError
@@ -45,6 +46,17 @@ from .auth import (
     prove_relay,
     relay_public,
     verify_challenge,
+)
+from .engine import (
+    ClusterEvent,
+    Engine,
+    InstanceGone,
+    OnLoop,
+    PresenceBook,
+    RemoteLog,
+    RemoteMail,
+    RemotePresence,
+    RemotePut,
 )
 from .envelope import Envelope
 from .frames import (
@@ -76,7 +88,7 @@ from .protocol import (
     decode_message,
     encode_message,
 )
-from .storage import RelayStorage, SQLiteStorage
+from .storage import EnvUsage, RelayStorage, SQLiteStorage
 
 log = logging.getLogger("mocksync.relay")
 
@@ -268,6 +280,7 @@ class RelayServer:
         self._auth_slots = AuthSlots()
         self._join_limiter = JoinLimiter()
         self._join_sockets: dict[bytes, web.WebSocketResponse] = {}
+        self._bg: set[asyncio.Future[Any]] = set()
 
     # ---------------------------------------------------------------- lifecycle
     @property
@@ -406,6 +419,7 @@ class RelayServer:
                                   sender=RELAY)
             for other in list(self.by_space.get(space, ())):
                 other.push(data)
+        return old
 
     async def _purge_removed(self, space: str, old: SpaceState, state: SpaceState) -> None:
         """A removal now in effect: drop what the removed device uploaded after its cut (it
@@ -541,6 +555,10 @@ class RelayServer:
                         await refuse("bad_message", "a join handshake stays with one space and device")
                         return ws
                     targets = [x for x in self.by_space.get(space, ()) if x.device == to]
+                    if not targets and self.book.remote(space, to) is not None:
+                        # The inviting device is connected to another instance of this relay.
+                        await self.db.mail(RemoteMail("joinreq", space, to, "", jid, m["p"]))
+                        continue
                     if not targets:
                         await refuse("not_online", (
                             f"no admin device of this space is reachable: the inviting device {to} "
@@ -572,7 +590,11 @@ class RelayServer:
     async def _on_joinrep(self, session: Session, msg: dict[str, Any]) -> None:
         entry = self.joins.get(msg["j"])
         if entry is None:
-            return  # the joiner left; nothing to answer
+            if self.db.clustered and session.device is not None:
+                # The joiner may be connected to another instance; it checks the pairing.
+                await self.db.mail(RemoteMail("joinrep", msg["s"], "", session.device,
+                                              msg["j"], msg["p"]))
+            return  # the joiner left (or is elsewhere); nothing to answer here
         ws, space, to = entry
         if session.device != to or msg["s"] != space:
             return  # only the device the joiner asked for may answer it
@@ -656,7 +678,7 @@ class RelayServer:
         nonce = os.urandom(32)
         have = {}
         for sp in spaces:
-            if self.state(sp) is not None:
+            if await self._load(sp) is not None:
                 have[sp] = [e.hash for e in self._entries.get(sp, [])]
         auth = await self._challenge(session, {
             "t": "challenge", "p": PROTOCOL_VERSION, "n": nonce, "k": self.public_key,
@@ -673,7 +695,7 @@ class RelayServer:
             self._refuse(session, Refusal("bad_message", "auth carries a log for a space the hello did not name"))
             return
         for sp in spaces:
-            self.state(sp)  # loaded here, on the loop (storage); the check below is pure CPU
+            await self._load(sp)  # loaded here, on the loop (storage); the check below is pure CPU
         verified = await asyncio.to_thread(
             lambda: [self._prepare_log(sp, auth["logs"].get(sp, [])) for sp in spaces])
         for sp, (fresh, state, refusal) in zip(spaces, verified, strict=True):
@@ -714,7 +736,7 @@ class RelayServer:
             return
         # Authenticated: the uploaded entries may be kept.
         for sp, (fresh, state) in prepared.items():
-            self._commit_log(sp, fresh, state)
+            await self._commit_log(sp, fresh, state)
         mine = self.by_device.get(device, set())
         if len(mine) >= cfg.max_connections_per_device:
             self._refuse(session, Refusal("too_many_connections", (
@@ -728,8 +750,16 @@ class RelayServer:
             if member is not None:
                 online = {s.device for s in self.by_space.get(sp, ())
                           if s.spaces.get(sp) == member.id and s.device is not None}
-            r = policy.admit(state, sp, device, model=hello["m"], plan=self.plan,
-                             member_online=online)
+
+            def decide(devices: set[str], state: SpaceState = state, sp: str = sp
+                       ) -> Refusal | None:
+                return policy.admit(state, sp, device, model=hello["m"], plan=self.plan,
+                                    member_online=devices)
+
+            if member is None:
+                r = decide(online)
+            else:  # the device limit counts devices at every instance (one transaction)
+                r = await self.db.admit(sp, member.id, device, online, decide)
             if r is not None:
                 refusals[sp] = r
             else:
@@ -761,7 +791,8 @@ class RelayServer:
             for i in range(0, len(wires), MAX_LOG_UPLOAD):
                 await session.send({"t": "entries", "s": sp, "w": wires[i:i + MAX_LOG_UPLOAD]})
         for sp in admitted:
-            online: dict[str, tuple[str | None, str | None]] = {}
+            online: dict[str, tuple[str | None, str | None]] = self.book.online(sp)
+            online.pop(device, None)
             for other in self.by_space.get(sp, ()):
                 if other.device is not None and other.device != device:
                     online[other.device] = other.presence.get(sp, (None, None))
@@ -825,9 +856,94 @@ class RelayServer:
                 continue
             members.discard(session)
             if not any(s.device == device for s in members):
-                self._presence_changed(sp, device, None)
+                # Offline here; still online if another instance holds it (a failover).
+                self._presence_changed(sp, device, self.book.remote(sp, device))
+                if self.db.clustered and not self._stopping:
+                    self._background(self.db.left(sp, device))
             if not members:
                 del self.by_space[sp]
+
+    def _background(self, coro: Any) -> None:
+        """Run a storage call whose caller cannot wait (a session ending); errors logged."""
+        task = asyncio.ensure_future(coro)
+        self._bg.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._bg.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("relay: background storage call failed: %s", t.exception())
+
+        task.add_done_callback(done)
+
+    # ---------------------------------------------------------------- other instances
+    async def _on_cluster(self, ev: ClusterEvent) -> None:
+        """What another instance of this relay did, for the devices connected here."""
+        if self._stopping:
+            return
+        if isinstance(ev, RemotePut):
+            if ev.envelopes:
+                data = encode_message({"t": "env", "s": ev.space, "e": ev.tag,
+                                       "x": list(ev.envelopes)}, sender=RELAY)
+                for s in list(self.by_space.get(ev.space, ())):
+                    if s.device != ev.uploader:
+                        self.stats["pushed"] += self._push(s, data)
+        elif isinstance(ev, RemoteLog):
+            await self._reload_log(ev.space)
+        elif isinstance(ev, RemotePresence):
+            changed, now = self.book.apply(ev.instance, ev.space, ev.device, ev.value)
+            if changed and not any(s.device == ev.device for s in self.by_space.get(ev.space, ())):
+                self._presence_changed(ev.space, ev.device, now)
+        elif isinstance(ev, InstanceGone):
+            for space, device, now in self.book.drop_instance(ev.instance):
+                if not any(s.device == device for s in self.by_space.get(space, ())):
+                    self._presence_changed(space, device, now)
+        elif isinstance(ev, RemoteMail):
+            self._deliver_mail(ev)
+
+    async def _reload_log(self, space: str) -> None:
+        """Another instance stored entries of `space`: adopt the log as the database holds it."""
+        if space not in self._entries:
+            return  # not loaded here: the next use reads it whole
+        wires = await self.db.log_entries(space)
+        held = self._entries.get(space, [])
+        known = {e.hash for e in held}
+        entries = [Entry.from_wire(w) for w in wires]
+        fresh = [e for e in entries if e.hash not in known]
+        if not fresh:
+            return
+        try:
+            state = await asyncio.to_thread(verify_log, entries)
+        except MembershipError as exc:  # stored by a peer instance that verified it: a bug
+            log.error("relay: the membership log of %s in the database does not verify: %s",
+                      space[:12], exc)
+            return
+        if self._entries.get(space) is not held:  # changed meanwhile: the next event redoes it
+            return
+        self._adopt_log(space, entries, fresh, state)
+
+    def _deliver_mail(self, m: RemoteMail) -> None:
+        if m.kind == "signal":
+            data = encode_message({"t": "signal", "s": m.space, "from": m.sender, "p": m.payload},
+                                  sender=RELAY)
+            for s in list(self.by_space.get(m.space, ())):
+                if s.device == m.to:
+                    s.push(data)
+        elif m.kind == "joinreq":
+            data = encode_message({"t": "joinreq", "s": m.space, "j": m.jid, "p": m.payload},
+                                  sender=RELAY)
+            for s in list(self.by_space.get(m.space, ())):
+                if s.device == m.to:
+                    s.push(data)
+        elif m.kind == "joinrep":
+            entry = self.joins.get(m.jid)
+            if entry is not None and (entry[1], entry[2]) == (m.space, m.sender):
+                self._join_limiter.touch(m.jid, time.monotonic())
+                asyncio.ensure_future(self._send_join(entry[0], m.payload))
+
+    @staticmethod
+    async def _send_join(ws: web.WebSocketResponse, payload: bytes) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_bytes(encode_message({"t": "jp", "p": payload}, sender=RELAY))
 
     def _fanout(self, space: str, sender: Session, msg: dict[str, Any]) -> int:
         """Push one message to every other device's sessions in `space`; returns how many."""
@@ -887,7 +1003,7 @@ class RelayServer:
             fresh, state, r = await self._prepare_log_off_loop(sp, msg["w"])
             if r is None and state is not None:
                 await session.send({"t": "ok", "i": msg["i"]})
-                self._commit_log(sp, fresh, state)
+                await self._commit_log(sp, fresh, state)
                 return
         await self._nack(session, msg["i"], r)  # type: ignore[arg-type]
 
@@ -896,14 +1012,14 @@ class RelayServer:
         if r is not None:
             return await self._nack(session, msg["i"], r)
         await session.send({"t": "index", "i": msg["i"], "s": msg["s"],
-                            "envs": self.storage.index(msg["s"])})
+                            "envs": await self.db.index(msg["s"])})
 
     async def _on_fetch(self, session: Session, msg: dict[str, Any]) -> None:
         r = self._check_space(session, msg["s"])
         if r is not None:
             return await self._nack(session, msg["i"], r)
-        items, more = self.storage.fetch(msg["s"], msg["e"], msg["vv"], max_items=MAX_BATCH_ITEMS,
-                                         max_bytes=MAX_BATCH_BYTES)
+        items, more = await self.db.fetch(msg["s"], msg["e"], msg["vv"],
+                                          max_items=MAX_BATCH_ITEMS, max_bytes=MAX_BATCH_BYTES)
         await session.send({"t": "batch", "i": msg["i"], "s": msg["s"], "e": msg["e"],
                             "x": items, "more": more})
 
@@ -913,17 +1029,24 @@ class RelayServer:
         if r is None:
             r = self._check_envelopes(self._states[sp], items, session.device or "", tag)
         if r is None:
-            usage = self.storage.env_usage(sp, tag)
-            r = policy.check_put(
-                self.plan, env_count=self.storage.env_count(sp),
-                known_env=policy.counted_env(usage.declared_bytes if usage else None, msg["z"]),
-                declared_bytes=msg["z"], stored_bytes=usage.stored_bytes if usage else 0,
-                adding_bytes=sum(len(e.ct) for e in items))
+            def check(usage: EnvUsage | None, env_count: int) -> Refusal | None:
+                # Run inside the put's transaction: every instance's puts are counted.
+                return policy.check_put(
+                    self.plan, env_count=env_count,
+                    known_env=policy.counted_env(usage.declared_bytes if usage else None,
+                                                 msg["z"]),
+                    declared_bytes=msg["z"], stored_bytes=usage.stored_bytes if usage else 0,
+                    adding_bytes=sum(len(e.ct) for e in items))
+
+            got = await self.db.put(sp, tag, items, declared_bytes=msg["z"],
+                                    uploader=session.device or "",
+                                    now_ms=int(time.time() * 1000), check=check)
+            r = got if isinstance(got, Refusal) else None
         if r is not None:
             log.warning("relay: put by %s refused: %s", session, r.reason)
             return await self._nack(session, msg["i"], r)
-        stored = self.storage.put(sp, tag, items, declared_bytes=msg["z"],
-                                  uploader=session.device or "", now_ms=int(time.time() * 1000))
+        assert not isinstance(got, Refusal)
+        stored = got
         self.stats["puts"] += 1
         self.stats["stored"] += len(stored)
         if stored:
@@ -955,12 +1078,20 @@ class RelayServer:
             return  # presence has no reply; a stale space is simply ignored
         session.presence[sp] = (msg["e"], msg["u"])
         self._presence_changed(sp, session.device or "", (msg["e"], msg["u"]))
+        if self.db.clustered:
+            await self.db.presence(sp, session.device or "", (msg["e"], msg["u"]))
 
     async def _on_signal(self, session: Session, msg: dict[str, Any]) -> None:
         sp, to = msg["s"], msg["to"]
         r = self._check_space(session, sp)
         if r is None:
             targets = [s for s in self.by_space.get(sp, ()) if s.device == to]
+            if not targets and self.book.remote(sp, to) is not None:
+                # Connected to another instance of this relay: it gets the signal from there.
+                await self.db.mail(RemoteMail("signal", sp, to, session.device or "", b"",
+                                              msg["p"]))
+                await session.send({"t": "ok", "i": msg["i"]})
+                return
             if not targets:
                 r = Refusal("not_online", f"device {to} is not connected to the relay in this space")
             else:
