@@ -483,6 +483,7 @@ def test_soak_short(team: Team) -> None:
 
 
 @pytest.mark.long
+@pytest.mark.timeout(LONG_S + 600)
 def test_soak_long(team: Team) -> None:
     _soak(team, LONG_S)
 

@@ -91,14 +91,22 @@ def test_commands_exit_3_when_no_daemon_runs(root: Path) -> None:
         res = cli_process(dev.home, *args)
         assert res.code == 3, (args, res)
         assert "daemon is not running" in res.err and "mocksync daemon" in res.err
-        assert res.out == ""
+        if "--json" in args:  # still exactly one JSON document on stdout (issue 18)
+            doc = json.loads(res.out)
+            assert doc["error"]["code"] == "daemon_not_running" and doc["exit_code"] == 3
+            assert doc["daemon"] == {"running": False}
+        else:
+            assert res.out == ""
     for args in (["status"], ["list", "--json"], ["new", "x"], ["unshare", "x"], ["delete", "x"],
                  ["restore", "x"], ["log", "x"], ["conflicts"], ["resolve", "x", "--take", "ours"],
                  ["reconnect"]):
         res = cli(dev.home, *args)
         assert res.code == 3, (args, res)
         assert "daemon is not running" in res.err
-        assert res.out == ""
+        if "--json" in args:
+            assert json.loads(res.out)["exit_code"] == 3
+        else:
+            assert res.out == ""
 
 
 # ------------------------------------------------------------------------------ read commands

@@ -387,6 +387,6 @@ async def test_join_space_times_out_when_the_admin_never_answers():
         async def close(self):
             pass
 
-    with pytest.raises(NoAdminReachableError, match="memory: no answer within 0 s"):
+    with pytest.raises(NoAdminReachableError, match=r"memory: no answer within 0\.[2-9] s"):
         await join_space(JoinerSession(sp.invite(), BOB), [MemoryTransport(Silent())],
                          timeout=0.2, clock=lambda: NOW)

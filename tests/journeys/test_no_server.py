@@ -4,12 +4,15 @@ Ana, Ben, Cy and Dee sit in one office (here: daemons with mDNS on, all bound to
 and nobody runs a relay. Ana creates the space; the others join over the LAN with the token
 she pastes them; an environment she shares reaches everyone and edits travel both ways. Ana
 removes Cy: the key rotates, Ben learns of it from Ana, and Cy gets nothing new. Dee was off
-meanwhile; she comes back when Ana has left and meets only Ben: she learns of the removal and
-the new key from him, and his edits reach her.
+meanwhile, and Ana also admitted Fay; Dee comes back when Ana has left and meets only Ben (and
+Cy, whom Ben refuses): she learns of the removal, the new key and Fay from him, a non-admin,
+and his edits reach her. Before all that, a join while Ana's daemon is off fails with the real
+reason, quickly, without claiming a wait it did not make.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,9 +68,18 @@ def _lan_peer(dev: Device, other: Device) -> dict[str, Any] | None:
 
 
 def test_a_team_forms_and_lives_on_the_lan_with_no_server(office: Team) -> None:
-    ana, ben, cy, dee = office.devices_of({"ana": ["ana"], "ben": ["ben"], "cy": ["cy"],
-                                           "dee": ["dee"]})
+    ana, ben, cy, dee, fay = office.devices_of({"ana": ["ana"], "ben": ["ben"], "cy": ["cy"],
+                                                "dee": ["dee"], "fay": ["fay"]})
     ana.ms("space", "create", "team")
+
+    # Ana's daemon is not running: join says what it tried and why it failed.
+    token = ana.ms("invite", "team", "--json").json()["token"]
+    res = ben.ms("join", token, "--bind", "127.0.0.1", "--timeout", "2", check=False)
+    assert res.code == 1
+    assert "names no relay" in res.err
+    assert re.search(r"not found on the LAN within 2\.\d s", res.err), res.err
+    assert "60 s" not in res.err
+
     office.start(ana, ben, cy, dee, relay=False, **LAN)
 
     # Joining with nothing but the token, over the LAN; join says what it does.
@@ -103,6 +115,8 @@ def test_a_team_forms_and_lives_on_the_lan_with_no_server(office: Team) -> None:
     assert _generation(ana) == 2
     office.wait(lambda: cy.id not in _devices(_members(ben)) and _generation(ben) == 2,
                 "ben to learn of cy's removal and the new key from ana over the LAN")
+    _join(office, fay, ana)  # Fay's daemon never runs: Dee can only hear of her from Ben
+    office.wait(lambda: fay.id in _devices(_members(ben)), "ben to learn of fay from ana")
     ben.edit(env, _title("after cy left"))
     ana.wait_doc(env, _has_title("after cy left"), "ben's edit after the removal")
     cy.edit(env, _title("cy was removed"))  # Cy's edits no longer count anywhere
@@ -111,8 +125,9 @@ def test_a_team_forms_and_lives_on_the_lan_with_no_server(office: Team) -> None:
     # Ana leaves; Dee returns and meets only Ben: she learns the removal and the key from him.
     ana.stop()
     dee.start(relay=False, **LAN)
-    office.wait(lambda: cy.id not in _devices(_members(dee)) and _generation(dee) == 2,
-                "dee to learn of cy's removal and the new key from ben")
+    office.wait(lambda: cy.id not in _devices(_members(dee)) and _generation(dee) == 2
+                and fay.id in _devices(_members(dee)),
+                "dee to learn of cy's removal, the new key and fay from ben")
     dee.wait_doc(env, _has_title("after cy left"), "ben's edit, relayed by nobody")
     assert _devices(_members(dee)) == _devices(_members(ben))
     ben.edit(env, _title("dee is back"))

@@ -94,7 +94,8 @@ def test_share_past_the_count_quota_fails_and_changes_nothing(team: Team) -> Non
     for dev in (alice, bob):
         synced = [e for e in dev.status()["environments"] if e["state"] == "synced"]
         assert sorted(e["name"] for e in synced) == ["Chat realtime", "Petstore API"], synced
-    assert bob.files() == ["chat-realtime.json", "payments.json", "petstore-api.json"]
+    # a teammate's environment keeps its sharer's file name (issue 18)
+    assert bob.files() == ["chat-websocket.json", "payments.json", "petstore.json"]
 
     # Deleting one frees its slot, on the daemon and on the relay: the third one fits now.
     alice.ms("delete", "chat-websocket.json")
@@ -125,7 +126,7 @@ def test_size_quota_at_share_and_on_every_later_edit(team: Team) -> None:
     alice.ms("share", "petstore.json", "--space", "team")
     name = petstore["uuid"]
     for dev in (desktop, bob):
-        team.wait(lambda d=dev: d.has("petstore-api"), f"petstore on {dev.name}")
+        team.wait(lambda d=dev: d.has("petstore"), f"petstore on {dev.name}")
 
     # A later edit grows it past the quota: held with the plan's numbers, sent to nobody.
     grown = sized(petstore, GROWN_BYTES)
@@ -137,7 +138,7 @@ def test_size_quota_at_share_and_on_every_later_edit(team: Team) -> None:
     assert "held" in alice.ms("status").out
     time.sleep(QUIET_S)
     for dev in (desktop, bob):
-        assert compact_size(dev.read("petstore-api")) == FITS_BYTES
+        assert compact_size(dev.read("petstore")) == FITS_BYTES
     assert alice.read("petstore") == grown  # the user's file is left as they saved it
 
     # Shrunk back below the quota: it syncs again by itself.
@@ -146,6 +147,6 @@ def test_size_quota_at_share_and_on_every_later_edit(team: Team) -> None:
     team.wait(lambda: alice.env(name)["state"] == "synced", "alice's environment synced again")
     assert alice.env(name)["reason"] is None
     for dev in (desktop, bob):
-        team.wait(lambda d=dev: d.read("petstore-api") == shrunk,
+        team.wait(lambda d=dev: d.read("petstore") == shrunk,
                   f"the shrunk version on {dev.name}")
     assert bob.env(name)["state"] == "synced"

@@ -44,7 +44,7 @@ def test_relay_down_then_back_with_edits_made_meanwhile(team: Team) -> None:
 
     shutil.copy(EX / "petstore.json", laptop.path("petstore"))
     laptop.ms("share", "petstore.json", "--space", "team")
-    files = {laptop: "petstore.json", desktop: "petstore-api.json", bob: "petstore-api.json"}
+    files = {laptop: "petstore.json", desktop: "petstore.json", bob: "petstore.json"}
     for dev in (desktop, bob):
         team.wait(lambda d=dev: d.has(files[d]), f"petstore on {dev.name}")
     team.wait(lambda: len(online_via_relay(bob)) == 2, "alice's two devices online for bob")

@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ValidationError
+from ..model.ops import FILE_NAME
 from .control import ControlServer
 from .daemon import Agent
+from .statusdoc import list_document, status_document
 
 
 def _str(params: dict[str, Any], key: str, required: bool = True) -> str | None:
@@ -22,6 +24,16 @@ def _str(params: dict[str, Any], key: str, required: bool = True) -> str | None:
     return v
 
 
+def shared_names(agent: Agent) -> dict[str, str | None]:
+    """Each synced environment's file name on its sharer's device (None: not recorded)."""
+    out: dict[str, str | None] = {}
+    for uuid in list(agent.envs):
+        ent = agent.store.state(uuid).entity(uuid)
+        value = ent.get(FILE_NAME, None) if ent is not None else None
+        out[uuid] = value if isinstance(value, str) else None
+    return out
+
+
 def register(server: ControlServer, agent: Agent) -> None:
     # Commands that read or change the store's environments take a turn on its worker
     # (`agent.store_turn`): they run between two ingests of peers' change sets, never
@@ -29,11 +41,13 @@ def register(server: ControlServer, agent: Agent) -> None:
     # they answer at once while a peer floods the daemon (issue 12).
     @server.route("status")
     async def status(params: dict[str, Any]) -> dict[str, Any]:
-        return agent.status()
+        return status_document(agent.status(), shared_names(agent))
 
     @server.route("list")
     async def list_(params: dict[str, Any]) -> dict[str, Any]:
-        return {"environments": agent.all_envs()}
+        tstat = agent.transport.status() if agent.transport is not None else {}
+        return {"environments": list_document(agent.all_envs(), shared_names(agent),
+                                              tstat.get("progress"))}
 
     @server.route("share")
     async def share(params: dict[str, Any]) -> dict[str, Any]:
@@ -119,8 +133,8 @@ def register(server: ControlServer, agent: Agent) -> None:
 
     @server.route("peers")
     async def peers(params: dict[str, Any]) -> dict[str, Any]:
-        st = agent.status()
-        return {"peers": st["peers"]}
+        tstat = agent.transport.status() if agent.transport is not None else {}
+        return {"peers": status_document({"peers": tstat.get("peers", [])}, {})["peers"]}
 
     # ---- presence: what each online user is looking at (issue 11 item 6). An editor plugin
     # may say it (`presence`); otherwise the environment a device last saved counts.

@@ -32,10 +32,11 @@ from typing import Any, Protocol
 from .. import MODEL_VERSION, PROTOCOL_VERSION, __version__
 from ..errors import MocksyncError, ValidationError
 from ..model import ParsedEnv, diff, dumps, parse_env, render, snapshot_ops
-from ..model.files import env_file_stem, quota_reason
+from ..model.files import quota_reason
 from ..model.jsfmt import MOCKOON_LAYOUT
 from ..model.lifecycle import reshare_refusal
-from ..model.ops import DELETED, LIFECYCLE, SHARED, UNSHARED
+from ..model.ops import DELETED, FILE_NAME, LIFECYCLE, SHARED, UNSHARED
+from ..model.sharedname import choose_file_name
 from ..model.spans import text_to_write
 from ..paths import Home
 from ..space.writers import NOT_A_DEVICE, Verdict, overreach
@@ -839,24 +840,28 @@ class Agent:
         if ent.get(LIFECYCLE, SHARED) != SHARED:
             return None
         doc = render(state)
-        path = self._free_path(str(doc.get("name") or env))
+        # The sharer's file name when it is safe and free here (model/sharedname.py).
+        path = self._free_path(str(doc.get("name") or env), wanted=ent.get(FILE_NAME, None))
         rt = EnvRuntime(env, space, path, name=str(doc.get("name", "")))
         self.envs[env] = rt
         self.registry.put(EnvRecord(env, space, str(path), rt.name))
         self.publish({"event": "shared", "env": env, "file": str(path), "origin": "remote"})
         return rt
 
-    def _free_path(self, name: str) -> Path:
-        """A new file name directly in the folder for an environment (a teammate's name goes
-        through `env_file_stem`: no separator, no hidden name); never one that exists, not
-        even as a dangling symlink (it would be written through)."""
-        slug = env_file_stem(name)
-        p = self.folder / f"{slug}.json"
-        n = 2
-        while os.path.lexists(p) or self._by_path(p) is not None:
-            p = self.folder / f"{slug}-{n}.json"
-            n += 1
-        return p
+    def _free_path(self, name: str, wanted: Any = None) -> Path:
+        """A new file name directly in the folder for an environment: `wanted` (the sharer's
+        file name) when it passes `shared_name_problem` and is free, else one made from `name`
+        by `env_file_stem` (no separator, no hidden name). Never one that exists, not even as
+        a dangling symlink (it would be written through), nor another environment's file,
+        nor a name the watcher ignores."""
+        from .watcher import is_environment_name
+
+        def free(candidate: str) -> bool:
+            p = self.folder / candidate
+            return (is_environment_name(candidate) and not os.path.lexists(p)
+                    and self._by_path(p) is None)
+
+        return self.folder / choose_file_name(wanted, name, free)
 
     def _lifecycle(self, rt: EnvRuntime) -> bool:
         """Apply unshare/delete decided by a teammate. True when the env left the space."""
@@ -1161,7 +1166,9 @@ class Agent:
             if refusal:  # unshared or deleted: the uuid is retired (model/lifecycle.py)
                 raise ValidationError(refusal)
         self._check_share_quota(space_id, doc)
-        ops = snapshot_ops(doc, self._rng)
+        # The file name travels with the first change set (encrypted like every op), so
+        # teammates' devices keep it when it is free there (model/sharedname.py).
+        ops = snapshot_ops(doc, self._rng) + [("s", doc["uuid"], FILE_NAME, path.name)]
         refusal = self._peer_refusal(parsed.views, ops)
         if refusal is not None:  # checked before anything is recorded: nothing changes
             raise ValidationError(f"{path.name}: {refusal}")
@@ -1462,6 +1469,7 @@ class Agent:
                                          "reason": None if self.settings.relay else
                                          "no relay configured"}),
             "peers": tstat.get("peers", []),
+            "progress": tstat.get("progress", []),  # catch-ups in flight (agent/progress.py)
             "environments": self.all_envs(),
             "rejected": self.store.rejected(10),
         }

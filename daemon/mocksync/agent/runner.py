@@ -36,7 +36,7 @@ def build_transport(settings: Settings) -> Any:
     if settings.relay:
         from ..net.relay_transport import RelayTransport
 
-        transports.append(RelayTransport(settings.relay))
+        transports.append(RelayTransport(settings.relays))
     transports = [t for t in transports if t is not None]
     if not transports:
         return None

@@ -15,6 +15,8 @@ from .. import MOCKOON_MAX_MIGRATION
 from ..errors import ValidationError
 
 OFFLINE_POLICIES = ("merge", "prompt")
+#: Relay addresses a daemon knows (instances of one relay cluster).
+MAX_RELAYS = 16
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class Settings:
     bind: tuple[str, ...] = ()
     #: Relay URL (http://host:port or https://host:port), or None.
     relay: str | None = None
+    #: More addresses of the same relay cluster, tried in order when `relay` does not answer
+    #: (config.toml: `relay = ["https://a:8765", "https://b:8765"]`).
+    relay_more: tuple[str, ...] = ()
     #: Announce and discover peers with mDNS on the LAN.
     mdns: bool = True
     #: ICE servers for WebRTC (none by default: no STUN traffic leaves the machine).
@@ -49,9 +54,21 @@ class Settings:
             )
         if not 0 <= self.blind_window_s <= 60:
             raise ValidationError("blind_window_s must be between 0 and 60 seconds")
-        if self.relay is not None and not self.relay.startswith(("http://", "https://")):
-            raise ValidationError(f"relay must be http://host:port or https://host:port, not {self.relay!r}")
+        for url in ((self.relay,) if self.relay is not None else ()) + self.relay_more:
+            if not url.startswith(("http://", "https://")):
+                raise ValidationError(
+                    f"relay must be http://host:port or https://host:port, not {url!r}")
+        if self.relay_more and self.relay is None:
+            raise ValidationError("relay_more needs a first relay address (relay)")
+        if 1 + len(self.relay_more) > MAX_RELAYS:
+            raise ValidationError(f"at most {MAX_RELAYS} relay addresses, not "
+                                  f"{1 + len(self.relay_more)}")
         return self
+
+    @property
+    def relays(self) -> tuple[str, ...]:
+        """Every relay address, first the preferred one."""
+        return ((self.relay,) if self.relay is not None else ()) + self.relay_more
 
 
 def load_settings(path: Path) -> Settings:
@@ -73,13 +90,17 @@ def load_settings(path: Path) -> Settings:
             if not isinstance(value, str):
                 raise ValidationError(f"{path}: folder must be a string path")
             value = Path(value).expanduser()
-        elif key in ("bind", "ice_servers"):
+        elif key in ("bind", "ice_servers", "relay_more"):
             if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
                 raise ValidationError(f"{path}: {key} must be a list of strings")
             value = tuple(value)
         elif key == "relay":
-            if not isinstance(value, str):
-                raise ValidationError(f"{path}: relay must be a string URL")
+            if isinstance(value, list) and value and all(isinstance(x, str) for x in value):
+                values["relay_more"] = tuple(value[1:])
+                value = value[0]
+            elif not isinstance(value, str):
+                raise ValidationError(f"{path}: relay must be a URL string or a non-empty list "
+                                      "of URL strings (instances of one relay, tried in order)")
         elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise ValidationError(f"{path}: {key} must be true or false")

@@ -68,11 +68,12 @@ MAX_DEPS = 10_000
 WIRE_ITEMS = 3
 MAX_BODY_ITEMS = 2 * MAX_DEPS + COMPRESS_THRESHOLD + 64
 #: Compressed ops may expand to at most OPS_ITEMS_FLOOR + OPS_ITEMS_PER_COMPRESSED_BYTE items
-#: per byte of `z`. Honest ops hold one item per register value and random uuids per entity:
-#: a generated 15 MB environment is 1.1 items per compressed byte, and distinct keys keep any
-#: real one under 3; only a bomb reaches hundreds. A big decode then costs big uploads.
-OPS_ITEMS_FLOOR = 64 * 1024
-OPS_ITEMS_PER_COMPRESSED_BYTE = 32
+#: per byte of `z`. Honest ops hold one item per register value (its JSON text) and a random
+#: uuid per entity: a generated environment measures 1.1 items per compressed byte (1 MB and
+#: 15 MB alike), and distinct register keys keep real ones under 3; a bomb reaches 1,000. So a
+#: big decode now needs a big upload (the relay's rate and size limits apply to those).
+OPS_ITEMS_FLOOR = 16 * 1024
+OPS_ITEMS_PER_COMPRESSED_BYTE = 8
 #: Deepest nesting of lists/maps inside one op (the CBOR decoder itself stops at 400).
 MAX_OP_DEPTH = 64
 #: Largest seq / deps value: must fit a signed 64-bit SQLite INTEGER.

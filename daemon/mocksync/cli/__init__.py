@@ -18,7 +18,7 @@ main = main_group
 
 def load_all() -> None:
     """Import every command module (for tools that walk the whole tree, e.g. clidoc)."""
-    from . import daemoncmds, offline, relaycmd, spaces  # noqa: F401
+    from . import daemoncmds, offline, relaycmd, servicecmd, spaces  # noqa: F401
 
 
 __all__ = ["main", "click", "__version__", "load_all"]

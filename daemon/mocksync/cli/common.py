@@ -1,4 +1,12 @@
-"""Shared CLI plumbing: the root group, `--home`, JSON output, exit codes."""
+"""Shared CLI plumbing: the root group, `--home`, JSON output, exit codes, help layout.
+
+Two promises every command keeps, enforced here once rather than in each command:
+- with `--json`, stdout carries exactly one JSON document on every path, errors included
+  (`fail` and usage errors print `{"error": {"code", "message"}, "exit_code"}`), so a script
+  can always parse what it gets; the sentence still goes to stderr for a person;
+- help pages read the same everywhere: description, then (for commands taking ENV) what ENV
+  may be, then the options, then the examples (`examples()` builds the epilog).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +25,13 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NO_DAEMON = 3
 
+#: The `error.code` of a JSON error document when the caller names none, by exit code.
+DEFAULT_ERROR_CODES = {EXIT_FAILED: "failed", EXIT_USAGE: "usage", EXIT_NO_DAEMON: "daemon_not_running"}
+#: The sentence each command taking ENV puts right after its description.
+ENV_HELP = "ENV is a uuid, a name or a file path."
+#: Where the raw arguments are kept in the click context (to see `--json` on a usage error).
+_ARGV_KEY = "mocksync.argv"
+
 
 class Ctx:
     def __init__(self, home: Home) -> None:
@@ -34,6 +49,7 @@ COMMAND_MODULES: dict[str, str] = {
     **dict.fromkeys(["diff", "merge", "validate"], "offline"),
     **dict.fromkeys(["init", "invite", "join", "members", "remove", "space"], "spaces"),
     "relay": "relaycmd",
+    "service": "servicecmd",
 }
 
 
@@ -55,11 +71,25 @@ class LazyGroup(click.Group):
             self._load(COMMAND_MODULES[cmd_name])
         return super().get_command(ctx, cmd_name)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_ARGV_KEY] = list(args)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """A usage error of a command run with `--json` still prints one JSON document."""
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            argv = ctx.meta.get(_ARGV_KEY) or []
+            if "--json" in argv[: argv.index("--") if "--" in argv else len(argv)]:
+                emit_json(error_doc(exc.format_message(), EXIT_USAGE))
+            raise
+
 
 @click.group(
     cls=LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    epilog="Examples:\n\n\b\n  mocksync validate env.json\n  mocksync diff old.json new.json --json\n  mocksync init --name laptop && mocksync daemon --folder ~/mockoon",
+    epilog="\b\nExamples:\n  mocksync validate env.json\n  mocksync diff old.json new.json --json\n  mocksync init --name laptop && mocksync daemon --folder ~/mockoon",
 )
 @click.option(
     "--home",
@@ -79,10 +109,36 @@ def emit_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False))
 
 
-def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    """One-line reason on stderr, then exit with `code`."""
+def wants_json() -> bool:
+    """Was the running command given `--json`? (Read from the click context, so `fail` needs
+    no flag passed through every helper.)"""
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None:
+        if ctx.params.get("as_json"):
+            return True
+        ctx = ctx.parent
+    return False
+
+
+def error_doc(message: str, code: int, error: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The one JSON document of a failed `--json` command: what went wrong and the exit code."""
+    return {"error": {"code": error or DEFAULT_ERROR_CODES.get(code, "failed"), "message": message},
+            "exit_code": code, **extra}
+
+
+def fail(message: str, code: int = EXIT_FAILED, *, error: str | None = None,
+         **extra: Any) -> NoReturn:
+    """One-line reason on stderr, then exit with `code`. Under `--json`, stdout also gets the
+    error as one JSON document (`error_doc`; `error` names its code, `extra` adds fields)."""
+    if wants_json():
+        emit_json(error_doc(message, code, error, **extra))
     click.echo(f"mocksync: {message}", err=True)
     sys.exit(code)
+
+
+def examples(*lines: str) -> str:
+    """The epilog of a command: its examples, after the options on every help page."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def run_guarded(fn, *args: Any, **kwargs: Any) -> Any:

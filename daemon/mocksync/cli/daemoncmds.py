@@ -15,7 +15,17 @@ import click
 
 from ..agent.client import ControlClient, ControlError, DaemonNotRunning
 from ..errors import MocksyncError
-from .common import EXIT_FAILED, EXIT_NO_DAEMON, Ctx, emit_json, fail, main_group
+from .common import (
+    ENV_HELP,
+    EXIT_FAILED,
+    EXIT_NO_DAEMON,
+    EXIT_USAGE,
+    Ctx,
+    emit_json,
+    examples,
+    fail,
+    main_group,
+)
 
 
 def _call(ctx: Ctx, method: str, /, **params: Any) -> dict[str, Any]:
@@ -23,40 +33,50 @@ def _call(ctx: Ctx, method: str, /, **params: Any) -> dict[str, Any]:
     try:
         return ControlClient(ctx.home.socket).call(method, **params)
     except DaemonNotRunning as exc:
-        fail(str(exc), EXIT_NO_DAEMON)
+        fail(str(exc), EXIT_NO_DAEMON, error=DaemonNotRunning.code, daemon={"running": False})
     except ControlError as exc:
-        fail(exc.message if hasattr(exc, "message") else str(exc))
+        fail(exc.message if hasattr(exc, "message") else str(exc),
+             error=exc.code if isinstance(exc.code, str) else None)
 
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
 
-@main_group.command("daemon")
+@main_group.command("daemon", epilog=examples(
+    "mocksync daemon --folder ~/mockoon",
+    "mocksync --home /tmp/dev2 daemon --folder /tmp/dev2/envs --bind 127.0.0.1 --no-mdns"))
 @click.option("--folder", type=click.Path(file_okay=False), help="Folder of environment files.")
-@click.option("--relay", help="Relay URL, http://host:port or https://host:port.")
+@click.option("--relay", multiple=True, metavar="URL",
+              help="Relay URL, http://host:port or https://host:port. Repeat it for the "
+                   "instances of one relay: the daemon uses the first that answers and fails "
+                   "over to the next.")
 @click.option("--bind", multiple=True, help="Address to sync over (repeatable); default: all.")
 @click.option("--no-mdns", is_flag=True, help="Do not announce or discover peers on the LAN.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.pass_obj
-def daemon_cmd(ctx: Ctx, folder: str | None, relay: str | None, bind: tuple[str, ...],
+def daemon_cmd(ctx: Ctx, folder: str | None, relay: tuple[str, ...], bind: tuple[str, ...],
                no_mdns: bool, verbose: int) -> None:
-    """Run the sync daemon in the foreground (systemd runs it so). SIGTERM stops it cleanly.
-
-    \b
-    Examples:
-      mocksync daemon --folder ~/mockoon
-      mocksync --home /tmp/dev2 daemon --folder /tmp/dev2/envs --bind 127.0.0.1 --no-mdns
-    """
+    """Run the sync daemon in the foreground (`mocksync service install` runs it as a user
+    service). SIGTERM stops it cleanly."""
     from ..agent.runner import run_daemon
     from ..agent.settings import load_settings
+    from ..space.identity import has_identity
 
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
+    try:  # every option, config.toml and the identity checked before the banner
         settings = load_settings(ctx.home.root / "config.toml").with_overrides(
-            folder=Path(folder) if folder else None, relay=relay,
+            folder=Path(folder) if folder else None, relay=relay[0] if relay else None,
+            relay_more=tuple(relay[1:]) if relay else None,
             bind=tuple(bind) if bind else None, mdns=False if no_mdns else None,
         ).check()
+        settings = _checked_daemon_settings(settings)
+    except MocksyncError as exc:
+        fail(str(exc), EXIT_USAGE, error="usage")
+    if not has_identity(ctx.home):
+        fail(f"this home ({ctx.home.root}) has no device identity yet; run `mocksync init "
+             "--name NAME` first, then start the daemon", error="not_initialised")
+    try:
         click.echo(f"mocksync daemon: watching {Path(settings.folder).expanduser()} "
                    f"(home {ctx.home.root}); Ctrl-C to stop", err=True)
         asyncio.run(run_daemon(ctx.home, settings))
@@ -65,6 +85,19 @@ def daemon_cmd(ctx: Ctx, folder: str | None, relay: str | None, bind: tuple[str,
     except KeyboardInterrupt:
         pass
     click.echo("mocksync daemon: stopped", err=True)
+
+
+def _checked_daemon_settings(settings: Any) -> Any:
+    """`settings` with every relay address and `--bind` address checked the way the daemon
+    will use them (a usage error said before anything starts, not a failure minutes later)."""
+    from dataclasses import replace
+
+    from ..net.ice import check_bind
+    from ..relay.auth import relay_origin
+
+    for url in settings.relays:
+        relay_origin(url)
+    return replace(settings, bind=check_bind(settings.bind))
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
@@ -108,18 +141,35 @@ def _seconds(s: float) -> str:
     return f"{round(s / 60)} min"
 
 
-@main_group.command("status")
+@main_group.command("status", epilog=examples(
+    "mocksync status",
+    "mocksync status --wait --timeout 300",
+    "mocksync status --json | jq '.environments[] | select(.state != \"synced\")'"))
+@click.option("--wait", is_flag=True,
+              help="First wait until no environment is catching up, showing progress.")
+@click.option("--timeout", default=600.0, show_default=True, type=float,
+              help="With --wait: give up after this many seconds (exit 1).")
 @json_opt
 @click.pass_obj
-def status_cmd(ctx: Ctx, as_json: bool) -> None:
+def status_cmd(ctx: Ctx, wait: bool, timeout: float, as_json: bool) -> None:
     """The whole picture: device, daemon, relay, peers, environments and why each is as it is.
 
-    \b
-    Examples:
-      mocksync status
-      mocksync status --json | jq '.environments[] | select(.state != "synced")'
+    Peers are one row per device: how it is reached now (via) and the route that takes over
+    when that one goes (fallback). An environment being caught up is `syncing`, with its
+    progress (`progress` in --json).
     """
-    st = _call(ctx, "status")
+    from .progressui import MAX_WAIT_S, Reporter, wait_caught_up
+
+    if not 0 < timeout <= MAX_WAIT_S:
+        fail(f"--timeout must be between 0 and {MAX_WAIT_S} seconds", EXIT_USAGE)
+    if wait:
+        with Reporter() as reporter:
+            done, st = wait_caught_up(lambda: _call(ctx, "status"), reporter, timeout)
+        if not done:
+            fail(f"still catching up after {timeout:g} s; run `mocksync status` to see where",
+                 error="timeout", status=st)
+    else:
+        st = _call(ctx, "status")
     if as_json:
         emit_json(st)
         return
@@ -128,11 +178,14 @@ def status_cmd(ctx: Ctx, as_json: bool) -> None:
     click.echo(f"daemon  running, version {dm['version']}, folder {dm['folder']}")
     click.echo(relay_text(r))
     if st["peers"]:
-        _table("peers", ["device", "member", "via", "state", "rtt ms"],
-               [[p.get("device"), p.get("member"), p.get("via"), p.get("state"), p.get("rtt_ms")]
-                for p in st["peers"]])
+        _table("peers", ["device", "member", "via", "fallback", "state", "rtt ms"],
+               [[p.get("device"), p.get("member"), p.get("via"), p.get("fallback") or "",
+                 p.get("state"), p.get("rtt_ms")] for p in st["peers"]])
     else:
         click.echo("peers   none connected")
+    for p in st.get("progress") or ():
+        click.echo(f"syncing {p.get('name') or p.get('env')}: {p.get('done')} of "
+                   f"{p.get('total')} change sets")
     envs = st["environments"]
     if envs:
         _table("environments", ["name", "file", "space", "state", "conflicts", "reason"],
@@ -156,26 +209,24 @@ def status_cmd(ctx: Ctx, as_json: bool) -> None:
         click.echo("no environment files in the folder yet")
 
 
-@main_group.command("list")
+@main_group.command("list", epilog=examples("mocksync list", "mocksync list --json"))
 @json_opt
 @click.pass_obj
 def list_cmd(ctx: Ctx, as_json: bool) -> None:
-    """Environments in the folder, local or synced.
-
-    \b
-    Example:
-      mocksync list --json
+    """Environments in the folder, local or synced, and which file holds each (a teammate's
+    environment keeps the file name it has on the sharer's device when that name is free here).
     """
     envs = _call(ctx, "list")["environments"]
     if as_json:
         emit_json(envs)
         return
-    _table("environments", ["name", "uuid", "file", "state", "space"],
-           [[e["name"], e["uuid"], Path(e["file"]).name, e["state"], e.get("space_name")]
-            for e in envs])
+    _table("environments", ["name", "uuid", "file", "sharer's file", "state", "space"],
+           [[e["name"], e["uuid"], Path(e["file"]).name, e.get("shared_as") or "",
+             e["state"], e.get("space_name")] for e in envs])
 
 
-@main_group.command("share")
+@main_group.command("share", epilog=examples("mocksync share petstore.json --space team",
+                                                "mocksync share petstore.json --copy"))
 @click.argument("file")
 @click.option("--space", "space", help="Space name or id (default: your personal space).")
 @click.option("--copy", is_flag=True, help="Leave FILE as is; sync a copy with fresh uuids.")
@@ -184,10 +235,7 @@ def list_cmd(ctx: Ctx, as_json: bool) -> None:
 def share_cmd(ctx: Ctx, file: str, space: str | None, copy: bool, as_json: bool) -> None:
     """Make a local environment synced (Mockoon Pro: "Duplicate to the cloud").
 
-    \b
-    Examples:
-      mocksync share petstore.json --space team
-      mocksync share petstore.json --copy
+    Teammates get it under the same file name when that name is free on their device.
     """
     p = Path(file)
     res = _call(ctx, "share", file=str(p.resolve()) if p.exists() else file, space=space, copy=copy)
@@ -198,18 +246,13 @@ def share_cmd(ctx: Ctx, file: str, space: str | None, copy: bool, as_json: bool)
                    f"in space {res.get('space_name')}")
 
 
-@main_group.command("new")
+@main_group.command("new", epilog=examples('mocksync new "Orders API" --space team'))
 @click.argument("name")
 @click.option("--space", "space", help="Space name or id (default: your personal space).")
 @json_opt
 @click.pass_obj
 def new_cmd(ctx: Ctx, name: str, space: str | None, as_json: bool) -> None:
-    """Create a valid empty environment file, synced (Mockoon Pro: "New cloud environment").
-
-    \b
-    Example:
-      mocksync new "Orders API" --space team
-    """
+    """Create a valid empty environment file, synced (Mockoon Pro: "New cloud environment")."""
     res = _call(ctx, "new", name=name, space=space)
     if as_json:
         emit_json(res)
@@ -217,8 +260,8 @@ def new_cmd(ctx: Ctx, name: str, space: str | None, as_json: bool) -> None:
         click.echo(f"created {res['file']} ({res['uuid']}), synced in space {res.get('space_name')}")
 
 
-def _env_command(name: str, verb: str, help_text: str) -> None:
-    @main_group.command(name, help=help_text)
+def _env_command(name: str, verb: str, help_text: str, example: str) -> None:
+    @main_group.command(name, help=f"{help_text}\n\n{ENV_HELP}", epilog=examples(example))
     @click.argument("env")
     @json_opt
     @click.pass_obj
@@ -232,16 +275,15 @@ def _env_command(name: str, verb: str, help_text: str) -> None:
 
 _env_command("unshare", "unshared; kept as a local file:",
              "Leave the space on every device; every copy stays as a local file "
-             "(Mockoon Pro: \"Convert to local\").\n\nENV is a uuid, a name or a file path.\n\n"
-             "\b\nExample:\n  mocksync unshare petstore.json")
+             "(Mockoon Pro: \"Convert to local\").", "mocksync unshare petstore.json")
 _env_command("delete", "deleted from the space; kept here as a local file:",
              "Leave the space; other devices move their copy to a recoverable trash "
-             "(Mockoon Pro: \"Delete from cloud\").\n\n\b\nExample:\n  mocksync delete 'Pet Store'")
+             "(Mockoon Pro: \"Delete from cloud\").", "mocksync delete 'Pet Store'")
 _env_command("restore", "restored", "Write a synced environment's file again after it was "
-             "deleted on this device.\n\n\b\nExample:\n  mocksync restore petstore.json")
+             "deleted on this device.", "mocksync restore petstore.json")
 
 
-@main_group.command("adopt")
+@main_group.command("adopt", epilog=examples("mocksync adopt payments-callbacks.json"))
 @click.argument("env")
 @json_opt
 @click.pass_obj
@@ -250,9 +292,7 @@ def adopt_cmd(ctx: Ctx, env: str, as_json: bool) -> None:
     a folder beside the environment and point the environment at the copies (one ordinary
     edit, synced like any other).
 
-    \b
-    Example:
-      mocksync adopt payments-callbacks.json
+    ENV is a uuid, a name or a file path.
     """
     res = _call(ctx, "adopt", env=env)
     if as_json:
@@ -264,17 +304,15 @@ def adopt_cmd(ctx: Ctx, env: str, as_json: bool) -> None:
             click.echo(f"adopted {a['from']} -> {a['to']}")
 
 
-@main_group.command("conflicts")
+@main_group.command("conflicts", epilog=examples("mocksync conflicts",
+                                                    "mocksync conflicts petstore.json --json"))
 @click.argument("env", required=False)
 @json_opt
 @click.pass_obj
 def conflicts_cmd(ctx: Ctx, env: str | None, as_json: bool) -> None:
     """What merged over what: concurrent writes whose loser was kept (exit 1 when any).
 
-    \b
-    Examples:
-      mocksync conflicts
-      mocksync conflicts petstore.json --json
+    ENV is a uuid, a name or a file path.
     """
     cs = _call(ctx, "conflicts", env=env)["conflicts"]
     if as_json:
@@ -296,7 +334,8 @@ def _short(v: Any, n: int = 30) -> str:
     return s if len(s) <= n else s[: n - 3] + "..."
 
 
-@main_group.command("resolve")
+@main_group.command("resolve", epilog=examples("mocksync resolve 3f2a9c1b07de --take theirs",
+                                                  "mocksync resolve petstore.json --keep-local"))
 @click.argument("target")
 @click.option("--take", type=click.Choice(["ours", "theirs"]),
               help="For a conflict id: keep our value or take theirs.")
@@ -308,10 +347,7 @@ def resolve_cmd(ctx: Ctx, target: str, take: str | None, keep_local: bool, disca
                 as_json: bool) -> None:
     """Flip one conflict (TARGET = conflict id), or decide a held environment (TARGET = ENV).
 
-    \b
-    Examples:
-      mocksync resolve 3f2a9c1b07de --take theirs
-      mocksync resolve petstore.json --keep-local
+    ENV is a uuid, a name or a file path.
     """
     if take and (keep_local or discard_local):
         fail("give either --take (for a conflict) or --keep-local/--discard-local", 2)
@@ -329,16 +365,14 @@ def resolve_cmd(ctx: Ctx, target: str, take: str | None, keep_local: bool, disca
         click.echo("resolved" + (" (file updated)" if res.get("changed") else ""))
 
 
-@main_group.command("log")
+@main_group.command("log", epilog=examples("mocksync log petstore.json --json"))
 @click.argument("env")
 @json_opt
 @click.pass_obj
 def log_cmd(ctx: Ctx, env: str, as_json: bool) -> None:
     """Change sets of an environment, oldest first.
 
-    \b
-    Example:
-      mocksync log petstore.json --json
+    ENV is a uuid, a name or a file path.
     """
     rows = _call(ctx, "log", env=env)["changesets"]
     if as_json:
@@ -349,31 +383,23 @@ def log_cmd(ctx: Ctx, env: str, as_json: bool) -> None:
              r["member"], r["seq"], r["ops"], r["summary"]] for r in rows])
 
 
-@main_group.command("reconnect")
+@main_group.command("reconnect", epilog=examples("mocksync reconnect && mocksync status"))
 @click.pass_obj
 def reconnect_cmd(ctx: Ctx) -> None:
-    """Retry the relay and peers now, and rescan the folder.
-
-    \b
-    Example:
-      mocksync reconnect && mocksync status
-    """
+    """Retry the relay and peers now, and rescan the folder."""
     _call(ctx, "reconnect")
     click.echo("reconnecting")
 
 
-@main_group.command("peers")
+@main_group.command("peers", epilog=examples(
+    "mocksync peers", "mocksync peers --json | jq '.[] | select(.state != \"connected\")'"))
 @json_opt
 @click.pass_obj
 def peers_cmd(ctx: Ctx, as_json: bool) -> None:
-    """Devices this daemon syncs with, and how: LAN (WebRTC) or relay, state, round trip.
+    """Devices this daemon syncs with, one row each: how it is reached now (LAN over WebRTC,
+    or the relay), the fallback when that goes, state and round trip.
 
     A peer that is not connected says why (offline, unreachable, incompatible version...).
-
-    \b
-    Examples:
-      mocksync peers
-      mocksync peers --json | jq '.[] | select(.state != "connected")'
     """
     peers = _call(ctx, "peers")["peers"]
     if as_json:
@@ -383,23 +409,19 @@ def peers_cmd(ctx: Ctx, as_json: bool) -> None:
         click.echo("no peers known yet (none on the LAN share a space with this device, "
                    "and the relay reports none)")
         return
-    _table("peers", ["device", "member", "via", "state", "rtt ms", "address", "reason"],
-           [[p.get("device"), p.get("member"), p.get("via"), p.get("state"), p.get("rtt_ms"),
-             p.get("address"), p.get("reason") or ""] for p in peers])
+    _table("peers", ["device", "member", "via", "fallback", "state", "rtt ms", "address",
+                     "reason"],
+           [[p.get("device"), p.get("member"), p.get("via"), p.get("fallback") or "",
+             p.get("state"), p.get("rtt_ms"), p.get("address"), p.get("reason") or ""]
+            for p in peers])
 
 
-@main_group.command("who")
+@main_group.command("who", epilog=examples("mocksync who", "mocksync who --json"))
 @json_opt
 @click.pass_obj
 def who_cmd(ctx: Ctx, as_json: bool) -> None:
     """Who is online now and what they are editing (environment and, if the editor says, the
-    route or response).
-
-    \b
-    Examples:
-      mocksync who
-      mocksync who --json
-    """
+    route or response)."""
     rows = _call(ctx, "who")["who"]
     if as_json:
         emit_json(rows)

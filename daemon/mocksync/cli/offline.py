@@ -17,7 +17,7 @@ from ..errors import MocksyncError
 from ..model import ABSENT, ParsedEnv, diff, merge3, parse_env, state_from_doc
 from ..model.merge import describe, describe_entity
 from ..model.spans import text_to_write
-from .common import EXIT_FAILED, emit_json, fail, main_group
+from .common import EXIT_FAILED, emit_json, examples, fail, main_group
 
 
 def _load(path: str, max_migration: int | None = None) -> ParsedEnv:
@@ -25,11 +25,11 @@ def _load(path: str, max_migration: int | None = None) -> ParsedEnv:
     try:
         data = p.read_bytes()
     except OSError as exc:
-        fail(f"{path}: cannot read ({exc.strerror or exc})")
+        fail(f"{path}: cannot read ({exc.strerror or exc})", error="unreadable", file=path)
     try:
         return parse_env(data) if max_migration is None else parse_env(data, max_migration)
     except MocksyncError as exc:
-        fail(f"{path}: {exc}")
+        fail(f"{path}: {exc}", error="invalid", file=path)
 
 
 def _summary(doc: dict[str, Any]) -> dict[str, int]:
@@ -43,21 +43,20 @@ def _summary(doc: dict[str, Any]) -> dict[str, int]:
     }
 
 
-@main_group.command("validate")
+@main_group.command("validate", epilog=examples("mocksync validate ~/mockoon/petstore.json",
+                                                   "mocksync validate env.json --json"))
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def validate_cmd(file: str, as_json: bool) -> None:
     """Check that FILE is a Mockoon environment this tool can sync, and say why not.
 
-    \b
-    Examples:
-      mocksync validate ~/mockoon/petstore.json
-      mocksync validate env.json --json
+    Exit 0 when it is, 1 when it is not or cannot be read (with --json: a document saying
+    `"valid": false` and why, or an `error` document).
     """
     try:
         parsed = parse_env(Path(file).read_bytes())
     except OSError as exc:
-        fail(f"{file}: cannot read ({exc.strerror or exc})")
+        fail(f"{file}: cannot read ({exc.strerror or exc})", error="unreadable", file=file)
     except MocksyncError as exc:
         if as_json:
             emit_json({"file": file, "valid": False, "reason": str(exc)})
@@ -87,19 +86,26 @@ def _jsonable(v: Any) -> Any:
     return None if v is ABSENT else v
 
 
-@main_group.command("diff")
+@main_group.command("diff", epilog=examples(
+    "mocksync diff petstore.json.orig petstore.json",
+    "mocksync diff --exit-code old.json new.json || echo changed",
+    "git show HEAD:env.json > /tmp/old.json && mocksync diff /tmp/old.json env.json --json"))
 @click.argument("old", type=click.Path(dir_okay=False))
 @click.argument("new", type=click.Path(dir_okay=False))
+@click.option("--exit-code", "exit_code", is_flag=True,
+              help="Exit 1 when the versions differ semantically, 0 when not (like git diff).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def diff_cmd(old: str, new: str, as_json: bool) -> None:
+def diff_cmd(old: str, new: str, exit_code: bool, as_json: bool) -> None:
     """Semantic diff of two versions of one environment: which entities and fields changed.
 
-    \b
-    Examples:
-      mocksync diff petstore.json.orig petstore.json
-      git show HEAD:env.json > /tmp/old.json && mocksync diff /tmp/old.json env.json --json
+    OLD and NEW must be the same environment (the same uuid); two different environments are
+    said to be so, exit 1. A difference in layout only (indentation, key order) is no change.
     """
     a, b = _load(old), _load(new)
+    if a.uuid != b.uuid:
+        fail(f"{old} and {new} are two different environments ({a.name!r}, uuid {a.uuid}; "
+             f"{b.name!r}, uuid {b.uuid}): diff compares two versions of one environment",
+             error="different_environments", old=old, new=new, old_uuid=a.uuid, new_uuid=b.uuid)
     try:
         state = state_from_doc(a.doc, rng=random.Random(0))
         ops = diff(a.doc, b.doc, state, random.Random(0))
@@ -136,9 +142,12 @@ def diff_cmd(old: str, new: str, as_json: bool) -> None:
                 })
     same_layout = a.layout == b.layout
     rendered_same = render(new_state) == b.doc
+    differ = exit_code and bool(changes)
     if as_json:
         emit_json({"old": old, "new": new, "changes": changes, "ops": len(ops),
                    "identical": not changes and same_layout, "normalised": not rendered_same})
+        if differ:
+            raise SystemExit(EXIT_FAILED)
         return
     if not changes:
         click.echo("no semantic changes" + ("" if same_layout else " (only the layout differs)"))
@@ -152,6 +161,8 @@ def diff_cmd(old: str, new: str, as_json: bool) -> None:
             click.echo(f"+ {c['where']}")
         else:
             click.echo(f"- {c['where']}")
+    if differ:
+        raise SystemExit(EXIT_FAILED)
 
 
 def _short(v: Any, limit: int = 60) -> str:
@@ -159,7 +170,9 @@ def _short(v: Any, limit: int = 60) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
-@main_group.command("merge")
+@main_group.command("merge", epilog=examples(
+    "mocksync merge base.json ours.json theirs.json -o merged.json",
+    "mocksync merge base.json ours.json theirs.json --prefer theirs"))
 @click.argument("base", type=click.Path(dir_okay=False))
 @click.argument("ours", type=click.Path(dir_okay=False))
 @click.argument("theirs", type=click.Path(dir_okay=False))
@@ -181,11 +194,6 @@ def merge_cmd(base: str, ours: str, theirs: str, output: str | None, prefer: str
     and in .gitattributes:  *.json merge=mocksync   (or name the files)
 
     Exit 0 when clean; 1 when conflicts remain (listed on stderr; the --prefer side applied).
-
-    \b
-    Examples:
-      mocksync merge base.json ours.json theirs.json -o merged.json
-      mocksync merge base.json ours.json theirs.json --prefer theirs
     """
     pb, po, pt = _load(base, 10**9), _load(ours, 10**9), _load(theirs, 10**9)
     try:

@@ -16,10 +16,16 @@ from pathlib import Path
 import click
 
 from ..errors import MocksyncError
-from .common import Ctx, fail, main_group
+from .common import Ctx, examples, fail, main_group
 
 
-@main_group.command("relay")
+@main_group.command("relay", epilog=examples(
+    "mocksync relay",
+    "mocksync relay --port 9000 --data /var/lib/mocksync-relay --plan enterprise",
+    "mocksync relay --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem",
+    "mocksync relay --plan team --max-envs 50 --max-devices-per-member 4",
+    "mocksync relay --port 8765 --public-url https://relay.example.com",
+    "mocksync relay --db postgresql://mocksync@db.internal:5432/mocksync --host 0.0.0.0"))
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0 for every interface).")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
@@ -53,15 +59,6 @@ def relay_cmd(ctx: Ctx, host: str, port: int, data: str | None, db_url: str | No
 
     The relay holds only ciphertext and signed membership logs; it cannot read environments.
     Daemons use it with `mocksync daemon --relay http://HOST:PORT`. SIGTERM stops it cleanly.
-
-    \b
-    Examples:
-      mocksync relay
-      mocksync relay --port 9000 --data /var/lib/mocksync-relay --plan enterprise
-      mocksync relay --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem
-      mocksync relay --plan team --max-envs 50 --max-devices-per-member 4
-      mocksync relay --port 8765 --public-url https://relay.example.com
-      mocksync relay --db postgresql://mocksync@db.internal:5432/mocksync --host 0.0.0.0
     """
     from ..relay.server import RelayConfig, tls_context
     from ..space.quotas import get_plan

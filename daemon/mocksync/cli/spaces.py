@@ -314,8 +314,11 @@ def join_cmd(ctx: click.Context, token: str, timeout: float, bind: tuple[str, ..
 
         lan_bind = bind or load_settings(home.root / "config.toml").bind
         transports = [LanJoinTransport(lan_bind), *find_join_transports(home)]
-        result = asyncio.run(join_space(session, transports, timeout=timeout,
-                                        progress=lambda text: click.echo(text, err=True)))
+        from .progressui import Steps
+
+        with Steps() as steps:  # a spinner on a terminal, plain lines in a pipe
+            result = asyncio.run(join_space(session, transports, timeout=timeout,
+                                            progress=steps.note))
         stored = actions.record_join(home, result, ident.device_id)
     except MocksyncError as exc:
         fail(str(exc))

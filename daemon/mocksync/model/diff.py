@@ -128,20 +128,28 @@ def diff(
         )
     creates: dict[str, tuple] = {}
     sets: list[tuple] = []
+    # Whether every entity kept its kind and places: then no container's order changed and
+    # the (whole-environment) sequence comparison below is skipped. A view shared by both
+    # sides (an incremental parse keeps every untouched entity's view) is not compared at all.
+    places_kept = True
     for u, nv in nviews.items():
         bv = bviews.get(u)
         if bv is None:
             regs = registers_of(nv)
             creates[u] = ("c", u, nv.kind, regs)
-        else:
+            places_kept = False
+        elif bv is not nv:
             sets.extend(_field_ops(bv, nv))
+            if places_kept and (bv.kind != nv.kind or bv.places != nv.places):
+                places_kept = False
     deletes = [("d", u) for u in bviews if u not in nviews]
 
     # Places: per ordered container, keep the LIS of items that stayed; re-key the rest.
-    bseqs = _sequences(bviews)
+    reordered = not places_kept or bool(deletes)
+    bseqs = _sequences(bviews) if reordered else {}
     moves: list[tuple] = []
     shown_in: dict[str, str] | None = None  # tree_parents(state), computed when first needed
-    for key, nseq in _sequences(nviews).items():
+    for key, nseq in (_sequences(nviews) if reordered else {}).items():
         place, _group, container = key
         bseq = bseqs.get(key, [])
         if nseq == bseq:

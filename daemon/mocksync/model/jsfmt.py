@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from ..errors import ValidationError
 
 _STR_ENCODER = json.JSONEncoder(ensure_ascii=False)
@@ -113,22 +115,45 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+#: orjson reads an integer literal beyond 64 bits as a double, the standard parser as the
+#: exact integer (which mocksync keeps): a text holding a run of this many digits is read by
+#: the standard parser. (Found with a C translate and find: ~3 ms a MB, not a regex scan.)
+LONG_DIGIT_RUN = 19
+_DIGITS_TO_ZERO = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
+
+
+def _has_long_digit_run(data: bytes) -> bool:
+    return data.translate(_DIGITS_TO_ZERO).find(b"0" * LONG_DIGIT_RUN) >= 0
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_json(text: str | bytes) -> Any:
-    """json.loads with errors that name line and column, and JS-compatible constants refused."""
+    """Parse an environment file's text: orjson (several times faster on a 15 MB file) with
+    the standard parser as the exact fallback, for the texts orjson refuses (an escaped
+    unpaired surrogate, which JavaScript reads and writes back escaped) and for the errors,
+    which name line and column. NaN, Infinity and numbers beyond a double are refused."""
     if isinstance(text, bytes | bytearray):
+        data = bytes(text)
         try:
-            text = bytes(text).decode("utf-8-sig")
+            text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise ValidationError(f"file is not UTF-8 text (byte {exc.start})") from None
-    elif text.startswith("\ufeff"):
-        text = text[1:]
-
-    def _no_constants(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-
+    else:
+        if text.startswith("\ufeff"):
+            text = text[1:]
+        data = text.encode("utf-8", "surrogatepass")
+    if not _has_long_digit_run(data):
+        with gc_paused():
+            try:
+                return orjson.loads(text)
+            except orjson.JSONDecodeError:
+                pass  # an escaped lone surrogate, 1e400, NaN or a syntax error: exact path
     try:
         with gc_paused():
-            return json.loads(text, parse_constant=_no_constants, parse_float=finite_float)
+            return json.loads(text, parse_constant=_no_constant, parse_float=finite_float)
     except json.JSONDecodeError as exc:
         # Python's messages end in "... starting at" (it would add the offset); we give
         # line and column instead, so drop the dangling word.

@@ -11,7 +11,8 @@ map. JSON text keeps it, and keeps numbers exactly as the file had them.
 A register id is a list: ["v", key] a field, ["v", key, subkey] a key of a nested object,
 ["k"] / ["k", key] the key order of the entity / of a nested object, ["p", "list"|"tree"] a
 place whose value is [container uuid, position key], ["m", "lifecycle"] on the environment:
-"shared", "unshared" (every device keeps a local copy) or "deleted" (copies go to the trash).
+"shared", "unshared" (every device keeps a local copy) or "deleted" (copies go to the trash),
+["m", "file"] on the environment: the sharer's file name (model.sharedname; never rendered).
 `validate_ops` checks all of it before anything is applied, so a bad op changes nothing.
 """
 
@@ -31,6 +32,11 @@ RegId = tuple[str, ...]
 #: Register on the environment entity that says whether the team still syncs it. Not rendered.
 LIFECYCLE: RegId = ("m", "lifecycle")
 SHARED, UNSHARED, DELETED = "shared", "unshared", "deleted"
+#: Register on the environment entity: the file name the sharer's device keeps it under, so
+#: teammates' devices use the same name when they can (model.sharedname). Not rendered.
+FILE_NAME: RegId = ("m", "file")
+#: Longest value of FILE_NAME, in characters (its safety is judged where it is used).
+MAX_FILE_NAME_CHARS = 255
 
 #: Limits on ops coming from peers: the same ones local files are held to (model.limits).
 MAX_KEY_LENGTH = limits.MAX_KEY_LENGTH
@@ -117,7 +123,7 @@ def _regid_of(raw: Any) -> RegId:
         return t
     if kind == "p" and len(t) == 2 and t[1] in (LIST, TREE):
         return t
-    if kind == "m" and t == LIFECYCLE:
+    if kind == "m" and t in (LIFECYCLE, FILE_NAME):
         return t
     raise ValueError(f"unknown register id {list(t)!r}")
 
@@ -131,6 +137,9 @@ def check_value(rid: RegId, value: Any) -> None:
             or not is_valid_key(value[1])
         ):
             raise ValueError("a place must be [container, position key]")
+    elif rid == FILE_NAME:
+        if not isinstance(value, str) or not 0 < len(value) <= MAX_FILE_NAME_CHARS:
+            raise ValueError(f"a file name must be a string of 1..{MAX_FILE_NAME_CHARS} characters")
     elif rid[0] == "m":
         if value not in (SHARED, UNSHARED, DELETED):
             raise ValueError(f"lifecycle must be one of shared, unshared, deleted, not {value!r}")

@@ -31,6 +31,7 @@ Pure: text and documents in, text out.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import json
 import re
@@ -49,6 +50,7 @@ from .jsfmt import (
     dumps,
     finite_float,
     gc_paused,
+    parse_json,
 )
 
 #: Prettier's default print width: a new short array goes on one line only if its line fits.
@@ -60,6 +62,12 @@ MAX_PATCH_DEPTH = 64
 #: handing it out (a whole second parse). Bigger ones rely on the patcher's tested properties:
 #: the check would double the cost of a one-value write to a 15 MB environment.
 MAX_VERIFIED_CHARS = 1_000_000
+#: Nesting levels walked member by member without first comparing the whole value: the
+#: environment object (0) and its collections (1); below, an unchanged value is stepped over.
+STRUCTURAL_DEPTH = 2
+#: Most value ends a `SpanIndex` keeps (one per unchanged value stepped over: about one per
+#: route and per top-level field); past it the index starts afresh, so memory stays bounded.
+MAX_INDEX_ENDS = 1_000_000
 #: Largest array aligned element by element (difflib on keys); a bigger one whose elements
 #: moved is aligned by position only (still correct, possibly more lines changed).
 MAX_ALIGN_ITEMS = 200_000
@@ -113,6 +121,7 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: Reads values as `jsfmt.parse_json` does (same numbers), one value at a time.
 _DECODER = json.JSONDecoder(parse_float=finite_float, parse_constant=_no_constant)
 
 
@@ -220,10 +229,16 @@ def _one_line_like(neighbour: str, value: Any) -> str | None:
 class _Patcher:
     """One patch of one text: walks old text and new document, collecting edits."""
 
-    def __init__(self, text: str, style: Callable[[], Style]) -> None:
+    def __init__(self, text: str, style: Callable[[], Style],
+                 ends: dict[int, int] | None = None) -> None:
         self.text = text
         self._style_fn = style
         self._style: Style | None = None
+        #: Where the value starting at an offset ends, for values already walked in this text
+        #: (`SpanIndex.ends`): an unchanged value is then stepped over without scanning it.
+        self.ends: dict[int, int] = ends if ends is not None else {}
+        #: Ends learnt by scanning during this patch (added to the index afterwards).
+        self.learnt: dict[int, int] = {}
 
     @property
     def style(self) -> Style:
@@ -243,6 +258,14 @@ class _Patcher:
         except (ValueError, RecursionError) as exc:
             raise PatchError(f"not JSON at character {pos}: {exc}") from None
 
+    def skip(self, pos: int) -> int:
+        """The end of the (unchanged) value at `pos`: known from the index, else scanned."""
+        end = self.ends.get(pos)
+        if end is None:
+            end = self.scan(pos)[1]
+            self.learnt[pos] = end
+        return end
+
     def expect(self, pos: int, chars: str) -> str:
         if pos >= len(self.text) or self.text[pos] not in chars:
             raise PatchError(f"expected one of {chars!r} at character {pos}")
@@ -256,15 +279,23 @@ class _Patcher:
     # ------------------------------------------------------------------ walking
     def value(self, pos: int, old: Any, new: Any, out: list[Edit], depth: int) -> int:
         """Patch the value at `pos` (whose parsed value is `old`) to `new`; returns its end."""
-        if _same(old, new):
-            return self.scan(pos)[1]
         ch = self.text[pos]
+        if depth < STRUCTURAL_DEPTH and (
+                (ch == "{" and type(old) is dict and type(new) is dict)
+                or (ch == "[" and type(old) is list and type(new) is list)):
+            # The environment object and its arrays are walked member by member whatever
+            # changed: comparing each member once costs one comparison of the document, where
+            # comparing the whole first would cost two.
+            walk = self.obj if ch == "{" else self.arr
+            return walk(pos, old, new, out, depth + 1)  # type: ignore[operator]
+        if _same(old, new):
+            return self.skip(pos)
         if depth < MAX_PATCH_DEPTH:
             if ch == "{" and isinstance(new, dict) and isinstance(old, dict):
                 return self.obj(pos, old, new, out, depth + 1)
             if ch == "[" and isinstance(new, list) and isinstance(old, list):
                 return self.arr(pos, old, new, out, depth + 1)
-        end = self.scan(pos)[1]
+        end = self.skip(pos)
         out.append((pos, end, self.fresh_at(pos, new)))
         return end
 
@@ -305,7 +336,7 @@ class _Patcher:
                 if key in new:
                     vend = self.value(vstart, old[key], new[key], mine, depth)
                 else:
-                    vend = self.scan(vstart)[1]
+                    vend = self.skip(vstart)
                 items.append((key, p, vstart, vend))
                 item_edits.append(mine)
                 p = self.ws(vend)
@@ -361,10 +392,8 @@ class _Patcher:
                     raise PatchError(f"array at character {pos} has more elements than parsed")
                 j = pairs.get(i)
                 mine: list[Edit] = []
-                if j is not None:
-                    vend = self.value(p, old[i], new[j], mine, depth)
-                else:
-                    vend = self.scan(p)[1]
+                vend = self.value(p, old[i], new[j], mine, depth) if j is not None \
+                    else self.skip(p)
                 spans.append((p, vend))
                 texts.append(_apply(text, p, vend, mine) if mine else text[p:vend])
                 in_place += mine
@@ -490,37 +519,84 @@ def patch_text(text: str, new: Any, old: Any = None, *, verify: bool = True) -> 
     caller has it (saves a parse). Raises PatchError when `text` is not a JSON object (the
     caller then renders whole). With `verify`, the result is parsed back and compared.
     """
+    return _patch(text, new, old, None, verify=verify)[0]
+
+
+@dataclass
+class SpanIndex:
+    """What the last patch knew of a file's text, so the next one does not re-read it.
+
+    `text` is the file's whole text, `doc` the value it holds (never mutated: a render's
+    output or a parse), `ends` the end offset of values that start at an offset (offsets in
+    the text after any byte order mark): the values a patch stepped over, which are about one
+    per entity. A write whose file still holds `text` then needs no parse at all, and steps
+    over every unchanged route without scanning it: its cost is one C comparison of the
+    document plus the changed entities, not a parse and walk of 15 MB.
+    """
+
+    text: str
+    doc: Any
+    ends: dict[int, int]
+
+
+def remap_ends(ends: dict[int, int], edits: list[Edit]) -> dict[int, int]:
+    """`ends` moved through `edits` (sorted, disjoint): a value before or after every edit is
+    shifted by the edits before it, one holding edits grows or shrinks by them, one an edit
+    replaced whole spans its replacement; one that an edit cuts into is forgotten."""
+    if not edits:
+        return dict(ends)
+    starts = [s for s, _e, _r in edits]
+    stops = [e for _s, e, _r in edits]
+    shift = [0]
+    for s, e, rep in edits:
+        shift.append(shift[-1] + len(rep) - (e - s))
+    n = len(edits)
+    out: dict[int, int] = {}
+    for a, b in ends.items():
+        i = bisect.bisect_right(stops, a)  # edits wholly before a
+        if i < n and starts[i] < a:
+            continue  # a is inside an edit: the value is gone
+        j = bisect.bisect_right(stops, b)
+        if j < n and starts[j] < b:
+            continue  # an edit cuts across the value's end
+        out[a + shift[i]] = b + shift[j]
+    return out
+
+
+def _patch(text: str, new: Any, old: Any, ends: dict[int, int] | None, *,
+           verify: bool) -> tuple[str | None, dict[int, int]]:
+    """`patch_text`, also returning the ends known in the result (see SpanIndex)."""
     bom = "\ufeff" if text.startswith("\ufeff") else ""
     body = text[len(bom):]
     if old is None:
         try:
-            with gc_paused():
-                old = json.loads(body, parse_float=finite_float, parse_constant=_no_constant)
-        except (ValueError, RecursionError) as exc:
+            old = parse_json(body)
+        except ValidationError as exc:
             raise PatchError(f"the file is not JSON ({exc})") from None
-    if _same(old, new):
-        return None
     if not isinstance(old, dict) or not isinstance(new, dict):
+        if _same(old, new):
+            return None, {}
         raise PatchError("the file does not hold a JSON object")
-    patcher = _Patcher(body, lambda: detect_style(body))
+    patcher = _Patcher(body, lambda: detect_style(body), ends)
     start = patcher.ws(0)
     edits: list[Edit] = []
     with gc_paused():
         patcher.value(start, old, new, edits, 0)
+    known = patcher.ends
+    if patcher.learnt:
+        known = {**known, **patcher.learnt} if known else patcher.learnt
     if not edits:
-        return None
+        return None, known
     edits.sort()
     out = bom + _apply(body, 0, len(body), edits)
     if verify:
         try:
-            with gc_paused():
-                back = json.loads(out[len(bom):], parse_float=finite_float,
-                                  parse_constant=_no_constant)
-        except (ValueError, RecursionError):
+            back = parse_json(out[len(bom):])
+        except ValidationError:
             back = _Unreadable
         if back != new and not _js_equal(back, new):
             raise PatchError("the patched text does not read back as the document")
-    return out
+    return out, remap_ends(known, edits)
 
 
 def _js_equal(a: Any, b: Any) -> bool:
@@ -551,7 +627,10 @@ def text_to_write(previous: str | bytes | None, doc: dict[str, Any], layout: Lay
 
     None: the file already holds `doc` (write nothing). Otherwise the previous text with only
     the changed spans replaced, or, when there is no previous text or it cannot be patched,
-    `doc` rendered whole in `layout` (`cache`: see `jsfmt.dumps`).
+    `doc` rendered whole in `layout`. `cache` (see `jsfmt.dumps`) also keeps a `SpanIndex` of
+    the text handed out last, so the next write to an unchanged file parses nothing: it keeps
+    `doc` for that, so with a cache, `doc` is never edited after the call (a render's output
+    never is); a new document object each call, as `render` makes.
     """
     text: str | None
     if isinstance(previous, bytes | bytearray):
@@ -561,23 +640,52 @@ def text_to_write(previous: str | bytes | None, doc: dict[str, Any], layout: Lay
             text = None
     else:
         text = previous
-    if text is not None and cache is not None:
+    index = _index_for(cache, text)
+    if index is not None and index.doc is doc:
+        index = None  # the caller edited the very document it handed in last time
+    if index is None and text is not None and cache is not None:
         last = cache.get(_LAST_FULL)
         if last is not None and last[2] == text:
             # The file is exactly the whole render we handed out last time (Mockoon's layout):
             # rendering whole with the cache is then the patch (a tested property) and cheaper
-            # than walking the text.
+            # than parsing and walking the text.
             return _full(doc, layout, cache, text)
     if text is not None:
         try:
-            return patch_text(text, doc, verify=len(text) <= MAX_VERIFIED_CHARS)
+            out, ends = _patch(text, doc, index.doc if index else None,
+                               index.ends if index else None,
+                               verify=len(text) <= MAX_VERIFIED_CHARS)
         except PatchError:
             pass
+        else:
+            _remember(cache, SpanIndex(text if out is None else out, doc, ends))
+            return out
     return _full(doc, layout, cache, text)
 
 
-#: Key of `text_to_write`'s own entry in a text cache (never an entity uuid).
+#: Keys of `text_to_write`'s own entries in a text cache (never an entity uuid).
 _LAST_FULL = "\x00last-full-render"
+_SPAN_INDEX = "\x00span-index"
+
+
+def _index_for(cache: dict[str, tuple[Any, int, str]] | None, text: str | None,
+               ) -> SpanIndex | None:
+    """The cached index when it is of exactly `text` (the file as the last write left it)."""
+    if cache is None or text is None:
+        return None
+    entry = cache.get(_SPAN_INDEX)
+    index = entry[0] if entry is not None else None
+    if isinstance(index, SpanIndex) and index.text == text:
+        return index
+    return None
+
+
+def _remember(cache: dict[str, tuple[Any, int, str]] | None, index: SpanIndex) -> None:
+    if cache is None:
+        return
+    if len(index.ends) > MAX_INDEX_ENDS:
+        index = SpanIndex(index.text, index.doc, {})
+    cache[_SPAN_INDEX] = (index, -1, "")
 
 
 def _full(doc: dict[str, Any], layout: Layout,
@@ -585,4 +693,5 @@ def _full(doc: dict[str, Any], layout: Layout,
     out = dumps(doc, layout, cache)
     if cache is not None:
         cache[_LAST_FULL] = (None, -1, out)
+        _remember(cache, SpanIndex(out, doc, {}))
     return None if out == text else out

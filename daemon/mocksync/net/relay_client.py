@@ -94,6 +94,35 @@ _LABELS = {
 }
 
 
+#: Relay addresses one client knows (instances of one relay cluster, tried in order).
+MAX_RELAY_URLS = 16
+
+
+def relay_urls(url: str | Sequence[str]) -> tuple[str, ...]:
+    """The relay addresses to try, in order (one address or several), without repeats."""
+    urls = tuple(dict.fromkeys([url] if isinstance(url, str) else list(url)))
+    if not urls:
+        raise RelayError("no relay address given")
+    if len(urls) > MAX_RELAY_URLS:
+        raise RelayError(f"{len(urls)} relay addresses given; at most {MAX_RELAY_URLS} are used")
+    return urls
+
+
+def failover(count: int, current: int, failures: int, *, persistent: bool = False
+             ) -> tuple[int, bool]:
+    """After a connection to relay `current` (of `count`) ended or failed: the relay to try
+    next, and whether to wait the backoff first (pure).
+
+    `failures`: attempts in a row that reached no session, this one included (0 when this
+    one had a session that then ended). With several relays (instances of one cluster) the
+    next is tried at once, so a device whose instance died is back within a connect; the
+    backoff applies only once every relay failed in a row. A refusal a person must fix
+    (`persistent`) is the cluster's answer: same relay, and wait."""
+    if count <= 1 or persistent:
+        return current, True
+    return (current + 1) % count, failures >= count
+
+
 def sentence(code: str, reason: str) -> str:
     """The sentence shown for a relay refusal: always led by what kind of refusal it is."""
     label = _LABELS.get(code, code.replace("_", " "))
@@ -213,7 +242,7 @@ class RelayClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         identity: Any,
         logs: Callable[[], Mapping[str, Sequence[bytes]]],
         events: RelayEvents | None = None,
@@ -229,10 +258,13 @@ class RelayClient:
         heartbeat_s: float = HEARTBEAT_S,
         pins: RelayPins | None = None,
     ) -> None:
-        self.url = url
-        self.ws_url = ws_url(url)
-        #: The relay's address as this device dials it: part of what the challenge answer signs.
-        self.origin = relay_origin(url)
+        #: Every address of the relay (instances of one cluster); `url` is the one in use.
+        self.urls = relay_urls(url)
+        for u in self.urls:
+            ws_url(u)  # a malformed address is refused here, before anything starts
+        self._current = 0
+        self._failures = 0
+        self._use(0)
         self.pins = pins or RelayPins()
         #: The key the relay proved it holds in the last challenge (None before the first).
         self.relay_key: bytes | None = None
@@ -269,8 +301,17 @@ class RelayClient:
         self._stopping = False
         self._next_retry_at: float | None = None
         self._attempt = 0
+        #: Sessions this client has had (a failed attempt leaves it unchanged).
+        self._sessions = 0
         self._rng = random.Random()
         self._connected = asyncio.Event()
+
+    def _use(self, index: int) -> None:
+        self._current = index
+        self.url = self.urls[index]
+        self.ws_url = ws_url(self.url)
+        #: The relay's address as this device dials it: part of what the challenge answer signs.
+        self.origin = relay_origin(self.url)
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -325,6 +366,7 @@ class RelayClient:
     def status(self) -> dict[str, Any]:
         return {
             "url": self.url,
+            "urls": list(self.urls),
             "state": self.state,
             "reason": self.reason,
             "code": self.code,
@@ -354,6 +396,8 @@ class RelayClient:
     async def _run(self) -> None:
         while not self._stopping:
             self._set_state(CONNECTING, None)
+            sessions = self._sessions
+            persistent = False
             try:
                 await self._connect_once()
                 state, code = OFFLINE, None
@@ -361,8 +405,8 @@ class RelayClient:
                 delay = self._backoff()
             except RelayRefused as exc:
                 state, reason, code = REFUSED, str(exc), exc.code
-                delay = (self.refused_retry_s if exc.code in PERSISTENT_CODES
-                         else self._backoff())
+                persistent = exc.code in PERSISTENT_CODES
+                delay = self.refused_retry_s if persistent else self._backoff()
             except RelayProtocolError as exc:
                 state, code = OFFLINE, "bad_message"
                 reason = f"the relay at {self.url} sent something this device cannot read: {exc}"
@@ -383,6 +427,16 @@ class RelayClient:
                 delay = self._backoff()
             if self._stopping:
                 break
+            self._failures = 0 if self._sessions != sessions else self._failures + 1
+            nxt, wait = failover(len(self.urls), self._current, self._failures,
+                                 persistent=persistent)
+            if nxt != self._current:
+                log.info("relay %s: trying the next relay address %s", self.url, self.urls[nxt])
+                self._use(nxt)
+            if not wait:
+                self._set_state(state, reason, code)
+                continue
+            self._failures = 0
             self._attempt += 1
             self._next_retry_at = time.monotonic() + delay
             self._set_state(state, reason, code)
@@ -447,6 +501,7 @@ class RelayClient:
             self.presence = {s: {} for s in self.accepted}
             self._ws = ws
             self._attempt = 0
+            self._sessions += 1
             self.connected_at = time.monotonic()
             reason = None
             if self.space_refusals:
@@ -648,5 +703,7 @@ __all__ = [
     "RelayUnavailable",
     "sentence",
     "unreachable_reason",
+    "failover",
+    "relay_urls",
     "ws_url",
 ]

@@ -33,11 +33,12 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .. import MODEL_VERSION, PROTOCOL_VERSION
 from ..agent.offline import is_unsent
+from ..agent.progress import SyncProgress, missing_count
 from ..changes import vv as vvmod
 from ..errors import MocksyncError
 from ..relay.auth import open_signal
@@ -94,7 +95,7 @@ class RelayTransport(RelayEvents):
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         spaces: Iterable[str] | None = None,
         ssl: Any = None,
@@ -106,7 +107,9 @@ class RelayTransport(RelayEvents):
         request_timeout_s: float = REQUEST_TIMEOUT_S,
         log_check_s: float = LOG_CHECK_S,
     ) -> None:
-        self.url = url
+        #: The relay's addresses (instances of one cluster; the client fails over in order).
+        self.urls = [url] if isinstance(url, str) else list(url)
+        self.url = self.urls[0]
         self.only = set(spaces) if spaces is not None else None
         self._client_kw = dict(ssl=ssl, protocol_version=protocol_version,
                                model_version=model_version, backoff_min_s=backoff_min_s,
@@ -125,6 +128,8 @@ class RelayTransport(RelayEvents):
         self.withheld: dict[tuple[str, str, str], tuple[int, int]] = {}
         self.env_refusals: dict[tuple[str, str], str] = {}
         self.counters = {"sent": 0, "received": 0, "refused": 0, "syncs": 0}
+        #: Catch-ups in flight and how far each has come (`status --json` `progress`).
+        self.progress = SyncProgress()
         self._taggers: dict[str, Tagger] = {}
         self._tag_env: dict[str, dict[str, str]] = {}
         #: Per environment: (declared size, the version vector it was measured at).
@@ -249,7 +254,7 @@ class RelayTransport(RelayEvents):
         self.agent = agent
         from ..space.store import SpacePins
 
-        self.client = RelayClient(self.url, agent.identity, self._logs, self,
+        self.client = RelayClient(self.urls, agent.identity, self._logs, self,
                                   pins=SpacePins(agent.home) if hasattr(agent, "home") else None,
                                   **self._client_kw)
         await self.client.start()
@@ -294,7 +299,7 @@ class RelayTransport(RelayEvents):
                              for (s, e, d), (c, g) in self.withheld.items()]
         relay["problems"] = list(self.problems)[-10:]
         relay["counters"] = dict(self.counters)
-        return {"relay": relay, "peers": self.who()}
+        return {"relay": relay, "peers": self.who(), "progress": self.progress.view()}
 
     # ---------------------------------------------------------------- public extras
     async def wait_synced(self, count: int = 1, timeout: float = 10.0) -> bool:
@@ -327,7 +332,14 @@ class RelayTransport(RelayEvents):
             return []
         out = []
         for space, book in self.client.presence.items():
-            names = self._tag_env.get(space, {})
+            names = self._tag_env.setdefault(space, {})
+            if any(tag and tag not in names for tag, _e in book.values()):
+                # An environment that reached us over the LAN only has no tag learnt yet:
+                # tag what we hold, so `who` names what a teammate edits (issue 11 item 6).
+                with contextlib.suppress(MocksyncError):
+                    tagger = self._tagger(space)
+                    for env in self._local_envs(space):
+                        names.setdefault(tagger(env), env)
             for device, (tag, entity) in sorted(book.items()):
                 out.append({"device": device,
                             "member": self.agent.spaces.member_name(space, device),
@@ -605,7 +617,12 @@ class RelayTransport(RelayEvents):
             if reconnect and env is not None and judge is not None:
                 judge(env, relay_vv)  # before pulling: may hold env (offline policy `prompt`)
             if vvmod.missing(local_vv, relay_vv):
-                await self._pull(client, space, tag, local_vv)
+                self.progress.begin(space, tag, env, missing_count(local_vv, relay_vv),
+                                    time.time())
+                try:
+                    await self._pull(client, space, tag, local_vv)
+                finally:
+                    self.progress.end(space, tag)
                 env = names.get(tag)
                 now_vv = store.version_vector(env) if env else {}
                 for device, claimed in relay_vv.items():
@@ -631,6 +648,8 @@ class RelayTransport(RelayEvents):
             while True:
                 items, more = await client.fetch(space, tag, have)
                 await self._ingest_off_loop(space, tag, list(items), touched)
+                self.progress.advance(space, tag, len(items),
+                                      self._tag_env.get(space, {}).get(tag))
                 for e in items:
                     if e.seq > have.get(e.device, 0):
                         have[e.device] = e.seq

@@ -130,7 +130,7 @@ def plan_migrations(current: int) -> list[tuple[int, str]]:
 
 
 def _lock(*parts: str) -> str:
-    return "\x00".join(parts)
+    return "\x1f".join(parts)  # a separator no space id, tag or member id holds
 
 
 class PgStorage:

@@ -91,7 +91,8 @@ def unreachable_sentence(space_name: str, inviter: str,
         if waited is None:
             parts.append(f"{name}: {reason}")
         else:
-            parts.append(f"{name}: {reason or 'no answer'} within {waited:.0f} s")
+            shown = f"{waited:.1f}" if waited < 10 else f"{waited:.0f}"
+            parts.append(f"{name}: {reason or 'no answer'} within {shown} s")
     why = "; ".join(parts) or "no transport was tried"
     return (f"no admin device of space {space_name!r} is reachable ({why}); make sure the "
             f"inviting device {inviter} is online with its daemon running, then run join again")

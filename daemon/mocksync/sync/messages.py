@@ -79,17 +79,19 @@ from .membership import (
 MAX_MESSAGE_BYTES = MAX_CHANGESET_BYTES + 1024
 #: Largest message of any kind other than `cs` (a hello listing MAX_ENVS envs fits).
 MAX_CONTROL_MESSAGE_BYTES = 1024 * 1024
-#: Most CBOR items in one message, checked before anything is built: a `cs` holds five, any
-#: other kind at most one per byte of MAX_CONTROL_MESSAGE_BYTES. Without it a peer's 16 MB
-#: message of 16 million zeros was decoded in full (seconds with the GIL held) before its
-#: kind was even known (issue 12).
-MAX_MESSAGE_ITEMS = MAX_CONTROL_MESSAGE_BYTES
 #: Largest protocol / model version and Mockoon migration level a hello may carry.
 MAX_VERSION = 0xFFFF
 #: Most (space, env) pairs one hello may list.
 MAX_ENVS = 4096
 #: Most devices in one version vector (the same bound as a change set's deps).
 MAX_VV_DEVICES = MAX_DEPS
+#: Most CBOR items in one message, checked before anything is built. Without it a peer's 16 MB
+#: message of 16 million zeros was decoded in full (seconds with the GIL held) before its
+#: kind was even known (issue 12). The largest honest messages: a hello of MAX_ENVS
+#: [space, env] pairs and heads of MAX_MEMBERSHIP_SPACES spaces, a have or ack whose vv names
+#: MAX_VV_DEVICES devices, an mlog of MAX_MLOG_ENTRIES entries (a cs holds five items).
+MAX_MESSAGE_ITEMS = 64 + max(3 * MAX_ENVS + MAX_MEMBERSHIP_SPACES * (2 + MAX_HEADS),
+                             2 * MAX_VV_DEVICES, MAX_MLOG_ENTRIES)
 #: Most change sets one `want` may ask for.
 MAX_WANT_SPAN = 256
 #: Longest reason in `nack` / `bye`, in characters.
