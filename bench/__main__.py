@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .common import Result, machine
 
-MODULES = ["bench.core", "bench.daemon", "bench.network", "bench.relay", "bench.linked"]
+MODULES = ["bench.core", "bench.daemon", "bench.network", "bench.relay", "bench.linked",
+           "bench.team_scale"]
 OUT = Path(__file__).parent / "results"
 
 

@@ -82,8 +82,7 @@ def _error_args(path: list[str], cmd: click.Command, tmp: Path) -> list[str]:
     args: list[str] = []
     for p in cmd.params:
         if isinstance(p, click.Argument):
-            n = 1 if p.nargs == 1 else 1
-            args += [str(tmp / "missing.json")] * n if p.name != "token" else ["not-a-token"]
+            args += [str(tmp / "missing.json")] if p.name != "token" else ["not-a-token"]
     if path[-1] == "resolve":
         args += ["--take", "ours"]
     return args

@@ -176,6 +176,21 @@ class ControlServer:
 
         return register
 
+    async def call(self, name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run control method `name` in this process, exactly as a socket call would: the
+        local web page (mocksync.ui) acts through the very handlers the CLI calls, so the two
+        can never disagree. Shielded like `_call`: a closed browser tab never cuts a change
+        short. Raises what the handler raises (a `MocksyncError` is a refusal)."""
+        handler = self._routes.get(name)
+        if handler is None:
+            raise ControlError("unknown_method", f"no control method {name!r}", 404)
+        work = asyncio.ensure_future(handler(dict(params or {})))
+        work.add_done_callback(_log_orphan_failure)
+        result = await asyncio.shield(work)
+        if not isinstance(result, dict):
+            raise ControlError("internal", f"internal error in {name!r}", 500)
+        return result
+
     @property
     def methods(self) -> list[str]:
         return sorted(self._routes)

@@ -17,6 +17,11 @@ from ..errors import ValidationError
 OFFLINE_POLICIES = ("merge", "prompt")
 #: Relay addresses a daemon knows (instances of one relay cluster).
 MAX_RELAYS = 16
+#: Port of the local web page (issue 19) unless config.toml or `--ui-port` says otherwise;
+#: next to Syncthing's 8384, a port people already keep for a sync tool's page.
+DEFAULT_UI_PORT = 8385
+#: Highest TCP port number (0 = any free port, chosen when the daemon starts).
+MAX_PORT = 65535
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,10 @@ class Settings:
     mdns: bool = True
     #: ICE servers for WebRTC (none by default: no STUN traffic leaves the machine).
     ice_servers: tuple[str, ...] = field(default_factory=tuple)
+    #: Serve the local web page (on 127.0.0.1 only; `mocksync open` gives its address).
+    ui: bool = True
+    #: Port of the local web page on 127.0.0.1 (0: any free port).
+    ui_port: int = DEFAULT_UI_PORT
 
     def with_overrides(self, **kw: Any) -> Settings:
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
@@ -58,6 +67,10 @@ class Settings:
             if not url.startswith(("http://", "https://")):
                 raise ValidationError(
                     f"relay must be http://host:port or https://host:port, not {url!r}")
+        if (not isinstance(self.ui_port, int) or isinstance(self.ui_port, bool)
+                or not 0 <= self.ui_port <= MAX_PORT):
+            raise ValidationError(f"ui_port must be a whole number 0..{MAX_PORT} (0: any free "
+                                  f"port), not {self.ui_port!r}")
         if self.relay_more and self.relay is None:
             raise ValidationError("relay_more needs a first relay address (relay)")
         if 1 + len(self.relay_more) > MAX_RELAYS:

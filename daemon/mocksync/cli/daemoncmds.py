@@ -52,10 +52,13 @@ json_opt = click.option("--json", "as_json", is_flag=True, help="Print one JSON 
                    "over to the next.")
 @click.option("--bind", multiple=True, help="Address to sync over (repeatable); default: all.")
 @click.option("--no-mdns", is_flag=True, help="Do not announce or discover peers on the LAN.")
+@click.option("--ui-port", type=int, metavar="PORT",
+              help="Port of the local web page on 127.0.0.1 (default 8385; 0: any free port).")
+@click.option("--no-ui", is_flag=True, help="Do not serve the local web page (`mocksync open`).")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.pass_obj
 def daemon_cmd(ctx: Ctx, folder: str | None, relay: tuple[str, ...], bind: tuple[str, ...],
-               no_mdns: bool, verbose: int) -> None:
+               no_mdns: bool, ui_port: int | None, no_ui: bool, verbose: int) -> None:
     """Run the sync daemon in the foreground (`mocksync service install` runs it as a user
     service). SIGTERM stops it cleanly."""
     from ..agent.runner import run_daemon
@@ -69,6 +72,7 @@ def daemon_cmd(ctx: Ctx, folder: str | None, relay: tuple[str, ...], bind: tuple
             folder=Path(folder) if folder else None, relay=relay[0] if relay else None,
             relay_more=tuple(relay[1:]) if relay else None,
             bind=tuple(bind) if bind else None, mdns=False if no_mdns else None,
+            ui=False if no_ui else None, ui_port=ui_port,
         ).check()
         settings = _checked_daemon_settings(settings)
     except MocksyncError as exc:

@@ -9,6 +9,7 @@ from .. import MOCKOON_MAX_MIGRATION
 from ..errors import ValidationError
 from .flatten import EntityView, NotAnEnvironmentError, flatten
 from .jsfmt import Layout, detect_layout, gc_paused, parse_json
+from .reparse import EnvSpans, reparse
 
 #: Largest environment file we accept (Mockoon's biggest plan allows 15 MB; leave headroom).
 MAX_ENV_FILE_BYTES = 64 * 1024 * 1024
@@ -31,6 +32,9 @@ class ParsedEnv:
     text: str
     #: The entity views validation computed: pass them to `diff` to skip a second flatten.
     views: dict[str, EntityView] | None = None
+    #: Where each entity's text lies (`reparse.EnvSpans`), once a save was parsed against
+    #: this version: the next save's parse starts from it.
+    spans: EnvSpans | None = None
 
     @property
     def uuid(self) -> str:
@@ -56,8 +60,14 @@ def check_env(doc: Any, max_migration: int = MOCKOON_MAX_MIGRATION) -> dict[str,
     return flatten(doc)
 
 
-def parse_env(text: str | bytes, max_migration: int = MOCKOON_MAX_MIGRATION) -> ParsedEnv:
-    """Parse and validate an environment file's text."""
+def parse_env(text: str | bytes, max_migration: int = MOCKOON_MAX_MIGRATION,
+              previous: ParsedEnv | None = None) -> ParsedEnv:
+    """Parse and validate an environment file's text.
+
+    `previous`: the file's last version, parsed (the daemon keeps it per file). A save that
+    changed one entity is then parsed as that entity only (`reparse`: a one-property save of
+    a 15 MB environment costs a text comparison, not a parse); the result is the same.
+    """
     if len(text) > MAX_ENV_FILE_BYTES:
         raise ValidationError(
             f"file is {len(text)} bytes, over the {MAX_ENV_FILE_BYTES} byte limit for an environment"
@@ -67,7 +77,27 @@ def parse_env(text: str | bytes, max_migration: int = MOCKOON_MAX_MIGRATION) -> 
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValidationError(f"file is not UTF-8 text (byte {exc.start})") from None
+    if previous is not None and previous.views is not None:
+        got = _parse_since(previous, text, max_migration)
+        if got is not None:
+            return got
     doc = parse_json(text)
     with gc_paused():
         views = check_env(doc, max_migration)
     return ParsedEnv(doc, detect_layout(text), text, views)
+
+
+def _parse_since(previous: ParsedEnv, text: str, max_migration: int) -> ParsedEnv | None:
+    """`text` parsed from `previous` (see `reparse`), or None: parse it whole."""
+    old = previous.text
+    bom = "\ufeff" if old.startswith("\ufeff") else ""
+    if text.startswith("\ufeff") != bool(bom) or previous.views is None:
+        return None
+    got = reparse(old[len(bom):], text[len(bom):], previous.doc, previous.views,
+                  previous.spans)
+    if got is None:
+        return None
+    lm = got.doc.get("lastMigration")
+    if isinstance(lm, int) and lm > max_migration:
+        raise MigrationTooNewError(lm, max_migration)
+    return ParsedEnv(got.doc, detect_layout(text), text, got.views, got.spans)

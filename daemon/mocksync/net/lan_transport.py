@@ -54,6 +54,7 @@ from .lan_join import InviterResponder, newest_invite_secrets
 from .lan_signaling import Glare, PeerRefused, PeerUnreachable, SignalingServer, send_offer
 from .logsource import LogSource
 from .mdns import MAX_ADVERTISED_INVITES, Announcement, Discovered, MdnsService, recognise
+from .overlay import LINK_IDLE_S, anchors, idle_links
 from .peerbook import CONNECTED, CONNECTING, GLARE, PeerBook
 from .webrtc import CONNECT_TIMEOUT_S, LinkError, PeerLink
 
@@ -74,6 +75,10 @@ LOOP_STALL_MS = 1000
 STALL_CATCH_UP_S = 0.05
 #: Applying one delivered change set for longer than this is logged (peers time out at 10 s).
 SLOW_APPLY_S = 2.0
+#: Peers dialled at once when there is something to send and no link to the space is open.
+MAX_ON_DEMAND_DIALS = 4
+#: Why an idle link is closed (the peer's status shows it; it reopens on demand).
+IDLE_REASON = "idle: no change to send for a while; reopened when there is one"
 #: Editor name used when the control API does not give one.
 DEFAULT_EDITOR = "mockoon"
 
@@ -167,6 +172,10 @@ class LanTransport:
         self._space_sig: tuple = ()
         self._stopping = False
         self.started = False
+        #: Links on demand (issue 16): when each peer's link last carried a change set, and
+        #: peers dialled because there is something to send (until when).
+        self._last_used: dict[str, float] = {}
+        self._on_demand: dict[str, float] = {}
 
     # ================================================================ lifecycle
 
@@ -385,9 +394,13 @@ class LanTransport:
         next_space_check = time.monotonic() + SPACE_CHECK_S
         while True:
             now = time.monotonic()
+            wanted = self._wanted(now)
             for device in self.book.due(now):
+                if device not in wanted:
+                    continue  # reachable, but no link needed now (opened on demand)
                 self.book.dialing(device, now)
                 self._spawn(self._dial(device))
+            self._close_idle(now)
             if now >= next_space_check:
                 next_space_check = now + SPACE_CHECK_S
                 try:
@@ -400,6 +413,53 @@ class LanTransport:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._dial_wake.wait(), timeout)
             self._dial_wake.clear()
+
+    # ---------------------------------------------------------------- links on demand
+
+    def _online(self) -> set[str]:
+        """Members reachable now: linked, or announced on mDNS and dialable."""
+        assert self.book is not None
+        return {d for d, r in self.book.peers.items()
+                if d in self.links or r.state in (CONNECTED, CONNECTING)
+                or (r.via_mdns and r.dialable)}
+
+    def _wanted(self, now: float) -> set[str]:
+        """Peers to have a link to: the overlay's anchors, plus those with something to
+        send (`_on_demand`, until it expires)."""
+        for d in [d for d, until in self._on_demand.items() if until <= now]:
+            del self._on_demand[d]
+        return set(anchors(self.me, self._online())) | set(self._on_demand)
+
+    def _close_idle(self, now: float) -> None:
+        """Close links we dialled that are not overlay links and carried no change set for
+        LINK_IDLE_S (the peer's own links are its to close: no flapping)."""
+        assert self.hub is not None
+        keep = anchors(self.me, self._online()) | set(self._on_demand)
+        last = {d: self._last_used.get(d, link.opened_at or link.created)
+                for d, link in self.links.items() if link.outgoing}
+        for device in idle_links(now, last, keep):
+            self._run(self.hub.close(self.links[device], IDLE_REASON, _mono_ms()))
+
+    def _used(self, device: str) -> None:
+        self._last_used[device] = time.monotonic()
+
+    def _demand(self, space: str) -> None:
+        """Something to send in `space` and no link to any member of it: dial up to
+        MAX_ON_DEMAND_DIALS of them now (the overlay covers the rest)."""
+        if self.book is None:
+            return
+        linked = [d for d in self.links if space in self._link_spaces.get(self.links[d], ())]
+        for d in linked:
+            self._used(d)
+        if linked:
+            return
+        until = time.monotonic() + LINK_IDLE_S
+        reachable = sorted(d for d, r in self.book.peers.items()
+                           if space in r.spaces and r.dialable and d not in self.links)
+        for d in reachable[:MAX_ON_DEMAND_DIALS]:
+            self._on_demand[d] = until
+        if reachable:
+            self._dial_wake.set()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -598,6 +658,7 @@ class LanTransport:
     def _deliver(self, ev: Deliver) -> None:
         """Queue a peer's change set; applied in arrival order off the loop (`_deliver_all`),
         then acknowledged. An agent without a store worker applies it here and now."""
+        self._used(ev.link.device)  # type: ignore[attr-defined]
         if getattr(self.agent, "receive_async", None) is None:
             self._apply_now(ev)
             return
@@ -716,7 +777,9 @@ class LanTransport:
         if self.links.get(device) is link:
             del self.links[device]
             self.presence.pop(device, None)
-            if not self._stopping:
+            if not self._stopping and IDLE_REASON in ev.reason:
+                self.book.idle(device, IDLE_REASON, time.monotonic())
+            elif not self._stopping:
                 self.book.closed(device, ev.reason, time.monotonic(),
                                  incompatible=ev.reason.startswith("incompatible version"))
                 self._dial_wake.set()
@@ -746,6 +809,7 @@ class LanTransport:
             log.exception("not broadcasting an unreadable change set")
             return
         self._ensure_env(space, env)
+        self._demand(space)
         self._run(self.hub.committed(space, env, device, seq, wire, _mono_ms()))
 
     def _on_agent_event(self, event: dict[str, Any]) -> None:

@@ -12,8 +12,10 @@ Decisions kept out of the asyncio transport so they can be tested with a plain c
   while we dial is accepted if its sender's id is smaller than ours (we drop our own attempt),
   refused otherwise (the sender accepts ours). The larger id also waits `DIAL_GRACE_S` before
   dialling, so usually only one offer is made.
-- Status. Each peer has a state (`discovered`, `connecting`, `connected`, `closed`, `offline`,
-  `incompatible`, `unknown`) and the sentence that explains it.
+- Status. Each peer has a state (`discovered`, `connecting`, `connected`, `online`, `closed`,
+  `offline`, `incompatible`, `unknown`) and the sentence that explains it. `online`: reachable
+  on the LAN with no link open right now (links are opened on demand, `overlay`), shown like a
+  relay peer that is online.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ CLOSED = "closed"
 OFFLINE = "offline"
 INCOMPATIBLE = "incompatible"
 UNKNOWN = "unknown"
+IDLE = "online"
 
 ACCEPT = "accept"
 GLARE = "glare"
@@ -225,6 +228,15 @@ class PeerBook:
         rec.state = CLOSED
         rec.next_dial = now + self._backoff(rec, now) + self._grace(device)
         rec.failures += 1
+
+    def idle(self, device: str, reason: str, now: float) -> None:
+        """The link was closed for being idle: the peer is still there, dial it when needed."""
+        rec = self.peers.get(device)
+        if rec is None:
+            return
+        rec.state, rec.reason, rec.failures = IDLE, reason, 0
+        rec.last_ok = now
+        rec.next_dial = now
 
     def retry_all(self, now: float) -> None:
         """`mocksync reconnect`: forget backoff, dial every known peer now."""

@@ -1,0 +1,177 @@
+"""Cost proportional to the edit (issue 15, part 3): incremental parse, indexed writes, the
+fast parser, and diff's shortcuts. Every fast path is checked against the slow reference:
+same document, same views, same ops, same text."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mocksync.devtools.envgen import generate_env
+from mocksync.errors import ValidationError
+from mocksync.model import diff, dumps, parse_env, render, state_from_doc
+from mocksync.model import reparse as rp
+from mocksync.model.jsfmt import parse_json
+from mocksync.model.spans import SpanIndex, remap_ends, text_to_write
+
+ENV = generate_env(60_000, seed=11)
+TEXT = dumps(ENV)
+
+
+def _views_equal(a, b) -> bool:
+    return a.keys() == b.keys() and all(
+        (x.kind, x.fields, x.keys, x.path, x.places) == (y.kind, y.fields, y.keys, y.path, y.places)
+        for x, y in ((a[k], b[k]) for k in a))
+
+
+def _edits(doc: dict, rng: random.Random) -> None:
+    """One edit a person makes in an editor, chosen at random."""
+    routes = doc["routes"]
+    route = rng.choice(routes)
+    kind = rng.randrange(7)
+    if kind == 0:
+        rng.choice(route["responses"])["label"] = f"label {rng.random()}"
+    elif kind == 1:
+        rng.choice(route["responses"])["statusCode"] = rng.choice([200, 201, 404, 1.5])
+    elif kind == 2:
+        route["endpoint"] = f"pets/{rng.randrange(1000)}"
+    elif kind == 3:
+        resp = copy.deepcopy(route["responses"][0])
+        resp["uuid"] = f"new-{rng.randrange(10**9)}"
+        resp["default"] = False
+        route["responses"].append(resp)
+    elif kind == 4 and len(route["responses"]) > 1:
+        route["responses"].pop()
+    elif kind == 5 and doc["data"]:
+        rng.choice(doc["data"])["value"] = "[1, 2]"
+    else:
+        doc["name"] = f"renamed {rng.random()}"  # a top-level field: parsed whole
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), steps=st.integers(1, 4))
+def test_an_incremental_parse_equals_a_full_parse(seed: int, steps: int) -> None:
+    rng = random.Random(seed)
+    doc = copy.deepcopy(ENV)
+    prev = parse_env(TEXT)
+    for _ in range(steps):
+        _edits(doc, rng)
+        text = dumps(doc)
+        inc = parse_env(text, previous=prev)
+        full = parse_env(text)
+        assert inc.doc == full.doc and json.dumps(inc.doc) == json.dumps(full.doc)
+        assert _views_equal(inc.views, full.views)
+        # the diff against the previous version is the same as a full parse's
+        st_ = state_from_doc(prev.doc, rng=random.Random(1))
+        assert diff(prev.doc, inc.doc, st_, random.Random(2), base_views=prev.views,
+                    new_views=inc.views) == \
+            diff(prev.doc, full.doc, st_, random.Random(2), base_views=prev.views,
+                 new_views=full.views)
+        prev = inc
+
+
+def test_a_one_property_save_shares_everything_else() -> None:
+    prev = parse_env(TEXT)
+    doc = copy.deepcopy(ENV)
+    target = doc["routes"][3]["responses"][0]
+    target["label"] = "changed"
+    inc = parse_env(dumps(doc), previous=prev)
+    assert inc.spans is not None  # the index travels on to the next save
+    changed = [u for u, v in inc.views.items() if prev.views.get(u) is not v]
+    assert changed == [target["uuid"]]
+    assert inc.doc["routes"][4] is prev.doc["routes"][4]
+    ops = diff(prev.doc, inc.doc, state_from_doc(prev.doc), base_views=prev.views,
+               new_views=inc.views)
+    assert ops == [("s", target["uuid"], ("v", "label"), "changed")]
+
+
+def test_bad_text_in_an_entity_is_refused_as_by_a_full_parse() -> None:
+    prev = parse_env(TEXT)
+    broken = TEXT.replace('"label": ', '"label" ', 1)
+    with pytest.raises(ValidationError, match="line"):
+        parse_env(broken, previous=prev)
+    uuid = ENV["routes"][0]["responses"][0]["uuid"]
+    dup = TEXT.replace(ENV["routes"][1]["responses"][0]["uuid"], uuid, 1)
+    with pytest.raises(ValidationError, match="duplicate uuid"):
+        parse_env(dup, previous=prev)
+
+
+def test_common_prefix_and_suffix_find_the_changed_region() -> None:
+    a = "x" * 200_000 + "abc" + "y" * 100_000
+    b = "x" * 200_000 + "aXc" + "y" * 100_000
+    p = rp.common_prefix(a, b)
+    assert p == 200_001
+    assert rp.common_suffix(a, b, min(len(a), len(b)) - p) == 100_001
+    assert rp.common_prefix("abc", "abc") == 3 and rp.common_prefix("", "a") == 0
+    assert rp.common_suffix("ab", "b", 1) == 1
+
+
+def test_index_spans_name_each_entity_text() -> None:
+    spans = rp.index_text(TEXT)
+    for s, (e, path) in zip(spans.top_starts, spans.top, strict=True):
+        obj = ENV[path[0]][path[1]]
+        assert json.loads(TEXT[s:e]) == obj
+    for s, (e, path) in zip(spans.resp_starts, spans.resp, strict=True):
+        assert json.loads(TEXT[s:e]) == ENV["routes"][path[1]]["responses"][path[2]]
+
+
+# ---------------------------------------------------------------------------- writes
+
+
+def test_remap_ends_moves_drops_and_grows_spans() -> None:
+    ends = {0: 10, 12: 20, 22: 30, 40: 50}
+    # replace [14, 16) by 5 chars (+3): 12..20 holds it; 22.. and 40.. move; 0..10 stays
+    assert remap_ends(ends, [(14, 16, "abcde")]) == {0: 10, 12: 23, 25: 33, 43: 53}
+    # an edit cutting into a span drops it; one replacing a span whole keeps its new extent
+    assert remap_ends(ends, [(5, 15, "")]) == {12: 30, 30: 40}
+    assert remap_ends(ends, [(22, 30, "x")]) == {0: 10, 12: 20, 22: 23, 32: 42}
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10**6), steps=st.integers(1, 4))
+def test_an_indexed_write_equals_an_unindexed_one(seed: int, steps: int) -> None:
+    rng = random.Random(seed)
+    doc = copy.deepcopy(ENV)
+    state = state_from_doc(doc, rng=random.Random(0))
+    cache: dict = {}
+    text = TEXT.replace('": ', '":  ')  # not Mockoon's layout: only patches keep it
+    assert text_to_write(text, render(state), parse_env(TEXT).layout, cache) is None
+    for _ in range(steps):
+        base = copy.deepcopy(doc)
+        _edits(doc, rng)
+        state.apply(diff(base, doc, state, random.Random(3)), (10**12 + rng.randrange(10**6), "B"))
+        new = render(state)
+        slow = text_to_write(text, new, parse_env(TEXT).layout)
+        fast = text_to_write(text, new, parse_env(TEXT).layout, cache)
+        assert fast == slow
+        if fast is not None:
+            text = fast
+        entry = cache["\x00span-index"][0]
+        assert isinstance(entry, SpanIndex) and entry.text == text
+        for a, b in entry.ends.items():  # every remembered end is a value's end
+            assert json.loads(text[a:b]) is not None or text[a:b] == "null"
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+@pytest.mark.parametrize("text", [
+    '{"a": 99999999999999999999}', '{"a": -9223372036854775809}', '{"a": "\\ud800"}',
+    '{"a": 1.0, "b": -0, "c": -0.0, "d": 1E2, "e": 18014400656965630}', '{"a": 1, "a": 2}',
+])
+def test_the_fast_parser_reads_as_the_standard_one(text: str) -> None:
+    want = json.loads(text)
+    got = parse_json(text)
+    assert got == want and json.dumps(got) == json.dumps(want)
+    assert parse_json(text.encode()) == want
+
+
+@pytest.mark.parametrize("text", ["[1e400]", "[NaN]", '{"a": }', "[Infinity]"])
+def test_the_fast_parser_refuses_what_the_standard_one_refuses(text: str) -> None:
+    with pytest.raises(ValidationError):
+        parse_json(text)
