@@ -4,7 +4,7 @@ signaling, WebRTC data channel), beside Syncthing measured in the same run.
 - lan_latency: save-to-file latency for a one-property edit of a 200 KB and a 5 MB environment:
   from the editor's rename on device A to the new content in device B's file (B's daemon
   polls nothing: its own watcher, store and writer do the work; we poll B's file every ms).
-  Targets: 200 KB p50 <= 50 ms and p99 <= 150 ms. Baseline: Syncthing with its fastest
+  Targets: 200 KB p50 <= 50 ms and p99 <= 150 ms; 5 MB p50 <= 60 ms and max <= 150 ms. Baseline: Syncthing with its fastest
   watcher delay (1 s), same kind of edit in a ~200 KB JSON file.
 - lan_edit_bytes: UDP payload bytes (DTLS records, both directions) on the wire for one
   one-property edit of the 200 KB environment, counted on the ICE transport of each daemon.
@@ -289,9 +289,10 @@ def lan_latency() -> list[Result]:
             extra={**extra_s, "p99_target_ms": 150.0,
                    "p99_met": bool(small) and sorted(small)[int(round(0.99 * (len(small) - 1)))]
                    <= 150.0}),
-        Result("lan_latency_5mb", "ms", big, target=None, note=(
-            "one-property edit of a 5 MB environment; no target set"),
-            extra=extra_b),
+        Result("lan_latency_5mb", "ms", big, target=60.0, note=(
+            "one-property edit of a 5 MB environment (issue 15: p50 <= 60 ms, max <= 150 ms)"),
+            extra={**extra_b, "max_target_ms": 150.0,
+                   "max_met": bool(big) and max(big) <= 150.0}),
     ]
 
 

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -116,11 +117,12 @@ class StatusProbe:
         self._thread.join(10)
 
 
-async def until(cond: Any, what: str, timeout: float = WAIT_S) -> None:
+async def until(cond: Any, what: str, timeout: float = WAIT_S, why: Any = None) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}"
+                                 + (f": {why()}" if why is not None else ""))
         await asyncio.sleep(0.02)
 
 
@@ -299,7 +301,10 @@ async def test_flood_over_the_relay_status_answers_nothing_lost(tmp_path: Path) 
                     await asyncio.sleep(0.1)
                 want = {eve.device_id: FLOOD_SETS + 1}
                 await until(lambda: b.store.version_vector(flood_env) == want,
-                            "bob to hold the whole flood")
+                            "bob to hold the whole flood", why=lambda: (
+                                f"bob holds {b.store.version_vector(flood_env)}; bob's relay "
+                                f"{b.transport.status() if b.transport else None}; mallory's "
+                                f"{m.transport.status() if m.transport else None}"))
                 await until(lambda: b.store.version_vector(honest["uuid"])
                             == a.store.version_vector(honest["uuid"]), "alice's edits on bob")
             finally:
@@ -364,8 +369,9 @@ async def test_lan_deliveries_apply_off_the_loop_in_arrival_order() -> None:
     hub = t.hub = _RecordingHub()  # type: ignore[assignment]
     lag = LoopLag()
     lag.start()
+    link = SimpleNamespace(device="dev")  # the peer's link, as the transport knows it
     for seq in range(1, 21):
-        t._deliver(Deliver("link", "s" * 32, "e", "dev", seq, str(seq).encode()))
+        t._deliver(Deliver(link, "s" * 32, "e", "dev", seq, str(seq).encode()))
     assert hub.acks == []  # nothing applied on the loop, in the call
     await until(lambda: len(hub.acks) == 20, "all deliveries acknowledged", timeout=20)
     worst = await lag.stop()

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import stat
 import statistics
 import threading
@@ -77,6 +78,12 @@ LONG_S = 120.0
 DELIVERY_S = 20.0
 #: Pause between two `status` probes of one device.
 PROBE_EVERY_S = 0.25
+#: An editor's pause after each delivered save (seconds, drawn uniformly). It must exceed the
+#: blind window (0.3 s in the harness): a daemon holds its write of a teammate's edit while
+#: the editor keeps saving (Mockoon ignores its file for 3 s after each save), so an editor
+#: saving every 100 ms without pause starves the other side's edits out of its file (they
+#: wait, committed, and land at the first pause). People pause; so do these editors.
+EDIT_PAUSE_S = (0.4, 1.0)
 #: Idle connections the flooder holds open at once (under the relay's per-address handshake
 #: cap, which the honest daemons on the same loopback address share).
 IDLE_CONNECTIONS = 24
@@ -151,9 +158,18 @@ def _editor(me: Device, other: Device, env: str, route: int, stop: threading.Eve
             time.sleep(0.02)
         figures.saves[me.name] = n
         if not arrived:
-            figures.lost.append(f"{value} never reached {other.name}")
+            seen = {}
+            for d, n in ((me, mine_name), (other, other_name)):
+                try:
+                    seen[d.name] = _response_body(d.read(n), route)
+                except (OSError, ValueError, KeyError, IndexError) as exc:
+                    seen[d.name] = repr(exc)
+            figures.lost.append(f"{value} never reached {other.name} within {DELIVERY_S:g} s "
+                                f"(the files show {seen}; {me.name}: {me.env(env)}, "
+                                f"{other.name}: {other.env(env)})")
             return
         figures.delivery_s.append(time.monotonic() - start)
+        stop.wait(random.uniform(*EDIT_PAUSE_S))
         with contextlib.suppress(OSError, ValueError):
             mine = _response_body(me.read(mine_name), route)
             if mine != value and not str(mine).startswith(f"{me.name}-"):

@@ -465,18 +465,40 @@ def run(env: dict, plan, say: Callable[[str], None] = note) -> Counter[str]:
     # Every replica lists the same conflicts (derived from the log, not the arrival order:
     # issue 11 item 8); none names as the loser a write that holds its register, and a
     # delete's loser stays dead.
-    listed = {tuple((c.id, c.winner_stamp) for c in rep.state.conflicts) for rep in replicas}
+    # The dropped-work records too (issue 15): the same list, in the same order, everywhere.
+    listed = {tuple((c.id, c.entity, c.field, c.parent, c.winner_stamp, c.loser_stamp)
+                    for c in rep.state.conflicts) for rep in replicas}
     assert len(listed) == 1, "replicas list different conflicts"
+    rendered = alive | {f["uuid"] for f in doc.get("folders", [])}
     for rep in replicas:
         for c in rep.state.conflicts:
             ent = rep.state.entity(c.entity)
             if c.field[0] == "#deleted":
                 assert not ent.live
                 assert c.winner_value is ABSENT
+            elif c.field[0] in ("#parent", "#ref"):
+                # Live work that hangs on (or names) an entity deleted concurrently.
+                assert ent.live and c.winner_value is ABSENT
+                assert rep.state.entity(c.parent).deleted and c.parent not in rendered
+                if c.field == ("#parent", "p", "list"):
+                    assert c.entity not in rendered  # a response of a deleted route
             else:
                 assert c.winner_stamp > c.loser_stamp
                 assert ent.regs[c.field].stamp != c.loser_stamp
                 assert json.dumps(c.winner_value) != json.dumps(c.loser_value)
+
+    # No work vanishes without a trace: a live response the file does not show (its route
+    # was deleted while it was added) and a route or folder shown at the root because its
+    # folder was deleted while it was put there are each listed as dropped work.
+    state = replicas[0].state
+    dropped = {c.entity for c in state.conflicts if c.field[0] == "#parent"}
+    for e in state.live():
+        place = {"response": "list", "route": "tree", "folder": "tree"}.get(e.kind or "")
+        where = e.get(("p", place), None) if place else None
+        if where and where[0] in state.dead:
+            assert e.uuid in dropped, f"{e.kind} {e.uuid} dropped without a trace"
+        if e.kind == "response":
+            assert e.uuid in rendered or e.uuid in dropped
 
     # Each device's own last write to a register survives unless another change set wrote that
     # register with a greater stamp (said again per device, in the words of the contract).

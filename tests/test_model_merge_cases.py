@@ -1102,10 +1102,9 @@ def test_a_stale_editor_does_not_undo_a_teammates_reorder(base):
     assert tree_order(render(s), c) == [order[-1]] + order[:-1] + [new_uuid(960)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "design gap: a response added to a route deleted concurrently vanishes with it, and no "
-    "conflict records the lost response (MERGE.md: the losing edit is recorded) (reported)"))
 def test_a_response_added_to_a_concurrently_deleted_route_is_recorded():
+    """Issue 15: the response is not rendered (its route is gone) but it is not lost either:
+    a conflict on it names the deleted route, whichever side is preferred."""
     base = small_env()
     route = non_crud(base)[0]
     ours, theirs = clone(base), clone(base)
@@ -1113,9 +1112,12 @@ def test_a_response_added_to_a_concurrently_deleted_route_is_recorded():
     added = make_response(0, label="added concurrently")
     added["uuid"] = new_uuid(970)
     find(theirs, route["uuid"])["responses"].append(added)
-    res = merged(base, ours, theirs)
-    assert new_uuid(970) not in {x["uuid"] for x in all_responses(res.doc)}  # gone with it
-    assert any(c.entity in (route["uuid"], new_uuid(970)) for c in res.conflicts)
+    for prefer in ("ours", "theirs"):
+        res = merged(base, ours, theirs, prefer)
+        assert new_uuid(970) not in {x["uuid"] for x in all_responses(res.doc)}  # gone with it
+        [c] = [c for c in res.conflicts if c.entity == new_uuid(970)]
+        assert c.field == ("#parent", "p", "list") and c.parent == route["uuid"]
+        assert c.winner_stamp[1] == "ours" and c.loser_stamp[1] == "theirs"
 
 
 @pytest.mark.parametrize("base", envs_where(lambda d: len(non_crud(d, 2)) >= 2))

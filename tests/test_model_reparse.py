@@ -53,7 +53,7 @@ def _edits(doc: dict, rng: random.Random) -> None:
         doc["name"] = f"renamed {rng.random()}"  # a top-level field: parsed whole
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10**6), steps=st.integers(1, 4))
 def test_an_incremental_parse_equals_a_full_parse(seed: int, steps: int) -> None:
     rng = random.Random(seed)
@@ -127,12 +127,13 @@ def test_remap_ends_moves_drops_and_grows_spans() -> None:
     ends = {0: 10, 12: 20, 22: 30, 40: 50}
     # replace [14, 16) by 5 chars (+3): 12..20 holds it; 22.. and 40.. move; 0..10 stays
     assert remap_ends(ends, [(14, 16, "abcde")]) == {0: 10, 12: 23, 25: 33, 43: 53}
-    # an edit cutting into a span drops it; one replacing a span whole keeps its new extent
-    assert remap_ends(ends, [(5, 15, "")]) == {12: 30, 30: 40}
-    assert remap_ends(ends, [(22, 30, "x")]) == {0: 10, 12: 20, 22: 23, 32: 42}
+    # an edit cutting into a span drops it (0..10 and 12..20 here), the rest move back
+    assert remap_ends(ends, [(5, 15, "")]) == {12: 20, 30: 40}
+    # one replacing a span whole keeps the extent of its replacement
+    assert remap_ends(ends, [(22, 30, "x")]) == {0: 10, 12: 20, 22: 23, 33: 43}
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10**6), steps=st.integers(1, 4))
 def test_an_indexed_write_equals_an_unindexed_one(seed: int, steps: int) -> None:
     rng = random.Random(seed)
@@ -140,14 +141,18 @@ def test_an_indexed_write_equals_an_unindexed_one(seed: int, steps: int) -> None
     state = state_from_doc(doc, rng=random.Random(0))
     cache: dict = {}
     text = TEXT.replace('": ', '":  ')  # not Mockoon's layout: only patches keep it
-    assert text_to_write(text, render(state), parse_env(TEXT).layout, cache) is None
+    layout = parse_env(TEXT).layout
+    first = render(state)
+    slow = text_to_write(text, first, layout)
+    assert text_to_write(text, first, layout, cache) == slow
+    text = slow or text
     for _ in range(steps):
         base = copy.deepcopy(doc)
         _edits(doc, rng)
         state.apply(diff(base, doc, state, random.Random(3)), (10**12 + rng.randrange(10**6), "B"))
         new = render(state)
-        slow = text_to_write(text, new, parse_env(TEXT).layout)
-        fast = text_to_write(text, new, parse_env(TEXT).layout, cache)
+        slow = text_to_write(text, new, layout)
+        fast = text_to_write(text, new, layout, cache)
         assert fast == slow
         if fast is not None:
             text = fast

@@ -58,3 +58,26 @@ def test_idle_links_outside_the_overlay_close() -> None:
     last = {"A": 0.0, "B": 0.0, "C": LINK_IDLE_S - 1}
     assert idle_links(LINK_IDLE_S, last, keep={"B"}) == ["A"]
     assert idle_links(LINK_IDLE_S - 2, last, keep=()) == []
+
+
+def test_a_due_peer_no_link_is_wanted_to_does_not_make_the_dial_loop_spin() -> None:
+    from mocksync.net.peerbook import PeerBook
+
+    book = PeerBook("AAA")
+    book.discovered("BBB", ["127.0.0.1"], 1, 3, {"s"}, 0.0, our_protocol=3)
+    book.discovered("CCC", ["127.0.0.1"], 1, 3, {"s"}, 0.0, our_protocol=3)
+    assert book.due(10.0) == ["BBB", "CCC"]
+    assert book.next_due(only={"CCC"}) is not None
+    assert book.next_due(only=set()) is None  # nothing wanted: the loop sleeps its full tick
+
+
+def test_an_idle_closed_peer_is_online_and_dialable_at_once() -> None:
+    from mocksync.net.peerbook import IDLE, PeerBook
+
+    book = PeerBook("AAA")
+    book.discovered("BBB", ["127.0.0.1"], 1, 3, {"s"}, 0.0, our_protocol=3)
+    book.connected("BBB", 1.0)
+    book.idle("BBB", "idle", 5.0)
+    rec = book.get("BBB")
+    assert rec is not None and rec.state == IDLE == "online" and rec.failures == 0
+    assert book.due(5.0) == ["BBB"]

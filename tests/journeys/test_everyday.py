@@ -67,8 +67,13 @@ def test_one_row_per_peer_and_json_without_a_daemon(crew: Crew) -> None:
         assert [x["via"] for x in r["routes"]][0] == r["via"]
     st = bob.status()
     assert sorted(r["device"] for r in st["peers"]) == sorted(ids)
-    assert isinstance(st["progress"], list)
     assert "fallback" in bob.ms("peers").out
+
+    # Waiting for catch-up ends once nothing is syncing; in a pipe, no escape codes.
+    res = bob.ms("status", "--wait", "--timeout", "60", "--json")
+    doc = res.json()
+    assert doc["progress"] == [] and all(e["state"] != "syncing" for e in doc["environments"])
+    assert "\x1b" not in res.out + res.err
 
     # Carol installed mocksync but her daemon is not running: still one JSON document.
     carol = team.device("carol-laptop", "carol")

@@ -178,6 +178,9 @@ class Agent:
         #: Per file: (sha256, entity views) of the version the editor last had, so a save's
         #: diff against it need not flatten that version again.
         self._views: dict[Path, tuple[str, Any]] = {}
+        #: Per file: its last version parsed, so the next save is parsed as what it changed
+        #: (`model.reparse`: a one-property save of 15 MB costs a text compare, issue 15).
+        self._parsed: dict[Path, ParsedEnv] = {}
         #: Per environment: the version vector each recent version of its file reflects (by
         #: content hash), so a save is stamped with what its editor had seen (issue 11 item 8).
         self._seen = SeenVersions()
@@ -363,6 +366,7 @@ class Agent:
                 rt.path = path
                 self.history.forget(old)
                 self._views.pop(old, None)
+                self._parsed.pop(old, None)
                 self.registry.put(EnvRecord(rt.uuid, rt.space, str(path), rt.name))
                 self.publish({"event": "renamed", "env": rt.uuid, "file": str(path)})
         self.on_file(path)
@@ -419,7 +423,9 @@ class Agent:
             return
         rt = self._by_path(path)
         try:
-            parsed = parse_env(data, self.settings.mockoon_max_migration)
+            parsed = parse_env(data, self.settings.mockoon_max_migration,
+                               previous=self._parsed.get(path))
+            self._parsed[path] = parsed
         except ValidationError as exc:
             if rt is not None:
                 rt.file_sig = sig
@@ -902,6 +908,7 @@ class Agent:
         self.store.retire_env(rt.uuid)  # keeps the log: the tombstone must travel and stay
         self.history.forget(rt.path)
         self._views.pop(rt.path, None)
+        self._parsed.pop(rt.path, None)
         self._seen.forget(rt.uuid)
         self.presence.forget(rt.uuid)
 
@@ -1270,7 +1277,7 @@ class Agent:
         return out
 
     def resolve_conflict(self, conflict_id: str, take: str) -> dict[str, Any]:
-        from ..model.state import ABSENT
+        from ..model.resolution import resolution_ops
 
         hits = [c for c in self.store.conflicts() if c["id"] == conflict_id
                 or c["id"].startswith(conflict_id)]
@@ -1282,26 +1289,16 @@ class Agent:
         rt = self.envs.get(c["env"])
         if rt is None:
             raise ValidationError(f"environment {c['env']} is no longer synced")
-        field = tuple(c["field"])
         mine = c["loser"]["device"] == self.device
         # "ours" is the side this device wrote, or the current winner when it wrote neither.
         want_loser = (take == "ours") if mine else (take == "theirs")
         # The resolution is an ordinary change set written after seeing both sides: applied
-        # anywhere, it empties the register's frontier, so the conflict clears on every
-        # device (issue 11 item 8), not only here.
-        if field[0] == "#deleted":
-            if want_loser:
-                raise ValidationError(
-                    "this edit lost to a delete; a deleted entity cannot come back. Re-create it "
-                    "in Mockoon if it is still needed, then resolve with --take ours to dismiss")
-            op: tuple = ("d", c["entity"])  # the delete again, now having seen the edit
-            changed = False
-        else:
-            side = c["loser"] if want_loser else c["winner"]
-            value = ABSENT if side.get("absent") else side["value"]
-            op = ("x", c["entity"], field) if value is ABSENT else ("s", c["entity"], field, value)
-            changed = want_loser
-        self._commit(rt, [op])
+        # anywhere, it empties the register's frontier (or brings back what a delete
+        # dropped: the parent with the addition), so the conflict clears on every device.
+        ops = resolution_ops(self.store.state(rt.uuid), c, want_loser, self._rng)
+        changed = want_loser
+        if ops:
+            self._commit(rt, ops)
         if changed:
             self.schedule_write(rt)
         if any(x["id"] == c["id"] for x in self.store.conflicts(c["env"])):

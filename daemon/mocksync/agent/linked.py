@@ -112,6 +112,23 @@ def _inside(path: str | Path, folder: Path) -> bool:
     return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
 
 
+def _realpath(path: Path, dirs: dict[Path, str]) -> str:
+    """`os.path.realpath(path)`, with the real path of its folder memoised in `dirs`: only
+    the last component is looked at (followed the usual way when it is a symlink)."""
+    if path.name in ("", ".", ".."):
+        return os.path.realpath(path)
+    real_parent = dirs.get(path.parent)
+    if real_parent is None:
+        real_parent = dirs[path.parent] = os.path.realpath(path.parent)
+    joined = os.path.join(real_parent, path.name)
+    try:
+        if stat.S_ISLNK(os.lstat(joined).st_mode):
+            return os.path.realpath(joined)
+    except OSError:
+        pass  # absent (or unreadable): realpath would give the same joined path
+    return joined
+
+
 def _sig(st: os.stat_result) -> FileSig:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
@@ -136,6 +153,10 @@ class LinkedFiles:
         #: Problems met while syncing: (env, rel) -> (link state, reason).
         self._problems: dict[tuple[str, str], tuple[str, str]] = {}
         self._task: asyncio.Task[None] | None = None
+        #: Per env: what `status` derives from the State alone (file entities, the planned
+        #: links, teammates' refused files), by (store generation, label, seen hashes): a walk
+        #: of a 15 MB environment is ~200 ms, far too much for every `status` (issue 12).
+        self._plans: dict[str, tuple[tuple[Any, ...], Any, Any, list[dict[str, Any]]]] = {}
 
     @property
     def folder(self) -> Path:
@@ -193,9 +214,13 @@ class LinkedFiles:
         return n, total
 
     # ------------------------------------------------------------------ disk
-    def _probe(self, rel: str, *, want_bytes: bool = False) -> Disk:
+    def _probe(self, rel: str, *, want_bytes: bool = False,
+               dirs: dict[Path, str] | None = None) -> Disk:
+        """What is on disk at `rel`. `dirs`: a memo of folders' real paths for one pass over
+        many links (the links of an environment share a few folders); the last component
+        is always looked at itself, so a symlink there is still followed and judged."""
         p = self.folder / rel
-        real = Path(os.path.realpath(p))
+        real = Path(_realpath(p, dirs) if dirs is not None else os.path.realpath(p))
         if not _inside(real, self.folder):
             return Disk(problem=(OUTSIDE, (
                 f"not synced: {rel} is a symlink pointing outside the synced folder, so it is "
@@ -495,19 +520,36 @@ class LinkedFiles:
             log.exception("linked status of %s failed", rt.uuid)
             return {"linked": []}
 
-    def _status(self, rt: EnvRuntime) -> list[dict[str, Any]]:
-        state = self.agent.store.state(rt.uuid)
+    def _plan(self, rt: EnvRuntime) -> tuple[Any, Any, list[dict[str, Any]]]:
+        """(file entities, planned links, teammates' refused files) of `rt`'s State, cached
+        until the State changes (`Store.generation`, read before the walk so a change made
+        meanwhile is never cached as seen)."""
+        store = self.agent.store
         label = shlex.quote(rt.path.name)
-        out = []
+        seen = self._seen.get(rt.uuid, {})
+        key = (store.generation(rt.uuid), label, tuple(sorted(seen.items())))
+        hit = self._plans.get(rt.uuid)
+        if hit is not None and hit[0] == key:
+            return hit[1], hit[2], hit[3]
+        state = store.state(rt.uuid)
         ents = file_entities(state)
         links = plan_links(linked_paths_of_state(state), label)
+        synced = {lk.rel for lk in links if lk.state == SYNCED and lk.rel is not None}
+        refused = peer_file_refusals(state, synced, private_rels(links), dict(seen))
+        self._plans[rt.uuid] = (key, ents, links, refused)
+        return ents, links, refused
+
+    def _status(self, rt: EnvRuntime) -> list[dict[str, Any]]:
+        out = []
+        ents, links, refused = self._plan(rt)
+        dirs: dict[Path, str] = {}
         for lk in links:
             row: dict[str, Any] = {"path": lk.path, "rel": lk.rel, "state": lk.state,
                                    "reason": lk.reason or None}
             out.append(row)
             if lk.state != SYNCED or lk.rel is None:
                 continue
-            disk = self._probe(lk.rel)
+            disk = self._probe(lk.rel, dirs=dirs)
             stored = self._problems.get((rt.uuid, lk.rel))
             problem = disk.problem or (
                 stored if stored and stored[0] in (HELD, INVALID, REFUSED, CONFLICT) else None)
@@ -526,9 +568,7 @@ class LinkedFiles:
             else:
                 row["state"] = PENDING
                 row["reason"] = f"{lk.rel} differs from the team's version; syncing"
-        synced = {lk.rel for lk in links if lk.state == SYNCED and lk.rel is not None}
-        out += peer_file_refusals(state, synced, private_rels(links),
-                                  self._seen.get(rt.uuid, {}))
+        out += [dict(row) for row in refused]  # (copies: the cached rows stay as they are)
         return out
 
     # ------------------------------------------------------------------ conflicts

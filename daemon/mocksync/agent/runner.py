@@ -72,14 +72,26 @@ async def run_daemon(home: Home, settings: Settings, *, transport: Any = None,
             # Not possible outside the main thread (tests run the daemon in a task).
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        from ..ui.openroute import register_open
+
+        ui = None
+        if settings.ui:  # the local web page (issue 19); Jinja2 is loaded only when it is on
+            from ..ui.app import UiServer
+
+            ui = UiServer(agent, server, port=settings.ui_port)
+        register_open(server, ui)
         await agent.start()
         try:
             await server.start()
+            if ui is not None:
+                await ui.start()  # a port in use leaves the page off, never the daemon
             log.info("mocksync daemon %s watching %s", identity.device_id, agent.folder)
             if ready is not None:
                 ready.set()
             await stop.wait()
         finally:
+            if ui is not None:
+                await ui.stop()
             await server.stop()
             await agent.stop()
     finally:

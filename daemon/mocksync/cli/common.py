@@ -48,6 +48,7 @@ COMMAND_MODULES: dict[str, str] = {
          "resolve", "restore", "share", "status", "unshare", "who"], "daemoncmds"),
     **dict.fromkeys(["diff", "merge", "validate"], "offline"),
     **dict.fromkeys(["init", "invite", "join", "members", "remove", "space"], "spaces"),
+    "open": "uicmd",
     "relay": "relaycmd",
     "service": "servicecmd",
 }

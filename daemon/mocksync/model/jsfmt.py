@@ -77,14 +77,18 @@ COMPACT_LAYOUT = Layout(indent=None)
 _INDENT_RE = re.compile(r"\n([ \t]+)\S")
 
 
-def detect_layout(text: str) -> Layout:
-    """Infer the layout of an environment file from its text."""
-    newline = "\r\n" if "\r\n" in text else "\n"
+def detect_layout(text: str, newline: str | None = None) -> Layout:
+    """Infer the layout of an environment file from its text (`newline`: its line ending
+    when the caller knows it, which spares a search through the whole text)."""
+    if newline is None:
+        newline = "\r\n" if "\r\n" in text else "\n"
     trailing = text.endswith("\n")
-    body = text.rstrip("\r\n")
-    if "\n" not in body:
+    end = len(text)  # the text without its trailing newlines, found without copying 15 MB
+    while end and text[end - 1] in "\r\n":
+        end -= 1
+    if text.find("\n", 0, end) < 0:
         return Layout(indent=None, newline=newline, trailing_newline=trailing)
-    m = _INDENT_RE.search(body.replace("\r\n", "\n"))
+    m = _INDENT_RE.search(text, 0, end)  # (a "\r" before the "\n" is not in the match)
     indent = m.group(1) if m else "  "
     return Layout(indent=indent, newline=newline, trailing_newline=trailing)
 

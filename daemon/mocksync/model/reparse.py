@@ -225,15 +225,12 @@ def _shifted(starts: list[int], rest: list[tuple[int, Path]], lo: int, hi: int,
              delta: int) -> list[tuple[int, int, Path]]:
     """Spans moved through one edit replacing [lo, hi): those after it shift by `delta`,
     those holding it grow by it, those it touches inside are dropped."""
-    out: list[tuple[int, int, Path]] = []
-    for s, (e, p) in zip(starts, rest, strict=True):
-        if e <= lo:
-            out.append((s, e, p))
-        elif s >= hi:
-            out.append((s + delta, e + delta, p))
-        elif s <= lo and e >= hi:
-            out.append((s, e + delta, p))
-    return out
+    k = bisect.bisect_left(starts, hi)  # those from k on start at or after the edit
+    before = [(s, e if e <= lo else e + delta, p)
+              for s, (e, p) in zip(starts[:k], rest[:k], strict=True)
+              if e <= lo or (s <= lo and e >= hi)]
+    return before + [(s + delta, e + delta, p)
+                     for s, (e, p) in zip(starts[k:], rest[k:], strict=True)]
 
 
 # ---------------------------------------------------------------------------- reparse
@@ -247,6 +244,9 @@ class Reparsed:
     doc: dict[str, Any]
     views: dict[str, EntityView]
     spans: EnvSpans
+    #: Whether the changed text holds a line break character ("\r" or "\n"), old or new:
+    #: if not, the file's line ending is the previous version's.
+    breaks_changed: bool = False
 
 
 def _innermost(spans: EnvSpans, lo: int, hi: int) -> tuple[int, int, Path] | None:
@@ -311,7 +311,8 @@ def reparse(old_body: str, new_body: str, doc: dict[str, Any],
             resp += _route_responses(_Walker(new_body), s, ri)
         except (ValidationError, IndexError):
             return None
-    return Reparsed(new_doc, new_views, _spans(top, resp))
+    breaks = any(c in old_body[p:old_hi] or c in new_body[p:new_hi] for c in "\r\n")
+    return Reparsed(new_doc, new_views, _spans(top, resp), breaks)
 
 
 def _replace(doc: dict[str, Any], views: dict[str, EntityView], path: Path, obj: Any,

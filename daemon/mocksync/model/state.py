@@ -21,6 +21,21 @@ both sides empties the frontier: that is how a resolution, itself an ordinary ch
 clears the conflict on every device. An edit of a deleted entity is a conflict when it is
 in its register's frontier and concurrent with every delete of the entity (a delete made
 after seeing the edit discarded it knowingly).
+
+No edit vanishes without a trace (issue 15): besides the losing writes above, whatever the
+render drops because something it hangs on was deleted concurrently is a conflict too: an
+entity added or moved under a parent deleted at the same time (`#parent`: a response in a
+deleted route, a route or folder in a deleted folder, which renders at the end of
+`rootChildren`), and a reference written while its target was deleted (`#ref`: a
+`databucketID` naming a deleted bucket, an invocation of a deleted callback), both recorded on
+the entity holding the place or reference, naming the deleted one as `parent`.
+
+A delete beats every edit and every create of the entity, as said above. The one way back is
+a restore: a `c` op with no registers (what `resolve --take` writes, model.resolution). A
+delete removes only the restores its author had seen (an observed-remove set), so an entity
+is deleted when it has deletes and every restore was seen by one of them: a restore made
+after seeing the delete brings it back, a delete made after seeing the restore removes it
+again, whatever the delivery order.
 """
 
 from __future__ import annotations
@@ -33,6 +48,7 @@ from typing import Any
 
 from ..changes import canonical
 from .ops import RegId
+from .schema import BUCKET, CALLBACK, FOLDER, LIST, RESPONSE, ROOT, ROUTE, TREE
 
 Stamp = tuple[int, str]  # (hlc, device)
 #: Version of `entity_record`'s layout (the store refuses a database written in another).
@@ -66,6 +82,18 @@ Write = tuple[Any, Stamp, "Origin | None"]
 MAX_FRONTIER = 32
 #: Deletes remembered per entity (concurrent deletes of one entity by different devices).
 MAX_DELETES = 32
+#: Restores remembered per entity.
+MAX_RESTORES = 32
+
+#: Conflict fields of dropped work (the register that named the deleted entity follows).
+PARENT_GONE = "#parent"  # placed under a parent deleted concurrently
+TARGET_GONE = "#ref"  # a reference written while its target was deleted
+DELETED = "#deleted"  # an edit of an entity deleted concurrently
+#: The place that puts each kind under another entity (the env itself is never deleted).
+PARENT_PLACE = {RESPONSE: LIST, ROUTE: TREE, FOLDER: TREE}
+#: Registers holding references the render clears when their target is deleted.
+BUCKET_REF: RegId = ("v", "databucketID")
+CALLBACK_REFS: RegId = ("v", "callbacks")
 
 
 class Reg:
@@ -82,7 +110,7 @@ class Reg:
 
 class Entity:
     __slots__ = ("uuid", "kind", "created", "deleted", "del_stamp", "del_origin", "regs",
-                 "dels")
+                 "dels", "restores")
 
     def __init__(self, uuid: str) -> None:
         self.uuid = uuid
@@ -94,6 +122,8 @@ class Entity:
         self.regs: dict[RegId, Reg] = {}
         #: Every delete of this entity (stamp, origin); del_stamp/del_origin is the earliest.
         self.dels: list[tuple[Stamp, Origin | None]] = []
+        #: The change sets that restored it after deletes (see the module docstring).
+        self.restores: list[Origin | None] = []
 
     @property
     def live(self) -> bool:
@@ -106,32 +136,38 @@ class Entity:
 
 @dataclass(frozen=True)
 class Conflict:
-    """A concurrent write that lost (or an edit that lost to a delete). Reversible."""
+    """A concurrent write that lost (or work a delete dropped). Reversible.
+
+    `field` is the register id, or it starts with DELETED (an edit of a deleted entity),
+    PARENT_GONE or TARGET_GONE (work dropped because `parent` was deleted concurrently; the
+    register that names it follows). For those the winner is the delete (value ABSENT)."""
 
     env: str
     entity: str
     kind: str | None
-    field: tuple[str, ...]  # register id; ("#deleted",) for delete-vs-edit
+    field: tuple[str, ...]
     winner_value: Any
     winner_stamp: Stamp
     winner_origin: Origin | None
     loser_value: Any
     loser_stamp: Stamp
     loser_origin: Origin | None
+    #: The deleted entity whose loss dropped this work (PARENT_GONE / TARGET_GONE only).
+    parent: str | None = None
 
     @property
     def id(self) -> str:
         """Stable id: the same conflict gets the same id on every device."""
-        h = hashlib.sha256(
-            canonical.encode([self.env, self.entity, list(self.field), list(self.loser_stamp)])
-        )
-        return h.hexdigest()[:12]
+        key: list[Any] = [self.env, self.entity, list(self.field), list(self.loser_stamp)]
+        if self.parent is not None:  # one reference list may name several deleted callbacks
+            key.append(self.parent)
+        return hashlib.sha256(canonical.encode(key)).hexdigest()[:12]
 
     def to_json(self) -> dict[str, Any]:
         def val(v: Any) -> Any:
             return None if v is ABSENT else v
 
-        return {
+        out = {
             "id": self.id,
             "env": self.env,
             "entity": self.entity,
@@ -142,6 +178,9 @@ class Conflict:
             "loser": {"value": val(self.loser_value), "hlc": self.loser_stamp[0],
                       "device": self.loser_stamp[1]},
         }
+        if self.parent is not None:
+            out["parent"] = self.parent
+        return out
 
 
 @dataclass
@@ -151,6 +190,10 @@ class ApplyResult:
 
     touched: set[str] = field(default_factory=set)
     conflicts: list[Conflict] = field(default_factory=list)
+    #: What other entities may name (("uuid", u) a container or callback, ("bucket", id) a
+    #: bucket id) whose existence changed: the dropped-work conflicts of the entities naming
+    #: them must be derived again (`State.naming`), though those were not touched.
+    named: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def changed(self) -> bool:
@@ -201,6 +244,9 @@ class State:
         self.entities: dict[str, Entity] = {}
         #: Registers whose frontier holds more than the winner: where conflicts can be.
         self.contested: set[tuple[str, RegId]] = set()
+        #: Deleted entities other entities can hang on or name (routes, folders, buckets,
+        #: callbacks): while there are none, no work can have been dropped.
+        self.dead: set[str] = set()
         self._deps: dict[Origin, dict[str, int]] = {}
         self._deps_lookup = deps_lookup
         #: Rendered JSON objects of leaf entities (responses, buckets, callbacks), by uuid,
@@ -246,7 +292,8 @@ class State:
     def conflicts(self) -> list[Conflict]:
         """Every open conflict, derived from the registers (same log -> same list)."""
         out: list[Conflict] = []
-        for uuid in sorted({u for u, _rid in self.contested}
+        dropped = self.naming({("uuid", u) for u in self.dead} | self._dead_bucket_keys())
+        for uuid in sorted({u for u, _rid in self.contested} | dropped
                            | {e.uuid for e in self.entities.values() if e.deleted}):
             out += self.conflicts_of(uuid)
         return out
@@ -279,7 +326,98 @@ class State:
                     continue
                 out.append(Conflict(self.env_uuid, uuid, ent.kind, rid, r.value, r.stamp,
                                     r.origin, value, stamp, origin))
+        if self.dead and ent.live:
+            out += self._dropped(ent)
         return sorted(out, key=_conflict_order)
+
+    # ------------------------------------------------------------------ dropped work
+    def _dropped_by(self, origin: Origin | None, gone: Entity) -> bool:
+        """Was the write `origin` dropped unknowingly by the deletes of `gone`: no delete had
+        seen it, and it was not written after seeing every delete (knowingly)."""
+        if origin is None or not gone.dels:
+            return False
+        if any(self._before(origin, d) for _s, d in gone.dels):
+            return False
+        return not all(self._before(d, origin) for _s, d in gone.dels)
+
+    def _gone(self, ent: Entity, field: tuple[str, ...], reg: Reg, parent: Entity) -> Conflict:
+        return Conflict(self.env_uuid, ent.uuid, ent.kind, field, ABSENT,
+                        parent.del_stamp or reg.stamp, parent.del_origin, reg.value, reg.stamp,
+                        reg.origin, parent.uuid)
+
+    def _dropped(self, ent: Entity) -> list[Conflict]:
+        """Work on live `ent` the render drops because what it hangs on was deleted
+        concurrently (see the module docstring). Pure function of the registers."""
+        out: list[Conflict] = []
+        place = PARENT_PLACE.get(ent.kind or "")
+        if place is not None:
+            reg = ent.regs.get(("p", place))
+            value = reg.value if reg is not None else None
+            if isinstance(value, list | tuple) and len(value) == 2 and value[0] != ROOT \
+                    and value[0] in self.dead:
+                parent = self.entities[value[0]]
+                if self._dropped_by(reg.origin, parent):  # type: ignore[union-attr]
+                    out.append(self._gone(ent, (PARENT_GONE, "p", place), reg, parent))
+        if ent.kind in (RESPONSE, CALLBACK):
+            reg = ent.regs.get(BUCKET_REF)
+            if reg is not None and isinstance(reg.value, str) and reg.value:
+                bucket = self._dead_bucket(reg.value)
+                if bucket is not None and self._dropped_by(reg.origin, bucket):
+                    out.append(self._gone(ent, (TARGET_GONE,) + BUCKET_REF, reg, bucket))
+        if ent.kind == RESPONSE:
+            reg = ent.regs.get(CALLBACK_REFS)
+            if reg is not None and isinstance(reg.value, list):
+                for inv in reg.value:
+                    cb = inv.get("uuid") if isinstance(inv, dict) else None
+                    gone = self.entities.get(cb) if isinstance(cb, str) and cb in self.dead \
+                        else None
+                    if gone is not None and gone.kind == CALLBACK \
+                            and self._dropped_by(reg.origin, gone):
+                        out.append(self._gone(ent, (TARGET_GONE,) + CALLBACK_REFS, reg, gone))
+        return out
+
+    def _dead_bucket(self, bucket_id: str) -> Entity | None:
+        """The deleted bucket a `databucketID` names, when no live bucket has that id (the
+        render then clears the reference); the one with the smallest uuid if several."""
+        dead = sorted(u for u in self.dead if self.entities[u].kind == BUCKET
+                      and self.entities[u].get(("v", "id"), None) == bucket_id)
+        if not dead or any(e.kind == BUCKET and e.live and e.get(("v", "id"), None) == bucket_id
+                           for e in self.entities.values()):
+            return None
+        return self.entities[dead[0]]
+
+    def _dead_bucket_keys(self) -> set[tuple[str, str]]:
+        return {("bucket", v) for u in self.dead if self.entities[u].kind == BUCKET
+                for v in [self.entities[u].get(("v", "id"), None)] if isinstance(v, str)}
+
+    def naming(self, named: set[tuple[str, str]]) -> set[str]:
+        """Live entities that hang on or refer to any of `named` (see `ApplyResult.named`):
+        those whose dropped-work conflicts may have changed. One pass over the entities, paid
+        only by change sets that deleted or restored something."""
+        if not named:
+            return set()
+        uuids = {k for kind, k in named if kind == "uuid"}
+        buckets = {k for kind, k in named if kind == "bucket"}
+        out: set[str] = set()
+        for e in self.entities.values():
+            if not e.live:
+                continue
+            place = PARENT_PLACE.get(e.kind or "")
+            if place is not None and uuids:
+                v = e.get(("p", place), None)
+                if isinstance(v, list | tuple) and len(v) == 2 and v[0] in uuids:
+                    out.add(e.uuid)
+                    continue
+            ref = e.get(BUCKET_REF, None) if buckets and e.kind in (RESPONSE, CALLBACK) else None
+            if isinstance(ref, str) and ref in buckets:
+                out.add(e.uuid)
+                continue
+            cbs = e.get(CALLBACK_REFS, None) if e.kind == RESPONSE and uuids else None
+            if isinstance(cbs, list) and any(
+                    isinstance(i, dict) and isinstance(i.get("uuid"), str) and i["uuid"] in uuids
+                    for i in cbs):
+                out.add(e.uuid)
+        return out
 
     def _advance(self, ent: Entity, rid: RegId, reg: Reg, value: Any, stamp: Stamp,
                  origin: Origin | None) -> None:
@@ -322,6 +460,9 @@ class State:
             if name == "c":
                 if ent.kind is None:
                     ent.kind = op[2]
+                if not op[3]:  # a restore: it does not create, it undoes deletes it had seen
+                    self._restore(ent, origin, res)
+                    continue
                 if not ent.created and not ent.regs and not ent.deleted:
                     # A brand-new entity (the common case, e.g. a whole environment shared):
                     # nothing to compare against, so no conflict checks per register.
@@ -330,6 +471,8 @@ class State:
                     regs = ent.regs
                     for rid, value in op[3]:
                         regs[rid] = Reg(value, stamp, origin)
+                    if ent.kind == BUCKET:  # may stand for a deleted bucket of the same id
+                        self._name_bucket(ent, res)
                     continue
                 if not ent.created:
                     ent.created = True
@@ -344,7 +487,7 @@ class State:
                 self._delete(ent, stamp, origin, deps, res)
         for u in res.touched:
             self.render_cache.pop(u, None)
-        if res.touched and (self.contested or any(
+        if res.touched and (self.contested or self.dead or any(
                 self.entities[u].deleted for u in res.touched)):
             for u in sorted(res.touched):
                 res.conflicts += self.conflicts_of(u)
@@ -359,6 +502,8 @@ class State:
             return
         if cur.stamp == stamp and cur.value == value and cur.origin == origin:
             return  # duplicate delivery
+        if ent.kind == BUCKET and rid == ("v", "id"):
+            self._name_bucket(ent, res)  # the old id, and the new one below
         before = cur.front
         self._advance(ent, rid, cur, value, stamp, origin)
         if cur.front != before:
@@ -366,6 +511,8 @@ class State:
         if stamp >= cur.stamp:
             cur.value, cur.stamp, cur.origin = value, stamp, origin
             res.touched.add(ent.uuid)
+            if ent.kind == BUCKET and rid == ("v", "id"):
+                self._name_bucket(ent, res)
 
     def _delete(self, ent: Entity, stamp: Stamp, origin: Origin | None, deps: dict | None,
                 res: ApplyResult) -> None:
@@ -375,12 +522,49 @@ class State:
             ent.dels.append((stamp, origin))
             ent.dels.sort(key=lambda d: d[0])
         res.touched.add(ent.uuid)
-        if ent.deleted:
-            if ent.del_stamp is not None and stamp < ent.del_stamp:
-                ent.del_stamp, ent.del_origin = stamp, origin  # keep the earliest: deterministic
+        if ent.del_stamp is None or stamp < ent.del_stamp:
+            ent.del_stamp, ent.del_origin = stamp, origin  # keep the earliest: deterministic
+        self._settle(ent, res)
+
+    def _restore(self, ent: Entity, origin: Origin | None, res: ApplyResult) -> None:
+        """A restore of `ent` by change set `origin` (kept even before the entity's create or
+        the deletes it undoes arrive: delivery is not causal across devices)."""
+        if origin in ent.restores or len(ent.restores) >= MAX_RESTORES:
             return
-        ent.deleted = True
-        ent.del_stamp, ent.del_origin = stamp, origin
+        ent.restores.append(origin)
+        ent.restores.sort(key=lambda o: ("", 0) if o is None else o)
+        res.touched.add(ent.uuid)
+        self._settle(ent, res)
+
+    def _observed(self, restore: Origin | None, delete: Origin | None) -> bool:
+        """Had the author of `delete` seen `restore`? (A delete without an origin, a
+        what-if's, sees everything.)"""
+        return restore is None or delete is None or restore == delete \
+            or self._before(restore, delete)
+
+    def _settle(self, ent: Entity, res: ApplyResult) -> None:
+        """Existence after a restore or a delete: deleted when it has deletes and every
+        restore was seen by one of them (an observed-remove set, so the same set of ops gives
+        the same answer in any order). What hangs on it or names it is looked at again."""
+        was = ent.deleted
+        ent.deleted = bool(ent.dels) and all(
+            any(self._observed(r, d) for _s, d in ent.dels) for r in ent.restores)
+        if ent.deleted != was:
+            res.touched.add(ent.uuid)
+        if ent.kind in (ROUTE, FOLDER, BUCKET, CALLBACK):
+            if ent.deleted:
+                self.dead.add(ent.uuid)
+            else:
+                self.dead.discard(ent.uuid)
+            res.named.add(("uuid", ent.uuid))
+            if ent.kind == BUCKET:
+                self._name_bucket(ent, res)
+
+    @staticmethod
+    def _name_bucket(ent: Entity, res: ApplyResult) -> None:
+        v = ent.get(("v", "id"), None)
+        if isinstance(v, str):
+            res.named.add(("bucket", v))
 
     # ------------------------------------------------------------------ persistence
     def entity_record(self, uuid: str) -> bytes:
@@ -407,8 +591,10 @@ class State:
             list(e.del_origin) if e.del_origin else None,
             regs,
         ]
-        if e.dels:
+        if e.dels or e.restores:
             rec.append([[list(st), list(o) if o else None] for st, o in e.dels])
+        if e.restores:  # optional 9th slot
+            rec.append([list(o) if o else None for o in e.restores])
         return json.dumps(rec, separators=(",", ":"), allow_nan=False).encode("ascii")
 
     def load_record(self, uuid: str, blob: bytes) -> None:
@@ -424,10 +610,16 @@ class State:
         e.kind, e.created, e.deleted = kind, created, deleted
         e.del_stamp = tuple(dstamp) if dstamp else None
         e.del_origin = tuple(dorigin) if dorigin else None
-        if rest:
+        if rest and rest[0]:
             e.dels = [(tuple(st), tuple(o) if o else None) for st, o in rest[0]]
         elif deleted and e.del_stamp is not None:
             e.dels = [(e.del_stamp, e.del_origin)]
+        if len(rest) > 1:
+            e.restores = [tuple(o) if o else None for o in rest[1]]
+        if kind in (ROUTE, FOLDER, BUCKET, CALLBACK) and deleted:
+            self.dead.add(uuid)
+        else:
+            self.dead.discard(uuid)
         for u, rid in [k for k in self.contested if k[0] == uuid]:
             self.contested.discard((u, rid))
         for row in regs:
@@ -450,7 +642,9 @@ class State:
             n.regs = {rid: Reg(r.value, r.stamp, r.origin, list(r.front) if r.front else None)
                       for rid, r in e.regs.items()}
             n.dels = list(e.dels)
+            n.restores = list(e.restores)
             s.entities[u] = n
         s.contested = set(self.contested)
+        s.dead = set(self.dead)
         s._deps = dict(self._deps)
         return s

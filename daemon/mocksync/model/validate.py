@@ -100,4 +100,5 @@ def _parse_since(previous: ParsedEnv, text: str, max_migration: int) -> ParsedEn
     lm = got.doc.get("lastMigration")
     if isinstance(lm, int) and lm > max_migration:
         raise MigrationTooNewError(lm, max_migration)
-    return ParsedEnv(got.doc, detect_layout(text), text, got.views, got.spans)
+    newline = None if got.breaks_changed else previous.layout.newline
+    return ParsedEnv(got.doc, detect_layout(text, newline), text, got.views, got.spans)

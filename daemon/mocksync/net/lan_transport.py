@@ -55,7 +55,7 @@ from .lan_signaling import Glare, PeerRefused, PeerUnreachable, SignalingServer,
 from .logsource import LogSource
 from .mdns import MAX_ADVERTISED_INVITES, Announcement, Discovered, MdnsService, recognise
 from .overlay import LINK_IDLE_S, anchors, idle_links
-from .peerbook import CONNECTED, CONNECTING, GLARE, PeerBook
+from .peerbook import CONNECTED, CONNECTING, DISCOVERED, GLARE, IDLE, PeerBook
 from .webrtc import CONNECT_TIMEOUT_S, LinkError, PeerLink
 
 log = logging.getLogger("mocksync.lan")
@@ -407,7 +407,7 @@ class LanTransport:
                     await self._check_spaces()
                 except Exception:
                     log.exception("re-reading spaces failed")
-            due = self.book.next_due()
+            due = self.book.next_due(only=self._wanted(time.monotonic()))
             timeout = min(MAX_TICK_SLEEP_S, max(0.0, (due or math.inf) - time.monotonic()),
                           max(0.0, next_space_check - time.monotonic()))
             with contextlib.suppress(asyncio.TimeoutError):
@@ -716,10 +716,11 @@ class LanTransport:
         log.info("space %s: %d new membership entries from %s%s", ev.space,
                  len(learned.fresh), ev.device,
                  f" (key generations {sorted(learned.new_keys)})" if learned.new_keys else "")
-        if learned.removals:
-            fn = getattr(self.agent, "enforce_membership", None)
+        if learned.removals:  # take back what the removal refuses (on the store worker)
+            fn = (getattr(self.agent, "enforce_membership_soon", None)
+                  or getattr(self.agent, "enforce_membership", None))
             if fn is not None:
-                fn()  # take back what the removal refuses
+                fn()
         # Re-judge peers (a removed one is dropped), re-announce, tell the other sessions.
         self._spawn(self._check_spaces())
 
@@ -873,13 +874,16 @@ class LanTransport:
     def status(self) -> dict[str, Any]:
         peers: list[dict[str, Any]] = []
         if self.book is not None and self.hub is not None:
+            wanted = self._wanted(time.monotonic())
             for rec in sorted(self.book.peers.values(), key=lambda r: r.device):
                 link = self.links.get(rec.device)
                 session = self.hub.sessions.get(link) if link is not None else None
                 st = session.status() if session is not None else None
-                state = rec.state
+                state, reason = rec.state, rec.reason
                 if st is not None and st["state"] != "open":
                     state = "connecting"
+                if state == DISCOVERED and rec.device not in wanted:
+                    state, reason = IDLE, IDLE_REASON  # reachable; linked when needed
                 pres = self.presence.get(rec.device)
                 entry: dict[str, Any] = {
                     "device": rec.device,
@@ -887,7 +891,7 @@ class LanTransport:
                     "via": "lan",
                     "state": state,
                     "rtt_ms": st["rtt_ms"] if st else None,
-                    "reason": rec.reason,
+                    "reason": reason,
                     "address": (link.address if link is not None else None)
                     or (rec.addresses[0] if rec.addresses else None),
                     "spaces": sorted(self.agent.spaces.name(s) for s in rec.spaces),

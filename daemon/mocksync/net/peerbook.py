@@ -162,9 +162,12 @@ class PeerBook:
                       if r.dialable and not r.dialing and r.state not in (CONNECTED, CONNECTING)
                       and r.next_dial <= now)
 
-    def next_due(self) -> float | None:
-        times = [r.next_dial for r in self.peers.values()
-                 if r.dialable and not r.dialing and r.state not in (CONNECTED, CONNECTING)
+    def next_due(self, only: set[str] | None = None) -> float | None:
+        """When the next dial is due, among `only` (the peers a link is wanted to) if given:
+        a peer that is due but not wanted must not make the dial loop spin."""
+        times = [r.next_dial for d, r in self.peers.items()
+                 if (only is None or d in only)
+                 and r.dialable and not r.dialing and r.state not in (CONNECTED, CONNECTING)
                  and r.next_dial < math.inf]
         return min(times) if times else None
 

@@ -154,35 +154,20 @@ class RelayTransport(RelayEvents):
         """Membership entries from the relay: learn new devices, removals and key rotations
         made by other members (without them, a device added after us would be refused here).
         Verified as a whole log before anything is stored; a bad entry changes nothing."""
-        from ..space.keys import open_content_key
-        from ..space.membership import Entry, extend_log
-        from ..space.store import append_entries
+        from ..space.learn import learn_entries
 
         if self.agent is None:
             return
         stored = self.agent.spaces.get(space)
         if stored is None:
             return
-        known = {e.hash for e in stored.entries}
-        try:
-            fresh = [e for e in (Entry.from_wire(w) for w in wires) if e.hash not in known]
-            if not fresh:
-                return
-            # Open the keys the new entries seal to us first, and store entries and keys in
-            # one write: a reader never sees the rotation without its key.
-            state = extend_log(stored.entries, fresh)
-            me = self.agent.device
-            new_keys = {}
-            for gen in range(1, state.key_generation + 1):
-                if gen in stored.keys:
-                    continue
-                sealed = state.sealed_key_for(me, gen)
-                if sealed is not None:
-                    new_keys[gen] = open_content_key(self.agent.identity.box_key,
-                                                     bytes.fromhex(space), gen, sealed)
-            append_entries(self.agent.home, space, fresh, new_keys)
+        try:  # the same path as entries from a LAN peer (keys opened and stored with them)
+            learned = learn_entries(self.agent.home, self.agent.identity, space, stored, wires)
         except MocksyncError as exc:
             self._problem(space, "membership entries", str(exc))
+            return
+        fresh, new_keys = learned.fresh, learned.new_keys
+        if not fresh:
             return
         self._taggers.pop(space, None)
         if any(e.kind in ("remove_device", "remove_member") for e in fresh):

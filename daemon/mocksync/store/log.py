@@ -129,6 +129,9 @@ class Store:
         self._lock = threading.RLock()
         self._states: dict[str, State] = {}
         self._deps_cache: dict[tuple[str, str, int], dict[str, int]] = {}
+        #: Per environment, a number that changes whenever its in-memory State may have
+        #: (applied to, reloaded, rebuilt): what views derived from a State are cached by.
+        self._generation: dict[str, int] = {}
         self.clock = Clock(last=int(self._meta("clock", "0")))
 
     @property
@@ -220,6 +223,7 @@ class Store:
             # Two threads may load it at once (the loop's `status` while the store worker
             # ingests): the first one kept wins, so nobody applies to a copy that is dropped.
             st = self._states.setdefault(env, st)
+            self._bump(env)
         return st
 
     def has_env(self, env: str) -> bool:
@@ -339,7 +343,15 @@ class Store:
             (env, QUARANTINED))]
 
     # ------------------------------------------------------------------ writes
+    def generation(self, env: str) -> int:
+        """Changes whenever `state(env)` may have changed (see `_generation`)."""
+        return self._generation.get(env, 0)
+
+    def _bump(self, env: str) -> None:
+        self._generation[env] = self._generation.get(env, 0) + 1
+
     def _persist(self, env: str, st: State, res: ApplyResult, now_ms: int) -> None:
+        self._bump(env)
         self.db.executemany(
             "INSERT INTO entities VALUES (?, ?, ?) ON CONFLICT(env, uuid) DO UPDATE SET record=excluded.record",
             [(env, u, st.entity_record(u)) for u in res.touched],
@@ -352,11 +364,14 @@ class Store:
         the ones that are new here. Rows of conflicts that no longer hold (someone wrote the
         register after seeing both sides: a resolution) go; a local dismissal survives while
         its conflict holds."""
-        if not res.touched:
+        if not res.touched and not res.named:
             return []
+        # Entities not touched whose work a delete (or a restore) just dropped (or brought
+        # back) are looked at too: a response added to a route deleted meanwhile (issue 15).
+        looked = res.touched | st.naming(res.named)
         rows = self.db.execute("SELECT id, record FROM conflicts WHERE env=?", (env,)).fetchall()
-        listed = {cid for cid, rec in rows if json.loads(rec)["entity"] in res.touched}
-        now = {c.id: c for u in sorted(res.touched) for c in st.conflicts_of(u)}
+        listed = {cid for cid, rec in rows if json.loads(rec)["entity"] in looked}
+        now = {c.id: c for u in sorted(looked) for c in st.conflicts_of(u)}
         gone = listed - set(now)
         if gone:
             self.db.executemany("DELETE FROM conflicts WHERE env=? AND id=?",
@@ -561,6 +576,7 @@ class Store:
                                        dict(cs.deps))
                         agg = by_env.setdefault(cs.env, ApplyResult())
                         agg.touched |= res.touched
+                        agg.named |= res.named
                         agg.conflicts += res.conflicts
                     self.db.executemany(
                         "INSERT INTO changesets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -726,6 +742,7 @@ class Store:
                             cs = ChangeSet.decode(wire)
                             st.apply(_checked_ops(cs), (hlc, dev), (dev, seq), dict(cs.deps))
                         self._states[env] = st
+                        self._bump(env)
                         self.db.execute("DELETE FROM entities WHERE env=?", (env,))
                         res = ApplyResult()
                         res.touched = set(st.entities)
