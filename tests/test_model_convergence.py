@@ -468,7 +468,11 @@ def run(env: dict, plan, say: Callable[[str], None] = note) -> Counter[str]:
     # The dropped-work records too (issue 15): the same list, in the same order, everywhere.
     listed = {tuple((c.id, c.entity, c.field, c.parent, c.winner_stamp, c.loser_stamp)
                     for c in rep.state.conflicts) for rep in replicas}
-    assert len(listed) == 1, "replicas list different conflicts"
+    assert len(listed) == 1, ("replicas list different conflicts", [
+        (rep.device, set(mine) - set.intersection(*map(set, listed)))
+        for rep, mine in zip(replicas, [tuple((c.id, c.entity, c.field, c.parent, c.winner_stamp,
+                                               c.loser_stamp) for c in rep.state.conflicts)
+                                        for rep in replicas], strict=True)])
     rendered = alive | {f["uuid"] for f in doc.get("folders", [])}
     for rep in replicas:
         for c in rep.state.conflicts:

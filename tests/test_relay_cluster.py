@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -248,9 +249,16 @@ def _relay_proc(home: Path, url: str) -> tuple[subprocess.Popen[str], str]:
         [sys.executable, "-m", "mocksync", "--home", str(home), "relay", "--port", "0",
          "--db", url], stderr=subprocess.PIPE, text=True, env={**os.environ})
     assert proc.stderr is not None
-    line = proc.stderr.readline()
-    assert "listening on" in line, line
-    return proc, line.split("listening on ", 1)[1].split(",", 1)[0]
+    seen = []
+    for _ in range(50):  # a few log lines may come first
+        line = proc.stderr.readline()
+        seen.append(line)
+        if "listening on" in line or not line:
+            break
+    assert "listening on" in line, "".join(seen)
+    # Keep reading its log, so a chatty relay never blocks on a full pipe.
+    threading.Thread(target=proc.stderr.read, daemon=True).start()
+    return proc, line.split("listening on ", 1)[1].split()[0].rstrip(",")
 
 
 async def test_kill9_instance_device_fails_over_nothing_lost_nothing_twice(

@@ -460,6 +460,8 @@ class State:
             if name == "c":
                 if ent.kind is None:
                     ent.kind = op[2]
+                    if ent.dels:  # its delete came first: only now is it known what it was
+                        self._settle(ent, res)
                 if not op[3]:  # a restore: it does not create, it undoes deletes it had seen
                     self._restore(ent, origin, res)
                     continue

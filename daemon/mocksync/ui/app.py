@@ -65,15 +65,16 @@ TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
 #: Static files served, by name (nothing else under /static/ exists).
 STATIC_FILES = {"ui.css": "text/css", "ui.js": "text/javascript"}
-#: Headers on every answer: no framing, no inline or foreign scripts, no referrer (so no
-#: URL of ours ever leaves in one), nothing cached.
+#: Headers on every answer: no framing, no inline or foreign scripts, nothing cached, and a
+#: referrer only within the page (no URL of ours ever leaves in one; not `no-referrer`,
+#: under which browsers send `Origin: null` on the page's own form posts).
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; "
                                 "img-src 'self'; connect-src 'self'; form-action 'self'; "
                                 "base-uri 'none'; frame-ancestors 'none'"),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
