@@ -1,5 +1,5 @@
 """A stand-in for Mockoon desktop editing one environment file, for tests that run the daemon
-beside an editor (TESTING.md "An editor that behaves like Mockoon desktop").
+beside an editor (docs/design/testing.md "Stand-ins for real clients").
 
 Written from the documented behaviour, not from Mockoon's code:
 - it loads the file into memory; `edit(fn)` changes the in-memory document;

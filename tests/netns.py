@@ -4,7 +4,7 @@ Devices: each has a home (keys, log, docs) and a folder; `team` pairs devices in
 with the real join handshake (`devtools.pairing.pair`), and `share_log` hands a member the
 admin's current membership log (what log gossip would do) so late members know each other.
 
-Namespaces (TESTING.md): a bridge in its own namespace and one namespace per host, joined by
+Namespaces (docs/design/testing.md): a bridge in its own namespace and one namespace per host, joined by
 veth pairs created directly between them, addressed in 198.18.0.0/24 with no default route, so
 nothing in the host namespace is touched and no packet can leave the lab. Every lab gets a
 unique name prefix and is torn down (processes first, then namespaces) whatever happens.

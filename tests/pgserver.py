@@ -1,7 +1,7 @@
 """A private PostgreSQL server for the relay tests (Debian's binaries, loopback only).
 
 Why our own server and not the system's: tests must not depend on, or touch, a cluster someone
-runs on the machine, and the network rule (TESTING.md) allows 127.0.0.1 only. So the session
+runs on the machine, and the network rule (docs/design/testing.md) allows 127.0.0.1 only. So the session
 starts one server in a temporary data directory, listening on 127.0.0.1 at a free port with
 its unix socket in the same temporary tree, and stops it at teardown. initdb refuses to run
 as root (CI runs as root), so the server then runs as Debian's `postgres` user via `runuser`.

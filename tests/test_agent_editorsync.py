@@ -123,7 +123,7 @@ def test_version_history_rewrite_moves_to_end_and_loaded_write_not_repeated() ->
 
 
 def test_stale_editor_save_does_not_revert_a_teammates_edit() -> None:
-    """The scenario MERGE.md warns about, end to end through the pure pieces."""
+    """The scenario docs/design/merge.md warns about, end to end through the pure pieces."""
     window = BlindWindow()
     history = VersionHistory()
     path = "env.json"

@@ -1,4 +1,4 @@
-"""The Mockoon-desktop stand-in behaves as TESTING.md describes."""
+"""The Mockoon-desktop stand-in behaves as docs/design/testing.md describes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Crash safety of the real daemon (SECURITY.md 9, issue #3): `kill -9` at random instants
+"""Crash safety of the real daemon (docs/design/security.md §9, issue #3): `kill -9` at random instants
 while an editor streams saves into its file, and while it restores a deleted file.
 
 After every kill, before the restart:

@@ -1,6 +1,6 @@
 """Two devices, one team space, two in-process daemons on a LocalBus (issue #3).
 
-The promise under test (MERGE.md "Editors and the file"): an edit on one device reaches the
+The promise under test (docs/design/merge.md "Editors and the file"): an edit on one device reaches the
 other device's file; concurrent edits of different properties both survive on both sides; and
 beside an editor that behaves like Mockoon desktop (blind for a while after each of its saves,
 reloading and re-saving on external changes) no edit is lost on either side, including a
@@ -198,7 +198,7 @@ async def test_editor_standin_beside_remote_edits_loses_nothing(two: Two) -> Non
             else:
                 # The daemon writes A's edit into B's file and the editor saves a stale
                 # document right after the rename, before its watcher could notice: the race
-                # MERGE.md describes. Saving from the daemon's own "written" event makes the
+                # docs/design/merge.md describes. Saving from the daemon's own "written" event makes the
                 # race certain, not a matter of luck.
                 def save_stale(ev: dict, ub: str = ub, vb: str = vb, ua: str = ua,
                                va: str = va) -> None:

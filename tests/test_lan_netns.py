@@ -1,4 +1,4 @@
-"""LAN sync between real hosts: network namespaces on a bridge (TESTING.md layout), each host
+"""LAN sync between real hosts: network namespaces on a bridge (docs/design/testing.md "Network namespaces" layout), each host
 running `mocksync daemon --bind 198.18.0.x` as a subprocess, mDNS multicast crossing the
 bridge, WebRTC over the 198.18.0.x candidates, and `ip link set eth0 down` as a real partition.
 

@@ -1,4 +1,4 @@
-"""Every merge case named in MERGE.md, on the example environments (petstore & co.) and on the
+"""Every merge case named in docs/design/merge.md, on the example environments (petstore & co.) and on the
 small hand-built one: 3-way merges through `merge3`, and delivery-order cases through the State
 API (change sets applied in every order, with duplicates). Every rendered result is checked
 against the invariants a Mockoon environment must keep."""
@@ -81,7 +81,7 @@ def _all_entities(doc):
 
 
 def tree_problems(doc: dict[str, Any]) -> list[str]:
-    """Our own check of the rules MERGE.md's renderer keeps (independent of envgen)."""
+    """Our own check of the rules docs/design/merge.md's renderer keeps (independent of envgen)."""
     problems = []
     uuids = Counter(obj.get("uuid") for _, obj in _all_entities(doc))
     problems += [f"uuid {u} used {n} times" for u, n in uuids.items() if n > 1]
@@ -1061,7 +1061,7 @@ def test_large_example_merges():
 
 @pytest.mark.parametrize("base", envs_where(lambda d: d["folders"] and len(d["routes"]) >= 2))
 def test_a_stale_editor_does_not_undo_a_teammates_move(base):
-    """MERGE.md: each save is diffed against the version the editor last loaded, and must not
+    """docs/design/merge.md: each save is diffed against the version the editor last loaded, and must not
     silently revert a teammate's edit it has not seen. A teammate moved route R into another
     folder; the stale editor (still showing R in its old place) adds a route next to it."""
     g = genesis(base)

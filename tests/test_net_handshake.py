@@ -1,4 +1,4 @@
-"""Signed LAN signaling (SECURITY.md 4 and 8): what a signed offer/answer proves, and every
+"""Signed LAN signaling (docs/design/security.md §4 and §8): what a signed offer/answer proves, and every
 way a bad one is refused with a sentence and no side effect."""
 
 from __future__ import annotations

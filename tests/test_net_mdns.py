@@ -1,4 +1,4 @@
-"""What a device says on mDNS (SECURITY.md 5) and how strictly a peer's record is read."""
+"""What a device says on mDNS (docs/design/security.md §5) and how strictly a peer's record is read."""
 
 from __future__ import annotations
 

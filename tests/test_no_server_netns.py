@@ -1,5 +1,5 @@
 """A team with no server (issue 16) between real hosts: three network namespaces on a bridge
-(TESTING.md), each running `mocksync daemon --bind 198.18.0.x` with mDNS on, and no relay
+(docs/design/testing.md), each running `mocksync daemon --bind 198.18.0.x` with mDNS on, and no relay
 process anywhere.
 
 The story: Ana (host 0) creates a space and invites; Ben (host 1), Cy and Dee (host 2) join

@@ -1,4 +1,4 @@
-"""The `prompt` offline policy (MERGE.md "Conflicts"), end to end through a real relay.
+"""The `prompt` offline policy (docs/design/merge.md "Offline"), end to end through a real relay.
 
 The decision (push / pull / both / none) is a pure function, tested as a table. The rest runs
 real Agents with RelayTransport against a relay on 127.0.0.1: two devices edit the same

@@ -1,6 +1,6 @@
 """`mocksync join` through the relay: the invite handshake with the inviting daemon, end to end.
 
-SECURITY.md 6: one-time, expiring tokens; the joiner proves the secret to the inviter; the
+docs/design/security.md §6: one-time, expiring tokens; the joiner proves the secret to the inviter; the
 relay only forwards opaque handshake bytes and never admits anyone itself.
 """
 

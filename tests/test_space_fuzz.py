@@ -1,4 +1,4 @@
-"""Fuzzing the space package's inputs (SECURITY.md 1 for membership, 6, 8): random and mutated
+"""Fuzzing the space package's inputs (docs/design/security.md §1 for membership, §6, §8): random and mutated
 membership logs, random logs built by arbitrary (also unauthorised) actors with arbitrary
 concurrency, random and mutated invite tokens and handshake messages.
 

@@ -1,4 +1,4 @@
-"""Invites and the join handshake (SECURITY.md 6), over an in-memory pipe: two state machines
+"""Invites and the join handshake (docs/design/security.md §6), over an in-memory pipe: two state machines
 wired together, no sockets. Used, expired and forged tokens admit nobody, each with its own
 sentence; a middleman who never saw the token can neither join nor fake the welcome."""
 

@@ -1,4 +1,4 @@
-"""Content keys, payload AEAD, sealed boxes, rotation and the mDNS space tag (SECURITY.md 2, 3, 5)."""
+"""Content keys, payload AEAD, sealed boxes, rotation and the mDNS space tag (docs/design/security.md §2, §3, §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The signed membership log (SECURITY.md 1 for membership input, 2, 8).
+"""The signed membership log (docs/design/security.md §1 for membership input, §2, §8).
 
 Each test builds a small log with real keys and checks what `verify_log` proves from it:
 forged and foreign entries refuse the whole log, entries by non-admins or removed devices are

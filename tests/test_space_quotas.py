@@ -1,4 +1,4 @@
-"""Plan limits and their sentences (CLI.md: solo 5 x 5 MB, team 10 x 10 MB, enterprise 20 x 15 MB,
+"""Plan limits and their sentences (docs/design/cli.md "Plans": solo 5 x 5 MB, team 10 x 10 MB, enterprise 20 x 15 MB,
 2 simultaneous devices per member)."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ own `--home` (env `MOCKSYNC_HOME`); the default is the platform's user data dir.
 socket lives in the user runtime dir when there is one (so it vanishes at logout), else in the
 home itself; a home-specific name keeps two devices on one machine apart.
 
-Other local users (issue 13, SECURITY.md 7): the home holds private keys and, in the log's WAL,
+Other local users (issue 13, docs/design/security.md §7): the home holds private keys and, in the log's WAL,
 plaintext environments, so it is made 0700 and its files 0600 every time it is used
 (`Home.ensure`), even when the directory already existed with looser modes. The control socket
 only ever lives in a private directory: `XDG_RUNTIME_DIR` when it is ours and 0700, the home

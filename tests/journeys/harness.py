@@ -62,7 +62,7 @@ CLOCK_DIR = Path(__file__).resolve().parent / "clock"
 CLOCK_SHIFT_ENV = "MOCKSYNC_JOURNEY_CLOCK_SHIFT_S"
 #: Set this environment variable to print every CLI call and wait with its duration.
 TRACE_ENV = "MOCKSYNC_JOURNEY_TRACE"
-#: Loopback only (TESTING.md's network rule).
+#: Loopback only (docs/design/testing.md "The network rule").
 LOOPBACK = "127.0.0.1"
 #: The example environments (examples/environments/*.json) journeys start from.
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "environments"

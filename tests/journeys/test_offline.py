@@ -1,6 +1,6 @@
 """Journey: working offline, and coming back.
 
-The three cases of MERGE.md as a team lives them: only Bob changed the environment while his
+The three cases of docs/design/merge.md as a team lives them: only Bob changed the environment while his
 daemon was stopped (his edit is pushed when it starts); only the team changed it (he pulls);
 both changed it while the relay was unreachable (merged property by property, no conflict).
 Then the `prompt` policy, Mockoon Pro's dialog: an environment both sides changed is `held`

@@ -1,6 +1,6 @@
 """The daemon's control API: JSON over HTTP on a Unix socket, for the CLI and editor plugins.
 
-Why a Unix socket (SECURITY.md 7): file permissions are the access control. The socket is
+Why a Unix socket (docs/design/security.md §7): file permissions are the access control. The socket is
 bound under umask 0o077 and chmod'ed 0600 right after bind, so only its owner (and root) can
 connect; as a second fence each connection's peer uid (SO_PEERCRED) must be ours or root's.
 The socket's folder must be private (`paths.ensure_private_dir`: ours, not a symlink, 0700),

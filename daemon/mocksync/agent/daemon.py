@@ -1,10 +1,10 @@
 """The daemon on one machine: folder <-> log, safely, beside an editor that watches the file.
 
-Data flow (ARCHITECTURE.md): a save arrives from the watcher -> parse and validate (an invalid
+Data flow (docs/design/architecture.md): a save arrives from the watcher -> parse and validate (an invalid
 file is never propagated) -> diff against the version that editor last had -> one signed change
 set committed to the log -> handed to the transport. A change set from a peer -> verified and
 applied by the store -> the file rewritten atomically, but only once the editor can see it
-(MERGE.md: Mockoon is blind for 3 s after its own save; we hold writes 3.5 s).
+(docs/design/merge.md: Mockoon is blind for 3 s after its own save; we hold writes 3.5 s).
 
 The Agent decides nothing that a pure module can decide: merge and diff are `mocksync.model`,
 signatures and chains `mocksync.changes` and `mocksync.store`, quotas `mocksync.space.quotas`,
@@ -130,7 +130,7 @@ class QuotaError(MocksyncError):
 
 
 def compact_size(doc: dict[str, Any]) -> int:
-    """Size used by quotas: bytes of the environment as compact JSON (CLI.md)."""
+    """Size used by quotas: bytes of the environment as compact JSON (docs/design/cli.md "Plans")."""
     from ..model.jsfmt import COMPACT_LAYOUT
 
     return len(dumps(doc, COMPACT_LAYOUT).encode("utf-8"))
@@ -921,7 +921,7 @@ class Agent:
         self._schedule_write_timer(rt)
 
     def _schedule_write_timer(self, rt: EnvRuntime) -> None:
-        """Write `rt`'s file once its editor can see the change (MERGE.md blind window)."""
+        """Write `rt`'s file once its editor can see the change (docs/design/merge.md "Editors and the file": blind window)."""
         now = self.clock()
         due = max(now, self.blind.write_not_before(rt.path))
         if rt.write_handle is not None:

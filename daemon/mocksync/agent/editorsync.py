@@ -1,6 +1,6 @@
 """Living beside Mockoon desktop: when the daemon may write a file, and what a save is based on.
 
-The facts (MERGE.md "Editors and the file"): after each of its own saves Mockoon stops
+The facts (docs/design/merge.md "Editors and the file"): after each of its own saves Mockoon stops
 watching that file for 3 s, so a remote change written in that window is never seen by it, and
 its next save would silently revert the change unless we know which version it was editing.
 Hence two rules, both pure decisions here (the caller passes `now`; nothing reads a clock):

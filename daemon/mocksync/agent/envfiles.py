@@ -1,6 +1,6 @@
 """Per-environment runtime bookkeeping: which file, in what state, and why.
 
-`status` reads these. States (CLI.md): local, synced, syncing, held, invalid — plus `missing`
+`status` reads these. States (docs/design/cli.md "`status --json`"): local, synced, syncing, held, invalid — plus `missing`
 for a synced environment whose file was deleted on this device (not a deletion for the team),
 and `skipped` for a `*.json` name in the folder that mocksync never reads (a FIFO, device,
 socket, symlink leading out of the folder, unreadable file: issue 13, `folderread`).

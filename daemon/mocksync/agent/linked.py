@@ -14,7 +14,7 @@ them, owned by the Agent:
 - per file, the hash this device last had in sync (`seen`, kept in the docs file) tells a
   local edit from a remote one, and a local edit made while a teammate's version was on its
   way wins and records the teammate's version as a conflict;
-- SECURITY.md 8: a linked path that leaves the folder, or a symlink pointing outside it, is
+- docs/design/security.md §8: a linked path that leaves the folder, or a symlink pointing outside it, is
   never read and never written; a file from a peer is checked (size, base64, sha256) before
   it is written; file contents and key bytes are never logged or shown (`summary`);
 - issue #12, files from peers are written only where the environment model says
@@ -236,7 +236,7 @@ class LinkedFiles:
         if not stat.S_ISREG(st.st_mode):
             return Disk(problem=(INVALID, f"not synced: {rel} is not a regular file"))
         if st.st_size > MAX_LINKED_FILE_BYTES:
-            from ..space.quotas import human_bytes
+            from ..units import human_bytes
 
             return Disk(problem=(TOO_LARGE, (
                 f"not synced: {rel} is {human_bytes(st.st_size)}; linked files are synced up "

@@ -1,4 +1,4 @@
-"""The `prompt` offline policy (MERGE.md "Conflicts"): what a reconnect means for one
+"""The `prompt` offline policy (docs/design/merge.md "Offline"): what a reconnect means for one
 environment, the holds it creates, and the team's version a `--discard-local` goes back to.
 
 Why a module of its own: the decision is a pure function of version vectors (our own log before

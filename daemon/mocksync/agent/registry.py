@@ -1,7 +1,7 @@
 """Which environment files this device syncs, and in which space (TinyDB table "envs").
 
 Small, human-readable, rarely written: the right job for TinyDB. The change log and the merged
-state live in SQLite (`mocksync.store`). `resolve` implements CLI.md's rule that ENV may be an
+state live in SQLite (`mocksync.store`). `resolve` implements docs/design/cli.md "Naming environments" that ENV may be an
 environment's uuid, its name, or its file path.
 """
 

@@ -28,7 +28,7 @@ MAX_PORT = 65535
 class Settings:
     #: Folder holding the Mockoon environment files.
     folder: Path = Path.home() / "mockoon"
-    #: Hold remote writes to a file until this long after the editor last saved it (MERGE.md).
+    #: Hold remote writes to a file until this long after the editor last saved it (docs/design/merge.md "Editors and the file").
     blind_window_s: float = 3.5
     #: Highest Mockoon `lastMigration` this device's Mockoon can read.
     mockoon_max_migration: int = MOCKOON_MAX_MIGRATION

@@ -5,7 +5,7 @@ events on temp files (`env.json.1a2b`, `.#env.json`, `4913`, `*.swp`...), a rena
 delete plus an add, and the daemon's own atomic writes come back as changes it must not mistake
 for a user's edit (or every remote edit would bounce back as a new local one). So this module:
 
-- debounces bursts (watchfiles' `step`/`debounce`; TESTING.md measured step=5 ms delivering a
+- debounces bursts (watchfiles' `step`/`debounce`; docs/design/testing.md measured step=5 ms delivering a
   rename in 7-9 ms) and looks only at `*.json` names that are not editor or mocksync temp files;
 - classifies each touched file by comparing what is on disk now with what it saw last
   (content hash plus inode and mtime), not by the raw event kind: an editor's
@@ -23,7 +23,7 @@ Whenever the OS watch is (re)built (start, `add_file`, `remove_file`) the watche
 rescanned, so a change that happened while no watch was in place is still reported.
 
 Files are looked at through `folderread.open_regular` (issue 13): a FIFO, device node, socket,
-symlink pointing outside the folder (SECURITY.md 8) or unreadable file is never read, but it
+symlink pointing outside the folder (docs/design/security.md §8) or unreadable file is never read, but it
 is reported (an event with no hash), so the daemon names it in `status` on the event itself.
 """
 

@@ -1,6 +1,6 @@
 """Atomic file replacement: the only way the daemon writes an environment file.
 
-Why this shape (MERGE.md "Editors and the file", SECURITY.md 9): an editor, the Mockoon CLI's
+Why this shape (docs/design/merge.md "Editors and the file", docs/design/security.md §9): an editor, the Mockoon CLI's
 `--watch` or a `kill -9` may look at the file at any instant, so it must always hold either the
 old bytes or the new bytes, never a prefix. We write a temp file in the *same* folder (a rename
 is only atomic within one filesystem), fsync it, give it the old file's mode, rename it over the

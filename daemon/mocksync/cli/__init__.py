@@ -2,7 +2,7 @@
 
 Subcommands live in modules of this package grouped by what they need: `offline` (no daemon:
 diff, merge, validate), `spaces` (identity, spaces, invites, members), `daemoncmds` (commands
-that talk to a running daemon). Exit codes follow CLI.md: 0 done, 1 failed or conflicts,
+that talk to a running daemon). Exit codes follow docs/design/cli.md "Output and exit codes": 0 done, 1 failed or conflicts,
 2 usage, 3 daemon not running.
 """
 

@@ -106,7 +106,7 @@ def main_group(ctx: click.Context, home: str | None) -> None:
 
 
 def emit_json(doc: Any) -> None:
-    """Print exactly one JSON document on stdout (CLI.md: every read command's --json)."""
+    """Print exactly one JSON document on stdout (docs/design/cli.md "Output and exit codes": every read command's --json)."""
     click.echo(json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False))
 
 

@@ -1,4 +1,4 @@
-"""Commands that run or talk to the daemon (CLI.md "The daemon" and "Environments").
+"""Commands that run or talk to the daemon (docs/design/cli.md "Groups of commands").
 
 Each command is a thin call over the control socket; exit code 3 when no daemon answers.
 """

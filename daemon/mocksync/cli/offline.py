@@ -1,4 +1,4 @@
-"""Commands that need no daemon: validate, diff, merge (CLI.md "Without a daemon").
+"""Commands that need no daemon: validate, diff, merge (docs/design/cli.md "Groups of commands").
 
 `merge` follows git's merge-driver convention (`mocksync merge %O %A %B`): it writes the result
 over OURS unless `-o` is given, exits 0 when clean and 1 when conflicts remain (listed on

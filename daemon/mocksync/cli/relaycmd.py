@@ -1,4 +1,4 @@
-"""`mocksync relay`: run the relay server in the foreground (CLI.md "The relay").
+"""`mocksync relay`: run the relay server in the foreground (docs/design/cli.md "Groups of commands").
 
 Thin: parse the options into a `RelayConfig` (plan limits through `space.quotas.get_plan`, TLS
 through `relay.server.tls_context`), run until SIGTERM/SIGINT, then stop cleanly (sessions are

@@ -1,5 +1,6 @@
-"""Commands for this device's identity, its spaces, invites and members (CLI.md "Device,
-spaces, members"). Thin: parse, call `mocksync.space.actions`, print. None of them needs the
+"""Commands for this device's identity, its spaces, invites and members
+(docs/design/cli.md "Groups of commands"). Thin: parse, call `mocksync.space.actions`, print.
+None of them needs the
 daemon; `join` needs an admin device of the space to be reachable through a registered join
 transport and says so plainly when none is.
 """

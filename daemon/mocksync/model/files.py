@@ -574,7 +574,7 @@ def quota_reason(reason: str, n_files: int, files_bytes: int) -> str:
     """A plan's size refusal, saying that linked files count (when there are any)."""
     if n_files <= 0:
         return reason
-    from ..space.quotas import human_bytes
+    from ..units import human_bytes
 
     files = "1 linked file" if n_files == 1 else f"{n_files} linked files"
     return (f"{reason} (linked files count toward the size: {files}, "

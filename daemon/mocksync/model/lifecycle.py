@@ -8,7 +8,7 @@ declare for a tombstoned environment, which no device can render any more once i
 the store (an environment whose log must be kept after it left the space).
 
 A tombstone (unshared or deleted) is final for that environment uuid, like an entity delete
-(MERGE.md: "never resurrected"): devices keep the environment's log, tombstone included, so
+(docs/design/merge.md "Ops": "never resurrected"): devices keep the environment's log, tombstone included, so
 that it reaches every device that was offline, survives relay restarts and reaches members
 who join later, and so that a replay of the log can never bring the environment back. The
 same file is shared again as a new environment (`mocksync share FILE --copy`, new uuids):

@@ -1,4 +1,4 @@
-"""Three-way merge of environment files by MERGE.md's rules (the `mocksync merge` driver).
+"""Three-way merge of environment files by the rules of docs/design/merge.md (the `mocksync merge` driver).
 
 Without a change log, a file merge is the log merge in miniature: the base becomes the state,
 each side's edits become one change set diffed against the base, both written concurrently

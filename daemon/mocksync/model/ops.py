@@ -1,4 +1,4 @@
-"""Ops: the four things a change set can say about an environment (MERGE.md "Ops").
+"""Ops: the four things a change set can say about an environment (docs/design/merge.md "Ops").
 
 Wire form (CBOR-friendly lists, kept short because every edit travels):
   ["c", uuid, kind, [[regid, value], ...]]   create an entity with its registers and places

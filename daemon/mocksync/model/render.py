@@ -1,7 +1,7 @@
 """Registers -> environment JSON, normalised so the result is always a valid Mockoon file.
 
 Deterministic: every device holding the same registers renders the same value, key order and
-array order included. The normalisation rules are MERGE.md's ("Rendering and invariants"):
+array order included. The normalisation rules are docs/design/merge.md's ("Rendering and invariants"):
 tree repair (orphans and cycles to the end of `rootChildren`), exactly one default response per
 non-CRUD route, references to deleted buckets and callbacks cleared. Rendering never writes a
 register: diffs are taken against this output, so normalisation never emits ops.

@@ -1,4 +1,4 @@
-"""What an environment is made of, as far as merging is concerned (MERGE.md).
+"""What an environment is made of, as far as merging is concerned (docs/design/merge.md).
 
 Entities are the objects with a `uuid`. Each kind lists its child collections: those are not
 registers but are rebuilt from the children's places at render time. Everything else on an

@@ -8,7 +8,7 @@ Within one change set ops apply in order (equal stamps: the later op wins).
 
 A delete is a tombstone that beats every edit, earlier or concurrent: an edit never
 resurrects. An edit concurrent with the delete is recorded as a conflict, like the loser of
-any concurrent write (MERGE.md "Conflicts").
+any concurrent write (docs/design/merge.md "Conflicts").
 
 Conflicts are a function of the set of applied change sets, never of their arrival order, so
 every device that holds the same log lists the same conflicts (issue 11 item 8). Besides its

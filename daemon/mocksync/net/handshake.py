@@ -1,6 +1,6 @@
 """Signed WebRTC offers and answers for LAN signaling (pure: no sockets, `now_ms` passed in).
 
-Why signed (SECURITY.md 4): whoever carries the SDP could swap the DTLS fingerprint in it and
+Why signed (docs/design/security.md §4): whoever carries the SDP could swap the DTLS fingerprint in it and
 sit in the middle of the data channel. So each offer and answer is signed by the device key,
 names sender and recipient, and lists the DTLS fingerprints explicitly; the receiver checks
 the signature against the key the verified membership log holds for that device, and that the

@@ -1,6 +1,6 @@
 """The one adapter between our "sync only over these addresses" setting and aioice.
 
-Why this exists (measured, /work/shared/design/TESTING.md): aiortc has no setting to choose
+Why this exists (measured, docs/design/testing.md): aiortc has no setting to choose
 interfaces, aioice offers every non-loopback address it finds and never 127.0.0.1 or ::1, and
 `RTCPeerConnection()` with the default configuration asks a public STUN server. A daemon told
 `--bind 198.18.0.11` (or `127.0.0.1`) must offer exactly those addresses and talk to no one

@@ -1,7 +1,7 @@
 """Finding peers on the LAN with mDNS/DNS-SD (`_mocksync._tcp.local.`).
 
 What a device announces is public to everyone on the LAN, so it carries nothing that names a
-space, a member or a file (SECURITY.md 5): only its device id, its signaling port, the sync
+space, a member or a file (docs/design/security.md §5): only its device id, its signaling port, the sync
 protocol version, a random nonce, and per space a short keyed hash of that nonce
 (`space.keys.space_tag`) that only holders of the space key can recognise. A stranger learns
 that a mocksync device exists and how many spaces it announces, nothing more. The nonce is

@@ -12,7 +12,7 @@ then a reader loop routes replies to the requests waiting for them (by request i
 (exponential backoff with jitter; much longer after a refusal that needs a person, like
 `revoked`) and tries again; `reconnect()` cuts the wait short.
 
-States (CLI.md `status`): connecting, connected, offline (with why and when the next attempt
+States (docs/design/cli.md "`status --json`"): connecting, connected, offline (with why and when the next attempt
 is), refused (with the relay's sentence).
 """
 

@@ -14,7 +14,7 @@ At each reconnect the agent judges every environment before it is pulled
 (`agent.offline_catch_up`: the `prompt` offline policy may hold it), and our own change sets
 of a held environment are never uploaded until the user has decided.
 
-What a dishonest relay can do, and how it shows (SECURITY.md 3), all in `status()["relay"]`:
+What a dishonest relay can do, and how it shows (docs/design/security.md §3), all in `status()["relay"]`:
 - alter or move a ciphertext: the AEAD fails, the envelope is refused and logged (`problems`);
 - withhold an envelope: later ones of that chain wait as pending in the store (`gaps`), and a
   relay that claims a version vector it then does not deliver is named (`withheld`); the gap

@@ -1,6 +1,6 @@
 """One WebRTC data channel to one peer (aiortc), with the things aiortc leaves to us.
 
-aiortc gives a reliable, ordered, encrypted message pipe, but (measured, TESTING.md) it offers
+aiortc gives a reliable, ordered, encrypted message pipe, but (measured, docs/design/testing.md) it offers
 no loopback candidates, asks a public STUN server by default, refuses messages over 262,144
 bytes, has no flow control beyond `bufferedAmount`, and notices a dead peer only after 31-64 s.
 So a `PeerLink`:

@@ -8,7 +8,7 @@ replayed as a change set, a membership entry or a signal, and they include the d
 one signature cannot be claimed for another device id.
 
 Why signals are signed end to end: the relay forwards WebRTC offers/answers between devices on
-different networks and must not be able to sit in the middle (SECURITY.md 4). The sender signs
+different networks and must not be able to sit in the middle (docs/design/security.md §4). The sender signs
 `[space, from, to, body]` with its device key; the receiver verifies it against the key in its
 own copy of the space's membership log, so the relay can only drop signals, not forge or
 redirect them. The relay checks nothing but that both devices are online members of the space.

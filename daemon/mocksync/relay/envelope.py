@@ -1,8 +1,8 @@
 """What the relay may see of a change set: the envelope, and the env tag that names its chain.
 
 Why envelopes: the relay must serve change sets by version vector (so it needs space, device
-and seq in the clear) without learning anything about the environments they edit (SECURITY.md
-3). So each change set's wire bytes are sealed whole with the space content key
+and seq in the clear) without learning anything about the environments they edit
+(docs/design/security.md §3). So each change set's wire bytes are sealed whole with the space content key
 (`space.keys.seal_payload`, ChaCha20-Poly1305) and travel as
 
     Envelope = (device, seq, gen, ciphertext)       inside a message naming (space, env tag)
@@ -14,7 +14,7 @@ space, device, seq and env (re-tagged) must match the envelope too, so a member 
 what it uploads is caught the same way. Signatures inside the change set are still checked by
 the receiving store: the envelope adds secrecy and slot binding, not authorship.
 
-Env tag (why not the env uuid: Mockoon env uuids are stable identifiers that would let the
+Env tag (derived in `space.envtags`, re-exported here; why not the env uuid: Mockoon env uuids are stable identifiers that would let the
 relay link one environment across spaces and time, and they appear in the files people commit):
 
     tag_key = HKDF-SHA256(ikm = content key generation 1, salt = space id (16 bytes),
@@ -29,24 +29,16 @@ still compute tags, but the relay refuses it, and tags reveal nothing about cont
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
-from hashlib import sha256
-
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..changes.canonical import decode, encode
 from ..errors import ChangeSetError
+from ..space.envtags import TAG_BYTES, TAG_INFO, TAG_KEY_GENERATION, Tagger, env_tag, tag_key
 from ..space.errors import KeyMaterialError
-from ..space.keys import KEY_BYTES, open_payload, payload_generation, seal_payload
+from ..space.keys import open_payload, payload_generation, seal_payload
 
-TAG_BYTES = 16
-TAG_INFO = b"mocksync/relay-env-tag/v1"
 ENVELOPE_CONTEXT = "mocksync/relay-envelope/v1"
-#: The content key generation env tags are derived from (see the module docstring).
-TAG_KEY_GENERATION = 1
 
 
 class EnvelopeMismatch(ChangeSetError):
@@ -64,37 +56,6 @@ class Envelope:
 
     def __repr__(self) -> str:
         return f"Envelope({self.device}#{self.seq} gen {self.gen}, {len(self.ct)} bytes)"
-
-
-def tag_key(space_id: str, keys_by_gen: Mapping[int, bytes]) -> bytes:
-    """The space's env-tag key, derived from content key generation 1."""
-    key = keys_by_gen.get(TAG_KEY_GENERATION)
-    if not isinstance(key, bytes) or len(key) != KEY_BYTES:
-        raise KeyMaterialError(
-            f"this device lacks content key generation {TAG_KEY_GENERATION} of space "
-            f"{space_id[:12]}, needed to name environments to the relay; re-join the space"
-        )
-    return HKDF(hashes.SHA256(), 32, bytes.fromhex(space_id), TAG_INFO).derive(key)
-
-
-def env_tag(key: bytes, env: str) -> str:
-    """The tag of environment `env` under a space's tag key."""
-    return hmac.new(key, env.encode("utf-8"), sha256).digest()[:TAG_BYTES].hex()
-
-
-class Tagger:
-    """Env tags of one space, memoised (an env's tag is computed once per process)."""
-
-    def __init__(self, space_id: str, keys_by_gen: Mapping[int, bytes]) -> None:
-        self.space_id = space_id
-        self._key = tag_key(space_id, keys_by_gen)
-        self._cache: dict[str, str] = {}
-
-    def __call__(self, env: str) -> str:
-        tag = self._cache.get(env)
-        if tag is None:
-            tag = self._cache[env] = env_tag(self._key, env)
-        return tag
 
 
 def envelope_aad(space: str, tag: str, device: str, seq: int) -> bytes:
@@ -174,7 +135,9 @@ __all__ = [
     "ENVELOPE_CONTEXT",
     "Envelope",
     "EnvelopeMismatch",
+    "TAG_BYTES",
     "TAG_INFO",
+    "TAG_KEY_GENERATION",
     "Tagger",
     "env_tag",
     "envelope_aad",

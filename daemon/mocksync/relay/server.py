@@ -1,6 +1,6 @@
 """The relay server: aiohttp, one WebSocket session per connected device.
 
-What it does, and no more (ARCHITECTURE.md): authenticate devices against the spaces' signed
+What it does, and no more (docs/design/architecture.md): authenticate devices against the spaces' signed
 membership logs, store and forward sealed change sets by version vector, relay presence and
 WebRTC signaling between members, enforce the plan's quotas and the model-version gate. It
 decides with `relay.policy` (pure) and keeps state through `relay.storage.RelayStorage`; this

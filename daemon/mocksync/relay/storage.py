@@ -7,7 +7,7 @@ which take and return plain values. Each mutating call is one transaction: an en
 acknowledged only after the transaction holding it committed, so a relay killed at any
 instant loses nothing it acknowledged (WAL + synchronous=NORMAL survives a process crash).
 
-What is stored (and all there is, SECURITY.md 3): per space, the membership log entries as
+What is stored (and all there is, docs/design/security.md §3): per space, the membership log entries as
 their exact signed wire bytes (the relay must verify the log; the names of the space, its
 members and devices are sealed in them for members only, `space.names`, and removal cuts name
 env tags); per envelope, space, env tag, device, seq, key

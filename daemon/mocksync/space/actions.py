@@ -132,14 +132,14 @@ def resolve_target(state: SpaceState, text: str) -> Target:
 
 def seen_seqs(home: Home, device_id: str, space: StoredSpace | None = None) -> dict[str, int]:
     """The last seq of `device_id` this device has applied, per environment of `space`, keyed
-    by env tag: the cut a removal records (SECURITY.md 2, `space.writers`). Tags, not ids, so
+    by env tag: the cut a removal records (docs/design/security.md §2, `space.writers`). Tags, not ids, so
     the relay applies the same cut and the log names no environment; only environments of
     `space` (another space's are none of this log's business). Without `space` (older
     callers), keyed by environment id."""
     if not home.log_db.exists():
         return {}
-    from ..relay.envelope import Tagger
     from ..store.log import Store
+    from .envtags import Tagger
 
     tagger = Tagger(space.space_id, space.keys) if space is not None else None
     store = Store(home.log_db)

@@ -1,7 +1,7 @@
 """One-time, expiring invites and the join handshake (pure state machines).
 
 Why tokens carry a secret and the handshake never sends it: a token travels over chat or email,
-so anyone who sees it later must not be able to use it (SECURITY.md 6). The joiner proves it
+so anyone who sees it later must not be able to use it (docs/design/security.md §6). The joiner proves it
 knows the 128-bit secret with an HMAC over a transcript that binds both sides' fresh nonces and
 its own public keys; the inviting admin device checks the proof, that the invite is unused and
 unexpired, then admits the device with signed `add_member`/`add_device` entries and seals the

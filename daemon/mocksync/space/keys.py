@@ -1,8 +1,8 @@
 """The space content key, payload encryption, sealed boxes and the mDNS space tag.
 
 Why a symmetric content key per space: every change set's payload is encrypted once and can be
-stored by the relay and forwarded to any member; the relay never holds the key (SECURITY.md 3).
-Why generations: removing a device rotates the key (SECURITY.md 2), but data written before the
+stored by the relay and forwarded to any member; the relay never holds the key (docs/design/security.md §3).
+Why generations: removing a device rotates the key (docs/design/security.md §2), but data written before the
 rotation must stay readable, so members keep every generation and each payload names the one it
 was sealed with.
 
@@ -13,7 +13,7 @@ Formats (all integers big-endian):
   aad=context)` with `k = HKDF-SHA256(X25519(eph, recipient), salt=eph_pub|recipient_pub)`.
   The key is fresh per box, so the fixed nonce is never reused. `context` binds what the secret
   is (space id and generation for a content key) so a box cannot be replayed as another.
-- space tag for mDNS (SECURITY.md 5): HMAC-SHA256 under a key derived from a space secret, over
+- space tag for mDNS (docs/design/security.md §5): HMAC-SHA256 under a key derived from a space secret, over
   the announcing device's nonce, cut to 8 bytes of hex. Without the secret the tag is noise; a
   fresh nonce per announcement keeps tags of one space from being linked across announcements.
 """

@@ -46,9 +46,9 @@ Structural problems (bad signature, unknown signer, missing parent, two genesis 
 counter, malformed fields) are not "void": they make `verify_log` raise MembershipError, since
 no honest device produces them.
 
-Removal and change sets (SECURITY.md property 2): a removal records, per environment, the last
+Removal and change sets (docs/design/security.md §2): a removal records, per environment, the last
 seq of the removed device the admin had seen (`covers`), keyed by the environment's relay tag
-(`relay.envelope.env_tag`), not its id: the relay, which sees only tags, applies the same cut
+(`space.envtags.env_tag`), not its id: the relay, which sees only tags, applies the same cut
 as every member (`space.writers.judge_change`, the one decision both use), and the log names
 no environment. `accepts_change(device, tag, seq)` accepts that device's change sets with
 `seq <= covers[tag]` and nothing else. A per-env cut (not one global number) because a
@@ -436,7 +436,7 @@ class SpaceState:
         return sorted(d for d in self.devices if self.is_admin(d))
 
     def accepts_change(self, device_id: str, tag: str, seq: int) -> bool:
-        """May a change set `(device_id, env tag, seq)` enter this space's log? (SECURITY.md 2)
+        """May a change set `(device_id, env tag, seq)` enter this space's log? (docs/design/security.md §2)
 
         Active devices: yes. Removed devices: only up to the seq their removal covers for
         that environment's tag. Anyone else: no. `space.writers.judge_change` is the same

@@ -3,7 +3,7 @@ how many devices of one member may be online at once.
 
 Why it is pure: the relay enforces these limits on what it stores and forwards, and a daemon
 checks them before sharing so that the user hears the reason at once rather than from a
-refusal later; both must say the same sentence, with the plan's own numbers (CLI.md).
+refusal later; both must say the same sentence, with the plan's own numbers (docs/design/cli.md "Plans").
 Plans follow Mockoon's: solo 5 environments x 5 MB, team 10 x 10 MB, enterprise 20 x 15 MB,
 2 simultaneous devices per member. Size = bytes of the environment as compact JSON (the caller
 measures; 1 MB = 1,000,000 bytes, as the plans are stated in decimal megabytes).
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ValidationError
+from ..units import MB, human_bytes
 
-MB = 1_000_000
 DEFAULT_DEVICES_PER_MEMBER = 2
 #: Upper bounds for relay overrides (`--max-envs`, `--max-env-bytes`, `--max-devices-per-member`).
 MAX_ENVS_CEILING = 100_000
@@ -91,19 +91,6 @@ def plan_from_relay(info: Mapping[str, Any]) -> Plan:
         raise ValidationError(f"the relay's plan name must be 1..{MAX_PLAN_NAME_CHARS} characters")
     return Plan(name, info.get("envs"), info.get("bytes"),  # type: ignore[arg-type]
                 info.get("devs"))  # type: ignore[arg-type]
-
-
-def human_bytes(n: int) -> str:
-    """`12.3 MB` style (decimal, as the plans are stated)."""
-    if n >= MB:
-        text = f"{n / MB:.1f}".rstrip("0").rstrip(".")
-        if n % MB and float(text) * MB == round(n / MB) * MB:
-            # 5.03 MB must not read "5 MB" beside a 5 MB limit: show the digits that differ.
-            text = f"{n / MB:.2f}".rstrip("0").rstrip(".")
-        return f"{text} MB"
-    if n >= 1000:
-        return f"{n / 1000:.1f}".rstrip("0").rstrip(".") + " kB"
-    return f"{n} bytes"
 
 
 def _count(value: int, label: str) -> int:

@@ -6,7 +6,7 @@ relay, applied by one member and refused by another). So the relay (which sees o
 envelope: device, seq and the environment's *tag*) and each member (which sees the whole change
 set) ask the same question with the same inputs: the verified membership state, the device, the
 env tag and the seq. A member derives the tag from the environment id with the space's tag key
-(`relay.envelope.env_tag`), so both sides key the removal cut identically, and the relay never
+(`space.envtags.env_tag`), so both sides key the removal cut identically, and the relay never
 needs environment ids.
 
 The cut: a removal entry records, per env tag, the last seq of the removed device the admin had

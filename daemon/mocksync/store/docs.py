@@ -1,7 +1,7 @@
 """Small human-readable documents (TinyDB): identity metadata, spaces, settings, known peers.
 
 TinyDB rewrites its whole file on each write, which is fine for a handful of documents and
-would be ruinous for the change log (see ARCHITECTURE.md: 1,000x slower than SQLite WAL), so the
+would be ruinous for the change log (see docs/design/architecture.md "Storage": 1,000x slower than SQLite WAL), so the
 log lives in SQLite. TinyDB's stock JSON storage is not crash safe; `AtomicJSONStorage` writes a
 temp file, fsyncs and renames, so a kill -9 leaves either the old or the new document.
 """

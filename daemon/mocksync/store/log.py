@@ -1,9 +1,9 @@
 """The durable change log and materialised register state (SQLite, WAL).
 
-Why SQLite: ARCHITECTURE.md measured TinyDB at 1,000x slower for change-set-sized inserts and
+Why SQLite: docs/design/architecture.md "Storage" measured TinyDB at 1,000x slower for change-set-sized inserts and
 without crash safety. Applying a change set is ONE transaction: the change set row, the
 touched entities' register records, new conflicts and the clock move together or not at all,
-so a kill -9 at any instant leaves either the old state or the new one (SECURITY.md 9).
+so a kill -9 at any instant leaves either the old state or the new one (docs/design/security.md §9).
 
 The in-memory `State` per environment is the working copy; the `entities` table is its
 materialisation (one canonical record per entity, rewritten when the entity is touched), so a

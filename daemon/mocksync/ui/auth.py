@@ -1,6 +1,6 @@
 """Who may use the local web page: one-time sign-in tokens, sessions, CSRF, Host and Origin.
 
-Why each fence (SECURITY.md 7 is the control socket's; this is the page's):
+Why each fence (docs/design/security.md §7 is the control socket's; this is the page's):
 - Listening on 127.0.0.1 keeps the network out, but not the other users of this machine nor
   the web pages open in this user's browser. So nothing is served without a session, and a
   session starts only from a token the daemon gives over its owner-only control socket
