@@ -82,7 +82,7 @@ def test_failing_rename_cleans_temp(tmp_path: Path, monkeypatch) -> None:
     target = tmp_path / "env.json"
     target.write_bytes(b"precious")
 
-    def broken_replace(src, dst) -> None:
+    def broken_replace(src, dst, **_dir_fds) -> None:
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(writer.os, "replace", broken_replace)
@@ -109,10 +109,12 @@ def test_temp_name_is_one_the_watcher_ignores(tmp_path: Path, monkeypatch) -> No
     seen: list[str] = []
     real_replace = os.replace
 
-    def spy(src, dst) -> None:
+    def spy(src, dst, **dir_fds) -> None:
         seen.append(os.path.basename(src))
-        assert os.path.dirname(src) == str(tmp_path)  # same folder: rename stays atomic
-        real_replace(src, dst)
+        # Same folder, so the rename stays atomic: both names are relative to one open fd of it.
+        assert dir_fds["src_dir_fd"] == dir_fds["dst_dir_fd"]
+        assert os.path.samestat(os.fstat(dir_fds["src_dir_fd"]), os.stat(tmp_path))
+        real_replace(src, dst, **dir_fds)
 
     monkeypatch.setattr(writer.os, "replace", spy)
     atomic_write(tmp_path / "env.json", b"{}")

@@ -224,11 +224,6 @@ async def test_first_sync_of_a_big_environment_never_blocks_the_loop(tmp_path: P
 
 
 @pytest.mark.long
-@pytest.mark.xfail(strict=False, reason=(
-    "ingest, render and write are off the loop, but `status` itself walks the whole state "
-    "for its linked-file rows (agent/linked.py `_status`: linked_paths_of_state, plan_links, "
-    "peer_file_refusals, a realpath per linked path): 0.5 s of loop lag with `status` asked "
-    "every 50 ms during a 15 MB first sync on the loaded machine"))
 async def test_first_sync_of_15_mb_never_blocks_the_loop(tmp_path: Path) -> None:
     worst_lag, worst_status, answers = await _first_sync(tmp_path, 15_000_000)
     print(f"first sync 15 MB: max loop lag {worst_lag:.1f} ms, max status "

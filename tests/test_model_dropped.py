@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from mocksync.model import State, merge3, render
-from mocksync.model.resolution import restore_ops, resolution_ops
+from mocksync.model.resolution import resolution_ops, restore_ops
 from mocksync.model.state import ABSENT
 from test_model_merge_cases import (
     CS,

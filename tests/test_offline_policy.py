@@ -289,6 +289,10 @@ async def test_prompt_both_changed_holds_then_keep_local(lab: Lab) -> None:
     await until(lambda: a.store.version_vector(t.env) == b.store.version_vector(t.env),
                 what="same change sets on both devices")
     assert not b.store.conflicts(t.env)  # the decision settled bob's conflicts
+    # ...on every device: bob's name already held the register (a later stamp), so the
+    # decision needed no edit of it; it is written again having seen both sides (issue 15).
+    assert rendered(a, t.env)["name"] == "Bob's name"
+    assert a.store.conflicts(t.env) == []
     with pytest.raises(ValidationError, match="not waiting"):
         b.resolve_offline(t.env, True)
 
@@ -312,6 +316,7 @@ async def test_prompt_discard_local_takes_team_version_and_trashes_ours(lab: Lab
     assert rendered(a, t.env) == team and on_disk(t.apath) == team
     assert env_status(b, t.env)["state"] == "synced"
     assert not b.store.conflicts(t.env)
+    assert a.store.conflicts(t.env) == []  # settled everywhere, not only here
 
 
 async def test_prompt_only_local_or_only_remote_is_not_held(lab: Lab) -> None:

@@ -19,13 +19,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mocksync.devtools.pairing import pair
+from mocksync.net import ice
 from mocksync.net.relay_client import failover, relay_urls
+from mocksync.net.relay_join import RelayJoinTransport
+from mocksync.net.webrtc import PeerLink
 from mocksync.relay.engine import OnLoop, PresenceBook
 from mocksync.relay.envelope import Envelope
 from mocksync.relay.pgstorage import (
@@ -38,11 +43,18 @@ from mocksync.relay.pgstorage import (
 from mocksync.relay.policy import Refusal
 from mocksync.relay.server import RelayConfig, RelayServer
 from mocksync.relay.storage import SQLiteStorage, StorageError
+from mocksync.space.actions import create_space, issue_invite, record_join
+from mocksync.space.errors import InviteError
+from mocksync.space.invite import InviteToken, JoinerSession
+from mocksync.space.join import join_space
 from mocksync.space.quotas import get_plan
+from mocksync.space.store import get_space
 from pgserver import pg_server, pg_url  # noqa: F401  (fixtures)
 from test_relay_sync import Lab, edits, rendered, share, team_of, until
 
 from envfactory import small_env
+
+LOOP = ("127.0.0.1",)
 
 # ------------------------------------------------------------------------------ pure
 
@@ -154,14 +166,14 @@ class Cluster(Lab):
         self.relay = self.instances[0]
         return self.instances
 
-    async def on(self, dev: Any, *urls: str) -> Any:
+    async def on(self, dev: Any, *urls: str, **kw: Any) -> Any:
         from mocksync.agent.daemon import Agent
         from mocksync.agent.settings import Settings
         from mocksync.agent.spacedir import SpaceDirectory
         from mocksync.net.relay_transport import RelayTransport
 
         t = RelayTransport(list(urls), backoff_min_s=0.05, backoff_max_s=0.3,
-                           refused_retry_s=0.3, log_check_s=0.2)
+                           refused_retry_s=0.3, log_check_s=0.2, **kw)
         a = Agent(dev.home, Settings(folder=dev.folder, blind_window_s=0.0, mdns=False),
                   dev.identity, SpaceDirectory(dev.home), transport=t)
         await a.start()
@@ -229,15 +241,24 @@ async def test_quota_holds_across_instances(cluster: Cluster) -> None:
     b, tb = await cluster.on(bob, r2.url)
     assert await ta.wait_synced(1) and await tb.wait_synced(1)
     da, db = small_env(), small_env()
+    db["uuid"] = "e0000000-0000-4000-8000-0000000000b2"  # another environment
     share(a, da, space, "a.json")
     share(b, db, space, "b.json")  # at the same time, at the other instance
-
-    async def env_count() -> int:
-        return await r1.db.env_count(space)  # type: ignore[attr-defined]
-
-    await asyncio.sleep(2.0)  # both uploads went (or were refused) meanwhile
-    assert await env_count() == 1  # one environment slot, cluster-wide
-    held = {t for t, vv in (await r2.db.index(space)).items() if vv}
+    # One of the two devices is told, in its status, that the relay refused its environment.
+    await until(lambda: bool(ta.status()["relay"]["quota"] or tb.status()["relay"]["quota"]),
+                what="a quota refusal in a device's status", timeout=10)
+    await asyncio.sleep(0.5)  # the other upload has long been answered too
+    refused = [(ag, t, d) for ag, t, d in ((a, ta, da), (b, tb, db)) if t.status()["relay"]["quota"]]
+    assert len(refused) == 1, "exactly one of the two uploads is refused"
+    ag, t, d = refused[0]
+    st = t.status()["relay"]
+    assert st["reason"] == ("quota exceeded: team plan allows 1 environments and the space "
+                            "already has 1")
+    assert st["quota"] == [{"space": space, "env": d["uuid"], "reason": st["reason"]}]
+    env = next(e for e in ag.status()["environments"] if e["uuid"] == d["uuid"])
+    assert env["state"] == "held" and env["reason"].startswith(st["reason"])
+    assert await r1.db.env_count(space) == 1  # type: ignore[attr-defined]
+    held = {tag for tag, vv in (await r2.db.index(space)).items() if vv}
     assert len(held) == 1  # and the refused upload stored nothing
 
 
@@ -301,10 +322,15 @@ async def test_kill9_instance_device_fails_over_nothing_lost_nothing_twice(
                     == a.store.version_vector(env), what="bob has every edit", timeout=15)
         assert rendered(b, env) == rendered(a, env)
         aid = alice.identity.device_id
-        assert b.store.version_vector(env)[aid] == a.store.version_vector(env)[aid]
-        seqs = [cs.seq for cs in b.store.changesets(env) if cs.device == aid] \
-            if hasattr(b.store, "changesets") else []
-        assert len(seqs) == len(set(seqs))  # nothing applied twice
+        made = a.store.version_vector(env)[aid]
+        assert made >= 9  # the share and 8 edits, some of them during the failover
+        assert b.store.version_vector(env)[aid] == made
+        # Nothing applied twice, nothing missing: Bob's log holds each of Alice's change sets
+        # exactly once.
+        per = Counter((cs.device, cs.seq) for cs, _t in b.store.log(env))
+        assert sorted(seq for (dev, seq), n in per.items() if dev == aid) == list(
+            range(1, made + 1))
+        assert set(per.values()) == {1}, {k: n for k, n in per.items() if n > 1}
         print(f"failover: connected to the second instance {back:.2f} s after kill -9")
     finally:
         await lab.close()
@@ -312,3 +338,189 @@ async def test_kill9_instance_device_fails_over_nothing_lost_nothing_twice(
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 p.wait(10)
+
+
+# ------------------------------------------------------------------------------ across instances
+
+
+async def test_webrtc_offer_from_one_instance_opens_a_data_channel_on_the_other(
+        cluster: Cluster) -> None:
+    alice, bob, space = team_of(cluster)
+    r1, r2 = await cluster.start_instances(2)
+    a, ta = await cluster.on(alice, r1.url)
+    b, tb = await cluster.on(bob, r2.url)
+    assert await ta.wait_synced(1) and await tb.wait_synced(1)
+    aid, bid = alice.identity.device_id, bob.identity.device_id
+    await until(lambda: bid in ta.client.presence.get(space, {}), what="bob seen at r1")
+    await until(lambda: aid in tb.client.presence.get(space, {}), what="alice seen at r2")
+    got: list[bytes] = []
+    offerer = PeerLink(bid, bind=LOOP, ice_servers=(), outgoing=True,
+                       on_frame=lambda _l, f: None, on_closed=lambda _l, r: None)
+    answerer = PeerLink(aid, bind=LOOP, ice_servers=(), outgoing=False,
+                        on_frame=lambda _l, f: got.append(f), on_closed=lambda _l, r: None)
+    answers: asyncio.Queue[bytes] = asyncio.Queue()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def answer(body: bytes) -> None:  # Bob, at r2: the offer came from r1
+        offer, _ = ice.filter_remote_sdp(json.loads(body)["sdp"], ice.bind_networks(LOOP))
+        sdp = await answerer.answer(offer)
+        await tb.send_signal(space, aid, json.dumps({"type": "answer", "sdp": sdp}).encode())
+
+    tb.signal_handlers.append(
+        lambda sp, sender, body: tasks.append(asyncio.ensure_future(answer(body)))
+        if sender == aid and sp == space else None)
+    ta.signal_handlers.append(lambda sp, sender, body: answers.put_nowait(body)
+                              if sender == bid else None)
+    try:
+        sdp = await offerer.offer()
+        await ta.send_signal(space, bid, json.dumps({"type": "offer", "sdp": sdp}).encode())
+        reply = json.loads(await asyncio.wait_for(answers.get(), 10))
+        assert reply["type"] == "answer"
+        filtered, n = ice.filter_remote_sdp(reply["sdp"], ice.bind_networks(LOOP))
+        assert n >= 1
+        await offerer.accept_answer(filtered)
+        await asyncio.gather(offerer.wait_open(10), answerer.wait_open(10))
+        offerer.send(b"hello across instances")
+        await until(lambda: got == [b"hello across instances"], what="the frame on the channel")
+        # Each signal crossed the database once: r1 -> r2 (offer) and r2 -> r1 (answer).
+        assert [s["from"] for s in tb.signals] == [aid]
+        assert [s["from"] for s in ta.signals] == [bid]
+    finally:
+        await offerer.close()
+        await answerer.close()
+        for t in tasks:
+            t.cancel()
+
+
+def _invite_to(alice: Any, space_name: str, relay_url: str) -> InviteToken:
+    _rec, token = issue_invite(alice.home, alice.identity, space_name)
+    return InviteToken(**{**token.__dict__, "relay": relay_url})
+
+
+async def _join(dev: Any, token: InviteToken, timeout: float = 10.0) -> Any:
+    return await join_space(JoinerSession(token, dev.identity), [RelayJoinTransport()],
+                            timeout=timeout)
+
+
+async def test_join_through_the_other_instance_reaches_the_inviter(cluster: Cluster) -> None:
+    alice, carol = cluster.device("alice"), cluster.device("carol")
+    create_space(alice.home, alice.identity, "team")
+    r1, r2 = await cluster.start_instances(2)
+    _a, ta = await cluster.on(alice, r1.url)
+    assert await ta.wait_synced(1)
+    space = get_space(alice.home, "team").space_id
+    await until(lambda: r2.book.remote(space, alice.identity.device_id) is not None,
+                what="r2 knows alice is online at r1")
+    result = await _join(carol, _invite_to(alice, "team", r2.url))  # carol dials r2
+    record_join(carol.home, result)
+    assert get_space(carol.home, "team").state.is_member(carol.identity.device_id)
+    assert get_space(alice.home, "team").state.is_member(carol.identity.device_id)
+    # The relay learned carol from alice's upload at r1: she can connect at r2.
+    _c, tc = await cluster.on(carol, r2.url)
+    assert await tc.wait_synced(1, timeout=10)
+    assert space in tc.client.accepted
+
+
+async def test_one_token_used_at_both_instances_at_once_admits_one(cluster: Cluster) -> None:
+    alice, carol, dave = (cluster.device(n) for n in ("alice", "carol", "dave"))
+    create_space(alice.home, alice.identity, "team")
+    r1, r2 = await cluster.start_instances(2)
+    _a, ta = await cluster.on(alice, r1.url)
+    assert await ta.wait_synced(1)
+    space = get_space(alice.home, "team").space_id
+    await until(lambda: r2.book.remote(space, alice.identity.device_id) is not None,
+                what="r2 knows alice is online at r1")
+    token = _invite_to(alice, "team", r1.url)
+    at_r2 = InviteToken(**{**token.__dict__, "relay": r2.url})
+    results = await asyncio.gather(_join(carol, token), _join(dave, at_r2),
+                                   return_exceptions=True)
+    won = [r for r in results if not isinstance(r, BaseException)]
+    lost = [r for r in results if isinstance(r, BaseException)]
+    assert len(won) == 1 and len(lost) == 1, results
+    assert isinstance(lost[0], InviteError), repr(lost[0])
+    state = get_space(alice.home, "team").state
+    members = [d.name for d in (carol, dave) if state.is_member(d.identity.device_id)]
+    assert len(members) == 1, members
+
+
+async def _session_rows(r: RelayServer, space: str | None = None) -> list[tuple[str, str]]:
+    """The session rows in the database (of one space, or of every space)."""
+    rows = await r.db.pool.fetch(  # type: ignore[attr-defined]
+        "SELECT instance, device FROM relay_sessions WHERE $1::text IS NULL OR space = $1 "
+        "ORDER BY space, device", space)
+    return [(x["instance"], x["device"]) for x in rows]
+
+
+async def test_device_limit_counts_devices_at_every_instance(cluster: Cluster) -> None:
+    alice, phone = cluster.device("alice"), cluster.device("alice-phone")
+    personal = pair(alice.home, phone.home, "personal")  # a second device of the same member
+    r1, r2 = await cluster.start_instances(2, plan=get_plan("team", max_devices_per_member=1))
+    a, ta = await cluster.on(alice, r1.url, spaces=[personal])
+    assert await ta.wait_synced(1)
+    _p, tp = await cluster.on(phone, r2.url, spaces=[personal])
+    await until(lambda: tp.status()["relay"]["state"] == "refused", what="the phone refused")
+    st = tp.status()["relay"]
+    assert st["code"] == "too_many_devices"
+    assert st["reason"].startswith("device limit reached: team plan allows 1 simultaneous "
+                                   "devices per member and 1 are online")
+    assert await _session_rows(r2, personal) == [(r1.db.instance, alice.identity.device_id)]
+    await cluster.stop_agent(a)  # the laptop leaves r1: the phone may come in at r2
+    assert await tp.wait_synced(1, timeout=10)
+    assert await _session_rows(r1, personal) == [(r2.db.instance, phone.identity.device_id)]
+
+
+async def test_a_session_dying_between_admission_and_registration_leaves_no_row(
+        cluster: Cluster) -> None:
+    alice, _bob, space = team_of(cluster)
+    (r1,) = await cluster.start_instances(1)
+    real_admit = r1.db.admit
+    calls = 0
+
+    async def admit_then_fail(*args: Any, **kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        got = await real_admit(*args, **kw)  # the row is written and committed
+        raise ConnectionResetError("the session dies before it is registered")
+        return got
+
+    r1.db.admit = admit_then_fail  # type: ignore[method-assign]
+    a, _ta = await cluster.on(alice, r1.url)
+    await until(lambda: calls >= 3, what="three admissions that died")
+    await cluster.stop_agent(a)  # no further attempt
+    await asyncio.sleep(0.2)  # the background removals
+    assert calls >= 3 and not r1.by_space
+    assert await _session_rows(r1) == []  # not online anywhere: no row says it is
+    r1.db.admit = real_admit  # type: ignore[method-assign]
+    _a2, ta2 = await cluster.on(alice, r1.url)
+    assert await ta2.wait_synced(1, timeout=10)  # registered: its row stays while it is online
+    assert await _session_rows(r1, space) == [(r1.db.instance, alice.identity.device_id)]
+
+
+async def test_listen_connection_lost_reconnects_and_replays_what_was_missed(
+        cluster: Cluster) -> None:
+    alice, bob, space = team_of(cluster)
+    r1, r2 = await cluster.start_instances(2)
+    r2.db.listen_retry_s = (1.0, 1.0)  # type: ignore[attr-defined]  # a gap to put into
+    a, ta = await cluster.on(alice, r1.url)
+    b, tb = await cluster.on(bob, r2.url)
+    assert await ta.wait_synced(1) and await tb.wait_synced(1)
+    doc = small_env()
+    share(a, doc, space)
+    env = doc["uuid"]
+    await until(lambda: env in b.envs and b.store.version_vector(env)
+                == a.store.version_vector(env), what="bob has the share live")
+    connected_at = tb.client.connected_at
+    pid = r2.db._listen.get_server_pid()  # type: ignore[attr-defined]
+    assert await r1.db.pool.fetchval(  # type: ignore[attr-defined]
+        "SELECT pg_terminate_backend($1)", pid)
+    await until(lambda: not r2.db.listening, what="r2 noticed its LISTEN connection closed")  # type: ignore[attr-defined]
+    await edits(a, doc, 2)  # put at r1 while r2 hears nothing
+    aid = alice.identity.device_id
+    await until(lambda: b.store.version_vector(env).get(aid) == a.store.version_vector(env)[aid],
+                what="bob has the edits made while r2 was not listening", timeout=10)
+    assert r2.db.relistens == 1  # type: ignore[attr-defined]
+    assert tb.client.connected_at == connected_at  # replayed to the live session, no reconnect
+    assert rendered(b, env) == rendered(a, env)
+    await edits(a, doc, 1)  # and live again
+    await until(lambda: b.store.version_vector(env) == a.store.version_vector(env),
+                what="bob hears live edits after the reconnect")

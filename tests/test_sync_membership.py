@@ -196,3 +196,36 @@ def test_no_membership_source_sends_no_entries(space: str) -> None:
         out += s2.receive_data(ev.data, 0)
     out += s2.start(0)
     assert not [e for e in out if isinstance(e, Members | Closed)]
+
+
+@pytest.mark.parametrize("relay_push", [False, True])
+def test_a_sparse_overlay_link_pushes_relayed_change_sets(relay_push: bool) -> None:
+    """On an overlay link (relay_push) a change set received from a third device goes to the
+    peer at once; in a full mesh it is only announced (the peer pulls it if it lacks it)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from mocksync.sync.messages import Cs, Have, decode_message
+    from test_sync_support import create_ops, env_id
+
+    env = env_id(1)
+    third = FakeLog("DEV-C", Ed25519PrivateKey.generate())
+    cs = third.commit(SPACE, env, create_ops(env), 1)
+    a = Session("DEV-A", [(SPACE, env)], _src(), relay_push=relay_push)
+    b = Session("DEV-B", [(SPACE, env)], _src())
+    pending = a.start(0) + b.start(0)
+    for _ in range(6):  # hello and have both ways
+        nxt = []
+        for ev in pending:
+            if isinstance(ev, Send):
+                target = b if ev.link is a else a
+                nxt += target.receive_data(ev.data, 0)
+        pending = nxt
+    from mocksync.changes.chunks import Reassembler
+
+    events = a.local_changeset(SPACE, env, "DEV-C", 1, cs.encode(), 10) + a.tick(1000)
+    reasm = Reassembler()
+    sent = [decode_message(m) for ev in events if isinstance(ev, Send)
+            if (m := reasm.feed(ev.data)) is not None]
+    kinds = {type(m) for m in sent}
+    assert (Cs in kinds) is relay_push
+    assert (Have in kinds) is not relay_push

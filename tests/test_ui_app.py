@@ -68,6 +68,7 @@ def make_control(calls: list[tuple[str, dict]]) -> ControlServer:
     record("log", {"changesets": []})
     record("conflicts", {"conflicts": []})
     record("resolve", {"id": "c1", "took": "theirs", "changed": True})
+    record("resolve_env", {"kept": True})
     return control
 
 
@@ -184,6 +185,39 @@ async def test_resolve_goes_to_the_control_method_and_bad_input_changes_nothing(
                              data={"csrf": csrf, "id": "c1", "take": "theirs"}, **post) as r:
             assert r.status == 303 and r.headers["Location"] == f"/env/{ENV}"
         assert ui.calls == [("resolve", {"id": "c1", "take": "theirs"})]
+
+
+async def test_held_decisions_go_to_resolve_env(ui: UiServer) -> None:
+    async with client() as http:
+        csrf = await signed_in(ui, http)
+        post = {"headers": {"Origin": origin(ui)}, "allow_redirects": False}
+        async with http.post(f"{ui.url}env/{ENV}/held", data={"csrf": csrf, "choice": "maybe"},
+                             **post) as r:
+            assert r.status == 400
+        assert ui.calls == []
+        for choice in ("keep", "discard"):
+            async with http.post(f"{ui.url}env/{ENV}/held", data={"csrf": csrf, "choice": choice},
+                                 **post) as r:
+                assert r.status == 303
+        assert ui.calls == [("resolve_env", {"env": ENV, "keep_local": True}),
+                            ("resolve_env", {"env": ENV, "keep_local": False})]
+
+
+async def test_sign_out_ends_the_session_and_its_live_stream(ui: UiServer) -> None:
+    async with client() as http:
+        csrf = await signed_in(ui, http)
+        stream = await http.get(ui.url + "events")
+        await asyncio.wait_for(read_event(stream, "hello"), 5)
+        async with http.post(ui.url + "signout", data={"csrf": csrf},
+                             headers={"Origin": origin(ui)}) as r:
+            assert r.status == 200
+        for fn in list(ui.agent.listeners):
+            fn({"event": "change"})
+        rest = await asyncio.wait_for(stream.content.read(), 5)  # the stream ends
+        assert b"event: change" not in rest
+        stream.close()
+        async with http.get(ui.url) as r:
+            assert r.status == 401
 
 
 async def test_a_body_over_the_limit_is_refused(ui: UiServer) -> None:

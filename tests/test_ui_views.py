@@ -53,8 +53,14 @@ def test_timeline_is_newest_first_in_words_and_bounded() -> None:
     out = views.timeline(rows, NAMES, ME)
     assert len(out) == views.MAX_TIMELINE
     assert out[0]["who"] == "alice (alice-laptop) — this device" and out[0]["what"] == "1 change"
-    assert out[1]["who"] == "bob (bob-laptop)" and out[1]["what"] == "2 set"
+    assert out[1]["who"] == "bob (bob-laptop)" and out[1]["what"] == "changed 2 properties"
     assert out[0]["when"] > out[1]["when"]
+
+
+def test_summaries_read_as_sentences() -> None:
+    assert views.summary_words("2 set, 1 created") == "changed 2 properties, created 1 entity"
+    assert views.summary_words("1 unset, 3 deleted") == "cleared 1 property, deleted 3 entities"
+    assert views.summary_words("something else") == "something else"
 
 
 def test_quota_view_says_how_near_the_plan() -> None:
@@ -95,8 +101,9 @@ def test_peer_rows_show_presence_online_first() -> None:
     who = [{"device": ME, "you": True, "env_name": "Mine"},
            {"device": BOB, "member": "bob", "env_name": "Petstore", "entity_name": "GET /users",
             "editor": "mockoon", "online": True}]
-    rows = views.peer_rows(peers, who)
+    rows = views.peer_rows(peers, who, {"D1": "carol-phone"})
     assert [r["device"] for r in rows] == [BOB, "D1"]
+    assert rows[1]["name"] == "carol-phone"
     assert rows[0]["online"] and rows[0]["editing"] == "Petstore / GET /users"
     assert not rows[1]["online"] and rows[1]["editing"] == ""
 

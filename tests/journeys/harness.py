@@ -424,12 +424,15 @@ class Device:
         --folder F [--relay URL] --no-mdns --bind 127.0.0.1`, wait until it answers
         `status`. relay=True: the team's relay; a string: that URL; False: none.
         wait=False only spawns (`Team.start` starts several at once, then waits).
-        `mdns=True` in `config` keeps mDNS on (LAN discovery, still bound to 127.0.0.1)."""
+        `mdns=True` in `config` keeps mDNS on (LAN discovery, still bound to 127.0.0.1).
+        The local web page is off unless `config` asks (`ui=True, ui_port=0`): journey
+        daemons must not contend for its fixed default port, nor show an extra listener to
+        tests that count a daemon's ports."""
         if self.running:
             raise RuntimeError(f"{self.name}'s daemon is already running")
         self._start_args = (relay, dict(config))
         settings: dict[str, Any] = {"blind_window_s": JOURNEY_BLIND_S, "watch_step_ms": 5,
-                                    "watch_debounce_ms": 50, **config}
+                                    "watch_debounce_ms": 50, "ui": False, **config}
         (self.home / "config.toml").write_text(_toml(settings))
         args = [*mocksync_command(), "--home", str(self.home), "daemon",
                 "--folder", str(self.folder),

@@ -58,7 +58,7 @@ def web_crew() -> Iterator[Crew]:
     """Alice (laptop, desktop) and Bob in space `team`, each daemon's page on a free port."""
     team = Team()
     try:
-        laptop, desktop, bob = team.crew(ui_port=0)
+        laptop, desktop, bob = team.crew(ui=True, ui_port=0)
         yield Crew(team, laptop, desktop, bob)
     finally:
         team.close()
@@ -142,10 +142,14 @@ def page_until(driver: Any, pred: Callable[[], Any], what: str) -> Any:
 def screenshot(driver: Any, name: str) -> None:
     if os.environ.get(SCREENSHOTS_ENV) == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(1280, max(700, min(int(height) + 40, 2400)))
-        driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
-        driver.set_window_size(1280, 1000)
+        height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": 1280, "height": max(700, min(height, 2400)), "deviceScaleFactor": 1,
+            "mobile": False})
+        try:
+            driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+        finally:
+            driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def route_endpoint(doc: dict[str, Any], route: str) -> str:
@@ -225,8 +229,10 @@ def test_the_page_needs_the_one_time_sign_in_and_refuses_forgeries(web_crew: Cre
     assert text_of(browser, "#error-title") == "Refused"
     assert "DNS rebinding" in text_of(browser, "#error-message")
 
-    # The daemon with its page turned off says so.
-    assert "--no-ui" in laptop.ms("daemon", "--help").out
+    # A daemon told not to serve the page says so when asked for it.
+    quiet = web_crew.team.device("dave-laptop", "dave").start(relay=False, ui=False)
+    res = quiet.ms("open", "--no-browser", check=False)
+    assert res.code == 1 and "web page is off" in res.err and "--no-ui" in res.err
 
 
 def test_a_teammates_edit_appears_live_without_a_reload(web_crew: Crew, browser: Any) -> None:

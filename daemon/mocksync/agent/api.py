@@ -15,13 +15,17 @@ from .daemon import Agent
 from .statusdoc import list_document, status_document
 
 
-def _str(params: dict[str, Any], key: str, required: bool = True) -> str | None:
+def _str(params: dict[str, Any], key: str) -> str:
+    """The required string parameter `key` (ValidationError when absent, empty or not text)."""
     v = params.get(key)
-    if v is None and not required:
-        return None
     if not isinstance(v, str) or not v:
         raise ValidationError(f"parameter {key!r} must be a non-empty string")
     return v
+
+
+def _opt_str(params: dict[str, Any], key: str) -> str | None:
+    """The optional string parameter `key`: None when absent, else as `_str` checks it."""
+    return None if params.get(key) is None else _str(params, key)
 
 
 def shared_names(agent: Agent) -> dict[str, str | None]:
@@ -52,13 +56,13 @@ def register(server: ControlServer, agent: Agent) -> None:
     @server.route("share")
     async def share(params: dict[str, Any]) -> dict[str, Any]:
         async with agent.store_turn():
-            return agent.share(_str(params, "file"), _str(params, "space", False),
+            return agent.share(_str(params, "file"), _opt_str(params, "space"),
                                bool(params.get("copy", False)))
 
     @server.route("new")
     async def new(params: dict[str, Any]) -> dict[str, Any]:
         async with agent.store_turn():
-            return agent.new(_str(params, "name"), _str(params, "space", False))
+            return agent.new(_str(params, "name"), _opt_str(params, "space"))
 
     @server.route("unshare")
     async def unshare(params: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +88,7 @@ def register(server: ControlServer, agent: Agent) -> None:
     @server.route("conflicts")
     async def conflicts(params: dict[str, Any]) -> dict[str, Any]:
         async with agent.store_turn():
-            return {"conflicts": agent.conflicts(_str(params, "env", False))}
+            return {"conflicts": agent.conflicts(_opt_str(params, "env"))}
 
     @server.route("resolve")
     async def resolve(params: dict[str, Any]) -> dict[str, Any]:
@@ -158,9 +162,9 @@ def register(server: ControlServer, agent: Agent) -> None:
         from ..sync.messages import MAX_EDITOR_CHARS, MAX_ENTITY_CHARS
         from .presence import Looking
 
-        env_text = _str(params, "env", False)
-        entity = _str(params, "entity", False)
-        editor = _str(params, "editor", False) or "mockoon"
+        env_text = _opt_str(params, "env")
+        entity = _opt_str(params, "entity")
+        editor = _opt_str(params, "editor") or "mockoon"
         if len(editor) > MAX_EDITOR_CHARS or not editor.isprintable():
             raise ValidationError(f"editor must be 1..{MAX_EDITOR_CHARS} printable characters")
         if entity is not None and (len(entity) > MAX_ENTITY_CHARS or not entity.isprintable()):

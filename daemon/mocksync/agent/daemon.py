@@ -36,6 +36,7 @@ from ..model.files import quota_reason
 from ..model.jsfmt import MOCKOON_LAYOUT
 from ..model.lifecycle import reshare_refusal
 from ..model.ops import DELETED, FILE_NAME, LIFECYCLE, SHARED, UNSHARED
+from ..model.resolution import recreated, resolution_ops
 from ..model.sharedname import choose_file_name
 from ..model.spans import text_to_write
 from ..paths import Home
@@ -540,12 +541,13 @@ class Agent:
                 self.presence.saved(rt.space, rt.uuid, now)
                 self.push_presence()
             seen = None if seen is None else {**seen, self.device: cs.seq}
-        self._seen.put(rt.uuid, sha, seen if seen is not None
-                       else self.store.version_vector(rt.uuid))
+        seen_now = seen if seen is not None else self.store.version_vector(rt.uuid)
+        self._seen.put(rt.uuid, sha, seen_now)
         rt.layout = parsed.layout
         rt.name = parsed.name or rt.name
         rt.state, rt.reason = SYNCED, ""
-        self.store.set_base(rt.uuid, str(rt.path), sha, data)
+        # With what it reflects: the first save after a restart is stamped with it too.
+        self.store.set_base(rt.uuid, str(rt.path), sha, data, seen=seen_now)
         self.history.note_loaded(rt.path, sha, parsed.doc)
         if parsed.views is not None:
             self._views[rt.path] = (sha, parsed.views)
@@ -556,14 +558,18 @@ class Agent:
     def _seen_by_editor(self, env: str, labels: list[str], base_sha: str | None,
                         ) -> dict[str, int] | None:
         """The version vector a save was made against: what every base it may stem from
-        holds ("state": all applied; "base": the stored base; else a version's hash). None
-        when one of them is not known (after a restart): the save then claims the log."""
+        holds ("state": all applied; "base": the stored base; else a version's hash). After
+        a restart the stored base's is read from the store (kept with it); None when one of
+        them is not known at all: the save then claims the log."""
         vvs = []
         for label in labels:
             if label == "state":
                 vvs.append(self.store.version_vector(env))
                 continue
-            vv = self._seen.get(env, base_sha if label == "base" else label)
+            sha = base_sha if label == "base" else label
+            vv = self._seen.get(env, sha)
+            if vv is None and sha is not None:
+                vv = self.store.base_seen(env, sha)
             if vv is None:
                 return None
             vvs.append(vv)
@@ -1273,12 +1279,13 @@ class Agent:
         for c in out:
             st = self.store.state(c["env"])
             c["where"] = describe_entity(st, c["entity"])
+            if c.get("parent"):  # work a delete dropped (issue 15): say what was deleted
+                c["what"] = ("put in " if c["field"][0] == "#parent" else "names ") + \
+                    describe_entity(st, c["parent"]) + ", deleted meanwhile"
             self.linked.present_conflict(c)  # a linked file: its path; hashes, never bytes
         return out
 
     def resolve_conflict(self, conflict_id: str, take: str) -> dict[str, Any]:
-        from ..model.resolution import resolution_ops
-
         hits = [c for c in self.store.conflicts() if c["id"] == conflict_id
                 or c["id"].startswith(conflict_id)]
         if not hits:
@@ -1384,14 +1391,23 @@ class Agent:
             log_sets = (cs for cs, _received in self.store.log(rt.uuid))
             target = render(team_state(rt.uuid, log_sets, self.device, hold.cut))
         ops = diff(render(state), target, state, self._rng)
+        ops += recreated(state, ops)  # what the chosen side has and the other deleted
         trash = None if keep_local else self._trash_copy(rt)
         if ops:
             self._commit(rt, ops)  # still held: sent below, in order, with the others
+        # The conflicts the decision answers that its edit did not clear (the decided side
+        # already held the register): the decided value written again, having seen both
+        # sides, as `resolve ID` does, so they clear on every device, not only here.
+        keep = [op for c in self.store.conflicts(rt.uuid)
+                if settled_by_decision(c, self.device, hold.cut)
+                for op in resolution_ops(state, c, False, self._rng)]
+        if keep:
+            self._commit(rt, keep)
         self.holds.remove(rt.uuid)
         sent = self._send_held(rt, hold.cut)
         for c in self.store.conflicts(rt.uuid):
             if settled_by_decision(c, self.device, hold.cut):
-                self.store.mark_resolved(rt.uuid, c["id"])
+                self.store.mark_resolved(rt.uuid, c["id"])  # (none left unless refused)
         if parsed is not None and local_data is not None:
             # The file is the version the editor has: a later save is diffed against it.
             sha = content_hash(local_data)

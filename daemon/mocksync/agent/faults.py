@@ -18,6 +18,8 @@ import errno
 import sqlite3
 from dataclasses import dataclass
 
+from ..backoff import Backoff
+
 #: The environment state for a write or commit that keeps failing.
 ERROR = "error"
 
@@ -94,9 +96,9 @@ def classify(exc: BaseException, where: str) -> Fault | None:
             text = str(e).lower()
             if "cannot rollback" in text:
                 continue  # SQLite's echo of an earlier failure: look further down the chain
-            kind = next((k for needle, k in _SQLITE_TEXT if needle in text), None)
-            if kind is not None:
-                return Fault(kind, where, f"{e} (sqlite)")
+            found = next((k for needle, k in _SQLITE_TEXT if needle in text), None)
+            if found is not None:
+                return Fault(found, where, f"{e} (sqlite)")
             if isinstance(e, sqlite3.OperationalError):
                 return Fault(OTHER, where, f"{e} (sqlite)")
     return None
@@ -124,33 +126,15 @@ def sentence(fault: Fault, what: str, file: str, home: str, retry_in_s: float | 
     return text
 
 
-@dataclass
-class Retry:
-    """Backoff for one failing operation: how many failures in a row, since when."""
-
-    failures: int = 0
-    since: float = 0.0
-    next_at: float = 0.0
-
-    def failed(self, now: float, jitter: float = 0.0) -> float:
-        """Count a failure at `now`; the delay until the next try. `jitter` in [-1, 1]
-        (the caller draws it) spreads the delay by up to `RETRY_JITTER`."""
-        if self.failures == 0:
-            self.since = now
-        self.failures += 1
-        delay = retry_delay(self.failures, jitter)
-        self.next_at = now + delay
-        return delay
+def retry_backoff() -> Backoff:
+    """Backoff for one failing write or commit: `RETRY_FIRST_S` doubling to `RETRY_MAX_S`,
+    spread by up to `RETRY_JITTER` (the caller draws the jitter, in [-1, 1])."""
+    return Backoff(RETRY_FIRST_S, RETRY_MAX_S, RETRY_FACTOR, RETRY_JITTER)
 
 
 def retry_delay(failures: int, jitter: float = 0.0) -> float:
     """Seconds to wait after the `failures`-th failure in a row (1 = the first)."""
-    if failures < 1:
-        raise ValueError("failures must be >= 1")
-    if not -1.0 <= jitter <= 1.0:
-        raise ValueError("jitter must be within [-1, 1]")
-    base = min(RETRY_MAX_S, RETRY_FIRST_S * RETRY_FACTOR ** min(failures - 1, 64))
-    return min(RETRY_MAX_S, base * (1.0 + RETRY_JITTER * jitter))
+    return retry_backoff().delay(failures, jitter)
 
 
 @dataclass
@@ -159,7 +143,7 @@ class Failing:
 
     what: str
     fault: Fault
-    retry: Retry
+    retry: Backoff
 
 
 class FaultBook:
@@ -175,7 +159,7 @@ class FaultBook:
     def failed(self, env: str, what: str, fault: Fault, now: float, jitter: float = 0.0) -> float:
         entry = self._by.get((env, what))
         if entry is None:
-            entry = self._by[(env, what)] = Failing(what, fault, Retry())
+            entry = self._by[(env, what)] = Failing(what, fault, retry_backoff())
         entry.fault = fault
         return entry.retry.failed(now, jitter)
 

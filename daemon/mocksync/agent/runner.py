@@ -32,7 +32,7 @@ def build_transport(settings: Settings) -> Any:
     `mdns` is on or bind addresses are given) and the relay; None when there are none."""
     from ..net.lan_transport import build_lan_transport
 
-    transports = [build_lan_transport(settings)]
+    transports: list[Any] = [build_lan_transport(settings)]
     if settings.relay:
         from ..net.relay_transport import RelayTransport
 

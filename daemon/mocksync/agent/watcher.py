@@ -404,7 +404,8 @@ class FolderWatcher:
                     watch_filter=self._filter,
                     step=self._step_ms,
                     debounce=self._debounce_ms,
-                    stop_event=flag,
+                    # awatch only polls `is_set()`, which _StopFlag has; its hint names Event types.
+                    stop_event=flag,  # type: ignore[arg-type]
                     recursive=False,
                     force_polling=self._force_polling,
                     poll_delay_ms=self._poll_delay_ms,

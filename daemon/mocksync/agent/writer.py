@@ -4,7 +4,10 @@ Why this shape (docs/design/merge.md "Editors and the file", docs/design/securit
 `--watch` or a `kill -9` may look at the file at any instant, so it must always hold either the
 old bytes or the new bytes, never a prefix. We write a temp file in the *same* folder (a rename
 is only atomic within one filesystem), fsync it, give it the old file's mode, rename it over the
-target and fsync the folder so the rename itself survives a power cut.
+target and fsync the folder so the rename itself survives a power cut. The recipe itself is
+`mocksync.fsatomic`, shared with every other file the project writes; this module adds what
+environment files and teammates' files need on top (mode keeping, compare-before-replace,
+no symlinks on the way).
 
 The temp name starts with `.mocksync-` and ends with `.tmp`; the watcher ignores such names, so
 the temp file never shows up as an environment.
@@ -25,22 +28,20 @@ between that last `lstat` and the `rename` syscall: microseconds, not the whole 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import os
-import secrets
 import stat
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import fsatomic
 from ..errors import MocksyncError
 
-#: Prefix and suffix of our temp files (the watcher ignores these names).
-TEMP_PREFIX = ".mocksync-"
-TEMP_SUFFIX = ".tmp"
+#: Prefix and suffix of our temp files (the watcher ignores these names): `fsatomic`'s.
+TEMP_PREFIX = fsatomic.TEMP_PREFIX
+TEMP_SUFFIX = fsatomic.TEMP_SUFFIX
 
 #: Mode of a new file when none is given and none exists: what `open()` would give, i.e.
 #: 0o666 minus the process umask.
@@ -177,14 +178,6 @@ def _target_mode(path: Path, mode: int | None) -> int:
         return DEFAULT_NEW_MODE & ~_current_umask()
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @dataclass(frozen=True)
 class Written:
     """What `replace_file` put in place: its content hash and its signature (taken from the
@@ -216,44 +209,27 @@ def replace_file(path: str | os.PathLike[str], data: bytes, *, mode: int | None 
         raise TypeError(f"atomic_write needs bytes, not {type(data).__name__}")
     data = bytes(data)
     target = Path(os.path.realpath(path))
-    folder = target.parent
-    tmp_name: str | None = None
-    try:
-        new_mode = _target_mode(target, mode)
-        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=folder)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fchmod(fd, new_mode)
-            os.fsync(fd)
-            written = sig_of(os.fstat(fd))  # a rename keeps inode, mtime and size
-        finally:
-            os.close(fd)
+
+    def still_as_read() -> None:
+        # Compare-before-replace: everything slow (render, write, fsync) is done; from this
+        # check to the rename is the whole remaining window (microseconds).
         if expect is not None:
-            # Compare-before-replace: everything slow (render, write, fsync) is done; from
-            # this check to the rename below is the whole remaining window (microseconds).
             _check_unchanged(target, expect)
-        os.replace(tmp_name, target)
-        tmp_name = None
-    except OSError as exc:
-        reason = exc.strerror or exc.__class__.__name__
-        raise FileWriteError(f"could not write {target}: {reason}") from exc
-    finally:
-        if tmp_name is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
+
     try:
-        _fsync_dir(folder)
-    except OSError as exc:
+        st = fsatomic.put_file(target, data, _target_mode(target, mode), before_swap=still_as_read)
+    except fsatomic.FolderSyncError as exc:
         # The new content is in place; only its durability across a power cut is in doubt.
         reason = exc.strerror or exc.__class__.__name__
         raise FileWriteError(
             f"wrote {target} but could not flush its folder to disk ({reason}); "
             "the new content may be lost if the machine loses power now"
         ) from exc
-    return Written(content_hash(data), written)
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise FileWriteError(f"could not write {target}: {reason}") from exc
+    # The temp file's signature (a rename keeps inode, mtime and size).
+    return Written(content_hash(data), sig_of(st))
 
 
 # ---------------------------------------------------------------------------- beneath a folder
@@ -345,22 +321,9 @@ def write_beneath(folder: str | os.PathLike[str], rel: str, data: bytes, mode: i
     """
     data = bytes(data)
     folder = Path(folder)
-    tmp: str | None = None
     pfd = -1
-    try:
-        pfd, name = _open_parent(folder, rel, create=True)
-        _check_last(pfd, name, rel)
-        tmp = f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                     | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=pfd)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fchmod(fd, stat.S_IMODE(mode))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+
+    def way_unchanged() -> None:
         # Again, right before the rename: the way still leads, symlink-free, to this folder.
         again, _ = _open_parent(folder, rel, create=False)
         try:
@@ -372,19 +335,19 @@ def write_beneath(folder: str | os.PathLike[str], rel: str, data: bytes, mode: i
             raise UnsafePathError(f"not written: the folders on the way to {rel} changed while "
                                   "it was written")
         _check_last(pfd, name, rel)
-        os.replace(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
-        tmp = None
-        with contextlib.suppress(OSError):
-            os.fsync(pfd)
+
+    try:
+        pfd, name = _open_parent(folder, rel, create=True)
+        _check_last(pfd, name, rel)
+        fsatomic.put_in_dir(pfd, name, data, stat.S_IMODE(mode), before_swap=way_unchanged)
+    except fsatomic.FolderSyncError:
+        pass  # the file is in place; as before, a folder that cannot be flushed is not an error
     except UnsafePathError:
         raise
     except OSError as exc:
         reason = exc.strerror or exc.__class__.__name__
         raise FileWriteError(f"could not write {rel}: {reason}") from exc
     finally:
-        if tmp is not None and pfd >= 0:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=pfd)
         if pfd >= 0:
             os.close(pfd)
     return content_hash(data)

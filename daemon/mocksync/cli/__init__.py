@@ -17,8 +17,14 @@ main = main_group
 
 
 def load_all() -> None:
-    """Import every command module (for tools that walk the whole tree, e.g. clidoc)."""
-    from . import daemoncmds, offline, relaycmd, servicecmd, spaces  # noqa: F401
+    """Import every command module (for tools that walk the whole tree, e.g. clidoc): each
+    module the lazy table names, so a module added there is never left out here."""
+    import importlib
+
+    from .common import COMMAND_MODULES
+
+    for module in sorted(set(COMMAND_MODULES.values())):
+        importlib.import_module(f"{__name__}.{module}")
 
 
 __all__ = ["main", "click", "__version__", "load_all"]

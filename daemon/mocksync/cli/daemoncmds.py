@@ -325,7 +325,7 @@ def conflicts_cmd(ctx: Ctx, env: str | None, as_json: bool) -> None:
         click.echo("no conflicts")
     else:
         _table("conflicts", ["id", "where", "field", "kept", "over"],
-               [[c["id"], c["where"], ".".join(c["field"][1:]) or c["field"][0],
+               [[c["id"], c["where"], c.get("what") or ".".join(c["field"][1:]) or c["field"][0],
                  f"{_short(c['winner']['value'])} ({c['winner']['device'][:11]})",
                  f"{_short(c['loser']['value'])} ({c['loser']['device'][:11]})"] for c in cs])
         click.echo("flip one with: mocksync resolve ID --take theirs")

@@ -44,6 +44,13 @@ def describe(state: State, c: Conflict) -> str:
     if c.field and c.field[0] == "#deleted":
         what = "deleted, edit of " + ".".join(c.field[2:]) if len(c.field) > 2 else "deleted"
         return f"{where}: {what} (edit lost to the delete)"
+    if c.field and c.field[0] == "#parent" and c.parent is not None:
+        shown = "not shown" if c.field[-1] == "list" else "kept at the end of the root"
+        return (f"{where}: put in {describe_entity(state, c.parent)}, deleted meanwhile "
+                f"({c.winner_stamp[1]}); {shown} (resolve --take restores it with the parent)")
+    if c.field and c.field[0] == "#ref" and c.parent is not None:
+        return (f"{where}: {'.'.join(c.field[2:])} names {describe_entity(state, c.parent)}, "
+                f"deleted meanwhile ({c.winner_stamp[1]}); the reference is cleared")
     fieldname = ".".join(c.field[1:]) if c.field[0] == "v" else f"place in {c.field[-1]}"
     return (f"{where}: {fieldname}: kept {_short(c.winner_value)} ({c.winner_stamp[1]}), "
             f"over {_short(c.loser_value)} ({c.loser_stamp[1]})")

@@ -9,7 +9,7 @@ register: diffs are taken against this output, so normalisation never emits ops.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import AbstractSet, Any
 
 from ..errors import ValidationError
 from .jsfmt import Layout, dumps
@@ -172,7 +172,7 @@ def render(state: State) -> dict[str, Any]:
 
     tree = _tree(state, by_kind[FOLDER], by_kind[ROUTE])
 
-    def tree_refs(container: str) -> list[dict[str, str]]:
+    def tree_refs(container: str) -> list[dict[str, str | None]]:
         return [{"type": e.kind, "uuid": e.uuid} for e in tree.get(container, [])]
 
     cache = state.render_cache
@@ -241,7 +241,7 @@ def _str_id(e: Entity) -> str | None:
     return v if isinstance(v, str) else None
 
 
-def _names(ref: Any, ids: set[str]) -> bool:
+def _names(ref: Any, ids: AbstractSet[str | None]) -> bool:
     """Is `ref` one of `ids`? False for non-strings (unhashable lists and objects included)."""
     return isinstance(ref, str) and ref in ids
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import bisect
 import json
 from dataclasses import dataclass, field
-from json.decoder import scanstring
+from json.decoder import scanstring  # type: ignore[attr-defined]  # the C scanner, not in typeshed
 from typing import Any
 
 from ..errors import ValidationError
@@ -132,7 +132,7 @@ class _Walker:
 
     def skip(self, pos: int) -> int:
         try:
-            return _DECODER.scan_once(self.text, pos)[1]
+            return _DECODER.scan_once(self.text, pos)[1]  # type: ignore[attr-defined]
         except StopIteration:
             raise ValidationError(f"not JSON at character {pos}") from None
         except (ValueError, RecursionError) as exc:

@@ -140,4 +140,21 @@ def resolution_ops(state: State, conflict: Mapping[str, Any], take_loser: bool,
     return [("s", uuid, field, value)]
 
 
-__all__ = ["MAX_RESTORED", "resolution_ops", "restore_ops"]
+def recreated(state: State, ops: list[tuple]) -> list[tuple]:
+    """Restores for the creates in `ops` of entities deleted in `state`.
+
+    For a decision that makes a whole version of the file the team's (`resolve ENV
+    --keep-local/--discard-local`): the chosen version holds an entity the other side
+    deleted, so it must come back, and a create alone never resurrects. Not for ordinary
+    saves: there a create of a deleted entity is a stale editor's copy, which must not undo
+    a teammate's delete."""
+    out: list[Any] = []
+    for op in ops:
+        if op[0] == "c" and op[3]:
+            e = state.entity(op[1])
+            if e is not None and e.deleted:
+                out.append(("c", op[1], op[2], []))
+    return out
+
+
+__all__ = ["MAX_RESTORED", "recreated", "resolution_ops", "restore_ops"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import MocksyncError
 from .files import env_file_stem
 
 #: Longest file name recorded or used, in UTF-8 bytes (the usual filesystem name limit).
@@ -30,7 +31,7 @@ MAX_FALLBACK_TRIES = 10_000
 ENV_SUFFIX = ".json"
 
 
-class NoFreeNameError(ValueError):
+class NoFreeNameError(MocksyncError, ValueError):
     """Every candidate name is taken (only in a folder holding thousands of clashes)."""
 
 

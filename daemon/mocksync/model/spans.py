@@ -37,7 +37,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from json.decoder import scanstring
+from json.decoder import scanstring  # type: ignore[attr-defined]  # the C scanner, not in typeshed
 from typing import Any
 
 from ..errors import ValidationError
@@ -252,7 +252,7 @@ class _Patcher:
 
     def scan(self, pos: int) -> tuple[Any, int]:
         try:
-            return _DECODER.scan_once(self.text, pos)
+            return _DECODER.scan_once(self.text, pos)  # type: ignore[attr-defined]
         except StopIteration:
             raise PatchError(f"not JSON at character {pos}") from None
         except (ValueError, RecursionError) as exc:
@@ -287,7 +287,7 @@ class _Patcher:
             # changed: comparing each member once costs one comparison of the document, where
             # comparing the whole first would cost two.
             walk = self.obj if ch == "{" else self.arr
-            return walk(pos, old, new, out, depth + 1)  # type: ignore[operator]
+            return walk(pos, old, new, out, depth + 1)  # type: ignore[arg-type]
         if _same(old, new):
             return self.skip(pos)
         if depth < MAX_PATCH_DEPTH:

@@ -233,7 +233,7 @@ def happened_before(a: Origin, b: Origin, b_deps: dict[str, int] | None) -> bool
     """Did change set `a` precede change set `b` (b's author had seen a)?"""
     if a[0] == b[0]:
         return a[1] < b[1]
-    return bool(b_deps) and b_deps.get(a[0], 0) >= a[1]
+    return b_deps is not None and b_deps.get(a[0], 0) >= a[1]
 
 
 class State:
@@ -311,7 +311,7 @@ class State:
                     continue
                 r = ent.regs[rid]
                 for value, stamp, origin in (r.front or [(r.value, r.stamp, r.origin)]):
-                    if origin is not None and ent.dels and all(
+                    if origin is not None and ent.del_stamp is not None and ent.dels and all(
                             self._concurrent(origin, d_origin) for _s, d_origin in ent.dels):
                         out.append(Conflict(self.env_uuid, uuid, ent.kind,
                                             ("#deleted",) + tuple(rid), ABSENT, ent.del_stamp,
@@ -353,10 +353,10 @@ class State:
         if place is not None:
             reg = ent.regs.get(("p", place))
             value = reg.value if reg is not None else None
-            if isinstance(value, list | tuple) and len(value) == 2 and value[0] != ROOT \
-                    and value[0] in self.dead:
+            if reg is not None and isinstance(value, list | tuple) and len(value) == 2 \
+                    and value[0] != ROOT and value[0] in self.dead:
                 parent = self.entities[value[0]]
-                if self._dropped_by(reg.origin, parent):  # type: ignore[union-attr]
+                if self._dropped_by(reg.origin, parent):
                     out.append(self._gone(ent, (PARENT_GONE, "p", place), reg, parent))
         if ent.kind in (RESPONSE, CALLBACK):
             reg = ent.regs.get(BUCKET_REF)

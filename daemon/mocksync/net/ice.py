@@ -111,9 +111,9 @@ def bind_networks(addresses: Sequence[str]) -> list[Network]:
 
     prefixes: dict[str, int] = {}
     for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            text = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
-            prefixes[text] = ip.network_prefix
+        for entry in adapter.ips:
+            text = entry.ip if isinstance(entry.ip, str) else entry.ip[0]
+            prefixes[text] = entry.network_prefix
     nets: list[Network] = []
     for a in addresses:
         ip = ipaddress.ip_address(a)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..backoff import backoff_delay
+
 #: Seconds to wait for membership entries carrying a missing key before reconnecting.
 KEY_WAIT_S = 1.0
 #: Longest wait between two reconnects made to fetch a missing key.
@@ -49,7 +51,7 @@ def key_step(held_gen: int, needed_gen: int, reconnects: int) -> KeyStep:
             f"only up to {held_gen} and the relay's membership log gave it no newer key after "
             f"{reconnects} tries; ask an admin to check `mocksync members` (a device added "
             "while the key rotated needs the key sealed to it again)"))
-    return KeyStep(RECONNECT, wait_s=min(KEY_WAIT_S * 2 ** reconnects, KEY_WAIT_MAX_S))
+    return KeyStep(RECONNECT, wait_s=backoff_delay(reconnects, KEY_WAIT_S, KEY_WAIT_MAX_S))
 
 
 __all__ = ["GIVE_UP", "KEY_WAIT_MAX_S", "KEY_WAIT_S", "KeyStep", "MAX_KEY_RECONNECTS", "PULL",

@@ -54,7 +54,7 @@ from .lan_join import InviterResponder, newest_invite_secrets
 from .lan_signaling import Glare, PeerRefused, PeerUnreachable, SignalingServer, send_offer
 from .logsource import LogSource
 from .mdns import MAX_ADVERTISED_INVITES, Announcement, Discovered, MdnsService, recognise
-from .overlay import LINK_IDLE_S, anchors, idle_links
+from .overlay import FULL_MESH_UP_TO, LINK_IDLE_S, anchors, idle_links
 from .peerbook import CONNECTED, CONNECTING, DISCOVERED, GLARE, IDLE, PeerBook
 from .webrtc import CONNECT_TIMEOUT_S, LinkError, PeerLink
 
@@ -608,7 +608,10 @@ class LanTransport:
         self._link_spaces[link] = shared
         self._link_envs[link] = set(envs)
         self.book.connected(device, time.monotonic())
-        self._run(self.hub.open(link, envs, now, expect_device=device, spaces=shared))
+        # A sparse overlay (more devices than a full mesh keeps): forward what we receive.
+        sparse = len(self._online() | {device}) > FULL_MESH_UP_TO
+        self._run(self.hub.open(link, envs, now, expect_device=device, spaces=shared,
+                                relay_push=sparse))
         for frame in self._early.pop(link, []):
             self._run(self.hub.receive_data(link, frame, _mono_ms()))
         self._wake_tick()

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import PROTOCOL_VERSION
-from ..errors import LimitError
+from ..errors import LimitError, MocksyncError
 from ..space.identity import is_device_id
 from ..space.keys import SPACE_TAG_BYTES, space_tag, tag_matches
 
@@ -63,7 +63,7 @@ _TAG_RE = re.compile(rf"^[0-9a-f]{{{2 * SPACE_TAG_BYTES}}}$")
 _NONCE_RE = re.compile(rf"^[0-9a-f]{{{2 * NONCE_BYTES}}}$")
 
 
-class AnnouncementError(ValueError):
+class AnnouncementError(MocksyncError, ValueError):
     """A TXT record that is not a well-formed mocksync announcement (ignored, logged)."""
 
 
@@ -128,7 +128,7 @@ class Announcement:
         d = {text(k): text(v) for k, v in props.items()}
         if sum(len(k) + len(v) for k, v in d.items()) > MAX_TXT_BYTES:
             raise AnnouncementError("TXT record too large")
-        device = d.pop("id", None)
+        device = d.pop("id", "")
         if not is_device_id(device):
             raise AnnouncementError("no valid device id")
         v = d.pop("v", "")

@@ -24,6 +24,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..backoff import backoff_delay
+
 #: First retry delay after a failure or a closed session.
 BACKOFF_START_S = 0.5
 #: Longest retry delay while the peer was seen recently.
@@ -99,7 +101,7 @@ class PeerBook:
     def _backoff(self, rec: PeerRecord, now: float) -> float:
         if now - rec.last_ok > SLOW_AFTER_S:
             return SLOW_BACKOFF_S
-        return min(BACKOFF_MAX_S, BACKOFF_START_S * (2 ** min(rec.failures, 16)))
+        return backoff_delay(rec.failures, BACKOFF_START_S, BACKOFF_MAX_S)
 
     # ------------------------------------------------------------------ discovery
     def discovered(self, device: str, addresses: Iterable[str], port: int, protocol: int,

@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 
 from .. import MODEL_VERSION, PROTOCOL_VERSION, __version__
+from ..backoff import backoff_delay
 from ..errors import MocksyncError
 from ..relay.auth import (
     MAX_NAMED_SPACES,
@@ -390,8 +391,8 @@ class RelayClient:
                 self.events.on_state(self)
 
     def _backoff(self) -> float:
-        base = min(self.backoff_max_s, self.backoff_min_s * (2 ** min(self._attempt, 30)))
-        return base * (1 + self._rng.uniform(-BACKOFF_JITTER, BACKOFF_JITTER))
+        return backoff_delay(self._attempt, self.backoff_min_s, self.backoff_max_s,
+                             spread=BACKOFF_JITTER, jitter=self._rng.uniform(-1.0, 1.0))
 
     async def _run(self) -> None:
         while not self._stopping:

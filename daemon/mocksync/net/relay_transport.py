@@ -553,9 +553,9 @@ class RelayTransport(RelayEvents):
     def on_state(self, client: RelayClient) -> None:
         """The relay connection went up or down: say so on the daemon's event stream, so the
         web page (issue 19) and `events` readers show it at once, not at their next poll."""
-        if self.agent is not None:
-            self.agent.publish({"event": "relay", "state": client.state,
-                                "reason": client.reason})
+        publish = getattr(self.agent, "publish", None)
+        if publish is not None:
+            publish({"event": "relay", "state": client.state, "reason": client.reason})
 
     # ---------------------------------------------------------------- catch-up
     async def on_session(self, client: RelayClient, welcome: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ signature given to one relay is worthless at any other.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterable, Mapping
@@ -40,6 +41,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..changes.canonical import decode, encode
 from ..errors import ChangeSetError, MocksyncError, ValidationError
+from ..fsatomic import put_file
 from ..space.identity import verify_signature
 
 AUTH_DOMAIN = b"mocksync/relay-auth/v2\x00"
@@ -183,19 +185,9 @@ def load_relay_key(data_dir: str | os.PathLike[str]) -> Ed25519PrivateKey:
     path = d / RELAY_KEY_FILE
     if not path.exists():
         raw = Ed25519PrivateKey.generate().private_bytes_raw()
-        tmp = d / f".{RELAY_KEY_FILE}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, raw)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)  # never replaces a key another process made meanwhile
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
+        # Exclusive: never replaces a key another process made meanwhile.
+        with contextlib.suppress(FileExistsError):
+            put_file(path, raw, 0o600, exclusive=True)
     try:
         raw = path.read_bytes()
     except OSError as exc:

@@ -79,7 +79,19 @@ class RemoteMail:
     payload: bytes
 
 
-ClusterEvent = RemotePut | RemoteLog | RemotePresence | InstanceGone | RemoteMail
+@dataclass(frozen=True)
+class Resynced:
+    """This instance stopped hearing the others for a while (its LISTEN connection was lost)
+    and hears them again. What was put meanwhile came first as `RemotePut`s; here is who is
+    online at the other instances now (instance, space, device, presence), to replace what
+    was announced before; membership logs may have grown meanwhile. `complete` False: more
+    was missed than could be replayed, so the devices here must reconnect to catch up."""
+
+    presence: tuple[tuple[str, str, str, PresenceValue], ...]
+    complete: bool
+
+
+ClusterEvent = RemotePut | RemoteLog | RemotePresence | InstanceGone | RemoteMail | Resynced
 EventHandler = Callable[[ClusterEvent], Awaitable[None]]
 #: A quota check run inside the put's transaction: (usage of the env, live env count) -> refusal.
 PutCheck = Callable[[EnvUsage | None, int], Refusal | None]
@@ -215,6 +227,20 @@ class PresenceBook:
         after = self.remote(space, device)
         return before != after, after
 
+    def resync(self, rows: Collection[tuple[str, str, str, PresenceValue]]
+               ) -> list[tuple[str, str, PresenceValue]]:
+        """Replace everything announced with `rows` (instance, space, device, presence), as
+        the database holds it after a gap in the announcements; returns (space, device,
+        remote presence now) per device whose remote presence changed."""
+        before = {(sp, d): self.remote(sp, d) for sp, ds in self._by_space.items() for d in ds}
+        self._by_space = {}
+        for instance, space, device, value in rows:
+            if value is not None:
+                self.apply(instance, space, device, value)
+        keys = set(before) | {(sp, d) for sp, ds in self._by_space.items() for d in ds}
+        return [(sp, d, self.remote(sp, d)) for sp, d in sorted(keys)
+                if before.get((sp, d)) != self.remote(sp, d)]
+
     def drop_instance(self, instance: str) -> list[tuple[str, str, PresenceValue]]:
         """Forget a dead instance; returns (space, device, remote presence now) per device
         whose remote presence changed."""
@@ -242,4 +268,5 @@ __all__ = [
     "RemoteMail",
     "RemotePresence",
     "RemotePut",
+    "Resynced",
 ]

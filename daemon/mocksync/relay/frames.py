@@ -31,6 +31,8 @@ from typing import Any
 
 from aiohttp import web
 
+from ..errors import MocksyncError
+
 #: Largest frame before the client's `hello` (a hello naming 1000 spaces is about 35 KB).
 MAX_HELLO_FRAME_BYTES = 64 * 1024
 #: Largest `auth` frame: its signature plus the membership entries the relay lacks. A relay
@@ -211,7 +213,7 @@ class JoinLimiter:
         self.conns.pop(cid, None)
 
 
-class FrameLimitUnavailable(RuntimeError):
+class FrameLimitUnavailable(MocksyncError, RuntimeError):
     """This aiohttp build does not expose what `set_frame_limit` needs (see its docstring)."""
 
 

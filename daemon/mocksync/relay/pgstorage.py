@@ -45,6 +45,7 @@ from .engine import (
     RemoteMail,
     RemotePresence,
     RemotePut,
+    Resynced,
 )
 from .envelope import Envelope
 from .policy import Refusal
@@ -71,6 +72,15 @@ MAX_PENDING_NOTIFIES = 100_000
 CONNECT_TIMEOUT_S = 15.0
 #: Longest database URL accepted (it is also printed in errors, without its password).
 MAX_URL_CHARS = 1000
+#: Seconds before the first attempt to reconnect a lost LISTEN connection, and the most
+#: between attempts (doubling in between): a database restart is ridden out, not fatal.
+LISTEN_RETRY_MIN_S = 0.2
+LISTEN_RETRY_MAX_S = 5.0
+#: Envelope ids re-read after the LISTEN connection came back (what was put meanwhile). Past
+#: it, the server asks its devices to reconnect, which catches them up by version vector.
+MAX_CATCHUP_IDS = 20_000
+#: Cross-instance messages re-read after the LISTEN connection came back.
+MAX_CATCHUP_MAIL = 1_000
 
 #: Migrations, in order: version n is `MIGRATIONS[n - 1]`. Never edit one that shipped.
 MIGRATIONS: tuple[str, ...] = (
@@ -133,21 +143,63 @@ def _lock(*parts: str) -> str:
     return "\x1f".join(parts)  # a separator no space id, tag or member id holds
 
 
+def listen_backoff(attempt: int, low: float = LISTEN_RETRY_MIN_S,
+                   high: float = LISTEN_RETRY_MAX_S) -> float:
+    """Seconds to wait before reconnect attempt `attempt` (0 first) of the LISTEN connection
+    (pure): quick for a blip, doubling to `high` so a database that is down is not hammered."""
+    return min(high, low * (2 ** min(attempt, 30)))
+
+
+def catchup_messages(rows: Sequence[tuple[int, str, str, str]], skip: Collection[int] = ()
+                     ) -> list[dict[str, Any]]:
+    """The `put` notifications to replay for envelope rows (id, space, tag, uploader) that were
+    committed while this instance was not listening (pure): grouped per (space, tag, uploader)
+    in id order, at most MAX_IDS_PER_NOTIFY ids each, without this instance's own puts (`skip`:
+    its devices had those live). The instance field is empty: a replay is never "our own"."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for i, space, tag, uploader in sorted(rows):
+        if i not in skip:
+            groups.setdefault((space, tag, uploader), []).append(i)
+    out = []
+    for (space, tag, uploader), ids in groups.items():
+        for k in range(0, len(ids), MAX_IDS_PER_NOTIFY):
+            out.append({"k": "put", "i": "", "s": space, "e": tag, "u": uploader,
+                        "ids": ids[k:k + MAX_IDS_PER_NOTIFY]})
+    return out
+
+
 class PgStorage:
     """`relay.engine.Engine` on PostgreSQL: tables, transactions, LISTEN/NOTIFY."""
 
     clustered = True
 
-    def __init__(self, url: str, instance: str | None = None) -> None:
+    def __init__(self, url: str, instance: str | None = None, *,
+                 listen_retry_s: tuple[float, float] = (LISTEN_RETRY_MIN_S, LISTEN_RETRY_MAX_S)
+                 ) -> None:
         self.url = check_url(url)
         self.instance = instance or uuid.uuid4().hex[:16]
         self.pool: Any = None
         self._listen: Any = None
-        self._events: asyncio.Queue[str] = asyncio.Queue()
+        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._handler: EventHandler | None = None
         self._key: bytes | None = None
         self._closed = False
+        self.listen_retry_s = listen_retry_s
+        #: Whether the LISTEN connection is up (False while it is being reconnected), and how
+        #: many times it was reconnected.
+        self.listening = False
+        self.relistens = 0
+        self._relisten_task: asyncio.Task[None] | None = None
+        #: What the channel told: the highest envelope id heard per space (puts in one space
+        #: are serialized by its advisory lock, so their ids grow in commit order), the highest
+        #: id held when listening started (`_floor`), the highest message id heard. After a
+        #: lost LISTEN connection, whatever lies above these was missed.
+        self._heard_put: dict[str, int] = {}
+        self._floor = 0
+        self._heard_mail = 0
+        #: Ids this instance put while not listening (its own devices had them live).
+        self._own_unheard: set[int] = set()
 
     # ---------------------------------------------------------------- lifecycle
     async def open(self, on_event: EventHandler) -> None:
@@ -165,6 +217,10 @@ class PgStorage:
         await self._migrate()
         await self._listen.add_listener(CHANNEL, self._heard)
         self._listen.add_termination_listener(self._listener_lost)
+        self.listening = True
+        self._floor = await self.pool.fetchval("SELECT COALESCE(MAX(id), 0) FROM envelopes")
+        self._heard_mail = await self.pool.fetchval(
+            "SELECT COALESCE(MAX(id), 0) FROM relay_mail")
         await self._beat()
         self._tasks = [asyncio.create_task(self._consume(), name="relay pg events"),
                        asyncio.create_task(self._heartbeat(), name="relay pg heartbeat")]
@@ -205,9 +261,10 @@ class PgStorage:
         if self._closed:
             return
         self._closed = True
-        for t in self._tasks:
+        tasks = [*self._tasks, *([self._relisten_task] if self._relisten_task else [])]
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         if self.pool is not None:
@@ -239,22 +296,100 @@ class PgStorage:
                            json.dumps(msg, separators=(",", ":")))
 
     def _heard(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            msg = json.loads(payload)
+        except ValueError:
+            log.warning("relay: an unreadable database notification was ignored")
+            return
+        if not isinstance(msg, dict):
+            return
+        # Noted on arrival (not when handled): a catch-up must start from what was heard.
+        if msg.get("k") == "put" and msg.get("ids"):
+            s = msg.get("s")
+            self._heard_put[s] = max(self._heard_put.get(s, 0), max(msg["ids"]))
+        elif msg.get("k") == "mail" and isinstance(msg.get("id"), int):
+            self._heard_mail = max(self._heard_mail, msg["id"])
         if self._events.qsize() == MAX_PENDING_NOTIFIES:
             log.warning("relay: %d database notifications waiting; this instance falls behind",
                         MAX_PENDING_NOTIFIES)
-        self._events.put_nowait(payload)
+        self._events.put_nowait(msg)
 
-    def _listener_lost(self, _conn: Any) -> None:
-        if not self._closed:
-            log.error("relay: the database LISTEN connection closed; devices on this instance "
-                      "no longer hear other instances live (they catch up on reconnect)")
+    def _listener_lost(self, conn: Any) -> None:
+        """The LISTEN connection closed (database restart, backend terminated, network):
+        reconnect it in the background and then replay what was committed meanwhile."""
+        if self._closed or conn is not self._listen:
+            return
+        self.listening = False
+        log.error("relay: the database LISTEN connection closed; reconnecting (devices on "
+                  "this instance hear other instances again once it is back)")
+        if self._relisten_task is None or self._relisten_task.done():
+            self._relisten_task = asyncio.get_running_loop().create_task(
+                self._relisten(), name="relay pg relisten")
+
+    async def _relisten(self) -> None:
+        import asyncpg
+
+        attempt = 0
+        while not self._closed:
+            await asyncio.sleep(listen_backoff(attempt, *self.listen_retry_s))
+            attempt += 1
+            conn = None
+            try:
+                conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT_S)
+                await conn.add_listener(CHANNEL, self._heard)
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                log.warning("relay: reconnecting the database LISTEN connection failed "
+                            "(attempt %d): %s", attempt, exc)
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+                continue
+            old, self._listen = self._listen, conn
+            conn.add_termination_listener(self._listener_lost)
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    old.terminate()
+            self.listening = True
+            self.relistens += 1
+            log.info("relay: the database LISTEN connection is back (attempt %d); catching up",
+                     attempt)
+            await self._catch_up()
+            return
+
+    async def _catch_up(self) -> None:
+        """Replay, through the event queue (after what was heard before), the puts and
+        messages committed while not listening, then a `resync` (presence, logs)."""
+        heard = dict(self._heard_put)  # listening again: anything newer is heard live
+        own, self._own_unheard = self._own_unheard, set()
+        complete = True
+        try:
+            rows = await self.pool.fetch(
+                "SELECT e.id, e.space, e.tag, e.uploader FROM envelopes e "
+                "LEFT JOIN unnest($2::text[], $3::bigint[]) AS h(s, n) ON h.s = e.space "
+                "WHERE e.id > GREATEST($1, COALESCE(h.n, 0)) ORDER BY e.id LIMIT $4",
+                self._floor, list(heard), list(heard.values()), MAX_CATCHUP_IDS + 1)
+            if len(rows) > MAX_CATCHUP_IDS:
+                complete = False
+                rows = rows[:MAX_CATCHUP_IDS]
+            mail = await self.pool.fetch(
+                "SELECT id FROM relay_mail WHERE id > $1 ORDER BY id LIMIT $2",
+                self._heard_mail, MAX_CATCHUP_MAIL)
+        except Exception as exc:  # the database went again: devices reconnect to catch up
+            log.warning("relay: catching up after the LISTEN connection came back failed: %s",
+                        exc)
+            rows, mail, complete = [], [], False
+        for m in catchup_messages([(r["id"], r["space"], r["tag"], r["uploader"])
+                                   for r in rows], own):
+            self._events.put_nowait(m)
+        for r in mail:
+            self._events.put_nowait({"k": "mail", "i": "", "id": r["id"]})
+        self._events.put_nowait({"k": "resync", "complete": complete})
 
     async def _consume(self) -> None:
         """Notifications in the order they were committed, one at a time."""
         while True:
-            payload = await self._events.get()
+            msg = await self._events.get()
             try:
-                msg = json.loads(payload)
                 if msg.get("i") == self.instance:
                     continue
                 event = await self._event(msg)
@@ -281,6 +416,14 @@ class PgStorage:
                                   (v[0], v[1]))
         if k == "gone":
             return InstanceGone(msg["i"])
+        if k == "resync":
+            rows = await self.pool.fetch(
+                "SELECT s.instance, s.space, s.device, s.tag, s.entity FROM relay_sessions s "
+                "JOIN relay_instances i ON i.id = s.instance WHERE s.instance <> $1 "
+                "AND i.seen > now() - make_interval(secs => $2)", self.instance, INSTANCE_TTL_S)
+            return Resynced(tuple((r["instance"], r["space"], r["device"],
+                                   (r["tag"], r["entity"])) for r in rows),
+                            bool(msg.get("complete")))
         if k == "mail":
             r = await self.pool.fetchrow("SELECT * FROM relay_mail WHERE id = $1", msg["id"])
             if r is None:
@@ -382,6 +525,8 @@ class PgStorage:
                 "SET declared = excluded.declared, stored = envs.stored + $4",
                 space, tag, declared_bytes, added, now_ms)
             ids = sorted(x["id"] for x in rows)
+            if not self.listening and len(self._own_unheard) < MAX_CATCHUP_IDS:
+                self._own_unheard.update(ids)
             for i in range(0, len(ids), MAX_IDS_PER_NOTIFY):
                 await self._notify(conn, {"k": "put", "i": self.instance, "s": space, "e": tag,
                                           "u": uploader, "ids": ids[i:i + MAX_IDS_PER_NOTIFY]})
@@ -435,7 +580,7 @@ class PgStorage:
             "LEFT JOIN unnest($3::text[], $4::bigint[]) AS h(d, s) ON h.d = e.device "
             "WHERE e.space = $1 AND e.tag = $2 AND e.seq > COALESCE(h.s, 0) "
             "ORDER BY e.device, e.seq LIMIT $5", space, tag, devices, heads, max_items + 1)
-        chosen = []
+        chosen: list[Any] = []  # asyncpg Records
         size = 0
         more = False
         for r in rows:
@@ -500,10 +645,15 @@ __all__ = [
     "CHANNEL",
     "INSTANCE_HEARTBEAT_S",
     "INSTANCE_TTL_S",
+    "LISTEN_RETRY_MAX_S",
+    "LISTEN_RETRY_MIN_S",
+    "MAX_CATCHUP_IDS",
     "MIGRATIONS",
     "PgStorage",
     "SCHEMA_VERSION",
+    "catchup_messages",
     "check_url",
+    "listen_backoff",
     "plan_migrations",
     "redact",
 ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import ssl
@@ -47,6 +48,17 @@ from .auth import (
     relay_public,
     verify_challenge,
 )
+from .authbudget import (
+    MAX_NEW_SPACES_PER_AUTH,
+    AuthBudgetExceeded,
+    ItemBudget,
+    NewSpaceRate,
+    deferral,
+    frame_refusal,
+    known_key,
+    search_key,
+    verify_order,
+)
 from .engine import (
     ClusterEvent,
     Engine,
@@ -57,6 +69,7 @@ from .engine import (
     RemoteMail,
     RemotePresence,
     RemotePut,
+    Resynced,
 )
 from .envelope import Envelope
 from .frames import (
@@ -245,13 +258,16 @@ class RelayServer:
         if config.db_url is not None and storage is None:
             from .pgstorage import PgStorage
 
-            self.db = self.storage = PgStorage(config.db_url)
+            pg = PgStorage(config.db_url)
+            self.storage: RelayStorage | PgStorage = pg
+            self.db = pg
             #: A cluster's instances share one key, kept in the database: until `start()`
             #: reads it, a placeholder that is never used (nothing is served before).
             self.key = Ed25519PrivateKey.generate()
         else:
-            self.storage = storage or SQLiteStorage(config.data_dir)
-            self.db = OnLoop(self.storage)
+            local = storage or SQLiteStorage(config.data_dir)
+            self.storage = local
+            self.db = OnLoop(local)
             #: The relay's own key: devices pin it per space and sign challenges bound to it.
             self.key = load_relay_key(config.data_dir)
         self.public_key = relay_public(self.key)
@@ -279,8 +295,12 @@ class RelayServer:
         self._handshakes = HandshakeLimiter()
         self._auth_slots = AuthSlots()
         self._join_limiter = JoinLimiter()
+        #: Spaces new to the relay that each address may create (relay.authbudget).
+        self._new_spaces = NewSpaceRate()
         self._join_sockets: dict[bytes, web.WebSocketResponse] = {}
         self._bg: set[asyncio.Future[Any]] = set()
+        #: Admissions in progress per (space, device): their session rows are being written.
+        self._admitting: dict[tuple[str, str], int] = {}
 
     # ---------------------------------------------------------------- lifecycle
     @property
@@ -346,22 +366,31 @@ class RelayServer:
             self._states[space] = st
         return st
 
-    def _prepare_log(self, space: str, wires: Iterable[bytes]
+    def _prepare_log(self, space: str, wires: Iterable[bytes], budget: ItemBudget
                      ) -> tuple[list[Entry], SpaceState | None, Refusal | None]:
-        """Verify uploaded entries against what we hold; nothing is stored yet."""
+        """Verify uploaded entries against what we hold; nothing is stored yet. Entries we
+        hold are skipped by hash, and each other one is charged to the frame's `budget`
+        before it is decoded (relay.authbudget)."""
         current = self.state(space)
         existing = self._entries.get(space, [])
         try:
             known = {e.hash for e in existing}
             fresh = []
             for w in wires:
+                digest = hashlib.sha256(w).digest()
+                if digest in known:
+                    continue
+                budget.charge(w)
                 e = Entry.from_wire(w)
-                if e.hash not in known:
-                    known.add(e.hash)
-                    fresh.append(e)
+                known.add(digest)
+                fresh.append(e)
             if not fresh:
                 return [], current, None
             state = extend_log(existing, fresh) if existing else verify_log(fresh)
+        except AuthBudgetExceeded as exc:
+            label = policy.space_label(current, space)
+            return [], current, Refusal("bad_message", clip_reason(
+                f"the membership log uploaded for {label} was not verified: {exc}"))
         except MembershipError as exc:
             label = policy.space_label(current, space)
             return [], current, Refusal("auth_refused", clip_reason(
@@ -389,10 +418,10 @@ class RelayServer:
         await self._load(space)  # loaded here, on the loop (storage); the check is pure CPU
         for _ in range(MAX_LOG_PREPARE_TRIES):
             held = self._entries.get(space)
-            got = await asyncio.to_thread(self._prepare_log, space, wires)
+            got = await asyncio.to_thread(self._prepare_log, space, wires, ItemBudget())
             if self._entries.get(space) is held:
                 return got
-        return self._prepare_log(space, wires)
+        return self._prepare_log(space, wires, ItemBudget())
 
     async def _commit_log(self, space: str, fresh: list[Entry], state: SpaceState) -> None:
         if not fresh:
@@ -515,7 +544,7 @@ class RelayServer:
             await refuse("server_full", busy)
             return ws
         self._join_sockets[jid] = ws
-        space = to = None
+        space = to = ""  # set by the first message
         try:
             async with asyncio.timeout(JOIN_TIMEOUT_S):
                 for n in range(MAX_JOIN_MESSAGES):
@@ -694,34 +723,34 @@ class RelayServer:
         if unknown_logs:
             self._refuse(session, Refusal("bad_message", "auth carries a log for a space the hello did not name"))
             return
-        for sp in spaces:
-            await self._load(sp)  # loaded here, on the loop (storage); the check below is pure CPU
-        verified = await asyncio.to_thread(
-            lambda: [self._prepare_log(sp, auth["logs"].get(sp, [])) for sp in spaces])
-        for sp, (fresh, state, refusal) in zip(spaces, verified, strict=True):
-            if refusal is not None:
-                refusals[sp] = refusal
-            elif state is not None:
-                prepared[sp] = (fresh, state)
-            else:  # no log held and none uploaded
-                refusals[sp] = policy.admit(None, sp, device, model=hello["m"], plan=self.plan,
-                                            member_online=())  # type: ignore[assignment]
-        key = None
-        for _fresh, state in prepared.values():
-            dev = state.devices.get(device)
-            if dev is not None:
-                key = dev.sign_key
-                break
-            removed = state.removed_devices.get(device)
-            if removed is not None and removed.sign_key:
-                key = removed.sign_key
-                break
-        if key is None:
-            reason = refusals[spaces[0]].reason if spaces[0] in refusals else (
-                f"auth refused: device {device} is not a member of any space this relay knows "
-                "(its membership log has not been uploaded by a member)")
-            self._refuse(session, Refusal("auth_refused", reason))
+        # Before anything is decoded: how much the frame asks the relay to verify
+        # (relay.authbudget; issue 12: one unauthenticated frame of 80 new spaces of dense
+        # entries cost seconds of CPU before its signature was even looked at).
+        too_much = frame_refusal(auth["logs"])
+        if too_much is not None:
+            self._refuse(session, Refusal("bad_message", too_much))
             return
+        for sp in spaces:
+            await self._load(sp)  # loaded here, on the loop (storage); the checks are pure CPU
+        held = {sp: st for sp in spaces if (st := self.state(sp)) is not None}
+        uploaded = [sp for sp in spaces if auth["logs"].get(sp)]
+        # The cheapest key first: a log the relay verified, else the uploaded entry that
+        # registers the device (a few bounded decodes), uploads to known spaces first.
+        found = known_key(held, device)
+        if found is None and uploaded:
+            search = [sp for sp in uploaded if sp in held] + [sp for sp in uploaded
+                                                              if sp not in held]
+            found = await asyncio.to_thread(search_key, device, auth["logs"], search)
+        if found is None:
+            first = spaces[0]
+            lacking = first not in held and not auth["logs"].get(first)
+            self._refuse(session, Refusal("auth_refused", policy.admit(
+                None, first, device, model=hello["m"], plan=self.plan, member_online=()
+            ).reason if lacking else (  # type: ignore[union-attr]
+                f"auth refused: device {device} is not a member of any space this relay knows "
+                "(its membership log has not been uploaded by a member)")))
+            return
+        key = found.sign_key
         if not origin_accepted(auth["u"], session.host, cfg.public_urls):
             self._refuse(session, Refusal("auth_refused", (
                 f"auth refused: the answer is addressed to the relay at {auth['u']}, which is "
@@ -734,7 +763,31 @@ class RelayServer:
                 "key for this relay's key (a different device claimed its id, or the answer "
                 "was made for another relay)")))
             return
-        # Authenticated: the uploaded entries may be kept.
+        # Authenticated as the holder of the device's key. Now the uploaded logs are
+        # verified within the frame's budget: known spaces first, then at most the new
+        # spaces the per-frame and per-address limits allow (the rest on a later connection).
+        now = time.monotonic()
+        new = [sp for sp in uploaded if sp not in held]
+        allowed = min(MAX_NEW_SPACES_PER_AUTH, self._new_spaces.allowance(session.peer, now))
+        order, deferred = verify_order(list(held), new, None if found.known else found.space,
+                                       allowed)
+        self._new_spaces.spend(session.peer, len(new) - len(deferred), now)
+        for sp in deferred:
+            refusals[sp] = Refusal("server_full", deferral(
+                sp, MAX_NEW_SPACES_PER_AUTH, by_rate=allowed < MAX_NEW_SPACES_PER_AUTH))
+        budget = ItemBudget()
+        verified = await asyncio.to_thread(
+            lambda: [self._prepare_log(sp, auth["logs"].get(sp, []), budget) for sp in order])
+        for sp, (fresh, state, refusal) in zip(order, verified, strict=True):
+            if refusal is not None:
+                refusals[sp] = refusal
+            elif state is not None:
+                prepared[sp] = (fresh, state)
+        for sp in spaces:
+            if sp not in held and sp not in prepared and sp not in refusals:  # nothing at all
+                refusals[sp] = policy.admit(None, sp, device, model=hello["m"], plan=self.plan,
+                                            member_online=())  # type: ignore[assignment]
+        # The uploaded entries that verified may be kept.
         for sp, (fresh, state) in prepared.items():
             await self._commit_log(sp, fresh, state)
         mine = self.by_device.get(device, set())
@@ -744,34 +797,54 @@ class RelayServer:
                 f"({cfg.max_connections_per_device})")))
             return
         admitted: dict[str, str] = {}
-        for sp, (_fresh, state) in prepared.items():
-            member = state.member_of(device)
-            online = set()
-            if member is not None:
-                online = {s.device for s in self.by_space.get(sp, ())
-                          if s.spaces.get(sp) == member.id and s.device is not None}
+        # An admission writes the device's session row (clustered); until `_register` below
+        # the session is not in `by_space`, so if it dies in between (an error, a database
+        # call that committed but never answered) the rows it may have written are removed
+        # here, and a session of the same device ending meanwhile leaves them (`_admitting`).
+        pending = [(sp, device) for sp in prepared]
+        tried: list[str] = []
+        for key in pending:
+            self._admitting[key] = self._admitting.get(key, 0) + 1
+        try:
+            for sp, (_fresh, state) in prepared.items():
+                member = state.member_of(device)
+                online = set()
+                if member is not None:
+                    online = {s.device for s in self.by_space.get(sp, ())
+                              if s.spaces.get(sp) == member.id and s.device is not None}
 
-            def decide(devices: set[str], state: SpaceState = state, sp: str = sp
-                       ) -> Refusal | None:
-                return policy.admit(state, sp, device, model=hello["m"], plan=self.plan,
-                                    member_online=devices)
+                def decide(devices: set[str], state: SpaceState = state, sp: str = sp
+                           ) -> Refusal | None:
+                    return policy.admit(state, sp, device, model=hello["m"], plan=self.plan,
+                                        member_online=devices)
 
-            if member is None:
-                r = decide(online)
-            else:  # the device limit counts devices at every instance (one transaction)
-                r = await self.db.admit(sp, member.id, device, online, decide)
-            if r is not None:
-                refusals[sp] = r
-            else:
-                admitted[sp] = member.id  # type: ignore[union-attr]
-        if not admitted:
-            self._refuse(session, policy.session_refusal({s: refusals[s] for s in spaces
-                                                          if s in refusals}))
-            return
-        session.device = device
-        session.model = hello["m"]
-        session.spaces = admitted
-        self._register(session)
+                if member is None:
+                    r = decide(online)
+                else:  # the device limit counts devices at every instance (one transaction)
+                    tried.append(sp)
+                    r = await self.db.admit(sp, member.id, device, online, decide)
+                if r is not None:
+                    refusals[sp] = r
+                else:
+                    admitted[sp] = member.id  # type: ignore[union-attr]
+            if not admitted:
+                self._refuse(session, policy.session_refusal({s: refusals[s] for s in spaces
+                                                              if s in refusals}))
+                return
+            session.device = device
+            session.model = hello["m"]
+            session.spaces = admitted
+            self._register(session)
+        finally:
+            for key in pending:
+                left = self._admitting[key] - 1
+                if left:
+                    self._admitting[key] = left
+                else:
+                    del self._admitting[key]
+            if session.device is None and self.db.clustered:
+                for sp in tried:  # admitted (maybe), never registered: no row may linger
+                    self._left_unless_held(sp, device)
         self._end_handshake(session)  # authenticated: full-size frames from now on
         set_frame_limit(session.ws, session.protocol, MAX_FRAME_BYTES)
         p = self.plan
@@ -791,14 +864,14 @@ class RelayServer:
             for i in range(0, len(wires), MAX_LOG_UPLOAD):
                 await session.send({"t": "entries", "s": sp, "w": wires[i:i + MAX_LOG_UPLOAD]})
         for sp in admitted:
-            online: dict[str, tuple[str | None, str | None]] = self.book.online(sp)
-            online.pop(device, None)
+            present: dict[str, tuple[str | None, str | None]] = self.book.online(sp)
+            present.pop(device, None)
             for other in self.by_space.get(sp, ()):
                 if other.device is not None and other.device != device:
-                    online[other.device] = other.presence.get(sp, (None, None))
-            if online:
+                    present[other.device] = other.presence.get(sp, (None, None))
+            if present:
                 await session.send({"t": "who", "s": sp, "off": [],
-                                    "ds": [[d, t, u] for d, (t, u) in sorted(online.items())]})
+                                    "ds": [[d, t, u] for d, (t, u) in sorted(present.items())]})
             self._presence_changed(sp, device, (None, None))
         await self._loop(session)
 
@@ -858,10 +931,18 @@ class RelayServer:
             if not any(s.device == device for s in members):
                 # Offline here; still online if another instance holds it (a failover).
                 self._presence_changed(sp, device, self.book.remote(sp, device))
-                if self.db.clustered and not self._stopping:
-                    self._background(self.db.left(sp, device))
+                if self.db.clustered:
+                    self._left_unless_held(sp, device)
             if not members:
                 del self.by_space[sp]
+
+    def _left_unless_held(self, space: str, device: str) -> None:
+        """Remove the device's session row in `space` unless a session here still holds it
+        or is being admitted with it (the row is this instance's, shared by its sessions)."""
+        if self._stopping or (space, device) in self._admitting or any(
+                s.device == device for s in self.by_space.get(space, ())):
+            return
+        self._background(self.db.left(space, device))
 
     def _background(self, coro: Any) -> None:
         """Run a storage call whose caller cannot wait (a session ending); errors logged."""
@@ -899,6 +980,25 @@ class RelayServer:
                     self._presence_changed(space, device, now)
         elif isinstance(ev, RemoteMail):
             self._deliver_mail(ev)
+        elif isinstance(ev, Resynced):
+            await self._resynced(ev)
+
+    async def _resynced(self, ev: Resynced) -> None:
+        """This instance heard nothing from the others for a while: presence as the database
+        holds it, membership logs re-read; if puts were missed beyond what could be replayed,
+        the devices here reconnect (and catch up by version vector)."""
+        for space, device, now in self.book.resync(ev.presence):
+            if not any(s.device == device for s in self.by_space.get(space, ())):
+                self._presence_changed(space, device, now)
+        for space in list(self._entries):
+            await self._reload_log(space)
+        if not ev.complete:
+            log.warning("relay: more was missed than can be replayed; devices here reconnect")
+            for s in list(self.sessions):
+                if s.device is not None:
+                    s.end({"t": "bye", "c": "slow_consumer",
+                           "r": "this relay instance lost touch with the others for a while; "
+                                "reconnect to catch up"})
 
     async def _reload_log(self, space: str) -> None:
         """Another instance stored entries of `space`: adopt the log as the database holds it."""

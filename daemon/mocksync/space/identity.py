@@ -14,19 +14,18 @@ transposition (adjacent or not) is caught, which a Luhn mod-32 check does not qu
 
 Private keys live under `Home.keys` as PKCS#8 PEM files, mode 0600 in a 0700 directory; the
 public metadata lives in the TinyDB documents (table "identity"). Files are written temp +
-fsync + link so a crash leaves either no key or a whole one.
+fsync + link (`mocksync.fsatomic`, exclusive) so a crash leaves either no key or a whole one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ..errors import MocksyncError
+from ..fsatomic import put_file
 from ..paths import Home
 from .errors import DeviceIdError, IdentityError, NotInitialisedError
 from .fields import check_name, exact_map, get_bytes, get_name, get_str
@@ -142,7 +142,7 @@ def parse_device_id(text: str) -> str:
     return _format(values)
 
 
-def is_device_id(text: Any) -> bool:
+def is_device_id(text: Any) -> TypeGuard[str]:
     """True for a canonical (already formatted) device id with a valid check character."""
     if not isinstance(text, str) or len(text) != ID_TEXT_CHARS:
         return False
@@ -255,24 +255,9 @@ def _ensure_keys_dir(home: Home) -> Path:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Create `path` with mode 0600 holding `data`, atomically and without clobbering."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.link(tmp, path)  # fails if `path` exists: never overwrite a key
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Create `path` with mode 0600 holding `data`, atomically and without clobbering
+    (FileExistsError when it exists: a key is never overwritten)."""
+    put_file(path, data, 0o600, exclusive=True)
 
 
 def _pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:

@@ -2,21 +2,22 @@
 
 TinyDB rewrites its whole file on each write, which is fine for a handful of documents and
 would be ruinous for the change log (see docs/design/architecture.md "Storage": 1,000x slower than SQLite WAL), so the
-log lives in SQLite. TinyDB's stock JSON storage is not crash safe; `AtomicJSONStorage` writes a
-temp file, fsyncs and renames, so a kill -9 leaves either the old or the new document.
+log lives in SQLite. TinyDB's stock JSON storage is not crash safe; `AtomicJSONStorage` writes
+through the project's one atomic writer (`mocksync.fsatomic`: temp file, fsync, rename, folder
+fsync), so a kill -9 or a power cut leaves either the old or the new document.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
+
+from ..fsatomic import put_file
 
 
 class AtomicJSONStorage(Storage):
@@ -35,18 +36,8 @@ class AtomicJSONStorage(Storage):
 
     def write(self, data: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".docs-", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, indent=2, sort_keys=True, ensure_ascii=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, self.mode)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
+        put_file(self.path, text.encode("utf-8"), self.mode)
 
     def close(self) -> None:
         pass

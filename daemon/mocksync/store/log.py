@@ -69,6 +69,9 @@ CREATE TABLE IF NOT EXISTS conflicts (
 CREATE TABLE IF NOT EXISTS bases (
   env TEXT PRIMARY KEY, path TEXT NOT NULL, sha256 TEXT NOT NULL, text BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS base_seen (
+  env TEXT PRIMARY KEY, sha256 TEXT NOT NULL, vv TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rejected (
   id INTEGER PRIMARY KEY AUTOINCREMENT, env TEXT, device TEXT, seq INTEGER, reason TEXT NOT NULL,
   at_ms INTEGER NOT NULL
@@ -757,19 +760,43 @@ class Store:
         return seqs
 
     # ------------------------------------------------------------------ file bases
-    def set_base(self, env: str, path: str, sha256: str, text: bytes) -> None:
-        """The version of `env`'s file that the editor has seen (we wrote it or read it).
+    def set_base(self, env: str, path: str, sha256: str, text: bytes,
+                 seen: dict[str, int] | None = None) -> None:
+        """The version of `env`'s file that the editor has seen (we wrote it or read it), and
+        the version vector of the change sets it reflects (`seen`; None: all applied here).
 
         Kept durably so that after a crash a file is diffed against what it was, never against
-        a newer state the file has not received (which would revert remote edits).
+        a newer state the file has not received (which would revert remote edits), and so that
+        the first save after a restart is stamped with what its editor had seen, not with the
+        whole log: a teammate's edit that arrived meanwhile stays concurrent with it (issue 15).
         """
         blob = zlib.compress(text, 1) if len(text) > 4096 else text
         with self._tx():
+            vv = self.version_vector(env) if seen is None else seen
             self.db.execute(
                 "INSERT INTO bases VALUES (?, ?, ?, ?) ON CONFLICT(env) DO UPDATE SET "
                 "path=excluded.path, sha256=excluded.sha256, text=excluded.text",
                 (env, path, sha256, blob),
             )
+            self.db.execute(
+                "INSERT INTO base_seen VALUES (?, ?, ?) ON CONFLICT(env) DO UPDATE SET "
+                "sha256=excluded.sha256, vv=excluded.vv",
+                (env, sha256, json.dumps({d: int(n) for d, n in sorted(vv.items())})),
+            )
+
+    def base_seen(self, env: str, sha256: str) -> dict[str, int] | None:
+        """What version `sha256` of `env`'s file reflects, when it is the stored base (None
+        otherwise, or for a base recorded before this was kept)."""
+        row = self.db.execute("SELECT sha256, vv FROM base_seen WHERE env=?", (env,)).fetchone()
+        if row is None or row[0] != sha256:
+            return None
+        try:
+            vv = json.loads(row[1])
+        except ValueError:
+            return None
+        if not isinstance(vv, dict):
+            return None
+        return {d: n for d, n in vv.items() if isinstance(d, str) and type(n) is int}
 
     def get_base(self, env: str) -> tuple[str, str, bytes] | None:
         row = self.db.execute("SELECT path, sha256, text FROM bases WHERE env=?", (env,)).fetchone()
@@ -784,7 +811,7 @@ class Store:
 
         Not for unshare/delete: see `retire_env`, which keeps the tombstone."""
         with self._tx(env):
-            for table in ("changesets", "entities", "conflicts", "bases"):
+            for table in ("changesets", "entities", "conflicts", "bases", "base_seen"):
                 self.db.execute(f"DELETE FROM {table} WHERE env=?", (env,))
         self._states.pop(env, None)
         self._deps_cache = {k: v for k, v in self._deps_cache.items() if k[0] != env}
@@ -799,7 +826,7 @@ class Store:
         it gone instead of bringing it back. Keeping this device's chain also means its
         next change set in `env` never reuses a sequence number the team already holds."""
         with self._tx(env):
-            for table in ("conflicts", "bases"):
+            for table in ("conflicts", "bases", "base_seen"):
                 self.db.execute(f"DELETE FROM {table} WHERE env=?", (env,))
         self._states.pop(env, None)  # reloaded from the entities table when next needed
 

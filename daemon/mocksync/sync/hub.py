@@ -84,6 +84,7 @@ class Hub:
         *,
         expect_device: str | None = None,
         spaces: Iterable[str] = (),
+        relay_push: bool = False,
     ) -> list[Event]:
         """A new connection: start a session. `envs`: only envs of spaces the peer is in;
         `spaces`: the spaces both are members of (their membership logs are gossiped)."""
@@ -92,6 +93,7 @@ class Hub:
         session = Session(
             self.device, envs, self.source, link=link, wants=self.wants, config=self.config,
             expect_device=expect_device, spaces=spaces, membership=self.membership,
+            relay_push=relay_push,
             **self._versions,
         )
         self.sessions[link] = session

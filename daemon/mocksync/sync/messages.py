@@ -48,8 +48,9 @@ key needs a version bump.
 
 from __future__ import annotations
 
+import builtins
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -257,7 +258,7 @@ class _Fields:
             raise self.bad(key, f"{value} is outside the allowed range {low}..{high}")
         return value
 
-    def text(self, key: str, limit: int, *, optional: bool = False) -> str | None:
+    def text(self, key: str, limit: builtins.int, *, optional: bool = False) -> str | None:
         value = self.m.get(key)
         if value is None and optional:
             return None
@@ -298,7 +299,7 @@ class _Fields:
             )
         return value
 
-    def vv(self, key: str = "vv") -> dict[str, int]:
+    def vv(self, key: str = "vv") -> dict[str, builtins.int]:
         value = self.m.get(key)
         if type(value) is not dict:
             raise self.bad(key, f"expected a map of device id to seq, got {type(value).__name__}")
@@ -582,7 +583,8 @@ def _bye(f: _Fields) -> Bye:
     return Bye(f.text("r", MAX_REASON_CHARS))  # type: ignore[arg-type]
 
 
-_PARSERS = {
+#: One strict reader per kind: `decode_message` dispatches on `t`.
+_PARSERS: dict[str, Callable[[_Fields], Message]] = {
     "hello": _hello, "have": _have, "want": _want, "cs": _cs, "ack": _ack, "nack": _nack,
     "ping": _ping, "pong": _pong, "presence": _presence, "bye": _bye, "mheads": _mheads,
     "mlog": _mlog,

@@ -51,7 +51,7 @@ import itertools
 import math
 import struct
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from .. import MOCKOON_MAX_MIGRATION, MODEL_VERSION, PROTOCOL_VERSION
@@ -260,6 +260,7 @@ class Session:
         migration: int = MOCKOON_MAX_MIGRATION,
         spaces: Iterable[str] = (),
         membership: MembershipSource | None = None,
+        relay_push: bool = False,
     ) -> None:
         checker = _Fields("hello", {})
         try:
@@ -297,6 +298,10 @@ class Session:
         self._source = source
         self._wants = wants if wants is not None else self.config.new_wants()
         self.expect_device = expect_device
+        #: Push change sets received from elsewhere too, not only our own (a sparse overlay,
+        #: `net.overlay`: each hop then costs one message instead of have/want/cs; in a full
+        #: mesh it stays off, or every device would get each change n-1 times).
+        self.relay_push = relay_push
         self.protocol, self.model, self.migration = protocol, model, migration
 
         self.state = CONNECTING
@@ -472,14 +477,14 @@ class Session:
         key = (space, env, device, seq)
         if self._peer_has(key, now_ms):
             return []
-        if device == self.device and pair in self._heard:
+        if (device == self.device or self.relay_push) and pair in self._heard:
             # Push only once the peer told us its vector: before that it may be fetching
             # our older sets from someone else, and a push could duplicate them.
             frontier = max(self._peer_vv[pair].get(device, 0), self._top.get(key[:3], 0))
             if seq <= frontier:
                 return []  # already queued or in flight
-            if seq == frontier + 1 and wire is not None:
-                self._enqueue(key, bytes(wire), now_ms)
+            if seq == frontier + 1 and (wire is not None or device != self.device):
+                self._enqueue(key, None if wire is None else bytes(wire), now_ms)
                 self._pump(now_ms)
                 return self._flush()
         self._announce(pair, now_ms)
@@ -854,7 +859,7 @@ class Session:
         del acked[key[3]]
         return False
 
-    def _learn(self, pair: Pair, vv: dict[str, int]) -> None:
+    def _learn(self, pair: Pair, vv: Mapping[str, int]) -> None:
         """Merge what the peer told us it has; free credit for what it now covers."""
         pv = self._peer_vv[pair]
         grown = [d for d, seq in vv.items() if seq > pv.get(d, 0)]

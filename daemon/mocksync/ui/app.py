@@ -35,7 +35,7 @@ from aiohttp import web
 from ..agent.control import ControlServer
 from ..errors import MocksyncError
 from . import views
-from .auth import Session, UiAuth, UiAuthError
+from .auth import TOKEN_TTL_S, Session, UiAuth, UiAuthError
 from .openroute import UiOff
 
 log = logging.getLogger("mocksync.ui")
@@ -177,9 +177,8 @@ class UiServer:
                             "restart it")
             log.warning("%s", self.problem)
             return
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = int(sockets[0].getsockname()[1]) if sockets else self.port_wanted
+        bound = runner.addresses  # the real port when `ui_port` is 0
+        self.port = int(bound[0][1]) if bound else self.port_wanted
         self.auth = UiAuth(self.port)
         self._runner = runner
         self.agent.listeners.append(self.on_event)
@@ -210,8 +209,6 @@ class UiServer:
         if self.auth is None or self.url is None:
             raise UiOff(self.problem or "the web page is not running")
         token = self.auth.mint(self.clock())
-        from .auth import TOKEN_TTL_S
-
         return {"url": f"{self.url}auth?token={token}", "base": self.url,
                 "expires_in_s": TOKEN_TTL_S}
 
@@ -270,11 +267,12 @@ class UiServer:
                 try:
                     await asyncio.wait_for(client.wake.wait(), KEEPALIVE_S)
                 except TimeoutError:
+                    if not self._still_signed_in(client):
+                        break
                     await resp.write(b": keepalive\n\n")
                     continue
                 client.wake.clear()
-                if client.closing or self.auth is None or \
-                        self.auth.session(client.cookie, self.clock()) is None:
+                if not self._still_signed_in(client):
                     break
                 kinds, client.kinds = sorted(client.kinds), set()
                 await resp.write(b"event: change\ndata: "
@@ -284,6 +282,11 @@ class UiServer:
         finally:
             self._clients.discard(client)
         return resp
+
+    def _still_signed_in(self, client: _Client) -> bool:
+        """A live stream ends with its session (signed out, expired) or the server."""
+        return (not client.closing and self.auth is not None
+                and self.auth.session(client.cookie, self.clock()) is not None)
 
     # ---------------------------------------------------------------- the fences
     @web.middleware
@@ -418,7 +421,7 @@ class UiServer:
         return self._page(
             request, "overview.html", "overview_live.html", title="Overview",
             status=status, relay=views.relay_view(relay, relay_text(relay)),
-            peers=views.peer_rows(status.get("peers") or [], who),
+            peers=views.peer_rows(status.get("peers") or [], who, self._all_device_names()),
             envs=views.env_rows(envs, quotas), space_rows=spaces,
             conflicts=sum(int(e.get("conflicts") or 0) for e in envs),
             linked_problems=sum(len(views.linked_problems(e)) for e in envs))
@@ -471,6 +474,12 @@ class UiServer:
             if e.get("uuid") == env and e.get("space"):
                 return e
         raise web.HTTPNotFound(text=f"no synced environment {env[:64]!r} on this device")
+
+    def _all_device_names(self) -> dict[str, str]:
+        names: dict[str, str] = {}
+        for s in self.agent.spaces.spaces():
+            names.update({d.id: d.name for d in s.state.devices.values()})
+        return names
 
     def _device_names(self, space: str | None) -> dict[str, str]:
         sp = self.agent.spaces.get(space) if space else None

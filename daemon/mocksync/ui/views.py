@@ -24,7 +24,11 @@ NEAR_QUOTA = 0.8
 #: Characters of a device id shown where a whole id would crowd the line.
 SHORT_ID = 11
 
-_KIND_WORDS = {"created": "created", "set": "set", "unset": "unset", "deleted": "deleted"}
+#: How each kind of operation in `log`'s summary ("2 set, 1 created") reads in a sentence.
+_KIND_WORDS = {"created": ("created", "entity", "entities"),
+               "set": ("changed", "property", "properties"),
+               "unset": ("cleared", "property", "properties"),
+               "deleted": ("deleted", "entity", "entities")}
 
 
 def human_bytes(n: int) -> str:
@@ -68,10 +72,12 @@ def relay_view(relay: Mapping[str, Any], sentence: str) -> dict[str, Any]:
             "can_reconnect": state not in ("none", "connected")}
 
 
-def peer_rows(peers: Iterable[Mapping[str, Any]],
-              who: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def peer_rows(peers: Iterable[Mapping[str, Any]], who: Iterable[Mapping[str, Any]],
+              device_names: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """One row per peer device with presence: online or not, how reached, and which
-    environment (and route) its user is editing now."""
+    environment (and route) its user is editing now. `device_names`: names from the spaces'
+    membership logs, for peers whose row carries none."""
+    device_names = device_names or {}
     looking = {r.get("device"): r for r in who if not r.get("you")}
     rows = []
     for p in peers:
@@ -80,7 +86,8 @@ def peer_rows(peers: Iterable[Mapping[str, Any]],
         editing = w.get("env_name") or w.get("env")
         if editing and (w.get("entity_name") or w.get("entity")):
             editing = f"{editing} / {w.get('entity_name') or w.get('entity')}"
-        rows.append({"device": device, "name": p.get("name") or w.get("name") or "",
+        rows.append({"device": device,
+                     "name": p.get("name") or w.get("name") or device_names.get(device) or "",
                      "member": p.get("member") or w.get("member") or "",
                      "via": p.get("via") or "", "state": p.get("state") or "",
                      "online": device in looking, "editing": editing or "",
@@ -126,6 +133,19 @@ def env_rows(envs: Iterable[Mapping[str, Any]],
 # ------------------------------------------------------------------------------ environment
 
 
+def summary_words(summary: str) -> str:
+    """`log`'s summary in a sentence: '2 set, 1 created' -> 'changed 2 properties, created
+    1 entity'. A summary of another shape is shown as it is."""
+    parts = []
+    for item in summary.split(", "):
+        count, _, kind = item.partition(" ")
+        if not count.isdigit() or kind not in _KIND_WORDS:
+            return summary
+        verb, one, many = _KIND_WORDS[kind]
+        parts.append(f"{verb} {count} {one if count == '1' else many}")
+    return ", ".join(parts)
+
+
 def timeline(changesets: list[Mapping[str, Any]], device_names: Mapping[str, str],
              me: str) -> list[dict[str, Any]]:
     """The change log, newest first, in words: who, when, what changed."""
@@ -134,7 +154,7 @@ def timeline(changesets: list[Mapping[str, Any]], device_names: Mapping[str, str
         device = str(r.get("device") or "")
         summary = str(r.get("summary") or "")
         ops = int(r.get("ops") or 0)
-        what = summary or f"{ops} change{'s' if ops != 1 else ''}"
+        what = summary_words(summary) if summary else f"{ops} change{'s' if ops != 1 else ''}"
         out.append({"who": who_text(r.get("member"), device, device_names)
                     + (" — this device" if device == me else ""),
                     "when": when_text(r.get("time")), "what": what, "seq": r.get("seq"),
@@ -216,6 +236,7 @@ __all__ = [
     "peer_rows",
     "quota_view",
     "relay_view",
+    "summary_words",
     "timeline",
     "value_text",
     "when_text",
