@@ -1,5 +1,27 @@
+"""Fixtures shared by the whole suite, and the path to the plain helper modules.
+
+Helpers live in tests/helpers/ (and the plain modules next to the tests: envfactory,
+editor_standin, daemon_harness, attack_tools, netns); test modules never import each other.
+"""
+
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-# Test helpers (envfactory, editor_standin) are plain modules next to the tests.
+import pytest
+
+# Test helpers (envfactory, editor_standin, helpers/) are plain modules next to the tests.
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture
+async def lab(tmp_path: Path) -> AsyncIterator["Lab"]:  # noqa: F821
+    """Devices, agents and a relay on 127.0.0.1 (`helpers.relaylab.Lab`), all stopped at the end.
+    Imported here, not at the top: most test runs never start a relay."""
+    from helpers.relaylab import Lab
+
+    the_lab = Lab(tmp_path)
+    try:
+        yield the_lab
+    finally:
+        await the_lab.close()

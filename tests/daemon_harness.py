@@ -166,37 +166,6 @@ def all_uuids(doc: dict[str, Any]) -> set[str]:
 # ------------------------------------------------------------------------------ waiting
 
 
-async def wait_until(pred: Callable[[], Any], what: str, timeout: float = WAIT_S,
-                     step: float = 0.01) -> Any:
-    """Poll `pred` until it returns something truthy; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = pred()
-        except (OSError, ValueError, KeyError):
-            value = None  # a file mid-replace, a doc not there yet: try again
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(step)
-
-
-def wait_sync(pred: Callable[[], Any], what: str, timeout: float = WAIT_S,
-              step: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = pred()
-        except (OSError, ValueError, KeyError, ControlError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
-
-
 # ------------------------------------------------------------------------------ in-process
 
 

@@ -29,11 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mocksync.agent.client import ControlClient, ControlError, DaemonNotRunning
 from mocksync.devtools.pairing import pair
 from mocksync.paths import Home
 from mocksync.space.actions import create_space, init_device
 from mocksync.space.identity import Identity
 from mocksync.space.store import append_entries, get_space
+
+from helpers.polling import wait_sync
 
 #: Subnet every lab uses (RFC 2544 benchmark range: routed nowhere).
 LAB_NET = "198.18.0"
@@ -110,17 +113,8 @@ def read_json(path: Path) -> Any:
 
 
 def wait_for(pred: Callable[[], Any], what: str, timeout: float, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = pred()
-        except (OSError, ValueError, KeyError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
+    """`helpers.polling.wait_sync` with the timeout these tests always give."""
+    return wait_sync(pred, what, timeout, step)
 
 
 async def await_for(pred: Callable[[], Any], what: str, timeout: float,
@@ -254,3 +248,65 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.teardown()
+
+
+# ------------------------------------------------------------------------------ daemons
+
+#: Longest a namespaced daemon may take to answer `status` after it was started.
+DAEMON_WAIT_S = 30.0
+
+
+class Daemon:
+    """`mocksync daemon --bind ADDR` for one device, inside one host's namespace."""
+
+    def __init__(self, dev: Device, host: Host) -> None:
+        self.dev, self.host = dev, host
+        (dev.home.root / "config.toml").write_text(
+            "blind_window_s = 0.3\nwatch_step_ms = 5\nwatch_debounce_ms = 30\n")
+        self.log = dev.home.root / "daemon.log"
+        self.proc = host.popen([*mocksync_command(), "--home", str(dev.home.root), "daemon",
+                                "--folder", str(dev.folder), "--bind", host.address, "-v"],
+                               self.log)
+        wait_for(self._ready, f"{dev.name}'s daemon to start", DAEMON_WAIT_S)
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon {self.dev.name} exited: {self.tail()}")
+        try:
+            return self.call("status")["daemon"]["pid"] == self.proc.pid
+        except (DaemonNotRunning, ControlError):
+            return False
+
+    def call(self, method: str, **params: Any) -> Any:
+        return ControlClient(self.dev.home.socket, timeout=30).call(method, **params)
+
+    def peers(self) -> dict[str, dict[str, Any]]:
+        return {p["device"]: p for p in self.call("peers")["peers"]}
+
+    def connected_to(self, *devices: Device) -> bool:
+        peers = self.peers()
+        return all(peers.get(d.id, {}).get("state") == "connected" for d in devices)
+
+    def tail(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+
+def env_file(dev: Device) -> Path | None:
+    files = [p for p in dev.folder.glob("*.json") if not p.name.startswith(".")]
+    return files[0] if len(files) == 1 else None
+
+
+def edit(path: Path, fn) -> None:
+    doc = read_json(path)
+    assert doc is not None, f"{path} is not readable JSON"
+    fn(doc)
+    editor_save(path, doc)
+
+
+def set_doc(route: int, value: str):
+    def fn(doc: dict[str, Any]) -> None:
+        doc["routes"][route]["documentation"] = value
+    return fn

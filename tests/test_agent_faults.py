@@ -23,7 +23,6 @@ from daemon_harness import (
     set_label,
     state_doc,
     team_space,
-    wait_until,
 )
 from mocksync.agent import faults
 from mocksync.agent import writer as writer_mod
@@ -47,6 +46,8 @@ from mocksync.agent.faults import (
     sentence,
 )
 from mocksync.agent.writer import FileWriteError
+
+from helpers.polling import wait_until
 
 
 def raised_from(cause: BaseException) -> FileWriteError:

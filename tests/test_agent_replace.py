@@ -33,11 +33,12 @@ from daemon_harness import (
     settle,
     state_doc,
     team_space,
-    wait_until,
 )
 from mocksync.agent import writer
 from mocksync.agent.bus import LocalBus
 from mocksync.agent.daemon import Agent
+
+from helpers.polling import wait_until
 
 
 @dataclass

@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 from mocksync.store import Store
-from test_offline_policy import lab, on_disk, rendered, synced_team, write  # noqa: F401
-from test_relay_sync import Lab
 
 from envfactory import small_env
+from helpers.relaylab import Lab, on_disk, rendered, synced_team, until, write
 
 
 def test_the_base_keeps_what_it_reflects(tmp_path: Path) -> None:
@@ -79,7 +78,6 @@ def render_port(store: Store, env: str) -> int:
 
 
 async def until_same(a, b, env: str) -> None:
-    from test_relay_sync import until
 
     await until(lambda: a.store.version_vector(env) == b.store.version_vector(env),
                 what="both devices to hold the same change sets")

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,19 +26,19 @@ from mocksync.net.relay_client import RelayRefused
 from mocksync.relay import policy
 from mocksync.relay.envelope import Tagger, open_envelope, seal_envelope
 from mocksync.space.store import get_space
-from test_relay_access import logs_of, raw_client, settle
-from test_relay_sync import Lab, edits, rendered, share, team_of, until
 
 from envfactory import small_env
-
-
-@pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
-    lab = Lab(tmp_path)
-    try:
-        yield lab
-    finally:
-        await lab.close()
+from helpers.relaylab import (
+    Lab,
+    edits,
+    logs_of,
+    raw_client,
+    rendered,
+    settle,
+    share,
+    team_of,
+    until,
+)
 
 
 def test_slot_rule_is_pure() -> None:

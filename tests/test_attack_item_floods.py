@@ -52,7 +52,8 @@ from mocksync.relay.envelope import seal_envelope
 from mocksync.space.identity import Identity
 from mocksync.sync import messages
 from mocksync.sync.membership import MAX_HEADS, MAX_MEMBERSHIP_SPACES
-from test_attack_soak import Mallory
+
+from helpers.mallory import Mallory
 
 #: Items of the flood: one byte each, 16 MB in all, just under the gate's generic cap.
 FLOOD = 16_000_000

@@ -39,12 +39,13 @@ from daemon_harness import (
     running,
     settle,
     team_space,
-    wait_until,
 )
 from mocksync.agent.bus import LocalBus
 from mocksync.agent.daemon import Agent
 from mocksync.model.files import CONTENT_REG, PATH_REG, file_uuid
 from mocksync.space.store import append_entries, get_space
+
+from helpers.polling import wait_until
 
 HOOK = b"#!/bin/sh\necho PWNED > /tmp/pwned\n"
 BOBS_NOTES = b"bob's own webhook draft, never synced\n"

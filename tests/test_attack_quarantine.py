@@ -30,9 +30,9 @@ from mocksync.changes import ChangeSet
 from mocksync.changes.hlc import pack
 from mocksync.devtools.pairing import pair
 from mocksync.errors import MocksyncError
-from test_relay_sync import Lab, rendered, share, team_of
 
 from envfactory import small_env
+from helpers.relaylab import Lab, rendered, share, team_of
 
 NOW = 1_800_000_000_000
 V, W = "VVVVV-VVVVV-VVVVV-VVVVV", "WWWWW-WWWWW-WWWWW-WWWWW"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +40,10 @@ from mocksync.relay.auth import (
 from mocksync.relay.protocol import CLIENT, RELAY, decode_message, encode_message
 from mocksync.relay.server import RelayConfig, RelayServer
 from mocksync.space.store import relay_pin, set_relay_pin
-from test_relay_access import logs_of, raw_client, settle
-from test_relay_sync import Lab, team_of, until
+
+from helpers.relaylab import Lab, logs_of, raw_client, settle, team_of, until
 
 SPACE = "ab" * 16
-
-
-@pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
-    lab = Lab(tmp_path)
-    try:
-        yield lab
-    finally:
-        await lab.close()
 
 
 # ------------------------------------------------------------------------------ pure parts

@@ -15,10 +15,14 @@ flat; and the honest team's edits flow meanwhile.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 import threading
 import time
 import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,6 +31,8 @@ from attack_tools import RawWebSocket, cbor_head, rational_bomb, rss_mb, shared_
 from journeys.harness import Team
 from mocksync import MODEL_VERSION, PROTOCOL_VERSION
 from mocksync.changes import canonical
+from mocksync.relay.auth import sign_challenge
+from mocksync.relay.authbudget import MAX_NEW_SPACES_PER_AUTH
 from mocksync.relay.frames import MAX_AUTH_FRAME_BYTES, MAX_HELLO_FRAME_BYTES
 from mocksync.relay.protocol import (
     CLIENT,
@@ -43,6 +49,9 @@ from mocksync.relay.protocol import (
     decode_message,
     encode_message,
 )
+from mocksync.space import membership as m
+from mocksync.space.identity import Identity
+from mocksync.space.membership import new_genesis, new_member_id, verify_log
 
 #: Generous bound for "refused fast" across a process boundary on a loaded 2-core machine
 #: (the old relay took 11 to 39 s).
@@ -269,3 +278,179 @@ async def test_unauthenticated_item_floods_are_refused_at_once(team: Team) -> No
         # the old relay answered after 20 s of decoding; the scan stops at the cap
         assert took < 5 * FAST_S, results
     assert health(url)["ok"] is True
+
+
+# ------------------------------------------------------------------ auth frames of new spaces
+#
+# Found by the red team: an unauthenticated auth frame naming 80 new spaces, each with one
+# 96 KiB membership entry that is a CBOR list of zeros, made the relay decode and verify every
+# log before it looked at the signature: 10.3 s of CPU per frame on a loaded machine (3.7 s
+# for two frames on an idle one), two frames at once. A cap per entry does not help (the same
+# bytes as smaller entries across 1,000 spaces). Now (relay.authbudget) the device's key comes
+# first, from a log the relay verified or the uploaded entry that registers the device (a byte
+# search and a few bounded decodes), then one signature check; logs are verified only after
+# it, within a budget per frame and a new-space rate per address.
+
+#: Entries of the long log in the honest-maxima test (MAX_LOG_ENTRIES takes 10 s on a
+#: loaded machine; the budget's fit for it is proven without sockets).
+LONG_LOG = 2500
+#: Relay CPU one hostile auth frame may cost (the old relay: 1.9 to 10.3 s).
+FRAME_CPU_S = 0.5
+#: The red team's frame: new spaces, and one entry of this many bytes in each.
+ATTACK_SPACES = 80
+ATTACK_ENTRY_BYTES = 96 * 1024
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds process `pid` has used (Linux /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def dense_entry(size: int) -> bytes:
+    """An entry-sized CBOR list of zeros: one item per byte."""
+    return cbor_head(4, size - 5) + b"\x00" * (size - 5)
+
+
+async def _auth(port: int, device: str, logs: dict[str, list[bytes]],
+                sign: Any = None, spaces: list[str] | None = None) -> dict[str, Any]:
+    """hello + auth on a raw WebSocket; the relay's answer to the auth frame. `sign(nonce,
+    relay_key, origin)` makes the signature (default: 64 zero bytes, an attacker's)."""
+    ws = await RawWebSocket.connect(port, "/v1/ws")
+    try:
+        await ws.send(encode_message({"t": "hello", "p": PROTOCOL_VERSION, "m": MODEL_VERSION,
+                                      "d": device, "sp": sorted(spaces or logs), "a": "x"},
+                                     sender=CLIENT))
+        frame = await ws.recv(timeout=20)
+        assert frame is not None
+        challenge = decode_message(frame[1], sender=RELAY)
+        assert challenge["t"] == "challenge", challenge
+        origin = f"http://127.0.0.1:{port}"
+        have = {sp: set(h) for sp, h in challenge["have"].items()}
+        uploads = {sp: [w for w in ws_ if hashlib.sha256(w).digest() not in have.get(sp, ())]
+                   for sp, ws_ in logs.items()}
+        sig = sign(challenge["n"], challenge["k"], origin) if sign else bytes(SIG_BYTES)
+        await ws.send(canonical.encode({"t": "auth", "sig": sig, "u": origin, "logs": uploads}))
+        answer = await ws.recv(timeout=60)
+        assert answer is not None and answer[0] == 2, answer
+        return decode_message(answer[1], sender=RELAY)
+    finally:
+        await ws.close()
+
+
+def test_auth_frames_of_new_spaces_are_refused_after_one_key_lookup(team: Team) -> None:
+    alice = team.device("alice")
+    bob = team.device("bob")
+    team.space(alice, "team")
+    alice.start()
+    team.join(bob, "team", by=alice)
+    bob.start()
+    pet = alice.share(alice.add_example("petstore"))["uuid"]
+    team.synced(pet, alice, bob)
+    assert team.relay.proc is not None
+    pid, port = team.relay.proc.pid, team.relay.port
+    listed = alice.ms("space", "list", "--json").json()
+    rows = listed["spaces"] if isinstance(listed, dict) else listed
+    team_id = next(r["id"] for r in rows if r["name"] == "team")
+
+    def attack_logs(n: int, per_space: int, size: int) -> dict[str, list[bytes]]:
+        return {os.urandom(16).hex(): [dense_entry(size)] * per_space for _ in range(n)}
+
+    mallory = Identity.generate("mallory", now=0)
+    own = new_genesis(mallory, name="m", member_name="m", now_ms=1)
+
+    async def attacks() -> list[dict[str, Any]]:
+        return list(await asyncio.gather(
+            # the red team's frame, twice at once
+            _auth(port, ATTACKER, attack_logs(ATTACK_SPACES, 1, ATTACK_ENTRY_BYTES)),
+            _auth(port, ATTACKER, attack_logs(ATTACK_SPACES, 1, ATTACK_ENTRY_BYTES)),
+            # split across 1,000 spaces of small entries, claiming to be bob (whose key the
+            # relay knows): refused by one signature check
+            _auth(port, bob.id, {team_id: [], **attack_logs(MAX_SPACES_PER_SESSION - 1, 8,
+                                                            1000)}),
+        ))
+
+    before = cpu_s(pid)
+    answers = asyncio.run(attacks())
+    spent = cpu_s(pid) - before
+    for msg in answers[:2]:
+        assert msg["t"] == "refused" and msg["c"] == "auth_refused", msg
+        assert "not a member of any space" in msg["r"]
+    assert answers[2]["t"] == "refused" and "does not verify" in answers[2]["r"], answers[2]
+    assert spent < FRAME_CPU_S * len(answers), spent
+
+    # With a key of its own (a genesis it signed), mallory is authenticated, and the rest of
+    # its frame is verified within the budget: its own space admitted, new spaces past the
+    # per-frame limit deferred, the garbage refused at its first entry's scan.
+    garbage = attack_logs(ATTACK_SPACES - 1, 1, ATTACK_ENTRY_BYTES)
+    logs = {own.space.hex(): [own.wire], **garbage}
+    before = cpu_s(pid)
+    welcome = asyncio.run(_auth(port, mallory.device_id, logs,
+                                sign=lambda n, k, o: sign_challenge(mallory, n, k, o)))
+    spent = cpu_s(pid) - before
+    assert welcome["t"] == "welcome", welcome
+    assert set(welcome["ok"]) == {own.space.hex()}
+    codes = [code for code, _r in welcome["no"].values()]
+    assert codes.count("server_full") == ATTACK_SPACES - MAX_NEW_SPACES_PER_AUTH
+    assert codes.count("auth_refused") == MAX_NEW_SPACES_PER_AUTH - 1
+    assert spent < FRAME_CPU_S, spent
+
+    # Meanwhile and after, the team syncs.
+    bob.save(bob.file_of(pet).name, lambda d: d.update(name="Petstore after the attack"))
+    alice.wait_doc(pet, lambda d: d["name"] == "Petstore after the attack",
+                   "bob's edit to reach alice after the auth attacks")
+    assert health(team.relay.url)["ok"] is True
+
+
+def _long_team(admin: Identity, joiner: Identity, entries: int) -> list[m.Entry]:
+    """A space of `admin` whose log is `entries` long, `joiner` added by its very last entry
+    (the worst place for the relay to find its key)."""
+    g = new_genesis(admin, name="t", member_name="ann", now_ms=1)
+    st = verify_log([g])
+    mid = new_member_id()
+    add = m.add_member(admin, st, member_id=mid, name="joe", role="editor", now_ms=2)
+    log = [g, add]
+    head = add
+    for n in range(entries - 3):  # role changes, chained without replaying the log
+        fake = SimpleNamespace(space_id_bytes=g.space, heads=(head.hash,),
+                               next_counter=head.counter + 1)
+        head = m.sign_entry(admin, fake, "set_role",  # type: ignore[arg-type]
+                            {"member": mid, "role": "admin" if n % 2 == 0 else "editor"},
+                            now_ms=3 + n)
+        log.append(head)
+    fake = SimpleNamespace(space_id_bytes=g.space, heads=(head.hash,),
+                           next_counter=head.counter + 1)
+    log.append(m.sign_entry(admin, fake, "add_device",  # type: ignore[arg-type]
+                            {"member": mid, "device": joiner.public.to_cbor(), "key": None},
+                            now_ms=entries))
+    return log
+
+
+def test_a_device_in_many_new_spaces_with_a_long_log_authenticates(team: Team) -> None:
+    """Honest maxima: a device that joined (so its key is in no genesis) meets a fresh relay
+    first, in more new spaces than one frame may create, one with a long log that adds it
+    last (a whole MAX_LOG_ENTRIES log fits the frame budget too: test_relay_authbudget.py;
+    it is kept shorter here only to keep the test fast). It is admitted at once to the first MAX_NEW_SPACES_PER_AUTH
+    (its key's space among them), told the rest wait, and gets them on its next connection."""
+    admin = Identity.generate("admin", now=0)
+    joiner = Identity.generate("joiner", now=0)
+    long_log = _long_team(admin, joiner, LONG_LOG)
+    assert verify_log(long_log).is_member(joiner.device_id)
+    logs = {long_log[0].space.hex(): [e.wire for e in long_log]}
+    for _ in range(MAX_NEW_SPACES_PER_AUTH + 3):
+        short = _long_team(admin, joiner, 3)
+        logs[short[0].space.hex()] = [e.wire for e in short]
+    port = team.relay.port
+
+    def sign(n: bytes, k: bytes, o: str) -> bytes:
+        return sign_challenge(joiner, n, k, o)
+
+    first = asyncio.run(_auth(port, joiner.device_id, logs, sign=sign))
+    assert first["t"] == "welcome", first
+    assert long_log[0].space.hex() in first["ok"]
+    assert len(first["ok"]) == MAX_NEW_SPACES_PER_AUTH
+    assert len(first["no"]) == 4
+    for code, reason in first["no"].values():
+        assert code == "server_full" and "new to this relay" in reason
+    again = asyncio.run(_auth(port, joiner.device_id, logs, sign=sign))
+    assert again["t"] == "welcome" and set(again["ok"]) == set(logs) and not again["no"], again

@@ -210,9 +210,9 @@ async def test_a_late_change_set_arriving_directly_is_refused_and_listed(tmp_pat
     from mocksync.errors import MocksyncError
     from mocksync.model import snapshot_ops
     from mocksync.space.actions import remove
-    from test_relay_sync import Lab, team_of
 
     from envfactory import small_env
+    from helpers.relaylab import Lab, team_of
 
     lab = Lab(tmp_path)
     try:

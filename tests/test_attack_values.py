@@ -32,9 +32,9 @@ from mocksync.errors import MocksyncError, ValidationError
 from mocksync.model import snapshot_ops, to_wire, validate_ops
 from mocksync.model.limits import MAX_VALUE_DEPTH, depth_over, value_problem
 from mocksync.model.ops import dec_value, enc_value
-from test_relay_sync import Lab, rendered, share, team_of
 
 from envfactory import small_env
+from helpers.relaylab import Lab, rendered, share, team_of
 
 
 def nested(depth: int, leaf: Any = "x", dicts: bool = False) -> Any:

@@ -42,11 +42,12 @@ from daemon_harness import (
     short_tmp,
     status_env,
     team_space,
-    wait_sync,
     write_config,
 )
 from mocksync.devtools.envgen import check_env_invariants
 from mocksync.store import Store
+
+from helpers.polling import wait_sync
 
 CHANGESET_KEYS = {"device", "member", "seq", "hlc", "time", "ops", "summary"}
 

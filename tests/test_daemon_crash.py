@@ -40,12 +40,13 @@ from daemon_harness import (
     responses,
     short_tmp,
     status_env,
-    wait_sync,
     write_config,
 )
 from mocksync.agent.client import ControlError
 from mocksync.model import State, render, validate_ops
 from mocksync.store import Store
+
+from helpers.polling import wait_sync
 
 #: Most saves streamed between two kills.
 MAX_EDITS_PER_ROUND = 60

@@ -35,12 +35,13 @@ from daemon_harness import (
     set_label,
     state_doc,
     team_space,
-    wait_until,
 )
 from mocksync.agent.bus import LocalBus
 from mocksync.agent.daemon import Agent, QuotaError
 from mocksync.errors import ValidationError
 from mocksync.model.flatten import DuplicateUuidError
+
+from helpers.polling import wait_until
 
 
 @dataclass

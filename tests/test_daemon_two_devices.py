@@ -38,12 +38,12 @@ from daemon_harness import (
     settle,
     state_doc,
     team_space,
-    wait_until,
 )
 from mocksync.agent.bus import LocalBus
 from mocksync.agent.daemon import Agent
 
 from editor_standin import EditorStandin
+from helpers.polling import wait_until
 
 #: The stand-in's blind period: Mockoon's 3 s scaled like the daemon's 3.5 s hold (0.3 s here).
 EDITOR_BLIND_S = 0.2

@@ -11,22 +11,22 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mocksync.agent.client import ControlClient, ControlError, DaemonNotRunning
 from mocksync.devtools.envgen import generate_env
 from mocksync.devtools.pairing import pair
 from netns import (
+    Daemon,
     Device,
-    Host,
     Lab,
+    edit,
     editor_save,
+    env_file,
     make_device,
-    mocksync_command,
     read_json,
+    set_doc,
     share_log,
     short_tmp,
     skip_reason,
@@ -44,62 +44,6 @@ WAIT = 30.0
 def _need_namespaces() -> None:
     if REASON is not None:
         pytest.skip(REASON)
-
-
-class Daemon:
-    """`mocksync daemon --bind ADDR` for one device, inside one host's namespace."""
-
-    def __init__(self, dev: Device, host: Host) -> None:
-        self.dev, self.host = dev, host
-        (dev.home.root / "config.toml").write_text(
-            "blind_window_s = 0.3\nwatch_step_ms = 5\nwatch_debounce_ms = 30\n")
-        self.log = dev.home.root / "daemon.log"
-        self.proc = host.popen([*mocksync_command(), "--home", str(dev.home.root), "daemon",
-                                "--folder", str(dev.folder), "--bind", host.address, "-v"],
-                               self.log)
-        wait_for(self._ready, f"{dev.name}'s daemon to start", WAIT)
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"daemon {self.dev.name} exited: {self.tail()}")
-        try:
-            return self.call("status")["daemon"]["pid"] == self.proc.pid
-        except (DaemonNotRunning, ControlError):
-            return False
-
-    def call(self, method: str, **params: Any) -> Any:
-        return ControlClient(self.dev.home.socket, timeout=30).call(method, **params)
-
-    def peers(self) -> dict[str, dict[str, Any]]:
-        return {p["device"]: p for p in self.call("peers")["peers"]}
-
-    def connected_to(self, *devices: Device) -> bool:
-        peers = self.peers()
-        return all(peers.get(d.id, {}).get("state") == "connected" for d in devices)
-
-    def tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-
-def env_file(dev: Device) -> Path | None:
-    files = [p for p in dev.folder.glob("*.json") if not p.name.startswith(".")]
-    return files[0] if len(files) == 1 else None
-
-
-def edit(path: Path, fn) -> None:
-    doc = read_json(path)
-    assert doc is not None, f"{path} is not readable JSON"
-    fn(doc)
-    editor_save(path, doc)
-
-
-def set_doc(route: int, value: str):
-    def fn(doc: dict[str, Any]) -> None:
-        doc["routes"][route]["documentation"] = value
-    return fn
 
 
 @contextlib.contextmanager

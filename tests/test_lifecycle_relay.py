@@ -8,8 +8,6 @@ in the folder and in the trash, and each environment's state.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,18 +17,9 @@ from mocksync.devtools.pairing import pair
 from mocksync.errors import ValidationError
 from mocksync.relay.storage import SQLiteStorage
 from mocksync.space.quotas import get_plan
-from test_relay_sync import Device, Lab, share, team_of, until
 
 from envfactory import small_env
-
-
-@pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
-    lab = Lab(tmp_path)
-    try:
-        yield lab
-    finally:
-        await lab.close()
+from helpers.relaylab import Device, Lab, share, team_of, until
 
 
 def state_of(agent: Agent, env: str) -> str | None:

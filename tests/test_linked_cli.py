@@ -19,9 +19,10 @@ from daemon_harness import (
     read_doc,
     short_tmp,
     status_env,
-    wait_sync,
     write_config,
 )
+
+from helpers.polling import wait_sync
 
 KEY = b"-----BEGIN PRIVATE KEY-----\nCLI-SECRET-KEY\n-----END PRIVATE KEY-----\n"
 

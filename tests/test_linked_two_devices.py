@@ -32,7 +32,6 @@ from daemon_harness import (
     running,
     settle,
     team_space,
-    wait_until,
 )
 from mocksync.agent.bus import LocalBus
 from mocksync.agent.daemon import Agent, QuotaError
@@ -44,6 +43,8 @@ from mocksync.model.files import (
     file_entities,
     file_uuid,
 )
+
+from helpers.polling import wait_until
 
 POLL_S = 0.05
 KEY = b"-----BEGIN PRIVATE KEY-----\nTOP-SECRET-KEY-BYTES-1234\n-----END PRIVATE KEY-----\n"

@@ -28,9 +28,16 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import DaemonProcess, cli, cli_process, copy_example, wait_sync
+from daemon_harness import (
+    DaemonProcess,
+    cli,
+    cli_process,
+    copy_example,
+)
 from mocksync.agent.client import ControlClient, ForeignSocketError, foreign_owner
 from mocksync.paths import Home, PrivateDirError, ensure_private_dir, private_dir_problem
+
+from helpers.polling import wait_sync
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("useradd") is None,

@@ -17,9 +17,10 @@ from daemon_harness import (
     read_doc,
     running,
     team_space,
-    wait_until,
 )
 from mocksync.agent.bus import LocalBus
+
+from helpers.polling import wait_until
 
 
 async def test_held_by_migration_is_written_after_the_limit_is_raised(tmp_path: Path) -> None:

@@ -35,9 +35,9 @@ from mocksync.model import (
     validate_ops,
 )
 from mocksync.model.state import close_deps
-from test_model_merge_cases import assert_valid
 
 from envfactory import small_env
+from helpers.mergekit import assert_valid
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "environments"
 LONG = bool(os.environ.get("MOCKSYNC_LONG"))

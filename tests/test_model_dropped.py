@@ -20,7 +20,10 @@ import pytest
 from mocksync.model import State, merge3, render
 from mocksync.model.resolution import resolution_ops, restore_ops
 from mocksync.model.state import ABSENT
-from test_model_merge_cases import (
+
+from envfactory import ENV_UUID, clone, find, small_env, u
+from envfactory import response as make_response
+from helpers.mergekit import (
     CS,
     add_route,
     delete_folder,
@@ -35,9 +38,6 @@ from test_model_merge_cases import (
     tree_order,
     wire,
 )
-
-from envfactory import ENV_UUID, clone, find, small_env, u
-from envfactory import response as make_response
 
 Doc = dict[str, Any]
 

@@ -180,3 +180,48 @@ def test_the_fast_parser_reads_as_the_standard_one(text: str) -> None:
 def test_the_fast_parser_refuses_what_the_standard_one_refuses(text: str) -> None:
     with pytest.raises(ValidationError):
         parse_json(text)
+
+
+# ---------------------------------------------------------------------------- render again
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10**6), steps=st.integers(1, 6))
+def test_a_render_after_edits_equals_a_fresh_render(seed: int, steps: int) -> None:
+    """The render memo (rebuild only touched leaves) gives what a cold render gives, for
+    edits of every kind: leaves, routes, creates, deletes, moves, top-level fields."""
+    rng = random.Random(seed)
+    doc = copy.deepcopy(ENV)
+    state = state_from_doc(doc, rng=random.Random(0))
+    render(state)
+    for n in range(steps):
+        base = copy.deepcopy(doc)
+        if rng.random() < 0.2 and len(doc["routes"]) > 2:  # a move or a delete
+            r = doc["routes"].pop(rng.randrange(len(doc["routes"])))
+            if rng.random() < 0.5:
+                doc["routes"].insert(0, r)
+            else:
+                doc["rootChildren"] = [c for c in doc["rootChildren"] if c["uuid"] != r["uuid"]]
+                for f in doc["folders"]:
+                    f["children"] = [c for c in f["children"] if c["uuid"] != r["uuid"]]
+        else:
+            _edits(doc, rng)
+        state.apply(diff(base, doc, state, random.Random(n)), (10**12 + n, "B"))
+        got = render(state)
+        cold = render(state.copy())
+        assert json.dumps(got) == json.dumps(cold)
+        doc = copy.deepcopy(got)
+
+
+def test_a_one_response_edit_rebuilds_one_route() -> None:
+    state = state_from_doc(copy.deepcopy(ENV), rng=random.Random(0))
+    first = render(state)
+    target = ENV["routes"][2]["responses"][0]["uuid"]
+    state.apply([("s", target, ("v", "label"), "again")], (10**12, "B"))
+    second = render(state)
+    assert second is not first
+    assert second["routes"][2]["responses"][0]["label"] == "again"
+    assert all(a is b for i, (a, b) in enumerate(zip(first["routes"], second["routes"],
+                                                     strict=True)) if i != 2)
+    assert second["routes"][2] is not first["routes"][2]
+    assert render(state) == second and render(state) is not second

@@ -23,18 +23,21 @@ import pytest
 from mocksync.devtools.envgen import generate_env
 from mocksync.space.store import get_space
 from netns import (
+    Daemon,
     Device,
     Host,
     Lab,
+    edit,
     editor_save,
+    env_file,
     make_device,
     mocksync_command,
     read_json,
+    set_doc,
     short_tmp,
     skip_reason,
     wait_for,
 )
-from test_lan_netns import Daemon, edit, env_file, set_doc
 
 pytestmark = pytest.mark.netns
 

@@ -29,8 +29,9 @@ from daemon_harness import (
     make_device,
     mocksync_command,
     short_tmp,
-    wait_sync,
 )
+
+from helpers.polling import wait_sync
 
 WAIT_S = 10.0
 

@@ -16,8 +16,6 @@ import asyncio
 import copy
 import json
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +35,13 @@ from mocksync.agent.offline import (
     should_hold,
     team_state,
 )
-from mocksync.devtools.pairing import pair
 from mocksync.errors import ValidationError
 from mocksync.model import render
 from mocksync.net.relay_transport import RelayTransport
-from mocksync.space.actions import create_space
 from mocksync.sync.messages import peek_changeset
-from test_relay_sync import Device, Lab, until
 
 from envfactory import small_env
+from helpers.relaylab import Lab, Team, on_disk, rendered, synced_team, until, write
 
 # ------------------------------------------------------------------------------ the decision
 
@@ -102,74 +98,6 @@ def test_holding_source_hides_our_unsent_change_sets_from_lan_peers() -> None:
 
 
 # ------------------------------------------------------------------------------ the lab
-
-
-@pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
-    lab = Lab(tmp_path)
-    try:
-        yield lab
-    finally:
-        await lab.close()
-
-
-def rendered(agent: Agent, env: str) -> dict[str, Any]:
-    return render(agent.store.state(env))
-
-
-def on_disk(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def write(path: Path, doc: dict[str, Any]) -> bytes:
-    """An editor's save while the daemon is not running."""
-    data = json.dumps(doc, indent=2).encode("utf-8")
-    path.write_bytes(data)
-    return data
-
-
-@dataclass
-class Team:
-    alice: Device
-    bob: Device
-    space: str
-    env: str
-    apath: Path
-    bpath: Path
-    doc: dict[str, Any]  # the version both devices hold before going offline
-    vv: dict[str, int]  # and the change sets
-
-
-async def synced_team(lab: Lab, policy: str) -> Team:
-    """Alice shares an env, Bob edits it once online (so his cut is not 0); both stop."""
-    alice, bob = lab.device("alice"), lab.device("bob")
-    create_space(alice.home, alice.identity, "team")
-    space = pair(alice.home, bob.home, "team")
-    await lab.start_relay()
-    a, _ta = await lab.agent(alice, policy)
-    b, _tb = await lab.agent(bob, policy)
-    doc = small_env()
-    env = doc["uuid"]
-    apath = (a.folder / "env.json").resolve()
-    write(apath, doc)
-    a.on_file(apath)
-    a.share(str(apath), space)
-    await until(lambda: b.envs.get(env) is not None and b.envs[env].path.exists(),
-                what="bob's copy of the env")
-    bpath = b.envs[env].path
-    await until(lambda: on_disk(bpath) == rendered(a, env), what="bob's file written")
-    bdoc = on_disk(bpath)
-    bdoc["latency"] = 100  # an online edit: relay and alice get it
-    write(bpath, bdoc)
-    b.on_file(bpath)
-    await until(lambda: rendered(a, env).get("latency") == 100, what="bob's online edit at alice")
-    await until(lambda: on_disk(apath).get("latency") == 100, what="alice's file written")
-    vv = b.store.version_vector(env)
-    assert a.store.version_vector(env) == vv
-    held = copy.deepcopy(rendered(b, env))
-    await lab.stop_agent(a)
-    await lab.stop_agent(b)
-    return Team(alice, bob, space, env, apath, bpath, held, vv)
 
 
 async def both_edit_offline(lab: Lab, t: Team, policy: str,

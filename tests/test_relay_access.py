@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from mocksync import PROTOCOL_VERSION
 from mocksync.agent.daemon import QuotaError, compact_size
 from mocksync.agent.settings import Settings
 from mocksync.devtools.pairing import pair
-from mocksync.net.relay_client import RelayClient, RelayRefused
+from mocksync.net.relay_client import RelayRefused
 from mocksync.net.relay_transport import RelayTransport
 from mocksync.relay.auth import seal_signal
 from mocksync.relay.envelope import Envelope
@@ -46,37 +45,9 @@ from mocksync.space.keys import new_content_key, seal_payload
 from mocksync.space.membership import migrate
 from mocksync.space.quotas import get_plan
 from mocksync.space.store import append_entries, get_space
-from test_relay_sync import Lab, save, share, team_of, until
 
 from envfactory import small_env
-
-
-@pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
-    lab = Lab(tmp_path)
-    try:
-        yield lab
-    finally:
-        await lab.close()
-
-
-def logs_of(dev, *spaces: str) -> dict[str, list[bytes]]:
-    return {s: [e.wire for e in get_space(dev.home, s).entries] for s in spaces}
-
-
-async def raw_client(lab: Lab, identity: Any, logs: dict[str, list[bytes]], **kw: Any
-                     ) -> RelayClient:
-    kw = {"backoff_min_s": 0.05, "backoff_max_s": 0.3, "refused_retry_s": 30.0, **kw}
-    c = RelayClient(lab.relay.url, identity, lambda: logs, **kw)
-    await c.start()
-    return c
-
-
-async def settle(c: RelayClient, timeout: float = 10.0) -> str:
-    await until(lambda: c.state in ("connected", "refused") or
-                (c.state == "offline" and c.reason not in (None, "not started")),
-                timeout, "the client to settle")
-    return c.state
+from helpers.relaylab import Lab, logs_of, raw_client, save, settle, share, team_of, until
 
 
 class Impostor:

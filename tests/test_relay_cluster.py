@@ -34,9 +34,13 @@ from mocksync.net.webrtc import PeerLink
 from mocksync.relay.engine import OnLoop, PresenceBook
 from mocksync.relay.envelope import Envelope
 from mocksync.relay.pgstorage import (
+    LISTEN_RETRY_MAX_S,
+    MAX_IDS_PER_NOTIFY,
     SCHEMA_VERSION,
     PgStorage,
+    catchup_messages,
     check_url,
+    listen_backoff,
     plan_migrations,
     redact,
 )
@@ -50,9 +54,9 @@ from mocksync.space.join import join_space
 from mocksync.space.quotas import get_plan
 from mocksync.space.store import get_space
 from pgserver import pg_server, pg_url  # noqa: F401  (fixtures)
-from test_relay_sync import Lab, edits, rendered, share, team_of, until
 
 from envfactory import small_env
+from helpers.relaylab import Lab, edits, rendered, share, team_of, until
 
 LOOP = ("127.0.0.1",)
 
@@ -83,6 +87,34 @@ def test_presence_book_keeps_a_device_online_while_any_instance_holds_it() -> No
     assert book.online("sp") == {"dev": ("t", "e")}
     assert book.drop_instance("i2") == [("sp", "dev", None)]
     assert book.remote("sp", "dev") is None and book.online("sp") == {}
+
+
+def test_presence_book_resync_replaces_what_was_announced() -> None:
+    book = PresenceBook()
+    book.apply("i1", "sp", "gone", (None, None))
+    book.apply("i1", "sp", "kept", ("t", None))
+    book.apply("i2", "sp", "moved", (None, None))
+    changed = book.resync([("i1", "sp", "kept", ("t", None)), ("i1", "sp", "moved", ("t", "e")),
+                           ("i2", "sp2", "new", (None, None))])
+    assert changed == [("sp", "gone", None), ("sp", "moved", ("t", "e")),
+                       ("sp2", "new", (None, None))]
+    assert book.online("sp") == {"kept": ("t", None), "moved": ("t", "e")}
+    assert book.resync([]) == [("sp", "kept", None), ("sp", "moved", None), ("sp2", "new", None)]
+
+
+def test_listen_backoff_doubles_up_to_its_ceiling() -> None:
+    assert [listen_backoff(n, 0.2, 5.0) for n in range(7)] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    assert listen_backoff(10_000) == LISTEN_RETRY_MAX_S
+
+
+def test_catchup_replays_missed_puts_grouped_without_our_own() -> None:
+    rows = [(7, "s1", "t", "d1"), (3, "s1", "t", "d1"), (5, "s2", "t", "d2"), (6, "s1", "t", "d9")]
+    assert catchup_messages(rows, skip={6}) == [
+        {"k": "put", "i": "", "s": "s1", "e": "t", "u": "d1", "ids": [3, 7]},
+        {"k": "put", "i": "", "s": "s2", "e": "t", "u": "d2", "ids": [5]}]
+    many = [(i, "s", "t", "d") for i in range(1, MAX_IDS_PER_NOTIFY + 2)]
+    assert [len(m["ids"]) for m in catchup_messages(many)] == [MAX_IDS_PER_NOTIFY, 1]
+    assert catchup_messages([]) == []
 
 
 def test_migrations_plan_and_newer_schema_refused() -> None:

@@ -17,16 +17,8 @@ from mocksync.space.errors import InviteError, NoAdminReachableError
 from mocksync.space.invite import InviteToken, JoinerSession
 from mocksync.space.join import join_space
 from mocksync.space.store import get_space, list_spaces
-from test_relay_sync import Lab, until
 
-
-@pytest.fixture
-async def lab(tmp_path):
-    the_lab = Lab(tmp_path)
-    try:
-        yield the_lab
-    finally:
-        await the_lab.close()
+from helpers.relaylab import Lab, until
 
 
 async def _join(lab: Lab, joiner, token: InviteToken, timeout: float = 10.0):

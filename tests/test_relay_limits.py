@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,9 @@ from mocksync.relay.storage import SQLiteStorage
 from mocksync.space.actions import create_space
 from mocksync.space.keys import new_content_key, seal_payload
 from mocksync.space.quotas import PLANS, Plan, get_plan, plan_from_relay
-from test_relay_sync import Device, Lab, rendered, save, until
 
 from envfactory import small_env
+from helpers.relaylab import Device, Lab, rendered, save, until
 
 URL = "http://127.0.0.1:8765"
 
@@ -139,15 +138,6 @@ def test_status_relay_line_says_why_and_when_next() -> None:
 
 
 # ------------------------------------------------------------------------------ in process
-
-
-@pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
-    lab = Lab(tmp_path)
-    try:
-        yield lab
-    finally:
-        await lab.close()
 
 
 async def team(lab: Lab, **limits: Any) -> tuple[Device, Device, str]:

@@ -6,23 +6,12 @@ from __future__ import annotations
 
 import copy
 
-import pytest
-
 from mocksync.devtools.pairing import pair
 from mocksync.space.actions import create_space, remove
 from mocksync.space.store import get_space
-from test_relay_sync import Lab, share, until
 
 from envfactory import small_env
-
-
-@pytest.fixture
-async def lab(tmp_path):
-    the_lab = Lab(tmp_path)
-    try:
-        yield the_lab
-    finally:
-        await the_lab.close()
+from helpers.relaylab import Lab, share, until
 
 
 def _connected(t) -> bool:

@@ -13,149 +13,19 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import sqlite3
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from mocksync.agent.daemon import Agent
-from mocksync.agent.settings import Settings
-from mocksync.agent.spacedir import SpaceDirectory
 from mocksync.changes import ChangeSet
-from mocksync.devtools.pairing import pair
-from mocksync.model import render
-from mocksync.net.relay_transport import RelayTransport
-from mocksync.paths import Home
 from mocksync.relay.envelope import Tagger, seal_envelope
-from mocksync.relay.server import RelayConfig, RelayServer
-from mocksync.relay.storage import DB_NAME, SQLiteStorage
-from mocksync.space.actions import create_space, init_device
+from mocksync.relay.storage import SQLiteStorage
 from mocksync.space.identity import Identity
 from mocksync.space.store import get_space
 
 from envfactory import small_env
+from helpers.relaylab import Device, Lab, edits, rendered, save, share, team_of, until
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "environments"
-
-
-async def until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-@dataclass
-class Device:
-    name: str
-    home: Home
-    identity: Identity
-    folder: Path
-
-
-class Lab:
-    """Devices, one relay, and the agents started in a test (all stopped at the end)."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.relay: RelayServer | None = None
-        self.port = 0
-        self.agents: list[Agent] = []
-        self.devices: dict[str, Device] = {}
-
-    def device(self, name: str) -> Device:
-        home = Home(self.tmp / name)
-        ident, _ = init_device(home, name=f"{name}-laptop", member_name=name)
-        dev = Device(name, home, ident, self.tmp / name / "envs")
-        self.devices[name] = dev
-        return dev
-
-    async def start_relay(self, storage: Any = None, **config: Any) -> RelayServer:
-        cfg = RelayConfig(data_dir=self.tmp / "relay", port=self.port, **config)
-        self.relay = RelayServer(cfg, storage=storage)
-        await self.relay.start()
-        self.port = self.relay.port or 0
-        return self.relay
-
-    async def stop_relay(self) -> None:
-        if self.relay is not None:
-            await self.relay.stop()
-            self.relay = None
-
-    async def agent(self, dev: Device, policy: str = "merge",
-                    **transport_kw: Any) -> tuple[Agent, RelayTransport]:
-        assert self.relay is not None
-        kw = {"backoff_min_s": 0.05, "backoff_max_s": 0.3, "refused_retry_s": 0.3,
-              "log_check_s": 0.2, **transport_kw}
-        t = RelayTransport(self.relay.url, **kw)
-        a = Agent(dev.home, Settings(folder=dev.folder, blind_window_s=0.0, mdns=False,
-                                     offline_policy=policy),
-                  dev.identity, SpaceDirectory(dev.home), transport=t)
-        await a.start()
-        self.agents.append(a)
-        return a, t
-
-    async def stop_agent(self, a: Agent) -> None:
-        if a in self.agents:
-            self.agents.remove(a)
-            await a.stop()
-
-    async def close(self) -> None:
-        for a in list(self.agents):
-            await self.stop_agent(a)
-        await self.stop_relay()
-
-    def db(self) -> sqlite3.Connection:
-        return sqlite3.connect(str(self.tmp / "relay" / DB_NAME), isolation_level=None)
-
-
-@pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
-    lab = Lab(tmp_path)
-    try:
-        yield lab
-    finally:
-        await lab.close()
-
-
-def team_of(lab: Lab) -> tuple[Device, Device, str]:
-    a, b = lab.device("alice"), lab.device("bob")
-    create_space(a.home, a.identity, "team")
-    space = pair(a.home, b.home, "team")
-    return a, b, space
-
-
-def save(agent: Agent, doc: dict[str, Any], name: str = "env.json") -> Path:
-    """What an editor does: write the file; the agent takes the edit in."""
-    p = (agent.folder / name).resolve()
-    p.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-    agent.on_file(p)
-    return p
-
-
-def share(agent: Agent, doc: dict[str, Any], space: str, name: str = "env.json") -> Path:
-    p = save(agent, doc, name)
-    agent.share(str(p), space)
-    return p
-
-
-def rendered(agent: Agent, env: str) -> dict[str, Any]:
-    return render(agent.store.state(env))
-
-
-async def edits(agent: Agent, doc: dict[str, Any], n: int, name: str = "env.json",
-                pause: float = 0.0) -> dict[str, Any]:
-    for i in range(n):
-        doc["routes"][0]["responses"][0]["label"] = f"edit {i}"
-        save(agent, doc, name)
-        if pause:
-            await asyncio.sleep(pause)
-    return doc
 
 
 # ------------------------------------------------------------------------------ catch-up

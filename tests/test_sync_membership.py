@@ -17,7 +17,8 @@ from mocksync.sync.membership import (
     missing_for,
 )
 from mocksync.sync.messages import MLog, encode_message
-from test_sync_support import SPACE, SPACE2, FakeLog
+
+from helpers.syncsupport import SPACE, SPACE2, FakeLog
 
 
 def _src() -> FakeLog:
@@ -205,7 +206,8 @@ def test_a_sparse_overlay_link_pushes_relayed_change_sets(relay_push: bool) -> N
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from mocksync.sync.messages import Cs, Have, decode_message
-    from test_sync_support import create_ops, env_id
+
+    from helpers.syncsupport import create_ops, env_id
 
     env = env_id(1)
     third = FakeLog("DEV-C", Ed25519PrivateKey.generate())

@@ -53,7 +53,8 @@ from mocksync.sync.messages import (
     MAX_VV_DEVICES,
     MAX_WANT_SPAN,
 )
-from test_sync_support import SPACE, SPACE2, env_id, set_ops
+
+from helpers.syncsupport import SPACE, SPACE2, env_id, set_ops
 
 ENV = env_id(1)
 KEY = Ed25519PrivateKey.generate()

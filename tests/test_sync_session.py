@@ -33,7 +33,8 @@ from mocksync.sync import (
     encode_message,
 )
 from mocksync.sync.messages import Ack, Bye, Nack, Pong, Presence
-from test_sync_support import SPACE, SPACE2, FakeLog, create_ops, env_id, pub, set_ops
+
+from helpers.syncsupport import SPACE, SPACE2, FakeLog, create_ops, env_id, pub, set_ops
 
 E1, E2, E3 = env_id(1), env_id(2), env_id(3)
 

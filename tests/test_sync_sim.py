@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from mocksync import PROTOCOL_VERSION
 from mocksync.sync import Config
-from test_sync_support import LOSSLESS, SPACE, SPACE2, LinkParams, Net, env_id
+
+from helpers.syncsupport import LOSSLESS, SPACE, SPACE2, LinkParams, Net, env_id
 
 #: Most times one change set may reach one store from one peer over lossy links. Measured
 #: over 60 random lossy runs of 200 edits: 1 (the session drops sets it holds before they

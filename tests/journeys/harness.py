@@ -295,10 +295,13 @@ def example_doc(example: str, fresh: bool = True) -> dict[str, Any]:
 class Relay:
     """A real `mocksync relay` on 127.0.0.1:<port>; the port and data dir survive restarts."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, db: str | None = None, name: str = "relay") -> None:
+        """`db`: a postgresql:// URL (`relay --db`): this relay is one instance of a cluster
+        whose state is in that database; without, its state is SQLite under `data`."""
         self.root = root
-        self.data = root / "relay-data"
-        self.log_path = root / "relay.log"
+        self.db = db
+        self.data = root / f"{name}-data"
+        self.log_path = root / f"{name}.log"
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.limits: dict[str, Any] = {}
@@ -323,6 +326,8 @@ class Relay:
             raise RuntimeError("the relay is already running")
         args = [*mocksync_command(), "relay", "--host", LOOPBACK, "--port", str(self.port),
                 "--data", str(self.data), "--plan", str(self.limits.get("plan", "team"))]
+        if self.db is not None:
+            args += ["--db", self.db]
         for key in ("max_envs", "max_env_bytes", "max_devices_per_member"):
             if key in self.limits:
                 args += [f"--{key.replace('_', '-')}", str(self.limits[key])]
@@ -419,10 +424,12 @@ class Device:
         return doc["conflicts"] if isinstance(doc, dict) else doc
 
     # -------------------------------------------------------------- the daemon
-    def start(self, relay: bool | str = True, wait: bool = True, **config: Any) -> Device:
+    def start(self, relay: bool | str | list[str] = True, wait: bool = True,
+              **config: Any) -> Device:
         """Write HOME/config.toml (journey defaults + `config`), start `mocksync daemon
         --folder F [--relay URL] --no-mdns --bind 127.0.0.1`, wait until it answers
-        `status`. relay=True: the team's relay; a string: that URL; False: none.
+        `status`. relay=True: the team's relay; a string: that URL; a list: several
+        (`--relay` repeated: instances of one relay cluster, tried in order); False: none.
         wait=False only spawns (`Team.start` starts several at once, then waits).
         `mdns=True` in `config` keeps mDNS on (LAN discovery, still bound to 127.0.0.1).
         The local web page is off unless `config` asks (`ui=True, ui_port=0`): journey
@@ -438,8 +445,8 @@ class Device:
                 "--folder", str(self.folder),
                 *([] if config.get("mdns") else ["--no-mdns"]), "--bind", LOOPBACK, "-v"]
         url = self.team.relay.url if relay is True else relay
-        if url:
-            args += ["--relay", str(url)]
+        for u in (url if isinstance(url, list) else [url] if url else []):
+            args += ["--relay", str(u)]
         self.proc = _spawn(args, self.log_path)
         if wait:
             self.wait_ready()

@@ -9,7 +9,8 @@ register: diffs are taken against this output, so normalisation never emits ops.
 
 from __future__ import annotations
 
-from typing import AbstractSet, Any
+from collections.abc import Set
+from typing import Any
 
 from ..errors import ValidationError
 from .jsfmt import Layout, dumps
@@ -146,11 +147,14 @@ def render(state: State) -> dict[str, Any]:
     """The environment document for the current registers.
 
     Read-only: leaf objects are shared with the State's render cache, so a caller that wants
-    to edit the result must copy it first (`copy.deepcopy`).
+    to edit the result must copy it first (`copy.deepcopy`). A new top-level object each call.
     """
     env = state.entities.get(state.env_uuid)
     if env is None or not env.live:
         raise ValidationError(f"environment {state.env_uuid} has no live state to render")
+    again = _render_again(state, env)
+    if again is not None:
+        return again
     by_kind: dict[str, list[Entity]] = {k: [] for k in (FOLDER, ROUTE, RESPONSE, BUCKET, CALLBACK)}
     for e in state.entities.values():
         if e.live and e.kind in by_kind:
@@ -175,16 +179,43 @@ def render(state: State) -> dict[str, Any]:
     def tree_refs(container: str) -> list[dict[str, str | None]]:
         return [{"type": e.kind, "uuid": e.uuid} for e in tree.get(container, [])]
 
-    cache = state.render_cache
+    b = _Builder(state.render_cache, dead_bucket_ids, dead_callbacks, responses)
+    children: dict[str, Any] = {
+        "folders": [_object(f, {"children": tree_refs(f.uuid)}) for f in by_kind[FOLDER]],
+        "routes": [b.route_obj(r) for r in by_kind[ROUTE]],
+        "rootChildren": tree_refs(ROOT),
+        "data": [b.leaf(x) for x in by_kind[BUCKET]],
+        "callbacks": [b.callback_obj(c) for c in by_kind[CALLBACK]],
+    }
+    # Collections the file never had stay absent while empty (older migrations).
+    present = set(env.get(("k",), None) or ())
+    for c in COLLECTIONS[ENV]:
+        if c.key not in present and not children[c.key]:
+            del children[c.key]
+    doc = _object(env, children)
+    _remember(state, doc, children, by_kind, responses, bool(dead_bucket_ids or dead_callbacks))
+    return doc
 
-    def leaf(e: Entity) -> dict[str, Any]:
-        o = cache.get(e.uuid)
-        if o is None:
-            o = cache[e.uuid] = _object(e, {})
+
+class _Builder:
+    """Entity objects from registers, reusing the State's render cache (see `render`)."""
+
+    def __init__(self, cache: dict[str, dict[str, Any]], dead_bucket_ids: set[str | None],
+                 dead_callbacks: set[str], responses: dict[str, list[Entity]]) -> None:
+        self.cache = cache
+        self.dead_bucket_ids = dead_bucket_ids
+        self.dead_callbacks = dead_callbacks
+        self.responses = responses
+
+    def leaf(self, e: Entity) -> dict[str, Any]:
+        o = self.cache.get(e.uuid)
+        if o is None or o is _MARK:
+            o = self.cache[e.uuid] = _object(e, {})
         return o
 
-    def response_obj(r: Entity) -> dict[str, Any]:
-        o = leaf(r)
+    def response_obj(self, r: Entity) -> dict[str, Any]:
+        o = self.leaf(r)
+        dead_bucket_ids, dead_callbacks = self.dead_bucket_ids, self.dead_callbacks
         if dead_bucket_ids and _names(o.get("databucketID"), dead_bucket_ids):
             o = dict(o, databucketID="")
         cbs = o.get("callbacks")
@@ -196,15 +227,16 @@ def render(state: State) -> dict[str, Any]:
             ])
         return o
 
-    def route_obj(route: Entity) -> dict[str, Any]:
-        rs = responses.get(route.uuid, [])
-        objs = [response_obj(r) for r in rs]
+    def route_obj(self, route: Entity) -> dict[str, Any]:
+        cache = self.cache
+        rs = self.responses.get(route.uuid, [])
+        objs = [self.response_obj(r) for r in rs]
         # A route's object is kept like a leaf's (dropped when the route is touched) and
         # reused while its responses are the very same objects as when it was built: a
         # one-response edit of a 15 MB environment then rebuilds one route, not thousands.
         hit = cache.get(route.uuid)
         built_from = cache.get(_ROUTE_INPUTS + route.uuid)
-        if hit is not None and built_from is not None:
+        if hit is not None and hit is not _MARK and built_from is not None:
             had = built_from["responses"]
             if len(had) == len(objs) and all(a is b for a, b in zip(had, objs, strict=True)):
                 return hit
@@ -215,25 +247,123 @@ def render(state: State) -> dict[str, Any]:
         cache[_ROUTE_INPUTS + route.uuid] = {"responses": inputs}
         return o
 
-    def callback_obj(c: Entity) -> dict[str, Any]:
-        o = leaf(c)
-        if dead_bucket_ids and _names(o.get("databucketID"), dead_bucket_ids):
+    def callback_obj(self, c: Entity) -> dict[str, Any]:
+        o = self.leaf(c)
+        if self.dead_bucket_ids and _names(o.get("databucketID"), self.dead_bucket_ids):
             o = dict(o, databucketID="")
         return o
 
-    children: dict[str, Any] = {
-        "folders": [_object(f, {"children": tree_refs(f.uuid)}) for f in by_kind[FOLDER]],
-        "routes": [route_obj(r) for r in by_kind[ROUTE]],
-        "rootChildren": tree_refs(ROOT),
-        "data": [leaf(b) for b in by_kind[BUCKET]],
-        "callbacks": [callback_obj(c) for c in by_kind[CALLBACK]],
-    }
-    # Collections the file never had stay absent while empty (older migrations).
-    present = set(env.get(("k",), None) or ())
-    for c in COLLECTIONS[ENV]:
-        if c.key not in present and not children[c.key]:
-            del children[c.key]
-    return _object(env, children)
+
+# ---------------------------------------------------------------------------- render again
+#
+# After a one-value change of a 15 MB environment, rendering it all again walks 25,000
+# entities to change one. So a full render leaves a memo (the document, where each leaf and
+# route sits in it) and a mark in the render cache for every entity; `State.apply` drops
+# the cache entry of every entity it touches. The next render finds the touched entities
+# (those without an entry) and, when they are all live leaves (responses, buckets,
+# callbacks) that kept their place (and a bucket its id), rebuilds only them and their
+# routes; anything else (a create, a delete, a move, a route or folder edit, deleted
+# references around) renders whole. Equal to a full render by construction (tested).
+
+#: Render-cache value marking an entity as rendered (never a real entity object: identity).
+_MARK: dict[str, Any] = {}
+_MEMO = "\x00render-memo"
+#: Kinds `render` reads; a touched entity of another kind (a linked file) changes nothing.
+_RENDERED = frozenset((ENV, FOLDER, ROUTE, RESPONSE, BUCKET, CALLBACK))
+
+
+def _remember(state: State, doc: dict[str, Any], children: dict[str, Any],
+              by_kind: dict[str, list[Entity]], responses: dict[str, list[Entity]],
+              dead_refs: bool) -> None:
+    cache = state.render_cache
+    cache.pop(_MEMO, None)
+    if dead_refs:
+        return  # deleted buckets or callbacks to clear: always rendered whole
+    places: dict[str, Any] = {}
+    at: dict[str, tuple[str, int]] = {}
+    for key, kind in (("routes", ROUTE), ("data", BUCKET), ("callbacks", CALLBACK)):
+        for i, e in enumerate(by_kind[kind]):
+            at[e.uuid] = (key, i)
+    for kind in (RESPONSE, BUCKET, CALLBACK):
+        for e in by_kind[kind]:
+            r = e.regs.get(_LIST_REG)
+            places[e.uuid] = None if r is None else r.value
+    ids = {e.uuid: _str_id(e) for e in by_kind[BUCKET]}
+    for u in state.entities:
+        if u not in cache:
+            cache[u] = _MARK
+    cache[_MEMO] = {"memo": _Memo(doc, dict(children), len(state.entities), at, places, ids,
+                                  {k: [r.uuid for r in v] for k, v in responses.items()})}
+
+
+class _Memo:
+    """What the last full render built, for `_render_again`."""
+
+    def __init__(self, doc: dict[str, Any], children: dict[str, Any], count: int,
+                 at: dict[str, tuple[str, int]], places: dict[str, Any],
+                 ids: dict[str, str | None], responses: dict[str, list[str]]) -> None:
+        self.doc = doc
+        self.children = children
+        self.count = count
+        self.at = at
+        self.places = places
+        self.ids = ids
+        self.responses = responses
+
+
+def _render_again(state: State, env: Entity) -> dict[str, Any] | None:
+    """The document rebuilt from the last render's memo, or None: render whole."""
+    cache = state.render_cache
+    entry = cache.get(_MEMO)
+    if entry is None:
+        return None
+    memo: _Memo = entry["memo"]
+    if len(state.entities) != memo.count or env.uuid not in cache:
+        return None
+    entities = state.entities
+    touched = [u for u in entities if u not in cache]
+    routes: set[str] = set()
+    leaves: list[Entity] = []
+    for u in touched:
+        e = entities[u]
+        if e.kind not in _RENDERED:
+            continue
+        if e.kind not in (RESPONSE, BUCKET, CALLBACK) or not e.live:
+            return None
+        r = e.regs.get(_LIST_REG)
+        if (None if r is None else r.value) != memo.places.get(u, _MARK):
+            return None
+        if e.kind == RESPONSE:
+            container = _pos(e, LIST)[0]
+            if memo.at.get(container, ("",))[0] != "routes":
+                return None  # not shown (its route is gone): nothing else knows
+            routes.add(container)
+        else:
+            if e.kind == BUCKET and _str_id(e) != memo.ids.get(u):
+                return None
+            leaves.append(e)
+    for u in touched:
+        cache.setdefault(u, _MARK)
+    if not routes and not leaves:
+        return dict(memo.doc)
+    responses = {
+        rt: sorted((entities[x] for x in memo.responses.get(rt, ())), key=_list_key)
+        for rt in routes}
+    b = _Builder(cache, set(), set(), responses)
+    children = dict(memo.children)
+    for rt in routes:
+        key, i = memo.at[rt]
+        lst = children[key] = list(children[key]) if children[key] is memo.children[key] \
+            else children[key]
+        lst[i] = b.route_obj(entities[rt])
+    for e in leaves:
+        key, i = memo.at[e.uuid]
+        lst = children[key] = list(children[key]) if children[key] is memo.children[key] \
+            else children[key]
+        lst[i] = b.leaf(e) if e.kind == BUCKET else b.callback_obj(e)
+    doc = _object(env, children)
+    memo.doc, memo.children = doc, children
+    return doc
 
 
 def _str_id(e: Entity) -> str | None:
@@ -241,7 +371,7 @@ def _str_id(e: Entity) -> str | None:
     return v if isinstance(v, str) else None
 
 
-def _names(ref: Any, ids: AbstractSet[str | None]) -> bool:
+def _names(ref: Any, ids: Set[str | None]) -> bool:
     """Is `ref` one of `ids`? False for non-strings (unhashable lists and objects included)."""
     return isinstance(ref, str) and ref in ids
 

@@ -176,6 +176,8 @@ class LanTransport:
         #: peers dialled because there is something to send (until when).
         self._last_used: dict[str, float] = {}
         self._on_demand: dict[str, float] = {}
+        #: The invite books of spaces we administer, with the docs file stamp they were read at.
+        self._invite_cache: tuple[tuple, list[Any]] | None = None
 
     # ================================================================ lifecycle
 
@@ -274,9 +276,16 @@ class LanTransport:
         home = getattr(self.agent, "home", None)
         if home is None:
             return []
-        books = [load_invite_book(home, sid) for sid, s in self._my_spaces().items()
-                 if s.state.is_admin(self.me)]
-        return newest_invite_secrets(books, time.time(), MAX_ADVERTISED_INVITES)
+        admin_of = tuple(sorted(sid for sid, s in self._my_spaces().items()
+                                if s.state.is_admin(self.me)))
+        try:  # re-read the books only when the docs file changed (checked every SPACE_CHECK_S)
+            st = home.docs.stat()
+            stamp: tuple = (st.st_mtime_ns, st.st_ino, st.st_size, admin_of)
+        except OSError:
+            stamp = (None, admin_of)
+        if self._invite_cache is None or self._invite_cache[0] != stamp:
+            self._invite_cache = (stamp, [load_invite_book(home, sid) for sid in admin_of])
+        return newest_invite_secrets(self._invite_cache[1], time.time(), MAX_ADVERTISED_INVITES)
 
     def _join_responder(self) -> InviterResponder | None:
         if self._stopping or getattr(self.agent, "home", None) is None:

@@ -306,6 +306,8 @@ class RelayClient:
         self._sessions = 0
         self._rng = random.Random()
         self._connected = asyncio.Event()
+        #: `reconnect()` closed the session: connect to the same address again.
+        self._again = False
 
     def _use(self, index: int) -> None:
         self._current = index
@@ -339,8 +341,10 @@ class RelayClient:
         self._set_state(OFFLINE, "stopped")
 
     async def reconnect(self) -> None:
-        """Retry now: drop the current connection (if any) and skip the backoff wait."""
+        """Retry now: drop the current connection (if any) and skip the backoff wait. The
+        same relay address again: a connection dropped on purpose is not a dead instance."""
         self._attempt = 0
+        self._again = self._ws is not None
         ws = self._ws
         if ws is not None:
             with contextlib.suppress(Exception):
@@ -431,6 +435,9 @@ class RelayClient:
             self._failures = 0 if self._sessions != sessions else self._failures + 1
             nxt, wait = failover(len(self.urls), self._current, self._failures,
                                  persistent=persistent)
+            if self._again and self._sessions != sessions:  # ended by `reconnect()`
+                nxt, wait = self._current, False
+            self._again = False
             if nxt != self._current:
                 log.info("relay %s: trying the next relay address %s", self.url, self.urls[nxt])
                 self._use(nxt)
