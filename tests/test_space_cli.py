@@ -125,7 +125,7 @@ def test_join_fails_clearly_when_no_admin_is_reachable(run):
     ok(run("alice", "space", "create", "backend"))
     token = ok(run("alice", "invite", "backend")).stdout.strip()
     ok(run("bob", "init", "--name", "desk"))
-    r = run("bob", "join", token, "--timeout", "1")
+    r = run("bob", "join", "--bind", "127.0.0.1", token, "--timeout", "1")
     assert r.exit_code == 1
     assert "no admin device of space 'backend' is reachable" in r.stderr
     spaces = json.loads(ok(run("bob", "space", "list", "--json")).stdout)
@@ -134,16 +134,16 @@ def test_join_fails_clearly_when_no_admin_is_reachable(run):
 
 def test_join_rejects_malformed_and_expired_tokens(run):
     ok(run("bob", "init"))
-    r = run("bob", "join", "mocksync1-notatoken")
+    r = run("bob", "join", "--bind", "127.0.0.1", "mocksync1-notatoken")
     assert r.exit_code == 2 and "damaged" in r.stderr
-    r = run("bob", "join", "hello")
+    r = run("bob", "join", "--bind", "127.0.0.1", "hello")
     assert r.exit_code == 2 and "mocksync1-" in r.stderr
     ok(run("alice", "init"))
     ok(run("alice", "space", "create", "backend"))
     home = Home(run.root / "alice")
     _, token = actions.issue_invite(home, load_identity(home), "backend", lifetime_s=60,
                                     now=1_000_000.0)
-    r = run("bob", "join", token.encode())
+    r = run("bob", "join", "--bind", "127.0.0.1", token.encode())
     assert r.exit_code == 1 and "expired" in r.stderr
 
 
@@ -152,7 +152,7 @@ def test_full_join_members_and_remove(run, loopback):
     ok(run("alice", "space", "create", "backend"))
     token = ok(run("alice", "invite", "backend", "--role", "editor")).stdout.strip()
     ok(run("bob", "init", "--name", "desk", "--member", "Bob"))
-    joined = ok(run("bob", "join", token, "--json"))
+    joined = ok(run("bob", "join", "--bind", "127.0.0.1", token, "--json"))
     doc = json.loads(joined.stdout)
     assert doc["joined"] and doc["name"] == "backend" and doc["role"] == "editor"
     # both devices now agree on the members
@@ -162,7 +162,7 @@ def test_full_join_members_and_remove(run, loopback):
             ("Alice", "admin"), ("Bob", "editor")]
     # the token is spent
     ok(run("carol", "init"))
-    replay = run("carol", "join", token)
+    replay = run("carol", "join", "--bind", "127.0.0.1", token)
     assert replay.exit_code == 1 and "already used" in replay.stderr
     # an editor cannot remove anyone
     denied = run("bob", "remove", "backend", "Alice")
@@ -205,8 +205,8 @@ def test_join_twice_is_refused(run, loopback):
     ok(run("alice", "init"))
     ok(run("alice", "space", "create", "backend"))
     ok(run("bob", "init"))
-    ok(run("bob", "join", ok(run("alice", "invite", "backend")).stdout.strip()))
-    r = run("bob", "join", ok(run("alice", "invite", "backend")).stdout.strip())
+    ok(run("bob", "join", "--bind", "127.0.0.1", ok(run("alice", "invite", "backend")).stdout.strip()))
+    r = run("bob", "join", "--bind", "127.0.0.1", ok(run("alice", "invite", "backend")).stdout.strip())
     # bob's copy of the log may be stale (removed while offline), so the admin device decides
     assert r.exit_code == 1 and "already a member of this space" in r.stderr
 

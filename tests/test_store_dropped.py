@@ -61,7 +61,7 @@ def test_dropped_work_is_listed_everywhere_and_a_restore_clears_it(team):
     extra = response(0, label="added by B")
     resp = {**extra, "uuid": ADDED}
     add = commit(keys, st, "DEVB", [("c", ADDED, "response", [
-        (("k",), list(resp)), (("p", "list"), [u(10), "V"]),
+        (("k",), list(resp)), (("p", "list"), [u(10), "zz"]),
         *[(("v", k), v) for k, v in resp.items() if k != "uuid"]])], 11)
     deliver(keys, st["DEVA"], [add], 20)  # the addition reaches the deleter's log
     deliver(keys, st["DEVB"], [gone], 20)  # the delete reaches a log holding the response

@@ -439,7 +439,8 @@ class Device:
             raise RuntimeError(f"{self.name}'s daemon is already running")
         self._start_args = (relay, dict(config))
         settings: dict[str, Any] = {"blind_window_s": JOURNEY_BLIND_S, "watch_step_ms": 5,
-                                    "watch_debounce_ms": 50, "ui": False, **config}
+                                    "watch_debounce_ms": 50, "ui": False, "bind": [LOOPBACK],
+                                    **config}
         (self.home / "config.toml").write_text(_toml(settings))
         args = [*mocksync_command(), "--home", str(self.home), "daemon",
                 "--folder", str(self.folder),
@@ -660,6 +661,10 @@ class Team:
             raise ValueError(f"device {name!r} already exists in this team")
         dev = Device(self, name, member or name)
         dev.folder.mkdir(parents=True)
+        # `join` looks for its inviter on the LAN from the config's bind addresses (as the
+        # daemon does): loopback only, whether or not this device's daemon ever starts.
+        dev.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (dev.home / "config.toml").write_text(_toml({"bind": [LOOPBACK]}))
         doc = dev.ms("init", "--name", name, "--member", dev.member, "--json").json()
         dev.id = doc["device"]["id"]
         self.devices[name] = dev
