@@ -34,7 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from .common import Result
-from .relay import N_CHANGESETS, _BenchClient, _build_spaces, _catchup_world, _rss_kb
+from .relay import (
+    N_CHANGESETS,
+    _BenchClient,
+    _build_spaces,
+    _catchup_world,
+    _rss_kb,
+    _transfer_once,
+)
 
 #: Devices the two instances hold in the fan-out benchmark, and what they do.
 N_DEVICES = 2000
@@ -178,10 +185,13 @@ def cluster_catchup(runs: int = 3) -> list[Result]:
         url = pg.create_db()
         asyncio.run(_copy_to_postgres(world, root, url))
         samples = [asyncio.run(_pg_transfer_once(world, root, n, url)) for n in range(runs)]
+        # The same catch-up from the SQLite relay, in this run: the ratio is PostgreSQL's cost.
+        baseline = [asyncio.run(_transfer_once(world, root, runs + n)) for n in range(runs)]
     return [Result("relay cluster catch-up 10k from PostgreSQL", "s", samples, target=2.0,
+                   baseline_name="same from SQLite", baseline=baseline,
                    note="index + paged fetch (rows read from PostgreSQL) over loopback "
                         "WebSocket + AEAD open of 10,000 envelopes",
-                   extra={"change_sets": N_CHANGESETS})]
+                   extra={"change_sets": N_CHANGESETS, "load_avg_1m": os.getloadavg()[0]})]
 
 
 # ------------------------------------------------------------------------------ fan-out

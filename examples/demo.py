@@ -136,7 +136,7 @@ class Demo:
 
         self.say("3. laptop-a invites laptop-b into space 'team'; laptop-b joins through the relay")
         token = self.run("laptop-a", "invite", "team").strip().splitlines()[-1].strip()
-        self.run("laptop-b", "join", token, "--timeout", "30")
+        self.run("laptop-b", "join", token, "--timeout", "30", "--bind", "127.0.0.1")
         self.claim("laptop-b joined 'team'")
 
         self.say("4. laptop-a shares examples/environments/petstore.json")

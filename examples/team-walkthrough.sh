@@ -39,7 +39,7 @@ echo "== Bob's laptop: keys, the daemon, then join with the token"
 "$MS" "${B[@]}" daemon --folder "$W/bob-envs" --relay "$RELAY" --no-mdns 2>"$W/bob.log" &
 pids+=($!)
 sleep 1
-"$MS" "${B[@]}" join "$TOKEN" --timeout 30
+"$MS" "${B[@]}" join "$TOKEN" --timeout 30 --bind 127.0.0.1
 "$MS" "${A[@]}" members team
 
 echo "== Alice shares an environment; it appears in Bob's folder"

@@ -200,8 +200,8 @@ async def test_deep_value_in_a_local_file_is_invalid_not_sent(trio: dict[str, An
     env = t["env"]
     doc = rendered(b, env)
     doc["routes"][0]["documentation"] = nested(900)
-    p = b.folder / "small.json"
-    p.parent.mkdir(parents=True, exist_ok=True)
+    # The file bob's device keeps this environment in (the sharer's name, see model/sharedname).
+    p = Path(next(e for e in b.status()["environments"] if e["uuid"] == env)["file"])
     p.write_text(json.dumps(doc), encoding="utf-8")
     b.on_file(p.resolve())
     entry = next(e for e in b.status()["environments"] if e["uuid"] == env)

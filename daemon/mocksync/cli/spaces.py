@@ -313,8 +313,9 @@ def join_cmd(ctx: click.Context, token: str, timeout: float, bind: tuple[str, ..
         from ..net import relay_join  # noqa: F401  (registers the relay join transport)
         from ..net.lan_join import LanJoinTransport
 
-        lan_bind = bind or load_settings(home.root / "config.toml").bind
-        transports = [LanJoinTransport(lan_bind), *find_join_transports(home)]
+        settings = load_settings(home.root / "config.toml")
+        lan = [LanJoinTransport(bind or settings.bind)] if settings.mdns or bind else []
+        transports = [*lan, *find_join_transports(home)]
         from .progressui import Steps
 
         with Steps() as steps:  # a spinner on a terminal, plain lines in a pipe

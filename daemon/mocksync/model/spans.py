@@ -380,8 +380,9 @@ class _Patcher:
         text = self.text
         pairs = self._pair(old, new)  # old index -> new index, increasing
         spans: list[tuple[int, int]] = []
-        texts: list[str] = []
+        patched: dict[int, str] = {}  # the new text of elements edited in place
         in_place: list[Edit] = []
+        ends = self.ends
         p = self.ws(pos + 1)
         i = 0
         if text[p] == "]":
@@ -391,12 +392,17 @@ class _Patcher:
                 if i >= len(old):
                     raise PatchError(f"array at character {pos} has more elements than parsed")
                 j = pairs.get(i)
-                mine: list[Edit] = []
-                vend = self.value(p, old[i], new[j], mine, depth) if j is not None \
-                    else self.skip(p)
+                if j is None:
+                    vend = self.skip(p)
+                elif old[i] is new[j]:  # the very same object (a render's cache): unchanged
+                    vend = ends.get(p) or self.skip(p)
+                else:
+                    mine: list[Edit] = []
+                    vend = self.value(p, old[i], new[j], mine, depth)
+                    if mine:
+                        patched[i] = _apply(text, p, vend, mine)
+                        in_place += mine
                 spans.append((p, vend))
-                texts.append(_apply(text, p, vend, mine) if mine else text[p:vend])
-                in_place += mine
                 i += 1
                 p = self.ws(vend)
                 if self.expect(p, ",]") == "]":
@@ -409,17 +415,22 @@ class _Patcher:
             return end
         fresh_indent = self._child_indent(pos, spans)
         back = {j: i for i, j in pairs.items()}
+
+        def texts(k: int) -> str:  # an old element's text (edited in place, if it was)
+            got = patched.get(k)
+            return got if got is not None else text[spans[k][0]:spans[k][1]]
+
         seq: list[tuple[int, str]] = []
         near = -1  # the old element nearest to a new one: its layout is followed
         for j, v in enumerate(new):
             i2 = back.get(j)
             if i2 is not None:
-                seq.append((i2, texts[i2]))
+                seq.append((i2, texts(i2)))
                 near = i2
                 continue
-            if near < 0 and texts:
+            if near < 0 and spans:
                 near = min((i for i in back.values() if i >= 0), default=0)
-            like = _one_line_like(texts[near], v) if texts else None
+            like = _one_line_like(texts(near), v) if spans else None
             seq.append((-1, like if like is not None else
                         render_fresh(v, fresh_indent, self.style, len(fresh_indent))))
         if not spans and self.style.unit is not None and self.style.inline_arrays and all(
@@ -434,6 +445,9 @@ class _Patcher:
 
     def _pair(self, old: list[Any], new: list[Any]) -> dict[int, int]:
         """Which old element becomes which new one (increasing on both sides)."""
+        if len(old) == len(new) and all(
+                a is b or _align_key(a) == _align_key(b) for a, b in zip(old, new, strict=True)):
+            return {i: i for i in range(len(old))}  # (keys made only for changed elements)
         ko = [_align_key(v) for v in old]
         kn = [_align_key(v) for v in new]
         if ko == kn:
