@@ -13,8 +13,8 @@ from pathlib import Path
 
 from .common import Result, machine
 
-MODULES = ["bench.core", "bench.daemon", "bench.network", "bench.relay", "bench.linked",
-           "bench.team_scale"]
+MODULES = ["bench.core", "bench.daemon", "bench.network", "bench.relay", "bench.relay_cluster",
+           "bench.linked", "bench.team_scale"]
 OUT = Path(__file__).parent / "results"
 
 

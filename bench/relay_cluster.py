@@ -197,6 +197,33 @@ def cluster_catchup(runs: int = 3) -> list[Result]:
 # ------------------------------------------------------------------------------ fan-out
 
 
+class _ClusterClient(_BenchClient):
+    """bench/relay.py's timestamping client, with the handshake devices speak today
+    (protocol and model versions, the origin-bound challenge answer)."""
+
+    async def connect(self, http: Any, url: str) -> None:
+        import hashlib
+
+        from mocksync import MODEL_VERSION, PROTOCOL_VERSION
+        from mocksync.relay.auth import relay_origin, sign_challenge
+        from mocksync.relay.protocol import CLIENT, RELAY, decode_message, encode_message
+
+        origin = relay_origin(url.replace("ws://", "http://").removesuffix("/v1/ws"))
+        self.ws = await http.ws_connect(url, max_msg_size=32 * 1024 * 1024)
+        await self.ws.send_bytes(encode_message({
+            "t": "hello", "p": PROTOCOL_VERSION, "m": MODEL_VERSION, "d": self.ident.device_id,
+            "sp": [self.space], "a": "bench"}, sender=CLIENT))
+        ch = decode_message((await self.ws.receive(timeout=60)).data, sender=RELAY)
+        assert ch["t"] == "challenge", ch
+        have = set(ch["have"].get(self.space, ()))
+        up = [w for w in self.wires if hashlib.sha256(w).digest() not in have]
+        await self.ws.send_bytes(encode_message({
+            "t": "auth", "u": origin, "logs": {self.space: up},
+            "sig": sign_challenge(self.ident, ch["n"], ch["k"], origin)}, sender=CLIENT))
+        welcome = decode_message((await self.ws.receive(timeout=60)).data, sender=RELAY)
+        assert welcome["t"] == "welcome" and self.space in welcome["ok"], welcome
+
+
 async def _cluster_fanout(urls: list[str], spaces: list[dict[str, Any]], pids: list[int]
                           ) -> dict[str, Any]:
     import aiohttp
@@ -209,7 +236,7 @@ async def _cluster_fanout(urls: list[str], spaces: list[dict[str, Any]], pids: l
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     # Within each space, devices alternate between the instances; the first (the publisher,
     # which uploads the log) is at instance 1.
-    placed = [(_BenchClient(ident, s["id"], s["wires"]), i % 2)
+    placed = [(_ClusterClient(ident, s["id"], s["wires"]), i % 2)
               for s in spaces for i, ident in enumerate(s["idents"])]
     where = {id(c): k for c, k in placed}
     clients = [c for c, _k in placed]
@@ -219,7 +246,7 @@ async def _cluster_fanout(urls: list[str], spaces: list[dict[str, Any]], pids: l
         await c.connect(http, ws[0])
     sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
-    async def one(c: _BenchClient) -> None:
+    async def one(c: _ClusterClient) -> None:
         async with sem:
             await c.connect(http, ws[where[id(c)]])
 

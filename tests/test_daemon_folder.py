@@ -195,11 +195,15 @@ async def test_delete_for_everyone_moves_the_other_copy_to_trash(pair: Pair) -> 
     events = EventLog(pair.b)
     res = pair.a.delete(pair.env)
     assert res["state"] == "local"
-    await wait_until(lambda: not pair.file_b.exists(), "B's copy to leave the folder")
+    assert pair.env not in pair.a.envs
+    # B moves its file to the trash and forgets the environment on its store worker, and says
+    # so on the loop: all three are awaited (the file can be gone before the rest).
+    await wait_until(lambda: not pair.file_b.exists() and events.of("deleted", env=pair.env)
+                     and pair.env not in pair.b.envs,
+                     "B's copy to leave the folder, B's deleted event, B to forget it")
     trashed = events.of("deleted", env=pair.env)
-    assert trashed and Path(trashed[0]["trash"]).exists()
+    assert len(trashed) == 1 and Path(trashed[0]["trash"]).exists()
     assert read_doc(Path(trashed[0]["trash"]))["uuid"] == pair.env
-    assert pair.env not in pair.b.envs and pair.env not in pair.a.envs
     # A keeps its file, now local.
     assert env_status(pair.a, pair.file_a)["state"] == "local"
 

@@ -82,7 +82,11 @@ async def test_edit_on_a_reaches_b_file(two: Two) -> None:
     events = EventLog(two.b)
     target = responses(read_doc(two.file_a))[0]["uuid"]
     doc = edit_file(two.file_a, set_label(target, "hello from A"))
-    await wait_until(lambda: read_doc(two.file_b) == doc, "A's edit in B's file")
+    # The write runs on B's store worker: the file is replaced before its "written" event
+    # reaches the loop, so both are awaited, then a quiet time for any second write to show.
+    await wait_until(lambda: read_doc(two.file_b) == doc and events.of("written", env=two.env),
+                     "A's edit in B's file, and B's written event")
+    await settle(two.a, two.b)
     remote = events.of("change", origin="remote", env=two.env)
     assert len(remote) == 1 and remote[0]["device"] == two.dev_a.id and remote[0]["ops"] == 1
     # B wrote the file once, and took nothing back from its own write.

@@ -89,6 +89,21 @@ def retry_refused_spaces(refused: dict[str, str], connected_for_s: float) -> boo
     return bool(passing) and connected_for_s >= SPACE_RETRY_S
 
 
+def catch_up_order(relay_tags: Iterable[str], local_tags: Sequence[str]) -> list[str]:
+    """The order a catch-up visits a space's environment tags (pure).
+
+    `local_tags`: this device's environments, the one shared first first. They come first, in
+    that order, then the tags only the relay holds (sorted). Why: uploads happen in this
+    order, and when a plan admits only some of them (its environment count), the relay keeps
+    the ones that reach it first. Shared-first is what a person expects to keep (the newest
+    share is the one refused, as `share` itself says once the plan is known) and it is the
+    same on every run; the tags' own order is a keyed hash, a coin toss per space."""
+    order = list(dict.fromkeys(local_tags))
+    known = set(order)
+    order.extend(sorted(t for t in set(relay_tags) if t not in known))
+    return order
+
+
 class RelayTransport(RelayEvents):
     """`Transport` (agent/daemon.py) over a relay. `start(agent)` returns at once; the
     connection comes up in the background (`wait_synced` waits for a finished catch-up)."""
@@ -434,8 +449,10 @@ class RelayTransport(RelayEvents):
         return [w for w in wires if peek_slot(w).device == me]
 
     def _local_envs(self, space: str) -> list[str]:
+        """This device's environments of `space`, the one shared first first
+        (`catch_up_order`)."""
         store = self.agent.store
-        return [e for e in store.envs() if store.head_space(e) == space]
+        return [e for e in store.envs_oldest_first() if store.head_space(e) == space]
 
     # ---------------------------------------------------------------- receiving
     def on_envelopes(self, space: str, tag: str, items: Iterable[Envelope]) -> None:
@@ -598,10 +615,12 @@ class RelayTransport(RelayEvents):
             return
         store = self.agent.store
         names = self._tag_env.setdefault(space, {})
+        local: list[str] = []
         for env in self._local_envs(space):
-            names[tagger(env)] = env
+            local.append(tagger(env))
+            names[local[-1]] = env
         index = await client.index(space)
-        for tag in sorted(set(index) | set(names)):
+        for tag in catch_up_order(index, local):
             relay_vv = index.get(tag, {})
             env = names.get(tag)
             local_vv = store.version_vector(env) if env else {}

@@ -111,8 +111,12 @@ class Engine(Protocol):
     async def relay_key(self) -> bytes | None:
         """The cluster's shared relay key (raw), or None when the key lives in a file."""
     async def log_entries(self, space: str) -> list[bytes]: ...
-    async def append_log(self, space: str, wires: Sequence[bytes],
-                         hashes: Sequence[bytes]) -> None: ...
+    async def append_log(self, space: str, wires: Sequence[bytes], hashes: Sequence[bytes],
+                         *, base: int | None = None) -> list[bytes] | None:
+        """Store verified entries, unless the log no longer holds `base` entries (it grew
+        since they were verified, at this instance or another): then nothing is stored and
+        the stored log is returned. The engine's transaction decides, so two instances can
+        never both store a merge checked against the same old log."""
     async def index(self, space: str) -> dict[str, dict[str, int]]: ...
     async def fetch(self, space: str, tag: str, have: Mapping[str, int], *, max_items: int,
                     max_bytes: int) -> tuple[list[Envelope], bool]: ...
@@ -149,9 +153,9 @@ class OnLoop:
     async def log_entries(self, space: str) -> list[bytes]:
         return self.storage.log_entries(space)
 
-    async def append_log(self, space: str, wires: Sequence[bytes],
-                         hashes: Sequence[bytes]) -> None:
-        self.storage.append_log(space, wires, hashes)
+    async def append_log(self, space: str, wires: Sequence[bytes], hashes: Sequence[bytes],
+                         *, base: int | None = None) -> list[bytes] | None:
+        return self.storage.append_log(space, wires, hashes, base=base)
 
     async def index(self, space: str) -> dict[str, dict[str, int]]:
         return self.storage.index(space)

@@ -7,6 +7,13 @@ transactional: it is delivered at commit, never for a rolled-back put); the inst
 hear it fetch the rows. Catch-up always reads the tables, so an instance that missed a
 notification (restarting) loses nothing: devices resume from their version vectors.
 
+An instance whose LISTEN connection drops (database restart, backend terminated, network)
+keeps serving; it reconnects with backoff (`listen_backoff`) and then replays what it missed
+from the tables: envelopes with ids above the last one heard per space (a space's puts are
+serialized by its advisory lock, so their ids grow in commit order), messages above the last
+heard, then presence and membership logs re-read (`Resynced`). More than MAX_CATCHUP_IDS
+missed: its devices are asked to reconnect, which catches them up by version vector.
+
 What must be atomic across instances is decided inside one transaction under an advisory
 transaction lock: a put and the quota check guarding it (per space), a membership append
 (per space), an admission and the device limit (per space and member). The decisions
@@ -468,11 +475,20 @@ class PgStorage:
             "SELECT wire FROM log_entries WHERE space = $1 ORDER BY n", space)
         return [bytes(r["wire"]) for r in rows]
 
-    async def append_log(self, space: str, wires: Sequence[bytes],
-                         hashes: Sequence[bytes]) -> None:
+    async def append_log(self, space: str, wires: Sequence[bytes], hashes: Sequence[bytes],
+                         *, base: int | None = None) -> list[bytes] | None:
         async with self.pool.acquire() as conn, conn.transaction():
+            # One append per space at a time, cluster-wide; with `base`, only onto the log
+            # the caller verified against (else it is handed the log to verify again).
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                                _lock("log", space))
+            if base is not None:
+                count = await conn.fetchval(
+                    "SELECT COUNT(*) FROM log_entries WHERE space = $1", space)
+                if count != base:
+                    rows = await conn.fetch(
+                        "SELECT wire FROM log_entries WHERE space = $1 ORDER BY n", space)
+                    return [bytes(r["wire"]) for r in rows]
             n = await conn.fetchval(
                 "SELECT COALESCE(MAX(n), 0) FROM log_entries WHERE space = $1", space)
             added = 0
@@ -483,6 +499,7 @@ class PgStorage:
                     space, n, h, wire)).split()[-1])
             if added:
                 await self._notify(conn, {"k": "log", "i": self.instance, "s": space})
+        return None
 
     # ---------------------------------------------------------------- envelopes
     async def env_count(self, space: str) -> int:

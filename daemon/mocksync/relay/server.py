@@ -25,7 +25,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,9 +128,11 @@ HEARTBEAT_S = 20.0
 PRESENCE_FLUSH_S = 0.05
 #: Seconds `stop()` waits for sessions to say goodbye.
 SHUTDOWN_GRACE_S = 2.0
-#: Off-loop checks of an uploaded membership log redone when another upload to the same
-#: space landed meanwhile; past this the check runs on the loop (where nothing interleaves).
-MAX_LOG_PREPARE_TRIES = 3
+#: Checks of one uploaded membership log redone because the stored log grew between the
+#: check and its append (at another instance of a cluster: merges at one instance take turns
+#: per space). Past this the upload is refused for now (`server_full`: the device brings it
+#: again on its next connection or log check).
+MAX_LOG_MERGE_TRIES = 5
 
 
 @dataclass(frozen=True)
@@ -301,6 +303,9 @@ class RelayServer:
         self._bg: set[asyncio.Future[Any]] = set()
         #: Admissions in progress per (space, device): their session rows are being written.
         self._admitting: dict[tuple[str, str], int] = {}
+        #: Per space with a log merge in progress or waiting: its lock and how many hold or
+        #: wait for it (the entry goes when none does, so the map stays as small as the work).
+        self._log_turns: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     # ---------------------------------------------------------------- lifecycle
     @property
@@ -407,29 +412,58 @@ class RelayServer:
                     f"holds a void entry ({void[0].short}: {state.void[void[0].hash_hex]})"))
         return fresh, state, None
 
-    async def _prepare_log_off_loop(self, space: str, wires: list[bytes]
-                                    ) -> tuple[list[Entry], SpaceState | None, Refusal | None]:
-        """`_prepare_log` on a worker thread (verifying a member's upload is CPU work that a
-        member controls; issue 12: the relay keeps serving everyone meanwhile).
+    @contextlib.asynccontextmanager
+    async def _log_turn(self, space: str) -> AsyncIterator[None]:
+        """Hold the log of `space` for one merge or reload: what is checked against the held
+        log is stored and adopted before anything else reads or extends it at this instance."""
+        lock, users = self._log_turns.setdefault(space, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._log_turns[space]
 
-        The check is against the log held when it started; if another upload to the space
-        was committed meanwhile (`_commit_log` replaces the list, never mutates it), it is
-        run again, and the last try runs on the loop, where nothing can interleave."""
-        await self._load(space)  # loaded here, on the loop (storage); the check is pure CPU
-        for _ in range(MAX_LOG_PREPARE_TRIES):
-            held = self._entries.get(space)
-            got = await asyncio.to_thread(self._prepare_log, space, wires, ItemBudget())
-            if self._entries.get(space) is held:
-                return got
-        return self._prepare_log(space, wires, ItemBudget())
+    async def _merge_log(self, space: str, wires: Sequence[bytes], budget: ItemBudget
+                         ) -> tuple[SpaceState | None, Refusal | None]:
+        """Verify an uploaded log (auth frame or `log` request) against the log held, store
+        its new entries and adopt them; returns the space's state after (None: a space the
+        relay does not know and the upload did not bring) or why the upload was refused.
 
-    async def _commit_log(self, space: str, fresh: list[Entry], state: SpaceState) -> None:
-        if not fresh:
-            return
-        await self.db.append_log(space, [e.wire for e in fresh], [e.hash for e in fresh])
-        old = self._adopt_log(space, self._entries.get(space, []) + fresh, fresh, state)
-        if old is not None:
-            await self._purge_removed(space, old, state)
+        Why it takes turns and asks the store: two uploads checked against the same old log
+        used to be stored one after the other, the second re-adding what the first stored and
+        leaving the relay with a state that lacked the first's entries (a member refused as
+        "not a member"). At this instance one merge per space runs at a time (`_log_turn`);
+        across the instances of a cluster the engine's transaction refuses an append onto a
+        log that grew since the check (`base`), and the log as stored is adopted and the
+        upload checked again. The check itself is CPU work a member controls: off the loop
+        (issue 12)."""
+        async with self._log_turn(space):
+            await self._load(space)  # on the loop (storage); the check is pure CPU
+            for _ in range(MAX_LOG_MERGE_TRIES):
+                held = self._entries.get(space, [])
+                items, entries = budget.items_left, budget.entries_left
+                fresh, state, r = await asyncio.to_thread(self._prepare_log, space, wires,
+                                                          budget)
+                if r is not None or not fresh or state is None:
+                    return state, r
+                stored = await self.db.append_log(space, [e.wire for e in fresh],
+                                                  [e.hash for e in fresh], base=len(held))
+                if stored is None:
+                    old = self._adopt_log(space, held + fresh, fresh, state)
+                    if old is not None:
+                        await self._purge_removed(space, old, state)
+                    return state, None
+                await self._adopt_stored(space, stored)
+                # Checked again: a subset of the same entries (some are held now), so what
+                # this check was charged bounds the next one; the frame is not charged twice.
+                budget = ItemBudget(items - budget.items_left, entries - budget.entries_left)
+        label = policy.space_label(self.state(space), space)
+        return self.state(space), Refusal("server_full", (
+            f"the membership log of {label} changed {MAX_LOG_MERGE_TRIES} times while this "
+            "upload was being checked; it is checked again on the next connection"))
 
     def _adopt_log(self, space: str, entries: list[Entry], fresh: list[Entry],
                    state: SpaceState) -> SpaceState | None:
@@ -718,7 +752,7 @@ class RelayServer:
             self._refuse(session, Refusal("bad_message", "the answer to a challenge must be auth"))
             return
         refusals: dict[str, Refusal] = {}
-        prepared: dict[str, tuple[list[Entry], SpaceState]] = {}
+        prepared: dict[str, SpaceState] = {}  # space -> its state after the merge
         unknown_logs = set(auth["logs"]) - set(spaces)
         if unknown_logs:
             self._refuse(session, Refusal("bad_message", "auth carries a log for a space the hello did not name"))
@@ -775,21 +809,21 @@ class RelayServer:
         for sp in deferred:
             refusals[sp] = Refusal("server_full", deferral(
                 sp, MAX_NEW_SPACES_PER_AUTH, by_rate=allowed < MAX_NEW_SPACES_PER_AUTH))
+        # The uploaded entries that verify are stored as they are checked, one merge per
+        # space at a time (`_merge_log`: devices of one space authenticating at once).
         budget = ItemBudget()
-        verified = await asyncio.to_thread(
-            lambda: [self._prepare_log(sp, auth["logs"].get(sp, []), budget) for sp in order])
-        for sp, (fresh, state, refusal) in zip(order, verified, strict=True):
+        for sp in order:
+            wires = auth["logs"].get(sp, [])
+            state, refusal = (await self._merge_log(sp, wires, budget) if wires
+                              else (self.state(sp), None))
             if refusal is not None:
                 refusals[sp] = refusal
             elif state is not None:
-                prepared[sp] = (fresh, state)
+                prepared[sp] = state
         for sp in spaces:
             if sp not in held and sp not in prepared and sp not in refusals:  # nothing at all
                 refusals[sp] = policy.admit(None, sp, device, model=hello["m"], plan=self.plan,
                                             member_online=())  # type: ignore[assignment]
-        # The uploaded entries that verified may be kept.
-        for sp, (fresh, state) in prepared.items():
-            await self._commit_log(sp, fresh, state)
         mine = self.by_device.get(device, set())
         if len(mine) >= cfg.max_connections_per_device:
             self._refuse(session, Refusal("too_many_connections", (
@@ -806,7 +840,8 @@ class RelayServer:
         for key in pending:
             self._admitting[key] = self._admitting.get(key, 0) + 1
         try:
-            for sp, (_fresh, state) in prepared.items():
+            for sp, merged in prepared.items():
+                state = self._states.get(sp, merged)  # the newest: a removal may have landed
                 member = state.member_of(device)
                 online = set()
                 if member is not None:
@@ -1004,7 +1039,12 @@ class RelayServer:
         """Another instance stored entries of `space`: adopt the log as the database holds it."""
         if space not in self._entries:
             return  # not loaded here: the next use reads it whole
-        wires = await self.db.log_entries(space)
+        async with self._log_turn(space):
+            await self._adopt_stored(space, await self.db.log_entries(space))
+
+    async def _adopt_stored(self, space: str, wires: list[bytes]) -> None:
+        """Hold the log as stored (`wires`, in stored order), which extends the one held:
+        verified off the loop, then adopted. The caller holds the space's `_log_turn`."""
         held = self._entries.get(space, [])
         known = {e.hash for e in held}
         entries = [Entry.from_wire(w) for w in wires]
@@ -1100,12 +1140,11 @@ class RelayServer:
         sp = msg["s"]
         r = self._check_space(session, sp)
         if r is None:
-            fresh, state, r = await self._prepare_log_off_loop(sp, msg["w"])
-            if r is None and state is not None:
+            _state, r = await self._merge_log(sp, msg["w"], ItemBudget())
+            if r is None:  # stored first: an `ok` is never sent for entries then lost
                 await session.send({"t": "ok", "i": msg["i"]})
-                await self._commit_log(sp, fresh, state)
                 return
-        await self._nack(session, msg["i"], r)  # type: ignore[arg-type]
+        await self._nack(session, msg["i"], r)
 
     async def _on_index(self, session: Session, msg: dict[str, Any]) -> None:
         r = self._check_space(session, msg["s"])

@@ -73,8 +73,14 @@ class RelayStorage(Protocol):
     def log_entries(self, space: str) -> list[bytes]:
         """Membership entry wire bytes of `space`, in the order they were stored."""
 
-    def append_log(self, space: str, wires: Sequence[bytes], hashes: Sequence[bytes]) -> None:
-        """Add verified entries (the caller verified them; duplicates by hash are ignored)."""
+    def append_log(self, space: str, wires: Sequence[bytes], hashes: Sequence[bytes], *,
+                   base: int | None = None) -> list[bytes] | None:
+        """Add verified entries (the caller verified them; duplicates by hash are ignored).
+
+        `base`: how many stored entries the caller verified them against. When the log holds
+        a different number now (another upload was stored meanwhile), nothing is added and
+        the stored log is returned, for the caller to verify its entries again: the store,
+        not the caller's memory, decides which check was the last. None: no such check."""
 
     def spaces(self) -> list[str]:
         """Every space with a stored log."""
@@ -138,10 +144,18 @@ class SQLiteStorage:
         return [bytes(w) for (w,) in self.db.execute(
             "SELECT wire FROM log_entries WHERE space=? ORDER BY n", (space,))]
 
-    def append_log(self, space: str, wires: Sequence[bytes], hashes: Sequence[bytes]) -> None:
+    def append_log(self, space: str, wires: Sequence[bytes], hashes: Sequence[bytes], *,
+                   base: int | None = None) -> list[bytes] | None:
         with self._lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
+                if base is not None:
+                    (count,) = self.db.execute(
+                        "SELECT COUNT(*) FROM log_entries WHERE space=?", (space,)).fetchone()
+                    if count != base:  # grew meanwhile: the caller checks again
+                        stored = self.log_entries(space)
+                        self.db.execute("ROLLBACK")
+                        return stored
                 (n,) = self.db.execute(
                     "SELECT COALESCE(MAX(n), 0) FROM log_entries WHERE space=?", (space,)
                 ).fetchone()
@@ -154,6 +168,7 @@ class SQLiteStorage:
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+        return None
 
     def spaces(self) -> list[str]:
         return [s for (s,) in self.db.execute("SELECT DISTINCT space FROM log_entries ORDER BY space")]

@@ -235,6 +235,13 @@ class Store:
     def envs(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT env FROM changesets ORDER BY env")]
 
+    def envs_oldest_first(self) -> list[str]:
+        """Every environment, the one shared first (smallest stamp of its first change set)
+        first, ties by uuid. Why an order at all: where only some environments fit (a relay
+        plan's count), the ones kept must be the ones shared first, the same on every run."""
+        return [r[0] for r in self.db.execute(
+            "SELECT env, MIN(hlc) AS first FROM changesets GROUP BY env ORDER BY first, env")]
+
     def version_vector(self, env: str) -> dict[str, int]:
         """Highest applied seq per device (applied chains are contiguous by construction)."""
         return {
