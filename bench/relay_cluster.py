@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,21 @@ class _ClusterClient(_BenchClient):
         welcome = decode_message((await self.ws.receive(timeout=60)).data, sender=RELAY)
         assert welcome["t"] == "welcome" and self.space in welcome["ok"], welcome
 
+    async def read(self) -> None:
+        from mocksync.relay.protocol import RELAY, decode_message
+
+        self.bye: str | None = None
+        async for msg in self.ws:
+            t = time.perf_counter()
+            if msg.type.name != "BINARY":
+                break
+            m = decode_message(msg.data, sender=RELAY)
+            if m["t"] == "env":
+                for e in m["x"]:
+                    self.got[e.seq] = t
+            elif m["t"] == "bye":
+                self.bye = m["c"]
+
 
 async def _cluster_fanout(urls: list[str], spaces: list[dict[str, Any]], pids: list[int]
                           ) -> dict[str, Any]:
@@ -241,19 +257,23 @@ async def _cluster_fanout(urls: list[str], spaces: list[dict[str, Any]], pids: l
     where = {id(c): k for c, k in placed}
     clients = [c for c, _k in placed]
     firsts = {s["id"]: next(c for c in clients if c.space == s["id"]) for s in spaces}
+    # Each client reads from the moment it is admitted (pings, presence): connecting 2,000
+    # takes a while, and a silent client would be dropped as dead or too slow.
+    readers: list[asyncio.Task[None]] = []
     t0 = time.perf_counter()
     for c in firsts.values():
         await c.connect(http, ws[0])
+        readers.append(asyncio.create_task(c.read()))
     sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
     async def one(c: _ClusterClient) -> None:
         async with sem:
             await c.connect(http, ws[where[id(c)]])
+            readers.append(asyncio.create_task(c.read()))
 
     rest = [c for c in clients if c not in firsts.values()]
     await asyncio.wait_for(asyncio.gather(*(one(c) for c in rest)), FANOUT_BUDGET_S)
     connect_s = time.perf_counter() - t0
-    readers = [asyncio.create_task(c.read()) for c in clients]
     rss = [_rss_kb(p) for p in pids]
     gc.collect()
     gc.freeze()  # the 2,000 clients on this loop must not add collector pauses
@@ -269,6 +289,8 @@ async def _cluster_fanout(urls: list[str], spaces: list[dict[str, Any]], pids: l
         ct = seal_payload(key, 1, body)
         frame = encode_message({"t": "put", "i": n, "s": pub.space, "e": "ab" * 16, "z": 1000,
                                 "x": [Envelope(pub.ident.device_id, n, 1, ct)]}, sender=CLIENT)
+        if pub.ws.closed:
+            continue  # dropped by the relay (counted in `dropped`)
         sent[n] = (time.perf_counter(), pub.space)
         await pub.ws.send_bytes(frame)
         await asyncio.sleep(1 / PUT_RATE_PER_S)
@@ -288,6 +310,8 @@ async def _cluster_fanout(urls: list[str], spaces: list[dict[str, Any]], pids: l
                     lat[where[id(c)]].append((c.got[n] - t_sent) * 1000)
                 else:
                     missing += 1
+    byes = Counter(getattr(c, "bye", None) for c in clients)
+    byes.pop(None, None)
     for r in readers:
         r.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
@@ -296,6 +320,7 @@ async def _cluster_fanout(urls: list[str], spaces: list[dict[str, Any]], pids: l
     await http.close()
     gc.unfreeze()
     return {"same": lat[0], "other": lat[1], "connect_s": connect_s, "missing": missing,
+            "byes": dict(byes),
             "puts": len(sent), "rss_kb": rss}
 
 
@@ -318,7 +343,7 @@ def cluster_fanout(n_devices: int = N_DEVICES) -> list[Result]:
             _stop(p1)
     lat = out["same"] + out["other"]
     extra = {"devices": n_devices, "spaces": len(spaces), "puts": out["puts"],
-             "deliveries": len(lat), "missing": out["missing"],
+             "deliveries": len(lat), "missing": out["missing"], "dropped": out["byes"],
              "connect_all_s": round(out["connect_s"], 2),
              "p99_same_instance_ms": round(Result("", "ms", out["same"]).p99, 2),
              "p99_other_instance_ms": round(Result("", "ms", out["other"]).p99, 2),

@@ -13,6 +13,7 @@ as it (fork + setuid); they skip, saying so, when not root. The pure checks run 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import select
@@ -360,7 +361,10 @@ def test_cli_refuses_a_socket_planted_by_another_user(other_user: User, open_roo
     with impostor(other_user, plant) as received:
         res = cli_process(home_path, "status", "--json")
         assert res.code != 0
-        assert "FAKE" not in res.out and res.out == ""
+        # Nothing from the impostor reaches stdout: only our own error document (issue 18:
+        # every --json command prints exactly one JSON document, errors included).
+        assert "FAKE" not in res.out
+        assert json.loads(res.out)["error"]["message"].startswith("refusing the control socket")
         assert "refusing the control socket" in res.err
         assert f"another user (uid {other_user.uid})" in res.err
         with pytest.raises(ForeignSocketError):
