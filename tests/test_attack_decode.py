@@ -32,8 +32,10 @@ from mocksync.space.invite import InviteToken
 from mocksync.space.membership import Entry
 from mocksync.sync import messages
 
-#: The bound a refusal must meet (the target is "well under 10 ms"; this leaves headroom for a
-#: loaded 2-core machine while still failing on anything that expands or loops).
+#: The bound a refusal must meet, in CPU time of the refusing thread (the target is "well
+#: under 10 ms"; thread CPU time does not count the time other processes hold the core, so
+#: the bound holds on a loaded 2-core machine and still fails on anything that expands or
+#: loops: the bomb below costs seconds when honoured).
 FAST_S = 0.05
 
 
@@ -42,10 +44,10 @@ BOMB = shared_bomb()
 
 def refused_fast(fn: Callable[[bytes], Any], data: bytes,
                  error: type[BaseException] = MocksyncError) -> BaseException:
-    start = time.perf_counter()
+    start = time.thread_time()
     with pytest.raises(error) as info:
         fn(data)
-    took = time.perf_counter() - start
+    took = time.thread_time() - start
     assert took < FAST_S, f"refusal took {took * 1000:.1f} ms"
     return info.value
 
@@ -240,21 +242,21 @@ def test_fuzz_bombs_anywhere_are_refused_fast(prefix: Any, bomb: bytes, where: i
     after it as trailing bytes): always a DecodeRefused, always fast."""
     body = encode(prefix)
     data = [bomb, b"\x82" + body + bomb, b"\xa1\x61k" + bomb, body + bomb][where]
-    start = time.perf_counter()
+    start = time.thread_time()
     with pytest.raises(DecodeRefused):
         decode(data)
-    assert time.perf_counter() - start < FAST_S
+    assert time.thread_time() - start < FAST_S
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_fuzz_random_bytes_decode_or_refuse(data: bytes) -> None:
     """Arbitrary bytes: a value that re-encodes to exactly these bytes, or a DecodeRefused."""
-    start = time.perf_counter()
+    start = time.thread_time()
     try:
         value = decode(data)
     except DecodeRefused:
         pass
     else:
         assert encode(value) == data
-    assert time.perf_counter() - start < FAST_S
+    assert time.thread_time() - start < FAST_S

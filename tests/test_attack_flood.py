@@ -271,8 +271,8 @@ async def test_flood_over_the_relay_status_answers_nothing_lost(tmp_path: Path) 
         b = agent_of(bob_home, bob, bob_folder, RelayTransport(relay.url, **kw))
         # Both at once: their first uploads of the space's log race on the relay's auth path
         # (the relay merges them one at a time: tests/test_relay_log_race.py).
+        agents += [a, b]  # stopped at the end even if a start fails
         await asyncio.gather(a.start(), b.start())
-        agents += [a, b]
         for ag in (a, b):
             assert await ag.transport.wait_synced(1, timeout=WAIT_S)  # type: ignore[union-attr]
         honest = generate_env(20_000, seed=3, name="Orders API")
