@@ -36,6 +36,7 @@ from ..agent.control import ControlServer
 from ..errors import MocksyncError
 from . import views
 from .auth import TOKEN_TTL_S, Session, UiAuth, UiAuthError
+from .gate import Gate
 from .openroute import UiOff
 
 log = logging.getLogger("mocksync.ui")
@@ -59,6 +60,9 @@ MAX_SIZE_CACHE = 256
 MAX_MEASURE_BYTES = 64 * 1024 * 1024
 #: Form fields longer than this are refused (ids, a member name, a role).
 MAX_FIELD_CHARS = 200
+#: Seconds a connection may sit without a request before it is closed (aiohttp's default is
+#: an hour: idle connections would hold `gate.MAX_CONNECTIONS` slots).
+IDLE_CONNECTION_S = 75.0
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -79,6 +83,29 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+
+
+class _GatedSite(web.BaseSite):
+    """Like aiohttp's TCPSite, but every new connection passes the `gate` first (who opened
+    it, how many are open) before the HTTP server sees a byte of it."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, gate: Gate) -> None:
+        super().__init__(runner)
+        self._host = host
+        self._port = port
+        self._gate = gate
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: self._gate.protocol(server), self._host, self._port,
+            reuse_address=False)
 
 
 @dataclass(eq=False)
@@ -143,6 +170,8 @@ class UiServer:
         self._digest: str | None = None
         self._digest_task: asyncio.Task[None] | None = None
         self._sizes: dict[str, tuple[tuple[int, int, int], int]] = {}
+        #: Admits only this user's connections, a bounded number (`gate` module docstring).
+        self.gate = Gate(SECURITY_HEADERS)
         self._jinja = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -164,9 +193,10 @@ class UiServer:
         r.add_post("/space/{space}/invite", self._invite)
         r.add_post("/space/{space}/remove", self._remove)
         runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                               shutdown_timeout=STOP_TIMEOUT_S, handler_cancellation=True)
+                               shutdown_timeout=STOP_TIMEOUT_S, handler_cancellation=True,
+                               keepalive_timeout=IDLE_CONNECTION_S)
         await runner.setup()
-        site = web.TCPSite(runner, UI_HOST, self.port_wanted, reuse_address=False)
+        site = _GatedSite(runner, UI_HOST, self.port_wanted, self.gate)
         try:
             await site.start()
         except OSError as exc:
