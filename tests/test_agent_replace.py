@@ -34,6 +34,7 @@ from daemon_harness import (
     state_doc,
     team_space,
 )
+from mocksync import fsatomic
 from mocksync.agent import writer
 from mocksync.agent.bus import LocalBus
 from mocksync.agent.daemon import Agent
@@ -266,6 +267,90 @@ def test_replace_checks_after_the_slow_part(tmp_path: Path,
         writer.replace_file(path, b"daemon v2", expect=read)
     assert hook.fired == 1
     assert path.read_bytes() == b"editor v2"
+
+
+class SaveAfterLastCheck:
+    """Make editor saves of `path` right after the writer's last check of it has passed:
+    the thread preempted between that check and the rename (a loaded machine, or the GIL
+    handed to an editor thread) while the editor saves. `then`: a save made while the
+    writer looks at the version its swap displaced (a second save, microseconds later)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, path: Path, save: bytes,
+                 then: bytes | None = None) -> None:
+        self.path = path
+        self.saves = [save] if then is None else [save, then]
+        self.fired = 0
+        self._real = writer._check_unchanged
+        monkeypatch.setattr(writer, "_check_unchanged", self._check)
+
+    def _check(self, target: Path, expected: writer.Expected) -> None:
+        if target != self.path:  # the displaced version: a second save lands first
+            if self.fired == 1 and len(self.saves) == 2:
+                self._save()
+            self._real(target, expected)
+            return
+        self._real(target, expected)
+        if self.fired == 0:
+            self._save()
+
+    def _save(self) -> None:
+        editor_save(self.path, self.saves[self.fired])
+        self.fired += 1
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if writer.TEMP_PREFIX in p.name]
+
+
+def test_a_save_after_the_last_check_is_put_back_not_lost(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window between the last check and the rename: the swap shows the save, and
+    puts it back (the hammer lost such a save under load)."""
+    path = tmp_path / "env.json"
+    path.write_bytes(b"v1")
+    hook = SaveAfterLastCheck(monkeypatch, path, b"editor v2")
+    with pytest.raises(writer.FileChangedError):
+        writer.replace_file(path, b"daemon v2", expect=_expected(path))
+    assert hook.fired == 1
+    assert path.read_bytes() == b"editor v2"
+    assert _leftovers(tmp_path) == []
+    # Taken in, the next write goes through over the editor's version.
+    writer.replace_file(path, b"daemon v3", expect=_expected(path))
+    assert path.read_bytes() == b"daemon v3" and _leftovers(tmp_path) == []
+
+
+def test_two_saves_in_the_window_leave_the_newest_in_place(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "env.json"
+    path.write_bytes(b"v1")
+    hook = SaveAfterLastCheck(monkeypatch, path, b"editor v2", then=b"editor v3")
+    with pytest.raises(writer.FileChangedError):
+        writer.replace_file(path, b"daemon v2", expect=_expected(path))
+    assert hook.fired == 2
+    assert path.read_bytes() == b"editor v3"
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_file_created_after_the_last_check_is_put_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "new.json"
+    hook = SaveAfterLastCheck(monkeypatch, path, b"made by the editor")
+    with pytest.raises(writer.FileChangedError):
+        writer.replace_file(path, b"ours", expect=writer.Expected.absent())
+    assert hook.fired == 1
+    assert path.read_bytes() == b"made by the editor"
+    assert _leftovers(tmp_path) == []
+
+
+def test_without_an_atomic_exchange_the_write_still_replaces(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Systems without `renameat2`: a plain rename after the check, as before."""
+    monkeypatch.setattr(fsatomic, "_renameat2", None)
+    path = tmp_path / "env.json"
+    path.write_bytes(b"v1")
+    out = writer.replace_file(path, b"daemon v2", expect=_expected(path))
+    assert path.read_bytes() == b"daemon v2" and _leftovers(tmp_path) == []
+    assert out.sig == writer.sig_of(os.stat(path))
 
 
 # ------------------------------------------------------------------ the hammer

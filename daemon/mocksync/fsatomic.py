@@ -15,7 +15,8 @@ path component is swapped meanwhile):
 2. write everything, set the final mode, fsync;
 3. let the caller check the target one last time (`before_swap`), then rename the temp file
    over the target, or link it to a name that must not exist yet (`exclusive`: key files are
-   never replaced);
+   never replaced); a caller that must not lose a save landing after that check has the
+   rename be an atomic exchange and checks what it displaced (`check_displaced`);
 4. fsync the folder, so the rename is durable. A failure of only this step leaves the new
    content in place and raises `FolderSyncError`; the caller decides whether that matters.
 
@@ -26,6 +27,7 @@ every failure.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from collections.abc import Callable
@@ -68,8 +70,59 @@ def fsync_dir(dir_fd: int) -> None:
     os.fsync(dir_fd)
 
 
+#: `renameat2` flag: swap two names atomically (Linux 3.15+, glibc 2.28+).
+RENAME_EXCHANGE = 2
+
+
+def _libc_renameat2() -> Callable[..., int] | None:
+    """libc's `renameat2`, or None where there is none (other systems, old glibc)."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2 = _libc_renameat2()
+
+
+def exchange(dir_fd: int, a: str, b: str) -> bool:
+    """Swap the files named `a` and `b` in the folder `dir_fd` in one atomic step. False
+    (nothing changed) when the system or the filesystem cannot, or either name is missing;
+    OSError for other failures."""
+    import ctypes
+
+    if _renameat2 is None:
+        return False
+    if _renameat2(dir_fd, os.fsencode(a), dir_fd, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOENT, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err))
+
+
+def _put_back(dir_fd: int, tmp: str, name: str, ours: os.stat_result) -> None:
+    """Undo an exchange whose displaced version (now at `tmp`) was not the one expected: an
+    editor saved between the last check and the swap. Its save goes back in place and ours
+    is dropped. If yet another save replaced ours meanwhile, that newest one ends in place
+    (it superseded the one before, as that editor's own rename meant it to). Never unlinks
+    anything but our own file."""
+    if exchange(dir_fd, tmp, name):
+        now = os.lstat(tmp, dir_fd=dir_fd)
+        if (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino):
+            os.unlink(tmp, dir_fd=dir_fd)
+            return
+    os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
 def put_in_dir(dir_fd: int, name: str, data: bytes, mode: int, *, exclusive: bool = False,
-               before_swap: Callable[[], None] | None = None) -> os.stat_result:
+               before_swap: Callable[[], None] | None = None,
+               check_displaced: Callable[[str], None] | None = None) -> os.stat_result:
     """Atomically make `name` in the folder `dir_fd` hold `data` with permission bits `mode`.
 
     Returns the fstat of the written file (taken before the rename, which keeps inode, mtime
@@ -77,6 +130,13 @@ def put_in_dir(dir_fd: int, name: str, data: bytes, mode: int, *, exclusive: boo
     (FileExistsError). `before_swap` runs after the temp file is durable and right before the
     rename; whatever it raises aborts the write with the target untouched. OSError on failure
     (nothing changed), FolderSyncError when only the final folder fsync failed.
+
+    `check_displaced` closes the window left between `before_swap` and the rename (a thread
+    preempted there, an editor's save landing meanwhile): where the system can, the temp file
+    is exchanged with the target atomically and the version it displaced (now under a temp
+    name in `dir_fd`) is handed to `check_displaced`. If that raises, the displaced version
+    is put back (`_put_back`) and the error propagates: nothing a save put there is lost.
+    Where there is no exchange (or no target yet), a plain rename, as without it.
     """
     data = bytes(data)
     tmp = temp_name()
@@ -96,6 +156,15 @@ def put_in_dir(dir_fd: int, name: str, data: bytes, mode: int, *, exclusive: boo
             before_swap()
         if exclusive:
             os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        elif check_displaced is not None and exchange(dir_fd, tmp, name):
+            # `tmp` now names the version displaced; the finally clause removes it once
+            # it is known to be the one expected.
+            try:
+                check_displaced(tmp)
+            except BaseException:
+                leftover = False  # `tmp` holds someone's save: only `_put_back` touches it
+                _put_back(dir_fd, tmp, name, written)
+                raise
         else:
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             leftover = False
@@ -111,7 +180,8 @@ def put_in_dir(dir_fd: int, name: str, data: bytes, mode: int, *, exclusive: boo
 
 
 def put_file(path: str | os.PathLike[str], data: bytes, mode: int, *, exclusive: bool = False,
-             before_swap: Callable[[], None] | None = None) -> os.stat_result:
+             before_swap: Callable[[], None] | None = None,
+             check_displaced: Callable[[str], None] | None = None) -> os.stat_result:
     """`put_in_dir` for a path: the folder holding `path` is opened once and used throughout.
 
     `path` itself is not resolved: a symlink at `path` is replaced by the file (callers that
@@ -120,6 +190,7 @@ def put_file(path: str | os.PathLike[str], data: bytes, mode: int, *, exclusive:
     folder, name = os.path.split(os.fspath(path))
     dir_fd = os.open(folder or ".", _DIR_OPEN_FLAGS)
     try:
-        return put_in_dir(dir_fd, name, data, mode, exclusive=exclusive, before_swap=before_swap)
+        return put_in_dir(dir_fd, name, data, mode, exclusive=exclusive, before_swap=before_swap,
+                          check_displaced=check_displaced)
     finally:
         os.close(dir_fd)

@@ -82,9 +82,21 @@ def ensure_private_dir(path: Path, *, what: str = "folder") -> Path:
     return path
 
 
+def foreign_entry_problem(path: Path, st: os.stat_result, uid: int) -> str | None:
+    """Why an entry of the home (its `lstat`) must not be used by `uid`: None when it is ours.
+    An entry another user owns in our home was planted while the home was open to them (a
+    shared or group-writable folder given as `--home`): a `keys` symlink into their folder
+    would receive our private keys, a log file of theirs our plaintext. Pure."""
+    if st.st_uid == uid:
+        return None
+    return (f"the home holds {path}, which belongs to another user (uid {st.st_uid}), not to "
+            f"you (uid {uid}): it may be there to read or redirect what mocksync keeps in the "
+            "home (keys, the log); remove it (it may need root) and run the command again")
+
+
 def _tighten_files(folder: Path) -> None:
-    """Make the regular files directly in `folder` 0600 and its subfolders 0700 (ours only;
-    symlinks are left alone, never followed)."""
+    """Make the regular files directly in `folder` 0600 and its subfolders 0700 (symlinks are
+    left alone, never followed). An entry of another user is refused (`PrivateDirError`)."""
     uid = os.getuid()
     with os.scandir(folder) as it:
         for entry in it:
@@ -92,7 +104,10 @@ def _tighten_files(folder: Path) -> None:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if st.st_uid != uid or stat.S_ISLNK(st.st_mode):
+            problem = foreign_entry_problem(Path(entry.path), st, uid)
+            if problem is not None:
+                raise PrivateDirError(problem)
+            if stat.S_ISLNK(st.st_mode):
                 continue
             if (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)) \
                     and stat.S_IMODE(st.st_mode) & 0o077:
@@ -119,10 +134,12 @@ class Home:
         """Create the home, or make an existing one private: the directory 0700 (refused when
         it is another user's or a symlink), its files 0600, `keys/` and `trash/` 0700 with
         0600 files. Runs on `init` and at every daemon start, so a home made 0755 (by hand,
-        by an older mocksync, by `--home` on an existing directory) is tightened."""
+        by an older mocksync, by `--home` on an existing directory) is tightened. An entry
+        in it (or in `keys/`, `trash/`) owned by another user is refused, never used: it was
+        planted while the folder was open to others."""
         ensure_private_dir(self.root, what="home")
+        _tighten_files(self.root)  # first: a planted `keys` link is refused, never followed
         self.keys.mkdir(exist_ok=True, mode=PRIVATE_DIR_MODE)
-        _tighten_files(self.root)
         for sub in (self.keys, self.trash):
             if sub.is_dir() and not sub.is_symlink():
                 _tighten_files(sub)

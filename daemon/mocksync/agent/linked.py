@@ -40,11 +40,13 @@ import shlex
 import shutil
 import stat
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import MocksyncError, ValidationError
 from ..model import diff, render
+from ..model.envsize import size_refusal
 from ..model.files import (
     CONFLICT,
     CONTENT_REG,
@@ -82,8 +84,13 @@ from .watcher import is_environment_name
 from .writer import UnsafePathError, check_beneath, content_hash, write_beneath
 
 if TYPE_CHECKING:
-    from .daemon import Agent
+    import random
+
+    from tinydb import TinyDB
+
+    from ..store import Store
     from .envfiles import EnvRuntime
+    from .watcher import FolderWatcher
 
 log = logging.getLogger("mocksync.linked")
 
@@ -93,6 +100,33 @@ LINKED_POLL_S = 0.5
 SEEN_TABLE = "linked_seen"
 
 FileSig = tuple[int, int, int]
+
+
+class LinkedHost(Protocol):
+    """What linked files need from the daemon (the Agent satisfies it): the folder and its
+    watcher, the log, the synced environments by path or uuid, and the few actions a
+    linked file's sync takes (commit, quota check, a write of its environment, an event).
+    Narrow on purpose: linked files never touch the agent's other parts or private state."""
+
+    folder: Path
+    trash: Path
+    watcher: FolderWatcher | None
+    store: Store
+    rng: random.Random
+
+    def clock(self) -> float: ...
+    def env_at(self, path: Path) -> EnvRuntime | None: ...
+    def env(self, uuid: str) -> EnvRuntime | None: ...
+    def is_held(self, uuid: str) -> bool: ...
+    def find(self, text: str) -> EnvRuntime: ...
+    def forget_local(self, path: Path) -> None: ...
+    def commit(self, rt: EnvRuntime, ops: list[tuple],
+               seen: dict[str, int] | None = None) -> Any: ...
+    def size_problem(self, space: str, doc: dict[str, Any]) -> str | None: ...
+    def check_size(self, space: str, env_bytes: int) -> str | None: ...
+    def schedule_write(self, rt: EnvRuntime) -> None: ...
+    def publish(self, event: dict[str, Any]) -> None: ...
+    def spawn(self, task: asyncio.Task[Any]) -> None: ...
 
 
 @dataclass
@@ -134,10 +168,10 @@ def _sig(st: os.stat_result) -> FileSig:
 
 
 class LinkedFiles:
-    def __init__(self, agent: Agent, *, poll_s: float = LINKED_POLL_S) -> None:
-        self.agent = agent
+    def __init__(self, host: LinkedHost, db: TinyDB, *, poll_s: float = LINKED_POLL_S) -> None:
+        self.host = host
         self.poll_s = poll_s
-        self.table = agent.registry.db.table(SEEN_TABLE)
+        self.table = db.table(SEEN_TABLE)
         self._seen: dict[str, dict[str, str]] = {}
         for d in self.table.all():
             if isinstance(d.get("env"), str) and isinstance(d.get("seen"), dict):
@@ -160,12 +194,12 @@ class LinkedFiles:
 
     @property
     def folder(self) -> Path:
-        return self.agent.folder
+        return self.host.folder
 
     # ------------------------------------------------------------------ hooks (Agent)
     def tracks(self, path: Path) -> bool:
         """Is `path` a linked file of some synced environment (not an environment itself)?"""
-        return path in self._tracked and self.agent._by_path(path) is None
+        return path in self._tracked and self.host.env_at(path) is None
 
     def on_event(self, ev: Any) -> bool:
         """A folder-watcher event; True when it was about a linked file (handled here)."""
@@ -225,7 +259,7 @@ class LinkedFiles:
             return Disk(problem=(OUTSIDE, (
                 f"not synced: {rel} is a symlink pointing outside the synced folder, so it is "
                 "never read or written; put the file itself there")))
-        if self.agent._by_path(real) is not None:
+        if self.host.env_at(real) is not None:
             return Disk(problem=(INVALID, f"not synced: {rel} is a synced environment file"))
         try:
             st = os.stat(real)
@@ -275,7 +309,7 @@ class LinkedFiles:
         """Write `rel` under the folder, never through a symlink (UnsafePathError otherwise)."""
         dest = self.folder / rel
         sha = content_hash(data)
-        w = self.agent.watcher
+        w = self.host.watcher
         if w is not None and dest.parent == self.folder and is_environment_name(dest.name):
             w.expect_write(dest, sha)
         write_beneath(self.folder, rel, data, mode)
@@ -288,14 +322,14 @@ class LinkedFiles:
         """Move (or, `copy`) the local copy of `rel` to the recoverable trash."""
         check_beneath(self.folder, rel)  # never move a file reached through a symlink
         src = self.folder / rel
-        trash = self.agent.home.trash
+        trash = self.host.trash
         trash.mkdir(exist_ok=True, mode=0o700)
-        dest = trash / f"{int(self.agent.clock())}-{why}-{rel.replace('/', '_')}"
+        dest = trash / f"{int(self.host.clock())}-{why}-{rel.replace('/', '_')}"
         n = 2
         while dest.exists():
             dest = dest.with_name(f"{dest.name}-{n}")
             n += 1
-        w = self.agent.watcher
+        w = self.host.watcher
         if w is not None and src.parent == self.folder and is_environment_name(src.name):
             w.expect_delete(src)
         try:
@@ -309,10 +343,10 @@ class LinkedFiles:
     # ------------------------------------------------------------------ the sync
     def reconcile(self, rt: EnvRuntime, *, local: bool, only: set[str] | None = None) -> None:
         """Bring the linked files of one environment and the team's state together."""
-        agent = self.agent
-        if rt.uuid not in agent.envs or rt.uuid in agent.holds:
+        host = self.host
+        if host.env(rt.uuid) is None or host.is_held(rt.uuid):
             return
-        state = agent.store.state(rt.uuid)
+        state = host.store.state(rt.uuid)
         env_ent = state.entity(rt.uuid)
         if env_ent is None or not env_ent.live:
             return
@@ -381,13 +415,13 @@ class LinkedFiles:
                     self._write(rel, data, verdict.mode)
                     seen[rel] = content_hash(data)
                     self._problems.pop(key, None)
-                    agent.publish({"event": "linked_written", "env": rt.uuid, "path": rel,
+                    host.publish({"event": "linked_written", "env": rt.uuid, "path": rel,
                                    "bytes": len(data)})
                 elif action == Action.REMOVE:
                     kept = self._to_trash(rel, "linked-deleted")
                     seen.pop(rel, None)
                     self._problems.pop(key, None)
-                    agent.publish({"event": "linked_removed", "env": rt.uuid, "path": rel,
+                    host.publish({"event": "linked_removed", "env": rt.uuid, "path": rel,
                                    "trash": str(kept) if kept else None})
             except (MocksyncError, OSError) as exc:
                 reason = str(exc) if isinstance(exc, MocksyncError) else (
@@ -400,22 +434,22 @@ class LinkedFiles:
         if seen != before:
             self._save_seen(rt.uuid)
         for p in self._tracked:
-            agent.local.pop(p, None)  # a fixture named *.json is no local environment
+            host.forget_local(p)  # a fixture named *.json is no local environment
         self._ensure_poll()
 
     def _commit(self, rt: EnvRuntime, state: Any, commits: list[tuple[str, Any, Any]],
                 seen: dict[str, str]) -> None:
-        agent = self.agent
+        host = self.host
         if any(v is not None for _r, v, _l in commits):
             # The files are on disk as they will be committed: the size counts them.
-            problem = agent._size_problem(rt.space, render(state))
+            problem = host.size_problem(rt.space, render(state))
             if problem:
                 for rel, v, _l in commits:
                     if v is not None:
                         self._problems[(rt.uuid, rel)] = (
                             HELD, f"{problem}; this file is not synced until it fits")
                 commits = [c for c in commits if c[1] is None]
-                agent.publish({"event": "held", "env": rt.uuid, "reason": problem})
+                host.publish({"event": "held", "env": rt.uuid, "reason": problem})
         ents = file_entities(state)
         batch: list[tuple[str, Any, Any]] = []
         size = 0
@@ -431,7 +465,7 @@ class LinkedFiles:
 
     def _commit_batch(self, rt: EnvRuntime, ents: dict[str, Any],
                       batch: list[tuple[str, Any, Any]], seen: dict[str, str]) -> None:
-        agent = self.agent
+        host = self.host
         ops = [set_op(rt.uuid, rel, v) if rel in ents else create_op(rt.uuid, rel, v)
                for rel, v, _l in batch]
         saw = None
@@ -439,11 +473,11 @@ class LinkedFiles:
         if losers:
             # The teammate's version this edit overwrites was never on disk here: the change
             # set says it was not seen, so every device lists the overwrite as a conflict.
-            saw = agent.store.version_vector(rt.uuid)
+            saw = host.store.version_vector(rt.uuid)
             for _value, _stamp, (device, seq) in losers:
                 saw[device] = min(saw.get(device, 0), seq - 1)
         try:
-            agent._commit(rt, ops, seen=saw)
+            host.commit(rt, ops, seen=saw)
         except MocksyncError as exc:
             for rel, _v, _l in batch:
                 self._problems[(rt.uuid, rel)] = (INVALID, f"not synced: {exc}")
@@ -473,7 +507,7 @@ class LinkedFiles:
 
     def _changed_on_disk(self, path: Path) -> None:
         for env, rel in list(self._tracked.get(path, {}).items()):
-            rt = self.agent.envs.get(env)
+            rt = self.host.env(env)
             if rt is not None:
                 self._guarded(rt, local=True, only={rel})
 
@@ -485,7 +519,7 @@ class LinkedFiles:
         except RuntimeError:
             return
         self._task = loop.create_task(self._poll_loop(), name="linked-poll")
-        self.agent._tasks.append(self._task)
+        self.host.spawn(self._task)
 
     async def _poll_loop(self) -> None:
         while True:
@@ -497,7 +531,7 @@ class LinkedFiles:
 
     def poll_once(self) -> None:
         """Look at every tracked file's signature; reconcile those that changed."""
-        for env in [e for e in self._seen if e not in self.agent.envs]:
+        for env in [e for e in self._seen if self.host.env(e) is None]:
             self._seen.pop(env, None)  # no longer synced here
             self._track(env, set())
         for path in list(self._tracked):
@@ -524,7 +558,7 @@ class LinkedFiles:
         """(file entities, planned links, teammates' refused files) of `rt`'s State, cached
         until the State changes (`Store.generation`, read before the walk so a change made
         meanwhile is never cached as seen)."""
-        store = self.agent.store
+        store = self.host.store
         label = shlex.quote(rt.path.name)
         seen = self._seen.get(rt.uuid, {})
         key = (store.generation(rt.uuid), label, tuple(sorted(seen.items())))
@@ -577,7 +611,7 @@ class LinkedFiles:
         versions by hash, size and mode, never by content."""
         if c.get("kind") != FILE:
             return c
-        st = self.agent.store.state(c["env"])
+        st = self.host.store.state(c["env"])
         rel = next((r for r, e in file_entities(st).items() if e.uuid == c["entity"]), None)
         c["where"] = f"linked file {rel}" if rel else "linked file"
         for side in ("winner", "loser"):
@@ -590,12 +624,12 @@ class LinkedFiles:
         """`mocksync adopt ENV`: copy the files the environment names by absolute or escaping
         paths into a folder beside it, point the environment at the copies (one ordinary
         edit), and sync them. Everything is checked before anything changes."""
-        agent = self.agent
-        rt = agent.find(text)
-        if rt.uuid in agent.holds:
+        host = self.host
+        rt = host.find(text)
+        if host.is_held(rt.uuid):
             raise ValidationError(f"{rt.path.name} is held for a keep-local/discard-local "
                                   "decision; resolve that first")
-        state = agent.store.state(rt.uuid)
+        state = host.store.state(rt.uuid)
         doc = copy.deepcopy(render(state))
         todo = [lk for lk in plan_links(linked_paths(doc)) if lk.adoptable]
         if not todo:
@@ -633,12 +667,7 @@ class LinkedFiles:
         n_old, old_bytes = self.quota_bytes(doc)
         copies = {rel: len(data) for _lk, data, _mode, rel in plan}
         n_new, new_bytes = n_old + len(copies), old_bytes + sum(copies.values())
-        from .daemon import JS_SIZE_BOUND, compact_size, quick_compact_size
-
-        env_bytes = quick_compact_size(new_doc) * JS_SIZE_BOUND
-        problem = agent.spaces.check_size(rt.space, env_bytes + new_bytes)
-        if problem:
-            problem = agent.spaces.check_size(rt.space, compact_size(new_doc) + new_bytes)
+        problem = size_refusal(partial(host.check_size, rt.space), new_doc, new_bytes)
         if problem:
             raise QuotaRefusal(f"cannot adopt: {quota_reason(problem, n_new, new_bytes)}")
         for rel in taken:
@@ -649,10 +678,10 @@ class LinkedFiles:
             self._write(rel, data, file_mode(mode, private))
             adopted.append({"from": lk.path, "to": rel, "bytes": len(data),
                             "private": private})
-        ops = diff(render(state), new_doc, state, agent._rng)
+        ops = diff(render(state), new_doc, state, host.rng)
         if ops:
-            agent._commit(rt, ops)
-            agent.schedule_write(rt)
+            host.commit(rt, ops)
+            host.schedule_write(rt)
         self.reconcile(rt, local=True)
         return {"uuid": rt.uuid, "file": str(rt.path), "adopted": adopted, "ops": len(ops)}
 
@@ -691,4 +720,4 @@ def _set_paths(doc: dict[str, Any], refs: list[Any], rel: str) -> None:
                 obj[ref.field] = rel
 
 
-__all__ = ["LINKED_POLL_S", "LinkedFiles", "QuotaRefusal", "SEEN_TABLE"]
+__all__ = ["LINKED_POLL_S", "LinkedFiles", "LinkedHost", "QuotaRefusal", "SEEN_TABLE"]

@@ -22,8 +22,13 @@ take milliseconds to hundreds of milliseconds; an editor save landing in that st
 be renamed over unseen. So right before the rename the target is checked again (inode,
 mtime_ns, size; its content hash too when its timestamp is too recent to tell two writes
 apart) and, if it is not the version the caller read, nothing is replaced and
-`FileChangedError` tells the caller to take the save in first. The only window left is
-between that last `lstat` and the `rename` syscall: microseconds, not the whole write.
+`FileChangedError` tells the caller to take the save in first. The window left between
+that last `lstat` and the `rename` is microseconds, but a preempted thread (a loaded machine;
+another thread holding the GIL) stretches it to milliseconds, time enough for an editor's
+whole save. So where the system has one (Linux `renameat2`), the rename is an atomic exchange
+and the version it displaced is checked the same way: if it is not the one read, it goes back
+in place and `FileChangedError` follows (`fsatomic.put_in_dir`). No window is left there;
+elsewhere, the microseconds one.
 """
 
 from __future__ import annotations
@@ -216,8 +221,15 @@ def replace_file(path: str | os.PathLike[str], data: bytes, *, mode: int | None 
         if expect is not None:
             _check_unchanged(target, expect)
 
+    def displaced_as_read(tmp: str) -> None:
+        # The same check on the version the exchange displaced: a save that slipped in
+        # after `still_as_read` is put back, not lost (fsatomic.put_in_dir).
+        if expect is not None:
+            _check_unchanged(target.parent / tmp, expect)
+
     try:
-        st = fsatomic.put_file(target, data, _target_mode(target, mode), before_swap=still_as_read)
+        st = fsatomic.put_file(target, data, _target_mode(target, mode), before_swap=still_as_read,
+                               check_displaced=displaced_as_read if expect is not None else None)
     except fsatomic.FolderSyncError as exc:
         # The new content is in place; only its durability across a power cut is in doubt.
         reason = exc.strerror or exc.__class__.__name__

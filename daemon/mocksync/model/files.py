@@ -34,13 +34,14 @@ import posixpath
 import re
 import stat
 import uuid as uuidlib
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
 from ..errors import LimitError, ValidationError
 from .schema import CALLBACK, FILE, LIST, RESPONSE, ROUTE
-from .state import ABSENT, Entity, State
+from .state import ABSENT, Entity, Origin, State, happened_before
 
 #: Largest linked file synced. A file travels base64-encoded in one change set, and the relay
 #: stores one change set of up to 20 MiB of ciphertext (relay.protocol.MAX_CIPHERTEXT_BYTES):
@@ -94,6 +95,9 @@ INVALID = "invalid"
 REFUSED = "refused"
 #: A teammate's version not written because a local file that was never synced is in the way.
 CONFLICT = "conflict"
+#: A local file at a path a teammate's edit linked (not this device's), that the team never
+#: had from here: never read nor sent until the user shares it here (`judge_local_file`).
+UNCONFIRMED = "unconfirmed"
 
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _WIN_ABS = re.compile(r"^(?:[A-Za-z]:|[\\/]{2})")
@@ -113,6 +117,12 @@ class LinkRef:
     entity: str  # uuid of the response, callback, or the environment (tls)
     field: str  # filePath | pfxPath | certPath | keyPath | caPath
     path: str  # as written in the environment
+    #: Who made this reference, known only for one taken from a State (None from a document):
+    #: the change set that wrote its path register, and those that wrote the registers that
+    #: make it live (a body's `bodyType`; `tlsOptions`, its `enabled` and `type`). Not part of
+    #: equality: the same reference is the same whoever wrote it. See `linked_by`.
+    origin: Origin | None = field(default=None, compare=False)
+    armed_by: tuple[Origin | None, ...] = field(default=(), compare=False)
 
     @property
     def private(self) -> bool:

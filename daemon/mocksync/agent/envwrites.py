@@ -1,0 +1,190 @@
+"""Log -> folder: write each environment's file once its editor can see the change.
+
+When (`editorsync.BlindWindow`: Mockoon is blind for a while after its own save, so a write
+waits for it), what (`model.spans.text_to_write`: only changed spans, in the file's own
+layout; nothing when the file already holds the document) and how (`writer.replace_file`:
+compare-before-replace, so an editor save that slips in is taken in first, never
+overwritten). Scheduled writes run on the store worker (issue 15).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ValidationError
+from ..model import parse_env, render
+from ..model.jsfmt import MOCKOON_LAYOUT
+from ..model.spans import text_to_write
+from .envfiles import HELD, INVALID, MISSING, SYNCED, EnvRuntime
+from .faults import WRITING
+from .writer import (
+    Expected,
+    FileChangedError,
+    FileWriteError,
+    content_hash,
+    replace_file,
+)
+
+if TYPE_CHECKING:
+    from .daemon import Agent
+
+log = logging.getLogger("mocksync.agent")
+
+#: A forced write (stop, unshare, delete) that keeps meeting fresh editor saves gives up
+#: after this many (each save is taken in; the file then holds the editor's last one).
+MAX_FORCED_RACES = 5
+
+
+class EnvWrites:
+    """Schedules and performs environment file writes (owned by `Agent`)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def flush_on_stop(self) -> None:
+        """Stopping: write every held write now, so nothing acknowledged is lost."""
+        for rt in self.agent.envs.values():
+            if rt.write_handle is not None:
+                rt.write_handle.cancel()
+                rt.write_handle = None
+                self.write_env(rt, force=True)
+
+    def schedule(self, rt: EnvRuntime) -> None:
+        if rt.uuid in self.agent.holds:
+            return  # the `prompt` policy: the file waits for keep-local/discard-local
+        self.agent.linked.after_remote(rt)  # linked files are written at once (no editor holds them)
+        if self.agent.bridge.to_loop(self.schedule_timer, rt):
+            return  # (from the store worker: timers are the loop's)
+        self.schedule_timer(rt)
+
+    def schedule_timer(self, rt: EnvRuntime) -> None:
+        """Write `rt`'s file once its editor can see the change (docs/design/merge.md "Editors and the file": blind window)."""
+        now = self.agent.clock()
+        due = max(now, self.agent.blind.write_not_before(rt.path))
+        if rt.write_handle is not None:
+            if rt.write_due >= due:
+                return
+            rt.write_handle.cancel()
+        rt.write_due = due
+        loop = self.agent.bridge.loop or asyncio.get_event_loop()
+        rt.write_handle = loop.call_later(max(0.0, due - now), self.write_due, rt)
+
+    def write_due(self, rt: EnvRuntime) -> None:
+        """A scheduled write: render and write on the store worker (a 15 MB environment's
+        render, patch, fsync and base take far longer than a loop may be held, issue 15),
+        in order after the ingest that asked for it."""
+        if not self.agent.bridge.spawn_on_worker(self.write_env, rt):
+            self.write_env(rt)
+
+    def ensure_written(self, rt: EnvRuntime) -> None:
+        if rt.state in (SYNCED,) and self.agent.store.has_env(rt.uuid):
+            doc = render(self.agent.store.state(rt.uuid))
+            try:
+                on_disk = parse_env(self.agent.edits.read_sig(rt.path)[0] or b"", 10**9).doc
+            except (OSError, ValidationError):
+                return
+            if on_disk != doc:
+                self.schedule(rt)
+
+    def write_env(self, rt: EnvRuntime, force: bool = False, *, _raced: int = 0) -> None:
+        rt.write_handle = None
+        if rt.uuid not in self.agent.envs or rt.state == MISSING:
+            return
+        if rt.uuid in self.agent.holds and not force:
+            return
+        now = self.agent.clock()
+        if not force and not self.agent.blind.can_write(rt.path, now):
+            self.schedule(rt)
+            return
+        state = self.agent.store.state(rt.uuid)
+        doc = render(state)
+        lm = doc.get("lastMigration")
+        if isinstance(lm, int) and lm > self.agent.settings.mockoon_max_migration:
+            rt.state = HELD
+            rt.reason = (f"held unwritten: a teammate's Mockoon saved migration {lm}, newer than "
+                         f"the {self.agent.settings.mockoon_max_migration} this device's Mockoon reads "
+                         "(setting mockoon_max_migration); update Mockoon")
+            return
+        try:
+            current, sig = self.agent.edits.read_sig(rt.path)
+        except (OSError, ValidationError):
+            current, sig = None, None
+        if not force and None not in (sig, rt.file_sig) and sig != rt.file_sig:
+            # The file was replaced since we last read or wrote it and the watcher has not
+            # told us yet: an editor's save, maybe of the very bytes we wrote (Mockoon saves
+            # again right after a reload). Take it in first: that starts the editor's blind
+            # period, and the write is rescheduled after it if still needed.
+            self.agent.on_file(rt.path)
+            return
+        base = self.agent.store.get_base(rt.uuid)
+        if current is not None and base is not None and content_hash(current) != base[1] \
+                and self.agent.history.find(rt.path, content_hash(current)) is None:
+            # An edit we have not processed yet: take it in first, never overwrite it.
+            self.agent.on_file(rt.path)
+            return
+        if isinstance(doc.get("name"), str):
+            rt.name = doc["name"]
+        layout = rt.layout if rt.layout else MOCKOON_LAYOUT
+        # The file's own layout is kept: only the spans of changed values are replaced, and a
+        # file that already holds the document is not rewritten (issue 15, model/spans.py).
+        text = text_to_write(current, doc, layout, state.text_cache.setdefault(layout, {}))
+        data = current if text is None and current is not None else (text or "").encode("utf-8")
+        try:
+            if current == data:
+                self.agent.store.set_base(rt.uuid, str(rt.path), content_hash(data), data)
+                self.agent.seen_versions.put(rt.uuid, content_hash(data), self.agent.store.version_vector(rt.uuid))
+                self.agent.retries.recovered(rt.uuid, WRITING)
+                return
+            # Compare-before-replace (issue 13): the file is replaced only if it is still the
+            # version read above; `replace_file` checks right before its rename, after the
+            # slow part (render, temp write, fsync), so an editor save can slip in only in the
+            # microseconds between that check and the rename, not in the whole write.
+            expect = (Expected(sig, content_hash(current)) if current is not None
+                      and sig is not None else Expected.absent())
+            self.put_file(rt, data, doc, expect=expect)
+        except FileChangedError:
+            # The editor saved while this version was rendered and written: nothing was
+            # replaced. Take its save in (a local edit, merged with the team's); the write
+            # follows once the editor's blind window has passed. A forced write (stop,
+            # unshare, delete) is tried again at once, with the save now merged in.
+            log.info("%s was saved while the daemon wrote it; taking the save in first",
+                     rt.path.name)
+            self.agent.publish({"event": "write_raced", "env": rt.uuid, "file": str(rt.path)})
+            self.agent.on_file(rt.path)
+            if force and _raced < MAX_FORCED_RACES:
+                if rt.write_handle is not None:
+                    rt.write_handle.cancel()
+                self.write_env(rt, force=True, _raced=_raced + 1)
+            return
+        except (FileWriteError, OSError, sqlite3.Error) as exc:
+            where = "home" if isinstance(exc, sqlite3.Error) else "folder"
+            if not self.agent.retries.failed(rt, WRITING, exc, where):
+                raise
+            return
+        self.agent.retries.recovered(rt.uuid, WRITING)
+        if rt.state in (HELD, INVALID) and not force:
+            rt.state, rt.reason = SYNCED, ""
+        self.agent.publish({"event": "written", "env": rt.uuid, "file": str(rt.path), "bytes": len(data)})
+
+    def put_file(self, rt: EnvRuntime, data: bytes, doc: dict[str, Any],
+                  expect: Expected | None = None) -> None:
+        """Write an environment's file atomically and remember it as what the editor sees.
+        With `expect`, only over that version of the file (else `FileChangedError`)."""
+        sha = content_hash(data)
+        if self.agent.watcher is not None:
+            self.agent.watcher.expect_write(rt.path, sha)
+        try:
+            written = replace_file(rt.path, data, expect=expect)
+        except BaseException:
+            if self.agent.watcher is not None:
+                self.agent.watcher.withdraw_write(rt.path, sha)  # never landed: a save may match it
+            raise
+        # The written version's identity from the temp file itself: a stat after the rename
+        # could already see an editor's next save and take it for ours.
+        rt.file_sig = written.sig
+        self.agent.history.record_write(rt.path, sha, doc)
+        self.agent.store.set_base(rt.uuid, str(rt.path), sha, data)
+        self.agent.seen_versions.put(rt.uuid, sha, self.agent.store.version_vector(rt.uuid))

@@ -1,0 +1,47 @@
+"""The plan's size and count limits, applied to this device's environments.
+
+The limits are the space's (`SpaceDirectory.check_size` / `check_share`, from
+`space.quotas`), the sizes `model.envsize`; what this part adds is that the synced files an
+environment links count toward its size (issue #7), measured on disk by `LinkedFiles`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from ..errors import MocksyncError
+from ..model.envsize import compact_size, size_refusal
+from ..model.files import quota_reason
+
+if TYPE_CHECKING:
+    from .daemon import Agent
+
+
+class QuotaError(MocksyncError):
+    """Sharing or keeping an environment would take a space over its plan."""
+
+    code = "quota"
+
+
+class QuotaCheck:
+    """Size and share checks against the space's plan (owned by `Agent`)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def size_problem(self, space: str, doc: dict[str, Any]) -> str | None:
+        """The plan's refusal for an environment of this size, or None. Checked on every
+        save, so the exact (slow) size is computed only when the fast bound is not enough.
+        The synced files it links count toward the size (issue #7), and the refusal says so."""
+        n_files, files_bytes = self.agent.linked.quota_bytes(doc)
+        problem = size_refusal(partial(self.agent.spaces.check_size, space), doc, files_bytes)
+        return None if problem is None else quota_reason(problem, n_files, files_bytes)
+
+    def check_share(self, space_id: str, doc: dict[str, Any]) -> None:
+        """Refuse sharing `doc` into a space over its plan (linked files count, issue #7)."""
+        in_space = sum(1 for rt in self.agent.envs.values() if rt.space == space_id)
+        n_files, files_bytes = self.agent.linked.quota_bytes(doc)
+        problem = self.agent.spaces.check_share(space_id, in_space, compact_size(doc) + files_bytes)
+        if problem:
+            raise QuotaError(quota_reason(problem, n_files, files_bytes))

@@ -1,0 +1,68 @@
+"""The agent's raw `status` and `list` rows: each environment's runtime state with the
+overlays that outrank it (held, linked files, blocked by refusals, machine faults).
+
+`statusdoc` shapes these for people and scripts; this part only gathers them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .. import MODEL_VERSION, PROTOCOL_VERSION, __version__
+from .envfiles import SYNCED, EnvRuntime
+
+if TYPE_CHECKING:
+    from .daemon import Agent
+
+
+class StatusReport:
+    """Gathers status rows from the other parts (owned by `Agent`)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def all_envs(self) -> list[dict[str, Any]]:
+        out = [rt.to_json(len(self.agent.store.conflicts(rt.uuid))) | self.agent.offline_holds.hold_view(rt)
+               | self.agent.linked.status(rt) | self.health(rt) | self.agent.retries.view(rt)
+               for rt in list(self.agent.envs.values())]  # (a snapshot: the store worker may add)
+        for rt in out:
+            rt["space_name"] = self.agent.spaces.name(rt["space"])
+        out += [lf.to_json() for lf in list(self.agent.local.values())]
+        return sorted(out, key=lambda d: d["file"] or "")
+
+    def status(self) -> dict[str, Any]:
+        tstat = self.agent.transport.status() if self.agent.transport is not None else {}
+        return {
+            "device": {"id": self.agent.device, "name": self.agent.identity.name},
+            "daemon": {"running": True, "version": __version__, "folder": str(self.agent.folder),
+                       "pid": __import__("os").getpid(), "protocol": PROTOCOL_VERSION,
+                       "model": MODEL_VERSION, "uptime_s": round(self.agent.clock() - self.agent.started_at, 1)},
+            "relay": tstat.get("relay", {"url": self.agent.settings.relay,
+                                         "state": "offline" if self.agent.settings.relay else "none",
+                                         "reason": None if self.agent.settings.relay else
+                                         "no relay configured"}),
+            "peers": tstat.get("peers", []),
+            "progress": tstat.get("progress", []),  # catch-ups in flight (agent/progress.py)
+            "environments": self.all_envs(),
+            "rejected": self.agent.store.rejected(10),
+        }
+
+    def health(self, rt: EnvRuntime) -> dict[str, Any]:
+        """`blocked` (and why) when refused or quarantined change sets stop `rt` syncing, and
+        the refusals to list (`agent.health`)."""
+        from .health import BLOCKED, sync_health
+
+        st = self.agent.spaces.get(rt.space)
+        active = set(st.state.devices) if st is not None else set()
+        rows = self.agent.store.refusals(rt.uuid)
+        held = self.agent.store.quarantined(rt.uuid)
+        if not rows and not held:
+            return {"refused": []}
+        names = {d: n for d in {r["device"] for r in rows} | {q[0] for q in held}
+                 if (n := self.agent.spaces.member_name(rt.space, d))}
+        h = sync_health(self.agent.store.version_vector(rt.uuid), rows, held,
+                        now_ms=int(self.agent.clock() * 1000), active=active, names=names)
+        out: dict[str, Any] = {"refused": h.refused}
+        if h.blocked is not None and rt.state in (SYNCED, "syncing"):
+            out |= {"state": BLOCKED, "reason": h.blocked}
+        return out
