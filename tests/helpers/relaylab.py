@@ -131,7 +131,9 @@ def share(agent: Agent, doc: dict[str, Any], space: str, name: str = "env.json")
 
 
 def rendered(agent: Agent, env: str) -> dict[str, Any]:
-    return render(agent.store.state(env))
+    """A copy the test may edit: `render` shares leaf objects with the state's render cache
+    (model/render.py), so editing its result in place would edit the cache too."""
+    return copy.deepcopy(render(agent.store.state(env)))
 
 
 async def edits(agent: Agent, doc: dict[str, Any], n: int, name: str = "env.json",
