@@ -13,6 +13,18 @@ import pytest
 # Test helpers (envfactory, editor_standin, helpers/) are plain modules next to the tests.
 sys.path.insert(0, str(Path(__file__).parent))
 
+#: Seconds a `long`-marked test may run (soaks, thousands of examples): `make test-long`'s
+#: own --timeout. Carried by the marker itself, so a long test run any other way
+#: (`MOCKSYNC_LONG=1 pytest -m long FILE`) is not cut at the suite's 120 s.
+LONG_TEST_TIMEOUT_S = 1800
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give every `long` test without a timeout of its own `LONG_TEST_TIMEOUT_S`."""
+    for item in items:
+        if item.get_closest_marker("long") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(LONG_TEST_TIMEOUT_S))
+
 
 @pytest.fixture
 async def lab(tmp_path: Path) -> AsyncIterator["Lab"]:  # noqa: F821

@@ -222,14 +222,16 @@ def state_doc(agent: Agent, env: str) -> dict[str, Any]:
 
 
 async def settle(*agents: Agent, quiet_s: float = 0.15, timeout: float = WAIT_S) -> None:
-    """Wait until no agent has a held write pending and nothing happened for `quiet_s`."""
+    """Wait until no agent has a held write pending or a store-worker job (an ingest, a
+    write) queued or running, and nothing happened for `quiet_s`."""
     logs = [EventLog(a) for a in agents]
     deadline = time.monotonic() + timeout
     last_count = -1
     quiet_since = time.monotonic()
     while time.monotonic() < deadline:
         count = sum(len(lg.events) for lg in logs)
-        pending = any(rt.write_handle is not None for a in agents for rt in a.envs.values())
+        pending = any(rt.write_handle is not None for a in agents for rt in a.envs.values()) \
+            or any(a.worker is not None and (a.worker.pending or a.worker.busy) for a in agents)
         if count != last_count or pending:
             last_count = count
             quiet_since = time.monotonic()
@@ -318,8 +320,10 @@ class DaemonProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.proc = subprocess.Popen(
+                # --no-ui: the page's fixed default port (8385) would be contended by
+                # daemons of tests running in parallel (pytest -n).
                 [*mocksync_command(), "--home", str(self.home.root), "daemon",
-                 "--folder", str(self.folder), "--no-mdns"],
+                 "--folder", str(self.folder), "--no-mdns", "--no-ui"],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL,
             )
         finally:

@@ -17,7 +17,6 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -47,9 +46,10 @@ def find_bin_dir() -> Path | None:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """Below the ephemeral range (helpers.ports): picked here, bound later by `pg_ctl`."""
+    from helpers.ports import fixed_port
+
+    return fixed_port("127.0.0.1")
 
 
 class PgServer:

@@ -4,6 +4,11 @@ The reported attack: a member uploaded a file entity at `.git/hooks/pre-commit` 
 0755 that no environment references; the victim's daemon wrote it, `status` said nothing,
 and the victim's next `git commit` ran it.
 
+A second attack (found by G2): a member links a path where a teammate keeps an unshared
+file (a FILE body's `filePath`, a TLS path, or a response made FILE under a path the victim
+once typed) and sends no content for it; the victim's next local check must not read that
+file and send it. See `test_a_member_linking_a_teammates_local_file_never_receives_it`.
+
 Three devices of three members on one space (in-process daemons on a LocalBus, which hands
 every change set to the receiver's store to verify like the real transports): Alice shares
 an environment honestly, Bob is the victim, Mallory is a member whose change sets are made
@@ -16,6 +21,7 @@ edits keep flowing both ways afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -42,12 +48,19 @@ from daemon_harness import (
 )
 from mocksync.agent.bus import LocalBus
 from mocksync.agent.daemon import Agent
-from mocksync.model.files import CONTENT_REG, PATH_REG, file_uuid
+from mocksync.errors import ValidationError
+from mocksync.model.files import CONTENT_REG, PATH_REG, file_entities, file_uuid
 from mocksync.space.store import append_entries, get_space
 
 from helpers.polling import wait_until
 
 HOOK = b"#!/bin/sh\necho PWNED > /tmp/pwned\n"
+#: Bob's own files in his synced folder that no environment shared (the exfiltration bait).
+BOBS_PRIVATE = {"notes.txt": b"bob's private notes: salary talk on friday\n",
+                "secrets/token.txt": b"ghp_bobs-personal-token-never-shared\n",
+                "secrets/draft.txt": b"bob's draft reply, not for the team\n"}
+#: Two inline responses of payments-callbacks.json.
+R1, R2 = "4a377247-7e2d-416c-a35c-930864201495", "9ec6cf92-d28a-4609-810e-d439ec92010c"
 BOBS_NOTES = b"bob's own webhook draft, never synced\n"
 
 
@@ -256,3 +269,126 @@ async def test_an_environment_from_a_peer_gets_a_plain_file_name_in_the_folder(
     assert read_doc(path)["uuid"] == env
     assert list(team.outside.iterdir()) == []  # not written through the symlink
     assert not (fb / ".git").exists() and not (fb.parent / ".git").exists()
+
+
+def _response(doc: dict[str, Any], uuid: str) -> dict[str, Any]:
+    return next(r for route in doc["routes"] for r in route["responses"] if r["uuid"] == uuid)
+
+
+def _received(agent: Agent, env: str, rel: str) -> Any:
+    """The content a device holds in its log for linked path `rel` (None: nothing)."""
+    ent = file_entities(agent.store.state(env)).get(rel)
+    return None if ent is None else ent.get(CONTENT_REG, None)
+
+
+async def test_a_member_linking_a_teammates_local_file_never_receives_it(
+        team: Team, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mallory links three paths where Bob keeps files he never shared: a response's body
+    (an ordinary save of her file: the stock client does it), the TLS certificate (ops
+    signed by the library's own code), and an inline response Bob once typed a path into,
+    which she makes a FILE body. Bob's daemon polls, and Bob saves the environment: none of
+    his files is even opened, nothing reaches Alice or Mallory, and Bob's `status` names each
+    as `unconfirmed` with how to share it. `mocksync adopt ENV PATH` shares one on purpose;
+    a file Bob links himself reaches the team as before."""
+    fa, fb, fm = team.dev_alice.folder, team.dev_bob.folder, team.dev_mallory.folder
+    src = copy_example("payments-callbacks.json", fa, "payments.json")
+    put(fa, "fixtures/receipt.html", b"<p>receipt</p>\n")
+    env = team.alice.share(str(src), space="team")["uuid"]
+    await wait_until(lambda: env in team.mallory.envs and env in team.bob.envs
+                     and team.bob.envs[env].path.exists() and team.mallory.envs[env].path.exists()
+                     and (fb / "fixtures/receipt.html").exists(), "everyone to have it")
+    await settle(team.alice, team.bob, team.mallory)
+    for rel, data in BOBS_PRIVATE.items():
+        put(fb, rel, data)
+
+    def typed_a_path(doc: dict[str, Any]) -> None:  # Bob, long ago: the body stays inline
+        _response(doc, R2)["filePath"] = "secrets/draft.txt"
+
+    edit_file(team.bob.envs[env].path, typed_a_path)
+    await wait_until(lambda: _response(read_doc(team.mallory.envs[env].path), R2)["filePath"]
+                     == "secrets/draft.txt", "Bob's typed path on Mallory")
+
+    opened: list[Path] = []
+    from mocksync.agent import linked as linked_mod
+
+    real_open = linked_mod.open_regular
+
+    def watching(path: Any, *a: Any, **kw: Any) -> Any:
+        opened.append(Path(path))
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr(linked_mod, "open_regular", watching)
+
+    def link_notes(doc: dict[str, Any]) -> None:  # Mallory's ordinary save
+        r = _response(doc, R1)
+        r["bodyType"], r["filePath"] = "FILE", "notes.txt"
+
+    edit_file(team.mallory.envs[env].path, link_notes)
+    tls = ("v", "tlsOptions")
+    team.mallory._commit(team.mallory.envs[env], [
+        ("s", env, (*tls, "certPath"), "secrets/token.txt"),
+        ("s", R2, ("v", "bodyType"), "FILE"),
+    ])
+    await wait_until(lambda: all(rows(team.bob, env).get(rel, {}).get("state") == "unconfirmed"
+                                 for rel in BOBS_PRIVATE), "Bob's files shown as unconfirmed")
+    # Bob's daemon keeps looking: a save of the environment, and edits of the files.
+    edit_file(team.bob.envs[env].path, lambda d: _response(d, R1).update(label="bob saved"))
+    for rel, data in BOBS_PRIVATE.items():
+        put(fb, rel, data + b"edited\n")
+    await wait_until(lambda: _response(read_doc(team.alice.envs[env].path), R1)["label"]
+                     == "bob saved", "Bob's save on Alice")
+    await asyncio.sleep(0.3)  # several polls of the edited files
+    await settle(team.alice, team.bob, team.mallory)
+
+    victims = {fb / rel for rel in BOBS_PRIVATE}
+    assert not victims & {p.resolve() for p in opened}, opened  # never even opened
+    for agent, folder in ((team.alice, fa), (team.mallory, fm), (team.bob, fb)):
+        for rel in BOBS_PRIVATE:
+            assert _received(agent, env, rel) is None, (agent.device, rel)
+            if folder != fb:
+                assert not (folder / rel).exists(), (folder, rel)
+    r = rows(team.bob, env)
+    for rel in BOBS_PRIVATE:
+        assert r[rel]["state"] == "unconfirmed", r[rel]
+        assert f"a teammate's edit linked {rel}" in r[rel]["reason"]
+        assert f"mocksync adopt payments.json {rel}" in r[rel]["reason"]
+    text = status_text(team.bob, monkeypatch)
+    for rel in BOBS_PRIVATE:
+        assert f"{rel}: unconfirmed: not read or sent" in text, text
+
+    # A path nobody linked is refused, and changes nothing.
+    with pytest.raises(ValidationError, match="nothing to adopt at nope.txt"):
+        team.bob.linked.adopt(env, ["nope.txt"])
+    # Bob shares one on purpose, through the CLI: it reaches the team; the others stay home.
+    from mocksync.cli import daemoncmds, main
+
+    monkeypatch.setattr(daemoncmds, "_call", lambda _ctx, method, **kw:
+                        team.bob.linked.adopt(kw["env"], kw.get("paths")))
+    res = CliRunner().invoke(main, ["--home", str(team.bob.home.root), "adopt",
+                                    "payments.json", "notes.txt"])
+    assert res.exit_code == 0, res.output
+    assert "shared notes.txt" in res.stdout
+    notes = BOBS_PRIVATE["notes.txt"] + b"edited\n"
+    await wait_until(lambda: (fa / "notes.txt").exists()
+                     and (fa / "notes.txt").read_bytes() == notes, "Bob's notes on Alice")
+    await wait_until(lambda: rows(team.bob, env)["notes.txt"]["state"] == "synced",
+                     "notes.txt synced on Bob")
+    await settle(team.alice, team.bob, team.mallory)
+    for rel in ("secrets/token.txt", "secrets/draft.txt"):
+        assert _received(team.alice, env, rel) is None and not (fa / rel).exists()
+        assert rows(team.bob, env)[rel]["state"] == "unconfirmed"
+    assert not {fb / "secrets/token.txt", fb / "secrets/draft.txt"} & {
+        p.resolve() for p in opened}
+
+    # The honest flow: a file Bob links himself, and has, reaches everyone.
+    put(fb, "fixtures/bob.json", b'{"from": "bob"}\n')
+
+    def bob_links(doc: dict[str, Any]) -> None:
+        cb = next(c for c in doc["callbacks"] if c["bodyType"] == "INLINE")
+        cb["bodyType"], cb["filePath"] = "FILE", "fixtures/bob.json"
+
+    edit_file(team.bob.envs[env].path, bob_links)
+    for folder in (fa, fm):
+        await wait_until(lambda f=folder: (f / "fixtures/bob.json").exists()
+                         and (f / "fixtures/bob.json").read_bytes() == b'{"from": "bob"}\n',
+                         f"Bob's linked file in {folder.name}")

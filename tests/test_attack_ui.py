@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import http.server
 import os
 import re
 import socket
@@ -213,6 +214,30 @@ async def test_teammate_strings_are_escaped_on_every_page(page: UiServer) -> Non
     assert "javascript:alert(4)" not in re.findall(r'href="([^"]*)"', whole)
 
 
+async def test_the_cookie_is_worth_nothing_outside_the_secret_path(page: UiServer) -> None:
+    """A server on another port of 127.0.0.1 that got the cookie, or a proxy forwarding the
+    browser's requests, still has to name the page's secret path."""
+    async with _jar() as http:
+        async with http.get(page.open_url()["url"], allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == page.base
+            cookie = r.headers["Set-Cookie"]
+            assert f"Path={page.base};" in cookie or cookie.endswith(f"Path={page.base}")
+        name = page.auth.cookie_name  # type: ignore[union-attr]
+        value = cookie.split(";", 1)[0].split("=", 1)[1]
+    page.calls.clear()  # type: ignore[attr-defined]
+    root = f"http://127.0.0.1:{page.port}"
+    async with aiohttp.ClientSession() as bare:
+        headers = {"Cookie": f"{name}={value}", "Origin": root}
+        for path in ("/", "/env/" + ENV, "/s/not-the-secret/", page.base[:-2] + "/"):
+            async with bare.get(root + path, headers=headers) as r:
+                assert r.status == 401, path
+        async with bare.post(root + "/reconnect", headers=headers, data={"csrf": "x"}) as r:
+            assert r.status == 401
+        async with bare.get(page.url, headers=headers) as r:  # the right path: served
+            assert r.status == 200
+    assert page.calls == ["status", "who"]  # type: ignore[attr-defined]
+
+
 async def _raw_get(port: int, path: str = "/", hold: bool = False) -> tuple[
         asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -309,7 +334,7 @@ def _steal_token_from_process_list() -> bytes:
                 continue
             with contextlib.suppress(OSError):
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-                m = re.search(rb"http://127\.0\.0\.1:\d+/auth\?token=[A-Za-z0-9_-]+", cmd)
+                m = re.search(rb"http://127\.0\.0\.1:\d+/[A-Za-z0-9_/-]*auth\?token=[A-Za-z0-9_-]+", cmd)
                 if m:
                     return m.group(0)
         time.sleep(0.02)
@@ -352,6 +377,7 @@ def test_another_local_user_gets_nothing_from_the_page(tmp_path: Path) -> None:
             assert url, f"the token never showed in the process list: {err!r}"
             port = int(url.split(":")[2].split("/")[0])
             path = url.split(str(port), 1)[1]
+            base = path.split("auth?", 1)[0]  # the page's secret path
 
             answer = as_user(bob, lambda: repr(_get(port, path)).encode()).decode()
             assert "403" in answer and f"uid {bob.uid}" in answer, answer
@@ -361,15 +387,15 @@ def test_another_local_user_gets_nothing_from_the_page(tmp_path: Path) -> None:
             status, cookie, _ = _get(port, path)
             assert status == 303 and "mocksync_session" in cookie
             cookie = cookie.split(";")[0]
-            status, _, body = _get(port, "/", {"Cookie": cookie})
+            status, _, body = _get(port, base, {"Cookie": cookie})
             assert status == 200
             csrf = re.search(r'name="csrf" value="([^"]+)"', body)
             assert csrf is not None
 
             # Bob replays her cookie with the page's CSRF token and a forged Origin.
             def replay() -> bytes:
-                got = [_get(port, "/", {"Cookie": cookie})[0],
-                       _get(port, "/reconnect", {
+                got = [_get(port, base, {"Cookie": cookie})[0],
+                       _get(port, base + "reconnect", {
                            "Cookie": cookie, "Origin": f"http://127.0.0.1:{port}",
                            "Content-Type": "application/x-www-form-urlencoded"},
                            "POST", f"csrf={csrf.group(1)}")[0]]
@@ -394,7 +420,7 @@ def test_another_local_user_gets_nothing_from_the_page(tmp_path: Path) -> None:
             t.start()
             try:
                 assert os.read(ready_r, 1) == b"x"
-                assert _get(port, "/", {"Cookie": cookie})[0] == 200
+                assert _get(port, base, {"Cookie": cookie})[0] == 200
             finally:
                 os.write(done_w, b"x")
                 t.join(30)
@@ -406,3 +432,93 @@ def test_another_local_user_gets_nothing_from_the_page(tmp_path: Path) -> None:
 
 def _mocksync() -> list[str]:
     return [sys.executable, "-m", "mocksync"]
+
+
+# ------------------------------------------------------------------ a real browser
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+class _MockInProxyMode(http.server.BaseHTTPRequestHandler):
+    """Stands for a teammate's Mockoon environment run on this machine: a route answers an
+    HTML page of theirs, and proxy mode (`proxyHost` and `proxyReqHeaders` travel in the
+    shared environment) forwards every other request to the mocksync page with the
+    browser's cookies and forged headers. Records what the browser sent it."""
+
+    target = ""  # the page's address, with its secret path (the attacker is granted it)
+    seen: list[tuple[str, str]] = []
+    forwarded: list[int] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.seen.append((self.path, self.headers.get("Cookie") or ""))
+        if self.path == "/":
+            body = (b"<html><body>petstore<script>fetch('/api/pets',{credentials:'include'})"
+                    b".then(r=>r.text()).then(t=>{document.title='done:'+t})</script>"
+                    b"</body></html>")
+            kind = "text/html"
+        else:
+            port = self.target.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+            status, _, _ = _get(int(port), "/" + self.target.split("/", 3)[3], {
+                "Cookie": self.headers.get("Cookie") or "",
+                "Origin": f"http://127.0.0.1:{port}", "Host": f"127.0.0.1:{port}"})
+            self.forwarded.append(status)
+            body, kind = str(status).encode(), "text/plain"
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+                    reason=f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian chromium, "
+                           "chromium-driver)")
+def test_a_mock_server_on_another_port_never_gets_the_session(tmp_path: Path) -> None:
+    """Alice signs in to her page, then opens a route of a teammate's mock (another port of
+    127.0.0.1, same site to the browser). Before the fix the browser sent the page's session
+    cookie along (cookies ignore ports), and the mock's proxy mode, running as Alice (so past
+    the uid gate), replayed it with forged Origin and Host: 200, and a POST with the CSRF
+    token read from that page would change the space. Now the cookie is scoped to the page's
+    secret path: the mock never sees it, and what it forwards is refused."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    from selenium.webdriver.chrome.service import Service
+
+    team, alice = _daemon_with_page(Path(subprocess.run(
+        ["mktemp", "-d", "/tmp/msb-XXXXXX"], capture_output=True, text=True,
+        check=True).stdout.strip()))
+    _MockInProxyMode.seen, _MockInProxyMode.forwarded = [], []
+    mock = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MockInProxyMode)
+    threading.Thread(target=mock.serve_forever, daemon=True).start()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    driver.set_page_load_timeout(30)
+    try:
+        doc = alice.ms("open", "--no-browser", "--json").json()
+        _MockInProxyMode.target = doc["base"]
+        driver.get(doc["url"])
+        assert driver.current_url == doc["base"] and "Overview" in driver.title
+        driver.get(f"http://127.0.0.1:{mock.server_address[1]}/")
+        deadline = time.monotonic() + 20
+        while not driver.title.startswith("done:") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert driver.title.startswith("done:"), driver.title
+        assert _MockInProxyMode.seen and all("mocksync_session" not in c
+                                              for _, c in _MockInProxyMode.seen), \
+            _MockInProxyMode.seen
+        assert _MockInProxyMode.forwarded and set(_MockInProxyMode.forwarded) == {401}
+        driver.get(doc["base"])  # and Alice's own page still knows her
+        assert "Overview" in driver.title
+    finally:
+        driver.quit()
+        mock.shutdown()
+        team.close()

@@ -405,7 +405,8 @@ def test_second_daemon_is_refused_and_socket_is_private(running: Running) -> Non
     assert stat.S_ISSOCK(os.stat(home.socket).st_mode)
     second = subprocess.run(
         [*mocksync_command(), "--home", str(home.root), "daemon", "--folder",
-         str(running.dev.folder), "--no-mdns"], capture_output=True, text=True, timeout=30)
+         str(running.dev.folder), "--no-mdns", "--no-ui"], capture_output=True, text=True,
+        timeout=30)
     assert second.returncode == 1
     assert "already running" in second.stderr and f"pid {running.daemon.pid}" in second.stderr
     # The first one is unharmed.

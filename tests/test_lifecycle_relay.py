@@ -8,6 +8,8 @@ in the folder and in the trash, and each environment's state.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +29,14 @@ def state_of(agent: Agent, env: str) -> str | None:
     hits = [e["state"] for e in agent.all_envs() if e["uuid"] == env]
     assert len(hits) <= 1, hits
     return hits[0] if hits else None
+
+
+def file_of(agent: Agent, env: str) -> Path | None:
+    """The file `status` lists for `env` on this device, as a user finds it (a teammate's
+    copy may carry the sharer's file name or the title's: only the uuid says which is which)."""
+    hits = [e["file"] for e in agent.all_envs() if e["uuid"] == env and e.get("file")]
+    assert len(hits) <= 1, hits
+    return Path(hits[0]) if hits else None
 
 
 def env_files(agent: Agent) -> list[str]:
@@ -65,7 +75,9 @@ async def test_unshare_from_a_device_that_did_not_share_reaches_everyone(lab: La
     assert res["state"] == "local"
     await until(lambda: state_of(a, env) == "local" and state_of(c, env) == "local",
                 timeout=15, what="alice and carol to keep the unshared env as a local file")
-    assert env_files(a) == ["env.json"] and env_files(c) == ["small.json"]  # copies stay
+    for x in (a, c):  # copies stay: the file status lists is there, and the only one
+        f = file_of(x, env)
+        assert f is not None and f.is_file() and env_files(x) == [f.name]
     assert not [p for p in tb.status()["relay"]["problems"] if "upload" in p["what"]]
     # The relay holds bob's tombstone: a later replay leaves the environment gone.
     tag = tb._tagger(space)(env)
@@ -158,7 +170,8 @@ async def test_relay_restart_resurrects_nothing_and_a_late_member_gets_only_live
     await until(lambda: state_of(d, live_id) == "synced", timeout=15,
                 what="dave to receive the live environment")
     assert await td.wait_synced(1)
-    assert env_files(d) == ["small.json"]  # named after the live environment's name
+    live_file = file_of(d, live_id)  # only the live environment's file, nothing resurrected
+    assert live_file is not None and env_files(d) == [live_file.name]
     assert state_of(d, gone_id) is None and state_of(d, left_id) is None
     assert trash(dave) == []
 
@@ -170,10 +183,12 @@ async def test_sharing_a_removed_environment_again_needs_a_copy(lab: Lab) -> Non
     env = await shared_everywhere([a, b, c], small_env(), space)
     c.unshare(env)
     await until(lambda: state_of(b, env) == "local", timeout=15, what="bob to see the unshare")
-    path = b.folder / "small.json"
+    path = file_of(b, env)
+    assert path is not None
     before = path.read_bytes()
 
-    with pytest.raises(ValidationError, match=r"was unshared.*share small\.json --copy"):
+    with pytest.raises(ValidationError,
+                       match=rf"was unshared.*share {re.escape(path.name)} --copy"):
         b.share(str(path), space)
     assert path.read_bytes() == before and state_of(b, env) == "local"  # nothing changed
 

@@ -8,11 +8,15 @@ from collections import deque
 import pytest
 
 from mocksync.net.overlay import (
+    FORWARD_EARLY_MAX_BYTES,
     FULL_MESH_UP_TO,
     LINK_IDLE_S,
     MAX_ANCHORS,
+    STRIDE_SEARCH_UP_TO,
     anchors,
+    forward_early,
     idle_links,
+    stride_for,
 )
 
 
@@ -81,3 +85,35 @@ def test_an_idle_closed_peer_is_online_and_dialable_at_once() -> None:
     rec = book.get("BBB")
     assert rec is not None and rec.state == IDLE == "online" and rec.failures == 0
     assert book.due(5.0) == ["BBB"]
+
+
+def test_thirty_devices_are_at_most_four_hops_apart() -> None:
+    """An edit's latency grows with the hops it crosses: the stride is searched for the
+    smallest diameter (the earlier ceil(sqrt(n)) stride gave 5 hops at 30 devices)."""
+    assert diameter(team(30)) <= 4
+
+
+@pytest.mark.parametrize("n", [6, 9, 12, 20, 30, 50, 100, STRIDE_SEARCH_UP_TO])
+def test_the_chosen_stride_is_never_worse_than_the_square_root_rule(n: int) -> None:
+    import math
+
+    from mocksync.net.overlay import _circulant_diameter
+
+    old = max(2, math.ceil(math.sqrt(n)))
+    assert _circulant_diameter(n, stride_for(n)) <= _circulant_diameter(n, old)
+    assert 2 <= stride_for(n) <= n // 2
+
+
+def test_beyond_the_search_limit_the_stride_follows_the_formula() -> None:
+    n = STRIDE_SEARCH_UP_TO + 72
+    assert stride_for(n) == 20  # ceil(sqrt(2 * 200))
+    assert diameter(team(n)) <= 2 * int(n ** 0.5) + 1
+
+
+def test_only_small_relayed_change_sets_in_a_sparse_overlay_are_forwarded_early() -> None:
+    assert forward_early(300, sparse=True, author="B", me="A")
+    assert forward_early(FORWARD_EARLY_MAX_BYTES, sparse=True, author="B", me="A")
+    assert not forward_early(FORWARD_EARLY_MAX_BYTES + 1, sparse=True, author="B", me="A")
+    assert not forward_early(300, sparse=False, author="B", me="A")  # full mesh
+    assert not forward_early(300, sparse=True, author="A", me="A")  # our own: pushed anyway
+    assert not forward_early(0, sparse=True, author="B", me="A")

@@ -149,7 +149,7 @@ class UnprivilegedDaemon(DaemonProcess):
             self.proc = subprocess.Popen(
                 ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search",
                  *mocksync_command(), "--home", str(self.home.root), "daemon",
-                 "--folder", str(self.folder), "--no-mdns"],
+                 "--folder", str(self.folder), "--no-mdns", "--no-ui"],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         finally:
             log.close()

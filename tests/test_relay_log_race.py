@@ -235,13 +235,18 @@ async def _seeded_relay(lab: Lab, space: str, seed: list[bytes], extra: list[byt
     return relay, sneaky
 
 
-async def test_an_upload_checked_against_a_log_that_grew_is_checked_again(lab: Lab) -> None:
+@pytest.mark.parametrize("seeded", [1, 0], ids=["known-space", "new-space"])
+async def test_an_upload_checked_against_a_log_that_grew_is_checked_again(
+        lab: Lab, seeded: int) -> None:
+    """The relay held the genesis (or nothing: the space is new to it) when it checked the
+    upload; another instance stored the whole log before the append."""
     from mocksync.relay.authbudget import ItemBudget
 
     devices, space, logs = _team(lab)
     full = logs[0][space]
     first = logs[1][space]  # genesis and the first joiner's admission
-    relay, sneaky = await _seeded_relay(lab, space, full[:1], full[1:], per_append=len(full))
+    relay, sneaky = await _seeded_relay(lab, space, full[:seeded], full[seeded:],
+                                        per_append=len(full))
     try:
         state, refusal = await relay._merge_log(space, first, ItemBudget())
         assert refusal is None and sneaky.appends == 1  # refused by the store, then held

@@ -24,6 +24,7 @@ from mocksync.sync import (
     Ping,
     Pong,
     Presence,
+    RelayedPresence,
     Want,
     check_compatible,
     decode_message,
@@ -81,6 +82,7 @@ EXAMPLES = [
     MHeads(SPACE, ()),
     MLog(SPACE, (b"entry-1", b"entry-2"), False),
     MLog(SPACE2, (b"e",), True),
+    RelayedPresence(b"signed-note", 3),
 ]
 
 
@@ -365,3 +367,18 @@ def test_fuzz_arbitrary_cbor_documents(value):
     except Exception:
         return
     _only_protocol_errors(data)
+
+
+def test_a_relayed_presence_note_is_bounded_in_size_and_hops():
+    from mocksync.sync.messages import MAX_PRESENCE_HOPS, MAX_PRESENCE_NOTE_BYTES
+
+    def raw(w, h):
+        return canonical.encode({"t": "rpres", "w": w, "h": h})
+
+    assert decode_message(raw(b"x" * MAX_PRESENCE_NOTE_BYTES, 0)).hops == 0
+    with pytest.raises(MessageTooLarge, match="presence note"):
+        decode_message(raw(b"x" * (MAX_PRESENCE_NOTE_BYTES + 1), 1))
+    with pytest.raises(MalformedMessage, match="outside the allowed range"):
+        decode_message(raw(b"x", MAX_PRESENCE_HOPS + 1))
+    with pytest.raises(MalformedMessage, match="non-empty"):
+        decode_message(raw(b"", 1))

@@ -94,7 +94,7 @@ async def signed_in(ui: UiServer, http: aiohttp.ClientSession) -> str:
     """Sign `http` in; the page's CSRF token."""
     url = ui.open_url()["url"]
     async with http.get(url, allow_redirects=False) as r:
-        assert r.status == 303 and r.headers["Location"] == "/"
+        assert r.status == 303 and r.headers["Location"] == ui.base
     session = next(iter(ui.auth._sessions.values()))  # type: ignore[union-attr]
     return session.csrf
 
@@ -121,7 +121,8 @@ async def test_sign_in_sets_a_strict_httponly_cookie_and_works_once(ui: UiServer
         async with http.get(url, allow_redirects=False) as r:
             assert r.status == 303 and "token" not in r.headers["Location"]
             cookie = r.headers["Set-Cookie"]
-            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+            assert f"Path={ui.base}" in cookie  # only the page's secret path, no other
         async with http.get(ui.url) as r:
             assert r.status == 200 and "Petstore" in await r.text()
             assert "default-src 'none'" in r.headers["Content-Security-Policy"]
@@ -161,7 +162,7 @@ async def test_changes_need_our_origin_and_the_csrf_token(ui: UiServer) -> None:
         assert ui.calls == []
         async with http.post(ui.url + "reconnect", data={"csrf": csrf},
                              headers={"Origin": origin(ui)}, allow_redirects=False) as r:
-            assert r.status == 303 and r.headers["Location"] == "/"
+            assert r.status == 303 and r.headers["Location"] == ui.base
         assert [c for c, _ in ui.calls] == ["reconnect"]
         async with http.get(ui.url) as r:  # the result is shown once
             assert "reconnecting" in await r.text()
@@ -183,7 +184,7 @@ async def test_resolve_goes_to_the_control_method_and_bad_input_changes_nothing(
         assert ui.calls == []
         async with http.post(f"{ui.url}env/{ENV}/resolve",
                              data={"csrf": csrf, "id": "c1", "take": "theirs"}, **post) as r:
-            assert r.status == 303 and r.headers["Location"] == f"/env/{ENV}"
+            assert r.status == 303 and r.headers["Location"] == f"{ui.base}env/{ENV}"
         assert ui.calls == [("resolve", {"id": "c1", "take": "theirs"})]
 
 

@@ -153,9 +153,11 @@ def _tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
+    """The relay's port, kept across its restarts: below the ephemeral range, so no client's
+    source port can take it while the relay is down (helpers.ports)."""
+    from helpers.ports import fixed_port
+
+    return fixed_port(LOOPBACK)
 
 
 def port_open(port: int) -> bool:

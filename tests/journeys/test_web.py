@@ -224,7 +224,7 @@ def test_the_page_needs_the_one_time_sign_in_and_refuses_forgeries(web_crew: Cre
         assert "Origin" in text_of(browser, "#error-message")
 
     # A rebound DNS name pointing at 127.0.0.1 gets nothing either.
-    port = base.rstrip("/").rsplit(":", 1)[1]
+    port = base.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
     browser.get(f"http://{REBIND_HOST}:{port}/")
     assert text_of(browser, "#error-title") == "Refused"
     assert "DNS rebinding" in text_of(browser, "#error-message")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ValidationError
+from ..model.files import MAX_LINKED_FILES, MAX_LINKED_PATH_CHARS
 from ..model.ops import FILE_NAME
 from .control import ControlServer
 from .daemon import Agent
@@ -26,6 +27,18 @@ def _str(params: dict[str, Any], key: str) -> str:
 def _opt_str(params: dict[str, Any], key: str) -> str | None:
     """The optional string parameter `key`: None when absent, else as `_str` checks it."""
     return None if params.get(key) is None else _str(params, key)
+
+
+def _adopt_paths(value: Any) -> list[str] | None:
+    """`adopt`'s optional `paths`: at most MAX_LINKED_FILES non-empty strings, each at most
+    MAX_LINKED_PATH_CHARS (an environment syncs no more files, names no longer paths)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_LINKED_FILES or not all(
+            isinstance(p, str) and 0 < len(p) <= MAX_LINKED_PATH_CHARS for p in value):
+        raise ValidationError(f"parameter 'paths' must be a list of at most {MAX_LINKED_FILES} "
+                              f"paths of 1 to {MAX_LINKED_PATH_CHARS} characters")
+    return value
 
 
 def shared_names(agent: Agent) -> dict[str, str | None]:
@@ -81,9 +94,11 @@ def register(server: ControlServer, agent: Agent) -> None:
 
     @server.route("adopt")
     async def adopt(params: dict[str, Any]) -> dict[str, Any]:
-        # Linked files named by absolute or escaping paths: copied in, paths rewritten (#7).
+        # Linked files named by absolute or escaping paths: copied in, paths rewritten (#7);
+        # local files a teammate linked: shared on purpose (#12). `paths`: only those.
+        paths = _adopt_paths(params.get("paths"))
         async with agent.store_turn():
-            return agent.linked.adopt(_str(params, "env"))
+            return agent.linked.adopt(_str(params, "env"), paths)
 
     @server.route("conflicts")
     async def conflicts(params: dict[str, Any]) -> dict[str, Any]:

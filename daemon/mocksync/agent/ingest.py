@@ -199,12 +199,12 @@ class RemoteIngest:
             res, refused = self.agent.store.ingest_batch(items, int(self.agent.clock() * 1000))
         except sqlite3.Error as exc:
             self.agent.retries.store_failed({cs.env for cs, _key in items}, exc)
-            raise  # not stored, so not acknowledged: fetched again by `_refetch`
+            raise  # not stored, so not acknowledged: fetched again by `FaultRetries.refetch`
         for env in {cs.env for cs, _key in items}:
             self.agent.retries.recovered(env, RECEIVING)
         errors += refused
-        for cs, exc in refused:
-            self.note_refused(cs, exc)
+        for bad, why in refused:
+            self.note_refused(bad, why)
         if res.applied:
             self.agent.publish({"event": "change", "origin": "remote", "batch": len(res.applied),
                           "envs": sorted({c.env for c in res.applied})})

@@ -61,21 +61,28 @@ from ..model.files import (
     REFUSED,
     SYNCED,
     TOO_LARGE,
+    UNCONFIRMED,
+    UNREAD,
     Action,
+    Link,
     content_value,
     create_op,
     decide,
     decode_content,
     file_entities,
     file_mode,
+    judge_local_file,
     judge_peer_file,
+    linked_here,
     linked_paths,
     linked_paths_of_state,
     peer_file_refusals,
     plan_links,
     private_rels,
     quota_reason,
+    relink_ops,
     set_op,
+    shown_path,
     summary,
     team_marker,
 )
@@ -109,11 +116,13 @@ class LinkedHost(Protocol):
     Narrow on purpose: linked files never touch the agent's other parts or private state."""
 
     folder: Path
-    trash: Path
     watcher: FolderWatcher | None
+    device: str  # this device's id: whose edit linked a path (`model.files.linked_by`)
     store: Store
     rng: random.Random
 
+    @property
+    def trash(self) -> Path: ...
     def clock(self) -> float: ...
     def env_at(self, path: Path) -> EnvRuntime | None: ...
     def env(self, uuid: str) -> EnvRuntime | None: ...
@@ -173,10 +182,18 @@ class LinkedFiles:
         self.poll_s = poll_s
         self.table = db.table(SEEN_TABLE)
         self._seen: dict[str, dict[str, str]] = {}
+        #: Per env: linked paths whose file this device had in sync until it was deleted
+        #: (here or by the team) while still linked: a file made there again may be sent
+        #: (`judge_local_file`'s `had`). Only paths linked now are kept (at most
+        #: MAX_LINKED_FILES per env); kept in the same docs row as `seen`.
+        self._had: dict[str, set[str]] = {}
         for d in self.table.all():
             if isinstance(d.get("env"), str) and isinstance(d.get("seen"), dict):
                 self._seen[d["env"]] = {k: v for k, v in d["seen"].items()
                                         if isinstance(k, str) and isinstance(v, str)}
+                had = d.get("had")
+                self._had[d["env"]] = {r for r in had if isinstance(r, str)} if isinstance(
+                    had, list) else set()
         #: Hash cache: path -> (signature, sha256) of the last read.
         self._hashes: dict[Path, tuple[FileSig, str]] = {}
         #: Signature (None: absent) of each tracked path as the poll last saw it (and as our
@@ -190,7 +207,8 @@ class LinkedFiles:
         #: Per env: what `status` derives from the State alone (file entities, the planned
         #: links, teammates' refused files), by (store generation, label, seen hashes): a walk
         #: of a 15 MB environment is ~200 ms, far too much for every `status` (issue 12).
-        self._plans: dict[str, tuple[tuple[Any, ...], Any, Any, list[dict[str, Any]]]] = {}
+        self._plans: dict[str, tuple[tuple[Any, ...], Any, Any, list[dict[str, Any]],
+                                     set[str]]] = {}
 
     @property
     def folder(self) -> Path:
@@ -248,11 +266,12 @@ class LinkedFiles:
         return n, total
 
     # ------------------------------------------------------------------ disk
-    def _probe(self, rel: str, *, want_bytes: bool = False,
+    def _probe(self, rel: str, *, want_bytes: bool = False, read: bool = True,
                dirs: dict[Path, str] | None = None) -> Disk:
         """What is on disk at `rel`. `dirs`: a memo of folders' real paths for one pass over
         many links (the links of an environment share a few folders); the last component
-        is always looked at itself, so a symlink there is still followed and judged."""
+        is always looked at itself, so a symlink there is still followed and judged.
+        `read=False`: only stat it (sha UNREAD when a file is there), never open it."""
         p = self.folder / rel
         real = Path(_realpath(p, dirs) if dirs is not None else os.path.realpath(p))
         if not _inside(real, self.folder):
@@ -275,6 +294,8 @@ class LinkedFiles:
             return Disk(problem=(TOO_LARGE, (
                 f"not synced: {rel} is {human_bytes(st.st_size)}; linked files are synced up "
                 f"to {human_bytes(MAX_LINKED_FILE_BYTES)}")))
+        if not read:  # `judge_local_file` said no: the file is there, never opened (#12)
+            return Disk(UNREAD, st.st_size, st.st_mode)
         cached = self._hashes.get(p)
         if cached is not None and cached[0] == _sig(st) and not want_bytes:
             return Disk(cached[1], st.st_size, st.st_mode)
@@ -353,8 +374,13 @@ class LinkedFiles:
         links = plan_links(linked_paths_of_state(state))
         synced = {lk.rel for lk in links if lk.state == SYNCED and lk.rel is not None}
         private = private_rels(links)
+        mine = linked_here(links, host.device, state.deps_of)  # paths this device linked
+        label = shlex.quote(rt.path.name)
         ents = file_entities(state)
         seen = self._seen.setdefault(rt.uuid, {})
+        had = self._had.setdefault(rt.uuid, set())
+        had_before = set(had)
+        had &= synced  # (a path unlinked meanwhile: a new link of it starts afresh)
         # Linked paths, and files no longer linked that this device had in sync (so a
         # teammate's rename or delete reaches them). Never a teammate's file that is not
         # linked: it is never written, and tracking it would let it hide a local file.
@@ -368,13 +394,18 @@ class LinkedFiles:
         commits: list[tuple[str, Any, Any]] = []  # (rel, value, conflict loser or None)
         for rel in sorted(rels):
             key = (rt.uuid, rel)
-            disk = self._probe(rel)
+            ent = ents.get(rel)
+            team = team_marker(ent)
+            # Issue #12: a local file at a path a teammate linked is opened only when this
+            # device linked it, already synced it, or has the team's bytes to compare it with.
+            opens = judge_local_file(rel, team, seen.get(rel), mine=rel in mine,
+                                     had=rel in had, env_label=label)
+            disk = self._probe(rel, read=opens.readable)
             if disk.problem is not None:
                 self._problems[key] = disk.problem
                 continue
-            ent = ents.get(rel)
-            team = team_marker(ent)
-            action = decide(team, disk.sha, seen.get(rel), local=local, referenced=rel in synced)
+            action = decide(team, disk.sha, seen.get(rel), local=local, referenced=rel in synced,
+                            confirmed=rel in mine or rel in had)
             if action in (Action.NOTHING, Action.ADOPT, Action.FORGET):
                 held = self._problems.get(key, ("",))[0] == HELD
                 if not held or action != Action.NOTHING or disk.sha == team:
@@ -399,6 +430,8 @@ class LinkedFiles:
                         r = ent.regs.get(CONTENT_REG)
                         loser = None if r is None else (r.value, r.stamp, r.origin)
                     commits.append((rel, value, loser))
+                elif action == Action.UNCONFIRMED:  # never read, never sent
+                    self._problems[key] = (UNCONFIRMED, opens.reason)
                 elif action == Action.CLASH:
                     self._problems[key] = (CONFLICT, (
                         f"the team's version of {rel} is not written here: a local file that "
@@ -431,7 +464,8 @@ class LinkedFiles:
                 log.warning("linked file %s of %s: %s", rel, rt.uuid, reason)
         if commits:
             self._commit(rt, state, commits, seen)
-        if seen != before:
+        had |= {r for r in before if r not in seen and r in synced}  # deleted, still linked
+        if seen != before or had != had_before:
             self._save_seen(rt.uuid)
         for p in self._tracked:
             host.forget_local(p)  # a fixture named *.json is no local environment
@@ -493,8 +527,8 @@ class LinkedFiles:
     def _save_seen(self, env: str) -> None:
         from tinydb import Query
 
-        self.table.upsert({"env": env, "seen": dict(self._seen.get(env, {}))},
-                          Query().env == env)
+        self.table.upsert({"env": env, "seen": dict(self._seen.get(env, {})),
+                           "had": sorted(self._had.get(env, ()))}, Query().env == env)
 
     # ------------------------------------------------------------------ tracking, polling
     def _track(self, env: str, rels: set[str]) -> None:
@@ -533,6 +567,7 @@ class LinkedFiles:
         """Look at every tracked file's signature; reconcile those that changed."""
         for env in [e for e in self._seen if self.host.env(e) is None]:
             self._seen.pop(env, None)  # no longer synced here
+            self._had.pop(env, None)
             self._track(env, set())
         for path in list(self._tracked):
             if path not in self._tracked:
@@ -554,28 +589,31 @@ class LinkedFiles:
             log.exception("linked status of %s failed", rt.uuid)
             return {"linked": []}
 
-    def _plan(self, rt: EnvRuntime) -> tuple[Any, Any, list[dict[str, Any]]]:
-        """(file entities, planned links, teammates' refused files) of `rt`'s State, cached
-        until the State changes (`Store.generation`, read before the walk so a change made
-        meanwhile is never cached as seen)."""
+    def _plan(self, rt: EnvRuntime) -> tuple[Any, Any, list[dict[str, Any]], set[str]]:
+        """(file entities, planned links, teammates' refused files, paths this device linked)
+        of `rt`'s State, cached until the State changes (`Store.generation`, read before the
+        walk so a change made meanwhile is never cached as seen)."""
         store = self.host.store
         label = shlex.quote(rt.path.name)
         seen = self._seen.get(rt.uuid, {})
         key = (store.generation(rt.uuid), label, tuple(sorted(seen.items())))
         hit = self._plans.get(rt.uuid)
         if hit is not None and hit[0] == key:
-            return hit[1], hit[2], hit[3]
+            return hit[1], hit[2], hit[3], hit[4]
         state = store.state(rt.uuid)
         ents = file_entities(state)
         links = plan_links(linked_paths_of_state(state), label)
         synced = {lk.rel for lk in links if lk.state == SYNCED and lk.rel is not None}
         refused = peer_file_refusals(state, synced, private_rels(links), dict(seen))
-        self._plans[rt.uuid] = (key, ents, links, refused)
-        return ents, links, refused
+        mine = linked_here(links, self.host.device, state.deps_of)
+        self._plans[rt.uuid] = (key, ents, links, refused, mine)
+        return ents, links, refused, mine
 
     def _status(self, rt: EnvRuntime) -> list[dict[str, Any]]:
         out = []
-        ents, links, refused = self._plan(rt)
+        ents, links, refused, mine = self._plan(rt)
+        seen, had = self._seen.get(rt.uuid, {}), self._had.get(rt.uuid, set())
+        label = shlex.quote(rt.path.name)
         dirs: dict[Path, str] = {}
         for lk in links:
             row: dict[str, Any] = {"path": lk.path, "rel": lk.rel, "state": lk.state,
@@ -583,15 +621,19 @@ class LinkedFiles:
             out.append(row)
             if lk.state != SYNCED or lk.rel is None:
                 continue
-            disk = self._probe(lk.rel, dirs=dirs)
+            team = team_marker(ents.get(lk.rel))
+            verdict = judge_local_file(lk.rel, team, seen.get(lk.rel), mine=lk.rel in mine,
+                                       had=lk.rel in had, env_label=label)
+            disk = self._probe(lk.rel, read=verdict.readable, dirs=dirs)
             stored = self._problems.get((rt.uuid, lk.rel))
             problem = disk.problem or (
                 stored if stored and stored[0] in (HELD, INVALID, REFUSED, CONFLICT) else None)
             if problem is not None:
                 row["state"], row["reason"] = problem
                 continue
-            team = team_marker(ents.get(lk.rel))
-            if disk.sha is None:
+            if disk.sha == UNREAD:  # a teammate linked a local file: never read (#12)
+                row["state"], row["reason"] = UNCONFIRMED, verdict.reason
+            elif disk.sha is None:
                 row["state"] = MISSING
                 row["reason"] = (
                     f"{lk.rel} was deleted" if team == "deleted" else
@@ -620,10 +662,13 @@ class LinkedFiles:
         return c
 
     # ------------------------------------------------------------------ adopt
-    def adopt(self, text: str) -> dict[str, Any]:
-        """`mocksync adopt ENV`: copy the files the environment names by absolute or escaping
-        paths into a folder beside it, point the environment at the copies (one ordinary
-        edit), and sync them. Everything is checked before anything changes."""
+    def adopt(self, text: str, paths: list[str] | None = None) -> dict[str, Any]:
+        """`mocksync adopt ENV [PATH]...`: copy the files the environment names by absolute or
+        escaping paths into a folder beside it, point the environment at the copies (one
+        ordinary edit), and sync them; and share the local files at paths a teammate linked
+        (UNCONFIRMED): this device links them itself (`relink_ops`), then they are sent.
+        PATHs (as `status` names them) limit it to those files. Everything is checked before
+        anything changes."""
         host = self.host
         rt = host.find(text)
         if host.is_held(rt.uuid):
@@ -632,9 +677,13 @@ class LinkedFiles:
         state = host.store.state(rt.uuid)
         doc = copy.deepcopy(render(state))
         todo = [lk for lk in plan_links(linked_paths(doc)) if lk.adoptable]
-        if not todo:
-            return {"uuid": rt.uuid, "file": str(rt.path), "adopted": [],
-                    "note": "every linked file already has a relative path in the folder"}
+        confirm = self._unconfirmed(rt.uuid, state)
+        if paths:
+            todo, confirm = _only(paths, todo, confirm, rt.path.name)
+        if not todo and not confirm:
+            return {"uuid": rt.uuid, "file": str(rt.path), "adopted": [], "shared": [],
+                    "note": "every linked file already has a relative path in the folder, "
+                            "and none that a teammate linked waits to be shared"}
         sub = "".join(c if c.isalnum() or c in "-_." else "-"
                       for c in rt.path.stem).lstrip(".") or "files"
         taken: dict[str, str] = {}  # rel -> sha of what goes there
@@ -679,11 +728,31 @@ class LinkedFiles:
             adopted.append({"from": lk.path, "to": rel, "bytes": len(data),
                             "private": private})
         ops = diff(render(state), new_doc, state, host.rng)
+        relink = relink_ops(rt.uuid, [ref for lk in confirm for ref in lk.refs])
+        if ops or relink:
+            host.commit(rt, ops + relink)
         if ops:
-            host.commit(rt, ops)
             host.schedule_write(rt)
         self.reconcile(rt, local=True)
-        return {"uuid": rt.uuid, "file": str(rt.path), "adopted": adopted, "ops": len(ops)}
+        return {"uuid": rt.uuid, "file": str(rt.path), "adopted": adopted,
+                "shared": [lk.rel for lk in confirm], "ops": len(ops) + len(relink)}
+
+    def _unconfirmed(self, env: str, state: Any) -> list[Link]:
+        """The linked files of `env` held back as UNCONFIRMED: a file is there (stat only,
+        never opened), at a path a teammate linked, that the team never had from here."""
+        links = plan_links(linked_paths_of_state(state))
+        mine = linked_here(links, self.host.device, state.deps_of)
+        ents, seen = file_entities(state), self._seen.get(env, {})
+        had = self._had.get(env, set())
+        out = []
+        for lk in links:
+            if lk.state != SYNCED or lk.rel is None:
+                continue
+            verdict = judge_local_file(lk.rel, team_marker(ents.get(lk.rel)), seen.get(lk.rel),
+                                       mine=lk.rel in mine, had=lk.rel in had)
+            if not verdict.readable and self._probe(lk.rel, read=False).sha == UNREAD:
+                out.append(lk)
+        return out
 
     def _free_rel(self, sub: str, name: str, sha: str, taken: dict[str, str]) -> str:
         stem, dot, ext = name.partition(".")
@@ -697,6 +766,22 @@ class LinkedFiles:
                 if disk.problem is None and disk.sha in (None, sha):
                     return cand
             n += 1
+
+
+def _only(paths: list[str], todo: list[Link], confirm: list[Link],
+          name: str) -> tuple[list[Link], list[Link]]:
+    """`adopt ENV PATH...`: keep only the files named (by the path as the environment writes
+    it, or as `status` shows it); a name matching none is refused, so nothing changes."""
+    wanted = set(paths)
+    todo = [lk for lk in todo if lk.path in wanted]
+    confirm = [lk for lk in confirm if lk.path in wanted or lk.rel in wanted]
+    found = {lk.path for lk in todo + confirm} | {lk.rel for lk in confirm}
+    unknown = [p for p in paths if p not in found]
+    if unknown:
+        raise ValidationError(
+            f"nothing to adopt at {', '.join(shown_path(p) for p in unknown[:5])} in {name}: "
+            "name a file `mocksync status` shows as outside or unconfirmed")
+    return todo, confirm
 
 
 class QuotaRefusal(MocksyncError):

@@ -287,25 +287,30 @@ _env_command("restore", "restored", "Write a synced environment's file again aft
              "deleted on this device.", "mocksync restore petstore.json")
 
 
-@main_group.command("adopt", epilog=examples("mocksync adopt payments-callbacks.json"))
+@main_group.command("adopt", epilog=examples("mocksync adopt payments-callbacks.json",
+                                              "mocksync adopt payments-callbacks.json notes.txt"))
 @click.argument("env")
+@click.argument("paths", nargs=-1)
 @json_opt
 @click.pass_obj
-def adopt_cmd(ctx: Ctx, env: str, as_json: bool) -> None:
+def adopt_cmd(ctx: Ctx, env: str, paths: tuple[str, ...], as_json: bool) -> None:
     """Sync the files ENV links by absolute paths or paths outside the folder: copy them into
     a folder beside the environment and point the environment at the copies (one ordinary
-    edit, synced like any other).
+    edit, synced like any other). Also share the files of this device at paths a teammate
+    linked (`unconfirmed` in `status`): they are never read until you do.
 
-    ENV is a uuid, a name or a file path.
+    ENV is a uuid, a name or a file path; PATHS (as `status` names them) limit it to those.
     """
-    res = _call(ctx, "adopt", env=env)
+    res = _call(ctx, "adopt", env=env, **({"paths": list(paths)} if paths else {}))
     if as_json:
         emit_json(res)
-    elif not res["adopted"]:
+    elif not res["adopted"] and not res.get("shared"):
         click.echo(f"nothing to adopt in {res['file']}: {res.get('note', '')}")
     else:
         for a in res["adopted"]:
             click.echo(f"adopted {a['from']} -> {a['to']}")
+        for rel in res.get("shared") or ():
+            click.echo(f"shared {rel} (linked by a teammate; now linked by you too)")
 
 
 @main_group.command("conflicts", epilog=examples("mocksync conflicts",

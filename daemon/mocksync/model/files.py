@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import posixpath
 import re
+import shlex
 import stat
 import uuid as uuidlib
 from collections.abc import Callable
@@ -121,8 +123,8 @@ class LinkRef:
     #: the change set that wrote its path register, and those that wrote the registers that
     #: make it live (a body's `bodyType`; `tlsOptions`, its `enabled` and `type`). Not part of
     #: equality: the same reference is the same whoever wrote it. See `linked_by`.
-    origin: Origin | None = field(default=None, compare=False)
-    armed_by: tuple[Origin | None, ...] = field(default=(), compare=False)
+    origin: Origin | None = dataclasses.field(default=None, compare=False)
+    armed_by: tuple[Origin | None, ...] = dataclasses.field(default=(), compare=False)
 
     @property
     def private(self) -> bool:
@@ -233,6 +235,9 @@ def _pos(e: Entity) -> tuple[str, str]:
 
 
 _BODY_TYPE, _FILE_PATH = ("v", "bodyType"), ("v", "filePath")
+_TLS = ("v", "tlsOptions")
+#: The registers that make a TLS file reference live besides its path (see `LinkRef`).
+_TLS_ARMING = (_TLS, (*_TLS, "enabled"), (*_TLS, "type"))
 
 
 def linked_paths_of_state(state: State) -> list[LinkRef]:
@@ -255,20 +260,25 @@ def linked_paths_of_state(state: State) -> list[LinkRef]:
             continue
         route, key = _pos(e)
         if e.kind == CALLBACK:
-            callbacks.append(((key, e.uuid), LinkRef(REF_CALLBACK, e.uuid, "filePath", fp.value)))
+            callbacks.append(((key, e.uuid), LinkRef(REF_CALLBACK, e.uuid, "filePath", fp.value,
+                                                     fp.origin, (bt.origin,))))
             continue
         parent = state.entities.get(route)
         if parent is None or parent.kind != ROUTE or not parent.live:
             continue  # not rendered: its route is gone
         responses.append(((_pos(parent)[1], parent.uuid, key, e.uuid),
-                          LinkRef(REF_RESPONSE, e.uuid, "filePath", fp.value)))
+                          LinkRef(REF_RESPONSE, e.uuid, "filePath", fp.value, fp.origin,
+                                  (bt.origin,))))
     refs = [r for _k, r in sorted(responses, key=lambda x: x[0])]
     refs += [r for _k, r in sorted(callbacks, key=lambda x: x[0])]
-    tls = env.get(("v", "tlsOptions"), None)
+    tls = env.get(_TLS, None)
     if isinstance(tls, dict):
         tls = {rid[2]: r.value for rid, r in env.regs.items()
-               if len(rid) == 3 and rid[:2] == ("v", "tlsOptions") and r.value is not ABSENT}
-    refs += [r for r in linked_paths({"uuid": state.env_uuid, "tlsOptions": tls})]
+               if len(rid) == 3 and rid[:2] == _TLS and r.value is not ABSENT}
+    armed = tuple(env.regs[rid].origin for rid in _TLS_ARMING if rid in env.regs)
+    for r in linked_paths({"uuid": state.env_uuid, "tlsOptions": tls}):
+        reg = env.regs.get((*_TLS, r.field))
+        refs.append(replace(r, origin=None if reg is None else reg.origin, armed_by=armed))
     return refs
 
 
@@ -477,6 +487,93 @@ def peer_file_refusals(state: State, referenced: set[str] | frozenset[str],
     return rows
 
 
+# ---------------------------------------------------------------------------- local files
+
+#: Looks up what a change set had seen when it was made (`State.deps_of`).
+DepsOf = Callable[[Origin], "dict[str, int] | None"]
+
+
+def linked_by(ref: LinkRef, device: str, deps_of: DepsOf) -> bool:
+    """Did `device` make this reference: its own change set wrote the path register, while the
+    reference was live in its view (each register that arms it was written by `device` too,
+    or had reached it when it wrote the path)?
+
+    Why the arming registers count: a teammate who flips a response to a FILE body whose
+    `filePath` this device typed long ago (Mockoon keeps it while the body is inline), or who
+    enables TLS options this device filled in, links a local file as surely as one who writes
+    the path. Why causality and not stamps: a stamp is its writer's clock, which a hostile
+    member chooses; `deps` say what the path's writer had actually seen.
+    """
+    origin = ref.origin
+    if origin is None or origin[0] != device:
+        return False
+    deps: dict[str, int] | None = None
+    for armed in ref.armed_by:
+        if armed is None or armed[0] == device:
+            continue  # (a snapshot's baseline precedes every write; our own writes are ours)
+        if deps is None:
+            deps = deps_of(origin) or {}
+        if not happened_before(armed, origin, deps):
+            return False
+    return True
+
+
+def linked_here(links: list[Link], device: str, deps_of: DepsOf) -> set[str]:
+    """The synced linked paths that `device` linked itself, by any one of their references."""
+    return {lk.rel for lk in links if lk.state == SYNCED and lk.rel is not None
+            and any(linked_by(r, device, deps_of) for r in lk.refs)}
+
+
+@dataclass(frozen=True)
+class LocalFileVerdict:
+    """Whether the local file at a linked path may be opened here at all.
+
+    Why a verdict with a sentence: a file held back must be named in `status` with how to
+    share it on purpose, not silently left out."""
+
+    readable: bool
+    reason: str  # a sentence for `status` ("" when readable)
+
+
+def judge_local_file(rel: str, team: str, seen: str | None, *, mine: bool, had: bool = False,
+                     env_label: str = "ENV") -> LocalFileVerdict:
+    """May this device open the local file at linked path `rel` (hash it, send it if new)?
+
+    Issue #12: a member who links a path where a teammate keeps an unshared file
+    (`notes.txt`, `secrets/token.txt`) and sends no content for it must never receive it.
+    `team`: `team_marker` of the file entity; `seen`: the hash this device last had in sync.
+    Readable when (a) `mine`: this device linked the path itself (`linked_here`): its user
+    linked it; (b) `seen`: the file there is the synced one (written here from the team's
+    version, found identical to it, or committed from here), or `had`: it was, until it
+    was deleted (here or by the team) while the path stayed linked, so a file made there
+    again is that fixture coming back; or (c) the team has content for the path: the bytes
+    are then only compared with it (equal: in sync; different: a CLASH, never sent).
+    Otherwise the only use of the bytes would be to send them: nothing is read, and the path
+    is UNCONFIRMED until the user shares it here.
+    """
+    if mine or had or seen is not None or team not in (NO_ENTITY, DELETED):
+        return LocalFileVerdict(True, "")
+    return LocalFileVerdict(False, (
+        f"not read or sent: a teammate's edit linked {shown_path(rel)}, and the file here was "
+        "never shared from this device. To share it, run `mocksync adopt "
+        f"{env_label} {shlex.quote(rel)}` (or link it again yourself); to keep it private, "
+        "leave it or change the link"))
+
+
+def relink_ops(env_uuid: str, refs: list[LinkRef]) -> list[tuple]:
+    """The ops by which this device links `refs` itself: each path register written again
+    with the value it holds, signed by this device, so `linked_by` then names it (and, by
+    its deps, the arming registers it had seen). How `mocksync adopt ENV PATH` shares, on
+    purpose, a local file a teammate linked."""
+    ops: list[tuple] = []
+    for ref in refs:
+        if ref.kind == REF_TLS:
+            ops.append(("s", env_uuid, (*_TLS, ref.field), ref.path))
+        else:
+            ops.append(("s", ref.entity, _FILE_PATH, ref.path))
+    return ops
+
+
 def env_file_stem(name: Any) -> str:
     """The file name stem (without `.json`) for an environment a teammate shared, from its
     name: letters, digits, `-` and `_` only, so never a separator, a `.` part or a hidden
@@ -520,15 +617,20 @@ class Action(Enum):
     #: is written over it; it is a conflict shown in `status` (move the file away to get the
     #: team's version).
     CLASH = "clash"
+    #: A local file the team never had from here, at a path a teammate linked: never read
+    #: nor sent; shown in `status` until the user shares it (`judge_local_file`, issue #12).
+    UNCONFIRMED = "unconfirmed"
 
 
 #: State content markers for `decide` besides a sha256.
 NO_ENTITY = "absent"
 DELETED = "deleted"
+#: `decide`'s `disk` for a file that is there but was not opened (`judge_local_file`).
+UNREAD = "unread"
 
 
 def decide(team: str, disk: str | None, seen: str | None, *, local: bool,
-           referenced: bool = True) -> Action:
+           referenced: bool = True, confirmed: bool = True) -> Action:
     """What to do for one linked file.
 
     `team`: the state's content hash, NO_ENTITY or DELETED; `disk`: the file's hash now, None
@@ -538,7 +640,10 @@ def decide(team: str, disk: str | None, seen: str | None, *, local: bool,
     pushes a stale copy over the team's. `referenced`: the environment still links the file;
     an unreferenced one may still be deleted (a rename), never committed with content and
     never written (issue #12: a teammate cannot plant a file the environment does not name).
-    A local file the team never had from here is never overwritten (CLASH).
+    A local file the team never had from here is never overwritten (CLASH). `confirmed`:
+    this device linked the path itself or had the file there in sync (`judge_local_file`'s
+    `mine` or `had`); when not, a local file the team never had from here is never
+    committed (UNCONFIRMED; `judge_local_file` keeps it unread, `disk` is then UNREAD).
     """
     if disk is not None and disk == team:
         return Action.NOTHING if seen == disk else Action.ADOPT
@@ -552,6 +657,8 @@ def decide(team: str, disk: str | None, seen: str | None, *, local: bool,
         return Action.WRITE if referenced else Action.NOTHING
     if seen is None:  # first contact with a local copy the team never saw from here
         if team in (NO_ENTITY, DELETED):
+            if referenced and not confirmed:
+                return Action.UNCONFIRMED  # a teammate linked it: never sent (issue #12)
             return Action.COMMIT if local and referenced else Action.NOTHING
         return Action.CLASH if referenced else Action.NOTHING
     if disk is None:  # deleted here
@@ -592,14 +699,15 @@ def quota_reason(reason: str, n_files: int, files_bytes: int) -> str:
 
 
 __all__ = [
-    "Action", "CONFLICT", "CONTENT_REG", "DELETED", "HELD", "INVALID", "LINKED_BATCH_BYTES",
-    "Link", "LinkRef", "LinkedFileError", "MAX_ENV_STEM_CHARS", "MAX_LINKED_FILES",
-    "MAX_LINKED_FILE_BYTES", "MAX_LINKED_PATH_CHARS", "MAX_REFUSED_SHOWN",
-    "MAX_SHOWN_PATH_CHARS", "MISSING", "MODE_ALLOWED", "NO_ENTITY", "OUTSIDE", "PATH_REG",
+    "Action", "CONFLICT", "CONTENT_REG", "DELETED", "DepsOf", "HELD", "INVALID",
+    "LINKED_BATCH_BYTES", "Link", "LinkRef", "LinkedFileError", "LocalFileVerdict",
+    "MAX_ENV_STEM_CHARS", "MAX_LINKED_FILES", "MAX_LINKED_FILE_BYTES", "MAX_LINKED_PATH_CHARS",
+    "MAX_REFUSED_SHOWN", "MAX_SHOWN_PATH_CHARS", "MISSING", "MODE_ALLOWED", "NO_ENTITY", "OUTSIDE", "PATH_REG",
     "PENDING", "PRIVATE_MODE", "PeerFileVerdict", "REFUSED", "SYNCED", "TOO_LARGE",
-    "TOO_MANY", "content_sha", "content_value", "create_op", "decide", "decode_content",
-    "env_file_stem", "file_entities", "file_mode", "file_uuid", "judge_peer_file",
-    "linked_bytes", "linked_paths", "linked_paths_of_state", "normalise", "peer_file_refusals",
-    "peer_mode", "plan_links", "private_rels", "quota_reason", "set_op", "shown_path",
-    "summary", "team_marker",
+    "TOO_MANY", "UNCONFIRMED", "UNREAD", "content_sha", "content_value", "create_op", "decide",
+    "decode_content", "env_file_stem", "file_entities", "file_mode", "file_uuid",
+    "judge_local_file", "judge_peer_file", "linked_by", "linked_bytes", "linked_here",
+    "linked_paths", "linked_paths_of_state", "normalise", "peer_file_refusals",
+    "peer_mode", "plan_links", "private_rels", "quota_reason", "relink_ops", "set_op",
+    "shown_path", "summary", "team_marker",
 ]

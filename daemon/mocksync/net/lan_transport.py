@@ -43,9 +43,21 @@ from typing import Any
 
 from .. import MODEL_VERSION, PROTOCOL_VERSION
 from ..agent.offline import HoldingSource
-from ..errors import MocksyncError
+from ..changes import ChangeSet
+from ..errors import MocksyncError, ValidationError
 from ..space.learn import learn_entries
-from ..sync import Closed, Config, Deliver, Event, Hub, Members, Opened, PeerPresence, Send
+from ..sync import (
+    Closed,
+    Config,
+    Deliver,
+    Event,
+    Hub,
+    Members,
+    Opened,
+    PeerPresence,
+    PresenceNote,
+    Send,
+)
 from ..sync.membership import LogItem
 from ..sync.messages import peek_changeset
 from . import handshake, ice
@@ -54,8 +66,25 @@ from .lan_join import InviterResponder, newest_invite_secrets
 from .lan_signaling import Glare, PeerRefused, PeerUnreachable, SignalingServer, send_offer
 from .logsource import LogSource
 from .mdns import MAX_ADVERTISED_INVITES, Announcement, Discovered, MdnsService, recognise
-from .overlay import FULL_MESH_UP_TO, LINK_IDLE_S, anchors, idle_links
+from .overlay import (
+    FULL_MESH_UP_TO,
+    LINK_IDLE_S,
+    anchors,
+    co_editors,
+    forward_early,
+    idle_links,
+)
 from .peerbook import CONNECTED, CONNECTING, DISCOVERED, GLARE, IDLE, PeerBook
+from .presence_gossip import (
+    NOTE_HOPS,
+    NOTE_REFRESH_S,
+    Note,
+    PresenceBook,
+    make_note,
+    next_counter,
+    next_hops,
+    read_note,
+)
 from .webrtc import CONNECT_TIMEOUT_S, LinkError, PeerLink
 
 log = logging.getLogger("mocksync.lan")
@@ -155,6 +184,12 @@ class LanTransport:
         self.pending: dict[str, PeerLink] = {}  # device -> link being set up
         self.presence: dict[str, PeerPresence] = {}
         self.my_presence: dict[str, Any] | None = None
+        #: Presence of devices we may have no link to, passed along the overlay (issue 16),
+        #: and our own signed note (re-sent every NOTE_REFRESH_S while an env is open).
+        self.notes = PresenceBook("")
+        self._my_note: bytes | None = None
+        self._note_counter = 0
+        self._note_sent_at = -math.inf
         self._announced: dict[str, Discovered] = {}
         self._early: dict[PeerLink, list[bytes]] = {}
         self._link_envs: dict[PeerLink, set[tuple[str, str]]] = {}
@@ -185,6 +220,7 @@ class LanTransport:
         self.agent = agent
         self.me = agent.device
         self.book = PeerBook(self.me)
+        self.notes = PresenceBook(self.me)
         source: Any = LogSource(agent.store)
         cut_of = getattr(agent, "offline_cut", None)
         if cut_of is not None:  # envs held by the `prompt` offline policy: ours stay unsent
@@ -410,6 +446,9 @@ class LanTransport:
                 self.book.dialing(device, now)
                 self._spawn(self._dial(device))
             self._close_idle(now)
+            if (self._my_note is not None and self.my_presence and self.my_presence.get("env")
+                    and now - self._note_sent_at >= NOTE_REFRESH_S):
+                self._send_my_note()
             if now >= next_space_check:
                 next_space_check = now + SPACE_CHECK_S
                 try:
@@ -437,13 +476,28 @@ class LanTransport:
         send (`_on_demand`, until it expires)."""
         for d in [d for d, until in self._on_demand.items() if until <= now]:
             del self._on_demand[d]
-        return set(anchors(self.me, self._online())) | set(self._on_demand)
+        online = self._online()
+        return set(anchors(self.me, online)) | set(self._on_demand) | self._co_editors(online)
+
+    def _co_editors(self, online: set[str]) -> frozenset[str]:
+        """Teammates editing the environment our user has open (`overlay.co_editors`), by
+        their direct presence or their note passed along the overlay."""
+        mine = self.my_presence
+        if not mine or not mine.get("env"):
+            return frozenset()
+        editing: dict[str, tuple[str, str] | None] = {
+            d: (n.space, n.env) if n.env and n.space else None
+            for d, n in self.notes.current(time.monotonic()).items()}
+        for d, p in self.presence.items():
+            editing[d] = (p.space, p.env) if p.env and p.space else None
+        return co_editors((mine["space"], mine["env"]), editing, online)
 
     def _close_idle(self, now: float) -> None:
         """Close links we dialled that are not overlay links and carried no change set for
         LINK_IDLE_S (the peer's own links are its to close: no flapping)."""
         assert self.hub is not None
-        keep = anchors(self.me, self._online()) | set(self._on_demand)
+        online = self._online()
+        keep = anchors(self.me, online) | set(self._on_demand) | self._co_editors(online)
         last = {d: self._last_used.get(d, link.opened_at or link.created)
                 for d, link in self.links.items() if link.outgoing}
         for device in idle_links(now, last, keep):
@@ -623,6 +677,7 @@ class LanTransport:
                                 relay_push=sparse))
         for frame in self._early.pop(link, []):
             self._run(self.hub.receive_data(link, frame, _mono_ms()))
+        self._tell_notes(link, shared)
         self._wake_tick()
         self.agent.publish({"event": "peer", "device": device, "via": "lan",
                             "state": "connected"})
@@ -664,19 +719,49 @@ class LanTransport:
                 self._session_closed(ev)
             elif isinstance(ev, Members):
                 self._learn_members(ev)
+            elif isinstance(ev, PresenceNote):
+                self._on_note(ev)
         if events:
             self._wake_tick()
 
     def _deliver(self, ev: Deliver) -> None:
         """Queue a peer's change set; applied in arrival order off the loop (`_deliver_all`),
-        then acknowledged. An agent without a store worker applies it here and now."""
+        then acknowledged. An agent without a store worker applies it here and now. In a
+        sparse overlay a small one is passed on first (`_forward_early`)."""
         self._used(ev.link.device)  # type: ignore[attr-defined]
+        self._forward_early(ev)
         if getattr(self.agent, "receive_async", None) is None:
             self._apply_now(ev)
             return
         self._deliveries.append(ev)
         if self._deliverer is None or self._deliverer.done():
             self._deliverer = asyncio.ensure_future(self._deliver_all())
+
+    def _forward_early(self, ev: Deliver) -> None:
+        """Pass a received change set on to our other overlay links before our store applies
+        it, once its author may write it and its signature verifies (`overlay.forward_early`
+        says which): each hop then costs a receive and a send, not the apply and the file
+        write too (issue 16: an edit crosses up to 4 hops at 30 devices). A change set that
+        fails the check is not passed on here; the store judges it as usual."""
+        assert self.hub is not None
+        sparse = any(s.relay_push for s in self.hub.sessions.values())
+        if not forward_early(len(ev.wire), sparse=sparse, author=ev.device, me=self.me):
+            return
+        judge = getattr(self.agent.spaces, "judge", None)
+        if judge is None:
+            return
+        try:
+            verdict = judge(ev.space, ev.device, ev.env, ev.seq)
+            if not verdict.accept or verdict.sign_key is None:
+                return
+            cs = ChangeSet.decode(ev.wire)
+            if (cs.space, cs.env, cs.device, cs.seq) != (ev.space, ev.env, ev.device, ev.seq):
+                return
+            cs.verify(verdict.sign_key)
+        except MocksyncError:
+            return
+        self._run(self.hub.forward(ev.link, ev.space, ev.env, ev.device, ev.seq, ev.wire,
+                                   _mono_ms()))
 
     async def _deliver_all(self) -> None:
         while self._deliveries and not self._stopping:
@@ -846,6 +931,68 @@ class LanTransport:
         if self.hub is not None:
             self._run(self.hub.set_presence(space, env, entity if env else None, editor,
                                             _mono_ms()))
+            self._send_my_note()
+            self._dial_wake.set()  # a teammate may edit this env: link to it (co_editors)
+
+    # ---------------------------------------------------------------- presence notes
+
+    def _send_my_note(self) -> None:
+        """Sign our presence as a note and send it on every link (`net.presence_gossip`):
+        devices with no link to us learn what our user edits through the overlay."""
+        if self.hub is None or self.my_presence is None:
+            return
+        p = self.my_presence
+        space, env = (p["space"], p["env"]) if p.get("env") and p.get("space") else (None, None)
+        self._note_counter = next_counter(self._note_counter, _wall_ms())
+        note = Note(self.me, self._note_counter, space, env,
+                    p.get("entity") if env else None, p["editor"])
+        try:
+            self._my_note = make_note(self.agent.identity.sign, note)
+        except ValidationError as exc:
+            log.warning("not sending presence to the overlay: %s", exc)
+            self._my_note = None
+            return
+        self._note_sent_at = time.monotonic()
+        for link in list(self.links.values()):
+            if space is None or space in self._link_spaces.get(link, ()):
+                self._run(self.hub.relay_presence(link, self._my_note, NOTE_HOPS, _mono_ms()))
+
+    def _tell_notes(self, link: PeerLink, shared: frozenset[str]) -> None:
+        """A link opened: give the peer our note and the notes we hold that may still
+        travel, for spaces it shares with us (never an env id of a space it is not in)."""
+        assert self.hub is not None
+        now_ms = _mono_ms()
+        own = [] if self._my_note is None else [(self._my_note, NOTE_HOPS)]
+        for wire, hops in own + self.notes.to_pass_on(time.monotonic(), shared):
+            self._run(self.hub.relay_presence(link, wire, hops, now_ms))
+
+    def _on_note(self, ev: PresenceNote) -> None:
+        """A peer passed on a presence note: check it, keep it if newer, pass it on."""
+        assert self.hub is not None
+        try:
+            note = read_note(ev.wire, self._key_of)
+        except ValidationError as exc:
+            log.debug("dropped a presence note from %s: %s", ev.device, exc)
+            return
+        if note.space is not None and note.space not in self._shared(note.device):
+            return  # names a space we do not share with its device: never shown
+        if not self.notes.offer(note, time.monotonic(), ev.wire, ev.hops):
+            return
+        if note.device not in self.presence:  # a direct session says it first-hand
+            self.agent.publish({"event": "presence", "device": note.device, "env": note.env,
+                                "entity": note.entity, "editor": note.editor})
+        mine = self.my_presence
+        if mine and mine.get("env") and note.env == mine.get("env"):
+            self._dial_wake.set()  # a teammate opened what we edit: link to it
+        hops = next_hops(ev.hops)
+        if hops is None:
+            return
+        now_ms = _mono_ms()
+        for link in list(self.links.values()):
+            if link is ev.link or link.device == note.device:
+                continue
+            if note.space is None or note.space in self._link_spaces.get(link, ()):
+                self._run(self.hub.relay_presence(link, ev.wire, hops, now_ms))
 
     # ================================================================ timer
 
@@ -887,6 +1034,7 @@ class LanTransport:
         peers: list[dict[str, Any]] = []
         if self.book is not None and self.hub is not None:
             wanted = self._wanted(time.monotonic())
+            notes = self.notes.current(time.monotonic())
             for rec in sorted(self.book.peers.values(), key=lambda r: r.device):
                 link = self.links.get(rec.device)
                 session = self.hub.sessions.get(link) if link is not None else None
@@ -896,7 +1044,7 @@ class LanTransport:
                     state = "connecting"
                 if state == DISCOVERED and rec.device not in wanted:
                     state, reason = IDLE, IDLE_REASON  # reachable; linked when needed
-                pres = self.presence.get(rec.device)
+                pres: Any = self.presence.get(rec.device) or notes.get(rec.device)
                 entry: dict[str, Any] = {
                     "device": rec.device,
                     "member": self._member_name(rec.device, rec.spaces),

@@ -437,6 +437,7 @@ class RelayClient:
                                  persistent=persistent)
             if self._again and self._sessions != sessions:  # ended by `reconnect()`
                 nxt, wait = self._current, False
+                self._wake.clear()  # its wake-up is used up by this immediate retry
             self._again = False
             if nxt != self._current:
                 log.info("relay %s: trying the next relay address %s", self.url, self.urls[nxt])

@@ -105,7 +105,7 @@ def catch_up_order(relay_tags: Iterable[str], local_tags: Sequence[str]) -> list
 
 
 class RelayTransport(RelayEvents):
-    """`Transport` (agent/daemon.py) over a relay. `start(agent)` returns at once; the
+    """`Transport` (mocksync/ports.py) over a relay. `start(agent)` returns at once; the
     connection comes up in the background (`wait_synced` waits for a finished catch-up)."""
 
     def __init__(
@@ -406,8 +406,8 @@ class RelayTransport(RelayEvents):
         its quota: the size of the very state being uploaded. Measured again whenever the
         state changed (keyed by its version vector): a size remembered from before an edit
         declared a grown environment at its old size, and the relay let it past its quota."""
-        from ..agent.daemon import compact_size
         from ..model import render
+        from ..model.envsize import compact_size
         from ..model.files import linked_bytes
         from ..model.lifecycle import is_tombstoned
 

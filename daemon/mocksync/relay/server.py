@@ -1045,8 +1045,8 @@ class RelayServer:
     async def _adopt_stored(self, space: str, wires: list[bytes]) -> None:
         """Hold the log as stored (`wires`, in stored order), which extends the one held:
         verified off the loop, then adopted. The caller holds the space's `_log_turn`."""
-        held = self._entries.get(space, [])
-        known = {e.hash for e in held}
+        held = self._entries.get(space)  # None when not loaded yet (compared by identity)
+        known = {e.hash for e in held or ()}
         entries = [Entry.from_wire(w) for w in wires]
         fresh = [e for e in entries if e.hash not in known]
         if not fresh:

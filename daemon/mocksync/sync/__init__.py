@@ -16,7 +16,7 @@ from .errors import (
     UnexpectedMessage,
     UnknownMessageKind,
 )
-from .events import Closed, Deliver, Event, Members, Opened, PeerPresence, Send
+from .events import Closed, Deliver, Event, Members, Opened, PeerPresence, PresenceNote, Send
 from .hub import Hub
 from .messages import (
     MAX_CONTROL_MESSAGE_BYTES,
@@ -33,6 +33,7 @@ from .messages import (
     Ping,
     Pong,
     Presence,
+    RelayedPresence,
     Want,
     decode_message,
     encode_message,
@@ -60,7 +61,7 @@ __all__ = [
     "WANT_WINDOW", "check_compatible", "Ack", "Bye", "Closed", "Config", "Cs", "Deliver", "Event", "Have", "Hello",
     "Members", "MHeads", "MLog",
     "Hub", "IncompatiblePeer", "MalformedMessage", "Message", "MessageTooLarge", "Nack",
-    "Opened", "PeerPresence", "Ping", "Pong", "Presence", "ProtocolError", "Send", "Session",
+    "Opened", "PeerPresence", "PresenceNote", "RelayedPresence", "Ping", "Pong", "Presence", "ProtocolError", "Send", "Session",
     "Source", "Stats", "StoreSource", "UnexpectedMessage", "UnknownMessageKind", "Want",
     "Wants", "decode_message", "encode_message", "peek_changeset",
 ]

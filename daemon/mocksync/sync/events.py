@@ -76,4 +76,15 @@ class Members:
     wires: tuple[bytes, ...] = field(repr=False)
 
 
-Event = Send | Deliver | Opened | PeerPresence | Closed | Members
+@dataclass(frozen=True, slots=True)
+class PresenceNote:
+    """The peer passed on another device's signed presence note (`net.presence_gossip`
+    checks it, keeps the newest per device and decides whether it travels on)."""
+
+    link: Hashable
+    device: str
+    wire: bytes = field(repr=False)
+    hops: int
+
+
+Event = Send | Deliver | Opened | PeerPresence | Closed | Members | PresenceNote

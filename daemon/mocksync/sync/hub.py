@@ -121,6 +121,23 @@ class Hub:
             events += session.local_changeset(space, env, device, seq, wire, now_ms)
         return self._reap(events)
 
+    def forward(
+        self, origin: Hashable, space: str, env: str, device: str, seq: int, wire: bytes,
+        now_ms: int,
+    ) -> list[Event]:
+        """A verified change set arrived on `origin` and is not applied yet: pass it on to
+        every other session that pushes what it receives (`Session.forward`)."""
+        events: list[Event] = []
+        for link, session in list(self.sessions.items()):
+            if link is not origin:
+                events += session.forward(space, env, device, seq, wire, now_ms)
+        return self._reap(events)
+
+    def relay_presence(self, link: Hashable, wire: bytes, hops: int, now_ms: int
+                       ) -> list[Event]:
+        session = self.sessions.get(link)
+        return [] if session is None else self._reap(session.relay_presence(wire, hops, now_ms))
+
     def add_env(self, link: Hashable, space: str, env: str, now_ms: int) -> list[Event]:
         session = self.sessions.get(link)
         return [] if session is None else self._reap(session.add_env(space, env, now_ms))

@@ -31,6 +31,8 @@ characters, "device" 1..64 of A-Z a-z 0-9 -, "seq" 1..2^63-1, "vv" a map device 
 | presence | s, e (both null or both set), u entity   | what this device's user is looking at, and in  |
 |          | (null unless e), ed editor name          | which editor                                   |
 | bye      | r reason                                 | the sender is closing the session, and why     |
+| rpres    | w signed presence note, h hops left      | another device's presence, passed along the    |
+|          |                                          | overlay (`net.presence_gossip` signs, checks)  |
 
 Limits (named constants below): the whole message MAX_MESSAGE_BYTES (a cs must carry the
 largest change set, MAX_CHANGESET_BYTES); any other kind MAX_CONTROL_MESSAGE_BYTES; versions
@@ -103,6 +105,10 @@ MAX_EDITOR_CHARS = 64
 MAX_ENTITY_CHARS = 64
 #: Largest ping nonce (unsigned 64-bit).
 MAX_NONCE = (1 << 64) - 1
+#: Largest signed presence note in `rpres` (a note is about 200 bytes).
+MAX_PRESENCE_NOTE_BYTES = 512
+#: Most hops a relayed presence note may still travel (`h` in `rpres`).
+MAX_PRESENCE_HOPS = 16
 
 _SPACE_RE = re.compile(r"[0-9a-f]{32}")
 _DEVICE_RE = re.compile(rf"[A-Za-z0-9-]{{1,{MAX_DEVICE_CHARS}}}")
@@ -213,12 +219,21 @@ class Bye:
     reason: str
 
 
-Message = Hello | Have | Want | Cs | Ack | Nack | Ping | Pong | Presence | Bye | MHeads | MLog
+@dataclass(frozen=True, slots=True)
+class RelayedPresence:
+    """Another device's presence note (opaque, signed by that device), `hops` hops left."""
+
+    wire: bytes
+    hops: int
+
+
+Message = (Hello | Have | Want | Cs | Ack | Nack | Ping | Pong | Presence | Bye | MHeads | MLog
+           | RelayedPresence)
 
 _KIND_OF = {
     Hello: "hello", Have: "have", Want: "want", Cs: "cs", Ack: "ack", Nack: "nack",
     Ping: "ping", Pong: "pong", Presence: "presence", Bye: "bye", MHeads: "mheads",
-    MLog: "mlog",
+    MLog: "mlog", RelayedPresence: "rpres",
 }
 #: Every kind this build speaks, with its exact key set (besides `t`).
 KEYS: dict[str, frozenset[str]] = {
@@ -234,6 +249,7 @@ KEYS: dict[str, frozenset[str]] = {
     "bye": frozenset({"r"}),
     "mheads": frozenset({"s", "h"}),
     "mlog": frozenset({"s", "w", "f"}),
+    "rpres": frozenset({"w", "h"}),
 }
 
 
@@ -349,6 +365,8 @@ def _as_map(msg: Message) -> dict[str, Any]:
         return {"t": kind, "n": msg.nonce}
     if isinstance(msg, Presence):
         return {"t": kind, "s": msg.space, "e": msg.env, "u": msg.entity, "ed": msg.editor}
+    if isinstance(msg, RelayedPresence):
+        return {"t": kind, "w": msg.wire, "h": msg.hops}
     return {"t": kind, "r": msg.reason}
 
 
@@ -579,6 +597,18 @@ def _presence(f: _Fields) -> Presence:
     return Presence(space, env, entity, editor)  # type: ignore[arg-type]
 
 
+def _rpres(f: _Fields) -> RelayedPresence:
+    wire = f.m["w"]
+    if type(wire) is not bytes or not wire:
+        raise f.bad("w", "expected a non-empty signed presence note")
+    if len(wire) > MAX_PRESENCE_NOTE_BYTES:
+        raise MessageTooLarge(
+            f"sync message rpres: a presence note of {len(wire)} bytes is over the "
+            f"{MAX_PRESENCE_NOTE_BYTES} byte limit"
+        )
+    return RelayedPresence(wire, f.int("h", 0, MAX_PRESENCE_HOPS))
+
+
 def _bye(f: _Fields) -> Bye:
     return Bye(f.text("r", MAX_REASON_CHARS))  # type: ignore[arg-type]
 
@@ -587,7 +617,7 @@ def _bye(f: _Fields) -> Bye:
 _PARSERS: dict[str, Callable[[_Fields], Message]] = {
     "hello": _hello, "have": _have, "want": _want, "cs": _cs, "ack": _ack, "nack": _nack,
     "ping": _ping, "pong": _pong, "presence": _presence, "bye": _bye, "mheads": _mheads,
-    "mlog": _mlog,
+    "mlog": _mlog, "rpres": _rpres,
 }
 
 

@@ -66,7 +66,16 @@ from ..changes.chunks import (
 from ..errors import ChangeSetError, ValidationError
 from . import wants as wants_mod
 from .errors import IncompatiblePeer, MalformedMessage, ProtocolError, UnexpectedMessage
-from .events import Closed, Deliver, Event, Members, Opened, PeerPresence, Send
+from .events import (
+    Closed,
+    Deliver,
+    Event,
+    Members,
+    Opened,
+    PeerPresence,
+    PresenceNote,
+    Send,
+)
 from .membership import (
     MAX_MEMBERSHIP_SPACES,
     MAX_PEER_KNOWN,
@@ -94,6 +103,7 @@ from .messages import (
     Ping,
     Pong,
     Presence,
+    RelayedPresence,
     Want,
     _Fields,
     check_reason,
@@ -490,6 +500,29 @@ class Session:
         self._announce(pair, now_ms)
         return self._flush()
 
+    def forward(
+        self, space: str, env: str, device: str, seq: int, wire: bytes, now_ms: int
+    ) -> list[Event]:
+        """Pass on a change set that arrived from another peer, before our store applied it
+        (the caller verified its signature): a sparse overlay's hop then costs a receive and
+        a send, not the apply and file write too. Only with `relay_push`, only once the peer
+        told us its vector, and only the next set of the author's chain the peer lacks (so the
+        peer can apply it in order). Nothing is recorded as ours: `local_changeset`, called
+        when the store applied it, finds it already queued or in flight and sends nothing."""
+        pair = (space, env)
+        if (self.closed or not self.relay_push or pair not in self.shared
+                or pair not in self._heard or device in (self.device, self.peer_device)):
+            return []
+        key = (space, env, device, seq)
+        if self._peer_has(key, now_ms):
+            return []
+        frontier = max(self._peer_vv[pair].get(device, 0), self._top.get(key[:3], 0))
+        if seq != frontier + 1:
+            return []  # already sent, or the peer lacks an earlier one: the usual path
+        self._enqueue(key, bytes(wire), now_ms)
+        self._pump(now_ms)
+        return self._flush()
+
     def delivered(
         self, event: Deliver, now_ms: int, *, refused: str | None = None
     ) -> list[Event]:
@@ -535,6 +568,13 @@ class Session:
         self._presence = (space, env, entity, str(editor)[:MAX_EDITOR_CHARS])
         if self.state == OPEN:
             self._send(self._presence_message())
+        return self._flush()
+
+    def relay_presence(self, wire: bytes, hops: int, now_ms: int) -> list[Event]:
+        """Pass a device's signed presence note to the peer (the caller decides which notes
+        travel where and how far: `net.presence_gossip`)."""
+        if self.state == OPEN:
+            self._send(RelayedPresence(bytes(wire), hops))
         return self._flush()
 
     def membership_changed(self, space: str, now_ms: int) -> list[Event]:
@@ -647,6 +687,9 @@ class Session:
                 self._on_nack(msg, now)
             elif isinstance(msg, Presence):
                 self._on_presence(msg)
+            elif isinstance(msg, RelayedPresence):
+                self._out.append(PresenceNote(self.link, self.peer_device or "", msg.wire,
+                                              msg.hops))
             elif isinstance(msg, MHeads):
                 self._on_mheads(self._gossiped(msg.space, "mheads"), msg.heads, reply=True)
             elif isinstance(msg, MLog):

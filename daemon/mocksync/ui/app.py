@@ -7,10 +7,13 @@ cannot disagree; every button is a form POST to the same methods. A little plain
 daemon's event listeners) and swaps in the page's freshly rendered live part on each change,
 without reloading. Without JavaScript every page still works, it just is not live.
 
-Fences (decided in `auth`, applied here to every request): Host must be this machine's
-loopback and port (DNS rebinding), a session cookie from a one-time `mocksync open` token,
-Origin must be this page when sent (and is required on changes), and every change is a POST
-carrying the session's CSRF token. Bounded: request bodies (`MAX_BODY_BYTES`), live streams
+Fences: before a byte is read, the connection must come from this daemon's own user and
+fit under the connection cap (`gate`); every page lives under a secret path drawn at start
+(`PATH_SECRET_BYTES`), to which the session cookie is scoped (browsers send cookies to every
+port of 127.0.0.1); then (decided in `auth`, applied here to every request) Host must be
+this machine's loopback and port (DNS rebinding), a session cookie from a one-time `mocksync
+open` token, Origin must be this page when sent (and is required on changes), and every
+change is a POST carrying the session's CSRF token. Bounded: request bodies (`MAX_BODY_BYTES`), live streams
 (`MAX_EVENT_CLIENTS`), and the work per page (`views.MAX_TIMELINE`).
 """
 
@@ -23,6 +26,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -60,6 +64,13 @@ MAX_SIZE_CACHE = 256
 MAX_MEASURE_BYTES = 64 * 1024 * 1024
 #: Form fields longer than this are refused (ids, a member name, a role).
 MAX_FIELD_CHARS = 200
+#: Random bytes in the secret path prefix of every page (`/s/<secret>/`), drawn at each start.
+#: Why: browsers send cookies to every port of a host, so any other server on 127.0.0.1 (a
+#: Mockoon mock whose proxy mode, in a teammate's environment, forwards to this page; another
+#: user's server) received the session cookie, and a same-user proxy passes the gate. A cookie
+#: scoped to a path nobody else knows is sent only to that path: a page on another port never
+#: gets it, and cannot name the path to have the browser send it there.
+PATH_SECRET_BYTES = 24
 #: Seconds a connection may sit without a request before it is closed (aiohttp's default is
 #: an hour: idle connections would hold `gate.MAX_CONNECTIONS` slots).
 IDLE_CONNECTION_S = 75.0
@@ -172,6 +183,9 @@ class UiServer:
         self._sizes: dict[str, tuple[tuple[int, int, int], int]] = {}
         #: Admits only this user's connections, a bounded number (`gate` module docstring).
         self.gate = Gate(SECURITY_HEADERS)
+        #: The path every page lives under, secret and new at each start; the session cookie
+        #: is scoped to it (`PATH_SECRET_BYTES` says why).
+        self.base = f"/s/{secrets.token_urlsafe(PATH_SECRET_BYTES)}/"
         self._jinja = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -180,18 +194,19 @@ class UiServer:
     async def start(self) -> None:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._guard])
         r = app.router
-        r.add_get("/auth", self._sign_in)
-        r.add_get("/", self._overview)
-        r.add_get("/env/{env}", self._env_page)
-        r.add_get("/space/{space}", self._space_page)
-        r.add_get("/events", self._events)
-        r.add_get("/static/{name}", self._static)
-        r.add_post("/reconnect", self._reconnect)
-        r.add_post("/signout", self._sign_out)
-        r.add_post("/env/{env}/resolve", self._resolve)
-        r.add_post("/env/{env}/held", self._held)
-        r.add_post("/space/{space}/invite", self._invite)
-        r.add_post("/space/{space}/remove", self._remove)
+        b = self.base  # every route lives under the secret prefix (`PATH_SECRET_BYTES`)
+        r.add_get(b + "auth", self._sign_in)
+        r.add_get(b, self._overview)
+        r.add_get(b + "env/{env}", self._env_page)
+        r.add_get(b + "space/{space}", self._space_page)
+        r.add_get(b + "events", self._events)
+        r.add_get(b + "static/{name}", self._static)
+        r.add_post(b + "reconnect", self._reconnect)
+        r.add_post(b + "signout", self._sign_out)
+        r.add_post(b + "env/{env}/resolve", self._resolve)
+        r.add_post(b + "env/{env}/held", self._held)
+        r.add_post(b + "space/{space}/invite", self._invite)
+        r.add_post(b + "space/{space}/remove", self._remove)
         runner = web.AppRunner(app, handle_signals=False, access_log=None,
                                shutdown_timeout=STOP_TIMEOUT_S, handler_cancellation=True,
                                keepalive_timeout=IDLE_CONNECTION_S)
@@ -232,7 +247,8 @@ class UiServer:
 
     @property
     def url(self) -> str | None:
-        return None if self.port is None else f"http://{UI_HOST}:{self.port}/"
+        """The page's address (with its secret path: give it only to whoever may sign in)."""
+        return None if self.port is None else f"http://{UI_HOST}:{self.port}{self.base}"
 
     def open_url(self) -> dict[str, Any]:
         """A one-time sign-in address (the `ui_open` control method, for `mocksync open`)."""
@@ -340,9 +356,13 @@ class UiServer:
         problem = auth.origin_problem(request.headers.get("Origin"), change=change)
         if problem is not None:
             return self._page_error(403, "Refused", problem)
-        if request.path == "/auth":
+        if request.path == self.base + "auth":
             return await handler(request)
-        session = auth.session(request.cookies.get(auth.cookie_name), self.clock())
+        # Outside the secret path nothing is served, whatever cookie comes along (a cookie
+        # leaked to another port is useless without the path: `PATH_SECRET_BYTES`).
+        inside = request.path.startswith(self.base)
+        session = auth.session(request.cookies.get(auth.cookie_name), self.clock()) \
+            if inside else None
         if session is None:
             return self._page_error(
                 401, "Not signed in",
@@ -385,8 +405,8 @@ class UiServer:
         """The whole page, or only its live part (`?part=live`, what ui.js fetches)."""
         session: Session = request[SESSION_KEY]
         if request.query.get("part") == "live":
-            return self._render(live, csrf=session.csrf, **ctx)
-        return self._render(name, csrf=session.csrf, live_template=live,
+            return self._render(live, csrf=session.csrf, base=self.base, **ctx)
+        return self._render(name, csrf=session.csrf, base=self.base, live_template=live,
                             notices=session.take_notices(), me=self._me(),
                             spaces=self._space_links(), path=request.path, **ctx)
 
@@ -407,16 +427,16 @@ class UiServer:
             session = auth.redeem(request.query.get("token"), self.clock())
         except UiAuthError as exc:
             return self._page_error(403, "Sign-in refused", str(exc))
-        resp = _see_other("/")
+        resp = _see_other(self.base)
         resp.set_cookie(auth.cookie_name, session.id, httponly=True, samesite="Strict",
-                        path="/")
+                        path=self.base)
         return resp
 
     async def _sign_out(self, request: web.Request) -> web.StreamResponse:
         assert self.auth is not None
         self.auth.end(request[SESSION_KEY])
         resp = self._page_error(200, "Signed out", "run `mocksync open` to sign in again")
-        resp.del_cookie(self.auth.cookie_name, path="/")
+        resp.del_cookie(self.auth.cookie_name, path=self.base)
         return resp
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
@@ -496,7 +516,7 @@ class UiServer:
     async def _reconnect(self, request: web.Request) -> web.StreamResponse:
         await self._act(request, "reconnect", {}, "reconnecting: the relay and peers are "
                         "being tried now and the folder rescanned")
-        return _see_other("/")
+        return _see_other(self.base)
 
     # ---------------------------------------------------------------- an environment
     def _env_entry(self, status: dict[str, Any], env: str) -> dict[str, Any]:
@@ -546,7 +566,7 @@ class UiServer:
         cid = _field(form, "id")
         await self._act(request, "resolve", {"id": cid, "take": take},
                         f"conflict resolved: took {take}")
-        return _see_other(f"/env/{env}")
+        return _see_other(f"{self.base}env/{env}")
 
     async def _held(self, request: web.Request) -> web.StreamResponse:
         env = _path_id(request, "env")
@@ -556,7 +576,7 @@ class UiServer:
         await self._act(request, "resolve_env", {"env": env, "keep_local": choice == "keep"},
                         "kept this device's version" if choice == "keep" else
                         "took the team's version (this device's file went to the trash)")
-        return _see_other(f"/env/{env}")
+        return _see_other(f"{self.base}env/{env}")
 
     async def _act(self, request: web.Request, method: str, params: dict[str, Any],
                    done: str) -> dict[str, Any] | None:
@@ -620,14 +640,14 @@ class UiServer:
                 role=role, lifetime_s=DEFAULT_INVITE_LIFETIME_S, own_device=own, relay=relay)
         except MocksyncError as exc:
             session.notify("error", str(exc))
-            return _see_other(f"/space/{sp.space_id}")
+            return _see_other(f"{self.base}space/{sp.space_id}")
         with contextlib.suppress(MocksyncError):
             await self.control.call("membership")  # announce it on the LAN now, as the CLI does
         who = "another device of yours" if rec.member else f"a new {rec.role}"
         session.notify("ok", f"one-time invite to {sp.name!r} for {who}, valid until "
                        f"{views.when_text(rec.expires)}; on the new device run "
                        "`mocksync join TOKEN` with:", secret=token.encode())
-        return _see_other(f"/space/{sp.space_id}")
+        return _see_other(f"{self.base}space/{sp.space_id}")
 
     async def _remove(self, request: web.Request) -> web.StreamResponse:
         from ..space import actions
@@ -640,13 +660,13 @@ class UiServer:
                                           sp.space_id, target)
         except MocksyncError as exc:
             session.notify("error", str(exc))
-            return _see_other(f"/space/{sp.space_id}")
+            return _see_other(f"{self.base}space/{sp.space_id}")
         with contextlib.suppress(MocksyncError):
             await self.control.call("membership")  # takes effect now, relay included
         session.notify("ok", f"removed {res.target.label} from {sp.name!r}; content key "
                        f"rotated to generation {res.generation}")
         self.on_event({"event": "membership"})
-        return _see_other(f"/space/{sp.space_id}")
+        return _see_other(f"{self.base}space/{sp.space_id}")
 
 
 def _compact_size_of(path: Path) -> int | None:

@@ -43,7 +43,7 @@
 
   if (live && window.EventSource) {
     var first = true;
-    var es = new EventSource("/events");
+    var es = new EventSource(live.dataset.events);
     es.addEventListener("hello", function () {
       mark("live", true);
       if (!first) refresh();  // back after a gap: what changed meanwhile
