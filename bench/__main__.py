@@ -11,7 +11,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .common import Result, machine
+from .common import BenchSkipped, Result, machine
 
 MODULES = ["bench.core", "bench.daemon", "bench.network", "bench.relay", "bench.relay_cluster",
            "bench.linked", "bench.team_scale"]
@@ -34,6 +34,7 @@ def main(argv: list[str]) -> int:
     wanted = set(argv)
     results: list[Result] = []
     errors: list[str] = []
+    skipped: list[str] = []
     for modname in MODULES:
         try:
             mod = importlib.import_module(modname)
@@ -48,6 +49,8 @@ def main(argv: list[str]) -> int:
             try:
                 out = fn()
                 results.extend(out if isinstance(out, list) else [out])
+            except BenchSkipped as exc:  # nothing broken: this machine lacks what it needs
+                skipped.append(f"{fn.__name__}: {exc}")
             except Exception as exc:  # report and go on: one broken benchmark hides no others
                 errors.append(f"{fn.__name__}: {exc}")
                 traceback.print_exc()
@@ -68,6 +71,8 @@ def main(argv: list[str]) -> int:
                   {True: "yes", False: "NO", None: "-"}[r.met],
                   f"{r.baseline_name}: {_fmt(bm, r.unit)}" if bm is not None else "-", ratio)
     Console(width=170).print(t)
+    for s in skipped:
+        print(f"benchmark skipped: {s}", file=sys.stderr)
     for e in errors:
         print(f"benchmark failed: {e}", file=sys.stderr)
     OUT.mkdir(exist_ok=True)
@@ -81,7 +86,8 @@ def main(argv: list[str]) -> int:
             rows = [r for r in old.get("results", []) if r["name"] not in names] + rows
         except (ValueError, KeyError):
             pass
-    path.write_text(json.dumps({"machine": m, "results": rows, "errors": errors}, indent=2))
+    path.write_text(json.dumps({"machine": m, "results": rows, "errors": errors,
+                                "skipped": skipped}, indent=2))
     _plot(results)
     print(f"wrote {OUT / 'results.json'}", file=sys.stderr)
     return 1 if errors else 0

@@ -19,6 +19,13 @@ from typing import Any
 DEFAULT_TIME_BUDGET_S = 60.0
 
 
+class BenchSkipped(Exception):
+    """A benchmark cannot run on this machine (a peer or server it needs is not installed).
+
+    Why not an error: `make bench` must still print every row it could measure and exit 0
+    when nothing is broken; the table lists the skipped rows with the reason instead."""
+
+
 @dataclass
 class Result:
     name: str

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .common import Result
+from .common import BenchSkipped, Result
 from .relay import (
     N_CHANGESETS,
     _BenchClient,
@@ -63,16 +63,20 @@ TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 
 @contextlib.contextmanager
 def _postgres() -> Iterator[Any]:
-    """A private PostgreSQL server (tests/pgserver.py), or RuntimeError saying why none."""
+    """A private PostgreSQL server (tests/pgserver.py), or BenchSkipped saying why none.
+
+    tests/ stays on sys.path while the server runs: pgserver imports `helpers.ports` (the
+    port picker) when it picks the port, not when it is imported."""
     sys.path.insert(0, str(TESTS_DIR))
     try:
         from pgserver import running_server
+
+        with running_server() as server:
+            if isinstance(server, str):
+                raise BenchSkipped(server)
+            yield server
     finally:
         sys.path.remove(str(TESTS_DIR))
-    with running_server() as server:
-        if isinstance(server, str):
-            raise RuntimeError(server)
-        yield server
 
 
 def _relay(root: Path, name: str, db_url: str, *extra: str) -> tuple[subprocess.Popen[bytes], str]:

@@ -476,28 +476,35 @@ class LanTransport:
         send (`_on_demand`, until it expires)."""
         for d in [d for d, until in self._on_demand.items() if until <= now]:
             del self._on_demand[d]
-        online = self._online()
-        return set(anchors(self.me, online)) | set(self._on_demand) | self._co_editors(online)
+        return set(anchors(self.me, self._online())) | set(self._on_demand)
 
-    def _co_editors(self, online: set[str]) -> frozenset[str]:
-        """Teammates editing the environment our user has open (`overlay.co_editors`), by
-        their direct presence or their note passed along the overlay."""
+    def _link_co_editors(self) -> None:
+        """Presence changed (ours, or a teammate's, first-hand or by note): open a link on
+        demand to teammates editing the environment our user has open (`overlay.co_editors`),
+        so their edits and ours cross one hop. Like any link on demand it is kept while it
+        carries change sets and closed after LINK_IDLE_S without (presence lasts minutes
+        after a save; an idle link must not)."""
         mine = self.my_presence
-        if not mine or not mine.get("env"):
-            return frozenset()
+        if self.book is None or not mine or not mine.get("env"):
+            return
         editing: dict[str, tuple[str, str] | None] = {
             d: (n.space, n.env) if n.env and n.space else None
             for d, n in self.notes.current(time.monotonic()).items()}
         for d, p in self.presence.items():
             editing[d] = (p.space, p.env) if p.env and p.space else None
-        return co_editors((mine["space"], mine["env"]), editing, online)
+        wanted = co_editors((mine["space"], mine["env"]), editing, self._online())
+        until = time.monotonic() + LINK_IDLE_S
+        fresh = [d for d in wanted if d not in self.links and d not in self._on_demand]
+        for d in fresh:
+            self._on_demand[d] = until
+        if fresh:
+            self._dial_wake.set()
 
     def _close_idle(self, now: float) -> None:
         """Close links we dialled that are not overlay links and carried no change set for
         LINK_IDLE_S (the peer's own links are its to close: no flapping)."""
         assert self.hub is not None
-        online = self._online()
-        keep = anchors(self.me, online) | set(self._on_demand) | self._co_editors(online)
+        keep = anchors(self.me, self._online()) | set(self._on_demand)
         last = {d: self._last_used.get(d, link.opened_at or link.created)
                 for d, link in self.links.items() if link.outgoing}
         for device in idle_links(now, last, keep):
@@ -713,6 +720,7 @@ class LanTransport:
                 self._session_opened(ev)
             elif isinstance(ev, PeerPresence):
                 self.presence[ev.device] = ev
+                self._link_co_editors()
                 self.agent.publish({"event": "presence", "device": ev.device, "env": ev.env,
                                     "entity": ev.entity, "editor": ev.editor})
             elif isinstance(ev, Closed):
@@ -932,7 +940,7 @@ class LanTransport:
             self._run(self.hub.set_presence(space, env, entity if env else None, editor,
                                             _mono_ms()))
             self._send_my_note()
-            self._dial_wake.set()  # a teammate may edit this env: link to it (co_editors)
+            self._link_co_editors()
 
     # ---------------------------------------------------------------- presence notes
 
@@ -983,7 +991,7 @@ class LanTransport:
                                 "entity": note.entity, "editor": note.editor})
         mine = self.my_presence
         if mine and mine.get("env") and note.env == mine.get("env"):
-            self._dial_wake.set()  # a teammate opened what we edit: link to it
+            self._link_co_editors()
         hops = next_hops(ev.hops)
         if hops is None:
             return

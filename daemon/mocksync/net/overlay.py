@@ -108,9 +108,9 @@ def co_editors(mine: tuple[str, str] | None, editing: Mapping[str, tuple[str, st
     """Online teammates whose presence says they edit the environment `mine` ((space, env)
     this device's user has open; None: nothing open): worth a direct link, as both sides'
     edits then reach each other in one hop, however far apart they sit on the overlay. At
-    most MAX_CO_EDITOR_LINKS (the same ones on every call: sorted by id). Symmetric when
-    both know each other's presence, so both keep the link; when either moves on, the link
-    is no longer wanted and closes once idle (`idle_links`)."""
+    most MAX_CO_EDITOR_LINKS (the same ones on every call: sorted by id). The transport
+    dials them on demand when presence changes; like every link on demand the link closes
+    after LINK_IDLE_S without a change set (`idle_links`), as presence outlives the edits."""
     if mine is None:
         return frozenset()
     online = set(online)
