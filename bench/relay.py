@@ -12,8 +12,12 @@
   SPACE_DEVICES, the membership limit is 400 per space); publishers put change sets at a fixed
   rate; every subscriber timestamps each `env` push as it arrives. Reported: p99 latency from
   put to each delivery (target 100 ms), the per-put time until the last subscriber has it,
-  connect time and the relay's RSS. Clients all run in this one process (one asyncio loop),
-  so their own decoding is part of the measured latency.
+  connect time and the relay's RSS. Every device is the library's own `RelayClient` (the
+  daemon's handshake and requests: `BenchDevice`), all in this one process (one asyncio
+  loop), so their own decoding is part of the measured latency.
+
+Sizes are parameters (`relay_catchup(n_changesets=...)`, `relay_fanout(n_devices=...,
+n_puts=...)`) so tests/test_bench_smoke.py runs tiny versions against the current protocol.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +45,30 @@ N_PUTS = 300
 PUT_RATE_PER_S = 20.0
 FANOUT_BUDGET_S = 60.0
 CONNECT_CONCURRENCY = 50
+#: Seconds, after the last put, the fan-out waits for deliveries still on their way.
+FANOUT_SETTLE_S = 10.0
+#: What each fan-out put carries: the env tag, the declared env size, the plaintext bytes.
+FANOUT_TAG = "ab" * 16
+FANOUT_DECLARED_BYTES = 1000
+FANOUT_BODY_BYTES = 400
+#: Each handshake step of a benchmark device (the daemon's 10 s is tight for 50 handshakes
+#: at once on a loaded 2-core machine), and its whole admission (reconnects included).
+DEVICE_CONNECT_TIMEOUT_S = 30.0
+DEVICE_ADMIT_TIMEOUT_S = 60.0
+#: Longest a relay process may take to say it listens.
+RELAY_START_S = 30.0
 
 
 # ------------------------------------------------------------------------------ catch-up
 
 
-def _catchup_world(root: Path) -> dict[str, Any]:
-    """Alice's 10,000 change sets of one environment, sealed and stored in a relay database."""
+def _count(n: int) -> str:
+    """How a row names its size: "10k" for 10,000 (the rows' names in results.json)."""
+    return f"{n // 1000}k" if n % 1000 == 0 else f"{n:,}"
+
+
+def _catchup_world(root: Path, n: int = N_CHANGESETS) -> dict[str, Any]:
+    """Alice's `n` change sets of one environment, sealed and stored in a relay database."""
     from mocksync.devtools.envgen import generate_env
     from mocksync.devtools.pairing import pair
     from mocksync.model import snapshot_ops
@@ -68,7 +90,7 @@ def _catchup_world(root: Path) -> dict[str, Any]:
     now = int(time.time() * 1000)
     store.commit_local(ia.signing_key, space=space, env=env, device=ia.device_id,
                        ops=snapshot_ops(doc), now_ms=now)
-    for i in range(N_CHANGESETS - 1):
+    for i in range(n - 1):
         store.commit_local(ia.signing_key, space=space, env=env, device=ia.device_id,
                            ops=[("s", responses[i % len(responses)], ("v", "label"), f"l{i}")],
                            now_ms=now + i)
@@ -84,7 +106,7 @@ def _catchup_world(root: Path) -> dict[str, Any]:
         st.put(space, tag, sealed[i:i + 1000], declared_bytes=60_000, uploader=ia.device_id,
                now_ms=now)
     st.close()
-    return {"alice": alice, "space": space, "env": env, "tag": tag, "wires": wires,
+    return {"alice": alice, "space": space, "env": env, "tag": tag, "wires": wires, "n": n,
             "pair": pair, "Home": Home, "init_device": init_device, "device_id": ia.device_id}
 
 
@@ -125,7 +147,8 @@ async def _transfer_once(world: dict[str, Any], root: Path, n: int) -> float:
             if not more:
                 break
         elapsed = time.perf_counter() - t0
-        assert opened == N_CHANGESETS and index[tag] == {world["device_id"]: N_CHANGESETS}
+        assert opened == world["n"] and index[tag] == {world["device_id"]: world["n"]}, \
+            (opened, index)
         return elapsed
     finally:
         await client.stop()
@@ -151,7 +174,7 @@ async def _device_once(world: dict[str, Any], root: Path, n: int) -> float:
         ok = await transport.wait_synced(1, timeout=120)
         elapsed = time.perf_counter() - t0
         vv = agent.store.version_vector(world["env"])
-        assert ok and vv == {world["device_id"]: N_CHANGESETS}, (ok, vv)
+        assert ok and vv == {world["device_id"]: world["n"]}, (ok, vv)
         return elapsed
     finally:
         await agent.stop()
@@ -172,26 +195,27 @@ def _store_baseline(world: dict[str, Any], root: Path, n: int) -> float:
     return elapsed
 
 
-def relay_catchup(runs: int = 3) -> list[Result]:
+def relay_catchup(runs: int = 3, n_changesets: int = N_CHANGESETS) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="ms-bench-relay-") as d:
         root = Path(d)
         t0 = time.perf_counter()
-        world = _catchup_world(root)
+        world = _catchup_world(root, n_changesets)
         setup_s = time.perf_counter() - t0
         transfer = [asyncio.run(_transfer_once(world, root, n)) for n in range(runs)]
         device = [asyncio.run(_device_once(world, root, n)) for n in range(runs)]
         baseline = [_store_baseline(world, root, n) for n in range(runs)]
         ct_bytes = sum(len(w) for w in world["wires"])
     return [
-        Result("relay catch-up 10k: transfer + open", "s", transfer, target=2.0,
+        Result(f"relay catch-up {_count(n_changesets)}: transfer + open", "s", transfer,
+               target=2.0,
                note="index + paged fetch over loopback WebSocket + AEAD open + change-set "
-                    "decode/slot check of 10,000 envelopes",
-               extra={"change_sets": N_CHANGESETS, "wire_bytes": ct_bytes,
+                    f"decode/slot check of {n_changesets:,} envelopes",
+               extra={"change_sets": n_changesets, "wire_bytes": ct_bytes,
                       "setup_s": round(setup_s, 1)}),
-        Result("relay catch-up 10k into a fresh device", "s", device, target=2.0,
-               baseline_name="store ingest alone", baseline=baseline,
-               note="real Agent + RelayTransport from start to all 10,000 applied; the store's "
-                    "per-change-set verify+apply+commit is the baseline"),
+        Result(f"relay catch-up {_count(n_changesets)} into a fresh device", "s", device,
+               target=2.0, baseline_name="store ingest alone", baseline=baseline,
+               note=f"real Agent + RelayTransport from start to all {n_changesets:,} applied; "
+                    "the store's per-change-set verify+apply+commit is the baseline"),
     ]
 
 
@@ -250,43 +274,73 @@ def _build_spaces(n_devices: int) -> list[dict[str, Any]]:
     return spaces
 
 
-class _BenchClient:
-    """A minimal relay client (one shared aiohttp session) that timestamps every push."""
+def _listener() -> Any:
+    """The events class of a benchmark device (made on first use: importing the relay client
+    costs aiohttp, which `python -m bench core` never needs)."""
+    from mocksync.net.relay_client import CONNECTED, RelayEvents
 
-    def __init__(self, ident: Any, space: str, wires: list[bytes]) -> None:
-        self.ident, self.space, self.wires = ident, space, wires
-        self.ws: Any = None
-        self.got: dict[int, float] = {}
+    class Listener(RelayEvents):
+        """What one benchmark device hears: when each live push reached it, and every time
+        the relay dropped its session (by the relay's code, e.g. `slow_consumer`)."""
 
-    async def connect(self, http: Any, url: str) -> None:
-        import hashlib
+        def __init__(self) -> None:
+            self.got: dict[int, float] = {}
+            self.drops: Counter[str] = Counter()
+            self._up = False
 
-        from mocksync.relay.auth import sign_challenge
-        from mocksync.relay.protocol import CLIENT, RELAY, decode_message, encode_message
-
-        self.ws = await http.ws_connect(url, max_msg_size=32 * 1024 * 1024)
-        await self.ws.send_bytes(encode_message({"t": "hello", "p": 1, "m": 1,
-                                                 "d": self.ident.device_id, "sp": [self.space],
-                                                 "a": "bench"}, sender=CLIENT))
-        ch = decode_message((await self.ws.receive(timeout=30)).data, sender=RELAY)
-        have = set(ch["have"].get(self.space, ()))
-        up = [w for w in self.wires if hashlib.sha256(w).digest() not in have]
-        await self.ws.send_bytes(encode_message({"t": "auth", "sig": sign_challenge(
-            self.ident, ch["n"]), "logs": {self.space: up}}, sender=CLIENT))
-        welcome = decode_message((await self.ws.receive(timeout=30)).data, sender=RELAY)
-        assert welcome["t"] == "welcome" and self.space in welcome["ok"], welcome
-
-    async def read(self) -> None:
-        from mocksync.relay.protocol import RELAY, decode_message
-
-        async for msg in self.ws:
+        def on_envelopes(self, space: str, tag: str, items: Any) -> None:
             t = time.perf_counter()
-            if msg.type.name != "BINARY":
-                break
-            m = decode_message(msg.data, sender=RELAY)
-            if m["t"] == "env":
-                for e in m["x"]:
-                    self.got[e.seq] = t
+            for e in items:
+                self.got.setdefault(e.seq, t)
+
+        def on_state(self, client: Any) -> None:
+            if client.state == CONNECTED:
+                self._up = True
+            elif self._up:
+                self._up = False
+                self.drops[client.code or client.reason or "closed"] += 1
+
+    return Listener
+
+
+class BenchDevice:
+    """One device of a relay benchmark, on the library's own `RelayClient`: the daemon's
+    handshake, requests and push handling, so a protocol change can never leave the
+    benchmark speaking an old dialect (it did once: a hand-rolled hello of protocol 1)."""
+
+    def __init__(self, ident: Any, space: str, wires: list[bytes], url: str) -> None:
+        from mocksync.net.relay_client import RelayClient
+
+        self.ident, self.space, self.url = ident, space, url
+        self.events = _listener()()
+        logs = {space: list(wires)}
+        self.client = RelayClient(url, ident, lambda: logs, self.events,
+                                  connect_timeout_s=DEVICE_CONNECT_TIMEOUT_S)
+
+    @property
+    def got(self) -> dict[int, float]:
+        return self.events.got
+
+    async def connect(self, timeout: float = DEVICE_ADMIT_TIMEOUT_S) -> None:
+        """Start the client and wait until the relay admitted it to its space."""
+        await self.client.start()
+        if not await self.client.wait_connected(timeout):
+            why = self.client.reason or self.client.state
+            raise RuntimeError(f"benchmark device {self.ident.device_id} was not admitted by "
+                               f"the relay at {self.url} within {timeout:g} s: {why}")
+        if self.space not in self.client.accepted:
+            raise RuntimeError(f"the relay at {self.url} refused space {self.space}: "
+                               f"{self.client.space_refusals.get(self.space)}")
+
+    async def put(self, seq: int, ciphertext: bytes) -> int:
+        """Put one envelope (seq `seq`) in this device's space; waits for the relay's ack."""
+        from mocksync.relay.envelope import Envelope
+
+        return await self.client.put(self.space, FANOUT_TAG, [Envelope(
+            self.ident.device_id, seq, 1, ciphertext)], FANOUT_DECLARED_BYTES)
+
+    async def stop(self) -> None:
+        await self.client.stop()
 
 
 def _rss_kb(pid: int) -> int | None:
@@ -299,115 +353,151 @@ def _rss_kb(pid: int) -> int | None:
     return None
 
 
-async def _fanout(url: str, spaces: list[dict[str, Any]], relay_pid: int) -> dict[str, Any]:
-    import aiohttp
+async def run_fanout(urls: list[str], spaces: list[dict[str, Any]], pids: list[int], *,
+                     n_puts: int = N_PUTS, rate_per_s: float = PUT_RATE_PER_S,
+                     budget_s: float = FANOUT_BUDGET_S) -> dict[str, Any]:
+    """Connect every device of `spaces` (device i of a space to `urls[i % len(urls)]`, so
+    the publisher, device 0, is at the first relay), then put `n_puts` change sets at
+    `rate_per_s` from the publishers and time each delivery. Latencies are grouped by the
+    relay (index in `urls`) the receiving device is connected to."""
+    placed = [(BenchDevice(ident, s["id"], s["wires"], urls[i % len(urls)]), i % len(urls))
+              for s in spaces for i, ident in enumerate(s["idents"])]
+    where = {id(d): k for d, k in placed}
+    devices = [d for d, _k in placed]
+    firsts = {s["id"]: next(d for d in devices if d.space == s["id"]) for s in spaces}
+    try:
+        # The first device of each space uploads its membership log; then everyone connects.
+        t0 = time.perf_counter()
+        for d in firsts.values():
+            await d.connect()
+        sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
-    from mocksync.relay.envelope import Envelope
-    from mocksync.relay.protocol import CLIENT, encode_message
-    from mocksync.space.keys import new_content_key, seal_payload
+        async def connect(d: BenchDevice) -> None:
+            async with sem:
+                await d.connect()
 
-    ws_url = url.replace("http://", "ws://") + "/v1/ws"
-    connector = aiohttp.TCPConnector(limit=0)
-    http = aiohttp.ClientSession(connector=connector)
-    clients = [_BenchClient(ident, s["id"], s["wires"]) for s in spaces for ident in s["idents"]]
-    # The first client of each space uploads its log; then everyone connects.
-    t0 = time.perf_counter()
-    firsts = {s["id"]: c for s in spaces for c in clients if c.space == s["id"]}
-    for c in firsts.values():
-        await c.connect(http, ws_url)
-    rest = [c for c in clients if c not in firsts.values()]
-    sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        rest = [d for d in devices if d not in firsts.values()]
+        await asyncio.wait_for(asyncio.gather(*(connect(d) for d in rest)), budget_s)
+        connect_s = time.perf_counter() - t0
+        rss_connected = [_rss_kb(p) for p in pids]
+        # The harness (all devices on one loop) must not add its own pauses to what is
+        # measured: move everything alive now out of the collector's reach.
+        gc.collect()
+        gc.freeze()
+        from mocksync.space.keys import new_content_key, seal_payload
 
-    async def one(c: _BenchClient) -> None:
-        async with sem:
-            await c.connect(http, ws_url)
+        key = new_content_key()
+        body = os.urandom(FANOUT_BODY_BYTES)
+        publishers = list(firsts.values())
+        sent: dict[int, tuple[float, str]] = {}
+        put_errors: Counter[str] = Counter()
 
-    await asyncio.wait_for(asyncio.gather(*(one(c) for c in rest)), FANOUT_BUDGET_S)
-    connect_s = time.perf_counter() - t0
-    readers = [asyncio.create_task(c.read()) for c in clients]
-    rss_connected = _rss_kb(relay_pid)
-    # The harness (1000 clients on one loop) must not add its own pauses to what is measured:
-    # move everything alive now out of the collector's reach (the relay process is untouched).
-    gc.collect()
-    gc.freeze()
-    key = new_content_key()
-    publishers = list(firsts.values())
-    sent: dict[int, tuple[float, str]] = {}
-    deadline = time.monotonic() + FANOUT_BUDGET_S
-    body = os.urandom(400)
-    for n in range(1, N_PUTS + 1):  # bounded in count ...
-        if time.monotonic() > deadline:  # ... and in time
-            break
-        pub = publishers[n % len(publishers)]
-        ct = seal_payload(key, 1, body)
-        frame = encode_message({"t": "put", "i": n, "s": pub.space, "e": "ab" * 16, "z": 1000,
-                                "x": [Envelope(pub.ident.device_id, n, 1, ct)]}, sender=CLIENT)
-        sent[n] = (time.perf_counter(), pub.space)
-        await pub.ws.send_bytes(frame)
-        await asyncio.sleep(1 / PUT_RATE_PER_S)
-    settle = time.monotonic() + 5
-    expected = {sp: sum(1 for c in clients if c.space == sp) - 1 for sp in firsts}
-    while time.monotonic() < settle:
-        if all(sum(1 for c in clients if n in c.got) >= expected[sp]
-               for n, (_t, sp) in sent.items()):
-            break
-        await asyncio.sleep(0.05)
-    rss_loaded = _rss_kb(relay_pid)
-    lat: list[float] = []
-    last: list[float] = []
-    missing = 0
-    for n, (t_sent, sp) in sent.items():
-        times = [c.got[n] - t_sent for c in clients if c.space == sp and c is not firsts[sp]
-                 and n in c.got]
-        missing += expected[sp] - len(times)
-        lat += [t * 1000 for t in times]
-        if times:
-            last.append(max(times) * 1000)
-    for r in readers:
-        r.cancel()
-    await asyncio.gather(*readers, return_exceptions=True)
-    for c in clients:
-        await c.ws.close()
-    await http.close()
-    gc.unfreeze()
+        async def put(pub: BenchDevice, seq: int, ct: bytes) -> None:
+            sent[seq] = (time.perf_counter(), pub.space)
+            try:
+                await pub.put(seq, ct)
+            except Exception as exc:  # counted: a refused or lost put is part of the result
+                sent.pop(seq, None)
+                put_errors[type(exc).__name__] += 1
+
+        puts: list[asyncio.Task[None]] = []
+        deadline = time.monotonic() + budget_s
+        for n in range(1, n_puts + 1):  # bounded in count ...
+            if time.monotonic() > deadline:  # ... and in time
+                break
+            pub = publishers[n % len(publishers)]
+            # At a fixed rate: a put does not wait for the previous one's ack.
+            puts.append(asyncio.create_task(put(pub, n, seal_payload(key, 1, body))))
+            await asyncio.sleep(1 / rate_per_s)
+        await asyncio.wait_for(asyncio.gather(*puts), budget_s)
+        expected = {sp: sum(1 for d in devices if d.space == sp) - 1 for sp in firsts}
+        settle = time.monotonic() + FANOUT_SETTLE_S
+        while time.monotonic() < settle:
+            if all(sum(1 for d in devices if n in d.got) >= expected[sp]
+                   for n, (_t, sp) in sent.items()):
+                break
+            await asyncio.sleep(0.05)
+        rss_loaded = [_rss_kb(p) for p in pids]
+        lat: dict[int, list[float]] = {k: [] for k in range(len(urls))}
+        last: list[float] = []
+        missing = 0
+        for n, (t_sent, sp) in sent.items():
+            times = []
+            for d in devices:
+                if d.space == sp and d is not firsts[sp]:
+                    if n in d.got:
+                        times.append(d.got[n] - t_sent)
+                        lat[where[id(d)]].append((d.got[n] - t_sent) * 1000)
+                    else:
+                        missing += 1
+            if times:
+                last.append(max(times) * 1000)
+        drops: Counter[str] = Counter()
+        for d in devices:
+            drops.update(d.events.drops)
+    finally:
+        await asyncio.gather(*(d.stop() for d in devices), return_exceptions=True)
+        gc.unfreeze()
     return {"latency_ms": lat, "last_ms": last, "connect_s": connect_s, "missing": missing,
-            "puts": len(sent), "rss_connected_kb": rss_connected, "rss_loaded_kb": rss_loaded}
+            "puts": len(sent), "put_errors": dict(put_errors), "dropped": dict(drops),
+            "rss_connected_kb": rss_connected, "rss_loaded_kb": rss_loaded}
 
 
-def relay_fanout(n_devices: int = N_DEVICES) -> list[Result]:
+def start_relay(root: Path, name: str, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A `mocksync relay` process on 127.0.0.1 at a free port (its log in root/NAME.log);
+    (process, url). `args`: more relay options (`--db URL`, limits)."""
+    log_path = root / f"{name}.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from mocksync.cli import main; main()", "--home",
+             str(root / f"{name}-home"), "relay", "--host", "127.0.0.1", "--port", "0", *args],
+            stderr=log_file, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + RELAY_START_S
+    while time.monotonic() < deadline:
+        for line in log_path.read_text().splitlines():
+            if "mocksync relay: listening on " in line:
+                return proc, line.split("listening on ", 1)[1].split(",", 1)[0]
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"relay {name} did not start: {log_path.read_text()[-2000:]}")
+
+
+def stop_relay(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def relay_fanout(n_devices: int = N_DEVICES, n_puts: int = N_PUTS) -> list[Result]:
     spaces = _build_spaces(n_devices)
     with tempfile.TemporaryDirectory(prefix="ms-bench-fanout-") as d:
-        log_path = Path(d) / "relay.log"
-        with open(log_path, "w") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", "from mocksync.cli import main; main()", "--home",
-                 str(Path(d) / "home"), "relay", "--port", "0", "--data", str(Path(d) / "data"),
-                 "--max-devices-per-member", str(DEVICES_PER_MEMBER), "--plan", "enterprise"],
-                stderr=log_file, stdout=subprocess.DEVNULL)
+        proc, url = start_relay(Path(d), "relay", "--data", str(Path(d) / "data"),
+                                "--max-devices-per-member", str(DEVICES_PER_MEMBER),
+                                "--plan", "enterprise")
         try:
-            url = None
-            deadline = time.monotonic() + 30
-            while url is None and time.monotonic() < deadline:
-                for line in log_path.read_text().splitlines():
-                    if "mocksync relay: listening on " in line:
-                        url = line.split("listening on ", 1)[1].split(",", 1)[0]
-                time.sleep(0.05)
-            if url is None:
-                raise RuntimeError(f"relay did not start: {log_path.read_text()[-2000:]}")
-            out = asyncio.run(_fanout(url, spaces, proc.pid))
+            out = asyncio.run(run_fanout([url], spaces, [proc.pid], n_puts=n_puts))
         finally:
-            proc.terminate()
-            proc.wait(timeout=20)
-    lat = out["latency_ms"]
+            stop_relay(proc)
+    lat = out["latency_ms"][0]
     per_space = min(SPACE_DEVICES, n_devices) - 1
     extra = {"devices": n_devices, "spaces": len(spaces), "subscribers_per_put": per_space,
              "puts": out["puts"], "deliveries": len(lat), "missing": out["missing"],
+             "put_errors": out["put_errors"], "dropped": out["dropped"],
              "connect_all_s": round(out["connect_s"], 2),
-             "relay_rss_mb_connected": round((out["rss_connected_kb"] or 0) / 1024, 1),
-             "relay_rss_mb_loaded": round((out["rss_loaded_kb"] or 0) / 1024, 1),
-             "median_ms": round(statistics.median(lat), 2) if lat else None}
+             "relay_rss_mb_connected": round((out["rss_connected_kb"][0] or 0) / 1024, 1),
+             "relay_rss_mb_loaded": round((out["rss_loaded_kb"][0] or 0) / 1024, 1),
+             "median_ms": round(statistics.median(lat), 2) if lat else None,
+             "load_avg_1m": round(os.getloadavg()[0], 2)}
     note = (f"{n_devices} devices connected, {len(spaces)} spaces x {per_space} subscribers; "
-            f"{out['puts']} puts at {PUT_RATE_PER_S:g}/s; clients in one process")
+            f"{out['puts']} puts at {PUT_RATE_PER_S:g}/s; clients (the library's RelayClient) "
+            "in one process")
     return [
         Result("relay fan-out: put -> each subscriber", "ms", lat, target=100.0, target_on="p99",
                note=note, extra=extra),
@@ -426,4 +516,3 @@ if __name__ == "__main__":  # python -m bench.relay [fanout|catchup]
         fn = {"catchup": relay_catchup, "fanout": relay_fanout}[name]
         for r in fn():
             print(json.dumps({k: v for k, v in r.to_json().items() if k != "samples"}))
-

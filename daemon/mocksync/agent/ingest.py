@@ -126,12 +126,10 @@ class RemoteIngest:
         without it (`space.writers.overreach`, `Store.revoke`) and ends where every other
         member is. Run whenever membership may have changed: at start, when the CLI pokes the
         daemon after `remove`, and when entries arrive from the relay."""
-        spaces_of = getattr(self.agent.spaces, "spaces", None)
-        if spaces_of is None:
-            return 0
         now = int(self.agent.clock() * 1000)
         revoked = 0
-        by_space = {sp.space_id: sp for sp in spaces_of() if sp.state.removed_devices}
+        by_space = {sp.space_id: sp for sp in self.agent.spaces.spaces()
+                    if sp.state.removed_devices}
         if not by_space:
             return 0
         for env in self.agent.store.envs():
