@@ -9,7 +9,9 @@ import importlib
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .common import BenchSkipped, Result, machine
 
@@ -30,35 +32,43 @@ def _fmt(v: float | None, unit: str) -> str:
     return f"{v:,.2f} {unit}"
 
 
+def benchmarks() -> list[Callable[[], Any]]:
+    """Every benchmark function, in table order (each module's BENCHMARKS)."""
+    out: list[Callable[[], Any]] = []
+    for modname in MODULES:
+        out.extend(getattr(importlib.import_module(modname), "BENCHMARKS", []))
+    return out
+
+
 def main(argv: list[str]) -> int:
     wanted = set(argv)
+    every = benchmarks()
+    unknown = sorted(wanted - {fn.__name__ for fn in every})
+    if unknown:  # a typo must not run nothing and report success
+        print(f"unknown benchmark {', '.join(unknown)}; the benchmarks are: "
+              f"{', '.join(fn.__name__ for fn in every)}", file=sys.stderr)
+        return 2
     results: list[Result] = []
     errors: list[str] = []
     skipped: list[str] = []
-    for modname in MODULES:
+    for fn in every:
+        if wanted and fn.__name__ not in wanted:
+            continue
+        print(f"running {fn.__name__} ...", file=sys.stderr, flush=True)
         try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            if exc.name == modname:
-                continue
-            raise
-        for fn in getattr(mod, "BENCHMARKS", []):
-            if wanted and fn.__name__ not in wanted:
-                continue
-            print(f"running {fn.__name__} ...", file=sys.stderr, flush=True)
-            try:
-                out = fn()
-                results.extend(out if isinstance(out, list) else [out])
-            except BenchSkipped as exc:  # nothing broken: this machine lacks what it needs
-                skipped.append(f"{fn.__name__}: {exc}")
-            except Exception as exc:  # report and go on: one broken benchmark hides no others
-                errors.append(f"{fn.__name__}: {exc}")
-                traceback.print_exc()
+            out = fn()
+            results.extend(out if isinstance(out, list) else [out])
+        except BenchSkipped as exc:  # nothing broken: this machine lacks what it needs
+            skipped.append(f"{fn.__name__}: {exc}")
+        except Exception as exc:  # report and go on: one broken benchmark hides no others
+            errors.append(f"{fn.__name__}: {exc}")
+            traceback.print_exc()
     m = machine()
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"mocksync benchmarks: {m['cpu']}, {m['cores']} cores, Python {m['python']}",
+    t = Table(title=f"mocksync benchmarks: {m['cpu']}, {m['cores']} cores, Python {m['python']}, "
+                    f"load average {m['load_avg'][0]:.1f} (1 min) at the end",
               title_justify="left")
     for col in ("benchmark", "target", "median", "p99", "n", "met", "baseline", "ratio"):
         t.add_column(col)

@@ -82,8 +82,10 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
+    # The load average says how much else ran meanwhile (a shared machine skews every figure).
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "platform": platform.platform(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "load_avg": [round(x, 2) for x in os.getloadavg()]}
 
 
 def timed(fn: Callable[[], Any]) -> float:

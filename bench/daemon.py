@@ -11,7 +11,8 @@
   environments, over 60 s of nothing happening, sampled per 10 s window; and its RSS (VmRSS).
 
 Both run `mocksync daemon` as a child process with its own temporary home (no network: the
-daemon runs with `--no-mdns` and no relay). Every loop is bounded by count and time.
+daemon runs with `--no-mdns --bind 127.0.0.1` and no relay). Every loop is bounded by count
+and time.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def _daemon(root: Path) -> Iterator[tuple[Home, Path, subprocess.Popen[bytes]]]:
     init_device(home, name="bench", member_name="bench")
     log = open(root / "daemon.log", "wb")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen([*_mocksync(), "--home", str(home.root), "daemon", "--folder",
-                             str(folder), "--no-mdns"], stdout=log, stderr=log,
+                             str(folder), "--no-mdns", "--bind", "127.0.0.1"], stdout=log, stderr=log,
                             stdin=subprocess.DEVNULL)
     log.close()
     try:

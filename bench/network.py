@@ -47,6 +47,11 @@ from .common import Result
 LOOP = "127.0.0.1"
 #: Longest any wait in these benchmarks may take.
 WAIT_S = 60.0
+#: Edits measured by lan_edit_bytes.
+EDIT_BYTES_SAMPLES = 20
+#: lan_initial_sync: the environment's size, and the new devices it reaches one by one.
+INITIAL_SYNC_BYTES = 15_000_000
+INITIAL_SYNC_DEVICES = 3
 #: Syncthing harness run time limit.
 SYNCTHING_TIMEOUT_S = 420
 _SYNCTHING_CACHE: dict[str, Any] = {}
@@ -188,17 +193,21 @@ def _wait_for_bytes(path: Path, marker: bytes, timeout: float = WAIT_S) -> float
 
 
 def _wire(dev: _Device, other: _Device) -> tuple[int, int]:
-    p = dev.peer(other.id) or {}
-    link = p.get("link") or {}
-    return link.get("wire_bytes_out", 0), link.get("payload_bytes_out", 0)
+    """Bytes `dev` has sent to `other` so far: (UDP payload, data channel payload). Strict:
+    a peer row without its link counters fails the benchmark rather than count 0 bytes."""
+    p = dev.peer(other.id)
+    if p is None or not p.get("link"):
+        raise RuntimeError(f"{dev.name} lists no link to {other.name}: {p}")
+    return p["link"]["wire_bytes_out"], p["link"]["payload_bytes_out"]
 
 
 def _settled(a: _Device, b: _Device) -> bool:
-    """No change set in flight either way."""
+    """No change set in flight either way (a peer row without a session is not settled)."""
     for x, y in ((a, b), (b, a)):
-        p = x.peer(y.id) or {}
-        s = p.get("session") or {}
-        if s.get("inflight") or s.get("queued") or (p.get("link") or {}).get("buffered_bytes"):
+        p = x.peer(y.id)
+        if p is None or not p.get("session") or not p.get("link"):
+            return False
+        if p["session"]["inflight"] or p["session"]["queued"] or p["link"]["buffered_bytes"]:
             return False
     return True
 
@@ -296,7 +305,7 @@ def lan_latency() -> list[Result]:
     ]
 
 
-def lan_edit_bytes() -> list[Result]:
+def lan_edit_bytes(edits: int = EDIT_BYTES_SAMPLES) -> list[Result]:
     st = _syncthing()
     with _pair_of_daemons() as (a, b, space, _root):
         a.start()
@@ -308,7 +317,7 @@ def lan_edit_bytes() -> list[Result]:
         _wait(lambda: json.loads(dst.read_bytes()) == doc, "B's copy to match")
         target = _labels(doc)[len(_labels(doc)) // 2]
         wire, payload = [], []
-        for i in range(20):
+        for i in range(edits):
             _wait(lambda: _settled(a, b), "quiet before the edit")
             time.sleep(0.2)
             a0, ap0 = _wire(a, b)
@@ -331,20 +340,21 @@ def lan_edit_bytes() -> list[Result]:
                    extra={"data_channel_payload_bytes_median": statistics.median(payload)})]
 
 
-def lan_initial_sync() -> list[Result]:
+def lan_initial_sync(env_bytes: int = INITIAL_SYNC_BYTES,
+                     newcomers_n: int = INITIAL_SYNC_DEVICES) -> list[Result]:
     samples: list[float] = []
     connect: list[float] = []
     transfer: list[float] = []
     with _pair_of_daemons() as (a, b, space, root):
         a.start()
-        doc = generate_env(15_000_000, seed=9)
+        doc = generate_env(env_bytes, seed=9)
         text = _dump(doc)
         _share(a, space, doc, "big.json")
         _wait(lambda: a.call("status") and any(
             e["uuid"] == doc["uuid"] and e["state"] == "synced"
             for e in a.call("status")["environments"]), "A to commit the env", timeout=180)
         newcomers = [b]
-        for i in range(1, 3):
+        for i in range(1, newcomers_n):
             extra = _Device(root, f"n{i}")
             pair(a.home, extra.home, space)
             newcomers.append(extra)
@@ -367,7 +377,8 @@ def lan_initial_sync() -> list[Result]:
                   step=0.005)
             samples.append(time.monotonic() - ready)
             dev.stop()
-    return [Result("lan_initial_sync_15mb", "s", samples, target=5.0, note=(
+    size = f"{env_bytes // 1_000_000}mb" if env_bytes >= 1_000_000 else f"{env_bytes // 1000}kb"
+    return [Result(f"lan_initial_sync_{size}", "s", samples, target=5.0, note=(
         f"{len(text):,} byte env (Mockoon layout) to a new device; from its daemon answering "
         "to its file complete (discovery + connect included)"),
         extra={"connect_s_median": statistics.median(connect),

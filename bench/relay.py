@@ -23,6 +23,7 @@ n_puts=...)`) so tests/test_bench_smoke.py runs tiny versions against the curren
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -277,15 +278,17 @@ def _build_spaces(n_devices: int) -> list[dict[str, Any]]:
 def _listener() -> Any:
     """The events class of a benchmark device (made on first use: importing the relay client
     costs aiohttp, which `python -m bench core` never needs)."""
-    from mocksync.net.relay_client import CONNECTED, RelayEvents
+    from mocksync.net.relay_client import CONNECTED, REFUSED, RelayEvents
 
     class Listener(RelayEvents):
-        """What one benchmark device hears: when each live push reached it, and every time
-        the relay dropped its session (by the relay's code, e.g. `slow_consumer`)."""
+        """What one benchmark device hears: when each live push reached it, every time the
+        relay dropped its session (by the relay's code, e.g. `slow_consumer`), and whether
+        the relay has answered its first handshake (`decided`: admitted, or refused)."""
 
         def __init__(self) -> None:
             self.got: dict[int, float] = {}
             self.drops: Counter[str] = Counter()
+            self.decided = asyncio.Event()
             self._up = False
 
         def on_envelopes(self, space: str, tag: str, items: Any) -> None:
@@ -294,6 +297,8 @@ def _listener() -> Any:
                 self.got.setdefault(e.seq, t)
 
         def on_state(self, client: Any) -> None:
+            if client.state in (CONNECTED, REFUSED):
+                self.decided.set()
             if client.state == CONNECTED:
                 self._up = True
             elif self._up:
@@ -322,12 +327,18 @@ class BenchDevice:
         return self.events.got
 
     async def connect(self, timeout: float = DEVICE_ADMIT_TIMEOUT_S) -> None:
-        """Start the client and wait until the relay admitted it to its space."""
+        """Start the client and wait until the relay admitted it to its space. A refusal
+        (an incompatible protocol, a bad signature) fails at once with the relay's sentence;
+        connection trouble is retried by the client itself until `timeout`."""
+        from mocksync.net.relay_client import CONNECTED
+
         await self.client.start()
-        if not await self.client.wait_connected(timeout):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.events.decided.wait(), timeout)
+        if self.client.state != CONNECTED:
             why = self.client.reason or self.client.state
             raise RuntimeError(f"benchmark device {self.ident.device_id} was not admitted by "
-                               f"the relay at {self.url} within {timeout:g} s: {why}")
+                               f"the relay at {self.url}: {why}")
         if self.space not in self.client.accepted:
             raise RuntimeError(f"the relay at {self.url} refused space {self.space}: "
                                f"{self.client.space_refusals.get(self.space)}")
@@ -443,26 +454,38 @@ async def run_fanout(urls: list[str], spaces: list[dict[str, Any]], pids: list[i
             "rss_connected_kb": rss_connected, "rss_loaded_kb": rss_loaded}
 
 
-def start_relay(root: Path, name: str, *args: str) -> tuple[subprocess.Popen[bytes], str]:
-    """A `mocksync relay` process on 127.0.0.1 at a free port (its log in root/NAME.log);
-    (process, url). `args`: more relay options (`--db URL`, limits)."""
+def spawn_relay(root: Path, name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start a `mocksync relay` process on 127.0.0.1 at a free port, its log in root/NAME.log;
+    `args`: more relay options (`--db URL`, limits). `relay_url` waits until it listens."""
     log_path = root / f"{name}.log"
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-c", "from mocksync.cli import main; main()", "--home",
              str(root / f"{name}-home"), "relay", "--host", "127.0.0.1", "--port", "0", *args],
             stderr=log_file, stdout=subprocess.DEVNULL)
+    return proc, log_path
+
+
+def relay_url(proc: subprocess.Popen[bytes], log_path: Path) -> str:
+    """The URL a spawned relay says it listens on (killed, and RuntimeError, if it does not
+    within RELAY_START_S)."""
     deadline = time.monotonic() + RELAY_START_S
     while time.monotonic() < deadline:
         for line in log_path.read_text().splitlines():
             if "mocksync relay: listening on " in line:
-                return proc, line.split("listening on ", 1)[1].split(",", 1)[0]
+                return line.split("listening on ", 1)[1].split(",", 1)[0]
         if proc.poll() is not None:
             break
         time.sleep(0.05)
     proc.kill()
     proc.wait()
-    raise RuntimeError(f"relay {name} did not start: {log_path.read_text()[-2000:]}")
+    raise RuntimeError(f"relay {log_path.stem} did not start: {log_path.read_text()[-2000:]}")
+
+
+def start_relay(root: Path, name: str, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`spawn_relay` and wait for it: (process, url)."""
+    proc, log_path = spawn_relay(root, name, *args)
+    return proc, relay_url(proc, log_path)
 
 
 def stop_relay(proc: subprocess.Popen[bytes]) -> None:

@@ -41,7 +41,9 @@ from .relay import (
     _catchup_world,
     _count,
     _transfer_once,
+    relay_url,
     run_fanout,
+    spawn_relay,
     start_relay,
     stop_relay,
 )
@@ -200,19 +202,18 @@ def cluster_fanout(n_devices: int = N_DEVICES, n_puts: int = N_PUTS, *, pg: Any 
         root = Path(d)
         url = server.create_db()
         args = ("--max-devices-per-member", str(DEVICES_PER_MEMBER), "--plan", "enterprise")
-        p1, u1 = _relay(root, "relay1", url, *args)
+        # Both instances start at once (each takes a while to import and open the database).
+        procs = [spawn_relay(root, name, "--db", url, *args) for name in ("relay1", "relay2")]
         try:
-            p2, u2 = _relay(root, "relay2", url, *args)
-            try:
-                # Within each space, devices alternate between the instances; the first (the
-                # publisher, which uploads the log) is at instance 1.
-                out = asyncio.run(run_fanout([u1, u2], spaces, [p1.pid, p2.pid],
-                                             n_puts=n_puts, rate_per_s=PUT_RATE_PER_S,
-                                             budget_s=FANOUT_BUDGET_S))
-            finally:
-                _stop(p2)
+            u1, u2 = (relay_url(p, log) for p, log in procs)
+            # Within each space, devices alternate between the instances; the first (the
+            # publisher, which uploads the log) is at instance 1.
+            out = asyncio.run(run_fanout([u1, u2], spaces, [p.pid for p, _log in procs],
+                                         n_puts=n_puts, rate_per_s=PUT_RATE_PER_S,
+                                         budget_s=FANOUT_BUDGET_S))
         finally:
-            _stop(p1)
+            for p, _log in procs:
+                _stop(p)
     same, other = out["latency_ms"][0], out["latency_ms"][1]
     lat = same + other
     extra = {"devices": n_devices, "spaces": len(spaces), "puts": out["puts"],

@@ -126,6 +126,9 @@ class FakeHost:
     def spawn(self, task: asyncio.Task[Any]) -> None:
         self.tasks.append(task)
 
+    def to_loop(self, fn: Any, *args: Any) -> bool:
+        return False  # (always on the loop here)
+
 
 def test_the_fake_host_is_exactly_the_port() -> None:
     declared = _members(LinkedHost)

@@ -355,6 +355,9 @@ async def test_a_member_linking_a_teammates_local_file_never_receives_it(
     text = status_text(team.bob, monkeypatch)
     for rel in BOBS_PRIVATE:
         assert f"{rel}: unconfirmed: not read or sent" in text, text
+    # Never sent, so never counted toward Bob's size quota (only the receipt he received is).
+    assert team.bob.linked.quota_bytes(read_doc(team.bob.envs[env].path)) == (
+        1, len(b"<p>receipt</p>\n"))
 
     # A path nobody linked is refused, and changes nothing.
     with pytest.raises(ValidationError, match="nothing to adopt at nope.txt"):

@@ -179,6 +179,11 @@ class Agent:
         """Keep a background task of a part; `stop` cancels it."""
         self.bridge.spawn(task)
 
+    def to_loop(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Off the loop: queue `fn(*args)` to run on it and True; on it: False
+        (`LoopBridge.to_loop`; linked files start their poll there)."""
+        return self.bridge.to_loop(fn, *args)
+
     def store_turn(self) -> Any:
         """Exclusive use of the store for loop code (`LoopBridge.store_turn`)."""
         return self.bridge.store_turn()

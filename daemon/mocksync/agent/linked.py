@@ -39,6 +39,7 @@ import os
 import shlex
 import shutil
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -136,6 +137,7 @@ class LinkedHost(Protocol):
     def schedule_write(self, rt: EnvRuntime) -> None: ...
     def publish(self, event: dict[str, Any]) -> None: ...
     def spawn(self, task: asyncio.Task[Any]) -> None: ...
+    def to_loop(self, fn: Callable[..., Any], *args: Any) -> bool: ...
 
 
 @dataclass
@@ -246,11 +248,17 @@ class LinkedFiles:
             log.exception("linked files of %s: sync failed", rt.uuid)
 
     # ------------------------------------------------------------------ quotas
-    def quota_bytes(self, doc: dict[str, Any]) -> tuple[int, int]:
-        """(count, bytes) of the synced linked files `doc` names, as on disk now."""
+    def quota_bytes(self, doc: dict[str, Any], *,
+                    sending: frozenset[str] = frozenset()) -> tuple[int, int]:
+        """(count, bytes) of the synced linked files `doc` names, as on disk now. Not those
+        held back as UNCONFIRMED (never sent, so a teammate who links a big local file of
+        ours cannot hold our own edits over the quota), unless named in `sending`."""
+        env = doc.get("uuid") if isinstance(doc, dict) else None
+        skip = {rel for (e, rel), (state, _why) in self._problems.items()
+                if e == env and state == UNCONFIRMED} - sending
         n = total = 0
         for lk in plan_links(linked_paths(doc)):
-            if lk.state != SYNCED or lk.rel is None:
+            if lk.state != SYNCED or lk.rel is None or lk.rel in skip:
                 continue
             p = self.folder / lk.rel
             real = os.path.realpath(p)
@@ -551,6 +559,9 @@ class LinkedFiles:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            # Off the loop (the store worker applied a teammate's change): start it on the
+            # loop, else a device that only ever receives would never notice its files.
+            self.host.to_loop(self._ensure_poll)
             return
         self._task = loop.create_task(self._poll_loop(), name="linked-poll")
         self.host.spawn(self._task)
@@ -713,7 +724,8 @@ class LinkedFiles:
         for lk, _data, _mode, rel in plan:
             _set_paths(new_doc, lk.refs, rel)
         # Quota: the environment as it will be, with every synced file it will link.
-        n_old, old_bytes = self.quota_bytes(doc)
+        n_old, old_bytes = self.quota_bytes(doc, sending=frozenset(
+            lk.rel for lk in confirm if lk.rel is not None))
         copies = {rel: len(data) for _lk, data, _mode, rel in plan}
         n_new, new_bytes = n_old + len(copies), old_bytes + sum(copies.values())
         problem = size_refusal(partial(host.check_size, rt.space), new_doc, new_bytes)

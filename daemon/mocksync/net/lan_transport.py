@@ -27,6 +27,13 @@ are in (`sync.membership`); entries a peer sends are verified as a whole log and
 `space.learn` (the same path as entries from the relay), and a grown log is announced to every
 open session, so a new device, a removal with its rotated key or a migration spreads from any
 member to any member with no relay.
+
+Overlay (issue 16, `net.overlay`): past FULL_MESH_UP_TO devices each keeps a few anchor
+links and passes on what it receives; a small change set whose signature verifies is passed
+on before it is applied (`_forward_early`), so an edit's hops do not each wait for a store
+write. Presence travels as signed notes along the same links (`net.presence_gossip`), so
+`who` shows what teammates with no link to us edit, and a teammate who opens the environment
+our user edits gets a link on demand (`overlay.co_editors`), closed once idle.
 """
 
 from __future__ import annotations
