@@ -59,8 +59,9 @@ HOOK = b"#!/bin/sh\necho PWNED > /tmp/pwned\n"
 BOBS_PRIVATE = {"notes.txt": b"bob's private notes: salary talk on friday\n",
                 "secrets/token.txt": b"ghp_bobs-personal-token-never-shared\n",
                 "secrets/draft.txt": b"bob's draft reply, not for the team\n"}
-#: Two inline responses of payments-callbacks.json.
-R1, R2 = "4a377247-7e2d-416c-a35c-930864201495", "9ec6cf92-d28a-4609-810e-d439ec92010c"
+#: Three inline responses of payments-callbacks.json.
+R1, R2, R3 = ("4a377247-7e2d-416c-a35c-930864201495", "9ec6cf92-d28a-4609-810e-d439ec92010c",
+              "b4a4a3cf-47ba-4080-a9ab-7589acc13e36")
 BOBS_NOTES = b"bob's own webhook draft, never synced\n"
 
 
@@ -311,13 +312,14 @@ async def test_a_member_linking_a_teammates_local_file_never_receives_it(
     opened: list[Path] = []
     from mocksync.agent import linked as linked_mod
 
-    real_open = linked_mod.open_regular
+    def watching(real: Any) -> Any:
+        def fn(path: Any, *a: Any, **kw: Any) -> Any:
+            opened.append(Path(path))
+            return real(path, *a, **kw)
+        return fn
 
-    def watching(path: Any, *a: Any, **kw: Any) -> Any:
-        opened.append(Path(path))
-        return real_open(path, *a, **kw)
-
-    monkeypatch.setattr(linked_mod, "open_regular", watching)
+    monkeypatch.setattr(linked_mod, "open_regular", watching(linked_mod.open_regular))
+    monkeypatch.setattr(linked_mod, "read_regular", watching(linked_mod.read_regular))
 
     def link_notes(doc: dict[str, Any]) -> None:  # Mallory's ordinary save
         r = _response(doc, R1)
@@ -362,6 +364,20 @@ async def test_a_member_linking_a_teammates_local_file_never_receives_it(
     # A path nobody linked is refused, and changes nothing.
     with pytest.raises(ValidationError, match="nothing to adopt at nope.txt"):
         team.bob.linked.adopt(env, ["nope.txt"])
+    # Mallory also links a file outside Bob's folder by an absolute path, which `status`
+    # says to `adopt`: Bob's plain `adopt ENV` skips whatever a teammate linked, unread.
+    key = team.outside / "id_rsa"
+    key.write_bytes(b"bob's ssh key\n")
+    team.mallory._commit(team.mallory.envs[env], [("s", R3, ("v", "bodyType"), "FILE"),
+                                                  ("s", R3, ("v", "filePath"), str(key))])
+    await wait_until(lambda: rows(team.bob, env).get(str(key), {}).get("state") == "outside",
+                     "Mallory's absolute path in Bob's status")
+    res = team.bob.linked.adopt(env)
+    assert res["adopted"] == [] and res["shared"] == [], res
+    assert {sk["path"] for sk in res["skipped"]} == {str(key), "notes.txt",
+                                                      "secrets/token.txt", "secrets/draft.txt"}
+    assert key.resolve() not in {p.resolve() for p in opened}
+    assert not (fb / "payments").exists()
     # Bob shares one on purpose, through the CLI: it reaches the team; the others stay home.
     from mocksync.cli import daemoncmds, main
 

@@ -74,6 +74,7 @@ from ..model.files import (
     file_mode,
     judge_local_file,
     judge_peer_file,
+    linked_by,
     linked_here,
     linked_paths,
     linked_paths_of_state,
@@ -678,8 +679,10 @@ class LinkedFiles:
         escaping paths into a folder beside it, point the environment at the copies (one
         ordinary edit), and sync them; and share the local files at paths a teammate linked
         (UNCONFIRMED): this device links them itself (`relink_ops`), then they are sent.
-        PATHs (as `status` names them) limit it to those files. Everything is checked before
-        anything changes."""
+        PATHs (as `status` names them) limit it to those files. Without PATHs only the files
+        this device linked itself are adopted: a path a teammate wrote (say `~/.ssh/id_rsa`)
+        is read only when the user names it (issue #12), the rest are listed as skipped.
+        Everything is checked before anything changes."""
         host = self.host
         rt = host.find(text)
         if host.is_held(rt.uuid):
@@ -687,14 +690,26 @@ class LinkedFiles:
                                   "decision; resolve that first")
         state = host.store.state(rt.uuid)
         doc = copy.deepcopy(render(state))
-        todo = [lk for lk in plan_links(linked_paths(doc)) if lk.adoptable]
+        # (The State's references are the rendered document's, with who wrote each.)
+        todo = [lk for lk in plan_links(linked_paths_of_state(state)) if lk.adoptable]
         confirm = self._unconfirmed(rt.uuid, state)
+        skipped: list[dict[str, Any]] = []
         if paths:
             todo, confirm = _only(paths, todo, confirm, rt.path.name)
+        else:
+            theirs = [lk for lk in todo
+                      if not any(linked_by(r, host.device, state.deps_of) for r in lk.refs)]
+            todo = [lk for lk in todo if lk not in theirs]
+            label = shlex.quote(rt.path.name)
+            skipped = [{"path": lk.path, "reason": (
+                f"a teammate linked it; name it to share it: `mocksync adopt {label} "
+                f"{shlex.quote(lk.rel or lk.path)}`")} for lk in theirs + confirm]
+            confirm = []
         if not todo and not confirm:
             return {"uuid": rt.uuid, "file": str(rt.path), "adopted": [], "shared": [],
+                    "skipped": skipped,
                     "note": "every linked file already has a relative path in the folder, "
-                            "and none that a teammate linked waits to be shared"}
+                            "and none that a teammate linked was named"}
         sub = "".join(c if c.isalnum() or c in "-_." else "-"
                       for c in rt.path.stem).lstrip(".") or "files"
         taken: dict[str, str] = {}  # rel -> sha of what goes there
@@ -747,7 +762,8 @@ class LinkedFiles:
             host.schedule_write(rt)
         self.reconcile(rt, local=True)
         return {"uuid": rt.uuid, "file": str(rt.path), "adopted": adopted,
-                "shared": [lk.rel for lk in confirm], "ops": len(ops) + len(relink)}
+                "shared": [lk.rel for lk in confirm], "skipped": skipped,
+                "ops": len(ops) + len(relink)}
 
     def _unconfirmed(self, env: str, state: Any) -> list[Link]:
         """The linked files of `env` held back as UNCONFIRMED: a file is there (stat only,

@@ -300,6 +300,8 @@ def adopt_cmd(ctx: Ctx, env: str, paths: tuple[str, ...], as_json: bool) -> None
     linked (`unconfirmed` in `status`): they are never read until you do.
 
     ENV is a uuid, a name or a file path; PATHS (as `status` names them) limit it to those.
+    Without PATHS only the paths you linked yourself are adopted: whatever a teammate linked
+    is read only once you name it, and is listed as skipped.
     """
     res = _call(ctx, "adopt", env=env, **({"paths": list(paths)} if paths else {}))
     if as_json:
@@ -311,6 +313,9 @@ def adopt_cmd(ctx: Ctx, env: str, paths: tuple[str, ...], as_json: bool) -> None
             click.echo(f"adopted {a['from']} -> {a['to']}")
         for rel in res.get("shared") or ():
             click.echo(f"shared {rel} (linked by a teammate; now linked by you too)")
+    if not as_json:
+        for sk in res.get("skipped") or ():  # a teammate's link: read only when named
+            click.echo(f"skipped {sk['path']}: {sk['reason']}")
 
 
 @main_group.command("conflicts", epilog=examples("mocksync conflicts",
