@@ -116,7 +116,10 @@ def _plot(results: list[Result]) -> None:
         print("matplotlib not installed: no plot", file=sys.stderr)
         return
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(lat) + 1.5))
-    ax.boxplot([r.samples for r in lat], vert=False)
+    try:
+        ax.boxplot([r.samples for r in lat], orientation="horizontal")  # matplotlib >= 3.10
+    except TypeError:
+        ax.boxplot([r.samples for r in lat], vert=False)  # older: the same, spelled the old way
     ax.set_yticks(range(1, len(lat) + 1), [r.name for r in lat])
     ax.set_xscale("log")
     ax.set_xlabel("milliseconds (log scale)")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -45,6 +46,10 @@ DEVICES_PER_MEMBER = 16
 N_PUTS = 300
 PUT_RATE_PER_S = 20.0
 FANOUT_BUDGET_S = 60.0
+#: Longest connecting every device may take (each is admitted with a signed handshake and
+#: is sent its space's membership log: about 70 s for 700 devices at load average 15 on 2
+#: cores, a few seconds unloaded).
+FANOUT_CONNECT_BUDGET_S = 240.0
 CONNECT_CONCURRENCY = 50
 #: Seconds, after the last put, the fan-out waits for deliveries still on their way.
 FANOUT_SETTLE_S = 10.0
@@ -275,9 +280,10 @@ def _build_spaces(n_devices: int) -> list[dict[str, Any]]:
     return spaces
 
 
+@functools.cache
 def _listener() -> Any:
-    """The events class of a benchmark device (made on first use: importing the relay client
-    costs aiohttp, which `python -m bench core` never needs)."""
+    """The events class of a benchmark device (made once, on first use: importing the relay
+    client costs aiohttp, which the rows without a relay never need)."""
     from mocksync.net.relay_client import CONNECTED, REFUSED, RelayEvents
 
     class Listener(RelayEvents):
@@ -366,7 +372,8 @@ def _rss_kb(pid: int) -> int | None:
 
 async def run_fanout(urls: list[str], spaces: list[dict[str, Any]], pids: list[int], *,
                      n_puts: int = N_PUTS, rate_per_s: float = PUT_RATE_PER_S,
-                     budget_s: float = FANOUT_BUDGET_S) -> dict[str, Any]:
+                     budget_s: float = FANOUT_BUDGET_S,
+                     connect_budget_s: float = FANOUT_CONNECT_BUDGET_S) -> dict[str, Any]:
     """Connect every device of `spaces` (device i of a space to `urls[i % len(urls)]`, so
     the publisher, device 0, is at the first relay), then put `n_puts` change sets at
     `rate_per_s` from the publishers and time each delivery. Latencies are grouped by the
@@ -388,7 +395,7 @@ async def run_fanout(urls: list[str], spaces: list[dict[str, Any]], pids: list[i
                 await d.connect()
 
         rest = [d for d in devices if d not in firsts.values()]
-        await asyncio.wait_for(asyncio.gather(*(connect(d) for d in rest)), budget_s)
+        await asyncio.wait_for(asyncio.gather(*(connect(d) for d in rest)), connect_budget_s)
         connect_s = time.perf_counter() - t0
         rss_connected = [_rss_kb(p) for p in pids]
         # The harness (all devices on one loop) must not add its own pauses to what is

@@ -53,6 +53,8 @@ N_DEVICES = 2000
 N_PUTS = 200
 PUT_RATE_PER_S = 20.0
 FANOUT_BUDGET_S = 90.0
+#: Longest connecting all N_DEVICES may take (twice the devices of bench/relay.py's run).
+CONNECT_BUDGET_S = 480.0
 #: Failover runs (each kills an instance and starts it again), and the longest one may take.
 FAILOVER_RUNS = 3
 FAILOVER_BUDGET_S = 30.0
@@ -210,7 +212,8 @@ def cluster_fanout(n_devices: int = N_DEVICES, n_puts: int = N_PUTS, *, pg: Any 
             # publisher, which uploads the log) is at instance 1.
             out = asyncio.run(run_fanout([u1, u2], spaces, [p.pid for p, _log in procs],
                                          n_puts=n_puts, rate_per_s=PUT_RATE_PER_S,
-                                         budget_s=FANOUT_BUDGET_S))
+                                         budget_s=FANOUT_BUDGET_S,
+                                         connect_budget_s=CONNECT_BUDGET_S))
         finally:
             for p, _log in procs:
                 _stop(p)

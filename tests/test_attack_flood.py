@@ -351,6 +351,7 @@ class _RecordingAgent:
 class _RecordingHub:
     def __init__(self) -> None:
         self.acks: list[tuple[int, str | None]] = []
+        self.sessions: dict[Any, Any] = {}  # no open sessions: deliveries only
 
     def delivered(self, ev: Deliver, now_ms: int, *, refused: str | None = None) -> list[Any]:
         self.acks.append((ev.seq, refused))

@@ -8,10 +8,8 @@ ICE candidates); nothing is sent anywhere else.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,54 +18,16 @@ from click.testing import CliRunner
 
 from mocksync.agent import api
 from mocksync.agent.control import ControlServer
-from mocksync.agent.daemon import Agent
-from mocksync.agent.settings import Settings
-from mocksync.agent.spacedir import SpaceDirectory
 from mocksync.cli import main
 from mocksync.devtools.envgen import generate_env
 from mocksync.devtools.pairing import pair
 from mocksync.net import handshake
 from mocksync.net.lan_signaling import PeerRefused, send_offer
-from mocksync.net.lan_transport import LanTransport
 from mocksync.net.mdns import SERVICE_TYPE
 from mocksync.net.webrtc import PeerLink
 from netns import Device, await_for, editor_save, make_device, read_json, share_log, short_tmp, team
 
-LOOP = ("127.0.0.1",)
-WAIT = 20.0
-
-
-def lan_agent(dev: Device, **kw: Any) -> Agent:
-    settings = Settings(folder=dev.folder, blind_window_s=0.2, watch_step_ms=5,
-                        watch_debounce_ms=30, mdns=True, bind=LOOP).check()
-    return Agent(dev.home, settings, dev.identity, SpaceDirectory(dev.home),
-                 transport=LanTransport(bind=LOOP, **kw))
-
-
-@contextlib.asynccontextmanager
-async def running(*agents: Agent) -> AsyncIterator[None]:
-    started: list[Agent] = []
-    try:
-        for a in agents:
-            await a.start()
-            started.append(a)
-        yield
-    finally:
-        for a in reversed(started):
-            with contextlib.suppress(Exception):
-                await a.stop()
-
-
-def peer_of(agent: Agent, device: str) -> dict[str, Any] | None:
-    for p in agent.status()["peers"]:
-        if p["device"] == device:
-            return p
-    return None
-
-
-def connected(agent: Agent, device: str) -> bool:
-    p = peer_of(agent, device)
-    return p is not None and p["state"] == "connected"
+from helpers.lanlab import LOOP, WAIT, connected, lan_agent, peer_of, running  # noqa: F401
 
 
 def only_file(folder: Path) -> Path | None:

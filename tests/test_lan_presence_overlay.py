@@ -16,7 +16,8 @@ import pytest
 
 from mocksync.net import lan_transport
 from netns import await_for, make_device, short_tmp, team
-from test_lan_loopback import WAIT, connected, lan_agent, peer_of, running
+
+from helpers.lanlab import WAIT, connected, lan_agent, peer_of, running
 
 ENV = "0f" * 16
 

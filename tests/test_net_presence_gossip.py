@@ -79,6 +79,8 @@ def test_the_book_keeps_the_newest_note_once_and_never_our_own() -> None:
     assert book.current(0.5)[ALICE.device_id].env is None
     assert not book.offer(note(BOB), 0.6)
     assert BOB.device_id not in book.current(0.7)
+    book.forget(ALICE.device_id)  # removed from the space: no longer shown
+    assert book.current(0.8) == {}
 
 
 def test_notes_expire_unless_refreshed() -> None:

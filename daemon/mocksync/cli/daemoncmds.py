@@ -299,7 +299,7 @@ def adopt_cmd(ctx: Ctx, env: str, paths: tuple[str, ...], as_json: bool) -> None
     edit, synced like any other). Also share the files of this device at paths a teammate
     linked (`unconfirmed` in `status`): they are never read until you do.
 
-    ENV is a uuid, a name or a file path; PATHS (as `status` names them) limit it to those.
+    ENV is a uuid, a name or a file path. PATHS (as `status` names them) limit it to those.
     Without PATHS only the paths you linked yourself are adopted: whatever a teammate linked
     is read only once you name it, and is listed as skipped.
     """

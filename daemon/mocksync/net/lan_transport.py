@@ -29,9 +29,7 @@ open session, so a new device, a removal with its rotated key or a migration spr
 member to any member with no relay.
 
 Overlay (issue 16, `net.overlay`): past FULL_MESH_UP_TO devices each keeps a few anchor
-links and passes on what it receives; a small change set whose signature verifies is passed
-on before it is applied (`_forward_early`), so an edit's hops do not each wait for a store
-write. Presence travels as signed notes along the same links (`net.presence_gossip`), so
+links and passes on what it receives once applied. Presence travels as signed notes along the same links (`net.presence_gossip`), so
 `who` shows what teammates with no link to us edit, and a teammate who opens the environment
 our user edits gets a link on demand (`overlay.co_editors`), closed once idle.
 """
@@ -50,7 +48,6 @@ from typing import Any
 
 from .. import MODEL_VERSION, PROTOCOL_VERSION
 from ..agent.offline import HoldingSource
-from ..changes import ChangeSet
 from ..errors import MocksyncError, ValidationError
 from ..space.learn import learn_entries
 from ..sync import (
@@ -78,7 +75,6 @@ from .overlay import (
     LINK_IDLE_S,
     anchors,
     co_editors,
-    forward_early,
     idle_links,
 )
 from .peerbook import CONNECTED, CONNECTING, DISCOVERED, GLARE, IDLE, PeerBook
@@ -195,6 +191,11 @@ class LanTransport:
         #: and our own signed note (re-sent every NOTE_REFRESH_S while an env is open).
         self.notes = PresenceBook("")
         self._my_note: bytes | None = None
+        #: Signing keys of the active members of our spaces, per space, re-read only when
+        #: membership changes (`_check_spaces`): checking each presence note on the event
+        #: loop must not re-list the spaces (about 100 ms at 30 devices whenever the docs
+        #: file changed).
+        self._member_keys: dict[str, dict[str, bytes]] = {}
         self._note_counter = 0
         self._note_sent_at = -math.inf
         self._announced: dict[str, Discovered] = {}
@@ -241,6 +242,7 @@ class LanTransport:
                                       join=self._join_responder)
         self.port = await self.server.start()
         self._space_sig = self._space_signature()
+        self._cache_member_keys()
         if self.mdns_enabled:
             self.mdns = MdnsService(self.bind, self.networks, on_peer=self._on_discovered,
                                     on_gone=self._on_gone)
@@ -350,6 +352,22 @@ class LanTransport:
         return Announcement.make(self.me, self.port, secrets, protocol=self.protocol,
                                  invites=self._invite_secrets())
 
+    def _cache_member_keys(self) -> None:
+        """Re-read member keys (membership changed); a removed device's note is dropped."""
+        self._member_keys = {
+            sid: {d: dev.sign_key for d, dev in s.state.devices.items() if s.state.is_member(d)}
+            for sid, s in self._my_spaces().items()}
+        for device in list(self.notes.current(time.monotonic())):
+            if self._cached_key(device) is None:
+                self.notes.forget(device)
+
+    def _cached_key(self, device: str) -> bytes | None:
+        """`device`'s signing key if it is an active member of one of our spaces (cached)."""
+        for keys in self._member_keys.values():
+            if device in keys:
+                return keys[device]
+        return None
+
     def _key_of(self, device: str) -> bytes | None:
         for s in self._my_spaces().values():
             dev = s.state.devices.get(device)
@@ -390,6 +408,7 @@ class LanTransport:
                   (self._space_sig[0] if self._space_sig else ())}
         grown = {space for space, _gen, _devices, length in sig[0] if before.get(space) != length}
         self._space_sig = sig
+        self._cache_member_keys()
         if self.mdns is not None:
             await self.mdns.update(self._announcement())
         for d in list(self._announced.values()):
@@ -726,8 +745,10 @@ class LanTransport:
             elif isinstance(ev, Opened):
                 self._session_opened(ev)
             elif isinstance(ev, PeerPresence):
+                before = self.presence.get(ev.device)
                 self.presence[ev.device] = ev
-                self._link_co_editors()
+                if before is None or (before.space, before.env) != (ev.space, ev.env):
+                    self._link_co_editors()  # only on a change: a refresh opens nothing
                 self.agent.publish({"event": "presence", "device": ev.device, "env": ev.env,
                                     "entity": ev.entity, "editor": ev.editor})
             elif isinstance(ev, Closed):
@@ -741,42 +762,14 @@ class LanTransport:
 
     def _deliver(self, ev: Deliver) -> None:
         """Queue a peer's change set; applied in arrival order off the loop (`_deliver_all`),
-        then acknowledged. An agent without a store worker applies it here and now. In a
-        sparse overlay a small one is passed on first (`_forward_early`)."""
+        then acknowledged. An agent without a store worker applies it here and now."""
         self._used(ev.link.device)  # type: ignore[attr-defined]
-        self._forward_early(ev)
         if getattr(self.agent, "receive_async", None) is None:
             self._apply_now(ev)
             return
         self._deliveries.append(ev)
         if self._deliverer is None or self._deliverer.done():
             self._deliverer = asyncio.ensure_future(self._deliver_all())
-
-    def _forward_early(self, ev: Deliver) -> None:
-        """Pass a received change set on to our other overlay links before our store applies
-        it, once its author may write it and its signature verifies (`overlay.forward_early`
-        says which): each hop then costs a receive and a send, not the apply and the file
-        write too (issue 16: an edit crosses up to 4 hops at 30 devices). A change set that
-        fails the check is not passed on here; the store judges it as usual."""
-        assert self.hub is not None
-        sparse = any(s.relay_push for s in self.hub.sessions.values())
-        if not forward_early(len(ev.wire), sparse=sparse, author=ev.device, me=self.me):
-            return
-        judge = getattr(self.agent.spaces, "judge", None)
-        if judge is None:
-            return
-        try:
-            verdict = judge(ev.space, ev.device, ev.env, ev.seq)
-            if not verdict.accept or verdict.sign_key is None:
-                return
-            cs = ChangeSet.decode(ev.wire)
-            if (cs.space, cs.env, cs.device, cs.seq) != (ev.space, ev.env, ev.device, ev.seq):
-                return
-            cs.verify(verdict.sign_key)
-        except MocksyncError:
-            return
-        self._run(self.hub.forward(ev.link, ev.space, ev.env, ev.device, ev.seq, ev.wire,
-                                   _mono_ms()))
 
     async def _deliver_all(self) -> None:
         while self._deliveries and not self._stopping:
@@ -942,12 +935,14 @@ class LanTransport:
                      entity: str | None = None, editor: str | None = None, **_: Any) -> None:
         """What this device's user is looking at; sent to peers that share that env."""
         editor = editor or DEFAULT_EDITOR
+        before = self.my_presence
         self.my_presence = {"space": space, "env": env, "entity": entity, "editor": editor}
         if self.hub is not None:
             self._run(self.hub.set_presence(space, env, entity if env else None, editor,
                                             _mono_ms()))
             self._send_my_note()
-            self._link_co_editors()
+            if before is None or (before["space"], before["env"]) != (space, env):
+                self._link_co_editors()
 
     # ---------------------------------------------------------------- presence notes
 
@@ -985,20 +980,22 @@ class LanTransport:
         """A peer passed on a presence note: check it, keep it if newer, pass it on."""
         assert self.hub is not None
         try:
-            note = read_note(ev.wire, self._key_of)
+            note = read_note(ev.wire, self._cached_key)
         except ValidationError as exc:
             log.debug("dropped a presence note from %s: %s", ev.device, exc)
             return
-        if note.space is not None and note.space not in self._shared(note.device):
+        if note.space is not None and note.device not in self._member_keys.get(note.space, {}):
             return  # names a space we do not share with its device: never shown
+        before = self.notes.current(time.monotonic()).get(note.device)
         if not self.notes.offer(note, time.monotonic(), ev.wire, ev.hops):
             return
         if note.device not in self.presence:  # a direct session says it first-hand
             self.agent.publish({"event": "presence", "device": note.device, "env": note.env,
                                 "entity": note.entity, "editor": note.editor})
         mine = self.my_presence
-        if mine and mine.get("env") and note.env == mine.get("env"):
-            self._link_co_editors()
+        moved = before is None or (before.space, before.env) != (note.space, note.env)
+        if moved and mine and mine.get("env") and note.env == mine.get("env"):
+            self._link_co_editors()  # only when it moved here: a refresh reopens nothing
         hops = next_hops(ev.hops)
         if hops is None:
             return

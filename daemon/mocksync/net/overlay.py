@@ -1,5 +1,5 @@
-"""Which LAN peers to keep a link to when nothing is happening, and how change sets cross the
-overlay quickly (pure: no sockets, no clocks).
+"""Which LAN peers to keep a link to: while idle, and on demand for teammates editing the
+same environment (pure: no sockets, no clocks).
 
 Why: every link costs CPU while idle (WebRTC consent checks, SCTP timers, our heartbeat):
 measured on loopback about 0.14 % of a core per link, so a full mesh of a 50-device space
@@ -11,28 +11,27 @@ closing them again once idle.
 The overlay: devices are placed on a ring by the hash of their id (every device computes the
 same order from the same set of online members); each keeps its next and previous device, and
 the devices `stride` places away both ways (a circulant graph C_n(1, stride)), with at most
-`MAX_ANCHORS` links per device. An edit crosses one hop per link on its way, and each hop
-costs a receive, a signature check and a send, so the number of hops (the diameter) is what
-an edit's latency grows with: the stride is the one that gives the smallest diameter for the
-team's size (searched exactly up to `STRIDE_SEARCH_UP_TO` devices: 4 hops at 30 devices where
-the earlier ceil(sqrt(n)) stride needed 5), not a rule of thumb. Both ends of each pair pick
-each other (the relation is symmetric), so a link is only dialled by the device the glare rule
-lets go first.
+`MAX_ANCHORS` links per device. The stride is ceil(sqrt(n)) (`stride_for`): not the one with
+the smallest diameter for each n (a search finds 4 hops instead of 5 at 30 devices), because
+the best stride jumps about with n (89 changes between 6 and 200 devices, against 12), and
+every change of stride re-wires every chord of the team: a device coming online or leaving
+would set off a storm of dials on every laptop. The median hop count, which sets an edit's
+median latency, is the same (3 at 30 devices). Both ends of each pair pick each other (the
+relation is symmetric), so a link is only dialled by the device the glare rule lets go first.
 
-Forwarding: in a sparse overlay a device passes on what it receives. Doing that only after its
-store applied the change set (and wrote the file) put the apply time on every hop; a small
-change set whose signature verifies is passed on as soon as it arrives instead
-(`forward_early`), the received bytes unchanged, and applied meanwhile. Large ones (seconds
-to decode) still go after the apply, off the event loop.
+Forwarding: in a sparse overlay a device passes on what it receives once its store applied
+it. Passing a verified change set on *before* applying it was measured (issue 16, 30 daemons
+on this 2-core loopback, alternating runs): p50 643 ms against 498-521 ms without. With every
+daemon on the same two cores the hops are not what costs: each device's apply and file write
+is, and forwarding early makes all 29 applies start at once and share the cores, so they all
+finish late, where applying hop by hop finishes the near devices first. It is not done.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections import deque
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
 
 #: Most overlay links a device keeps while idle (two ring neighbours, two chords).
 MAX_ANCHORS = 4
@@ -40,46 +39,19 @@ MAX_ANCHORS = 4
 FULL_MESH_UP_TO = MAX_ANCHORS + 1
 #: A link beyond the overlay is closed after this long without a change set either way.
 LINK_IDLE_S = 20.0
-#: Up to this many online devices the stride is searched exactly (a breadth-first walk per
-#: candidate, a few ms at this size, once per team size); beyond, ceil(sqrt(2 n)), close
-#: to the optimum of a circulant C_n(1, s).
-STRIDE_SEARCH_UP_TO = 128
 #: Most extra links opened to teammates editing the environment this device edits (each
 #: costs idle CPU like any link; beyond this many, the overlay carries the rest).
 MAX_CO_EDITOR_LINKS = 4
-#: Change sets up to this size are verified and forwarded on arrival, before being applied
-#: (decoding and checking them takes well under a millisecond); larger ones after the apply.
-FORWARD_EARLY_MAX_BYTES = 64 * 1024
 
 
 def _position(device: str) -> bytes:
     return hashlib.sha256(b"mocksync/overlay/v1\x00" + device.encode()).digest()
 
 
-def _circulant_diameter(n: int, stride: int) -> int:
-    """Hops between the farthest two of n devices linked to ±1 and ±stride places away (every
-    device sees the same graph, so a walk from one of them is enough)."""
-    seen = {0: 0}
-    queue = deque([0])
-    while queue:
-        d = queue.popleft()
-        for k in (1, -1, stride, -stride):
-            nb = (d + k) % n
-            if nb not in seen:
-                seen[nb] = seen[d] + 1
-                queue.append(nb)
-    return max(seen.values())
-
-
-@lru_cache(maxsize=64)
 def stride_for(n: int) -> int:
-    """The chord length for a ring of n devices: smallest diameter, then the shortest chord.
-    Exact search up to STRIDE_SEARCH_UP_TO devices."""
-    if n <= FULL_MESH_UP_TO:
-        return 1
-    if n > STRIDE_SEARCH_UP_TO:
-        return math.ceil(math.sqrt(2 * n))
-    return min(range(2, n // 2 + 1), key=lambda s: (_circulant_diameter(n, s), s))
+    """The chord length for a ring of n devices: ceil(sqrt(n)), at least 2. It changes only
+    when n crosses a square, so a device joining or leaving re-wires few chords."""
+    return max(2, math.ceil(math.sqrt(n)))
 
 
 def anchors(me: str, peers: Iterable[str]) -> frozenset[str]:
@@ -118,14 +90,6 @@ def co_editors(mine: tuple[str, str] | None, editing: Mapping[str, tuple[str, st
     return frozenset(same[:MAX_CO_EDITOR_LINKS])
 
 
-def forward_early(size: int, *, sparse: bool, author: str, me: str) -> bool:
-    """Pass a received change set on before applying it? Only in a sparse overlay (a full
-    mesh has every author linked to everyone), only someone else's (our own are pushed when
-    committed), and only small ones: checking a large one's signature on the event loop would
-    stall every link; those go after the apply, as before."""
-    return sparse and author != me and 0 < size <= FORWARD_EARLY_MAX_BYTES
-
-
-__all__ = ["FORWARD_EARLY_MAX_BYTES", "FULL_MESH_UP_TO", "LINK_IDLE_S", "MAX_ANCHORS",
-           "MAX_CO_EDITOR_LINKS", "STRIDE_SEARCH_UP_TO", "anchors", "co_editors",
-           "forward_early", "idle_links", "stride_for"]
+__all__ = ["FULL_MESH_UP_TO", "LINK_IDLE_S", "MAX_ANCHORS",
+           "MAX_CO_EDITOR_LINKS", "anchors", "co_editors",
+           "idle_links", "stride_for"]

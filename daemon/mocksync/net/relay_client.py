@@ -473,10 +473,13 @@ class RelayClient:
         if not logs:
             raise RelayRefused("auth_refused", "this device belongs to no space to sync through "
                                                "the relay")
-        ws = await asyncio.wait_for(self._http.ws_connect(
-            self.ws_url, max_msg_size=MAX_FRAME_BYTES, heartbeat=self.heartbeat_s,
-            ssl=self.ssl if self.ssl is not None else True,
-            autoping=True, compress=0), self.connect_timeout_s)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation (stop())
+        # that lands just as the connection opens, and the handshake then ran on with stop()
+        # waiting for it forever.
+        async with asyncio.timeout(self.connect_timeout_s):
+            ws = await self._http.ws_connect(
+                self.ws_url, max_msg_size=MAX_FRAME_BYTES, heartbeat=self.heartbeat_s,
+                ssl=self.ssl if self.ssl is not None else True, autoping=True, compress=0)
         try:
             await ws.send_bytes(encode_message({
                 "t": "hello", "p": self.protocol_version, "m": self.model_version,

@@ -121,18 +121,6 @@ class Hub:
             events += session.local_changeset(space, env, device, seq, wire, now_ms)
         return self._reap(events)
 
-    def forward(
-        self, origin: Hashable, space: str, env: str, device: str, seq: int, wire: bytes,
-        now_ms: int,
-    ) -> list[Event]:
-        """A verified change set arrived on `origin` and is not applied yet: pass it on to
-        every other session that pushes what it receives (`Session.forward`)."""
-        events: list[Event] = []
-        for link, session in list(self.sessions.items()):
-            if link is not origin:
-                events += session.forward(space, env, device, seq, wire, now_ms)
-        return self._reap(events)
-
     def relay_presence(self, link: Hashable, wire: bytes, hops: int, now_ms: int
                        ) -> list[Event]:
         session = self.sessions.get(link)

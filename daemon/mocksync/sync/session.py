@@ -500,29 +500,6 @@ class Session:
         self._announce(pair, now_ms)
         return self._flush()
 
-    def forward(
-        self, space: str, env: str, device: str, seq: int, wire: bytes, now_ms: int
-    ) -> list[Event]:
-        """Pass on a change set that arrived from another peer, before our store applied it
-        (the caller verified its signature): a sparse overlay's hop then costs a receive and
-        a send, not the apply and file write too. Only with `relay_push`, only once the peer
-        told us its vector, and only the next set of the author's chain the peer lacks (so the
-        peer can apply it in order). Nothing is recorded as ours: `local_changeset`, called
-        when the store applied it, finds it already queued or in flight and sends nothing."""
-        pair = (space, env)
-        if (self.closed or not self.relay_push or pair not in self.shared
-                or pair not in self._heard or device in (self.device, self.peer_device)):
-            return []
-        key = (space, env, device, seq)
-        if self._peer_has(key, now_ms):
-            return []
-        frontier = max(self._peer_vv[pair].get(device, 0), self._top.get(key[:3], 0))
-        if seq != frontier + 1:
-            return []  # already sent, or the peer lacks an earlier one: the usual path
-        self._enqueue(key, bytes(wire), now_ms)
-        self._pump(now_ms)
-        return self._flush()
-
     def delivered(
         self, event: Deliver, now_ms: int, *, refused: str | None = None
     ) -> list[Event]:
