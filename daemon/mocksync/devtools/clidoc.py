@@ -23,6 +23,10 @@ def render() -> str:
     lines = ["# mocksync command reference", "",
              "Generated from the commands' own help (`python -m mocksync.devtools.clidoc`).", ""]
     for path, cmd in _walk(main, ["mocksync"]):
+        # click caches a command's help option from the first context that asked for it; a
+        # command invoked on its own (as some tests do) caches plain `--help`. Forget it, so
+        # the reference is the same whatever ran before in this process.
+        cmd._help_option = None
         ctx = click.Context(cmd, info_name=" ".join(path), terminal_width=100,
                             help_option_names=["-h", "--help"])
         lines += [f"## {' '.join(path)}", "", "```", cmd.get_help(ctx).rstrip(), "```", ""]
