@@ -171,7 +171,10 @@ async def test_relay_restart_resurrects_nothing_and_a_late_member_gets_only_live
                 what="dave to receive the live environment")
     assert await td.wait_synced(1)
     live_file = file_of(d, live_id)  # only the live environment's file, nothing resurrected
-    assert live_file is not None and env_files(d) == [live_file.name]
+    assert live_file is not None
+    # The file is written on the store worker after the state is synced: wait for the write.
+    await until(lambda: live_file.exists(), timeout=15, what="dave's file to be written")
+    assert env_files(d) == [live_file.name]
     assert state_of(d, gone_id) is None and state_of(d, left_id) is None
     assert trash(dave) == []
 
