@@ -30,10 +30,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from mocksync.agent.client import ControlClient, ControlError, DaemonNotRunning
+from mocksync.agent.client import ControlClient
+from mocksync.agent.errors import ControlError, DaemonNotRunning
 from mocksync.devtools.envgen import dump_mockoon, generate_env
 from mocksync.paths import Home
-from mocksync.space.actions import init_device
+from mocksync.spaceio.actions import init_device
 
 from .common import Result
 

@@ -33,8 +33,8 @@ from mocksync.agent.settings import Settings
 from mocksync.agent.spacedir import SpaceDirectory
 from mocksync.devtools.pairing import pair
 from mocksync.paths import Home
-from mocksync.space.actions import create_space, init_device
 from mocksync.space.quotas import MB
+from mocksync.spaceio.actions import create_space, init_device
 
 from .common import Result
 

@@ -35,12 +35,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mocksync.agent.client import ControlClient, ControlError, DaemonNotRunning
+from mocksync.agent.client import ControlClient
+from mocksync.agent.errors import ControlError, DaemonNotRunning
 from mocksync.devtools.envgen import generate_env
 from mocksync.devtools.pairing import pair
 from mocksync.paths import Home
-from mocksync.space.actions import create_space, init_device
 from mocksync.space.quotas import MB
+from mocksync.spaceio.actions import create_space, init_device
 
 from .common import Result
 

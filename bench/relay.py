@@ -81,8 +81,8 @@ def _catchup_world(root: Path, n: int = N_CHANGESETS) -> dict[str, Any]:
     from mocksync.paths import Home
     from mocksync.relay.envelope import Tagger, seal_envelope
     from mocksync.relay.storage import SQLiteStorage
-    from mocksync.space.actions import create_space, init_device
-    from mocksync.space.store import get_space
+    from mocksync.spaceio.actions import create_space, init_device
+    from mocksync.spaceio.store import get_space
     from mocksync.store import Store
 
     alice = Home(root / "alice")
@@ -123,15 +123,20 @@ def _fresh_device(world: dict[str, Any], root: Path, name: str) -> tuple[Any, An
     return home, ident
 
 
-async def _transfer_once(world: dict[str, Any], root: Path, n: int) -> float:
+async def _transfer_once(world: dict[str, Any], root: Path, n: int,
+                         db_url: str | None = None) -> float:
+    """One catch-up of the world's change sets by a fresh device, from a relay on SQLite
+    (`root/relay`) or, with `db_url`, on that PostgreSQL database (bench/relay_cluster.py)."""
     from mocksync.net.relay_client import RelayClient
     from mocksync.relay.envelope import Tagger, open_envelope
     from mocksync.relay.server import RelayConfig, RelayServer
-    from mocksync.space.store import get_space
+    from mocksync.spaceio.store import get_space
 
-    home, ident = _fresh_device(world, root, f"t{n}")
+    home, ident = _fresh_device(world, root, f"{'pg' if db_url else 't'}{n}")
     stored = get_space(home, world["space"])
-    relay = RelayServer(RelayConfig(data_dir=root / "relay", port=0))
+    config = (RelayConfig(data_dir=root / "relay", port=0) if db_url is None else
+              RelayConfig(data_dir=root / "unused", port=0, db_url=db_url))
+    relay = RelayServer(config)
     await relay.start()
     client = RelayClient(relay.url, ident, lambda: {world["space"]: [e.wire for e in
                                                                      stored.entries]})
@@ -193,7 +198,7 @@ def _store_baseline(world: dict[str, Any], root: Path, n: int) -> float:
     `agent.ingest` -> `Store.ingest_batch`), with no relay, envelopes or agent around it."""
     from mocksync.changes import ChangeSet
     from mocksync.relay.protocol import MAX_BATCH_ITEMS
-    from mocksync.space.store import get_space
+    from mocksync.spaceio.store import get_space
     from mocksync.store import Store
 
     key = get_space(world["alice"], world["space"]).state.devices[world["device_id"]].sign_key

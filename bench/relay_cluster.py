@@ -125,46 +125,6 @@ async def _copy_to_postgres(world: dict[str, Any], root: Path, url: str) -> None
         await src.close()
 
 
-async def _pg_transfer_once(world: dict[str, Any], root: Path, n: int, url: str) -> float:
-    from mocksync.net.relay_client import RelayClient
-    from mocksync.relay.envelope import Tagger, open_envelope
-    from mocksync.relay.server import RelayConfig, RelayServer
-    from mocksync.space.store import get_space
-
-    from .relay import _fresh_device
-
-    home, ident = _fresh_device(world, root, f"pg{n}")
-    stored = get_space(home, world["space"])
-    relay = RelayServer(RelayConfig(data_dir=root / "unused", port=0, db_url=url))
-    await relay.start()
-    client = RelayClient(relay.url, ident, lambda: {world["space"]: [e.wire for e in
-                                                                     stored.entries]})
-    try:
-        await client.start()
-        assert await client.wait_connected(10)
-        space, tag = world["space"], world["tag"]
-        tagger = Tagger(space, stored.keys)
-        t0 = time.perf_counter()
-        index = await client.index(space)
-        have: dict[str, int] = {}
-        opened = 0
-        while True:
-            items, more = await client.fetch(space, tag, have)
-            for e in items:
-                open_envelope(space, tag, stored.keys, e, tagger)
-                have[e.device] = max(have.get(e.device, 0), e.seq)
-            opened += len(items)
-            if not more:
-                break
-        elapsed = time.perf_counter() - t0
-        assert opened == world["n"] and index[tag] == {world["device_id"]: world["n"]}, \
-            (opened, index)
-        return elapsed
-    finally:
-        await client.stop()
-        await relay.stop()
-
-
 @contextlib.contextmanager
 def _server(pg: Any) -> Iterator[Any]:
     """`pg` when the caller holds a PostgreSQL server already (the smoke test), else ours."""
@@ -182,7 +142,7 @@ def cluster_catchup(runs: int = 3, n_changesets: int = N_CHANGESETS, *, pg: Any 
         world = _catchup_world(root, n_changesets)
         url = server.create_db()
         asyncio.run(_copy_to_postgres(world, root, url))
-        samples = [asyncio.run(_pg_transfer_once(world, root, n, url)) for n in range(runs)]
+        samples = [asyncio.run(_transfer_once(world, root, n, db_url=url)) for n in range(runs)]
         # The same catch-up from the SQLite relay, in this run: the ratio is PostgreSQL's cost.
         baseline = [asyncio.run(_transfer_once(world, root, runs + n)) for n in range(runs)]
     return [Result(f"relay cluster catch-up {_count(n_changesets)} from PostgreSQL", "s",

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from mocksync.devtools.envgen import generate_env
 from mocksync.devtools.pairing import pair
-from mocksync.space.actions import create_space
-from mocksync.space.store import append_entries, get_space
+from mocksync.spaceio.actions import create_space
+from mocksync.spaceio.store import append_entries, get_space
 
 from .common import Result
 from .network import _Device, _dump, _save, _wait

@@ -1,17 +1,23 @@
 """Fixtures shared by the whole suite, and the path to the plain helper modules.
 
-Helpers live in tests/helpers/ (and the plain modules next to the tests: envfactory,
-editor_standin, daemon_harness, attack_tools, netns); test modules never import each other.
+Helpers live in tests/helpers/ (the one device/relay harness: see its __init__) and in the
+plain modules next to the tests (envfactory, editor_standin, attack_tools, pgserver); test
+modules never import each other.
 """
 
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 # Test helpers (envfactory, editor_standin, helpers/) are plain modules next to the tests.
 sys.path.insert(0, str(Path(__file__).parent))
+
+# The private PostgreSQL server, once per session for every module that asks (a module that
+# imported these fixtures itself got a server of its own).
+from pgserver import pg_server, pg_url  # noqa: E402, F401
 
 #: Seconds a `long`-marked test may run (soaks, thousands of examples): `make test-long`'s
 #: own --timeout. Carried by the marker itself, so a long test run any other way
@@ -37,3 +43,26 @@ async def lab(tmp_path: Path) -> AsyncIterator["Lab"]:  # noqa: F821
         yield the_lab
     finally:
         await the_lab.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """The relay's storage engine, opened, on SQLite (under tmp_path) and on a fresh
+    PostgreSQL database (skipped with the reason when PostgreSQL is not installed)."""
+    from mocksync.relay.engine import OnLoop
+    from mocksync.relay.pgstorage import PgStorage
+    from mocksync.relay.storage import SQLiteStorage
+
+    if request.param == "sqlite":
+        e: Any = OnLoop(SQLiteStorage(tmp_path))
+    else:
+        e = PgStorage(request.getfixturevalue("pg_url"))
+
+    async def ignore(_ev: Any) -> None:
+        return None
+
+    await e.open(ignore)
+    try:
+        yield e
+    finally:
+        await e.close()

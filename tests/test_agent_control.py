@@ -15,9 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from mocksync.agent.client import ControlClient, ControlError, DaemonNotRunning
-from mocksync.agent.control import ControlServer, ControlSocketError
-from mocksync.agent.lock import DaemonAlreadyRunning
+from mocksync.agent.client import ControlClient
+from mocksync.agent.control import ControlServer
+from mocksync.agent.errors import (
+    ControlError,
+    ControlSocketError,
+    DaemonAlreadyRunning,
+    DaemonNotRunning,
+)
 from mocksync.errors import LimitError, MocksyncError, ValidationError
 
 

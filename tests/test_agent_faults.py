@@ -11,22 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import (
-    copy_example,
-    edit_file,
-    env_status,
-    make_agent,
-    make_device,
-    read_doc,
-    responses,
-    running,
-    set_label,
-    state_doc,
-    team_space,
-)
 from mocksync.agent import faults
 from mocksync.agent import writer as writer_mod
-from mocksync.agent.bus import LocalBus
 from mocksync.agent.daemon import Agent
 from mocksync.agent.faults import (
     COMMITTING,
@@ -47,6 +33,8 @@ from mocksync.agent.faults import (
 )
 from mocksync.agent.writer import FileWriteError
 
+from helpers.agents import env_status, state_doc, two_devices
+from helpers.files import edit_file, read_doc, responses, set_label
 from helpers.polling import wait_until
 
 
@@ -166,16 +154,8 @@ def test_fault_book_tracks_failures_until_cleared() -> None:
 
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[tuple[Agent, Agent, str, Path, Path]]:
-    dev_a, dev_b = make_device(tmp_path, "a"), make_device(tmp_path, "b")
-    team_space(dev_a, dev_b)
-    bus = LocalBus()
-    src = copy_example("petstore.json", dev_a.folder)
-    async with running(make_agent(dev_a, bus), make_agent(dev_b, bus)) as (a, b):
-        env = a.share(str(src), space="team")["uuid"]
-        await wait_until(lambda: env in b.envs and b.envs[env].path.exists(), "B to adopt")
-        file_b = b.envs[env].path
-        await wait_until(lambda: read_doc(file_b) == read_doc(src), "B's file to match")
-        yield a, b, env, src, file_b
+    async with two_devices(tmp_path) as t:
+        yield t.a, t.b, t.env, t.file_a, t.file_b
 
 
 class DiskFull:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mocksync.agent.lock import DaemonAlreadyRunning, DaemonLock, read_lock_pid
+from mocksync.agent.errors import DaemonAlreadyRunning
+from mocksync.agent.lock import DaemonLock, read_lock_pid
 from mocksync.errors import MocksyncError
 
 TRY_LOCK = textwrap.dedent(

@@ -28,7 +28,7 @@ from mocksync.agent.spacedir import SpaceDirectory
 from mocksync.model.envsize import JS_SIZE_BOUND, compact_size, quick_compact_size, size_refusal
 from mocksync.paths import Home
 from mocksync.ports import AgentPort, PresenceCarrier, Reconnecting
-from mocksync.space.actions import init_device
+from mocksync.spaceio.actions import init_device
 
 DOC = {"uuid": "e1", "name": "Shop", "port": 3001, "routes": [], "note": 1e20}
 

@@ -11,60 +11,33 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from daemon_harness import (
-    TEST_BLIND_S,
-    Device,
-    copy_example,
-    editor_save,
-    make_agent,
-    make_device,
-    read_doc,
-    response_by_uuid,
-    responses,
-    running,
-    set_label,
-    settle,
-    state_doc,
-    team_space,
-)
 from mocksync import fsatomic
 from mocksync.agent import writer
 from mocksync.agent.bus import LocalBus
-from mocksync.agent.daemon import Agent
 
+from helpers.agents import TEST_BLIND_S, Two, make_agent, running, settle, state_doc, two_devices
+from helpers.devices import make_device, team_space
+from helpers.files import (
+    copy_example,
+    editor_save,
+    read_doc,
+    response_by_uuid,
+    responses,
+    set_label,
+)
 from helpers.polling import wait_until
-
-
-@dataclass
-class Two:
-    a: Agent
-    b: Agent
-    dev_a: Device
-    dev_b: Device
-    env: str
-    file_a: Path
-    file_b: Path
 
 
 @pytest.fixture
 async def two(tmp_path: Path) -> AsyncIterator[Two]:
-    dev_a, dev_b = make_device(tmp_path, "a"), make_device(tmp_path, "b")
-    team_space(dev_a, dev_b)
-    bus = LocalBus()
-    src = copy_example("petstore.json", dev_a.folder)
-    async with running(make_agent(dev_a, bus), make_agent(dev_b, bus)) as (a, b):
-        env = a.share(str(src), space="team")["uuid"]
-        await wait_until(lambda: env in b.envs and b.envs[env].path.exists(), "B to adopt")
-        file_b = b.envs[env].path
-        await wait_until(lambda: read_doc(file_b) == read_doc(src), "B's file to match")
-        await settle(a, b)
-        yield Two(a, b, dev_a, dev_b, env, src, file_b)
+    """A's petstore shared and adopted by B (helpers.agents.two_devices), nothing pending on either."""
+    async with two_devices(tmp_path, settled=True) as t:
+        yield t
 
 
 class SaveDuringFsync:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from mocksync.agent import writer
-from mocksync.agent.writer import FileWriteError, atomic_write, content_hash
+from mocksync.agent.errors import FileWriteError
+from mocksync.agent.writer import atomic_write, content_hash
 from mocksync.errors import MocksyncError
 
 

@@ -22,12 +22,14 @@ from hypothesis import strategies as st
 from attack_tools import cbor_head as _head
 from attack_tools import rational_bomb, shared_bomb
 from mocksync.changes import canonical
-from mocksync.changes.canonical import DecodeLimit, DecodeRefused, decode, encode, scan
+from mocksync.changes.canonical import decode, encode, scan
 from mocksync.changes.changeset import ChangeSet
+from mocksync.changes.errors import DecodeLimit, DecodeRefused
 from mocksync.errors import ChangeSetError, MocksyncError
 from mocksync.net import handshake
 from mocksync.relay import protocol
-from mocksync.relay.envelope import EnvelopeMismatch, peek_slot
+from mocksync.relay.envelope import peek_slot
+from mocksync.relay.errors import EnvelopeMismatch
 from mocksync.space.invite import InviteToken
 from mocksync.space.membership import Entry
 from mocksync.sync import messages
@@ -154,7 +156,7 @@ def test_big_integers_are_outside_the_format() -> None:
     with pytest.raises(DecodeRefused, match="tag 2"):
         decode(cbor2.dumps(2**64, canonical=True))
     # A change set may not carry one either: it would be refused on every other device.
-    from mocksync.changes.changeset import MalformedChangeSet
+    from mocksync.changes.errors import MalformedChangeSet
     with pytest.raises(MalformedChangeSet, match="64-bit range"):
         ChangeSet(space="ab" * 16, env="e1", device="D1", seq=1, hlc=1, deps={},
                   prev_hash=b"", ops=(["set", "x", 2**70],), model=1).body_bytes()

@@ -25,20 +25,11 @@ from mocksync.errors import MocksyncError
 from mocksync.net.relay_client import RelayRefused
 from mocksync.relay import policy
 from mocksync.relay.envelope import Tagger, open_envelope, seal_envelope
-from mocksync.space.store import get_space
+from mocksync.spaceio.store import get_space
 
 from envfactory import small_env
-from helpers.relaylab import (
-    Lab,
-    edits,
-    logs_of,
-    raw_client,
-    rendered,
-    settle,
-    share,
-    team_of,
-    until,
-)
+from helpers.devices import logs_of
+from helpers.relaylab import Lab, edits, raw_client, rendered, settle, share, team_of, until
 
 
 def test_slot_rule_is_pure() -> None:

@@ -44,10 +44,11 @@ from mocksync.model import parse_env, snapshot_ops, to_wire
 from mocksync.net.relay_transport import RelayTransport
 from mocksync.paths import Home
 from mocksync.relay.server import RelayConfig, RelayServer
-from mocksync.space.actions import create_space, init_device
+from mocksync.spaceio.actions import create_space, init_device
 from mocksync.store import Store
 from mocksync.sync import Deliver
 
+from helpers.fakeagent import FakeAgent
 from helpers.polling import wait_until
 
 #: Bounds asserted: robust on the shared 2-core machine at a load average of ~10, where
@@ -329,12 +330,12 @@ async def test_flood_over_the_relay_status_answers_nothing_lost(tmp_path: Path) 
 # ------------------------------------------------------------------------------ LAN path
 
 
-class _RecordingAgent:
+class _RecordingAgent(FakeAgent):
     """The agent side of the LAN delivery queue: applies slowly, on a thread, recording."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.applied: list[int] = []
-        self.listeners: list[Any] = []
 
     async def receive_async(self, space: str, wire: bytes) -> None:
         def work() -> None:

@@ -34,24 +34,15 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from daemon_harness import (
-    Device,
-    copy_example,
-    edit_file,
-    env_status,
-    make_agent,
-    make_device,
-    read_doc,
-    running,
-    settle,
-    team_space,
-)
 from mocksync.agent.bus import LocalBus
 from mocksync.agent.daemon import Agent
 from mocksync.errors import ValidationError
 from mocksync.model.files import CONTENT_REG, PATH_REG, file_entities, file_uuid
-from mocksync.space.store import append_entries, get_space
+from mocksync.spaceio.store import append_entries, get_space
 
+from helpers.agents import env_status, make_agent, running, settle
+from helpers.devices import Device, make_device, team_space
+from helpers.files import copy_example, edit_file, read_doc
 from helpers.polling import wait_until
 
 HOOK = b"#!/bin/sh\necho PWNED > /tmp/pwned\n"

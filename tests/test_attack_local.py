@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from mocksync.paths import Home, PrivateDirError, foreign_entry_problem
+from mocksync.errors import PrivateDirError
+from mocksync.paths import Home, foreign_entry_problem
 
 #: A uid no process of the test runs as (root can chown to it without creating a user).
 OTHER_UID = 54321

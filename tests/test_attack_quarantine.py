@@ -24,15 +24,11 @@ from click.testing import CliRunner
 
 from mocksync.agent.daemon import Agent
 from mocksync.agent.health import FORGED, MAX_LISTED_REFUSALS, sync_health
-from mocksync.agent.settings import Settings
-from mocksync.agent.spacedir import SpaceDirectory
 from mocksync.changes import ChangeSet
 from mocksync.changes.hlc import pack
-from mocksync.devtools.pairing import pair
 from mocksync.errors import MocksyncError
 
-from envfactory import small_env
-from helpers.relaylab import Lab, rendered, share, team_of
+from helpers.relaylab import Lab, detached_trio, rendered
 
 NOW = 1_800_000_000_000
 V, W = "VVVVV-VVVVV-VVVVV-VVVVV", "WWWWW-WWWWW-WWWWW-WWWWW"
@@ -83,27 +79,10 @@ def test_many_refusals_are_counted_and_listing_is_bounded() -> None:
 
 @pytest.fixture
 async def trio(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
-    lab = Lab(tmp_path)
-    alice, bob, space = team_of(lab)
-    carol = lab.device("carol")
-    pair(alice.home, carol.home, "team")
-    agents = {}
-    for d in (alice, bob, carol):
-        agents[d.name] = Agent(d.home, Settings(folder=d.folder, blind_window_s=0.0, mdns=False),
-                               d.identity, SpaceDirectory(d.home))
-        await agents[d.name].start()
-    doc = small_env()
-    share(agents["alice"], doc, space)
-    env = doc["uuid"]
-    for cs, _r in agents["alice"].store.log(env):
-        for name in ("bob", "carol"):
-            agents[name].receive(space, cs.encode())
-    try:
-        yield {"space": space, "env": env, "agents": agents, "bob": bob, "carol": carol,
-               "alice": alice}
-    finally:
-        for a in agents.values():
-            await a.stop()
+    """alice and carol (honest), bob (the malicious member), agents without transport: the
+    change set is handed to `receive`, the entry point of LAN and relay alike."""
+    async with detached_trio(Lab(tmp_path)) as t:
+        yield t
 
 
 def _bobs(t: dict[str, Any], *, seq: int = 1, ahead_ms: int = 0, prev: bytes = b"",

@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mocksync.relay.auth import (
     RELAY_KEY_FILE,
-    RelayKeyError,
     check_relay_proof,
     fingerprint,
     load_relay_key,
@@ -37,11 +36,13 @@ from mocksync.relay.auth import (
     sign_challenge,
     verify_challenge,
 )
+from mocksync.relay.errors import RelayKeyError
 from mocksync.relay.protocol import CLIENT, RELAY, decode_message, encode_message
 from mocksync.relay.server import RelayConfig, RelayServer
-from mocksync.space.store import relay_pin, set_relay_pin
+from mocksync.spaceio.store import relay_pin, set_relay_pin
 
-from helpers.relaylab import Lab, logs_of, raw_client, settle, team_of, until
+from helpers.devices import logs_of
+from helpers.relaylab import Lab, raw_client, settle, team_of, until
 
 SPACE = "ab" * 16
 
@@ -254,7 +255,7 @@ async def test_space_pins_its_relay_and_refuses_another(lab: Lab) -> None:
 
 
 def logs_of_all(dev: Any) -> list[str]:
-    from mocksync.space.store import list_spaces
+    from mocksync.spaceio.store import list_spaces
 
     return [s.space_id for s in list_spaces(dev.home)]
 
@@ -266,7 +267,7 @@ def test_unpin_relay_command(tmp_path: Path) -> None:
     from mocksync.cli.common import main_group
     from mocksync.paths import Home
     from mocksync.relay.auth import fingerprint
-    from mocksync.space.actions import create_space, init_device
+    from mocksync.spaceio.actions import create_space, init_device
 
     home = Home(tmp_path / "h")
     ident, _ = init_device(home, name="laptop", member_name="alice")

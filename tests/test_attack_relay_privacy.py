@@ -56,12 +56,12 @@ def _relay_files(data_dir: Path) -> dict[str, bytes]:
 
 
 def test_relay_database_and_log_hold_no_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    spawn = harness._spawn
+    spawn = harness.spawn
 
     def verbose(args: list[str], log_path: Path):  # the relay at its most talkative
         return spawn(args + ["-vv"] if "relay" in args else args, log_path)
 
-    monkeypatch.setattr(harness, "_spawn", verbose)
+    monkeypatch.setattr(harness, "spawn", verbose)
     team = Team()
     try:
         devs = team.crew(SPACE, members=MEMBERS)

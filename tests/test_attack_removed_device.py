@@ -27,8 +27,8 @@ from mocksync.net.relay_client import RelayClient, RelayRefused
 from mocksync.paths import Home
 from mocksync.relay.envelope import Tagger, seal_envelope
 from mocksync.relay.storage import DB_NAME
-from mocksync.space.identity import load_identity
-from mocksync.space.store import get_space
+from mocksync.spaceio.identityfiles import load_identity
+from mocksync.spaceio.store import get_space
 from mocksync.store.log import Store
 
 
@@ -209,7 +209,7 @@ async def test_a_late_change_set_arriving_directly_is_refused_and_listed(tmp_pat
 
     from mocksync.errors import MocksyncError
     from mocksync.model import snapshot_ops
-    from mocksync.space.actions import remove
+    from mocksync.spaceio.actions import remove
 
     from envfactory import small_env
     from helpers.relaylab import Lab, team_of

@@ -37,14 +37,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
 
-from mocksync.agent.control import ControlServer
 from mocksync.ui import gate as gate_mod
 from mocksync.ui.app import UiServer
 from mocksync.ui.gate import (
@@ -56,9 +55,8 @@ from mocksync.ui.gate import (
 )
 
 from helpers.localuser import CAN_ADD_USERS, WHY_NOT, as_user, other_user
+from helpers.uipage import ENV, ME, cookie_client, serving, standin_agent
 
-ME = "AAAAA-AAAAA-AAAAA-AAAAA"
-ENV = "0b5c3a52-1111-4222-8333-944455556666"
 #: Strings a teammate controls, each trying to become markup or script in the page.
 HOSTILE = [
     '<script>alert("env")</script>',
@@ -123,31 +121,10 @@ def test_peer_owner_asks_the_real_kernel() -> None:
 # ------------------------------------------------------------------ the page, over a stand-in
 
 
-class _Spaces:
-    def spaces(self) -> list[Any]:
-        return []
-
-    def get(self, space: str) -> Any:
-        return None
-
-    def plan(self, space: str) -> Any:
-        return SimpleNamespace(name="team", max_envs=10, max_env_bytes=10_000_000,
-                               max_devices_per_member=2)
-
-    def member_name(self, space: str, device: str) -> str | None:
-        return HOSTILE[1]
-
-
-def _agent() -> Any:
-    return SimpleNamespace(device=ME, listeners=[], holds=set(), transport=None,
-                           identity=SimpleNamespace(name=HOSTILE[0], member_name=HOSTILE[2]),
-                           spaces=_Spaces(), settings=SimpleNamespace(relay=None))
-
-
-def _control(calls: list[str]) -> ControlServer:
-    control = ControlServer("/nonexistent/never-bound.sock")
+def _answers() -> dict[str, dict[str, Any]]:
+    """What the stand-in control API answers: every string a teammate controls is hostile."""
     peer = "BBBBB-BBBBB-BBBBB-BBBBB"
-    answers: dict[str, dict[str, Any]] = {
+    return {
         "status": {
             "device": {"id": ME, "name": HOSTILE[0]},
             "daemon": {"version": "0", "folder": "/tmp/" + HOSTILE[3]},
@@ -171,34 +148,17 @@ def _control(calls: list[str]) -> ControlServer:
             "loser": {"device": peer, "value": {HOSTILE[0]: HOSTILE[1]}}}]},
         "reconnect": {"ok": True},
     }
-    for name, answer in answers.items():
-        def bind(name: str = name, answer: dict[str, Any] = answer) -> None:
-            @control.route(name)
-            async def handler(params: dict[str, Any]) -> dict[str, Any]:
-                calls.append(name)
-                return answer
-        bind()
-    return control
 
 
 @pytest.fixture
-async def page():
-    calls: list[str] = []
-    server = UiServer(_agent(), _control(calls), port=0)
-    await server.start()
-    server.calls = calls  # type: ignore[attr-defined]
-    try:
+async def page() -> AsyncIterator[UiServer]:
+    agent = standin_agent(device_name=HOSTILE[0], member=HOSTILE[2], peer_member=HOSTILE[1])
+    async with serving(agent, _answers()) as server:
         yield server
-    finally:
-        await server.stop()
-
-
-def _jar() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
 
 
 async def test_teammate_strings_are_escaped_on_every_page(page: UiServer) -> None:
-    async with _jar() as http:
+    async with cookie_client() as http:
         async with http.get(page.open_url()["url"]) as r:
             assert r.status == 200
             pages = [await r.text()]
@@ -217,7 +177,7 @@ async def test_teammate_strings_are_escaped_on_every_page(page: UiServer) -> Non
 async def test_the_cookie_is_worth_nothing_outside_the_secret_path(page: UiServer) -> None:
     """A server on another port of 127.0.0.1 that got the cookie, or a proxy forwarding the
     browser's requests, still has to name the page's secret path."""
-    async with _jar() as http:
+    async with cookie_client() as http:
         async with http.get(page.open_url()["url"], allow_redirects=False) as r:
             assert r.status == 303 and r.headers["Location"] == page.base
             cookie = r.headers["Set-Cookie"]
@@ -235,7 +195,7 @@ async def test_the_cookie_is_worth_nothing_outside_the_secret_path(page: UiServe
             assert r.status == 401
         async with bare.get(page.url, headers=headers) as r:  # the right path: served
             assert r.status == 200
-    assert page.calls == ["status", "who"]  # type: ignore[attr-defined]
+    assert [c for c, _ in page.calls] == ["status", "who"]  # type: ignore[attr-defined]
 
 
 async def _raw_get(port: int, path: str = "/", hold: bool = False) -> tuple[
@@ -250,7 +210,7 @@ async def _raw_get(port: int, path: str = "/", hold: bool = False) -> tuple[
 async def test_another_users_connection_is_refused_before_the_app(page: UiServer) -> None:
     url = page.open_url()["url"]
     page.gate.owner_of = lambda peer, ours: Owner(True, os.getuid() + 4242)
-    async with _jar() as http, http.get(url, allow_redirects=False) as r:
+    async with cookie_client() as http, http.get(url, allow_redirects=False) as r:
         assert r.status == 403
         text = await r.text()
         assert f"uid {os.getuid() + 4242}" in text and "another user" in text
@@ -259,11 +219,11 @@ async def test_another_users_connection_is_refused_before_the_app(page: UiServer
     assert page.calls == [] and page.auth.session_count == 0  # type: ignore[union-attr]
     # The refused attempt did not spend the owner's token: the owner still signs in with it.
     page.gate.owner_of = peer_owner
-    async with _jar() as http, http.get(url, allow_redirects=False) as r:
+    async with cookie_client() as http, http.get(url, allow_redirects=False) as r:
         assert r.status == 303
     # Where the table exists but does not hold the connection: refused (fail closed).
     page.gate.owner_of = lambda peer, ours: Owner(True, None)
-    async with _jar() as http, http.get(page.url) as r:
+    async with cookie_client() as http, http.get(page.url) as r:
         assert r.status == 403 and "could not tell" in await r.text()
 
 

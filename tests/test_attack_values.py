@@ -22,19 +22,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mocksync.agent.daemon import Agent
-from mocksync.agent.settings import Settings
-from mocksync.agent.spacedir import SpaceDirectory
 from mocksync.changes import ChangeSet
 from mocksync.changes.hlc import pack
-from mocksync.devtools.pairing import pair
 from mocksync.errors import MocksyncError, ValidationError
 from mocksync.model import snapshot_ops, to_wire, validate_ops
 from mocksync.model.limits import MAX_VALUE_DEPTH, depth_over, value_problem
 from mocksync.model.ops import dec_value, enc_value
 
 from envfactory import small_env
-from helpers.relaylab import Lab, rendered, share, team_of
+from helpers.relaylab import Lab, detached_trio, rendered
 
 
 def nested(depth: int, leaf: Any = "x", dicts: bool = False) -> Any:
@@ -129,27 +125,8 @@ def test_a_whole_environment_is_refused_exactly_when_a_value_is_too_deep(
 async def trio(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     """alice and carol (honest), bob (the malicious member), agents without transport: the
     change set is handed to `receive`, the entry point of LAN and relay alike."""
-    lab = Lab(tmp_path)
-    alice, bob, space = team_of(lab)
-    carol = lab.device("carol")
-    pair(alice.home, carol.home, "team")
-    agents = {}
-    for d in (alice, bob, carol):
-        agents[d.name] = Agent(d.home, Settings(folder=d.folder, blind_window_s=0.0, mdns=False),
-                               d.identity, SpaceDirectory(d.home))
-        await agents[d.name].start()
-    doc = small_env()
-    share(agents["alice"], doc, space)
-    env = doc["uuid"]
-    for cs, _r in agents["alice"].store.log(env):
-        for name in ("bob", "carol"):
-            agents[name].receive(space, cs.encode())
-    try:
-        yield {"lab": lab, "space": space, "env": env, "doc": doc, "agents": agents,
-               "bob": bob, "alice": alice}
-    finally:
-        for a in agents.values():
-            await a.stop()
+    async with detached_trio(Lab(tmp_path)) as t:
+        yield t
 
 
 def _deep_change_set(t: dict[str, Any], depth: int) -> bytes:

@@ -20,14 +20,16 @@ from mocksync.changes.changeset import (
     MAX_OPS,
     MAX_OPS_BYTES,
     SIGNING_CONTEXT,
-    ChainError,
     ChangeSet,
+    make_changeset,
+    verify_chain,
+)
+from mocksync.changes.errors import (
+    ChainError,
     ChangeSetTooLarge,
     MalformedChangeSet,
     SignatureError,
     UnknownFormatVersion,
-    make_changeset,
-    verify_chain,
 )
 from mocksync.changes.hlc import pack
 from mocksync.errors import ChangeSetError, LimitError

@@ -20,11 +20,10 @@ from mocksync.changes.chunks import (
     MAX_CHUNK_DATA,
     MAX_MESSAGE_BYTES,
     MAX_PENDING_MESSAGES,
-    ChunkError,
-    ChunkLimitError,
     Reassembler,
     split,
 )
+from mocksync.changes.errors import ChunkError, ChunkLimitError
 from mocksync.errors import ChangeSetError, LimitError
 
 HDR = struct.Struct(">BQIIQ")

@@ -28,15 +28,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from daemon_harness import mocksync_command
+from mocksync.agent.errors import UnsupportedSystemError
 from mocksync.agent.peerrows import one_row_per_device
-from mocksync.agent.progress import MAX_TRACKED_PULLS, SyncProgress, missing_count
-from mocksync.agent.service import (
-    LAUNCHD_LABEL,
-    UnsupportedSystemError,
-    daemon_argv,
-    plan_for,
-)
+from mocksync.agent.service import LAUNCHD_LABEL, daemon_argv, plan_for
 from mocksync.agent.statusdoc import list_document, status_document
 from mocksync.cli import load_all, main
 from mocksync.cli.common import ENV_HELP
@@ -50,15 +44,13 @@ from mocksync.cli.progressui import (
 from mocksync.devtools.clidoc import _walk
 from mocksync.errors import ValidationError
 from mocksync.model import snapshot_ops, to_wire, validate_ops
+from mocksync.model.errors import NoFreeNameError
 from mocksync.model.ops import FILE_NAME, MAX_FILE_NAME_CHARS
-from mocksync.model.sharedname import (
-    MAX_SHARED_NAME_BYTES,
-    NoFreeNameError,
-    choose_file_name,
-    shared_name_problem,
-)
+from mocksync.model.sharedname import MAX_SHARED_NAME_BYTES, choose_file_name, shared_name_problem
+from mocksync.sync.progress import MAX_TRACKED_PULLS, SyncProgress, missing_count
 
 from envfactory import small_env
+from helpers.procs import mocksync_command
 
 
 def run(home: Path, *args: str, env: dict[str, str] | None = None) -> Any:

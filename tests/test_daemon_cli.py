@@ -24,30 +24,23 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import (
-    DaemonProcess,
-    Device,
+from mocksync.devtools.envgen import check_env_invariants
+from mocksync.store import Store
+
+from helpers.daemons import DaemonProcess, cli, cli_process, status_env, write_config
+from helpers.devices import Device, make_device, team_space
+from helpers.files import (
     all_uuids,
-    cli,
-    cli_process,
     copy_example,
     edit_file,
     editor_save,
-    make_device,
-    mocksync_command,
     read_doc,
     response_by_uuid,
     responses,
     set_label,
-    short_tmp,
-    status_env,
-    team_space,
-    write_config,
 )
-from mocksync.devtools.envgen import check_env_invariants
-from mocksync.store import Store
-
 from helpers.polling import wait_sync
+from helpers.procs import mocksync_command, short_tmp
 
 CHANGESET_KEYS = {"device", "member", "seq", "hlc", "time", "ops", "summary"}
 

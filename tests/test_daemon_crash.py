@@ -27,26 +27,15 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import (
-    DaemonProcess,
-    Device,
-    copy_example,
-    editor_save,
-    make_device,
-    parse_file,
-    public_key,
-    read_doc,
-    replay_render,
-    responses,
-    short_tmp,
-    status_env,
-    write_config,
-)
-from mocksync.agent.client import ControlError
+from mocksync.agent.errors import ControlError
 from mocksync.model import State, render, validate_ops
 from mocksync.store import Store
 
+from helpers.daemons import DaemonProcess, status_env, write_config
+from helpers.devices import Device, make_device, parse_file, public_key, replay_render
+from helpers.files import copy_example, editor_save, read_doc, responses
 from helpers.polling import wait_sync
+from helpers.procs import short_tmp
 
 #: Most saves streamed between two kills.
 MAX_EDITS_PER_ROUND = 60

@@ -19,28 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import (
-    Device,
-    EventLog,
-    copy_example,
-    edit_file,
-    editor_save,
-    env_status,
-    make_agent,
-    make_device,
-    parse_file,
-    read_doc,
-    responses,
-    running,
-    set_label,
-    state_doc,
-    team_space,
-)
 from mocksync.agent.bus import LocalBus
 from mocksync.agent.daemon import Agent, QuotaError
 from mocksync.errors import ValidationError
-from mocksync.model.flatten import DuplicateUuidError
+from mocksync.model.errors import DuplicateUuidError
 
+from helpers.agents import EventLog, env_status, make_agent, running, state_doc
+from helpers.devices import Device, make_device, parse_file, team_space
+from helpers.files import copy_example, edit_file, editor_save, read_doc, responses, set_label
 from helpers.polling import wait_until
 
 

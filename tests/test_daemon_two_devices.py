@@ -16,62 +16,33 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from daemon_harness import (
+from editor_standin import EditorStandin
+from helpers.agents import (
     TEST_BLIND_S,
-    Device,
     EventLog,
-    copy_example,
-    edit_file,
-    make_agent,
-    make_device,
-    read_doc,
-    response_by_uuid,
-    responses,
-    running,
-    set_label,
+    Two,
     settle,
     state_doc,
-    team_space,
+    two_devices,
 )
-from mocksync.agent.bus import LocalBus
-from mocksync.agent.daemon import Agent
-
-from editor_standin import EditorStandin
+from helpers.files import edit_file, read_doc, response_by_uuid, responses, set_label
 from helpers.polling import wait_until
 
 #: The stand-in's blind period: Mockoon's 3 s scaled like the daemon's 3.5 s hold (0.3 s here).
 EDITOR_BLIND_S = 0.2
 
 
-@dataclass
-class Two:
-    a: Agent
-    b: Agent
-    dev_a: Device
-    dev_b: Device
-    env: str
-    file_a: Path
-    file_b: Path
-
-
 @pytest.fixture
 async def two(tmp_path: Path) -> AsyncIterator[Two]:
-    dev_a, dev_b = make_device(tmp_path, "a"), make_device(tmp_path, "b")
-    team_space(dev_a, dev_b)
-    bus = LocalBus()
-    src = copy_example("petstore.json", dev_a.folder)
-    async with running(make_agent(dev_a, bus), make_agent(dev_b, bus)) as (a, b):
-        env = a.share(str(src), space="team")["uuid"]
-        await wait_until(lambda: env in b.envs and b.envs[env].path.exists(), "B to adopt")
-        file_b = b.envs[env].path
-        await wait_until(lambda: read_doc(file_b) == read_doc(src), "B's file to match")
-        yield Two(a, b, dev_a, dev_b, env, src, file_b)
+    """A's petstore shared and adopted by B, nothing pending on either: B's adoption write
+    (and its event) is over before a test counts B's writes (helpers.agents.two_devices)."""
+    async with two_devices(tmp_path, settled=True) as t:
+        yield t
 
 
 def labels(doc: dict[str, Any], uuids: list[str]) -> dict[str, str]:

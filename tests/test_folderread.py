@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mocksync.agent.errors import SkippedFile
 from mocksync.agent.folderread import (
     CHANGED,
     DEVICE,
@@ -22,7 +23,6 @@ from mocksync.agent.folderread import (
     SOCKET,
     TOO_LARGE,
     UNREADABLE,
-    SkippedFile,
     beneath,
     folder_path,
     judge_link,

@@ -7,12 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mocksync.changes import hlc
+from mocksync.changes.errors import ClockDriftError, InvalidHLC
 from mocksync.changes.hlc import (
     COUNTER_MAX,
     MAX_DRIFT_MS,
     Clock,
-    ClockDriftError,
-    InvalidHLC,
     pack,
     physical_ms,
     too_far_in_future,

@@ -13,6 +13,7 @@ import pytest
 
 from mocksync.changes.canonical import decode, encode
 from mocksync.errors import LimitError
+from mocksync.net.errors import AnnouncementError
 from mocksync.net.lan_join import (
     InviterResponder,
     LanJoinTransport,
@@ -23,18 +24,15 @@ from mocksync.net.lan_join import (
     tag_matches_invite,
 )
 from mocksync.net.lan_signaling import MAX_CONCURRENT_JOINS, SignalingServer
-from mocksync.net.mdns import (
-    MAX_ADVERTISED_INVITES,
-    Announcement,
-    AnnouncementError,
-    Discovered,
-)
-from mocksync.space import actions
+from mocksync.net.mdns import MAX_ADVERTISED_INVITES, Announcement, Discovered
 from mocksync.space.errors import InviteError, JoinRefusedError, NoAdminReachableError
 from mocksync.space.invite import MAX_MESSAGE_BYTES, InviteBook, InviteToken, JoinerSession
-from mocksync.space.join import join_space
-from mocksync.space.store import get_space
-from netns import make_device, short_tmp
+from mocksync.spaceio import actions
+from mocksync.spaceio.join import join_space
+from mocksync.spaceio.store import get_space
+
+from helpers.devices import make_device
+from helpers.procs import short_tmp
 
 NONCE = b"\x07" * 16
 SECRET, OTHER = b"\x01" * 16, b"\x02" * 16

@@ -22,12 +22,17 @@ from mocksync.cli import main
 from mocksync.devtools.envgen import generate_env
 from mocksync.devtools.pairing import pair
 from mocksync.net import handshake
-from mocksync.net.lan_signaling import PeerRefused, send_offer
+from mocksync.net.errors import PeerRefused
+from mocksync.net.lan_signaling import send_offer
 from mocksync.net.mdns import SERVICE_TYPE
 from mocksync.net.webrtc import PeerLink
-from netns import Device, await_for, editor_save, make_device, read_json, share_log, short_tmp, team
 
-from helpers.lanlab import LOOP, WAIT, connected, lan_agent, peer_of, running  # noqa: F401
+from helpers.agents import LAN_WAIT_S as WAIT
+from helpers.agents import LOOP, connected, lan_agent, peer_of, running
+from helpers.devices import Device, make_device, share_log, team_space
+from helpers.files import editor_save, read_json
+from helpers.polling import wait_until
+from helpers.procs import short_tmp
 
 
 def only_file(folder: Path) -> Path | None:
@@ -48,31 +53,31 @@ def first_response(doc: dict[str, Any]) -> dict[str, Any]:
 async def test_two_devices_find_each_other_and_sync_over_webrtc() -> None:
     with short_tmp() as root:
         a, b = make_device(root, "a"), make_device(root, "b")
-        space = team(a, b)
+        space = team_space(a, b, share_logs=True)
         aa, ab = lan_agent(a), lan_agent(b)
         async with running(aa, ab):
-            await await_for(lambda: connected(aa, b.id) and connected(ab, a.id),
-                            "the two devices to connect over the LAN", WAIT)
+            await wait_until(lambda: connected(aa, b.id) and connected(ab, a.id),
+                             "the two devices to connect over the LAN", WAIT)
             path = a.folder / "orders.json"
             editor_save(path, small_env())
-            await await_for(lambda: aa.local.get(path.resolve()), "A to see the file", WAIT)
+            await wait_until(lambda: aa.local.get(path.resolve()), "A to see the file", WAIT)
             aa.share(str(path), space)
-            got = await await_for(lambda: only_file(b.folder), "B to receive the env", WAIT)
-            await await_for(lambda: read_json(got) == read_json(path), "identical JSON on B", WAIT)
+            got = await wait_until(lambda: only_file(b.folder), "B to receive the env", WAIT)
+            await wait_until(lambda: read_json(got) == read_json(path), "identical JSON on B", WAIT)
 
             # An edit on B travels back to A.
             doc = read_json(got)
             first_response(doc)["label"] = "edited on B"
             editor_save(got, doc)
-            await await_for(lambda: first_response(read_json(path))["label"] == "edited on B",
-                            "B's edit on A", WAIT)
+            await wait_until(lambda: first_response(read_json(path))["label"] == "edited on B",
+                             "B's edit on A", WAIT)
 
             pa = peer_of(aa, b.id)
             assert pa["via"] == "lan" and pa["member"] == "b-user" and pa["spaces"] == ["team"]
             assert pa["address"] == "127.0.0.1"
             assert pa["link"]["wire_bytes_out"] > 0 and pa["link"]["wire_bytes_in"] > 0
-            await await_for(lambda: peer_of(aa, b.id)["rtt_ms"] is not None,
-                            "a heartbeat round trip", WAIT)
+            await wait_until(lambda: peer_of(aa, b.id)["rtt_ms"] is not None,
+                             "a heartbeat round trip", WAIT)
             # Each change crossed once: nothing was refused or sent twice.
             stats = peer_of(aa, b.id)["session"]["stats"]
             assert stats["cs_sent"] >= 1 and stats["refused_by_peer"] == 0
@@ -83,26 +88,26 @@ async def test_two_devices_find_each_other_and_sync_over_webrtc() -> None:
 async def test_late_joiner_catches_up_from_a_peer() -> None:
     with short_tmp() as root:
         a, b = make_device(root, "a"), make_device(root, "b")
-        space = team(a, b)
+        space = team_space(a, b, share_logs=True)
         aa, ab = lan_agent(a), lan_agent(b)
         async with running(aa, ab):
-            await await_for(lambda: connected(aa, b.id), "A and B to connect", WAIT)
+            await wait_until(lambda: connected(aa, b.id), "A and B to connect", WAIT)
             path = a.folder / "orders.json"
             editor_save(path, small_env())
-            await await_for(lambda: aa.local.get(path.resolve()), "A to see the file", WAIT)
+            await wait_until(lambda: aa.local.get(path.resolve()), "A to see the file", WAIT)
             aa.share(str(path), space)
-            got = await await_for(lambda: only_file(b.folder), "B to receive the env", WAIT)
+            got = await wait_until(lambda: only_file(b.folder), "B to receive the env", WAIT)
             uuid = read_json(path)["uuid"]
             for i in range(5):  # a history to catch up on, written on both devices
                 src = path if i % 2 == 0 else got
-                await await_for(lambda src=src: read_json(src) is not None, "a file", WAIT)
+                await wait_until(lambda src=src: read_json(src) is not None, "a file", WAIT)
                 doc = read_json(src)
                 doc["routes"][i % len(doc["routes"])]["documentation"] = f"edit {i}"
                 editor_save(src, doc)
-                await await_for(lambda n=i + 2: aa.store.version_vector(uuid) ==
-                                ab.store.version_vector(uuid) and
-                                sum(aa.store.version_vector(uuid).values()) >= n,
-                                f"edit {i} on both", WAIT)
+                await wait_until(lambda n=i + 2: aa.store.version_vector(uuid) ==
+                                 ab.store.version_vector(uuid) and
+                                 sum(aa.store.version_vector(uuid).values()) >= n,
+                                 f"edit {i} on both", WAIT)
             await aa.stop()  # the admin goes away: C can only catch up from B
 
             c = make_device(root, "c")
@@ -110,10 +115,10 @@ async def test_late_joiner_catches_up_from_a_peer() -> None:
             share_log(a, b, space)  # B learns of C (log gossip is not part of the LAN transport)
             ac = lan_agent(c)
             async with running(ac):
-                await await_for(lambda: connected(ac, b.id), "C to connect to B", WAIT)
-                gotc = await await_for(lambda: only_file(c.folder), "C to receive the env", WAIT)
-                await await_for(lambda: read_json(gotc) == read_json(got),
-                                "C's copy to equal B's", WAIT)
+                await wait_until(lambda: connected(ac, b.id), "C to connect to B", WAIT)
+                gotc = await wait_until(lambda: only_file(c.folder), "C to receive the env", WAIT)
+                await wait_until(lambda: read_json(gotc) == read_json(got),
+                                 "C's copy to equal B's", WAIT)
                 assert ac.store.version_vector(uuid) == ab.store.version_vector(uuid)
                 assert read_json(gotc)["routes"][0]["documentation"] == "edit 0"
                 assert peer_of(ac, a.id) is None or peer_of(ac, a.id)["state"] != "connected"
@@ -125,7 +130,7 @@ async def test_a_stranger_gets_nothing_and_learns_no_names() -> None:
 
     with short_tmp() as root:
         a, b, s = make_device(root, "alice"), make_device(root, "bob"), make_device(root, "eve")
-        space = team(a, b, name="Secret Project")
+        space = team_space(a, b, name="Secret Project", share_logs=True)
         aa, ab, ae = lan_agent(a), lan_agent(b), lan_agent(s)
         # Eve listens to everything announced on the (loopback) LAN.
         seen: dict[str, dict[bytes, bytes | None]] = {}
@@ -148,10 +153,10 @@ async def test_a_stranger_gets_nothing_and_learns_no_names() -> None:
                 path = a.folder / "secret-orders.json"
                 env = small_env(name="Secret Orders API")
                 editor_save(path, env)
-                await await_for(lambda: aa.local.get(path.resolve()), "A to see the file", WAIT)
+                await wait_until(lambda: aa.local.get(path.resolve()), "A to see the file", WAIT)
                 aa.share(str(path), space)
-                await await_for(lambda: only_file(b.folder), "B to receive the env", WAIT)
-                await await_for(lambda: len(seen) >= 3, "all three announcements", WAIT)
+                await wait_until(lambda: only_file(b.folder), "B to receive the env", WAIT)
+                await wait_until(lambda: len(seen) >= 3, "all three announcements", WAIT)
                 await asyncio.sleep(1.0)  # give Eve every chance to connect
 
                 # Eve received nothing and is connected to nobody.
@@ -194,18 +199,18 @@ async def test_a_stranger_gets_nothing_and_learns_no_names() -> None:
 async def test_incompatible_version_is_shown_with_a_reason() -> None:
     with short_tmp() as root:
         a, b = make_device(root, "a"), make_device(root, "b")
-        team(a, b)
+        team_space(a, b, share_logs=True)
         aa, ab = lan_agent(a), lan_agent(b, model=2)  # b plays a build with a newer model
         async with running(aa, ab):
-            p = await await_for(lambda: (q := peer_of(aa, b.id)) and q["state"] == "incompatible"
-                                and q, "A to report B as incompatible", WAIT)
+            p = await wait_until(lambda: (q := peer_of(aa, b.id)) and q["state"] == "incompatible"
+                                 and q, "A to report B as incompatible", WAIT)
             assert "register model 2" in p["reason"] and "update mocksync" in p["reason"]
 
 
 async def test_peers_who_and_presence_through_the_control_api() -> None:
     with short_tmp() as root:
         a, b = make_device(root, "a"), make_device(root, "b")
-        space = team(a, b)
+        space = team_space(a, b, share_logs=True)
         aa, ab = lan_agent(a), lan_agent(b)
         servers = []
         try:
@@ -215,14 +220,14 @@ async def test_peers_who_and_presence_through_the_control_api() -> None:
                     api.register(server, agent)
                     await server.start()
                     servers.append(server)
-                await await_for(lambda: connected(aa, b.id) and connected(ab, a.id),
-                                "A and B to connect", WAIT)
+                await wait_until(lambda: connected(aa, b.id) and connected(ab, a.id),
+                                 "A and B to connect", WAIT)
                 path = a.folder / "orders.json"
                 env = small_env()
                 editor_save(path, env)
-                await await_for(lambda: aa.local.get(path.resolve()), "A to see the file", WAIT)
+                await wait_until(lambda: aa.local.get(path.resolve()), "A to see the file", WAIT)
                 aa.share(str(path), space)
-                await await_for(lambda: only_file(b.folder), "B to receive the env", WAIT)
+                await wait_until(lambda: only_file(b.folder), "B to receive the env", WAIT)
                 route = env["routes"][0]
 
                 runner = CliRunner()
@@ -267,7 +272,7 @@ async def test_peers_who_and_presence_through_the_control_api() -> None:
                 assert "a-user" in human_who and "(you)" in human_who
 
                 # A bad presence call changes nothing and says why.
-                from mocksync.agent.client import ControlError
+                from mocksync.agent.errors import ControlError
 
                 with pytest.raises(ControlError) as info:
                     await asyncio.to_thread(client.call, "presence", entity="x")
@@ -280,35 +285,35 @@ async def test_peers_who_and_presence_through_the_control_api() -> None:
 async def test_a_restarted_peer_is_reconnected_and_catches_up() -> None:
     with short_tmp() as root:
         a, b = make_device(root, "a"), make_device(root, "b")
-        space = team(a, b)
+        space = team_space(a, b, share_logs=True)
         aa = lan_agent(a)
         async with running(aa):
             ab = lan_agent(b)
             async with running(ab):
-                await await_for(lambda: connected(aa, b.id), "A and B to connect", WAIT)
+                await wait_until(lambda: connected(aa, b.id), "A and B to connect", WAIT)
                 path = a.folder / "orders.json"
                 editor_save(path, small_env())
-                await await_for(lambda: aa.local.get(path.resolve()), "A to see the file", WAIT)
+                await wait_until(lambda: aa.local.get(path.resolve()), "A to see the file", WAIT)
                 aa.share(str(path), space)
-                got = await await_for(lambda: only_file(b.folder), "B to receive the env", WAIT)
+                got = await wait_until(lambda: only_file(b.folder), "B to receive the env", WAIT)
                 b_link = ab.transport.links[a.id]  # type: ignore[union-attr]
             assert b_link.pc.connectionState == "closed"  # stop closes its connections
             # B stopped cleanly: bye and mDNS goodbye, so A stops dialling it.
-            await await_for(lambda: peer_of(aa, b.id)["state"] in ("offline", "closed"),
-                            "A to notice B left", WAIT)
+            await wait_until(lambda: peer_of(aa, b.id)["state"] in ("offline", "closed"),
+                             "A to notice B left", WAIT)
             assert "shutting down" in (peer_of(aa, b.id)["reason"] or "") or \
                 peer_of(aa, b.id)["state"] == "offline"
             doc = read_json(path)
             first_response(doc)["label"] = "edited while B was away"
             editor_save(path, doc)
             uuid = doc["uuid"]
-            await await_for(lambda: sum(aa.store.version_vector(uuid).values()) >= 2,
-                            "A to commit the edit", WAIT)
+            await wait_until(lambda: sum(aa.store.version_vector(uuid).values()) >= 2,
+                             "A to commit the edit", WAIT)
             ab2 = lan_agent(b)
             async with running(ab2):
-                await await_for(lambda: connected(aa, b.id), "A and B to reconnect", WAIT)
-                await await_for(lambda: first_response(read_json(got))["label"] ==
-                                "edited while B was away", "B to catch up", WAIT)
+                await wait_until(lambda: connected(aa, b.id), "A and B to reconnect", WAIT)
+                await wait_until(lambda: first_response(read_json(got))["label"] ==
+                                 "edited while B was away", "B to catch up", WAIT)
 
 
 async def test_a_silent_peer_is_declared_dead_by_the_heartbeat() -> None:
@@ -317,33 +322,33 @@ async def test_a_silent_peer_is_declared_dead_by_the_heartbeat() -> None:
     fast = Config(ping_interval_ms=200, dead_after_ms=1_500)
     with short_tmp() as root:
         a, b = make_device(root, "a"), make_device(root, "b")
-        team(a, b)
+        team_space(a, b, share_logs=True)
         aa, ab = lan_agent(a, session_config=fast), lan_agent(b, session_config=fast)
         async with running(aa, ab):
-            await await_for(lambda: connected(aa, b.id) and connected(ab, a.id),
-                            "A and B to connect", WAIT)
+            await wait_until(lambda: connected(aa, b.id) and connected(ab, a.id),
+                             "A and B to connect", WAIT)
             link = ab.transport.links[a.id]  # type: ignore[union-attr]
             link.send = lambda frame: None  # B goes silent (a hung process, a dead cable)
-            p = await await_for(lambda: (q := peer_of(aa, b.id)) and q["state"] != "connected"
-                                and q, "A to give up on B", 10)
+            p = await wait_until(lambda: (q := peer_of(aa, b.id)) and q["state"] != "connected"
+                                 and q, "A to give up on B", 10)
             assert "went silent" in p["reason"]
 
 
 async def test_in_a_mesh_each_change_reaches_each_device_once() -> None:
     with short_tmp() as root:
         a, b, c = make_device(root, "a"), make_device(root, "b"), make_device(root, "c")
-        space = team(a, b, c)
+        space = team_space(a, b, c, share_logs=True)
         agents = aa, ab, ac = lan_agent(a), lan_agent(b), lan_agent(c)
         async with running(*agents):
-            await await_for(lambda: all(connected(x, d.id) for x, devs in
-                                        ((aa, (b, c)), (ab, (a, c)), (ac, (a, b)))
-                                        for d in devs), "a full mesh", WAIT)
+            await wait_until(lambda: all(connected(x, d.id) for x, devs in
+                                         ((aa, (b, c)), (ab, (a, c)), (ac, (a, b)))
+                                         for d in devs), "a full mesh", WAIT)
             path = a.folder / "orders.json"
             editor_save(path, small_env())
-            await await_for(lambda: aa.local.get(path.resolve()), "A to see the file", WAIT)
+            await wait_until(lambda: aa.local.get(path.resolve()), "A to see the file", WAIT)
             aa.share(str(path), space)
             uuid = read_json(path)["uuid"]
-            files = {x: await await_for(lambda d=d: only_file(d.folder), "the env", WAIT)
+            files = {x: await wait_until(lambda d=d: only_file(d.folder), "the env", WAIT)
                      for x, d in ((ab, b), (ac, c))}
             for i in range(6):
                 agent = (aa, ab)[i % 2]
@@ -351,11 +356,11 @@ async def test_in_a_mesh_each_change_reaches_each_device_once() -> None:
                 doc = read_json(f)
                 doc["routes"][i % 2]["documentation"] = f"mesh {i}"
                 editor_save(f, doc)
-                await await_for(lambda n=i + 2: all(
-                    sum(x.store.version_vector(uuid).values()) >= n for x in agents),
-                    f"edit {i} everywhere", WAIT)
-            await await_for(lambda: read_json(files[ac]) == read_json(path) ==
-                            read_json(files[ab]), "identical files", WAIT)
+                await wait_until(lambda n=i + 2: all(
+                     sum(x.store.version_vector(uuid).values()) >= n for x in agents),
+                     f"edit {i} everywhere", WAIT)
+            await wait_until(lambda: read_json(files[ac]) == read_json(path) ==
+                             read_json(files[ab]), "identical files", WAIT)
             total = sum(ac.store.version_vector(uuid).values())  # all by A and B
             received = redundant = 0
             for dev in (a, b):

@@ -8,114 +8,84 @@ The lab lives in its own namespaces with no route out; it is torn down whatever 
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from mocksync.devtools.envgen import generate_env
 from mocksync.devtools.pairing import pair
-from netns import (
-    Daemon,
-    Device,
-    Lab,
-    edit,
-    editor_save,
-    env_file,
-    make_device,
-    read_json,
-    set_doc,
-    share_log,
-    short_tmp,
-    skip_reason,
-    team,
-    wait_for,
-)
 
-pytestmark = pytest.mark.netns
+from helpers.devices import Device, make_device, share_log, team_space
+from helpers.files import edit_file, env_file, read_json, set_doc
+from helpers.netns import NEEDS_NAMESPACES, Lab, host_daemon, share_new
+from helpers.netns import NETNS_WAIT_S as WAIT
+from helpers.polling import wait_sync
+from helpers.procs import short_tmp
 
-REASON = skip_reason()
-WAIT = 30.0
-
-
-@pytest.fixture(autouse=True)
-def _need_namespaces() -> None:
-    if REASON is not None:
-        pytest.skip(REASON)
-
-
-@contextlib.contextmanager
-def lab(hosts: int) -> Iterator[Lab]:
-    with Lab(hosts) as lb:
-        yield lb
+pytestmark = NEEDS_NAMESPACES
 
 
 def converged(*devs: Device) -> dict[str, Any] | None:
-    docs = [read_json(p) if (p := env_file(d)) else None for d in devs]
+    docs = [read_json(p) if (p := env_file(d.folder)) else None for d in devs]
     if docs[0] is not None and all(doc == docs[0] for doc in docs):
         return docs[0]
     return None
 
 
 def test_three_hosts_sync_late_join_partition_and_a_stranger() -> None:
-    with short_tmp("msns-") as root, lab(4) as lb:
+    with short_tmp("msns-") as root, Lab(4) as lb:
         ha, hb, hc, hs = lb.hosts
         a, b, c = make_device(root, "a"), make_device(root, "b"), make_device(root, "c")
         stranger = make_device(root, "s")
-        space = team(a, b)
-        da, db, ds = Daemon(a, ha), Daemon(b, hb), Daemon(stranger, hs)
+        space = team_space(a, b, share_logs=True)
+        da, db, ds = host_daemon(a, ha), host_daemon(b, hb), host_daemon(stranger, hs)
 
         # Two hosts find each other by mDNS and sync over WebRTC.
-        wait_for(lambda: da.connected_to(b) and db.connected_to(a), "A and B to connect", WAIT)
+        wait_sync(lambda: da.connected_to(b) and db.connected_to(a), "A and B to connect", WAIT)
         env = generate_env(60_000, seed=11, name="Lab API")
         env["hostname"] = "127.0.0.1"
-        src = a.folder / "lab.json"
-        editor_save(src, env)
-        wait_for(lambda: any(e["file"] == str(src) for e in da.call("list")["environments"]),
-                 "A to list the file", WAIT)
-        da.call("share", file=str(src), space=space)
-        wait_for(lambda: converged(a, b), "B to receive the environment", WAIT)
+        share_new(da, a, "lab.json", env, space, WAIT)
+        wait_sync(lambda: converged(a, b), "B to receive the environment", WAIT)
         assert da.peers()[b.id]["address"] == hb.address
 
         # A third device joins the space late and catches up from a peer.
         assert pair(a.home, c.home, space) == space
         share_log(a, b, space)  # B hears of C (as log gossip would tell it)
-        dc = Daemon(c, hc)
-        wait_for(lambda: converged(a, b, c), "C to catch up", WAIT)
-        wait_for(lambda: dc.connected_to(a, b), "C to connect to A and B", WAIT)
+        dc = host_daemon(c, hc)
+        wait_sync(lambda: converged(a, b, c), "C to catch up", WAIT)
+        wait_sync(lambda: dc.connected_to(a, b), "C to connect to A and B", WAIT)
 
         # A's link goes down in the middle of a stream of edits; everyone keeps editing.
-        fa, fb, fc = env_file(a), env_file(b), env_file(c)
+        fa, fb, fc = env_file(a.folder), env_file(b.folder), env_file(c.folder)
         for i in range(5):
-            edit(fa, set_doc(0, f"A stream {i}"))
+            edit_file(fa, set_doc(0, f"A stream {i}"))
             time.sleep(0.1)
         ha.link(up=False)
         for i in range(5, 10):
-            edit(fa, set_doc(0, f"A stream {i}"))
+            edit_file(fa, set_doc(0, f"A stream {i}"))
             time.sleep(0.1)
-        edit(fb, set_doc(1, "B while A is cut off"))
+        edit_file(fb, set_doc(1, "B while A is cut off"))
         time.sleep(0.4)
-        edit(fc, set_doc(2, "C while A is cut off"))
+        edit_file(fc, set_doc(2, "C while A is cut off"))
         time.sleep(0.4)
-        edit(fa, set_doc(3, "A's take"))  # the same field on both sides of the partition
+        edit_file(fa, set_doc(3, "A's take"))  # the same field on both sides of the partition
         time.sleep(0.4)
-        edit(fb, set_doc(3, "B's take"))
-        wait_for(lambda: read_json(fc)["routes"][1]["documentation"] == "B while A is cut off",
-                 "B's edit to reach C during the partition", WAIT)
+        edit_file(fb, set_doc(3, "B's take"))
+        wait_sync(lambda: read_json(fc)["routes"][1]["documentation"] == "B while A is cut off",
+                  "B's edit to reach C during the partition", WAIT)
         time.sleep(11)  # past the 10 s heartbeat limit: the sessions with A are declared dead
         assert not da.connected_to(b) and not db.connected_to(a)
         assert read_json(fb)["routes"][0]["documentation"] != "A stream 9"
         ha.link(up=True)
 
-        final = wait_for(lambda: converged(a, b, c), "all three devices to converge", WAIT)
+        final = wait_sync(lambda: converged(a, b, c), "all three devices to converge", WAIT)
         docs = [r["documentation"] for r in final["routes"][:4]]
         assert docs[0] == "A stream 9"
         assert docs[1] == "B while A is cut off"
         assert docs[2] == "C while A is cut off"
         assert docs[3] in ("A's take", "B's take")  # one register, one winner everywhere
-        wait_for(lambda: da.connected_to(b, c), "A to reconnect", WAIT)
+        wait_sync(lambda: da.connected_to(b, c), "A to reconnect", WAIT)
         # The losing write of the concurrent pair is kept as a conflict, not dropped.
         conflicts = da.call("conflicts")["conflicts"]
         assert any(c_["field"][-1] == "documentation" for c_ in conflicts)
@@ -132,25 +102,21 @@ def test_link_flaps_during_a_stream_of_edits_on_both_sides() -> None:
     """Extended: a 2 MB environment, edits streaming from two hosts while one host's link
     drops briefly (the session survives) and then for longer than the heartbeat limit (the
     session dies and is re-established); every device converges, no edit lost."""
-    with short_tmp("msns-") as root, lab(3) as lb:
+    with short_tmp("msns-") as root, Lab(3) as lb:
         ha, hb, hc = lb.hosts
         a, b, c = make_device(root, "a"), make_device(root, "b"), make_device(root, "c")
-        space = team(a, b, c)
+        space = team_space(a, b, c, share_logs=True)
         from mocksync.agent.spacedir import SpaceDirectory
 
         for d in (a, b, c):
             SpaceDirectory(d.home).set_plan(space, "team")
-        da, db, dc = Daemon(a, ha), Daemon(b, hb), Daemon(c, hc)
-        wait_for(lambda: da.connected_to(b, c) and db.connected_to(c) and dc.connected_to(a),
-                 "the mesh", WAIT)
+        da, db, dc = host_daemon(a, ha), host_daemon(b, hb), host_daemon(c, hc)
+        wait_sync(lambda: da.connected_to(b, c) and db.connected_to(c) and dc.connected_to(a),
+                  "the mesh", WAIT)
         env = generate_env(2_000_000, seed=12, name="Big Lab API")
-        src = a.folder / "big.json"
-        editor_save(src, env)
-        wait_for(lambda: any(e["file"] == str(src) for e in da.call("list")["environments"]),
-                 "A to list the file", WAIT)
-        da.call("share", file=str(src), space=space)
-        wait_for(lambda: converged(a, b, c), "the big env everywhere", 120)
-        fa, fb = env_file(a), env_file(b)
+        share_new(da, a, "big.json", env, space, WAIT)
+        wait_sync(lambda: converged(a, b, c), "the big env everywhere", 120)
+        fa, fb = env_file(a.folder), env_file(b.folder)
         plan = [(3.0, "up"), (3.0, "down"), (5.0, "up"), (14.0, "down"), (3.0, "up")]
         last_a = last_b = None
         n = 0
@@ -159,13 +125,13 @@ def test_link_flaps_during_a_stream_of_edits_on_both_sides() -> None:
             end = time.monotonic() + seconds
             while time.monotonic() < end:
                 last_a = f"A {n}"
-                edit(fa, set_doc(0, last_a))
+                edit_file(fa, set_doc(0, last_a))
                 last_b = f"B {n}"
-                edit(fb, set_doc(1, last_b))
+                edit_file(fb, set_doc(1, last_b))
                 n += 1
                 time.sleep(0.25)
         hb.link(up=True)
-        final = wait_for(lambda: converged(a, b, c), "all devices to converge", 90)
+        final = wait_sync(lambda: converged(a, b, c), "all devices to converge", 90)
         assert final["routes"][0]["documentation"] == last_a
         assert final["routes"][1]["documentation"] == last_b
-        wait_for(lambda: da.connected_to(b, c) and db.connected_to(a, c), "the mesh again", WAIT)
+        wait_sync(lambda: da.connected_to(b, c) and db.connected_to(a, c), "the mesh again", WAIT)

@@ -15,9 +15,12 @@ from typing import Any
 import pytest
 
 from mocksync.net import lan_transport
-from netns import await_for, make_device, short_tmp, team
 
-from helpers.lanlab import WAIT, connected, lan_agent, peer_of, running
+from helpers.agents import LAN_WAIT_S as WAIT
+from helpers.agents import connected, lan_agent, peer_of, running
+from helpers.devices import make_device, team_space
+from helpers.polling import wait_until
+from helpers.procs import short_tmp
 
 ENV = "0f" * 16
 
@@ -43,21 +46,21 @@ def presence_of(agent: Any, device: str) -> dict[str, Any] | None:
 async def test_presence_crosses_the_overlay_and_co_editors_link(line: list[str]) -> None:
     with short_tmp() as root:
         a, b, c = (make_device(root, n) for n in "abc")
-        space = team(a, b, c)
+        space = team_space(a, b, c, share_logs=True)
         line.extend([a.id, b.id, c.id])
         aa, ab, ac = lan_agent(a), lan_agent(b), lan_agent(c)
         async with running(aa, ab, ac):
-            await await_for(lambda: connected(ab, a.id) and connected(ab, c.id),
-                            "B to link to A and C", WAIT)
-            await await_for(lambda: peer_of(ac, a.id) is not None, "C to discover A", WAIT)
+            await wait_until(lambda: connected(ab, a.id) and connected(ab, c.id),
+                             "B to link to A and C", WAIT)
+            await wait_until(lambda: peer_of(ac, a.id) is not None, "C to discover A", WAIT)
             assert not connected(ac, a.id), "A and C are not anchors of each other"
 
             aa.transport.set_presence(space=space, env=ENV, entity=None, editor="mockoon")
-            await await_for(lambda: (presence_of(ac, a.id) or {}).get("env") == ENV,
-                            "C to learn through B what A edits", WAIT)
+            await wait_until(lambda: (presence_of(ac, a.id) or {}).get("env") == ENV,
+                             "C to learn through B what A edits", WAIT)
             assert not connected(ac, a.id), "presence came along the overlay, not a new link"
             assert presence_of(ac, a.id)["editor"] == "mockoon"
 
             ac.transport.set_presence(space=space, env=ENV, entity=None, editor="mockoon")
-            await await_for(lambda: connected(ac, a.id) and connected(aa, c.id),
-                            "C and A, editing the same environment, to link directly", WAIT)
+            await wait_until(lambda: connected(ac, a.id) and connected(aa, c.id),
+                             "C and A, editing the same environment, to link directly", WAIT)

@@ -21,7 +21,8 @@ from mocksync.relay.storage import SQLiteStorage
 from mocksync.space.quotas import get_plan
 
 from envfactory import small_env
-from helpers.relaylab import Device, Lab, share, team_of, until
+from helpers.devices import Device
+from helpers.relaylab import Lab, share, team_of, until
 
 
 def state_of(agent: Agent, env: str) -> str | None:

@@ -11,18 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import (
-    DaemonProcess,
-    cli,
-    copy_example,
-    make_device,
-    read_doc,
-    short_tmp,
-    status_env,
-    write_config,
-)
-
+from helpers.daemons import DaemonProcess, cli, status_env, write_config
+from helpers.devices import make_device
+from helpers.files import copy_example, read_doc
 from helpers.polling import wait_sync
+from helpers.procs import short_tmp
 
 KEY = b"-----BEGIN PRIVATE KEY-----\nCLI-SECRET-KEY\n-----END PRIVATE KEY-----\n"
 

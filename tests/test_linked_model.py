@@ -13,6 +13,7 @@ import pytest
 
 from mocksync.errors import LimitError
 from mocksync.model import render, snapshot_ops, state_from_doc, to_wire, validate_ops
+from mocksync.model.errors import LinkedFileError
 from mocksync.model.files import (
     CONTENT_REG,
     DELETED,
@@ -24,7 +25,6 @@ from mocksync.model.files import (
     SYNCED,
     TOO_MANY,
     Action,
-    LinkedFileError,
     content_sha,
     content_value,
     create_op,

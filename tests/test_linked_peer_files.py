@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from mocksync.agent import writer
-from mocksync.agent.writer import UnsafePathError, check_beneath, write_beneath
+from mocksync.agent.errors import UnsafePathError
+from mocksync.agent.writer import check_beneath, write_beneath
 from mocksync.model import to_wire, validate_ops
 from mocksync.model.files import (
     CONTENT_REG,

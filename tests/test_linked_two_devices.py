@@ -21,18 +21,6 @@ from typing import Any
 
 import pytest
 
-from daemon_harness import (
-    Device,
-    copy_example,
-    edit_file,
-    env_status,
-    make_agent,
-    make_device,
-    read_doc,
-    running,
-    settle,
-    team_space,
-)
 from mocksync.agent.bus import LocalBus
 from mocksync.agent.daemon import Agent, QuotaError
 from mocksync.agent.spacedir import SpaceDirectory
@@ -44,6 +32,9 @@ from mocksync.model.files import (
     file_uuid,
 )
 
+from helpers.agents import env_status, make_agent, running, settle
+from helpers.devices import Device, make_device, team_space
+from helpers.files import copy_example, edit_file, read_doc
 from helpers.polling import wait_until
 
 POLL_S = 0.05

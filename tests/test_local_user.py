@@ -29,15 +29,13 @@ from pathlib import Path
 
 import pytest
 
-from daemon_harness import (
-    DaemonProcess,
-    cli,
-    cli_process,
-    copy_example,
-)
-from mocksync.agent.client import ControlClient, ForeignSocketError, foreign_owner
-from mocksync.paths import Home, PrivateDirError, ensure_private_dir, private_dir_problem
+from mocksync.agent.client import ControlClient, foreign_owner
+from mocksync.agent.errors import ForeignSocketError
+from mocksync.errors import PrivateDirError
+from mocksync.paths import Home, ensure_private_dir, private_dir_problem
 
+from helpers.daemons import DaemonProcess, cli, cli_process
+from helpers.files import copy_example
 from helpers.polling import wait_sync
 
 needs_root = pytest.mark.skipif(

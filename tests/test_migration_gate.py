@@ -9,17 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon_harness import (
-    copy_example,
-    env_status,
-    make_agent,
-    make_device,
-    read_doc,
-    running,
-    team_space,
-)
 from mocksync.agent.bus import LocalBus
 
+from helpers.agents import env_status, make_agent, running
+from helpers.devices import make_device, team_space
+from helpers.files import copy_example, read_doc
 from helpers.polling import wait_until
 
 

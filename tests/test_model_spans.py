@@ -27,14 +27,8 @@ from mocksync.model import (
     same,
     state_from_doc,
 )
-from mocksync.model.spans import (
-    PatchError,
-    Style,
-    detect_style,
-    patch_text,
-    render_fresh,
-    text_to_write,
-)
+from mocksync.model.errors import PatchError
+from mocksync.model.spans import Style, detect_style, patch_text, render_fresh, text_to_write
 
 from envfactory import clone, small_env
 

@@ -8,13 +8,8 @@ import pytest
 
 from mocksync import PROTOCOL_VERSION
 from mocksync.errors import LimitError
-from mocksync.net.mdns import (
-    MAX_ADVERTISED_SPACES,
-    Announcement,
-    AnnouncementError,
-    recognise,
-    usable_addresses,
-)
+from mocksync.net.errors import AnnouncementError
+from mocksync.net.mdns import MAX_ADVERTISED_SPACES, Announcement, recognise, usable_addresses
 from mocksync.space.identity import Identity
 from mocksync.space.keys import new_content_key
 

@@ -10,14 +10,13 @@ import zlib
 import pytest
 
 from mocksync.net import ice
+from mocksync.net.errors import FrameError, LinkError
 from mocksync.net.webrtc import (
     COMPRESS_MIN_BYTES,
     DEFLATED,
     HIGH_WATER_BYTES,
     MAX_FRAME_BYTES,
     RAW,
-    FrameError,
-    LinkError,
     PeerLink,
     decode_frame,
     encode_frame,

@@ -19,19 +19,11 @@ from typing import Any
 
 import pytest
 
-from daemon_harness import (
-    DaemonProcess,
-    Device,
-    cli,
-    cli_process,
-    copy_example,
-    edit_file,
-    make_device,
-    mocksync_command,
-    short_tmp,
-)
-
+from helpers.daemons import DaemonProcess, cli, cli_process
+from helpers.devices import Device, make_device
+from helpers.files import copy_example, edit_file
 from helpers.polling import wait_sync
+from helpers.procs import mocksync_command, short_tmp
 
 WAIT_S = 10.0
 

@@ -24,7 +24,11 @@ import pytest
 from mocksync.agent.api import register
 from mocksync.agent.control import ControlServer
 from mocksync.agent.daemon import Agent
-from mocksync.agent.offline import (
+from mocksync.errors import ValidationError
+from mocksync.model import render
+from mocksync.net.relay_transport import RelayTransport
+from mocksync.sync.messages import peek_changeset
+from mocksync.sync.offline import (
     BOTH,
     NONE,
     PULL,
@@ -35,10 +39,6 @@ from mocksync.agent.offline import (
     should_hold,
     team_state,
 )
-from mocksync.errors import ValidationError
-from mocksync.model import render
-from mocksync.net.relay_transport import RelayTransport
-from mocksync.sync.messages import peek_changeset
 
 from envfactory import small_env
 from helpers.relaylab import Lab, Team, on_disk, rendered, synced_team, until, write

@@ -39,15 +39,17 @@ from mocksync.relay.auth import seal_signal
 from mocksync.relay.envelope import Envelope
 from mocksync.relay.policy import STORED_BYTES_FACTOR
 from mocksync.relay.protocol import CLIENT, encode_message
-from mocksync.space.actions import create_space, remove
 from mocksync.space.identity import Identity
 from mocksync.space.keys import new_content_key, seal_payload
 from mocksync.space.membership import migrate
 from mocksync.space.quotas import get_plan
-from mocksync.space.store import append_entries, get_space
+from mocksync.spaceio.actions import create_space, remove
+from mocksync.spaceio.store import append_entries, get_space
 
 from envfactory import small_env
-from helpers.relaylab import Lab, logs_of, raw_client, save, settle, share, team_of, until
+from helpers.devices import logs_of
+from helpers.fakeagent import FakeAgent, FakeSpaces
+from helpers.relaylab import Lab, raw_client, save, settle, share, team_of, until
 
 
 class Impostor:
@@ -510,16 +512,9 @@ async def test_status_before_and_while_offline(lab: Lab) -> None:
     t = RelayTransport(url, backoff_min_s=0.5, backoff_max_s=1.0)
     assert t.status()["relay"]["state"] == "offline"
 
-    class FakeAgent:
-        identity = alice.identity
-        device = alice.identity.device_id
-
-        class spaces:  # noqa: N801
-            @staticmethod
-            def spaces():
-                return [get_space(alice.home, space)]
-
-    await t.start(FakeAgent())
+    await t.start(FakeAgent(device=alice.identity.device_id, identity=alice.identity,
+                            home=alice.home,
+                            spaces=FakeSpaces([get_space(alice.home, space)])))
     try:
         await until(lambda: t.status()["relay"]["state"] == "offline"
                     and f"the relay at {url} is not running (connection refused)"

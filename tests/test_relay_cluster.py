@@ -31,13 +31,12 @@ from mocksync.net import ice
 from mocksync.net.relay_client import failover, relay_urls
 from mocksync.net.relay_join import RelayJoinTransport
 from mocksync.net.webrtc import PeerLink
-from mocksync.relay.engine import OnLoop, PresenceBook
+from mocksync.relay.engine import PresenceBook
 from mocksync.relay.envelope import Envelope
 from mocksync.relay.pgstorage import (
     LISTEN_RETRY_MAX_S,
     MAX_IDS_PER_NOTIFY,
     SCHEMA_VERSION,
-    PgStorage,
     catchup_messages,
     check_url,
     listen_backoff,
@@ -46,14 +45,13 @@ from mocksync.relay.pgstorage import (
 )
 from mocksync.relay.policy import Refusal
 from mocksync.relay.server import RelayConfig, RelayServer
-from mocksync.relay.storage import SQLiteStorage, StorageError
-from mocksync.space.actions import create_space, issue_invite, record_join
+from mocksync.relay.storage import StorageError
 from mocksync.space.errors import InviteError
 from mocksync.space.invite import InviteToken, JoinerSession
-from mocksync.space.join import join_space
 from mocksync.space.quotas import get_plan
-from mocksync.space.store import get_space
-from pgserver import pg_server, pg_url  # noqa: F401  (fixtures)
+from mocksync.spaceio.actions import create_space, issue_invite, record_join
+from mocksync.spaceio.join import join_space
+from mocksync.spaceio.store import get_space
 
 from envfactory import small_env
 from helpers.relaylab import Lab, edits, rendered, share, team_of, until
@@ -134,23 +132,6 @@ def test_database_url_checked_and_password_never_shown() -> None:
 # ------------------------------------------------------------------------------ both engines
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    if request.param == "sqlite":
-        e: Any = OnLoop(SQLiteStorage(tmp_path))
-    else:
-        e = PgStorage(request.getfixturevalue("pg_url"))
-
-    async def ignore(_ev: Any) -> None:
-        return None
-
-    await e.open(ignore)
-    try:
-        yield e
-    finally:
-        await e.close()
-
-
 async def test_engines_store_index_fetch_and_check_quota_alike(engine: Any) -> None:
     def ok(_usage: Any, _count: int) -> Refusal | None:
         return None
@@ -221,7 +202,7 @@ class Cluster(Lab):
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path, pg_url: str) -> AsyncIterator[Cluster]:  # noqa: F811
+async def cluster(tmp_path: Path, pg_url: str) -> AsyncIterator[Cluster]:
     c = Cluster(tmp_path, pg_url)
     try:
         yield c
@@ -315,7 +296,7 @@ def _relay_proc(home: Path, url: str) -> tuple[subprocess.Popen[str], str]:
 
 
 async def test_kill9_instance_device_fails_over_nothing_lost_nothing_twice(
-        tmp_path: Path, pg_url: str) -> None:  # noqa: F811
+        tmp_path: Path, pg_url: str) -> None:
     p1, u1 = _relay_proc(tmp_path / "r1", pg_url)
     p2, u2 = _relay_proc(tmp_path / "r2", pg_url)
     lab = Cluster(tmp_path, pg_url)

@@ -12,11 +12,11 @@ import time
 import pytest
 
 from mocksync.net.relay_join import RelayJoinTransport
-from mocksync.space.actions import create_space, issue_invite, record_join
 from mocksync.space.errors import InviteError, NoAdminReachableError
 from mocksync.space.invite import InviteToken, JoinerSession
-from mocksync.space.join import join_space
-from mocksync.space.store import get_space, list_spaces
+from mocksync.spaceio.actions import create_space, issue_invite, record_join
+from mocksync.spaceio.join import join_space
+from mocksync.spaceio.store import get_space, list_spaces
 
 from helpers.relaylab import Lab, until
 

@@ -29,12 +29,13 @@ from mocksync.net.relay_client import RelayUnavailable, unreachable_reason
 from mocksync.relay.envelope import Envelope
 from mocksync.relay.policy import check_put, counted_env
 from mocksync.relay.storage import SQLiteStorage
-from mocksync.space.actions import create_space
 from mocksync.space.keys import new_content_key, seal_payload
 from mocksync.space.quotas import PLANS, Plan, get_plan, plan_from_relay
+from mocksync.spaceio.actions import create_space
 
 from envfactory import small_env
-from helpers.relaylab import Device, Lab, rendered, save, until
+from helpers.devices import Device
+from helpers.relaylab import Lab, rendered, save, until
 
 URL = "http://127.0.0.1:8765"
 

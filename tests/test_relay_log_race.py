@@ -18,23 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mocksync.devtools.pairing import pair
 from mocksync.net.relay_client import RelayClient
-from mocksync.relay.engine import OnLoop
-from mocksync.relay.pgstorage import PgStorage
 from mocksync.relay.server import RelayConfig, RelayServer
 from mocksync.relay.storage import SQLiteStorage
-from mocksync.space.actions import create_space
 from mocksync.space.membership import Entry, verify_log
-from pgserver import pg_server, pg_url  # noqa: F401  (fixtures)
+from mocksync.spaceio.actions import create_space
 
-from helpers.relaylab import Device, Lab, logs_of, until
+from helpers.devices import Device, logs_of
+from helpers.relaylab import Lab, until
 
 #: Devices joining the space one after another, each holding the log as of its own join
 #: (so every device uploads a different tail), besides the admin.
@@ -105,12 +101,6 @@ def db_url(request: pytest.FixtureRequest) -> str | None:
     return None if request.param == "sqlite" else request.getfixturevalue("pg_url")
 
 
-@pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
-    the_lab = Lab(tmp_path)
-    yield the_lab
-
-
 async def _stored(relay: RelayServer, space: str) -> list[bytes]:
     return await relay.db.log_entries(space)
 
@@ -139,7 +129,7 @@ async def test_a_team_connecting_at_once_is_admitted_and_the_log_is_whole(
 
 
 async def test_a_team_connecting_at_once_to_two_instances_is_admitted(
-        lab: Lab, pg_url: str) -> None:  # noqa: F811
+        lab: Lab, pg_url: str) -> None:
     devices, space, logs = _team(lab)
     relays = []
     clients: list[RelayClient] = []
@@ -163,23 +153,6 @@ async def test_a_team_connecting_at_once_to_two_instances_is_admitted(
 
 
 # ------------------------------------------------------------------------------ engines
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    if request.param == "sqlite":
-        e: Any = OnLoop(SQLiteStorage(tmp_path))
-    else:
-        e = PgStorage(request.getfixturevalue("pg_url"))
-
-    async def ignore(_ev: Any) -> None:
-        return None
-
-    await e.open(ignore)
-    try:
-        yield e
-    finally:
-        await e.close()
 
 
 def _h(w: bytes) -> bytes:

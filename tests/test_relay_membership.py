@@ -7,8 +7,8 @@ from __future__ import annotations
 import copy
 
 from mocksync.devtools.pairing import pair
-from mocksync.space.actions import create_space, remove
-from mocksync.space.store import get_space
+from mocksync.spaceio.actions import create_space, remove
+from mocksync.spaceio.store import get_space
 
 from envfactory import small_env
 from helpers.relaylab import Lab, share, until

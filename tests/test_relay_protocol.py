@@ -80,6 +80,10 @@ CLIENT_SAMPLES = [
     {"t": "presence", "s": SPACE, "e": None, "u": None},
     {"t": "signal", "i": 5, "s": SPACE, "to": DB, "p": b"payload"},
     {"t": "ping", "n": 7},
+    # compaction (relay.snapshots)
+    {"t": "snapput", "i": 6, "s": SPACE, "e": TAG, "v": {DA: 3}, "b": CT, "g": b"s" * 64},
+    {"t": "snapget", "i": 7, "s": SPACE, "e": TAG},
+    {"t": "hw", "s": SPACE, "e": TAG, "v": {DA: 3, DB: 1}},
 ]
 RELAY_SAMPLES = [
     {"t": "joinreq", "s": SPACE, "j": b"j" * 16, "p": b"handshake"},
@@ -101,6 +105,11 @@ RELAY_SAMPLES = [
     {"t": "signal", "s": SPACE, "from": DA, "p": b"payload"},
     {"t": "pong", "n": 7},
     {"t": "bye", "c": "shutting_down", "r": "bye"},
+    # compaction (relay.snapshots)
+    {"t": "snap", "i": 8, "s": SPACE, "e": TAG, "by": DA, "v": {DA: 3}, "b": CT, "g": b"s" * 64,
+     "f": {DA: 2}},
+    {"t": "snap", "i": 9, "s": SPACE, "e": TAG, "by": None, "v": {}, "b": None, "g": None,
+     "f": {}},
 ]
 
 

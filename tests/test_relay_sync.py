@@ -20,10 +20,11 @@ from mocksync.changes import ChangeSet
 from mocksync.relay.envelope import Tagger, seal_envelope
 from mocksync.relay.storage import SQLiteStorage
 from mocksync.space.identity import Identity
-from mocksync.space.store import get_space
+from mocksync.spaceio.store import get_space
 
 from envfactory import small_env
-from helpers.relaylab import Device, Lab, edits, rendered, save, share, team_of, until
+from helpers.devices import Device
+from helpers.relaylab import Lab, edits, rendered, save, share, team_of, until
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "environments"
 

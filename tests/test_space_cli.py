@@ -13,11 +13,11 @@ from click.testing import CliRunner
 
 from mocksync.cli import main
 from mocksync.paths import Home
-from mocksync.space import actions
-from mocksync.space.identity import load_identity
 from mocksync.space.invite import Admission, InviteToken
-from mocksync.space.join import register_join_transport, unregister_join_transport
-from mocksync.space.store import get_space
+from mocksync.spaceio import actions
+from mocksync.spaceio.identityfiles import load_identity
+from mocksync.spaceio.join import register_join_transport, unregister_join_transport
+from mocksync.spaceio.store import get_space
 
 
 @pytest.fixture()

@@ -15,14 +15,12 @@ from mocksync.space.identity import (
     BOX_KEY_FILE,
     SIGN_KEY_FILE,
     Identity,
-    create_identity,
     device_id_for,
-    has_identity,
     is_device_id,
-    load_identity,
     parse_device_id,
     verify_signature,
 )
+from mocksync.spaceio.identityfiles import create_identity, has_identity, load_identity
 
 
 def _ids(n: int) -> list[str]:

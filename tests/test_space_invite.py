@@ -25,9 +25,9 @@ from mocksync.space.invite import (
     JoinerSession,
     Refusal,
 )
-from mocksync.space.join import join_space, run_join, unreachable_sentence
 from mocksync.space.keys import new_content_key, open_payload, seal_payload
 from mocksync.space.names import names_key
+from mocksync.spaceio.join import join_space, run_join, unreachable_sentence
 
 NOW = 1_700_000_000.0
 

@@ -1,4 +1,4 @@
-"""Taking in membership entries from a peer or the relay (`space.learn`, issue 16): a removal
+"""Taking in membership entries from a peer or the relay (`spaceio.learn`, issue 16): a removal
 with its rotated key is stored with the key; anything that does not verify as a whole log is
 refused and changes nothing."""
 
@@ -8,10 +8,12 @@ import pytest
 
 from mocksync.devtools.pairing import pair
 from mocksync.errors import MocksyncError
-from mocksync.space import actions
-from mocksync.space.learn import learn_entries
-from mocksync.space.store import get_space
-from netns import make_device, short_tmp
+from mocksync.spaceio import actions
+from mocksync.spaceio.learn import learn_entries
+from mocksync.spaceio.store import get_space
+
+from helpers.devices import make_device
+from helpers.procs import short_tmp
 
 
 def test_a_removal_and_its_key_are_learned_together_and_bad_batches_change_nothing() -> None:

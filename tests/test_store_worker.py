@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from mocksync.agent.storeworker import FREEZE_AFTER_OBJECTS, StoreWorker, WorkerClosedError
+from mocksync.agent.errors import WorkerClosedError
+from mocksync.agent.storeworker import FREEZE_AFTER_OBJECTS, StoreWorker
 
 
 async def test_jobs_run_off_the_loop_in_submission_order() -> None:

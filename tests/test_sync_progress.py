@@ -14,6 +14,8 @@ import pytest
 
 from mocksync.net.relay_transport import RelayTransport
 
+from helpers.fakeagent import FakeAgent
+
 
 @dataclass
 class Env:
@@ -44,16 +46,9 @@ class Store:
         return 0
 
 
-class Agent:
-    store = Store()
-
-    def settle_remote(self, space: str, envs: set[str]) -> None:
-        pass
-
-
 def transport(seen: list[list[dict[str, Any]]]) -> RelayTransport:
     t = RelayTransport("http://127.0.0.1:9")
-    t.agent = Agent()
+    t.agent = FakeAgent(store=Store())
     t._tagger = lambda space: (lambda env: "tag1")  # type: ignore[method-assign]
     t._local_envs = lambda space: []  # type: ignore[method-assign]
 

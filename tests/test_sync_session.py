@@ -420,6 +420,37 @@ def test_ping_pong_measures_the_round_trip():
     assert duo.a.status()["rtt_ms"] == 37
 
 
+def test_one_side_of_a_pair_keeps_the_heartbeat():
+    """Issue 16: the smaller device id pings on the clock; the other answers, pings once to
+    learn its round trip, and then only every RTT_REFRESH_MS: one ping and one pong per
+    interval per pair instead of two of each."""
+    from mocksync.sync.session import RTT_REFRESH_MS
+
+    duo = Duo([(SPACE, E1)])
+    duo.flow()
+    interval = Config().ping_interval_ms
+    duo.run(interval * 10, step=interval // 4)
+    pings_a, pings_b = len(duo.of("A", Ping, sent=True)), len(duo.of("A", Ping))
+    assert pings_a >= 9 and pings_b == 1  # B pinged once (no round trip yet), then listened
+    assert duo.b.rtt_ms is not None and not duo.a.closed and not duo.b.closed
+    duo.run(RTT_REFRESH_MS, step=interval // 4)
+    assert len(duo.of("A", Ping)) == 2  # B's round trip refreshed once, still no heartbeat
+
+
+def test_the_quiet_side_pings_when_the_pinging_side_goes_silent():
+    duo = Duo([(SPACE, E1)])
+    duo.flow()
+    interval = Config().ping_interval_ms
+    duo.run(interval * 3, step=interval // 4)
+    before = len(duo.of("B", Ping, sent=True))
+    for _ in range(4):  # A's frames are lost from now on: B must take over the pinging
+        duo.tick(interval // 2)
+        duo.flow(drop=lambda side, msg: side == "B")
+    assert len(duo.of("B", Ping, sent=True)) > before
+    duo.tick(Config().dead_after_ms)
+    assert duo.b.dead  # and the silence still ends the session as before
+
+
 def test_silence_closes_the_session_as_dead():
     duo = Duo([(SPACE, E1)])
     duo.flow()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from types import SimpleNamespace
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -21,73 +21,34 @@ from mocksync.agent.control import ControlServer
 from mocksync.ui.app import MAX_BODY_BYTES, MAX_EVENT_CLIENTS, UiServer
 from mocksync.ui.openroute import OFF_BY_SETTING, UiOff, register_open
 
-ME = "AAAAA-AAAAA-AAAAA-AAAAA"
-ENV = "0b5c3a52-1111-4222-8333-944455556666"
+from helpers.uipage import ENV, ME, cookie_client, serving, standin_agent, standin_control
 
-
-class FakeSpaces:
-    def spaces(self) -> list[Any]:
-        return []
-
-    def get(self, space: str) -> Any:
-        return None
-
-    def plan(self, space: str) -> Any:
-        return SimpleNamespace(name="team", max_envs=10, max_env_bytes=10_000_000,
-                               max_devices_per_member=2)
-
-    def member_name(self, space: str, device: str) -> str | None:
-        return None
-
-
-def make_agent() -> Any:
-    return SimpleNamespace(device=ME, identity=SimpleNamespace(name="laptop", member_name="alice"),
-                           listeners=[], holds=set(), transport=None, spaces=FakeSpaces(),
-                           settings=SimpleNamespace(relay=None))
-
-
-def make_control(calls: list[tuple[str, dict]]) -> ControlServer:
-    control = ControlServer("/nonexistent/never-bound.sock")
-
-    def record(name: str, answer: dict[str, Any]) -> None:
-        @control.route(name)
-        async def handler(params: dict[str, Any]) -> dict[str, Any]:
-            calls.append((name, params))
-            return answer
-
-    record("status", {
+ANSWERS: dict[str, dict[str, Any]] = {
+    "status": {
         "device": {"id": ME, "name": "laptop"},
         "daemon": {"version": "0", "folder": "/tmp/f"},
         "relay": {"url": "http://127.0.0.1:9", "state": "offline", "reason": "refused"},
         "peers": [], "environments": [
             {"uuid": ENV, "name": "Petstore", "file": "/nonexistent/petstore.json",
              "space": "S1", "space_name": "team", "state": "synced", "reason": None,
-             "conflicts": 0, "linked": []}]})
-    record("who", {"who": [{"device": ME, "you": True}]})
-    record("reconnect", {"ok": True})
-    record("log", {"changesets": []})
-    record("conflicts", {"conflicts": []})
-    record("resolve", {"id": "c1", "took": "theirs", "changed": True})
-    record("resolve_env", {"kept": True})
-    return control
+             "conflicts": 0, "linked": []}]},
+    "who": {"who": [{"device": ME, "you": True}]},
+    "reconnect": {"ok": True},
+    "log": {"changesets": []},
+    "conflicts": {"conflicts": []},
+    "resolve": {"id": "c1", "took": "theirs", "changed": True},
+    "resolve_env": {"kept": True},
+}
+
+
+def make_control(calls: list[tuple[str, dict[str, Any]]]) -> ControlServer:
+    return standin_control(ANSWERS, calls)
 
 
 @pytest.fixture
-async def ui():
-    calls: list[tuple[str, dict]] = []
-    agent = make_agent()
-    server = UiServer(agent, make_control(calls), port=0)
-    await server.start()
-    assert server.port and server.auth is not None
-    server.calls = calls  # type: ignore[attr-defined]
-    try:
+async def ui() -> AsyncIterator[UiServer]:
+    async with serving(standin_agent(), ANSWERS) as server:
         yield server
-    finally:
-        await server.stop()
-
-
-def client() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
 
 
 async def signed_in(ui: UiServer, http: aiohttp.ClientSession) -> str:
@@ -104,7 +65,7 @@ def origin(ui: UiServer) -> str:
 
 
 async def test_nothing_is_served_without_a_session(ui: UiServer) -> None:
-    async with client() as http:
+    async with cookie_client() as http:
         for path in ("/", "/static/ui.js", "/events", f"/env/{ENV}"):
             async with http.get(ui.url.rstrip("/") + path) as r:
                 assert r.status == 401, path
@@ -117,7 +78,7 @@ async def test_nothing_is_served_without_a_session(ui: UiServer) -> None:
 
 async def test_sign_in_sets_a_strict_httponly_cookie_and_works_once(ui: UiServer) -> None:
     url = ui.open_url()["url"]
-    async with client() as http:
+    async with cookie_client() as http:
         async with http.get(url, allow_redirects=False) as r:
             assert r.status == 303 and "token" not in r.headers["Location"]
             cookie = r.headers["Set-Cookie"]
@@ -127,7 +88,7 @@ async def test_sign_in_sets_a_strict_httponly_cookie_and_works_once(ui: UiServer
             assert r.status == 200 and "Petstore" in await r.text()
             assert "default-src 'none'" in r.headers["Content-Security-Policy"]
             assert r.headers["X-Frame-Options"] == "DENY"
-    async with client() as other:
+    async with cookie_client() as other:
         async with other.get(url, allow_redirects=False) as r:
             assert r.status == 403 and "already used" in await r.text()
         async with other.get(ui.url) as r:
@@ -135,7 +96,7 @@ async def test_sign_in_sets_a_strict_httponly_cookie_and_works_once(ui: UiServer
 
 
 async def test_a_foreign_host_is_refused_even_signed_in(ui: UiServer) -> None:
-    async with client() as http:
+    async with cookie_client() as http:
         await signed_in(ui, http)
         async with http.get(ui.url, headers={"Host": f"evil.example:{ui.port}"}) as r:
             assert r.status == 403 and "DNS rebinding" in await r.text()
@@ -147,7 +108,7 @@ async def test_a_foreign_host_is_refused_even_signed_in(ui: UiServer) -> None:
 
 
 async def test_changes_need_our_origin_and_the_csrf_token(ui: UiServer) -> None:
-    async with client() as http:
+    async with cookie_client() as http:
         csrf = await signed_in(ui, http)
         cases = [
             ({"csrf": csrf}, {"Origin": "http://evil.example"}),  # forged Origin
@@ -169,7 +130,7 @@ async def test_changes_need_our_origin_and_the_csrf_token(ui: UiServer) -> None:
 
 
 async def test_resolve_goes_to_the_control_method_and_bad_input_changes_nothing(ui) -> None:
-    async with client() as http:
+    async with cookie_client() as http:
         csrf = await signed_in(ui, http)
         post = {"headers": {"Origin": origin(ui)}, "allow_redirects": False}
         async with http.post(f"{ui.url}env/{ENV}/resolve",
@@ -189,7 +150,7 @@ async def test_resolve_goes_to_the_control_method_and_bad_input_changes_nothing(
 
 
 async def test_held_decisions_go_to_resolve_env(ui: UiServer) -> None:
-    async with client() as http:
+    async with cookie_client() as http:
         csrf = await signed_in(ui, http)
         post = {"headers": {"Origin": origin(ui)}, "allow_redirects": False}
         async with http.post(f"{ui.url}env/{ENV}/held", data={"csrf": csrf, "choice": "maybe"},
@@ -205,7 +166,7 @@ async def test_held_decisions_go_to_resolve_env(ui: UiServer) -> None:
 
 
 async def test_sign_out_ends_the_session_and_its_live_stream(ui: UiServer) -> None:
-    async with client() as http:
+    async with cookie_client() as http:
         csrf = await signed_in(ui, http)
         stream = await http.get(ui.url + "events")
         await asyncio.wait_for(read_event(stream, "hello"), 5)
@@ -222,7 +183,7 @@ async def test_sign_out_ends_the_session_and_its_live_stream(ui: UiServer) -> No
 
 
 async def test_a_body_over_the_limit_is_refused(ui: UiServer) -> None:
-    async with client() as http:
+    async with cookie_client() as http:
         csrf = await signed_in(ui, http)
         async with http.post(ui.url + "reconnect", headers={"Origin": origin(ui)},
                              data={"csrf": csrf, "pad": "x" * (MAX_BODY_BYTES + 1)},
@@ -241,7 +202,7 @@ async def read_event(resp: aiohttp.ClientResponse, name: str) -> str:
 
 
 async def test_live_stream_tells_of_each_change_and_is_capped(ui: UiServer) -> None:
-    async with client() as http:
+    async with cookie_client() as http:
         await signed_in(ui, http)
         streams = []
         try:
@@ -269,7 +230,7 @@ async def test_port_in_use_leaves_the_page_off_with_the_reason() -> None:
         s.listen()
         port = s.getsockname()[1]
         control = make_control([])
-        server = UiServer(make_agent(), control, port=port)
+        server = UiServer(standin_agent(), control, port=port)
         await server.start()
         try:
             register_open(control, server)
@@ -288,7 +249,7 @@ async def test_open_says_why_when_the_page_is_turned_off() -> None:
 
 
 async def test_stop_ends_live_streams(ui: UiServer) -> None:
-    async with client() as http:
+    async with cookie_client() as http:
         await signed_in(ui, http)
         r = await http.get(ui.url + "events")
         await asyncio.wait_for(read_event(r, "hello"), 5)

@@ -20,10 +20,10 @@ from mocksync.ui.auth import (
     SESSION_MAX_S,
     TOKEN_TTL_S,
     UiAuth,
-    UiAuthError,
     host_problem,
     origin_problem,
 )
+from mocksync.ui.errors import UiAuthError
 
 PORT = 8385
 

@@ -27,3 +27,18 @@ class LimitError(MocksyncError):
     """A named limit (message size, file size, counts) was exceeded."""
 
     code = "limit"
+
+
+class FolderSyncError(MocksyncError, OSError):
+    """The new content is in place, but the folder holding it could not be flushed to disk:
+    the rename may be lost if the machine loses power now. An OSError too, so a caller that
+    treats every I/O failure alike needs no second clause."""
+
+    code = "folder_sync_failed"
+
+
+class PrivateDirError(MocksyncError):
+    """A directory that must be private to this user (the home, the socket folder) is not,
+    and cannot be made so: another user's, a symlink, not a directory."""
+
+    code = "not_private"

@@ -32,7 +32,7 @@ import os
 import secrets
 from collections.abc import Callable
 
-from .errors import MocksyncError
+from .errors import FolderSyncError
 
 #: Prefix and suffix of every temp file (the folder watcher ignores such names).
 TEMP_PREFIX = ".mocksync-"
@@ -45,14 +45,6 @@ TEMP_MODE = 0o600
 _DIR_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 _TEMP_OPEN_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
                     | getattr(os, "O_CLOEXEC", 0))
-
-
-class FolderSyncError(MocksyncError, OSError):
-    """The new content is in place, but the folder holding it could not be flushed to disk:
-    the rename may be lost if the machine loses power now. An OSError too, so a caller that
-    treats every I/O failure alike needs no second clause."""
-
-    code = "folder_sync_failed"
 
 
 def temp_name() -> str:

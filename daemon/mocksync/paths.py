@@ -27,7 +27,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .errors import MocksyncError
+from .errors import PrivateDirError
 
 APP = "mocksync"
 
@@ -41,13 +41,6 @@ MAX_HOME_SOCKET_PATH = 100
 #: Where the private socket folder goes when neither the runtime dir nor the home can hold it
 #: (`$TMPDIR` when set to an absolute path, as for any temporary file).
 SOCKET_TMP_ROOT = Path("/tmp")
-
-
-class PrivateDirError(MocksyncError):
-    """A directory that must be private to this user (the home, the socket folder) is not,
-    and cannot be made so: another user's, a symlink, not a directory."""
-
-    code = "not_private"
 
 
 def private_dir_problem(st: os.stat_result, uid: int, *, fixable: bool = False) -> str | None:

@@ -12,7 +12,7 @@ instead; the concrete classes (`agent.daemon.Agent`, `agent.spacedir.SpaceDirect
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from .paths import Home
     from .space import quotas
     from .space.identity import Identity
-    from .space.store import StoredSpace
     from .space.writers import Verdict
+    from .spaceio.store import StoredSpace
     from .store import Store
 
 #: What the agent publishes to its listeners (control streams, transports, the web page):
@@ -48,6 +48,17 @@ class SpaceDirectory(Protocol):
     def check_size(self, space: str, env_bytes: int) -> str | None: ...
 
 
+class PinBook(Protocol):
+    """Where a relay client keeps the relay key each space pinned on first use (TOFU):
+    `net.relay_client.RelayPins` pins nothing, `spaceio.store.SpacePins` keeps them with the
+    home's spaces."""
+
+    def pinned(self, space: str) -> bytes | None: ...
+    def pinned_many(self, spaces: Sequence[str]) -> dict[str, bytes | None]: ...
+    def pin(self, space: str, relay_key: bytes) -> None: ...
+    def name(self, space: str) -> str | None: ...
+
+
 class Transport(Protocol):
     """What carries change sets to other devices (in-process bus, LAN WebRTC, relay).
 
@@ -58,6 +69,14 @@ class Transport(Protocol):
     async def stop(self) -> None: ...
     def broadcast(self, space: str, env: str, wire: bytes) -> None: ...
     def status(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class LogPusher(Protocol):
+    """A transport that uploads new membership entries when asked (`mocksync remove`, an
+    admission through another transport) instead of at its next periodic check."""
+
+    async def push_logs(self) -> None: ...
 
 
 @runtime_checkable
@@ -76,13 +95,24 @@ class PresenceCarrier(Protocol):
                      entity: str | None = None, editor: str | None = None) -> None: ...
 
 
+class SyncedEnv(Protocol):
+    """One environment this device syncs, as a transport sees it (read only)."""
+
+    @property
+    def uuid(self) -> str: ...
+    @property
+    def space(self) -> str: ...
+
+
 class AgentPort(Protocol):
     """What a transport calls on the agent that started it.
 
     Change sets in: `receive`/`receive_async` (one), `receive_batch_async` then
-    `settle_remote_async` (a relay catch-up, page by page). Offline policy: `offline_cut`,
+    `settle_remote_async` (a relay catch-up, page by page); `note_undecodable_async`: rows
+    `(env, device, seq, reason)` of change sets that opened but did not decode. Offline policy: `offline_cut`,
     `offline_catch_up`. Relay quota: `upload_refused`/`upload_accepted`. Membership:
-    `enforce_membership_soon`. Events: `publish` and `listeners`."""
+    `enforce_membership_soon`. Events: `publish` and `listeners`. `envs`: the environments
+    synced here (a file may be known before its first change set is in the log)."""
 
     device: str
     identity: Identity
@@ -92,6 +122,8 @@ class AgentPort(Protocol):
     transport: Transport | None
     listeners: list[Callable[[Event], None]]
 
+    @property
+    def envs(self) -> Mapping[str, SyncedEnv]: ...
     def publish(self, event: Event) -> None: ...
     def store_turn(self) -> contextlib.AbstractAsyncContextManager[None]: ...
     def receive(self, space: str, wire: bytes) -> Any: ...
@@ -102,6 +134,7 @@ class AgentPort(Protocol):
                             ) -> Awaitable[tuple[Any, list[tuple[Any, Exception]]]]: ...
     def settle_remote(self, space: str, envs: set[str]) -> None: ...
     def settle_remote_async(self, space: str, envs: set[str]) -> Awaitable[None]: ...
+    def note_undecodable_async(self, rows: list[tuple[str, str, int, str]]) -> Awaitable[None]: ...
     def offline_cut(self, env: str) -> int | None: ...
     def offline_catch_up(self, env: str, relay_vv: dict[str, int]) -> str: ...
     def upload_refused(self, env: str, reason: str) -> None: ...
@@ -110,4 +143,5 @@ class AgentPort(Protocol):
     def enforce_membership_soon(self) -> None: ...
 
 
-__all__ = ["AgentPort", "Event", "PresenceCarrier", "Reconnecting", "SpaceDirectory", "Transport"]
+__all__ = ["AgentPort", "Event", "LogPusher", "PinBook", "PresenceCarrier", "Reconnecting", "SpaceDirectory",
+           "SyncedEnv", "Transport"]

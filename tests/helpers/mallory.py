@@ -16,8 +16,8 @@ from mocksync.model.files import CONTENT_REG, PATH_REG, file_uuid
 from mocksync.model.ops import enc_value
 from mocksync.paths import Home
 from mocksync.relay.envelope import Envelope, Tagger, seal_envelope
-from mocksync.space.identity import load_identity
-from mocksync.space.store import get_space
+from mocksync.spaceio.identityfiles import load_identity
+from mocksync.spaceio.store import get_space
 
 #: Far-future stamp of mallory's quarantined change set.
 AHEAD_MS = 10 * 24 * 3600 * 1000

@@ -12,49 +12,78 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mocksync.agent.client import ControlError
-
 #: Longest a test waits for anything the system should do by itself (seconds).
 WAIT_S = 10.0
 #: What a look may raise while the thing looked at is in flux (a file mid-replace, a document
-#: not there yet, a daemon still starting): try again rather than fail.
-TRANSIENT = (OSError, ValueError, KeyError, ControlError)
+#: not there yet, a daemon still starting): try again rather than fail. The daemon's
+#: `ControlError` is added on first use (`_transient`): the journeys, which never import
+#: `mocksync`, pass their own tuple.
+TRANSIENT: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError)
+#: How much of the last value seen a timeout message shows.
+SHOWN_CHARS = 600
 
 
-def _look(pred: Callable[[], Any]) -> Any:
-    try:
-        return pred()
-    except TRANSIENT:
-        return None
+def _transient() -> tuple[type[BaseException], ...]:
+    from mocksync.agent.errors import ControlError
+
+    return (*TRANSIENT, ControlError)
 
 
-def _timed_out(what: str, timeout: float, why: Callable[[], Any] | None) -> AssertionError:
-    detail = f": {why()}" if why is not None else ""
-    return AssertionError(f"timed out after {timeout} s waiting for {what}{detail}")
+class _Looker:
+    """One wait's looks: the value, or None when the look raised something transient; keeps
+    what was seen last for the timeout message."""
+
+    def __init__(self, pred: Callable[[], Any],
+                 transient: tuple[type[BaseException], ...] | None) -> None:
+        self.pred = pred
+        self.transient = transient if transient is not None else _transient()
+        self.last: Any = None
+
+    def look(self) -> Any:
+        try:
+            value = self.pred()
+        except self.transient as exc:
+            value, self.last = None, f"{type(exc).__name__}: {exc}"
+        else:
+            self.last = value
+        return value
+
+    def timed_out(self, what: str, timeout: float,
+                  why: Callable[[], Any] | None) -> AssertionError:
+        shown = repr(why() if why is not None else self.last)
+        if len(shown) > SHOWN_CHARS:
+            shown = shown[:SHOWN_CHARS] + "..."
+        return AssertionError(f"timed out after {timeout} s waiting for {what} "
+                              f"(last seen: {shown})")
 
 
 async def wait_until(pred: Callable[[], Any], what: str, timeout: float = WAIT_S,
-                     step: float = 0.01, why: Callable[[], Any] | None = None) -> Any:
-    """Poll `pred` until it returns something truthy (returned); fail naming `what` (and
-    `why()`, the last thing seen, when given) after `timeout` seconds."""
+                     step: float = 0.01, why: Callable[[], Any] | None = None,
+                     transient: tuple[type[BaseException], ...] | None = None) -> Any:
+    """Poll `pred` until it returns something truthy (returned); fail naming `what` and the
+    last thing seen (`why()` when given) after `timeout` seconds. `transient`: what a look
+    may raise meaning "not yet" (default `TRANSIENT` and the daemon's `ControlError`)."""
+    looker = _Looker(pred, transient)
     deadline = time.monotonic() + timeout
     while True:
-        value = _look(pred)
+        value = looker.look()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise _timed_out(what, timeout, why)
+            raise looker.timed_out(what, timeout, why)
         await asyncio.sleep(step)
 
 
 def wait_sync(pred: Callable[[], Any], what: str, timeout: float = WAIT_S,
-              step: float = 0.02, why: Callable[[], Any] | None = None) -> Any:
+              step: float = 0.02, why: Callable[[], Any] | None = None,
+              transient: tuple[type[BaseException], ...] | None = None) -> Any:
     """`wait_until` for code that is not on an event loop (subprocess daemons, threads)."""
+    looker = _Looker(pred, transient)
     deadline = time.monotonic() + timeout
     while True:
-        value = _look(pred)
+        value = looker.look()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise _timed_out(what, timeout, why)
+            raise looker.timed_out(what, timeout, why)
         time.sleep(step)

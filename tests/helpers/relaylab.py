@@ -1,6 +1,6 @@
 """In-process agents syncing through a real relay on 127.0.0.1: the `lab` of the relay tests.
 
-A `Lab` makes devices (`init_device`, each with its own home and folder), starts one
+A `Lab` makes devices (helpers/devices.py, each with its own home and folder), starts one
 `RelayServer` on an ephemeral loopback port, starts Agents with a `RelayTransport` (short
 backoffs, no mDNS, no blind window) and stops everything at the end (the `lab` fixture in
 tests/conftest.py). The small actions below (share a file, edit it n times, read the rendered
@@ -13,7 +13,8 @@ import asyncio
 import copy
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,12 @@ from mocksync.devtools.pairing import pair
 from mocksync.model import render
 from mocksync.net.relay_client import RelayClient
 from mocksync.net.relay_transport import RelayTransport
-from mocksync.paths import Home
 from mocksync.relay.server import RelayConfig, RelayServer
 from mocksync.relay.storage import DB_NAME
-from mocksync.space.actions import create_space, init_device
-from mocksync.space.identity import Identity
-from mocksync.space.store import get_space
+from mocksync.spaceio.actions import create_space
 
 from envfactory import small_env
+from helpers.devices import Device, make_device
 from helpers.polling import wait_until
 
 #: Longest a relay test waits by default (seconds).
@@ -43,14 +42,6 @@ async def until(cond: Callable[[], Any], timeout: float = RELAY_WAIT_S,
                 what: str = "condition") -> None:
     """`polling.wait_until` in the argument order the relay tests use (timeout second)."""
     await wait_until(cond, what, timeout, step=0.02)
-
-
-@dataclass
-class Device:
-    name: str
-    home: Home
-    identity: Identity
-    folder: Path
 
 
 class Lab:
@@ -64,9 +55,7 @@ class Lab:
         self.devices: dict[str, Device] = {}
 
     def device(self, name: str) -> Device:
-        home = Home(self.tmp / name)
-        ident, _ = init_device(home, name=f"{name}-laptop", member_name=name)
-        dev = Device(name, home, ident, self.tmp / name / "envs")
+        dev = make_device(self.tmp, name, device_name=f"{name}-laptop", member=name)
         self.devices[name] = dev
         return dev
 
@@ -146,11 +135,35 @@ async def edits(agent: Agent, doc: dict[str, Any], n: int, name: str = "env.json
     return doc
 
 
+@asynccontextmanager
+async def detached_trio(lab: Lab) -> AsyncIterator[dict[str, Any]]:
+    """alice, bob and carol in space `team`, agents with no transport, alice's environment
+    (`small_env`) shared and handed to the others through `receive`, the entry point of LAN
+    and relay alike: what the attack tests build before bob misbehaves. The dict holds
+    `lab, space, env, doc, agents` (by name) and the devices `alice, bob, carol`."""
+    alice, bob, space = team_of(lab)
+    carol = lab.device("carol")
+    pair(alice.home, carol.home, "team")
+    agents = {}
+    for d in (alice, bob, carol):
+        agents[d.name] = Agent(d.home, Settings(folder=d.folder, blind_window_s=0.0, mdns=False),
+                               d.identity, SpaceDirectory(d.home))
+        await agents[d.name].start()
+    doc = small_env()
+    share(agents["alice"], doc, space)
+    env = doc["uuid"]
+    for cs, _r in agents["alice"].store.log(env):
+        for name in ("bob", "carol"):
+            agents[name].receive(space, cs.encode())
+    try:
+        yield {"lab": lab, "space": space, "env": env, "doc": doc, "agents": agents,
+               "alice": alice, "bob": bob, "carol": carol}
+    finally:
+        for a in agents.values():
+            await a.stop()
+
+
 # ------------------------------------------------------------------------------ raw clients
-
-
-def logs_of(dev: Device, *spaces: str) -> dict[str, list[bytes]]:
-    return {s: [e.wire for e in get_space(dev.home, s).entries] for s in spaces}
 
 
 async def raw_client(lab: Lab, identity: Any, logs: dict[str, list[bytes]], **kw: Any

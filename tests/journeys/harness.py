@@ -1,30 +1,30 @@
 """Black-box journey harness (issue 11): a team of real processes driven through the CLI only.
 
-Why a second harness: tests/daemon_harness.py reaches into agents, stores and key material to
-control timing; a journey must instead see exactly what a user sees. So everything here goes
-through the `mocksync` executable (its stdout, stderr, exit code and `--json` documents) and
-through the files in each device's folder, written the way an editor writes them (temp file,
-fsync, rename). Nothing in this module imports the `mocksync` package.
+Why a variant of its own: the in-process harness (tests/helpers/agents.py, relaylab.py)
+reaches into agents, stores and key material to control timing; a journey must instead see
+exactly what a user sees. So everything here goes through the `mocksync` executable (its
+stdout, stderr, exit code and `--json` documents) and through the files in each device's
+folder, written the way an editor writes them (temp file, fsync, rename). Nothing in this
+module imports the `mocksync` package.
 
-Every process started here is registered and killed at teardown (and, as a last resort, at
-interpreter exit), whatever the test did. Every wait is bounded and fails with a sentence
+It is the out-of-process variant of the suite's one harness: processes are started, stopped
+and reaped by tests/helpers/procs.py, files saved by tests/helpers/files.py, waits are
+tests/helpers/polling.py's, the relay's port is tests/helpers/ports.py's; what is added here
+is the CLI-only view of a team. Every process started here is killed at teardown (and, as a
+last resort, at interpreter exit), whatever the test did. Every wait is bounded and fails with a sentence
 naming what was awaited and the last value seen. On failure the conftest attaches the tail of
 every daemon's and the relay's log to the report (`Team.logs()`).
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
-import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,6 +32,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from helpers.files import editor_write, mockoon_bytes
+from helpers.polling import wait_sync
+from helpers.ports import fixed_port
+from helpers.procs import (
+    kill9,
+    logged_since_start,
+    mocksync_command,
+    short_root,
+    spawn,
+    tail,
+    terminate,
+    wait_answering,
+)
 
 #: Longest a journey waits for anything the system should do by itself (seconds).
 WAIT_S = 20.0
@@ -45,12 +59,6 @@ DAEMON_START_S = 30.0
 READY_HINT_S = 8.0
 #: Longest the relay may take to accept connections after it was started.
 RELAY_START_S = 20.0
-#: Longest a process gets to exit after SIGTERM before it is SIGKILLed.
-STOP_S = 10.0
-#: Log lines containing this are left out of failure reports (the watcher's batch counts).
-LOG_NOISE = "watchfiles.main"
-#: How much of each log a failure report shows.
-LOG_TAIL_CHARS = 4000
 #: Blind window the journey daemons use unless a test says otherwise (Mockoon's is 3 s).
 JOURNEY_BLIND_S = 0.3
 #: Default timeout of one CLI call (seconds).
@@ -66,6 +74,8 @@ TRACE_ENV = "MOCKSYNC_JOURNEY_TRACE"
 LOOPBACK = "127.0.0.1"
 #: The example environments (examples/environments/*.json) journeys start from.
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "environments"
+#: Prefix of a team's temp directory (short: AF_UNIX socket paths are limited to ~107 bytes).
+TEAM_DIR_PREFIX = "msj-"
 
 
 # ------------------------------------------------------------------------------ processes
@@ -82,81 +92,9 @@ def trace(what: str, started: float) -> None:
               flush=True)
 
 
-_LIVE: dict[int, subprocess.Popen[bytes]] = {}
-
-
-def _reap_all() -> None:
-    """Last resort at interpreter exit: no child outlives the test run."""
-    for proc in list(_LIVE.values()):
-        _terminate(proc)
-
-
-atexit.register(_reap_all)
-
-
-def _terminate(proc: subprocess.Popen[bytes], timeout: float = STOP_S) -> int | None:
-    """SIGTERM the process group, wait, then SIGKILL; the exit code."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=STOP_S)
-    _LIVE.pop(proc.pid, None)
-    return proc.returncode
-
-
-def _kill9(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=STOP_S)
-    _LIVE.pop(proc.pid, None)
-
-
-def mocksync_command() -> list[str]:
-    """The installed `mocksync` console script next to this interpreter, else on PATH."""
-    script = Path(sys.executable).parent / "mocksync"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("mocksync")
-    if found:
-        return [found]
-    return [sys.executable, "-m", "mocksync"]
-
-
-def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start a long-running child in its own session, output appended to `log_path`."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        log.write(f"\n----- {time.strftime('%H:%M:%S')} start: {' '.join(args)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                start_new_session=True,
-                                env={**os.environ, "COLUMNS": "200"})
-    _LIVE[proc.pid] = proc
-    return proc
-
-
-def _tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
-    """The end of a log, without the file watcher's "N changes detected" chatter (which
-    would otherwise push the lines that explain a failure out of the tail)."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    text = "\n".join(line for line in text.splitlines() if LOG_NOISE not in line)
-    return text[-chars:] if len(text) > chars else text
-
-
 def free_port() -> int:
     """The relay's port, kept across its restarts: below the ephemeral range, so no client's
     source port can take it while the relay is down (helpers.ports)."""
-    from helpers.ports import fixed_port
-
     return fixed_port(LOOPBACK)
 
 
@@ -166,39 +104,20 @@ def port_open(port: int) -> bool:
         return s.connect_ex((LOOPBACK, port)) == 0
 
 
-def short_root() -> Path:
-    """A short temp dir: AF_UNIX socket paths are limited to ~107 bytes."""
-    return Path(tempfile.mkdtemp(prefix="msj-", dir="/tmp"))
-
-
 # ------------------------------------------------------------------------------ waiting
 
 
 def wait(pred: Callable[[], Any], what: str, timeout: float = WAIT_S,
          step: float = POLL_S) -> Any:
-    """Poll `pred` until it returns something truthy and return that; fail naming `what`.
+    """Poll `pred` until it returns something truthy and return that; fail naming `what`
+    and the last value seen (helpers.polling.wait_sync).
 
     A file mid-replace, a document not there yet or a CLI call that failed is "not yet"
     (OSError, ValueError, KeyError, IndexError, TypeError, CliError), not a failure."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            value = pred()
-        except (OSError, ValueError, KeyError, IndexError, TypeError, CliError) as exc:
-            value, last = None, f"{type(exc).__name__}: {exc}"
-        else:
-            last = value
-        if value:
-            trace(f"waited for {what}", deadline - timeout)
-            return value
-        if time.monotonic() > deadline:
-            shown = repr(last)
-            if len(shown) > 600:
-                shown = shown[:600] + "..."
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} "
-                                 f"(last seen: {shown})")
-        time.sleep(step)
+    started = time.monotonic()
+    value = wait_sync(pred, what, timeout, step, transient=_NOT_YET)
+    trace(f"waited for {what}", started)
+    return value
 
 
 # ------------------------------------------------------------------------------ the CLI
@@ -206,6 +125,10 @@ def wait(pred: Callable[[], Any], what: str, timeout: float = WAIT_S,
 
 class CliError(AssertionError):
     """A CLI call that was expected to succeed did not (the sentence says which and why)."""
+
+
+#: What a look in `wait` may raise meaning "not yet".
+_NOT_YET = (OSError, ValueError, KeyError, IndexError, TypeError, CliError)
 
 
 @dataclass
@@ -250,21 +173,6 @@ def run_cli(home: Path | None, *args: str, check: bool = True,
 
 
 # ------------------------------------------------------------------------------ files
-
-
-def mockoon_bytes(doc: Any) -> bytes:
-    """What Mockoon desktop writes: JSON.stringify(doc, null, 2), no trailing newline."""
-    return json.dumps(doc, indent=2, ensure_ascii=False).encode("utf-8")
-
-
-def editor_write(path: Path, data: bytes) -> None:
-    """An editor save: whole file to a temp name beside it, fsync, rename over."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def example_doc(example: str, fresh: bool = True) -> dict[str, Any]:
@@ -317,9 +225,11 @@ class Relay:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self, **limits: Any) -> Relay:
-        """Start (limits: plan, max_envs, max_env_bytes, max_devices_per_member; kept for
-        restarts unless given again) and wait until it accepts connections."""
-        unknown = set(limits) - {"plan", "max_envs", "max_env_bytes", "max_devices_per_member"}
+        """Start (limits: plan, max_envs, max_env_bytes, max_devices_per_member, retention
+        (seconds, `--retention`); kept for restarts unless given again) and wait until it
+        accepts connections."""
+        unknown = set(limits) - {"plan", "max_envs", "max_env_bytes", "max_devices_per_member",
+                                 "retention"}
         if unknown:
             raise ValueError(f"unknown relay limits: {sorted(unknown)}")
         if limits:
@@ -330,37 +240,31 @@ class Relay:
                 "--data", str(self.data), "--plan", str(self.limits.get("plan", "team"))]
         if self.db is not None:
             args += ["--db", self.db]
-        for key in ("max_envs", "max_env_bytes", "max_devices_per_member"):
+        for key in ("max_envs", "max_env_bytes", "max_devices_per_member", "retention"):
             if key in self.limits:
                 args += [f"--{key.replace('_', '-')}", str(self.limits[key])]
         self.data.mkdir(parents=True, exist_ok=True)
-        self.proc = _spawn(args, self.log_path)
-        deadline = time.monotonic() + RELAY_START_S
-        while not port_open(self.port):
-            if self.proc.poll() is not None:
-                raise AssertionError(f"relay exited with {self.proc.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"relay did not listen within {RELAY_START_S} s:\n"
-                                     f"{self.log()}")
-            time.sleep(POLL_S)
+        self.proc = spawn(args, self.log_path)
+        wait_answering(self.proc, lambda: port_open(self.port), "the relay", RELAY_START_S,
+                       self.log_path, step=POLL_S)
         return self
 
     def stop(self) -> int | None:
         """SIGTERM (clean shutdown); the exit code."""
         if self.proc is None:
             return None
-        return _terminate(self.proc)
+        return terminate(self.proc)
 
     def kill9(self) -> None:
         if self.proc is not None:
-            _kill9(self.proc)
+            kill9(self.proc)
 
     def restart(self) -> Relay:
         self.stop()
         return self.start()
 
     def log(self) -> str:
-        return _tail(self.log_path)
+        return tail(self.log_path)
 
 
 # ------------------------------------------------------------------------------ devices
@@ -450,7 +354,7 @@ class Device:
         url = self.team.relay.url if relay is True else relay
         for u in (url if isinstance(url, list) else [url] if url else []):
             args += ["--relay", str(u)]
-        self.proc = _spawn(args, self.log_path)
+        self.proc = spawn(args, self.log_path)
         if wait:
             self.wait_ready()
         return self
@@ -467,7 +371,8 @@ class Device:
             # Each `mocksync` call costs an interpreter start, which slows the very start-up
             # being waited for on a busy machine: ask once the daemon logged that it watches
             # the folder (cheap to read), or after a while if its log never says so.
-            ask = self._logged_since_start("watching") or time.monotonic() > ask_anyway
+            ask = (logged_since_start(self.log_path, "watching")
+                   or time.monotonic() > ask_anyway)
             res = self.ms("status", "--json", check=False, timeout=10) if ask else None
             if res is not None and res.code == 0:
                 with contextlib.suppress(ValueError, KeyError, TypeError):
@@ -478,14 +383,6 @@ class Device:
                 raise AssertionError(f"{self.name}'s daemon did not answer `status` within "
                                      f"{timeout} s:\n{self.log()}")
             time.sleep(0.1)
-
-    def _logged_since_start(self, text: str) -> bool:
-        """Does the daemon's log, since our last start marker, contain `text`?"""
-        try:
-            log = self.log_path.read_text(errors="replace")
-        except OSError:
-            return False
-        return text in log[log.rfind("\n----- "):]
 
     @property
     def running(self) -> bool:
@@ -500,11 +397,11 @@ class Device:
         """SIGTERM the daemon (clean stop) and wait; its exit code."""
         if self.proc is None:
             return None
-        return _terminate(self.proc)
+        return terminate(self.proc)
 
     def kill9(self) -> None:
         if self.proc is not None:
-            _kill9(self.proc)
+            kill9(self.proc)
 
     def restart(self) -> Device:
         """Stop and start again with the same arguments as the last start."""
@@ -518,7 +415,7 @@ class Device:
         return self.start(relay, **config)
 
     def log(self) -> str:
-        return _tail(self.log_path)
+        return tail(self.log_path)
 
     # -------------------------------------------------------------- files
     def path(self, name: str) -> Path:
@@ -543,14 +440,14 @@ class Device:
             current = json.loads(path.read_bytes())
             out = doc(current)
             doc = current if out is None else out
-        editor_write(path, mockoon_bytes(doc))
+        editor_write(path, mockoon_bytes(doc), fsync=True)
         return path
 
     def write_raw(self, name: str, data: bytes) -> Path:
         """An editor save of arbitrary bytes (any file name, e.g. a linked FILE body)."""
         path = self.folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        editor_write(path, data)
+        editor_write(path, data, fsync=True)
         return path
 
     def delete(self, name: str) -> None:
@@ -608,7 +505,7 @@ class Device:
         doc = json.loads(path.read_bytes())
         out = fn(doc)
         doc = doc if out is None else out
-        editor_write(path, mockoon_bytes(doc))
+        editor_write(path, mockoon_bytes(doc), fsync=True)
         return doc
 
     def wait_doc(self, uuid: str, pred: Callable[[dict[str, Any]], Any], what: str,
@@ -650,7 +547,7 @@ class Team:
 
     def __init__(self, root: Path | None = None, start_relay: bool = True,
                  **relay_limits: Any) -> None:
-        self.root = root or short_root()
+        self.root = root or short_root(TEAM_DIR_PREFIX)
         self.relay = Relay(self.root)
         self.devices: dict[str, Device] = {}
         if start_relay:

@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import ValidationError
 from ..model.files import MAX_LINKED_FILES, MAX_LINKED_PATH_CHARS
 from ..model.ops import FILE_NAME
+from ..ports import LogPusher, Reconnecting
 from .control import ControlServer
 from .daemon import Agent
 from .statusdoc import list_document, status_document
@@ -134,7 +135,7 @@ def register(server: ControlServer, agent: Agent) -> None:
     async def reconnect(params: dict[str, Any]) -> dict[str, Any]:
         async with agent.store_turn():
             agent.scan()
-        if agent.transport is not None and hasattr(agent.transport, "reconnect"):
+        if isinstance(agent.transport, Reconnecting):
             await agent.transport.reconnect()
         return {"ok": True}
 
@@ -145,9 +146,8 @@ def register(server: ControlServer, agent: Agent) -> None:
         the relay refuses the removed device at once too."""
         async with agent.store_turn():
             revoked = agent.enforce_membership()
-        push = getattr(agent.transport, "push_logs", None)
-        if push is not None:
-            await push()
+        if isinstance(agent.transport, LogPusher):
+            await agent.transport.push_logs()
         return {"ok": True, "revoked": revoked}
 
     @server.route("peers")

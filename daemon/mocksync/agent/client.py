@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import MocksyncError
+from .errors import ControlError, DaemonNotRunning, ForeignSocketError
 
 #: Seconds a call may take before the CLI gives up on the daemon.
 CALL_TIMEOUT_S = 30.0
@@ -43,38 +43,6 @@ MAX_EVENT_LINE_BYTES = 1024 * 1024
 #: Event `type`s the stream itself uses (not the daemon's events).
 STREAM_OPEN = "stream.open"
 STREAM_ERROR = "stream.error"
-
-
-class DaemonNotRunning(MocksyncError):
-    """No daemon answers on the control socket (the CLI exits with code 3)."""
-
-    code = "daemon_not_running"
-
-
-class ControlError(MocksyncError):
-    """The daemon refused or failed a call; carries its error `code`, message and HTTP status."""
-
-    def __init__(self, code: str, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
-
-    def to_json(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message}}
-
-
-class ForeignSocketError(ControlError):
-    """The control socket is served by another user: refused before anything is sent."""
-
-    def __init__(self, path: Path, uid: int, me: int) -> None:
-        super().__init__("foreign_socket", foreign_socket_message(path, uid, me), 403)
-
-
-def foreign_socket_message(path: Path, uid: int, me: int) -> str:
-    return (f"refusing the control socket {path}: it is served by another user (uid {uid}), "
-            f"not by your own daemon (uid {me}); someone may be impersonating mocksync. "
-            "Remove it (it may need root) and start your daemon, or set XDG_RUNTIME_DIR")
 
 
 def peer_uid(sock: socket.socket) -> int | None:

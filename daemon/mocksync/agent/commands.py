@@ -102,7 +102,8 @@ class Commands:
         return self.share(str(path), space)
 
     def find(self, text: str) -> EnvRuntime:
-        from .registry import UnknownEnvironment, resolve_env
+        from .errors import UnknownEnvironment
+        from .registry import resolve_env
 
         cands = [rt.to_json(0) for rt in self.agent.envs.values()]
         hit = resolve_env(text, cands + [lf.to_json() for lf in self.agent.local.values() if lf.uuid])

@@ -41,10 +41,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import LimitError, MocksyncError, ValidationError
-from ..paths import PrivateDirError, ensure_private_dir
-from .client import STREAM_ERROR, STREAM_OPEN, ControlError
-from .lock import DaemonAlreadyRunning
+from ..errors import LimitError, MocksyncError, PrivateDirError, ValidationError
+from ..paths import ensure_private_dir
+from .client import STREAM_ERROR, STREAM_OPEN
+from .errors import ControlError, ControlSocketError, DaemonAlreadyRunning
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +70,6 @@ ROUTE_NAME_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 _CLOSE = object()
-
-
-class ControlSocketError(MocksyncError):
-    """The control socket path cannot be used (not a socket, another user's, too long)."""
-
-    code = "control_socket"
 
 
 def _status_for(exc: MocksyncError) -> int:

@@ -280,6 +280,10 @@ class Agent:
     async def settle_remote_async(self, space: str, envs: set[str]) -> None:
         await self.ingest.settle_remote_async(space, envs)
 
+    async def note_undecodable_async(self, rows: list[tuple[str, str, int, str]]) -> None:
+        """Change sets that arrived but did not decode: listed as refused in `status`."""
+        await self.ingest.note_undecodable_async(rows)
+
     def receive(self, space: str, wire: bytes) -> Any:
         """A change set from another device. Raises the store's refusal on bad input."""
         return self.ingest.receive(space, wire)

@@ -119,9 +119,10 @@ class EnvWrites:
             # period, and the write is rescheduled after it if still needed.
             self.agent.on_file(rt.path)
             return
-        base = self.agent.store.get_base(rt.uuid)
-        if current is not None and base is not None and content_hash(current) != base[1] \
-                and self.agent.history.find(rt.path, content_hash(current)) is None:
+        base = self.agent.store.base_sha(rt.uuid)
+        current_sha = content_hash(current) if current is not None else None
+        if current_sha is not None and base is not None and current_sha != base[1] \
+                and self.agent.history.find(rt.path, current_sha) is None:
             # An edit we have not processed yet: take it in first, never overwrite it.
             self.agent.on_file(rt.path)
             return
@@ -133,16 +134,17 @@ class EnvWrites:
         text = text_to_write(current, doc, layout, state.text_cache.setdefault(layout, {}))
         data = current if text is None and current is not None else (text or "").encode("utf-8")
         try:
-            if current == data:
-                self.agent.store.set_base(rt.uuid, str(rt.path), content_hash(data), data)
-                self.agent.seen_versions.put(rt.uuid, content_hash(data), self.agent.store.version_vector(rt.uuid))
+            if current == data and current_sha is not None:
+                self.agent.store.set_base(rt.uuid, str(rt.path), current_sha, data)
+                self.agent.seen_versions.put(rt.uuid, current_sha, self.agent.store.version_vector(rt.uuid))
                 self.agent.retries.recovered(rt.uuid, WRITING)
                 return
+            self.keep_replaced_version(rt, current, current_sha)
             # Compare-before-replace (issue 13): the file is replaced only if it is still the
             # version read above; `replace_file` checks right before its rename, after the
             # slow part (render, temp write, fsync), so an editor save can slip in only in the
             # microseconds between that check and the rename, not in the whole write.
-            expect = (Expected(sig, content_hash(current)) if current is not None
+            expect = (Expected(sig, current_sha) if current_sha is not None
                       and sig is not None else Expected.absent())
             self.put_file(rt, data, doc, expect=expect)
         except FileChangedError:
@@ -169,6 +171,27 @@ class EnvWrites:
             rt.state, rt.reason = SYNCED, ""
         self.agent.publish({"event": "written", "env": rt.uuid, "file": str(rt.path), "bytes": len(data)})
 
+    def keep_replaced_version(self, rt: EnvRuntime, current: bytes | None,
+                              current_sha: str | None) -> None:
+        """The file about to be replaced is a version its editor may hold: when the history
+        does not know it (the file as it was shared, or as found at start), keep it as the
+        version the editor last loaded, so a save the editor makes on it is diffed against it
+        and not against this write. Without, that save undid whatever this write brought (a
+        teammate's move: the flaky reorders journey)."""
+        if current is None or current_sha is None \
+                or self.agent.history.find(rt.path, current_sha) is not None:
+            return
+        try:
+            doc = parse_env(current, 10**9).doc
+        except ValidationError:
+            return  # not an environment: no save can stem from it
+        self.agent.history.note_loaded(rt.path, current_sha, doc)
+        # What that version reflects is kept with the stored base, which this write replaces.
+        if self.agent.seen_versions.get(rt.uuid, current_sha) is None:
+            seen = self.agent.store.base_seen(rt.uuid, current_sha)
+            if seen is not None:
+                self.agent.seen_versions.put(rt.uuid, current_sha, seen)
+
     def put_file(self, rt: EnvRuntime, data: bytes, doc: dict[str, Any],
                   expect: Expected | None = None) -> None:
         """Write an environment's file atomically and remember it as what the editor sees.
@@ -185,6 +208,7 @@ class EnvWrites:
         # The written version's identity from the temp file itself: a stat after the rename
         # could already see an editor's next save and take it for ours.
         rt.file_sig = written.sig
+        self.agent.edits.note_written(rt.path, data)  # the next save parses from it (issue 15)
         self.agent.history.record_write(rt.path, sha, doc)
         self.agent.store.set_base(rt.uuid, str(rt.path), sha, data)
         self.agent.seen_versions.put(rt.uuid, sha, self.agent.store.version_vector(rt.uuid))

@@ -67,11 +67,35 @@ class FolderEdits:
         #: Per file: its last version parsed, so the next save is parsed as what it changed
         #: (`model.reparse`: a one-property save of 15 MB costs a text compare, issue 15).
         self.parsed: dict[Path, ParsedEnv] = {}
+        #: Per file: the text we wrote to it since its version in `parsed` (a remote edit's
+        #: span patch). The next save is parsed against it, itself parsed from `parsed`
+        #: first (two small re-parses), not parsed whole because `parsed` went stale.
+        self.written: dict[Path, bytes] = {}
 
     def forget_path(self, path: Path) -> None:
         """Drop what is cached about the file at `path` (renamed away, or no longer synced)."""
         self.views.pop(path, None)
         self.parsed.pop(path, None)
+        self.written.pop(path, None)
+
+    def note_written(self, path: Path, data: bytes) -> None:
+        """We wrote `data` to `path`: parse it lazily, against the last version parsed."""
+        if path in self.parsed:
+            self.written[path] = data
+
+    def previous(self, path: Path) -> ParsedEnv | None:
+        """The last version of `path` parsed, brought up to our last write to it."""
+        prev = self.parsed.get(path)
+        data = self.written.pop(path, None)
+        if prev is None or data is None:
+            return prev
+        try:
+            prev = parse_env(data, 10**9, previous=prev)
+        except ValidationError:
+            self.parsed.pop(path, None)
+            return None
+        self.parsed[path] = prev
+        return prev
 
     def remove_stale_temps(self) -> None:
         """Temp files of ours left by a daemon killed mid-write (before its rename): never a
@@ -95,7 +119,7 @@ class FolderEdits:
             self.on_file(p, initial=True)
         for rt in list(self.agent.envs.values()):
             if rt.path not in seen and rt.state != MISSING:
-                if self.agent.store.get_base(rt.uuid) is None and self.agent.store.has_env(rt.uuid):
+                if self.agent.store.base_sha(rt.uuid) is None and self.agent.store.has_env(rt.uuid):
                     # Never written on this device (held by the migration gate, or the daemon
                     # stopped before its first write): no file was deleted, so it is not
                     # `missing`; write it now, or hold it again if it still may not be.
@@ -133,6 +157,7 @@ class FolderEdits:
                 self.agent.history.forget(old)
                 self.views.pop(old, None)
                 self.parsed.pop(old, None)
+                self.written.pop(old, None)
                 self.agent.registry.put(EnvRecord(rt.uuid, rt.space, str(path), rt.name))
                 self.agent.publish({"event": "renamed", "env": rt.uuid, "file": str(path)})
         self.on_file(path)
@@ -184,7 +209,7 @@ class FolderEdits:
         rt = self.agent.env_at(path)
         try:
             parsed = parse_env(data, self.agent.settings.mockoon_max_migration,
-                               previous=self.parsed.get(path))
+                               previous=self.previous(path))
             self.parsed[path] = parsed
         except ValidationError as exc:
             if rt is not None:
@@ -248,7 +273,7 @@ class FolderEdits:
         if not initial:
             self.agent.blind.note_editor_save(rt.path, now)
         state = self.agent.store.state(rt.uuid)
-        base = self.agent.store.get_base(rt.uuid)
+        base = self.agent.store.base_sha(rt.uuid)  # (path, sha): the text only when needed
         tied: list[str] = []
         if base is not None and base[1] == sha:
             ops: list[tuple] = []
@@ -265,8 +290,10 @@ class FolderEdits:
             if base is not None and all(label != base[1] for label, _ in known):
                 # Parse the stored base only when the history does not hold that version
                 # already (it does in a running daemon): one parse and one diff less a save.
-                with contextlib.suppress(ValidationError):
-                    candidates.append(("base", parse_env(base[2], 10**9).doc))
+                stored = self.agent.store.get_base(rt.uuid)
+                if stored is not None and stored[1] == base[1]:
+                    with contextlib.suppress(ValidationError):
+                        candidates.append(("base", parse_env(stored[2], 10**9).doc))
             candidates += known
             if not candidates:
                 candidates = [("state", render(state))]

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ValidationError
+from .errors import SkippedFile
 
 #: Bytes read per `os.read` call.
 READ_CHUNK_BYTES = 1 << 20
@@ -60,17 +60,6 @@ class Skip:
 
     kind: str
     reason: str
-
-
-class SkippedFile(ValidationError):
-    """A folder file that is not read (not a regular file, outside the folder, unreadable,
-    too large). Carries the `Skip`."""
-
-    code = "skipped_file"
-
-    def __init__(self, skip: Skip) -> None:
-        super().__init__(skip.reason)
-        self.skip = skip
 
 
 FileSig = tuple[int, int, int]

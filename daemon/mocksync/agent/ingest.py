@@ -100,6 +100,21 @@ class RemoteIngest:
         with contextlib.suppress(Exception):  # a full disk must not hide the refusal itself
             self.agent.store.refuse(cs, reason, int(self.agent.clock() * 1000))
 
+    def note_undecodable(self, rows: list[tuple[str, str, int, str]]) -> None:
+        """Keep `(env, device, seq, reason)` of change sets that arrived but did not decode,
+        so `status` lists them in the environment's `refused` (issue 12), not only the log."""
+        now_ms = int(self.agent.clock() * 1000)
+        for env, device, seq, reason in rows:
+            with contextlib.suppress(Exception):  # a full disk must not hide the refusal
+                self.agent.store.refuse_slot(env, device, seq, reason, now_ms)
+
+    async def note_undecodable_async(self, rows: list[tuple[str, str, int, str]]) -> None:
+        """`note_undecodable` on the store worker, in order with the ingests before it."""
+        if self.agent.worker is None or self.agent.worker.closed:
+            self.note_undecodable(rows)
+            return
+        await self.agent.worker.run(self.note_undecodable, rows)
+
     def author_key(self, space: str, cs: Any) -> bytes | None:
         """The key to verify `cs` with, when its author may write it (`space.writers`, the
         relay's decision too); None when not, after recording a final refusal (a removed

@@ -88,6 +88,7 @@ from ..model.files import (
     summary,
     team_marker,
 )
+from .errors import QuotaRefusal
 from .folderread import SkippedFile, open_regular, read_regular
 from .watcher import is_environment_name
 from .writer import UnsafePathError, check_beneath, content_hash, write_beneath
@@ -258,11 +259,12 @@ class LinkedFiles:
         skip = {rel for (e, rel), (state, _why) in self._problems.items()
                 if e == env and state == UNCONFIRMED} - sending
         n = total = 0
+        dirs: dict[Path, str] = {}  # folders' real paths, for this pass (issue 15)
         for lk in plan_links(linked_paths(doc)):
             if lk.state != SYNCED or lk.rel is None or lk.rel in skip:
                 continue
             p = self.folder / lk.rel
-            real = os.path.realpath(p)
+            real = _realpath(p, dirs)
             if not _inside(real, self.folder):
                 continue
             try:
@@ -401,6 +403,7 @@ class LinkedFiles:
             rels &= only
         before = dict(seen)
         commits: list[tuple[str, Any, Any]] = []  # (rel, value, conflict loser or None)
+        dirs: dict[Path, str] = {}  # folders' real paths, for this pass (issue 15)
         for rel in sorted(rels):
             key = (rt.uuid, rel)
             ent = ents.get(rel)
@@ -409,7 +412,7 @@ class LinkedFiles:
             # device linked it, already synced it, or has the team's bytes to compare it with.
             opens = judge_local_file(rel, team, seen.get(rel), mine=rel in mine,
                                      had=rel in had, env_label=label)
-            disk = self._probe(rel, read=opens.readable)
+            disk = self._probe(rel, read=opens.readable, dirs=dirs)
             if disk.problem is not None:
                 self._problems[key] = disk.problem
                 continue
@@ -581,16 +584,23 @@ class LinkedFiles:
             self._seen.pop(env, None)  # no longer synced here
             self._had.pop(env, None)
             self._track(env, set())
+        changed: dict[str, set[str]] = {}  # env -> its changed paths
         for path in list(self._tracked):
-            if path not in self._tracked:
-                continue
             try:
                 now: FileSig | None = _sig(os.stat(path))
             except OSError:
                 now = None
             if self._sigs.get(path, "unknown") != now:
                 self._sigs[path] = now
-                self._changed_on_disk(path)
+                for env, rel in self._tracked[path].items():
+                    changed.setdefault(env, set()).add(rel)
+        # One pass per environment for all its changed files (issue 15): a pass walks the
+        # whole environment, and the first poll after a big environment arrives finds every
+        # one of its linked files new; one pass per file held the loop for seconds.
+        for env, rels in changed.items():
+            rt = self.host.env(env)
+            if rt is not None:
+                self._guarded(rt, local=True, only=rels)
 
     # ------------------------------------------------------------------ status
     def status(self, rt: EnvRuntime) -> dict[str, Any]:
@@ -810,12 +820,6 @@ def _only(paths: list[str], todo: list[Link], confirm: list[Link],
             f"nothing to adopt at {', '.join(shown_path(p) for p in unknown[:5])} in {name}: "
             "name a file `mocksync status` shows as outside or unconfirmed")
     return todo, confirm
-
-
-class QuotaRefusal(MocksyncError):
-    """`adopt` would take the environment over its plan's size (linked files count)."""
-
-    code = "quota"
 
 
 def _set_paths(doc: dict[str, Any], refs: list[Any], rel: str) -> None:

@@ -18,15 +18,10 @@ import os
 from pathlib import Path
 
 from ..errors import MocksyncError
+from .errors import DaemonAlreadyRunning
 
 #: The pid text in the lock file is at most this long (anything longer is not ours).
 MAX_PID_TEXT = 32
-
-
-class DaemonAlreadyRunning(MocksyncError):
-    """Another mocksync daemon already serves this home."""
-
-    code = "already_running"
 
 
 def read_lock_pid(path: str | os.PathLike[str]) -> int | None:

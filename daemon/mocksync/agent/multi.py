@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..ports import AgentPort, LogPusher, PresenceCarrier, Reconnecting, Transport
+
 
 class MultiTransport:
-    def __init__(self, *transports: Any) -> None:
+    def __init__(self, *transports: Transport | None) -> None:
         self.transports = [t for t in transports if t is not None]
 
-    async def start(self, agent: Any) -> None:
+    async def start(self, agent: AgentPort) -> None:
         for t in self.transports:
             await t.start(agent)
 
@@ -23,24 +25,25 @@ class MultiTransport:
 
     async def reconnect(self) -> None:
         for t in self.transports:
-            if hasattr(t, "reconnect"):
+            if isinstance(t, Reconnecting):
                 await t.reconnect()
 
     async def push_logs(self) -> None:
         """Upload new membership entries now (a removal made with the CLI) where a transport
         can (the relay), instead of at its next periodic check."""
         for t in self.transports:
-            if hasattr(t, "push_logs"):
+            if isinstance(t, LogPusher):
                 await t.push_logs()
 
     def broadcast(self, space: str, env: str, wire: bytes) -> None:
         for t in self.transports:
             t.broadcast(space, env, wire)
 
-    def set_presence(self, **presence: Any) -> None:
+    def set_presence(self, *, space: str | None = None, env: str | None = None,
+                     entity: str | None = None, editor: str | None = None) -> None:
         for t in self.transports:
-            if hasattr(t, "set_presence"):
-                t.set_presence(**presence)
+            if isinstance(t, PresenceCarrier):
+                t.set_presence(space=space, env=env, entity=entity, editor=editor)
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"peers": []}

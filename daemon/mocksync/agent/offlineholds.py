@@ -2,7 +2,7 @@
 relay quota refusals).
 
 The decisions (what a reconnect means, whether to hold, the team's side of a held
-environment) are `agent.offline`'s pure functions; this part applies them: a held
+environment) are `sync.offline`'s pure functions; this part applies them: a held
 environment's file is not written and our change sets are not sent until
 `resolve --keep-local|--discard-local`.
 """
@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ValidationError
 from ..model import ParsedEnv, diff, parse_env, render
 from ..model.resolution import recreated, resolution_ops
-from .envfiles import HELD, SYNCED, EnvRuntime
-from .offline import (
+from ..sync.offline import (
     Hold,
     decide,
     held_reason,
@@ -27,6 +26,7 @@ from .offline import (
     should_hold,
     team_state,
 )
+from .envfiles import HELD, SYNCED, EnvRuntime
 from .quotacheck import QuotaError
 from .writer import (
     content_hash,

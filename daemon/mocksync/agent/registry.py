@@ -14,12 +14,8 @@ from typing import Any
 
 from tinydb import Query
 
-from ..errors import MocksyncError
 from ..store.docs import open_docs
-
-
-class UnknownEnvironment(MocksyncError):
-    code = "unknown_env"
+from .errors import UnknownEnvironment
 
 
 @dataclass

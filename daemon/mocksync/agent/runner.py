@@ -12,10 +12,11 @@ import contextlib
 import gc
 import logging
 import signal
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ..paths import Home
-from ..space.identity import load_identity
+from ..spaceio.identityfiles import load_identity
 from . import api
 from .control import ControlServer
 from .daemon import Agent
@@ -36,11 +37,27 @@ def build_transport(settings: Settings) -> Any:
     if settings.relay:
         from ..net.relay_transport import RelayTransport
 
-        transports.append(RelayTransport(settings.relays))
+        transports.append(RelayTransport(settings.relays,
+                                         snapshot_every=settings.snapshot_changesets))
     transports = [t for t in transports if t is not None]
     if not transports:
         return None
     return transports[0] if len(transports) == 1 else MultiTransport(*transports)
+
+
+class Mounted(Protocol):
+    """Something served beside the control socket (the local web page, `ui.mount`):
+    started after the agent, stopped before it. A failed start must leave it off, never
+    stop the daemon."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+#: Builds what is served beside the control socket from the agent, its control server and
+#: the settings (None: nothing); the CLI passes `ui.mount.mount_ui` (the agent may not
+#: import the UI above it).
+Mount = Callable[[Agent, ControlServer, Settings], Mounted | None]
 
 
 #: The daemon keeps whole environments (up to ~1.5 million objects for 15 MB) in memory; with
@@ -55,7 +72,7 @@ def tune_gc() -> None:
 
 async def run_daemon(home: Home, settings: Settings, *, transport: Any = None,
                      ready: asyncio.Event | None = None,
-                     stop: asyncio.Event | None = None) -> None:
+                     stop: asyncio.Event | None = None, mount: Mount | None = None) -> None:
     tune_gc()
     lock = DaemonLock(home.lock, home=home.root).acquire()
     try:
@@ -72,14 +89,7 @@ async def run_daemon(home: Home, settings: Settings, *, transport: Any = None,
             # Not possible outside the main thread (tests run the daemon in a task).
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        from ..ui.openroute import register_open
-
-        ui = None
-        if settings.ui:  # the local web page (issue 19); Jinja2 is loaded only when it is on
-            from ..ui.app import UiServer
-
-            ui = UiServer(agent, server, port=settings.ui_port)
-        register_open(server, ui)
+        ui = mount(agent, server, settings) if mount is not None else None
         await agent.start()
         try:
             await server.start()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ValidationError
+from .errors import UnsupportedSystemError
 
 #: The systemd user unit's file name.
 SYSTEMD_UNIT = "mocksync.service"
@@ -35,10 +36,6 @@ STOP_TIMEOUT_S = 20
 MAX_ARG_CHARS = 4096
 #: Systems with a service manager we generate for, by `platform.system()`.
 SUPPORTED = ("Linux", "Darwin")
-
-
-class UnsupportedSystemError(ValidationError):
-    code = "unsupported_system"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import MOCKOON_MAX_MIGRATION
 from ..errors import ValidationError
+from ..relay.compaction import SNAPSHOT_CHANGESETS
 
 OFFLINE_POLICIES = ("merge", "prompt")
 #: Relay addresses a daemon knows (instances of one relay cluster).
@@ -22,6 +23,15 @@ MAX_RELAYS = 16
 DEFAULT_UI_PORT = 8385
 #: Highest TCP port number (0 = any free port, chosen when the daemon starts).
 MAX_PORT = 65535
+#: Highest `snapshot_changesets` (a snapshot at least this often, or none).
+MAX_SNAPSHOT_CHANGESETS = 1_000_000
+#: Bounds of `lan_link_idle_s` (seconds): shorter would close a link between two edits of
+#: one person; longer keeps a link nobody uses costing idle CPU for an hour.
+MIN_LINK_IDLE_S = 1.0
+MAX_LINK_IDLE_S = 3600.0
+#: The default of `lan_link_idle_s` (net.overlay.LINK_IDLE_S, not imported: settings sit
+#: below the network layer).
+DEFAULT_LINK_IDLE_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,12 @@ class Settings:
     ui: bool = True
     #: Port of the local web page on 127.0.0.1 (0: any free port).
     ui_port: int = DEFAULT_UI_PORT
+    #: Relay compaction: upload a snapshot of an environment once this many change sets were
+    #: made since the last one (0: never; relay.compaction.SNAPSHOT_CHANGESETS by default).
+    snapshot_changesets: int = SNAPSHOT_CHANGESETS
+    #: A LAN link opened on demand (not one of the few overlay links a device keeps) is
+    #: closed after this many seconds without a change set either way (issue 16).
+    lan_link_idle_s: float = DEFAULT_LINK_IDLE_S
 
     def with_overrides(self, **kw: Any) -> Settings:
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
@@ -71,6 +87,17 @@ class Settings:
                 or not 0 <= self.ui_port <= MAX_PORT):
             raise ValidationError(f"ui_port must be a whole number 0..{MAX_PORT} (0: any free "
                                   f"port), not {self.ui_port!r}")
+        if (not isinstance(self.snapshot_changesets, int)
+                or isinstance(self.snapshot_changesets, bool)
+                or not 0 <= self.snapshot_changesets <= MAX_SNAPSHOT_CHANGESETS):
+            raise ValidationError(f"snapshot_changesets must be a whole number 0.."
+                                  f"{MAX_SNAPSHOT_CHANGESETS} (0: never), not "
+                                  f"{self.snapshot_changesets!r}")
+        if (isinstance(self.lan_link_idle_s, bool)
+                or not isinstance(self.lan_link_idle_s, int | float)
+                or not MIN_LINK_IDLE_S <= self.lan_link_idle_s <= MAX_LINK_IDLE_S):
+            raise ValidationError(f"lan_link_idle_s must be {MIN_LINK_IDLE_S:g}.."
+                                  f"{MAX_LINK_IDLE_S:g} seconds, not {self.lan_link_idle_s!r}")
         if self.relay_more and self.relay is None:
             raise ValidationError("relay_more needs a first relay address (relay)")
         if 1 + len(self.relay_more) > MAX_RELAYS:

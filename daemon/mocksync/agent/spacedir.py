@@ -14,8 +14,8 @@ from ..errors import MocksyncError
 from ..paths import Home
 from ..relay.envelope import Tagger
 from ..space import quotas
-from ..space.store import StoredSpace, get_space, list_spaces
 from ..space.writers import NOT_A_DEVICE, Verdict, judge_change
+from ..spaceio.store import StoredSpace, get_space, list_spaces
 from ..store.docs import open_docs
 
 PLAN_TABLE = "space_plans"

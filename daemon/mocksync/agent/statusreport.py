@@ -41,11 +41,17 @@ class StatusReport:
                                          "state": "offline" if self.agent.settings.relay else "none",
                                          "reason": None if self.agent.settings.relay else
                                          "no relay configured"}),
+            "spaces": self.spaces(),
             "peers": tstat.get("peers", []),
             "progress": tstat.get("progress", []),  # catch-ups in flight (agent/progress.py)
             "environments": self.all_envs(),
             "rejected": self.agent.store.rejected(10),
         }
+
+    def spaces(self) -> list[dict[str, Any]]:
+        """Each space this device belongs to and the relays it names (issue 17), in order."""
+        return [{"id": sp.space_id, "name": sp.name, "kind": sp.state.kind,
+                 "relays": list(sp.state.relays)} for sp in self.agent.spaces.spaces()]
 
     def health(self, rt: EnvRuntime) -> dict[str, Any]:
         """`blocked` (and why) when refused or quarantined change sets stop `rt` syncing, and

@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ..errors import MocksyncError
+from .errors import WorkerClosedError
 
 T = TypeVar("T")
 
@@ -45,10 +45,6 @@ THREAD_NAME = "mocksync-store"
 #: A job that left at least this many new container objects (the collector's count) has
 #: built long-lived state: they are frozen rather than walked by the next collection.
 FREEZE_AFTER_OBJECTS = 200_000
-
-
-class WorkerClosedError(MocksyncError, RuntimeError):
-    """A job was submitted after `close()`: the daemon is stopping."""
 
 
 class StoreWorker:

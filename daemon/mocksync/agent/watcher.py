@@ -42,8 +42,10 @@ from typing import Any, Literal
 
 import watchfiles
 
-from ..errors import LimitError, MocksyncError
+from ..errors import LimitError
+from .errors import WatchError
 from .folderread import SkippedFile, open_regular
+from .inotify import Inotify
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +63,15 @@ MAX_EXTRA_FILES = 256
 EVENT_QUEUE_MAX = 1024
 #: How long `stop()` waits for the watch thread before cancelling it.
 STOP_TIMEOUT_S = 5.0
+#: With inotify (Linux), a `stop_event` handed in is looked at this often (the watcher's own
+#: stop wakes it at once; nothing else wakes an idle watcher, see `agent.inotify`).
+USER_STOP_POLL_S = 1.0
 
 _HASH_CHUNK = 1 << 20
 _IGNORED_SUFFIXES = (".tmp", "~", ".swp", ".swx", ".crswap")
 _IGNORED_NAMES = frozenset({"4913"})  # vim's "can I write here?" probe file
 
 EventKind = Literal["added", "changed", "deleted", "renamed"]
-
-
-class WatchError(MocksyncError):
-    """The folder (or an extra file's folder) cannot be watched."""
-
-    code = "watch_failed"
 
 
 @dataclass(frozen=True)
@@ -131,9 +130,13 @@ class _StopFlag:
     def __init__(self, user_event: Any | None) -> None:
         self._user_event = user_event
         self._set = False
+        #: Set with the flag (an inotify watch waits on it rather than polling the flag).
+        self.wake: asyncio.Event | None = None
 
     def set(self) -> None:
         self._set = True
+        if self.wake is not None:
+            self.wake.set()
 
     def is_set(self) -> bool:
         return self._set or bool(self._user_event is not None and self._user_event.is_set())
@@ -172,6 +175,9 @@ class FolderWatcher:
         self._user_stop = stop_event
         self._force_polling = force_polling
         self._poll_delay_ms = poll_delay_ms
+        #: Linux: inotify on the loop, no polling thread (`agent.inotify`); polling asked
+        #: for, or inotify missing: watchfiles.
+        self._use_inotify = not force_polling
         self._known: dict[Path, FileState] = {}
         self._expected_writes: dict[Path, list[tuple[str, float]]] = {}
         self._expected_deletes: dict[Path, float] = {}
@@ -399,6 +405,8 @@ class FolderWatcher:
             while not self._should_stop():
                 flag = _StopFlag(self._user_stop)
                 self._flag = flag
+                if self._use_inotify and await self._watch_inotify(flag):
+                    continue
                 changes_iter = watchfiles.awatch(
                     *self._roots(),
                     watch_filter=self._filter,
@@ -443,6 +451,65 @@ class FolderWatcher:
             self._ended = True
             with contextlib.suppress(asyncio.QueueFull):
                 self._queue.put_nowait(_END)
+
+    async def _watch_inotify(self, flag: _StopFlag) -> bool:
+        """One watch with inotify until `flag` is set (a restart or stop); False when
+        inotify is not available here (the caller falls back to watchfiles for good).
+
+        Batching as watchfiles does it: after an event, the batch grows while more arrive
+        within `step_ms` of each other, for at most `debounce_ms`."""
+        ino = Inotify.open()
+        if ino is None:
+            self._use_inotify = False
+            return False
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        flag.wake = wake
+        loop.add_reader(ino.fileno(), wake.set)
+        try:
+            for root in self._roots():
+                try:
+                    ino.add_dir(Path(root))
+                except OSError as exc:
+                    if Path(root) == self.folder:
+                        raise
+                    log.warning("not watching %s: %s", root, exc)
+            await self._process(await asyncio.to_thread(self._scan_paths))
+            self._ready.set()
+            while not flag.is_set():
+                if self._user_stop is None:
+                    await wake.wait()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), USER_STOP_POLL_S)
+                wake.clear()
+                if flag.is_set():
+                    break
+                touched = ino.read_touched()
+                if not touched.events:
+                    continue
+                deadline = loop.time() + self._debounce_ms / 1000
+                while loop.time() < deadline:
+                    await asyncio.sleep(self._step_ms / 1000)
+                    more = ino.read_touched()
+                    if not more.events:
+                        break
+                    touched.paths |= more.paths
+                    touched.lost |= more.lost
+                    touched.overflow = touched.overflow or more.overflow
+                paths = touched.paths
+                if touched.overflow:  # the kernel dropped events: look at every file
+                    paths |= await asyncio.to_thread(self._scan_paths)
+                await self._process(paths)
+                if self.folder in touched.lost:
+                    raise WatchError(f"{self.folder} was removed or moved away")
+                if touched.lost:  # an extra file's folder went: watch again without it
+                    return True
+        finally:
+            flag.wake = None
+            loop.remove_reader(ino.fileno())
+            ino.close()
+        return True
 
     def _should_stop(self) -> bool:
         return self._stopping or bool(self._user_stop is not None and self._user_stop.is_set())

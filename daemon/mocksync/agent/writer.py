@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import fsatomic
-from ..errors import MocksyncError
+from .errors import FileChangedError, FileWriteError, UnsafePathError
 
 #: Prefix and suffix of our temp files (the watcher ignores these names): `fsatomic`'s.
 TEMP_PREFIX = fsatomic.TEMP_PREFIX
@@ -51,26 +51,6 @@ TEMP_SUFFIX = fsatomic.TEMP_SUFFIX
 #: Mode of a new file when none is given and none exists: what `open()` would give, i.e.
 #: 0o666 minus the process umask.
 DEFAULT_NEW_MODE = 0o666
-
-
-class FileWriteError(MocksyncError):
-    """Writing a file failed (disk full, permission, missing folder). Nothing was changed."""
-
-    code = "write_failed"
-
-
-class FileChangedError(MocksyncError):
-    """The file is no longer the version the caller read (an editor saved meanwhile): it was
-    left as it is, nothing was written. Not a failure: take the new version in, then write."""
-
-    code = "file_changed"
-
-
-class UnsafePathError(FileWriteError):
-    """A file from a teammate would go through a symlink, over something that is not a
-    regular file, or to a path that is not plainly relative. Nothing was written."""
-
-    code = "unsafe_path"
 
 
 def content_hash(data: bytes) -> str:

@@ -15,12 +15,7 @@ from .changeset import (
     MAX_OPS,
     MAX_OPS_BYTES,
     SIGNING_CONTEXT,
-    ChainError,
     ChangeSet,
-    ChangeSetTooLarge,
-    MalformedChangeSet,
-    SignatureError,
-    UnknownFormatVersion,
     make_changeset,
     verify_chain,
 )
@@ -29,21 +24,21 @@ from .chunks import (
     HEADER_SIZE,
     MAX_MESSAGE_BYTES,
     MAX_PENDING_MESSAGES,
-    ChunkError,
-    ChunkLimitError,
     Reassembler,
     split,
 )
-from .hlc import (
-    MAX_DRIFT_MS,
-    Clock,
+from .errors import (
+    ChainError,
+    ChangeSetTooLarge,
+    ChunkError,
+    ChunkLimitError,
     ClockDriftError,
     InvalidHLC,
-    pack,
-    physical_ms,
-    too_far_in_future,
-    unpack,
+    MalformedChangeSet,
+    SignatureError,
+    UnknownFormatVersion,
 )
+from .hlc import MAX_DRIFT_MS, Clock, pack, physical_ms, too_far_in_future, unpack
 
 __all__ = [
     "CHUNK_SIZE",

@@ -37,7 +37,8 @@ from typing import Any
 
 import cbor2
 
-from ..errors import ChangeSetError, LimitError
+from ..errors import ChangeSetError
+from .errors import DecodeLimit, DecodeRefused
 
 #: Hard ceiling on any canonical document we decode (a change set chunk is far smaller).
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
@@ -61,16 +62,6 @@ _TAG_NAMES = {
     28: "shareable value", 29: "shared reference", 30: "rational number", 256: "string-ref "
     "namespace", 258: "set", 55799: "self-described CBOR",
 }
-
-
-class DecodeRefused(ChangeSetError):
-    """Bytes the gate refuses: malformed, non-canonical, a tag, or over a structural limit."""
-
-
-class DecodeLimit(DecodeRefused, LimitError):
-    """A document over a named size, depth or item limit."""
-
-    code = "limit"
 
 
 def encode(obj: Any) -> bytes:

@@ -42,8 +42,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from ..errors import ChangeSetError, LimitError
+from ..errors import ChangeSetError
 from . import canonical
+from .errors import (
+    ChainError,
+    ChangeSetTooLarge,
+    MalformedChangeSet,
+    SignatureError,
+    UnknownFormatVersion,
+)
 
 #: Version of the body layout below. A body with another version is refused, not guessed at.
 FORMAT_VERSION = 1
@@ -101,28 +108,6 @@ _DEVICE_RE = re.compile(rf"[A-Za-z0-9-]{{1,{MAX_DEVICE_CHARS}}}")
 _BODY_KEYS = frozenset({"v", "s", "e", "d", "n", "h", "deps", "p", "m"})
 _SCALARS = (str, bytes, int, float, bool, type(None))
 _KEY_TYPES = (str, int, bytes)
-
-
-class MalformedChangeSet(ChangeSetError):
-    """Bytes or fields that are not a well-formed change set (truncated, altered, wrong type)."""
-
-
-class UnknownFormatVersion(MalformedChangeSet):
-    """A change set body in a format version this build does not read (a newer peer)."""
-
-
-class SignatureError(ChangeSetError):
-    """A change set is unsigned, or its signature does not verify with the given key."""
-
-
-class ChainError(ChangeSetError):
-    """A change set does not extend its device's chain (gap, fork, or wrong predecessor)."""
-
-
-class ChangeSetTooLarge(ChangeSetError, LimitError):
-    """A change set, or its decompressed ops, is over a named size limit."""
-
-    code = "limit"
 
 
 def _bad(name: str, problem: str) -> MalformedChangeSet:

@@ -26,7 +26,7 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from ..errors import ChangeSetError, LimitError
+from .errors import ChunkError, ChunkLimitError
 
 #: Largest message a WebRTC data channel (aiortc) will send.
 DATA_CHANNEL_MAX_MESSAGE = 262_144
@@ -48,16 +48,6 @@ MAX_PENDING_BYTES = 2 * MAX_MESSAGE_BYTES
 #: How many delivered msg_ids are remembered so late duplicate frames are ignored.
 REMEMBER_COMPLETED = 1024
 _MAX_U64 = (1 << 64) - 1
-
-
-class ChunkError(ChangeSetError):
-    """A frame is malformed or contradicts earlier frames of the same message."""
-
-
-class ChunkLimitError(ChunkError, LimitError):
-    """A frame would exceed a named limit (message size, messages in flight, buffered bytes)."""
-
-    code = "limit"
 
 
 def split(msg_id: int, payload: bytes, chunk_size: int = CHUNK_SIZE) -> list[bytes]:

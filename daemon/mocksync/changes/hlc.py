@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ChangeSetError
+from .errors import ClockDriftError, InvalidHLC
 
 #: Bits of a stamp that hold the logical counter.
 COUNTER_BITS = 16
@@ -35,14 +35,6 @@ MAX_HLC = (1 << 64) - 1
 MAX_PHYSICAL_MS = MAX_HLC >> COUNTER_BITS
 #: How far ahead of our wall clock a remote stamp may be before it is refused (one minute).
 MAX_DRIFT_MS = 60_000
-
-
-class InvalidHLC(ChangeSetError, ValueError):
-    """A stamp or clock input is out of range (negative, too big, not an int)."""
-
-
-class ClockDriftError(ChangeSetError):
-    """A remote stamp is further in the future than the allowed clock drift."""
 
 
 def _check_int(value: object, name: str, upper: int) -> int:

@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from ..agent.client import ControlClient, ControlError, DaemonNotRunning
+from ..agent.client import ControlClient
+from ..agent.errors import ControlError, DaemonNotRunning
 from ..errors import MocksyncError
 from .common import (
     ENV_HELP,
@@ -63,7 +64,8 @@ def daemon_cmd(ctx: Ctx, folder: str | None, relay: tuple[str, ...], bind: tuple
     service). SIGTERM stops it cleanly."""
     from ..agent.runner import run_daemon
     from ..agent.settings import load_settings
-    from ..space.identity import has_identity
+    from ..spaceio.identityfiles import has_identity
+    from ..ui.mount import mount_ui
 
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -83,7 +85,7 @@ def daemon_cmd(ctx: Ctx, folder: str | None, relay: tuple[str, ...], bind: tuple
     try:
         click.echo(f"mocksync daemon: watching {Path(settings.folder).expanduser()} "
                    f"(home {ctx.home.root}); Ctrl-C to stop", err=True)
-        asyncio.run(run_daemon(ctx.home, settings))
+        asyncio.run(run_daemon(ctx.home, settings, mount=mount_ui))
     except MocksyncError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -181,6 +183,9 @@ def status_cmd(ctx: Ctx, wait: bool, timeout: float, as_json: bool) -> None:
     click.echo(f"device  {d['name']} ({d['id']})")
     click.echo(f"daemon  running, version {dm['version']}, folder {dm['folder']}")
     click.echo(relay_text(r))
+    for sp in st.get("spaces") or ():  # the relays each space names (issue 17)
+        if sp.get("relays"):
+            click.echo(f"space   {sp['name']}: relays {', '.join(sp['relays'])}")
     if st["peers"]:
         _table("peers", ["device", "member", "via", "fallback", "state", "rtt ms"],
                [[p.get("device"), p.get("member"), p.get("via"), p.get("fallback") or "",

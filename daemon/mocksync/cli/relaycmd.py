@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -49,12 +50,16 @@ from .common import Ctx, examples, fail, main_group
 @click.option("--public-url", "public_urls", multiple=True, metavar="URL",
               help="An address devices dial this relay by (repeatable). Set it behind a proxy: "
                    "devices sign the address they dialled, and only these are accepted.")
+@click.option("--retention", "retention_s", type=click.FloatRange(0, 10 * 365 * 86400),
+              default=None, metavar="SECONDS",
+              help="Drop change sets an environment's snapshot covers after this long even if "
+                   "some device has not fetched them (default 30 days).")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.pass_obj
 def relay_cmd(ctx: Ctx, host: str, port: int, data: str | None, db_url: str | None, plan: str,
               max_envs: int | None, max_env_bytes: int | None,
               max_devices_per_member: int | None, tls_cert: str | None, tls_key: str | None,
-              public_urls: tuple[str, ...], verbose: int) -> None:
+              public_urls: tuple[str, ...], retention_s: float | None, verbose: int) -> None:
     """Run a relay: auth, encrypted store-and-forward, presence, signaling, quotas.
 
     The relay holds only ciphertext and signed membership logs; it cannot read environments.
@@ -82,6 +87,8 @@ def relay_cmd(ctx: Ctx, host: str, port: int, data: str | None, db_url: str | No
         config = RelayConfig(data_dir=Path(data) if data else ctx.home.root / "relay",
                              host=host, port=port, plan=limits, ssl=ssl_ctx,
                              public_urls=tuple(public_urls), db_url=db_url or None)
+        if retention_s is not None:
+            config = replace(config, retention_s=retention_s)
         asyncio.run(_serve(config))
     except MocksyncError as exc:
         fail(str(exc))

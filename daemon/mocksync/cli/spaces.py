@@ -1,5 +1,5 @@
 """Commands for this device's identity, its spaces, invites and members
-(docs/design/cli.md "Groups of commands"). Thin: parse, call `mocksync.space.actions`, print.
+(docs/design/cli.md "Groups of commands"). Thin: parse, call `mocksync.spaceio.actions`, print.
 None of them needs the
 daemon; `join` needs an admin device of the space to be reachable through a registered join
 transport and says so plainly when none is.
@@ -18,18 +18,19 @@ from typing import Any
 import click
 
 from ..errors import MocksyncError
-from ..space import actions
 from ..space.errors import NotInitialisedError
-from ..space.identity import has_identity, load_identity
+from ..space.fields import MAX_SPACE_RELAYS
 from ..space.invite import (
     MAX_INVITE_LIFETIME_S,
     InviteError,
     InviteToken,
     JoinerSession,
 )
-from ..space.join import find_join_transports, join_space
 from ..space.membership import ROLES, SpaceState
-from ..space.store import StoredSpace, get_space, list_spaces
+from ..spaceio import actions
+from ..spaceio.identityfiles import has_identity, load_identity
+from ..spaceio.join import find_join_transports, join_space
+from ..spaceio.store import StoredSpace, get_space, list_spaces
 from .common import EXIT_USAGE, Ctx, emit_json, fail, main_group
 
 #: Longest `join --timeout` in seconds.
@@ -81,7 +82,8 @@ def _space_summary(sp: StoredSpace, me: str) -> dict[str, Any]:
         "devices": len(st.devices),
         "key_generation": st.key_generation,
         "model": st.model,
-        "relay": st.relay,
+        "relay": st.relay,  # the first (the only one before issue 17), kept for scripts
+        "relays": list(st.relays),
     }
 
 
@@ -136,20 +138,23 @@ def space_group() -> None:
 
 @space_group.command(
     "create",
-    epilog="\b\nExamples:\n  mocksync space create backend-team\n  mocksync space create notes --personal\n  mocksync space create payments --relay https://relay.example:8765",
+    epilog="\b\nExamples:\n  mocksync space create backend-team\n  mocksync space create notes --personal\n  mocksync space create payments --relay https://relay.example:8765\n  mocksync space create payments --relay https://a.example:8765 --relay https://b.example:8765",
 )
 @click.argument("name")
 @click.option("--personal", is_flag=True, help="A space for your own devices only (one member).")
-@click.option("--relay", metavar="URL", help="The space's relay, http(s)://host:port.")
+@click.option("--relay", "relays", metavar="URL", multiple=True,
+              help="The space's relay, http(s)://host:port. Repeat it (at most "
+                   f"{MAX_SPACE_RELAYS}) to name fallbacks: invites list every one and a "
+                   "joining device tries them all.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
-def space_create_cmd(ctx: click.Context, name: str, personal: bool, relay: str | None,
+def space_create_cmd(ctx: click.Context, name: str, personal: bool, relays: tuple[str, ...],
                      as_json: bool) -> None:
     """Create a new space NAME with this device as its admin."""
     ident = _identity(ctx)
     try:
         sp = actions.create_space(_home(ctx), ident, name,
-                                  kind="personal" if personal else "team", relay=relay)
+                                  kind="personal" if personal else "team", relay=relays)
     except MocksyncError as exc:
         fail(str(exc))
     if as_json:
@@ -184,6 +189,32 @@ def space_list_cmd(ctx: click.Context, as_json: bool) -> None:
 
 
 @space_group.command(
+    "show",
+    epilog="\b\nExamples:\n  mocksync space show backend-team\n  mocksync space show backend-team --json | jq '.relays'",
+)
+@click.argument("space")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def space_show_cmd(ctx: click.Context, space: str, as_json: bool) -> None:
+    """One space this device belongs to: its kind, your role, its size and every relay it
+    names (the order a joining device is told; it tries them all at once)."""
+    ident = _identity(ctx)
+    row = _space_summary(_space(ctx, space), ident.device_id)
+    if as_json:
+        emit_json(row)
+        return
+    click.echo(f"space    {row['name']} ({row['id']})")
+    click.echo(f"kind     {row['kind']}, you are {row['role'] or 'not a member'}")
+    click.echo(f"members  {row['members']} ({row['devices']} devices), "
+               f"key generation {row['key_generation']}")
+    if row["relays"]:
+        for i, url in enumerate(row["relays"]):
+            click.echo(f"{'relays' if i == 0 else '':<8} {url}")
+    else:
+        click.echo("relays   none: invites name the relays the inviting daemon uses, if any")
+
+
+@space_group.command(
     "unpin-relay",
     epilog="\b\nExamples:\n  mocksync space unpin-relay backend-team\n  mocksync space unpin-relay personal backend-team",
 )
@@ -197,7 +228,7 @@ def space_unpin_relay_cmd(ctx: click.Context, spaces: tuple[str, ...]) -> None:
     this device is pinned instead. Restart the daemon (or `mocksync reconnect`) afterwards.
     """
     from ..relay.auth import fingerprint
-    from ..space.store import relay_pin, set_relay_pin
+    from ..spaceio.store import relay_pin, set_relay_pin
 
     home = _home(ctx)
     chosen = [_space(ctx, space) for space in spaces]  # every name checked before any change
@@ -243,7 +274,7 @@ def invite_cmd(ctx: click.Context, space: str, expires: str, role: str, own_devi
     ident = _identity(ctx)
     home = _home(ctx)
     try:
-        relay = None if get_space(home, space).state.relay else _daemon_relay(home)
+        relay = None if get_space(home, space).state.relays else _daemon_relays(home)
         rec, token = actions.issue_invite(home, ident, space, role=role,
                                           lifetime_s=lifetime,
                                           own_device=own_device, relay=relay)
@@ -356,19 +387,20 @@ def _surely_member(home: Any, held: StoredSpace, device_id: str) -> bool:
     return relay.get("state") == "connected" and held.space_id in (relay.get("spaces") or ())
 
 
-def _daemon_relay(home: Any) -> str | None:
-    """The relay this device's daemon uses: the running daemon's, else the one in
-    config.toml; None when neither names one."""
+def _daemon_relays(home: Any) -> tuple[str, ...]:
+    """The relays this device's daemon uses, for an invite to a space that names none: the
+    one the running daemon is on first, then the rest it knows (from its status, else
+    config.toml), at most MAX_SPACE_RELAYS; empty when neither names one."""
     from ..agent.settings import load_settings
 
-    st = _daemon_status(home)
-    url = ((st or {}).get("relay") or {}).get("url")
-    if url:
-        return str(url)
-    try:
-        return load_settings(home.root / "config.toml").relay
-    except MocksyncError:
-        return None
+    st = (_daemon_status(home) or {}).get("relay") or {}
+    urls = [str(u) for u in [st.get("url"), *(st.get("urls") or ())] if u]
+    if not urls:
+        try:
+            urls = list(load_settings(home.root / "config.toml").relays)
+        except MocksyncError:
+            return ()
+    return tuple(dict.fromkeys(urls))[:MAX_SPACE_RELAYS]
 
 
 def _poke_daemon(home: Any, method: str = "reconnect") -> None:

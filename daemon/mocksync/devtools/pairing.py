@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 
 from ..paths import Home
-from ..space.actions import admin_session, issue_invite, record_admission, record_join
 from ..space.errors import MembershipError
-from ..space.identity import load_identity
 from ..space.invite import JoinerSession
+from ..spaceio.actions import admin_session, issue_invite, record_admission, record_join
+from ..spaceio.identityfiles import load_identity
 
 #: A handshake is a few messages; anything longer is a bug, not a slow network.
 MAX_ROUNDS = 16

@@ -9,13 +9,20 @@ Typical use:
 """
 
 from .diff import diff, registers_of, same, snapshot_ops, state_from_doc
-from .flatten import DuplicateUuidError, EntityView, NotAnEnvironmentError, flatten
-from .jsfmt import COMPACT_LAYOUT, MOCKOON_LAYOUT, JSONSyntaxError, Layout, detect_layout, dumps
+from .errors import (
+    BadOpError,
+    DuplicateUuidError,
+    JSONSyntaxError,
+    MigrationTooNewError,
+    NotAnEnvironmentError,
+)
+from .flatten import EntityView, flatten
+from .jsfmt import COMPACT_LAYOUT, MOCKOON_LAYOUT, Layout, detect_layout, dumps
 from .merge import MergeResult, describe, describe_entity, merge3
-from .ops import BadOpError, to_wire, validate_ops
+from .ops import to_wire, validate_ops
 from .render import render, render_text
 from .state import ABSENT, ApplyResult, Conflict, Entity, State, happened_before
-from .validate import MAX_ENV_FILE_BYTES, MigrationTooNewError, ParsedEnv, check_env, parse_env
+from .validate import MAX_ENV_FILE_BYTES, ParsedEnv, check_env, parse_env
 
 __all__ = [
     "ABSENT", "ApplyResult", "BadOpError", "COMPACT_LAYOUT", "Conflict", "DuplicateUuidError",

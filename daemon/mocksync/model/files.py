@@ -41,7 +41,8 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
-from ..errors import LimitError, ValidationError
+from ..errors import LimitError
+from .errors import LinkedFileError
 from .schema import CALLBACK, FILE, LIST, RESPONSE, ROUTE
 from .state import ABSENT, Entity, Origin, State, happened_before
 
@@ -103,12 +104,6 @@ UNCONFIRMED = "unconfirmed"
 
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _WIN_ABS = re.compile(r"^(?:[A-Za-z]:|[\\/]{2})")
-
-
-class LinkedFileError(ValidationError):
-    """A linked file that cannot be synced or written (a sentence naming the file and why)."""
-
-    code = "linked_file"
 
 
 @dataclass(frozen=True)

@@ -12,25 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ValidationError
+from .errors import DuplicateUuidError, NotAnEnvironmentError
 from .schema import COLLECTION_KEYS, ENV, FOLDER, LIST, RESPONSE, ROOT, ROUTE, TREE
 
 #: Limits on what one environment may hold (a 15 MB generated env has ~25k entities).
 MAX_ENTITIES = 500_000
 MAX_UUID_LENGTH = 128
-
-
-class DuplicateUuidError(ValidationError):
-    def __init__(self, dupes: dict[str, list[str]]) -> None:
-        shown = "; ".join(f"{u} at {', '.join(paths)}" for u, paths in list(dupes.items())[:5])
-        more = f" (and {len(dupes) - 5} more)" if len(dupes) > 5 else ""
-        super().__init__(f"duplicate uuids in the file (copy-paste?): {shown}{more}")
-        self.dupes = dupes
-
-
-class NotAnEnvironmentError(ValidationError):
-    def __init__(self, why: str) -> None:
-        super().__init__(f"not a Mockoon environment: {why}")
 
 
 @dataclass

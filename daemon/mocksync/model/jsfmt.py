@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from ..errors import ValidationError
+from .errors import JSONSyntaxError
 
 _STR_ENCODER = json.JSONEncoder(ensure_ascii=False)
 #: A surrogate pair split over two Python characters, or an unpaired surrogate.
@@ -47,15 +48,6 @@ def _fix_surrogate(m: re.Match[str]) -> str:
     if len(s) == 2:  # a pair: JavaScript sees one character
         return chr(0x10000 + ((ord(s[0]) - 0xD800) << 10) + (ord(s[1]) - 0xDC00))
     return f"\\u{ord(s):04x}"
-
-
-class JSONSyntaxError(ValidationError):
-    """The text is not JSON; carries 1-based line and column."""
-
-    def __init__(self, message: str, line: int, column: int) -> None:
-        super().__init__(f"file is not valid JSON at line {line}, column {column}: {message}")
-        self.line = line
-        self.column = column
 
 
 @dataclass(frozen=True)

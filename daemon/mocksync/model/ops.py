@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import ValidationError
 from . import limits
+from .errors import BadOpError
 from .fracindex import is_valid_key
 from .jsfmt import finite_float
 from .schema import KINDS, LIST, TREE
@@ -41,12 +42,6 @@ MAX_FILE_NAME_CHARS = 255
 #: Limits on ops coming from peers: the same ones local files are held to (model.limits).
 MAX_KEY_LENGTH = limits.MAX_KEY_LENGTH
 MAX_KEYS_PER_OBJECT = limits.MAX_KEYS_PER_OBJECT
-
-
-class BadOpError(ValidationError):
-    def __init__(self, index: int, why: str) -> None:
-        super().__init__(f"op {index} is malformed: {why}")
-        self.index = index  # so a local save can name the place in the file
 
 
 def enc_value(value: Any) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import MocksyncError
+from .errors import NoFreeNameError
 from .files import env_file_stem
 
 #: Longest file name recorded or used, in UTF-8 bytes (the usual filesystem name limit).
@@ -29,10 +29,6 @@ MAX_SHARED_NAME_BYTES = 255
 MAX_FALLBACK_TRIES = 10_000
 #: The ending every environment file name has.
 ENV_SUFFIX = ".json"
-
-
-class NoFreeNameError(MocksyncError, ValueError):
-    """Every candidate name is taken (only in a folder holding thousands of clashes)."""
 
 
 def shared_name_problem(name: Any) -> str | None:

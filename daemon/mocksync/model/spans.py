@@ -41,6 +41,7 @@ from json.decoder import scanstring  # type: ignore[attr-defined]  # the C scann
 from typing import Any
 
 from ..errors import ValidationError
+from .errors import PatchError
 from .jsfmt import (
     Layout,
     _compact,
@@ -76,10 +77,6 @@ _WS = re.compile(r"[ \t\n\r]*")
 #: A non-empty array opened on the line of its key (`"tags": ["a"`): Prettier's short arrays.
 #: The quote before the colon must not be escaped, so text inside a string never matches.
 _INLINE_ARRAY = re.compile(r'(?<!\\)":[ \t]*\[[ \t]*[^\s\]]')
-
-
-class PatchError(ValidationError):
-    """The old text cannot be patched (it is not JSON the scanner reads)."""
 
 
 @dataclass(frozen=True)

@@ -7,22 +7,13 @@ from typing import Any
 
 from .. import MOCKOON_MAX_MIGRATION
 from ..errors import ValidationError
-from .flatten import EntityView, NotAnEnvironmentError, flatten
+from .errors import MigrationTooNewError, NotAnEnvironmentError
+from .flatten import EntityView, flatten
 from .jsfmt import Layout, detect_layout, gc_paused, parse_json
 from .reparse import EnvSpans, reparse
 
 #: Largest environment file we accept (Mockoon's biggest plan allows 15 MB; leave headroom).
 MAX_ENV_FILE_BYTES = 64 * 1024 * 1024
-
-
-class MigrationTooNewError(ValidationError):
-    def __init__(self, found: int, supported: int) -> None:
-        super().__init__(
-            f"environment uses Mockoon migration {found}, newer than the {supported} this device "
-            "is set to write (setting mockoon_max_migration); update Mockoon and mocksync"
-        )
-        self.found = found
-        self.supported = supported
 
 
 @dataclass(frozen=True)

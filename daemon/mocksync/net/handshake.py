@@ -37,8 +37,9 @@ from dataclasses import dataclass
 
 from .. import PROTOCOL_VERSION
 from ..changes import canonical
-from ..errors import ChangeSetError, LimitError, MocksyncError
+from ..errors import ChangeSetError
 from ..space.identity import is_device_id, verify_signature
+from .errors import IncompatibleSignal, NotAMember, SignalError, SignalTooLarge
 
 #: Domain-separation prefix of every signaling signature.
 SIGNING_CONTEXT = b"mocksync/lan-signal/v1\x00"
@@ -64,28 +65,6 @@ ANSWER = "answer"
 _KEYS = {"k", "v", "p", "f", "r", "ts", "n", "sdp", "fp"}
 _FP_LINE = re.compile(r"^a=fingerprint:(\S+) ([0-9A-Fa-f:]+)\s*$", re.M)
 _FP_VALUE = re.compile(r"^(sha-1|sha-224|sha-256|sha-384|sha-512) ([0-9A-F]{2}(:[0-9A-F]{2})+)$")
-
-
-class SignalError(MocksyncError):
-    """A signaling message was refused (malformed, wrong signature, replayed, stale...)."""
-
-    code = "signal"
-
-
-class NotAMember(SignalError):
-    """The sender is not an active member of any space this device shares with it."""
-
-    code = "forbidden"
-
-
-class IncompatibleSignal(SignalError):
-    """The sender speaks another signaling or sync protocol version."""
-
-    code = "incompatible"
-
-
-class SignalTooLarge(SignalError, LimitError):
-    code = "limit"
 
 
 @dataclass(frozen=True)

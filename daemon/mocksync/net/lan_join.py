@@ -17,7 +17,7 @@ by `invite.MAX_WELCOME_BYTES`, and the inviter's side is bounded in concurrency 
 `lan_signaling`.
 
 Pure parts: `join_tag`, `tag_matches_invite`, `announces_invite`. Adapters: `LanJoinTransport`
-(the joiner's side, registered with `space.join`), `InviterResponder` (the daemon's side).
+(the joiner's side, registered with `spaceio.join`), `InviterResponder` (the daemon's side).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def announces_invite(ann: Any, token: InviteToken) -> bool:
 
 
 class LanJoinChannel:
-    """One WebSocket to the inviter's LAN endpoint (a `space.join.JoinChannel`)."""
+    """One WebSocket to the inviter's LAN endpoint (a `spaceio.join.JoinChannel`)."""
 
     def __init__(self, http: Any, ws: Any) -> None:
         self.http = http
@@ -195,8 +195,8 @@ class InviterResponder:
         self.space: str | None = None
 
     def receive(self, data: bytes) -> list[bytes]:
-        from ..space.actions import admin_session, record_admission
         from ..space.invite import Admission
+        from ..spaceio.actions import admin_session, record_admission
 
         if self.done:
             return []

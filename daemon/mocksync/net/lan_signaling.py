@@ -33,7 +33,8 @@ from typing import Any, Protocol
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, WSMsgType, web
 
 from ..errors import MocksyncError
-from .handshake import MAX_SIGNAL_BYTES, SignalError
+from .errors import PeerRefused, PeerUnreachable, SignalError
+from .handshake import MAX_SIGNAL_BYTES
 
 log = logging.getLogger("mocksync.signaling")
 
@@ -59,27 +60,6 @@ OFFER_TIMEOUT_S = 6.0
 CONNECT_TIMEOUT_S = 3.0
 
 _STATUS = {"forbidden": 403, "incompatible": 409, "glare": 409, "limit": 413, "busy": 503}
-
-
-class PeerUnreachable(MocksyncError):
-    """The peer's signaling endpoint did not answer."""
-
-    code = "unreachable"
-
-
-class PeerRefused(SignalError):
-    """The peer answered our offer with a refusal; `code` is its reason code."""
-
-    def __init__(self, code: str, message: str, status: int) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
-
-
-class Glare(SignalError):
-    """Both devices dialled each other at once; the one with the smaller id wins."""
-
-    code = "glare"
 
 
 Handler = Callable[[bytes, str | None], Awaitable[bytes]]

@@ -17,14 +17,14 @@ key is a rotation behind must still meet the others to learn the rotation. An of
 verifies against the key that log holds. A session lists only envs of spaces both devices are
 in, so a peer never even learns the ids of envs in other spaces.
 
-Agent contract (agent.daemon.Transport): `broadcast` is called for each local commit; change
-sets from peers go to `agent.receive`; change sets the agent applied from elsewhere (the relay,
+Agent contract (`mocksync.ports`: `Transport` here, `AgentPort` there): `broadcast` is called
+for each local commit; change sets from peers go to `agent.receive_async`; change sets the agent applied from elsewhere (the relay,
 another peer) reach us through the agent's event stream (`change` events with origin
 `remote`) and are announced to the other peers, which pull what they lack.
 
 Membership (issue 16): every session gossips the membership logs of the spaces both devices
 are in (`sync.membership`); entries a peer sends are verified as a whole log and stored by
-`space.learn` (the same path as entries from the relay), and a grown log is announced to every
+`spaceio.learn` (the same path as entries from the relay), and a grown log is announced to every
 open session, so a new device, a removal with its rotated key or a migration spreads from any
 member to any member with no relay.
 
@@ -47,9 +47,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import MODEL_VERSION, PROTOCOL_VERSION
-from ..agent.offline import HoldingSource
 from ..errors import MocksyncError, ValidationError
-from ..space.learn import learn_entries
+from ..ports import AgentPort, LogPusher, SpaceDirectory
+from ..spaceio.learn import learn_entries
 from ..sync import (
     Closed,
     Config,
@@ -64,10 +64,12 @@ from ..sync import (
 )
 from ..sync.membership import LogItem
 from ..sync.messages import peek_changeset
+from ..sync.offline import HoldingSource
 from . import handshake, ice
-from .handshake import ANSWER, OFFER, ReplayGuard, SignalError
+from .errors import Glare, LinkError, PeerRefused, PeerUnreachable, SignalError, Superseded
+from .handshake import ANSWER, OFFER, ReplayGuard
 from .lan_join import InviterResponder, newest_invite_secrets
-from .lan_signaling import Glare, PeerRefused, PeerUnreachable, SignalingServer, send_offer
+from .lan_signaling import SignalingServer, send_offer
 from .logsource import LogSource
 from .mdns import MAX_ADVERTISED_INVITES, Announcement, Discovered, MdnsService, recognise
 from .overlay import (
@@ -88,7 +90,7 @@ from .presence_gossip import (
     next_hops,
     read_note,
 )
-from .webrtc import CONNECT_TIMEOUT_S, LinkError, PeerLink
+from .webrtc import CONNECT_TIMEOUT_S, PeerLink
 
 log = logging.getLogger("mocksync.lan")
 
@@ -115,10 +117,6 @@ IDLE_REASON = "idle: no change to send for a while; reopened when there is one"
 DEFAULT_EDITOR = "mockoon"
 
 
-class Superseded(MocksyncError):
-    """Another connection to the same peer won (glare, or the peer dialled again)."""
-
-
 def _wall_ms() -> int:
     return int(time.time() * 1000)
 
@@ -130,7 +128,7 @@ def _mono_ms() -> int:
 class SpaceLogs:
     """The agent's membership logs as the sync session reads them (`MembershipSource`)."""
 
-    def __init__(self, spaces: Any) -> None:
+    def __init__(self, spaces: SpaceDirectory) -> None:
         self.spaces = spaces
         self._cache: dict[str, tuple[int, list[LogItem]]] = {}
 
@@ -162,6 +160,7 @@ class LanTransport:
         session_config: Config | None = None,
         compress: bool = True,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        link_idle_s: float = LINK_IDLE_S,
         protocol: int = PROTOCOL_VERSION,
         model: int = MODEL_VERSION,
     ) -> None:
@@ -172,9 +171,11 @@ class LanTransport:
         self.session_config = session_config
         self.compress = compress
         self.connect_timeout_s = connect_timeout_s
+        #: A link on demand closes after this long without a change set (`overlay.idle_links`).
+        self.link_idle_s = link_idle_s
         # Versions spoken (tests set them to play an older or newer build).
         self.protocol, self.model = protocol, model
-        self.agent: Any = None
+        self._agent: AgentPort | None = None
         self.me = ""
         self.hub: Hub | None = None
         self.book: PeerBook | None = None
@@ -222,17 +223,26 @@ class LanTransport:
         #: The invite books of spaces we administer, with the docs file stamp they were read at.
         self._invite_cache: tuple[tuple, list[Any]] | None = None
 
+    @property
+    def agent(self) -> AgentPort:
+        """The agent this transport was started with (`start`)."""
+        if self._agent is None:
+            raise RuntimeError("the LAN transport is not started")
+        return self._agent
+
+    @agent.setter
+    def agent(self, agent: AgentPort) -> None:
+        self._agent = agent
+
     # ================================================================ lifecycle
 
-    async def start(self, agent: Any) -> None:
+    async def start(self, agent: AgentPort) -> None:
         self.agent = agent
         self.me = agent.device
         self.book = PeerBook(self.me)
         self.notes = PresenceBook(self.me)
-        source: Any = LogSource(agent.store)
-        cut_of = getattr(agent, "offline_cut", None)
-        if cut_of is not None:  # envs held by the `prompt` offline policy: ours stay unsent
-            source = HoldingSource(source, agent.device, cut_of)
+        # Envs held by the `prompt` offline policy: our own change sets of them stay unsent.
+        source = HoldingSource(LogSource(agent.store), agent.device, agent.offline_cut)
         self.hub = Hub(self.me, source, config=self.session_config,
                        protocol=self.protocol, model=self.model,
                        membership=SpaceLogs(agent.spaces))
@@ -305,7 +315,7 @@ class LanTransport:
     # ================================================================ spaces and keys
 
     def _my_spaces(self) -> dict[str, Any]:
-        spaces = self.agent.spaces.spaces() if hasattr(self.agent.spaces, "spaces") else []
+        spaces = self.agent.spaces.spaces()
         return {s.space_id: s for s in spaces if s.state.is_member(self.me)}
 
     def _space_signature(self) -> tuple:
@@ -316,11 +326,9 @@ class LanTransport:
     def _invite_secrets(self) -> list[bytes]:
         """Secrets of the newest unused invites this device issued (announced as join tags,
         so `mocksync join` finds this device on the LAN with no relay)."""
-        from ..space.store import load_invite_book
+        from ..spaceio.store import load_invite_book
 
-        home = getattr(self.agent, "home", None)
-        if home is None:
-            return []
+        home = self.agent.home
         admin_of = tuple(sorted(sid for sid, s in self._my_spaces().items()
                                 if s.state.is_admin(self.me)))
         try:  # re-read the books only when the docs file changed (checked every SPACE_CHECK_S)
@@ -333,7 +341,7 @@ class LanTransport:
         return newest_invite_secrets(self._invite_cache[1], time.time(), MAX_ADVERTISED_INVITES)
 
     def _join_responder(self) -> InviterResponder | None:
-        if self._stopping or getattr(self.agent, "home", None) is None:
+        if self._stopping or self._agent is None:
             return None
         return InviterResponder(self.agent.home, self.agent.identity, self._admitted)
 
@@ -341,10 +349,9 @@ class LanTransport:
         """A device joined through us on the LAN: re-announce (the invite is used), tell our
         peers and the relay of the new entries."""
         self._spawn(self._check_spaces())
-        push = getattr(self.agent.transport, "push_logs", None) if hasattr(
-            self.agent, "transport") else None
-        if push is not None:
-            self._spawn(push())
+        transport = self.agent.transport
+        if isinstance(transport, LogPusher):
+            self._spawn(transport.push_logs())
 
     def _announcement(self) -> Announcement:
         secrets = [s.keys[max(s.keys)] for s in self._my_spaces().values() if s.keys]
@@ -504,22 +511,27 @@ class LanTransport:
             del self._on_demand[d]
         return set(anchors(self.me, self._online())) | set(self._on_demand)
 
-    def _link_co_editors(self) -> None:
-        """Presence changed (ours, or a teammate's, first-hand or by note): open a link on
-        demand to teammates editing the environment our user has open (`overlay.co_editors`),
-        so their edits and ours cross one hop. Like any link on demand it is kept while it
-        carries change sets and closed after LINK_IDLE_S without (presence lasts minutes
-        after a save; an idle link must not)."""
+    def _link_co_editors(self, where: tuple[str, str] | None = None) -> None:
+        """Presence changed (ours, or a teammate's, first-hand or by note), or this device
+        committed an edit of `where` ((space, env)): open a link on demand to teammates
+        editing the environment our user has open (or `where`, `overlay.co_editors`), so
+        their edits and ours cross one hop. Like any link on demand it is kept while it
+        carries change sets and closed after `link_idle_s` without (presence lasts minutes
+        after a save; an idle link must not), and the next edit opens it again."""
         mine = self.my_presence
-        if self.book is None or not mine or not mine.get("env"):
+        if self.book is None:
             return
+        if where is None:
+            if not mine or not mine.get("env"):
+                return
+            where = (mine["space"], mine["env"])
         editing: dict[str, tuple[str, str] | None] = {
             d: (n.space, n.env) if n.env and n.space else None
             for d, n in self.notes.current(time.monotonic()).items()}
         for d, p in self.presence.items():
             editing[d] = (p.space, p.env) if p.env and p.space else None
-        wanted = co_editors((mine["space"], mine["env"]), editing, self._online())
-        until = time.monotonic() + LINK_IDLE_S
+        wanted = co_editors(where, editing, self._online())
+        until = time.monotonic() + self.link_idle_s
         fresh = [d for d in wanted if d not in self.links and d not in self._on_demand]
         for d in fresh:
             self._on_demand[d] = until
@@ -533,7 +545,7 @@ class LanTransport:
         keep = anchors(self.me, self._online()) | set(self._on_demand)
         last = {d: self._last_used.get(d, link.opened_at or link.created)
                 for d, link in self.links.items() if link.outgoing}
-        for device in idle_links(now, last, keep):
+        for device in idle_links(now, last, keep, self.link_idle_s):
             self._run(self.hub.close(self.links[device], IDLE_REASON, _mono_ms()))
 
     def _used(self, device: str) -> None:
@@ -549,7 +561,7 @@ class LanTransport:
             self._used(d)
         if linked:
             return
-        until = time.monotonic() + LINK_IDLE_S
+        until = time.monotonic() + self.link_idle_s
         reachable = sorted(d for d, r in self.book.peers.items()
                            if space in r.spaces and r.dialable and d not in self.links)
         for d in reachable[:MAX_ON_DEMAND_DIALS]:
@@ -762,11 +774,8 @@ class LanTransport:
 
     def _deliver(self, ev: Deliver) -> None:
         """Queue a peer's change set; applied in arrival order off the loop (`_deliver_all`),
-        then acknowledged. An agent without a store worker applies it here and now."""
+        then acknowledged."""
         self._used(ev.link.device)  # type: ignore[attr-defined]
-        if getattr(self.agent, "receive_async", None) is None:
-            self._apply_now(ev)
-            return
         self._deliveries.append(ev)
         if self._deliverer is None or self._deliverer.done():
             self._deliverer = asyncio.ensure_future(self._deliver_all())
@@ -792,18 +801,6 @@ class LanTransport:
         if self.hub is not None and not self._stopping:
             self._run(self.hub.delivered(ev, _mono_ms(), refused=refused))
 
-    def _apply_now(self, ev: Deliver) -> None:
-        refused: str | None = None
-        started = time.monotonic()
-        try:
-            self.agent.receive(ev.space, ev.wire)
-        except MocksyncError as exc:
-            refused = str(exc)
-        except Exception as exc:
-            log.exception("applying a change set from %s failed", ev.link)
-            refused = f"internal error while applying it ({type(exc).__name__})"
-        self._after_apply(ev, time.monotonic() - started, refused)
-
     def _learn_members(self, ev: Members) -> None:
         """A peer sent membership entries: verify with our whole log, store, act on them."""
         stored = self.agent.spaces.get(ev.space)
@@ -822,10 +819,7 @@ class LanTransport:
                  len(learned.fresh), ev.device,
                  f" (key generations {sorted(learned.new_keys)})" if learned.new_keys else "")
         if learned.removals:  # take back what the removal refuses (on the store worker)
-            fn = (getattr(self.agent, "enforce_membership_soon", None)
-                  or getattr(self.agent, "enforce_membership", None))
-            if fn is not None:
-                fn()
+            self.agent.enforce_membership_soon()
         # Re-judge peers (a removed one is dropped), re-announce, tell the other sessions.
         self._spawn(self._check_spaces())
 
@@ -916,6 +910,7 @@ class LanTransport:
             return
         self._ensure_env(space, env)
         self._demand(space)
+        self._link_co_editors((space, env))  # a link closed while idle reopens on an edit
         self._run(self.hub.committed(space, env, device, seq, wire, _mono_ms()))
 
     def _on_agent_event(self, event: dict[str, Any]) -> None:
@@ -1090,6 +1085,7 @@ def build_lan_transport(settings: Any, **kw: Any) -> LanTransport | None:
     """The LAN transport the daemon's settings ask for (None when LAN sync is off)."""
     if not (settings.mdns or settings.bind):
         return None
+    kw.setdefault("link_idle_s", getattr(settings, "lan_link_idle_s", LINK_IDLE_S))
     return LanTransport(bind=settings.bind, ice_servers=settings.ice_servers,
                         mdns=settings.mdns, **kw)
 

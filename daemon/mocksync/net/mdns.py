@@ -35,9 +35,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import PROTOCOL_VERSION
-from ..errors import LimitError, MocksyncError
+from ..errors import LimitError
 from ..space.identity import is_device_id
 from ..space.keys import SPACE_TAG_BYTES, space_tag, tag_matches
+from .errors import AnnouncementError
 
 log = logging.getLogger("mocksync.mdns")
 
@@ -61,10 +62,6 @@ MAX_ADVERTISED_INVITES = 14
 
 _TAG_RE = re.compile(rf"^[0-9a-f]{{{2 * SPACE_TAG_BYTES}}}$")
 _NONCE_RE = re.compile(rf"^[0-9a-f]{{{2 * NONCE_BYTES}}}$")
-
-
-class AnnouncementError(MocksyncError, ValueError):
-    """A TXT record that is not a well-formed mocksync announcement (ignored, logged)."""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ from collections.abc import Iterable, Mapping
 MAX_ANCHORS = 4
 #: Teams this small keep the full mesh: no more links than the overlay would give.
 FULL_MESH_UP_TO = MAX_ANCHORS + 1
-#: A link beyond the overlay is closed after this long without a change set either way.
+#: A link beyond the overlay is closed after this long without a change set either way (the
+#: daemon's `lan_link_idle_s` setting; a co-editor's link reopens on the next local edit).
 LINK_IDLE_S = 20.0
 #: Most extra links opened to teammates editing the environment this device edits (each
 #: costs idle CPU like any link; beyond this many, the overlay carries the rest).
@@ -68,11 +69,13 @@ def anchors(me: str, peers: Iterable[str]) -> frozenset[str]:
     return frozenset(picked)
 
 
-def idle_links(now: float, last_used: dict[str, float], keep: Iterable[str]) -> list[str]:
-    """Peers whose link carried no change set for LINK_IDLE_S and is not an overlay link:
-    close them (they reopen on demand)."""
+def idle_links(now: float, last_used: dict[str, float], keep: Iterable[str],
+               idle_s: float = LINK_IDLE_S) -> list[str]:
+    """Peers whose link carried no change set for `idle_s` (LINK_IDLE_S unless the daemon's
+    `lan_link_idle_s` says otherwise) and is not an overlay link: close them (they reopen on
+    demand)."""
     keep = set(keep)
-    return sorted(d for d, t in last_used.items() if d not in keep and now - t >= LINK_IDLE_S)
+    return sorted(d for d, t in last_used.items() if d not in keep and now - t >= idle_s)
 
 
 def co_editors(mine: tuple[str, str] | None, editing: Mapping[str, tuple[str, str] | None],

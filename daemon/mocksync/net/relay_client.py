@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import logging
@@ -35,6 +36,7 @@ import aiohttp
 from .. import MODEL_VERSION, PROTOCOL_VERSION, __version__
 from ..backoff import backoff_delay
 from ..errors import MocksyncError
+from ..ports import PinBook
 from ..relay.auth import (
     MAX_NAMED_SPACES,
     check_relay_proof,
@@ -49,12 +51,45 @@ from ..relay.frames import OFFLOAD_DECODE_BYTES
 from ..relay.policy import PERSISTENT_CODES
 from ..relay.protocol import (
     CLIENT,
+    CODECS,
     MAX_FRAME_BYTES,
     RELAY,
+    Ack,
+    Auth,
+    Batch,
+    Bye,
+    Challenge,
+    Entries,
+    EnvPush,
+    Fetch,
+    Hello,
+    HighWater,
+    IndexReply,
+    IndexRequest,
+    JoinReply,
+    JoinRequest,
+    LogUpload,
+    Nack,
+    Ok,
+    Ping,
+    Pong,
+    Presence,
+    Put,
+    Refused,
+    RelayMessage,
     RelayProtocolError,
-    decode_message,
-    encode_message,
+    Signal,
+    SignalPush,
+    SnapshotGet,
+    SnapshotPut,
+    SnapshotReply,
+    Welcome,
+    Who,
+    decode,
+    from_map,
+    to_legacy,
 )
+from .relay_gate import check_relay_frame
 
 log = logging.getLogger("mocksync.relay.client")
 
@@ -224,7 +259,8 @@ class RelayEvents:
     """What a client tells its owner. Override what you need; defaults do nothing."""
 
     async def on_session(self, client: RelayClient, welcome: dict[str, Any]) -> None:
-        """Connected and admitted (runs as its own task; cancelled when the connection ends)."""
+        """Connected and admitted (runs as its own task; cancelled when the connection ends).
+        `welcome` is the relay's `welcome` as a map with its short keys."""
 
     def on_envelopes(self, space: str, tag: str, items: Sequence[Envelope]) -> None:
         """Live push: envelopes another device just put."""
@@ -257,7 +293,7 @@ class RelayClient:
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
         heartbeat_s: float = HEARTBEAT_S,
-        pins: RelayPins | None = None,
+        pins: PinBook | None = None,
     ) -> None:
         #: Every address of the relay (instances of one cluster); `url` is the one in use.
         self.urls = relay_urls(url)
@@ -266,7 +302,7 @@ class RelayClient:
         self._current = 0
         self._failures = 0
         self._use(0)
-        self.pins = pins or RelayPins()
+        self.pins: PinBook = pins or RelayPins()
         #: The key the relay proved it holds in the last challenge (None before the first).
         self.relay_key: bytes | None = None
         self.identity = identity
@@ -295,7 +331,7 @@ class RelayClient:
         self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._session_task: asyncio.Task[None] | None = None
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[int, asyncio.Future[RelayMessage]] = {}
         self._next_id = 0
         self._inflight = asyncio.Semaphore(MAX_INFLIGHT_REQUESTS)
         self._wake = asyncio.Event()
@@ -454,12 +490,13 @@ class RelayClient:
             self._wake.clear()
 
     async def _recv(self, ws: aiohttp.ClientWebSocketResponse, timeout: float | None
-                    ) -> dict[str, Any]:
+                    ) -> RelayMessage:
         msg = await ws.receive(timeout=timeout)
         if msg.type == aiohttp.WSMsgType.BINARY:
+            check_relay_frame(msg.data)  # per-kind caps before anything is built (relay_gate)
             if len(msg.data) >= OFFLOAD_DECODE_BYTES:  # a big batch: decode off the loop
-                return await asyncio.to_thread(decode_message, msg.data, sender=RELAY)
-            return decode_message(msg.data, sender=RELAY)
+                return await asyncio.to_thread(decode, msg.data, sender=RELAY)
+            return decode(msg.data, sender=RELAY)
         if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
                         aiohttp.WSMsgType.CLOSED):
             raise RelayUnavailable("the relay closed the connection")
@@ -481,34 +518,32 @@ class RelayClient:
                 self.ws_url, max_msg_size=MAX_FRAME_BYTES, heartbeat=self.heartbeat_s,
                 ssl=self.ssl if self.ssl is not None else True, autoping=True, compress=0)
         try:
-            await ws.send_bytes(encode_message({
-                "t": "hello", "p": self.protocol_version, "m": self.model_version,
-                "d": self.identity.device_id, "sp": sorted(logs), "a": f"mocksync {__version__}",
-            }, sender=CLIENT))
+            await ws.send_bytes(_encode(Hello(
+                self.protocol_version, self.model_version, self.identity.device_id,
+                sorted(logs), f"mocksync {__version__}")))
             challenge = await self._recv(ws, self.connect_timeout_s)
-            if challenge["t"] == "refused":
-                raise RelayRefused(challenge["c"], challenge["r"])
-            if challenge["t"] != "challenge":
-                raise RelayProtocolError(f"expected a challenge, got {challenge['t']}")
+            if isinstance(challenge, Refused):
+                raise RelayRefused(challenge.code, challenge.reason)
+            if not isinstance(challenge, Challenge):
+                raise RelayProtocolError(f"expected a challenge, got {challenge.KIND}")
             self._check_relay(challenge, logs)
             uploads: dict[str, list[bytes]] = {}
             for space, wires in logs.items():
-                have = set(challenge["have"].get(space, ()))
+                have = set(challenge.have.get(space, ()))
                 uploads[space] = [w for w in wires if hashlib.sha256(w).digest() not in have]
-            await ws.send_bytes(encode_message({
-                "t": "auth", "u": self.origin, "logs": uploads,
-                "sig": sign_challenge(self.identity, challenge["n"], challenge["k"], self.origin),
-            }, sender=CLIENT))
+            await ws.send_bytes(_encode(Auth(
+                sign_challenge(self.identity, challenge.nonce, challenge.key, self.origin),
+                self.origin, uploads)))
             welcome = await self._recv(ws, self.connect_timeout_s)
-            if welcome["t"] == "refused":
-                raise RelayRefused(welcome["c"], welcome["r"])
-            if welcome["t"] != "welcome":
-                raise RelayProtocolError(f"expected welcome, got {welcome['t']}")
-            self.accepted = dict(welcome["ok"])
+            if isinstance(welcome, Refused):
+                raise RelayRefused(welcome.code, welcome.reason)
+            if not isinstance(welcome, Welcome):
+                raise RelayProtocolError(f"expected welcome, got {welcome.KIND}")
+            self.accepted = {s: to_legacy(info) for s, info in welcome.ok.items()}
             held = self.pins.pinned_many(sorted(self.accepted))
             for space in sorted(s for s, k in held.items() if k is None):
-                self.pins.pin(space, challenge["k"])  # trust on first use: the space's relay now
-            self.space_refusals = {s: (c, r) for s, (c, r) in welcome["no"].items()}
+                self.pins.pin(space, challenge.key)  # trust on first use: the space's relay now
+            self.space_refusals = dict(welcome.no)
             self.uploaded = {s: {hashlib.sha256(w).digest() for w in logs[s]} for s in self.accepted}
             self.presence = {s: {} for s in self.accepted}
             self._ws = ws
@@ -521,8 +556,8 @@ class RelayClient:
             self._set_state(CONNECTED, reason)
             for space, (tag, entity) in self.my_presence.items():
                 if space in self.accepted:
-                    await self._send({"t": "presence", "s": space, "e": tag, "u": entity})
-            self._session_task = asyncio.create_task(self._run_session(welcome))
+                    await self._send(Presence(space, tag, entity))
+            self._session_task = asyncio.create_task(self._run_session(to_legacy(welcome)))
             await self._read_loop(ws)
         finally:
             self._ws = None
@@ -539,11 +574,11 @@ class RelayClient:
             with contextlib.suppress(Exception):
                 await ws.close()
 
-    def _check_relay(self, challenge: dict[str, Any], spaces: Mapping[str, Any]) -> None:
+    def _check_relay(self, challenge: Challenge, spaces: Mapping[str, Any]) -> None:
         """Before signing anything: the relay must hold the key it announces, and that key must
         be the one every space pinned (when it pinned one)."""
-        key = challenge["k"]
-        if not check_relay_proof(key, challenge["n"], self.identity.device_id, challenge["ks"]):
+        key = challenge.key
+        if not check_relay_proof(key, challenge.nonce, self.identity.device_id, challenge.proof):
             raise RelayRefused("relay_key_changed", (
                 f"the relay at {self.url} announced key {fingerprint(key)} but its challenge is "
                 "not signed by it: it is not a genuine mocksync relay; nothing was sent"))
@@ -558,7 +593,7 @@ class RelayClient:
     async def _run_session(self, welcome: dict[str, Any]) -> None:
         try:
             t0 = time.perf_counter()
-            await self._request({"t": "ping", "n": 1}, reply_kind="pong", keyed=False)
+            await self._request(Ping(1), reply_kind="pong", keyed=False)
             self.rtt_ms = round((time.perf_counter() - t0) * 1000, 2)
         except RelayError:
             pass
@@ -575,43 +610,43 @@ class RelayClient:
                 msg = await self._recv(ws, None)
             except RelayUnavailable:
                 return
-            kind = msg["t"]
-            if "i" in msg and kind in ("ok", "nack", "index", "batch", "ack"):
-                fut = self._pending.get(msg["i"])
+            if isinstance(msg, Ok | Nack | IndexReply | Batch | Ack | SnapshotReply):
+                fut = self._pending.get(msg.rid)
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
-            elif kind == "pong":
+            elif isinstance(msg, Pong):
                 fut = self._pending.get(-1)
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
-            elif kind == "env":
-                self._dispatch(self.events.on_envelopes, msg["s"], msg["e"], msg["x"])
-            elif kind == "who":
-                space = msg["s"]
+            elif isinstance(msg, EnvPush):
+                self._dispatch(self.events.on_envelopes, msg.space, msg.tag, msg.items)
+            elif isinstance(msg, Who):
+                space = msg.space
                 book = self.presence.setdefault(space, {})
                 me = self.identity.device_id
-                for device, tag, entity in msg["ds"]:
+                for device, tag, entity in msg.online:
                     if device != me:
                         book[device] = (tag, entity)
                         self._dispatch(self.events.on_presence, space, device, tag, entity, True)
-                for device in msg["off"]:
+                for device in msg.off:
                     if device != me and book.pop(device, None) is not None:
                         self._dispatch(self.events.on_presence, space, device, None, None, False)
-            elif kind == "signal":
-                self._dispatch(self.events.on_signal, msg["s"], msg["from"], msg["p"])
-            elif kind == "entries":
+            elif isinstance(msg, SignalPush):
+                self._dispatch(self.events.on_signal, msg.space, msg.sender, msg.payload)
+            elif isinstance(msg, Entries):
                 handler = getattr(self.events, "on_entries", None)
                 if handler is not None:
-                    self._dispatch(handler, msg["s"], msg["w"])
-            elif kind == "joinreq":
+                    self._dispatch(handler, msg.space, msg.wires)
+            elif isinstance(msg, JoinRequest):
                 handler = getattr(self.events, "on_join_request", None)
                 if handler is not None:
-                    self._dispatch(handler, msg["s"], msg["j"], msg["p"])
-            elif kind == "bye":
-                raise RelayRefused(msg["c"], msg["r"]) if msg["c"] in PERSISTENT_CODES or \
-                    msg["c"] == "too_many_devices" else RelayUnavailable(sentence(msg["c"], msg["r"]))
+                    self._dispatch(handler, msg.space, msg.join, msg.payload)
+            elif isinstance(msg, Bye):
+                raise RelayRefused(msg.code, msg.reason) if msg.code in PERSISTENT_CODES or \
+                    msg.code == "too_many_devices" else RelayUnavailable(
+                        sentence(msg.code, msg.reason))
             else:
-                raise RelayProtocolError(f"unexpected {kind} message from the relay")
+                raise RelayProtocolError(f"unexpected {msg.KIND} message from the relay")
 
     def _forget_presence(self) -> None:
         """The connection ended: who was online through the relay is unknown now, so nobody
@@ -629,77 +664,106 @@ class RelayClient:
             log.exception("relay event handler failed")
 
     # ---------------------------------------------------------------- requests
-    async def _send(self, msg: dict[str, Any]) -> None:
+    async def _send(self, msg: RelayMessage | dict[str, Any]) -> None:
         ws = self._ws
         if ws is None or ws.closed:
             raise RelayUnavailable("not connected to the relay")
-        await ws.send_bytes(encode_message(msg, sender=CLIENT))
+        await ws.send_bytes(_encode(msg))
 
-    async def _request(self, msg: dict[str, Any], *, reply_kind: str,
-                       keyed: bool = True) -> dict[str, Any]:
+    async def _request(self, msg: RelayMessage | dict[str, Any], *, reply_kind: str,
+                       keyed: bool = True) -> Any:
+        """Send a request and wait for its reply (typed; a `nack` raises `RelayRefused`).
+        `keyed`: the request gets the next request id (its `rid`, `i` on the wire). A map
+        `{"t": kind, ...}` is accepted too (tools and tests)."""
         async with self._inflight:
             if keyed:
                 self._next_id = (self._next_id + 1) % (2**32)
                 i = self._next_id
-                msg = {**msg, "i": i}
+                msg = (from_map({**msg, "i": i}, sender=CLIENT) if isinstance(msg, dict)
+                       else dataclasses.replace(msg, rid=i))  # type: ignore[type-var]
             else:
                 i = -1
-            fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            kind = msg["t"] if isinstance(msg, dict) else msg.KIND
+            fut: asyncio.Future[RelayMessage] = asyncio.get_running_loop().create_future()
             self._pending[i] = fut
             try:
                 await self._send(msg)
                 reply = await asyncio.wait_for(fut, self.request_timeout_s)
             except TimeoutError:
                 raise RelayUnavailable(
-                    f"the relay did not answer a {msg['t']} within {self.request_timeout_s:g} s"
+                    f"the relay did not answer a {kind} within {self.request_timeout_s:g} s"
                 ) from None
             finally:
                 self._pending.pop(i, None)
-        if reply["t"] == "nack":
-            raise RelayRefused(reply["c"], reply["r"])
-        if reply["t"] != reply_kind:
-            raise RelayProtocolError(f"expected {reply_kind} in reply to {msg['t']}, got {reply['t']}")
+        if isinstance(reply, Nack):
+            raise RelayRefused(reply.code, reply.reason)
+        if reply_kind != reply.KIND:
+            raise RelayProtocolError(f"expected {reply_kind} in reply to {kind}, got {reply.KIND}")
         return reply
 
     async def index(self, space: str) -> dict[str, dict[str, int]]:
         """Env tags the relay holds for `space`, each with its held version vector."""
-        return (await self._request({"t": "index", "s": space}, reply_kind="index"))["envs"]
+        r: IndexReply = await self._request(IndexRequest(0, space), reply_kind="index")
+        return r.envs
 
     async def fetch(self, space: str, tag: str, have: Mapping[str, int]
                     ) -> tuple[tuple[Envelope, ...], bool]:
         """One page of envelopes the holder of `have` lacks, and whether more remain."""
-        r = await self._request({"t": "fetch", "s": space, "e": tag, "vv": dict(have)},
-                                reply_kind="batch")
-        return r["x"], r["more"]
+        r: Batch = await self._request(Fetch(0, space, tag, dict(have)), reply_kind="batch")
+        return r.items, r.more
 
     async def put(self, space: str, tag: str, envelopes: Sequence[Envelope],
                   declared_bytes: int) -> int:
         """Store envelopes (one batch); returns how many were new to the relay."""
-        r = await self._request({"t": "put", "s": space, "e": tag, "z": declared_bytes,
-                                 "x": list(envelopes)}, reply_kind="ack")
-        return r["n"]
+        r: Ack = await self._request(Put(0, space, tag, declared_bytes, tuple(envelopes)),
+                                     reply_kind="ack")
+        return r.stored
 
     async def upload_log(self, space: str, wires: Sequence[bytes]) -> None:
         """Send membership entries the relay may lack (new members, removals, migrations)."""
         if not wires:
             return
-        await self._request({"t": "log", "s": space, "w": list(wires)}, reply_kind="ok")
+        await self._request(LogUpload(0, space, list(wires)), reply_kind="ok")
         self.uploaded.setdefault(space, set()).update(hashlib.sha256(w).digest() for w in wires)
 
     async def set_presence(self, space: str, tag: str | None, entity: str | None) -> None:
         """What this device is looking at in `space` (kept and re-sent after reconnecting)."""
         self.my_presence[space] = (tag, entity)
         if self.connected and space in self.accepted:
-            await self._send({"t": "presence", "s": space, "e": tag, "u": entity})
+            await self._send(Presence(space, tag, entity))
 
     async def join_reply(self, space: str, join_id: bytes, payload: bytes) -> None:
         """Answer a joiner's handshake message (it reaches the joiner through the relay)."""
-        await self._send({"t": "joinrep", "s": space, "j": join_id, "p": payload})
+        await self._send(JoinReply(space, join_id, payload))
 
     async def signal(self, space: str, to: str, body: bytes) -> None:
         """Send a signaling message (signed end to end) to device `to` through the relay."""
         payload = seal_signal(self.identity, space, to, body)
-        await self._request({"t": "signal", "s": space, "to": to, "p": payload}, reply_kind="ok")
+        await self._request(Signal(0, space, to, payload), reply_kind="ok")
+
+    # ---------------------------------------------------------------- compaction (relay.snapshots)
+    async def put_snapshot(self, space: str, tag: str, vv: Mapping[str, int], sealed: bytes,
+                           sig: bytes) -> None:
+        """Upload a sealed snapshot of one environment (`relay.compaction.seal_snapshot`);
+        a refusal raises `RelayRefused` (code `bad_snapshot`) with the relay's sentence."""
+        await self._request(SnapshotPut(0, space, tag, dict(vv), sealed, sig), reply_kind="ok")
+
+    async def get_snapshot(self, space: str, tag: str) -> SnapshotReply:
+        """The snapshot the relay keeps for an environment (fields None when it has none) and
+        per device the highest seq it dropped (`floors`)."""
+        r: SnapshotReply = await self._request(SnapshotGet(0, space, tag), reply_kind="snap")
+        return r
+
+    async def high_water(self, space: str, tag: str, vv: Mapping[str, int]) -> None:
+        """Tell the relay which change sets of an environment this device holds."""
+        if vv:
+            await self._send(HighWater(space, tag, dict(vv)))
+
+
+def _encode(msg: RelayMessage | dict[str, Any]) -> bytes:
+    """A client frame of a typed message (or of a map `{"t": kind, ...}`)."""
+    typed = from_map(msg, sender=CLIENT) if isinstance(msg, dict) else msg
+    return CODECS[CLIENT].encode(typed)
 
 
 __all__ = [

@@ -5,6 +5,10 @@ The joiner is not a member yet, so it cannot authenticate to the relay; it opens
 the token) while that device's daemon is connected. The inviting daemon answers from its own
 state machine (`RelayTransport.on_join_request`). The relay sees opaque handshake bytes only:
 the secret never leaves the token, and the admission comes back as signed log entries.
+
+A token may list several relays (issue 17): `split` makes one transport per relay and
+`spaceio.join.join_space` tries them all at once, so a relay that is down, or one the inviting
+daemon is not connected to right now, costs no more than its own failed attempt.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from ..relay.protocol import (
 )
 from ..space.errors import InviteError, NoAdminReachableError
 from ..space.invite import InviteToken
-from ..space.join import register_join_transport
+from ..spaceio.join import register_join_transport
 
 JOIN_PATH = "/v1/join"
 
@@ -68,25 +72,39 @@ class RelayJoinChannel:
 
 
 class RelayJoinTransport:
-    name = "relay"
     #: What `join` says when the relay never answered in time.
     silence = "the relay did not answer"
 
+    def __init__(self, url: str | None = None) -> None:
+        """`url`: the one relay this transport asks; None: the token's first relay."""
+        self.url = url
+        self.name = "relay" if url is None else f"relay {url}"
+
+    def split(self, token: InviteToken) -> list[RelayJoinTransport]:
+        """One transport per relay the token lists (itself when it lists at most one)."""
+        if self.url is not None or len(token.relays) <= 1:
+            return [self]
+        return [RelayJoinTransport(url) for url in token.relays]
+
+    def _relay(self, token: InviteToken) -> str | None:
+        return self.url or token.relay
+
     def describe(self, token: InviteToken) -> str:
-        return (f"asking the relay {token.relay}..." if token.relay else
-                "the invite names no relay")
+        relay = self._relay(token)
+        return f"asking the relay {relay}..." if relay else "the invite names no relay"
 
     async def connect(self, token: InviteToken) -> RelayJoinChannel:
-        if not token.relay:
+        relay = self._relay(token)
+        if not relay:
             raise NoAdminReachableError(f"the invite for space {token.name!r} names no relay")
         session = aiohttp.ClientSession()
         try:
-            ws = await session.ws_connect(_ws_url(token.relay), max_msg_size=MAX_SIGNAL_BYTES + 1024,
+            ws = await session.ws_connect(_ws_url(relay), max_msg_size=MAX_SIGNAL_BYTES + 1024,
                                           autoping=True)
         except (aiohttp.ClientError, OSError) as exc:
             await session.close()
             raise NoAdminReachableError(
-                f"the relay {token.relay} is unreachable ({exc.__class__.__name__}: {exc})") from None
+                f"the relay {relay} is unreachable ({exc.__class__.__name__}: {exc})") from None
         return RelayJoinChannel(session, ws, token)
 
 

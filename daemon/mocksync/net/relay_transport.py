@@ -34,18 +34,27 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import MODEL_VERSION, PROTOCOL_VERSION
-from ..agent.offline import is_unsent
-from ..agent.progress import SyncProgress, missing_count
 from ..changes import vv as vvmod
 from ..errors import MocksyncError
+from ..ports import AgentPort
 from ..relay.auth import open_signal
-from ..relay.envelope import Envelope, Tagger, open_envelope, peek_slot, seal_envelope
+from ..relay.compaction import SNAPSHOT_CHANGESETS
+from ..relay.envelope import (
+    Envelope,
+    Slot,
+    Tagger,
+    open_envelope,
+    peek_slot,
+    seal_envelope,
+)
 from ..relay.policy import PERSISTENT_CODES
 from ..relay.protocol import MAX_BATCH_ITEMS, split_batches
 from ..store import PENDING
+from ..sync.offline import is_unsent
+from ..sync.progress import SyncProgress, missing_count
 from .relay_client import (
     BACKOFF_MAX_S,
     BACKOFF_MIN_S,
@@ -57,6 +66,7 @@ from .relay_client import (
     RelayEvents,
     RelayRefused,
 )
+from .relay_snapshots import SnapshotKeeper
 
 log = logging.getLogger("mocksync.relay.transport")
 
@@ -121,6 +131,7 @@ class RelayTransport(RelayEvents):
         refused_retry_s: float = REFUSED_RETRY_S,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
         log_check_s: float = LOG_CHECK_S,
+        snapshot_every: int = SNAPSHOT_CHANGESETS,
     ) -> None:
         #: The relay's addresses (instances of one cluster; the client fails over in order).
         self.urls = [url] if isinstance(url, str) else list(url)
@@ -131,7 +142,9 @@ class RelayTransport(RelayEvents):
                                backoff_max_s=backoff_max_s, refused_retry_s=refused_retry_s,
                                request_timeout_s=request_timeout_s)
         self.log_check_s = log_check_s
-        self.agent: Any = None
+        #: Relay compaction: snapshots made and adopted, high-water marks (relay_snapshots).
+        self.snapshots = SnapshotKeeper(self, every=snapshot_every)
+        self._agent: AgentPort | None = None
         self.client: RelayClient | None = None
         self.problems: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_PROBLEMS)
         self.signals: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_SIGNALS)
@@ -163,15 +176,26 @@ class RelayTransport(RelayEvents):
         self._key_tasks: dict[str, asyncio.Task[None]] = {}
         self._key_arrived: dict[str, asyncio.Event] = {}
 
+    @property
+    def agent(self) -> AgentPort:
+        """The agent this transport was started with (`start`)."""
+        if self._agent is None:
+            raise RelayError("the relay transport is not started")
+        return self._agent
+
+    @agent.setter
+    def agent(self, agent: AgentPort) -> None:
+        self._agent = agent
+
     # ---------------------------------------------------------------- Transport protocol
     # ---------------------------------------------------------------- membership from the relay
     def on_entries(self, space: str, wires: list[bytes]) -> None:
         """Membership entries from the relay: learn new devices, removals and key rotations
         made by other members (without them, a device added after us would be refused here).
         Verified as a whole log before anything is stored; a bad entry changes nothing."""
-        from ..space.learn import learn_entries
+        from ..spaceio.learn import learn_entries
 
-        if self.agent is None:
+        if self._agent is None:
             return
         stored = self.agent.spaces.get(space)
         if stored is None:
@@ -187,8 +211,7 @@ class RelayTransport(RelayEvents):
         self._taggers.pop(space, None)
         if any(e.kind in ("remove_device", "remove_member") for e in fresh):
             # Take back what the removal refuses (on the agent's store worker when it has one).
-            self._tell_agent("enforce_membership_soon" if hasattr(
-                self.agent, "enforce_membership_soon") else "enforce_membership")
+            self.agent.enforce_membership_soon()
         if self.client is not None:  # the relay holds what it sent: never upload it back
             self.client.uploaded.setdefault(space, set()).update(e.hash for e in fresh)
         if new_keys:
@@ -199,10 +222,10 @@ class RelayTransport(RelayEvents):
     # ---------------------------------------------------------------- admitting joiners
     def on_join_request(self, space: str, join_id: bytes, payload: bytes) -> None:
         """A device with an invite from us runs its join handshake through the relay."""
-        from ..space.actions import admin_session, record_admission
         from ..space.invite import Admission
+        from ..spaceio.actions import admin_session, record_admission
 
-        if self.agent is None:
+        if self._agent is None:
             return
         sess = self._joins.get(join_id)
         now = time.monotonic()
@@ -248,18 +271,23 @@ class RelayTransport(RelayEvents):
 
         task = asyncio.create_task(answer())
         self._tasks.append(task)
-        task.add_done_callback(lambda t: t in self._tasks and self._tasks.remove(t))
+        task.add_done_callback(self._forget_task)
 
-    async def start(self, agent: Any) -> None:
+    def _forget_task(self, task: asyncio.Task[Any]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+
+    async def start(self, agent: AgentPort) -> None:
         self.agent = agent
-        from ..space.store import SpacePins
+        from ..spaceio.store import SpacePins
 
         self.client = RelayClient(self.urls, agent.identity, self._logs, self,
-                                  pins=SpacePins(agent.home) if hasattr(agent, "home") else None,
+                                  pins=SpacePins(agent.home),
                                   **self._client_kw)
         await self.client.start()
         self._tasks = [asyncio.create_task(self._flush_loop(), name="relay flush"),
-                       asyncio.create_task(self._log_loop(), name="relay logs")]
+                       asyncio.create_task(self._log_loop(), name="relay logs"),
+                       asyncio.create_task(self.snapshots.run(), name="relay snapshots")]
 
     async def stop(self) -> None:
         for t in self._key_tasks.values():
@@ -314,7 +342,7 @@ class RelayTransport(RelayEvents):
 
     def gaps(self) -> list[dict[str, Any]]:
         """Environments with change sets waiting for a predecessor nobody delivered yet."""
-        if self.agent is None:
+        if self._agent is None:
             return []
         out = []
         for space, tags in self._tag_env.items():
@@ -328,7 +356,7 @@ class RelayTransport(RelayEvents):
 
     def who(self) -> list[dict[str, Any]]:
         """Devices online through the relay in our spaces, and what they are looking at."""
-        if self.client is None or self.agent is None:
+        if self.client is None or self._agent is None:
             return []
         out = []
         for space, book in self.client.presence.items():
@@ -437,8 +465,7 @@ class RelayTransport(RelayEvents):
     def _sendable(self, env: str, wires: list[bytes]) -> list[bytes]:
         """`wires` without our own change sets of an environment the agent holds (offline
         policy `prompt`): those leave only once the user has decided."""
-        cut_of = getattr(self.agent, "offline_cut", None)
-        cut = cut_of(env) if cut_of is not None else None
+        cut = self.agent.offline_cut(env)
         if cut is None:
             return wires
         return [w for w in wires if not is_unsent(w, self.agent.device, cut)]
@@ -469,13 +496,16 @@ class RelayTransport(RelayEvents):
         task = asyncio.create_task(run(), name="relay push")
         self._push_chain = task
         self._tasks.append(task)
-        task.add_done_callback(lambda t: t in self._tasks and self._tasks.remove(t))
+        task.add_done_callback(self._forget_task)
 
     async def _ingest_off_loop(self, space: str, tag: str, items: list[Envelope],
                                touched: set[str] | None = None) -> int:
-        """`_ingest`, with the CPU-heavy part (AEAD open, decoding gate, change set parse) on a
-        worker thread and the store's part (verify, ingest, materialise) on the agent's store
-        worker, in arrival order: the loop only awaits them (issue 12)."""
+        """Open and apply envelopes: the CPU-heavy part (AEAD open, decoding gate, change set
+        parse) on a worker thread and the store's part (verify, ingest, materialise, one
+        transaction per batch) on the agent's store worker, in arrival order: the loop only
+        awaits them (issue 12). `touched`: a pull in pages collects the environments applied
+        here and settles their files once it is complete (`agent.settle_remote_async`);
+        None: settle at once (a live push)."""
         try:
             keys = self._keys(space)
             tagger = self._tagger(space)
@@ -484,36 +514,11 @@ class RelayTransport(RelayEvents):
             return 0
         opened = await asyncio.to_thread(_open_all, space, tag, keys, tagger, items)
         wires = self._opened_wires(space, tag, items, keys, opened)
+        await self._note_undecodable(items, opened)
         if not wires:
             return 0
-        batch = getattr(self.agent, "receive_batch_async", None)
-        if batch is None:
-            got = self.agent.receive_batch(space, wires, settle=touched is None)
-        else:
-            got = await batch(space, wires, settle=touched is None)
+        got = await self.agent.receive_batch_async(space, wires, settle=touched is None)
         return self._ingested(space, tag, wires, touched, *got)
-
-    def _ingest(self, space: str, tag: str, items: Iterable[Envelope],
-                touched: set[str] | None = None, *, opened: list[Any] | None = None) -> int:
-        """Open and apply envelopes. `touched`: a pull in pages collects the environments
-        applied here and settles their files once it is complete (`agent.settle_remote`);
-        None: settle at once (a live push). `opened`: what `_open_all` made of `items`
-        already (off the loop)."""
-        try:
-            keys = self._keys(space)
-            tagger = self._tagger(space)
-        except MocksyncError as exc:
-            self._problem(space, "envelopes", str(exc))
-            return 0
-        items = list(items)
-        if opened is None:
-            opened = _open_all(space, tag, keys, tagger, items)
-        wires = self._opened_wires(space, tag, items, keys, opened)
-        if not wires:
-            return 0
-        # One store transaction for the whole batch (catch-up of thousands of change sets).
-        res, refused = self.agent.receive_batch(space, wires, settle=touched is None)
-        return self._ingested(space, tag, wires, touched, res, refused)
 
     def _opened_wires(self, space: str, tag: str, items: list[Envelope], keys: Any,
                       opened: list[Any]) -> list[Any]:
@@ -522,6 +527,9 @@ class RelayTransport(RelayEvents):
         wires: list[Any] = []
         for env, done in zip(items, opened, strict=True):
             what = f"envelope {env.device}#{env.seq}"
+            if isinstance(done, Undecodable):  # opened, but not a change set: listed as refused
+                self._problem(space, what, done.reason, tag=tag, device=env.device, seq=env.seq)
+                continue
             try:
                 if isinstance(done, Exception):
                     raise done
@@ -534,6 +542,17 @@ class RelayTransport(RelayEvents):
             names[tag] = slot.env
             wires.append(wire)
         return wires
+
+    async def _note_undecodable(self, items: list[Envelope], opened: list[Any]) -> None:
+        """Change sets that opened (the space key vouches for the slot) but did not decode:
+        recorded as refusals of their slot, so `status` lists them (issue 12)."""
+        rows = [(done.slot.env, env.device, env.seq, done.reason)
+                for env, done in zip(items, opened, strict=True) if isinstance(done, Undecodable)]
+        if rows:
+            try:
+                await self.agent.note_undecodable_async(rows)
+            except Exception:  # recording a refusal must never stop the pull
+                log.exception("could not record undecodable change sets")
 
     def _ingested(self, space: str, tag: str, wires: list[Any], touched: set[str] | None,
                   res: Any, refused: list[tuple[Any, Exception]]) -> int:
@@ -551,7 +570,7 @@ class RelayTransport(RelayEvents):
         return n
 
     def on_signal(self, space: str, sender: str, payload: bytes) -> None:
-        stored = self.agent.spaces.get(space) if self.agent is not None else None
+        stored = self._agent.spaces.get(space) if self._agent is not None else None
         if stored is None:
             return
         keys = {d.id: d.sign_key for d in stored.state.devices.values()}
@@ -570,9 +589,9 @@ class RelayTransport(RelayEvents):
     def on_state(self, client: RelayClient) -> None:
         """The relay connection went up or down: say so on the daemon's event stream, so the
         web page (issue 19) and `events` readers show it at once, not at their next poll."""
-        publish = getattr(self.agent, "publish", None)
-        if publish is not None:
-            publish({"event": "relay", "state": client.state, "reason": client.reason})
+        if self._agent is not None:
+            self._agent.publish({"event": "relay", "state": client.state,
+                                 "reason": client.reason})
 
     # ---------------------------------------------------------------- catch-up
     async def on_session(self, client: RelayClient, welcome: dict[str, Any]) -> None:
@@ -585,12 +604,9 @@ class RelayTransport(RelayEvents):
         run) and a refusal is said at once instead of after an upload."""
         from ..space.quotas import plan_from_relay
 
-        learn = getattr(self.agent.spaces, "learn_plan", None)
-        if learn is None:
-            return
         for space, info in admitted.items():
             try:
-                if learn(space, plan_from_relay(info)):
+                if self.agent.spaces.learn_plan(space, plan_from_relay(info)):
                     log.info("space %s: the relay enforces plan %s", space, info)
             except MocksyncError as exc:
                 self._problem(space, "plan", str(exc))
@@ -616,17 +632,17 @@ class RelayTransport(RelayEvents):
         store = self.agent.store
         names = self._tag_env.setdefault(space, {})
         local: list[str] = []
-        for env in self._local_envs(space):
-            local.append(tagger(env))
-            names[local[-1]] = env
+        for mine in self._local_envs(space):
+            local.append(tagger(mine))
+            names[local[-1]] = mine
         index = await client.index(space)
         for tag in catch_up_order(index, local):
             relay_vv = index.get(tag, {})
             env = names.get(tag)
             local_vv = store.version_vector(env) if env else {}
-            judge = getattr(self.agent, "offline_catch_up", None)
-            if reconnect and env is not None and judge is not None:
-                judge(env, relay_vv)  # before pulling: may hold env (offline policy `prompt`)
+            if reconnect and env is not None:
+                # Before pulling: may hold env (offline policy `prompt`).
+                self.agent.offline_catch_up(env, relay_vv)
             if vvmod.missing(local_vv, relay_vv):
                 self.progress.begin(space, tag, env, missing_count(local_vv, relay_vv),
                                     time.time())
@@ -655,9 +671,23 @@ class RelayTransport(RelayEvents):
     async def _pull(self, client: RelayClient, space: str, tag: str, have: dict[str, int]) -> None:
         have = dict(have)
         touched: set[str] = set()
+        adopted = False
         try:
             while True:
-                items, more = await client.fetch(space, tag, have)
+                try:
+                    items, more = await client.fetch(space, tag, have)
+                except RelayRefused as exc:
+                    # The relay dropped change sets we lack (compaction): start from its
+                    # snapshot once, then go on from what we hold after it.
+                    if exc.code != "compacted" or adopted:
+                        raise
+                    adopted = True
+                    env = await self.snapshots.adopt(client, space, tag)
+                    if env is None:
+                        raise
+                    touched.add(env)
+                    have = dict(self.agent.store.version_vector(env))
+                    continue
                 await self._ingest_off_loop(space, tag, list(items), touched)
                 self.progress.advance(space, tag, len(items),
                                       self._tag_env.get(space, {}).get(tag))
@@ -671,11 +701,7 @@ class RelayTransport(RelayEvents):
             # Files follow the whole pull (or what arrived before the connection dropped),
             # so an environment whose tombstone is in a later page never gets a file.
             if touched:
-                settle = getattr(self.agent, "settle_remote_async", None)
-                if settle is None:
-                    self.agent.settle_remote(space, touched)
-                else:
-                    await settle(space, touched)
+                await self.agent.settle_remote_async(space, touched)
 
     async def _upload(self, client: RelayClient, space: str, env: str, tag: str,
                       wires: list[bytes]) -> bool:
@@ -693,19 +719,12 @@ class RelayTransport(RelayEvents):
             except RelayRefused as exc:
                 self.env_refusals[(space, env)] = str(exc)
                 self._problem(space, f"upload of {env}", str(exc), env=env, code=exc.code)
-                self._tell_agent("upload_refused", env, str(exc))
+                self.agent.upload_refused(env, str(exc))
                 return False
             self.counters["sent"] += len(batch)
         if self.env_refusals.pop((space, env), None) is not None:
-            self._tell_agent("upload_accepted", env)
+            self.agent.upload_accepted(env)
         return True
-
-    def _tell_agent(self, method: str, *args: Any) -> None:
-        """Report an upload's fate to the agent (its `status` shows a refused environment
-        as held, never as synced); agents without the hook (tests' stand-ins) ignore it."""
-        fn = getattr(self.agent, method, None)
-        if fn is not None:
-            fn(*args)
 
     async def _upload_missing(self, client: RelayClient, space: str, env: str, tag: str) -> None:
         """Upload everything of `env` the relay lacks. After a refused put, the refused change
@@ -776,7 +795,7 @@ class RelayTransport(RelayEvents):
 
     async def _push_space_log(self, client: RelayClient, space: str) -> None:
         """Upload the entries of `space` the relay has not had from us (none: no request)."""
-        stored = self.agent.spaces.get(space) if self.agent is not None else None
+        stored = self._agent.spaces.get(space) if self._agent is not None else None
         if stored is None or space not in client.accepted:
             return
         sent = client.uploaded.get(space, set())
@@ -847,8 +866,8 @@ def _open_all(space: str, tag: str, keys: Any, tagger: Tagger, items: list[Envel
     """Open each envelope and decode its change set: pure CPU, safe on a worker thread.
 
     Per item: `(slot, ChangeSet)` (the agent takes a decoded change set as it takes wire
-    bytes), `(slot, wire)` when the change set does not decode (the agent reports why), or the
-    exception that refused the envelope."""
+    bytes), `Undecodable(slot, reason)` when the change set does not decode, or the exception
+    that refused the envelope."""
     from ..changes import ChangeSet
 
     out: list[Any] = []
@@ -860,6 +879,18 @@ def _open_all(space: str, tag: str, keys: Any, tagger: Tagger, items: list[Envel
             continue
         try:
             out.append((slot, ChangeSet.decode(wire)))
-        except MocksyncError:
-            out.append((slot, wire))
+        except MocksyncError as exc:
+            out.append(Undecodable(slot, f"{UNDECODABLE}{exc}"))
     return out
+
+
+#: How the refusal of a change set that did not decode starts in `status`.
+UNDECODABLE = "undecodable change set: "
+
+
+class Undecodable(NamedTuple):
+    """An envelope that opened (its slot is bound by the space key) whose change set did not
+    decode, and why."""
+
+    slot: Slot
+    reason: str

@@ -35,8 +35,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..changes.chunks import DATA_CHANNEL_MAX_MESSAGE
-from ..errors import MocksyncError
 from . import ice
+from .errors import FrameError, LinkError
 
 log = logging.getLogger("mocksync.webrtc")
 
@@ -63,16 +63,6 @@ RAW = 0x00
 DEFLATED = 0x01
 #: Largest frame after inflating (what the session's reassembler accepts per frame).
 MAX_FRAME_BYTES = DATA_CHANNEL_MAX_MESSAGE
-
-
-class LinkError(MocksyncError):
-    """The WebRTC connection could not be set up, or broke."""
-
-    code = "link"
-
-
-class FrameError(LinkError):
-    """A received frame is not a valid mocksync data-channel frame."""
 
 
 def encode_frame(frame: bytes, *, compress: bool = True) -> bytes:

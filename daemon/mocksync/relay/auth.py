@@ -40,9 +40,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..changes.canonical import decode, encode
-from ..errors import ChangeSetError, MocksyncError, ValidationError
+from ..errors import ChangeSetError, ValidationError
 from ..fsatomic import put_file
 from ..space.identity import verify_signature
+from .errors import RelayKeyError, SignalError
 
 AUTH_DOMAIN = b"mocksync/relay-auth/v2\x00"
 SIGNAL_DOMAIN = b"mocksync/relay-signal/v1\x00"
@@ -59,18 +60,6 @@ MAX_NAMED_SPACES = 5
 FINGERPRINT_CHARS = 16
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SCHEMES = {"http": "http", "ws": "http", "https": "https", "wss": "https"}
-
-
-class RelayKeyError(MocksyncError):
-    """The relay's key file is unreadable, or a relay is not the one a space pinned."""
-
-    code = "relay_key"
-
-
-class SignalError(ValidationError):
-    """A signaling payload that is malformed, not for us, or not signed by its sender."""
-
-    code = "signal"
 
 
 def relay_origin(url: str) -> str:

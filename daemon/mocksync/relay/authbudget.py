@@ -229,7 +229,7 @@ def verify_order(known: Iterable[str], new: Sequence[str], key_space: str | None
 
     Spaces the relay knows come first (the device's own memberships), then new ones, the
     space that holds the device's key first, at most `allowed_new` of them."""
-    first = [key_space] if key_space in new else []
+    first = [key_space] if key_space is not None and key_space in new else []
     ordered_new = first + [s for s in new if s != key_space]
     take = max(0, allowed_new)
     return list(known) + ordered_new[:take], ordered_new[take:]

@@ -24,9 +24,10 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from .compaction import Verdict
 from .envelope import Envelope
 from .policy import Refusal
-from .storage import EnvUsage, RelayStorage
+from .storage import EnvUsage, RelayStorage, SnapshotJudge, StoredSnapshot
 
 #: Presence of a device in a space: (env tag, entity) it is looking at; None means offline.
 PresenceValue = tuple[str | None, str | None] | None
@@ -129,6 +130,15 @@ class Engine(Protocol):
     async def left(self, space: str, device: str) -> None: ...
     async def presence(self, space: str, device: str, value: PresenceValue) -> None: ...
     async def mail(self, msg: RemoteMail) -> None: ...
+    # Compaction (relay.compaction, relay.snapshots); `fetch` raises `storage.Compacted`.
+    async def snapshot(self, space: str, tag: str) -> StoredSnapshot | None: ...
+    async def put_snapshot(self, space: str, tag: str, snap: StoredSnapshot,
+                           judge: SnapshotJudge) -> Verdict: ...
+    async def note_acks(self, space: str, tag: str, holder: str,
+                        vv: Mapping[str, int]) -> None: ...
+    async def compact(self, space: str, tag: str, members: Collection[str],
+                      cutoff_ms: int) -> int: ...
+    async def floors(self, space: str, tag: str) -> dict[str, int]: ...
 
 
 class OnLoop:
@@ -188,6 +198,24 @@ class OnLoop:
 
     async def mail(self, msg: RemoteMail) -> None:
         return None
+
+    async def snapshot(self, space: str, tag: str) -> StoredSnapshot | None:
+        return self.storage.snapshot(space, tag)
+
+    async def put_snapshot(self, space: str, tag: str, snap: StoredSnapshot,
+                           judge: SnapshotJudge) -> Verdict:
+        return self.storage.put_snapshot(space, tag, snap, judge)
+
+    async def note_acks(self, space: str, tag: str, holder: str,
+                        vv: Mapping[str, int]) -> None:
+        self.storage.note_acks(space, tag, holder, vv)
+
+    async def compact(self, space: str, tag: str, members: Collection[str],
+                      cutoff_ms: int) -> int:
+        return self.storage.compact(space, tag, members, cutoff_ms)
+
+    async def floors(self, space: str, tag: str) -> dict[str, int]:
+        return self.storage.floors(space, tag)
 
 
 class PresenceBook:

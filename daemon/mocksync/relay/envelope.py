@@ -37,12 +37,9 @@ from ..errors import ChangeSetError
 from ..space.envtags import TAG_BYTES, TAG_INFO, TAG_KEY_GENERATION, Tagger, env_tag, tag_key
 from ..space.errors import KeyMaterialError
 from ..space.keys import open_payload, payload_generation, seal_payload
+from .errors import EnvelopeMismatch
 
 ENVELOPE_CONTEXT = "mocksync/relay-envelope/v1"
-
-
-class EnvelopeMismatch(ChangeSetError):
-    """An envelope opened fine but holds a change set for another slot (mislabelled upload)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import MocksyncError
+from .errors import FrameLimitUnavailable
 
 #: Largest frame before the client's `hello` (a hello naming 1000 spaces is about 35 KB).
 MAX_HELLO_FRAME_BYTES = 64 * 1024
@@ -211,10 +211,6 @@ class JoinLimiter:
 
     def close(self, cid: bytes) -> None:
         self.conns.pop(cid, None)
-
-
-class FrameLimitUnavailable(MocksyncError, RuntimeError):
-    """This aiohttp build does not expose what `set_frame_limit` needs (see its docstring)."""
 
 
 def set_frame_limit(ws: web.WebSocketResponse, protocol: Any, limit: int) -> None:

@@ -42,6 +42,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from .compaction import HeldSnapshot, Verdict, drop_floors
 from .engine import (
     AdmitDecision,
     EventHandler,
@@ -56,7 +57,15 @@ from .engine import (
 )
 from .envelope import Envelope
 from .policy import Refusal
-from .storage import EnvUsage, StorageError
+from .storage import (
+    Compacted,
+    EnvUsage,
+    SnapshotJudge,
+    StorageError,
+    StoredSnapshot,
+    decode_vv,
+    encode_vv,
+)
 
 log = logging.getLogger("mocksync.relay.pg")
 
@@ -113,6 +122,20 @@ MIGRATIONS: tuple[str, ...] = (
       id BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, space TEXT NOT NULL, to_dev TEXT NOT NULL,
       sender TEXT NOT NULL, jid BYTEA NOT NULL, payload BYTEA NOT NULL,
       at TIMESTAMPTZ NOT NULL DEFAULT now());
+    """,
+    # 3: compaction (relay.compaction): the newest snapshot per env, what was dropped, and
+    # each device's high-water mark per env.
+    """
+    CREATE TABLE snapshots (
+      space TEXT NOT NULL, tag TEXT NOT NULL, signer TEXT NOT NULL, vv BYTEA NOT NULL,
+      ct BYTEA NOT NULL, sig BYTEA NOT NULL, received_ms BIGINT NOT NULL,
+      PRIMARY KEY (space, tag));
+    CREATE TABLE floors (
+      space TEXT NOT NULL, tag TEXT NOT NULL, device TEXT NOT NULL, seq BIGINT NOT NULL,
+      PRIMARY KEY (space, tag, device));
+    CREATE TABLE acks (
+      space TEXT NOT NULL, tag TEXT NOT NULL, holder TEXT NOT NULL, device TEXT NOT NULL,
+      seq BIGINT NOT NULL, PRIMARY KEY (space, tag, holder, device));
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -311,8 +334,8 @@ class PgStorage:
         if not isinstance(msg, dict):
             return
         # Noted on arrival (not when handled): a catch-up must start from what was heard.
-        if msg.get("k") == "put" and msg.get("ids"):
-            s = msg.get("s")
+        s = msg.get("s")
+        if msg.get("k") == "put" and msg.get("ids") and isinstance(s, str):
             self._heard_put[s] = max(self._heard_put.get(s, 0), max(msg["ids"]))
         elif msg.get("k") == "mail" and isinstance(msg.get("id"), int):
             self._heard_mail = max(self._heard_mail, msg["id"])
@@ -530,6 +553,9 @@ class PgStorage:
                 "INSERT INTO envelopes (space, tag, device, seq, gen, ct, uploader, received_ms) "
                 "SELECT $1, $2, d, s, g, c, $3, $4 FROM unnest($5::text[], $6::bigint[], "
                 "$7::bigint[], $8::bytea[]) AS x(d, s, g, c) "
+                # a slot covered by the snapshot and dropped is held, in effect
+                "WHERE NOT EXISTS (SELECT 1 FROM floors f WHERE f.space = $1 AND f.tag = $2 "
+                "AND f.device = x.d AND f.seq >= x.s) "
                 "ON CONFLICT DO NOTHING RETURNING id, device, seq",
                 space, tag, uploader, now_ms, [e.device for e in envelopes],
                 [e.seq for e in envelopes], [e.gen for e in envelopes],
@@ -573,43 +599,133 @@ class PgStorage:
                 "SELECT tag FROM envs WHERE space = $1", space)}
         for r in await self._prefixes(space, None):
             if r["n"]:
-                out.setdefault(r["tag"], {})[r["device"]] = r["n"]
+                held = out.setdefault(r["tag"], {})
+                held[r["device"]] = max(held.get(r["device"], 0), r["n"])
         return out
 
     async def vv(self, space: str, tag: str) -> dict[str, int]:
-        return {r["device"]: r["n"] for r in await self._prefixes(space, tag) if r["n"]}
+        out: dict[str, int] = {}
+        for r in await self._prefixes(space, tag):
+            if r["n"]:
+                out[r["device"]] = max(out.get(r["device"], 0), r["n"])
+        return out
 
     async def _prefixes(self, space: str, tag: str | None) -> list[Any]:
-        # The contiguous prefix per (tag, device): the last seq before the first gap.
+        # The contiguous prefix per (tag, device): the last seq before the first gap above
+        # what compaction dropped (the floor), and the floor alone where nothing is above it.
         return await self.pool.fetch(
-            "WITH r AS (SELECT tag, device, seq, row_number() OVER "
-            "(PARTITION BY tag, device ORDER BY seq) AS rn FROM envelopes WHERE space = $1 "
-            "AND ($2::text IS NULL OR tag = $2)) "
-            "SELECT tag, device, COALESCE(MIN(rn) FILTER (WHERE seq <> rn) - 1, MAX(rn)) AS n "
-            "FROM r GROUP BY tag, device", space, tag)
+            "WITH r AS (SELECT e.tag, e.device, e.seq, COALESCE(f.seq, 0) AS f, row_number() "
+            "OVER (PARTITION BY e.tag, e.device ORDER BY e.seq) AS rn FROM envelopes e "
+            "LEFT JOIN floors f ON f.space = e.space AND f.tag = e.tag AND f.device = e.device "
+            "WHERE e.space = $1 AND ($2::text IS NULL OR e.tag = $2)) "
+            "SELECT tag, device, MAX(f) + COALESCE(MIN(rn) FILTER (WHERE seq <> rn + f) - 1, "
+            "MAX(rn)) AS n FROM r GROUP BY tag, device "
+            "UNION ALL SELECT tag, device, seq AS n FROM floors WHERE space = $1 "
+            "AND ($2::text IS NULL OR tag = $2)", space, tag)
 
     async def fetch(self, space: str, tag: str, have: Mapping[str, int], *, max_items: int,
                     max_bytes: int) -> tuple[list[Envelope], bool]:
+        # One round trip per page: the floor check, the page cut by count and bytes (a
+        # running sum over the first max_items + 1 slots) and the ciphertexts of the chosen
+        # slots only (an unchosen row carries none).
         devices = list(have)
         heads = [int(have[d]) for d in devices]
-        rows = await self.pool.fetch(
-            "SELECT e.id, e.device, e.seq, e.gen, length(e.ct) AS z FROM envelopes e "
-            "LEFT JOIN unnest($3::text[], $4::bigint[]) AS h(d, s) ON h.d = e.device "
-            "WHERE e.space = $1 AND e.tag = $2 AND e.seq > COALESCE(h.s, 0) "
-            "ORDER BY e.device, e.seq LIMIT $5", space, tag, devices, heads, max_items + 1)
-        chosen: list[Any] = []  # asyncpg Records
-        size = 0
-        more = False
-        for r in rows:
-            if len(chosen) >= max_items or (chosen and size + r["z"] > max_bytes):
-                more = True
-                break
-            chosen.append(r)
-            size += r["z"]
-        cts = {r["id"]: bytes(r["ct"]) for r in await self.pool.fetch(
-            "SELECT id, ct FROM envelopes WHERE id = ANY($1::bigint[])", [r["id"] for r in chosen])}
-        return [Envelope(r["device"], r["seq"], r["gen"], cts[r["id"]]) for r in chosen
-                if r["id"] in cts], more
+        rows = await self.pool.fetch(_FETCH_SQL, space, tag, devices, heads, max_items + 1,
+                                     max_items, max_bytes)
+        if any(r["k"] == 0 for r in rows):
+            raise Compacted(await self.floors(space, tag))
+        out: list[Envelope] = []
+        for r in sorted(rows, key=lambda r: (r["device"], r["seq"])):
+            if r["ct"] is None:
+                return out, True
+            out.append(Envelope(r["device"], r["seq"], r["gen"], bytes(r["ct"])))
+        return out, False
+
+    # ---------------------------------------------------------------- compaction
+    async def floors(self, space: str, tag: str) -> dict[str, int]:
+        return {r["device"]: r["seq"] for r in await self.pool.fetch(
+            "SELECT device, seq FROM floors WHERE space = $1 AND tag = $2", space, tag)}
+
+    async def snapshot(self, space: str, tag: str) -> StoredSnapshot | None:
+        r = await self.pool.fetchrow(
+            "SELECT signer, vv, ct, sig, received_ms FROM snapshots WHERE space = $1 AND "
+            "tag = $2", space, tag)
+        if r is None:
+            return None
+        return StoredSnapshot(r["signer"], decode_vv(r["vv"]), bytes(r["ct"]), bytes(r["sig"]),
+                              r["received_ms"])
+
+    async def put_snapshot(self, space: str, tag: str, snap: StoredSnapshot,
+                           judge: SnapshotJudge) -> Verdict:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Snapshots and drops of a space take turns with its puts, cluster-wide.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                               _lock("put", space))
+            r = await conn.fetchrow(
+                "SELECT signer, vv, length(ct) AS z, received_ms FROM snapshots WHERE "
+                "space = $1 AND tag = $2", space, tag)
+            held = None if r is None else HeldSnapshot(r["signer"], decode_vv(r["vv"]), r["z"],
+                                                       r["received_ms"])
+            floors = {x["device"]: x["seq"] for x in await conn.fetch(
+                "SELECT device, seq FROM floors WHERE space = $1 AND tag = $2", space, tag)}
+            verdict = judge(held, floors)
+            if verdict.ok:
+                await conn.execute(
+                    "INSERT INTO snapshots VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT "
+                    "(space, tag) DO UPDATE SET signer = excluded.signer, vv = excluded.vv, "
+                    "ct = excluded.ct, sig = excluded.sig, received_ms = excluded.received_ms",
+                    space, tag, snap.signer, encode_vv(snap.vv), snap.ct, snap.sig,
+                    snap.received_ms)
+        return verdict
+
+    async def note_acks(self, space: str, tag: str, holder: str, vv: Mapping[str, int]) -> None:
+        items = [(d, int(n)) for d, n in vv.items() if n > 0]
+        if not items:
+            return
+        await self.pool.execute(
+            "INSERT INTO acks SELECT $1, $2, $3, d, n FROM unnest($4::text[], $5::bigint[]) "
+            "AS x(d, n) ON CONFLICT (space, tag, holder, device) DO UPDATE SET "
+            "seq = GREATEST(acks.seq, excluded.seq)", space, tag, holder,
+            [d for d, _n in items], [n for _d, n in items])
+
+    async def compact(self, space: str, tag: str, members: Collection[str],
+                      cutoff_ms: int) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                               _lock("put", space))
+            snap = await conn.fetchval(
+                "SELECT vv FROM snapshots WHERE space = $1 AND tag = $2", space, tag)
+            if snap is None:
+                return 0  # nothing is ever dropped that no snapshot covers
+            acks: dict[str, dict[str, int]] = {}
+            for r in await conn.fetch(
+                    "SELECT holder, device, seq FROM acks WHERE space = $1 AND tag = $2",
+                    space, tag):
+                acks.setdefault(r["holder"], {})[r["device"]] = r["seq"]
+            young = {r["device"]: r["n"] for r in await conn.fetch(
+                "SELECT device, MIN(seq) AS n FROM envelopes WHERE space = $1 AND tag = $2 "
+                "AND received_ms > $3 GROUP BY device", space, tag, cutoff_ms)}
+            floors = {r["device"]: r["seq"] for r in await conn.fetch(
+                "SELECT device, seq FROM floors WHERE space = $1 AND tag = $2", space, tag)}
+            new = drop_floors(decode_vv(snap), acks, members, young, floors)
+            if not new:
+                return 0
+            devices = sorted(new)
+            seqs = [new[d] for d in devices]
+            r = await conn.fetchrow(
+                "WITH gone AS (DELETE FROM envelopes e USING unnest($3::text[], $4::bigint[]) "
+                "AS x(d, n) WHERE e.space = $1 AND e.tag = $2 AND e.device = x.d "
+                "AND e.seq <= x.n RETURNING length(e.ct) AS z) "
+                "SELECT COUNT(*) AS n, COALESCE(SUM(z), 0) AS z FROM gone",
+                space, tag, devices, seqs)
+            await conn.execute(
+                "INSERT INTO floors SELECT $1, $2, d, n FROM unnest($3::text[], $4::bigint[]) "
+                "AS x(d, n) ON CONFLICT (space, tag, device) DO UPDATE SET seq = excluded.seq",
+                space, tag, devices, seqs)
+            if r["z"]:
+                await conn.execute("UPDATE envs SET stored = GREATEST(0, stored - $1) WHERE "
+                                   "space = $2 AND tag = $3", r["z"], space, tag)
+        return int(r["n"])
 
     # ---------------------------------------------------------------- sessions, presence
     async def admit(self, space: str, member: str, device: str, local_online: Collection[str],
@@ -656,6 +772,25 @@ class PgStorage:
                 "($1, $2, $3, $4, $5, $6) RETURNING id", msg.kind, msg.space, msg.to,
                 msg.sender, msg.jid, msg.payload)
             await self._notify(conn, {"k": "mail", "i": self.instance, "id": mid})
+
+
+#: The page query of `PgStorage.fetch` (see there). k 0: `have` is below a floor.
+_FETCH_SQL = """
+WITH h AS (SELECT * FROM unnest($3::text[], $4::bigint[]) AS h(d, s)),
+gap AS (SELECT 1 FROM floors f LEFT JOIN h ON h.d = f.device
+        WHERE f.space = $1 AND f.tag = $2 AND f.seq > COALESCE(h.s, 0) LIMIT 1),
+slots AS (SELECT e.id, e.device, e.seq, e.gen, length(e.ct) AS z FROM envelopes e
+          LEFT JOIN h ON h.d = e.device
+          WHERE e.space = $1 AND e.tag = $2 AND e.seq > COALESCE(h.s, 0)
+          ORDER BY e.device, e.seq LIMIT $5),
+page AS (SELECT *, row_number() OVER w AS rn, sum(z) OVER w AS cum FROM slots
+         WINDOW w AS (ORDER BY device, seq ROWS UNBOUNDED PRECEDING))
+SELECT 0 AS k, NULL::text AS device, NULL::bigint AS seq, NULL::bigint AS gen,
+       NULL::bytea AS ct FROM gap
+UNION ALL
+SELECT 1, p.device, p.seq, p.gen, CASE WHEN p.rn <= $6 AND (p.rn = 1 OR p.cum <= $7)
+       THEN (SELECT e.ct FROM envelopes e WHERE e.id = p.id) END FROM page p
+"""
 
 
 __all__ = [

@@ -24,6 +24,8 @@ Codes:
 | slow_consumer        | the session's outgoing queue overflowed (it catches up)     | normal     |
 | shutting_down        | the relay is stopping                                       | normal     |
 | timeout              | the handshake took longer than AUTH_TIMEOUT_S               | normal     |
+| compacted            | a fetch needs change sets dropped after a snapshot          | snapshot   |
+| bad_snapshot         | a snapshot upload was refused (signature, size, coverage)   | -          |
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ CODES = (
     "too_many_devices", "too_many_connections", "server_full", "not_member", "not_online",
     "bad_message", "bad_envelope", "slow_consumer", "shutting_down", "timeout",
     "relay_key_changed",
+    # compaction (relay.snapshots): a fetch below what was dropped; a refused snapshot
+    "compacted", "bad_snapshot",
 )
 #: Codes after which retrying soon cannot help: a person must act first.
 PERSISTENT_CODES = frozenset({"auth_refused", "revoked", "incompatible_version",

@@ -3,8 +3,9 @@
 What it does, and no more (docs/design/architecture.md): authenticate devices against the spaces' signed
 membership logs, store and forward sealed change sets by version vector, relay presence and
 WebRTC signaling between members, enforce the plan's quotas and the model-version gate. It
-decides with `relay.policy` (pure) and keeps state through `relay.storage.RelayStorage`; this
-module is the I/O between them. The message table is in `relay.protocol`.
+decides with `relay.policy` and `relay.session` (pure: what one connection may do next, its
+handshake, heartbeats and reaping) and keeps state through `relay.storage.RelayStorage`; this
+module is the I/O between them. The message classes and table are in `relay.protocol`.
 
 Session life: hello -> challenge -> auth -> welcome (or refused + close) -> requests and pushes
 -> bye/close. Every request is checked against the current verified log of its space (a device
@@ -25,7 +26,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,11 +55,11 @@ from .authbudget import (
     ItemBudget,
     NewSpaceRate,
     deferral,
-    frame_refusal,
     known_key,
     search_key,
     verify_order,
 )
+from .compaction import RETENTION_S
 from .engine import (
     ClusterEvent,
     Engine,
@@ -96,12 +97,51 @@ from .protocol import (
     MAX_SIGNAL_BYTES,
     MAX_WHO_DEVICES,
     RELAY,
+    Ack,
+    Batch,
+    Bye,
+    Entries,
+    EnvPush,
+    Fetch,
+    IndexReply,
+    IndexRequest,
+    JoinAnswer,
+    JoinReply,
+    JoinRequest,
+    Limits,
+    LogUpload,
+    Nack,
+    Ok,
+    PlanInfo,
+    Presence,
+    Put,
+    Refused,
+    RelayMessage,
     RelayProtocolError,
+    Signal,
+    SignalPush,
+    Welcome,
+    Who,
     clip_reason,
-    decode_message,
-    encode_message,
+    decode,
+    from_map,
+    to_legacy,
 )
-from .storage import EnvUsage, RelayStorage, SQLiteStorage
+from .protocol import Challenge as ChallengeMsg
+from .protocol import Join as JoinMsg
+from .session import (
+    READY,
+    Admit,
+    Challenge,
+    Close,
+    Delay,
+    Handle,
+    Heartbeat,
+    RelaySession,
+    Send,
+)
+from .snapshots import HANDLERS as SNAPSHOT_HANDLERS
+from .storage import Compacted, EnvUsage, RelayStorage, SQLiteStorage
 
 log = logging.getLogger("mocksync.relay")
 
@@ -121,7 +161,8 @@ MESSAGES_PER_S = 200
 MESSAGE_BURST = 1000
 #: Seconds a client has for each handshake step (hello, then auth).
 AUTH_TIMEOUT_S = 10.0
-#: WebSocket ping interval; a peer silent for about twice this is dropped.
+#: Seconds of silence from an admitted device before the relay pings it (WebSocket ping);
+#: one silent for `stall_timeout_s` (relay.session.STALL_TIMEOUT_S) is reaped.
 HEARTBEAT_S = 20.0
 #: Presence changes in a space are coalesced for this long, then sent as one `who` delta to
 #: each member: a burst of N arrivals (a relay restart) costs each member a few frames, not N.
@@ -148,6 +189,9 @@ class RelayConfig:
     max_connections_per_device: int = MAX_CONNECTIONS_PER_DEVICE
     auth_timeout_s: float = AUTH_TIMEOUT_S
     heartbeat_s: float = HEARTBEAT_S
+    #: Seconds of silence after which an admitted device is reaped (None: three heartbeats,
+    #: relay.session.STALL_TIMEOUT_S with the default heartbeat).
+    stall_timeout_s: float | None = None
     max_queued_bytes: int = MAX_QUEUED_BYTES
     #: The addresses devices dial this relay by (`https://relay.example.com`). Set them when
     #: the relay sits behind a proxy; without, a device's signed origin must match the Host
@@ -156,6 +200,9 @@ class RelayConfig:
     #: A `postgresql://` URL: keep state in that database, shared with every other instance
     #: given the same URL (relay.pgstorage); None keeps it in SQLite under `data_dir`.
     db_url: str | None = None
+    #: Seconds after which change sets an environment's snapshot covers are dropped even if
+    #: some member device has not said it holds them (relay.compaction; `--retention`).
+    retention_s: float = RETENTION_S
 
 
 def tls_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
@@ -173,12 +220,28 @@ class _Closing(Exception):
     """Raised inside a session to end it after a `bye` or `refused` was queued."""
 
 
+def _frame(msg: RelayMessage | dict[str, Any]) -> bytes:
+    """A relay frame of a typed message (or of a map, for handlers not typed yet)."""
+    return msg_encode(from_map(msg, sender=RELAY) if isinstance(msg, dict) else msg)
+
+
+def msg_encode(msg: RelayMessage) -> bytes:
+    from .protocol import CODECS
+
+    return CODECS[RELAY].encode(msg)
+
+
 class Session:
-    """One connected device (or a client still in its handshake)."""
+    """One connected device (or a client still in its handshake): the I/O half of
+    `relay.session.RelaySession` (`sm`), which decides what the session may do."""
 
     def __init__(self, ws: web.WebSocketResponse, peer: str,
-                 max_queued_bytes: int = MAX_QUEUED_BYTES) -> None:
+                 max_queued_bytes: int = MAX_QUEUED_BYTES,
+                 sm: RelaySession | None = None) -> None:
         self.ws = ws
+        self.sm = sm or RelaySession(time.monotonic())
+        #: The TCP transport under the WebSocket: aborted when the session is reaped.
+        self.transport: asyncio.Transport | None = None
         self.max_queued_bytes = max_queued_bytes
         self.peer = peer
         #: The Host header the client sent: the address it dialled, checked against the origin
@@ -200,10 +263,10 @@ class Session:
     def __repr__(self) -> str:
         return f"Session({self.device or '?'} from {self.peer})"
 
-    async def send(self, msg: dict[str, Any]) -> None:
+    async def send(self, msg: RelayMessage | dict[str, Any]) -> None:
         """A reply to this session's own request: waits for room in its queue."""
         if not self.closing:
-            data = encode_message(msg, sender=RELAY)
+            data = _frame(msg)
             self.queued_bytes += len(data)
             await self.queue.put(data)
 
@@ -220,12 +283,12 @@ class Session:
         self.queued_bytes += len(data)
         return True
 
-    def end(self, msg: dict[str, Any] | None = None) -> None:
+    def end(self, msg: RelayMessage | dict[str, Any] | None = None) -> None:
         """Queue a last message (if any) and close after it."""
         if self.closing:
             return
         self.closing = True
-        data = encode_message(msg, sender=RELAY) if msg is not None else None
+        data = _frame(msg) if msg is not None else None
         # Make room: what was queued no longer matters once we close.
         while self.queue.full():
             self.queue.get_nowait()
@@ -289,7 +352,7 @@ class RelayServer:
         self.port: int | None = None
         self._stopping = False
         self.stats = {"sessions": 0, "refused": 0, "puts": 0, "stored": 0, "pushed": 0,
-                      "joins": 0}
+                      "joins": 0, "reaped": 0}
         #: Join handshakes in progress: join id -> (joiner's websocket, space, inviting device).
         self.joins: dict[bytes, tuple[web.WebSocketResponse, str, str]] = {}
         #: What unauthenticated clients may hold (relay.frames): sessions before auth, auth
@@ -342,7 +405,7 @@ class RelayServer:
             handle.cancel()
         self._presence_flush.clear()
         for s in list(self.sessions):
-            s.end({"t": "bye", "c": "shutting_down", "r": "the relay is shutting down"})
+            s.end(Bye("shutting_down", "the relay is shutting down"))
         writers = [s.writer for s in self.sessions if s.writer is not None]
         if writers:
             await asyncio.wait(writers, timeout=SHUTDOWN_GRACE_S)
@@ -477,9 +540,7 @@ class RelayServer:
             self._recheck_space(space, state)
         # Every member online learns the new entries (new devices, removals, key rotations).
         for i in range(0, len(fresh), MAX_LOG_UPLOAD):
-            data = encode_message({"t": "entries", "s": space,
-                                   "w": [e.wire for e in fresh[i:i + MAX_LOG_UPLOAD]]},
-                                  sender=RELAY)
+            data = msg_encode(Entries(space, [e.wire for e in fresh[i:i + MAX_LOG_UPLOAD]]))
             for other in list(self.by_space.get(space, ())):
                 other.push(data)
         return old
@@ -506,7 +567,7 @@ class RelayServer:
                                  member_online=())
             if r is not None:
                 log.info("relay: %s loses %s: %s", s, space[:12], r.reason)
-                s.end({"t": "bye", "c": r.code, "r": clip_reason(r.reason)})
+                s.end(Bye(r.code, clip_reason(r.reason)))
 
     # ---------------------------------------------------------------- HTTP
     async def _handle_health(self, request: web.Request) -> web.Response:
@@ -517,12 +578,20 @@ class RelayServer:
     async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
         # Until it authenticates, a client may send only small frames: aiohttp refuses a
         # bigger one from its header, before buffering it (relay.frames).
-        ws = web.WebSocketResponse(max_msg_size=MAX_HELLO_FRAME_BYTES,
-                                   heartbeat=self.config.heartbeat_s, compress=False)
+        # Heartbeats are the session machine's (relay.session): pings and pongs reach us.
+        ws = web.WebSocketResponse(max_msg_size=MAX_HELLO_FRAME_BYTES, heartbeat=None,
+                                   autoping=False, compress=False)
         await ws.prepare(request)
-        session = Session(ws, request.remote or "?", self.config.max_queued_bytes)
+        cfg = self.config
+        sm = RelaySession(time.monotonic(), handshake_s=cfg.auth_timeout_s,
+                          heartbeat_s=cfg.heartbeat_s,
+                          stall_s=(cfg.stall_timeout_s if cfg.stall_timeout_s is not None
+                                   else 3 * cfg.heartbeat_s),
+                          requests=frozenset(_HANDLERS))
+        session = Session(ws, request.remote or "?", cfg.max_queued_bytes, sm)
         session.host = request.headers.get("Host")
         session.protocol = request.protocol
+        session.transport = request.transport
         session.writer = asyncio.create_task(session.run_writer())
         self.sessions.add(session)
         try:
@@ -542,7 +611,7 @@ class RelayServer:
             pass
         except Exception:  # a bug must not take the relay down; the session ends
             log.exception("relay: session %s failed", session)
-            session.end({"t": "bye", "c": "bad_message", "r": "internal relay error"})
+            session.end(Bye("bad_message", "internal relay error"))
         finally:
             session.end()
             self._end_handshake(session)
@@ -565,8 +634,7 @@ class RelayServer:
         async def refuse(code: str, reason: str) -> None:
             self.stats["refused"] += 1
             with contextlib.suppress(Exception):
-                await ws.send_bytes(encode_message({"t": "refused", "c": code,
-                                                    "r": clip_reason(reason)}, sender=RELAY))
+                await ws.send_bytes(msg_encode(Refused(code, clip_reason(reason))))
             await ws.close()
 
         jid = os.urandom(16)
@@ -595,12 +663,13 @@ class RelayServer:
                     if msg.type != WSMsgType.BINARY:
                         return ws
                     try:
-                        m = decode_message(msg.data, sender=JOINER)
+                        m = decode(msg.data, sender=JOINER)
                     except RelayProtocolError as exc:
                         await refuse("bad_message", str(exc))
                         return ws
+                    assert isinstance(m, JoinMsg)
                     if n == 0:
-                        space, to = m["s"], m["to"]
+                        space, to = m.space, m.to
                         evicted, busy = self._join_limiter.start(jid, (space, to),
                                                                  time.monotonic())
                         self._close_joins(evicted)
@@ -614,21 +683,20 @@ class RelayServer:
                         self.stats["joins"] += 1
                     else:
                         self._join_limiter.touch(jid, time.monotonic())
-                    if (m["s"], m["to"]) != (space, to):
+                    if (m.space, m.to) != (space, to):
                         await refuse("bad_message", "a join handshake stays with one space and device")
                         return ws
                     targets = [x for x in self.by_space.get(space, ()) if x.device == to]
                     if not targets and self.book.remote(space, to) is not None:
                         # The inviting device is connected to another instance of this relay.
-                        await self.db.mail(RemoteMail("joinreq", space, to, "", jid, m["p"]))
+                        await self.db.mail(RemoteMail("joinreq", space, to, "", jid, m.payload))
                         continue
                     if not targets:
                         await refuse("not_online", (
                             f"no admin device of this space is reachable: the inviting device {to} "
                             "is not connected to the relay; start its daemon and try again"))
                         return ws
-                    data = encode_message({"t": "joinreq", "s": space, "j": jid, "p": m["p"]},
-                                          sender=RELAY)
+                    data = msg_encode(JoinRequest(space, jid, m.payload))
                     for x in targets:
                         x.push(data)
                 await refuse("bad_message", f"a join handshake takes at most {MAX_JOIN_MESSAGES} messages")
@@ -650,33 +718,94 @@ class RelayServer:
             if other is not None:
                 asyncio.ensure_future(other.close())
 
-    async def _on_joinrep(self, session: Session, msg: dict[str, Any]) -> None:
-        entry = self.joins.get(msg["j"])
+    async def _on_joinrep(self, session: Session, msg: JoinReply) -> None:
+        entry = self.joins.get(msg.join)
         if entry is None:
             if self.db.clustered and session.device is not None:
                 # The joiner may be connected to another instance; it checks the pairing.
-                await self.db.mail(RemoteMail("joinrep", msg["s"], "", session.device,
-                                              msg["j"], msg["p"]))
+                await self.db.mail(RemoteMail("joinrep", msg.space, "", session.device,
+                                              msg.join, msg.payload))
             return  # the joiner left (or is elsewhere); nothing to answer here
         ws, space, to = entry
-        if session.device != to or msg["s"] != space:
+        if session.device != to or msg.space != space:
             return  # only the device the joiner asked for may answer it
-        self._join_limiter.touch(msg["j"], time.monotonic())  # the handshake is alive
+        self._join_limiter.touch(msg.join, time.monotonic())  # the handshake is alive
         with contextlib.suppress(ConnectionError, RuntimeError):
-            await ws.send_bytes(encode_message({"t": "jp", "p": msg["p"]}, sender=RELAY))
+            await ws.send_bytes(msg_encode(JoinAnswer(msg.payload)))
 
     def _refuse(self, session: Session, r: Refusal) -> None:
-        self.stats["refused"] += 1
-        log.info("relay: refused %s: %s", session, r.reason)
-        session.end({"t": "refused", "c": r.code, "r": clip_reason(r.reason)})
+        """End the session with refusal `r` (`refused` in the handshake, `bye` after)."""
+        for act in session.sm.refuse(r):
+            if isinstance(act, Close):
+                self._close(session, act)
+        session.end()  # already closed by the session machine: nothing more is sent
 
-    async def _receive(self, session: Session, timeout: float | None) -> dict[str, Any] | None:
-        try:
-            msg = await asyncio.wait_for(session.ws.receive(), timeout)
-        except TimeoutError:
-            self._refuse(session, Refusal("timeout", (
-                f"the handshake took longer than {self.config.auth_timeout_s:g} s")))
-            raise _Closing from None
+    def _close(self, session: Session, act: Close) -> None:
+        """Carry out the session machine's `Close`: the last word, then the close; a reaped
+        session's connection is dropped at once (nothing queued for it is flushed)."""
+        if isinstance(act.msg, Refused):
+            self.stats["refused"] += 1
+            log.info("relay: refused %s: %s", session, act.msg.reason)
+        elif act.msg is not None:
+            log.info("relay: closing %s: %s", session, act.msg.reason)
+        session.end(act.msg)
+        if act.reap:
+            self.stats["reaped"] += 1
+            if session.transport is not None:
+                session.transport.abort()
+
+    def _step(self, session: Session, actions: list[Any]) -> Challenge | Admit | None:
+        """Carry out a handshake step's actions; the step the adapter must run, if any."""
+        step = None
+        for act in actions:
+            if isinstance(act, Close):
+                self._close(session, act)
+            elif isinstance(act, Challenge | Admit):
+                step = act
+        return step
+
+    async def _ping(self, session: Session) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await session.ws.ping()
+
+    async def _watch(self, session: Session) -> None:
+        """The session machine's clock once admitted: heartbeats, and reaping a stalled peer."""
+        sm = session.sm
+        while not session.closing:
+            deadline = sm.deadline()
+            if deadline is None:
+                return
+            await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+            for act in sm.tick(time.monotonic()):
+                if isinstance(act, Heartbeat):  # never awaited here: a stalled peer blocks it
+                    self._background(self._ping(session))
+                elif isinstance(act, Close):
+                    self._close(session, act)
+
+    async def _receive(self, session: Session) -> RelayMessage | None:
+        """The next message from the peer (None: the connection ended). WebSocket pings are
+        answered and pongs noted here; a handshake step past its time ends the session as
+        the session machine decides (relay.session)."""
+        sm = session.sm
+        while True:
+            deadline = None if sm.phase == READY else sm.deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                msg = await asyncio.wait_for(session.ws.receive(), timeout)
+            except TimeoutError:
+                self._step(session, sm.tick(time.monotonic()))
+                if session.closing:
+                    raise _Closing from None
+                continue
+            if msg.type == WSMsgType.PING:
+                sm.heard(time.monotonic())
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await session.ws.pong(msg.data)
+                continue
+            if msg.type == WSMsgType.PONG:
+                sm.heard(time.monotonic())
+                continue
+            break
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
             return None
         if msg.type == WSMsgType.ERROR:  # e.g. a frame over this phase's limit (close 1009)
@@ -689,16 +818,15 @@ class RelayServer:
             raise _Closing
         try:
             if len(msg.data) >= OFFLOAD_DECODE_BYTES:  # big or item-heavy: not on the loop
-                return await asyncio.to_thread(decode_message, msg.data, sender=CLIENT)
-            return decode_message(msg.data, sender=CLIENT)
+                return await asyncio.to_thread(decode, msg.data, sender=CLIENT)
+            return decode(msg.data, sender=CLIENT)
         except RelayProtocolError as exc:
-            code = "refused" if session.device is None else "bye"
-            session.end({"t": code, "c": "bad_message", "r": clip_reason(str(exc))})
+            self._step(session, sm.bad_frame(str(exc)))
             raise _Closing from None
 
     # ---------------------------------------------------------------- handshake
-    async def _challenge(self, session: Session, challenge: dict[str, Any]
-                         ) -> dict[str, Any] | None:
+    async def _challenge(self, session: Session, challenge: ChallengeMsg
+                         ) -> RelayMessage | None:
         """Send the challenge and read the auth frame within an auth slot (relay.frames):
         only then may the client send a frame above MAX_HELLO_FRAME_BYTES."""
         timeout = self.config.auth_timeout_s
@@ -713,7 +841,8 @@ class RelayServer:
         try:
             set_frame_limit(session.ws, session.protocol, MAX_AUTH_FRAME_BYTES)
             await session.send(challenge)
-            return await self._receive(session, timeout)
+            session.sm.challenged(time.monotonic())
+            return await self._receive(session)
         finally:
             # Back to small frames until admitted: the next big frame needs a slot again.
             set_frame_limit(session.ws, session.protocol, MAX_HELLO_FRAME_BYTES)
@@ -726,72 +855,62 @@ class RelayServer:
 
     async def _serve(self, session: Session) -> None:
         cfg = self.config
-        hello = await self._receive(session, cfg.auth_timeout_s)
-        if hello is None:
+        sm = session.sm
+        opening = await self._receive(session)
+        if opening is None:
             return
-        if hello["t"] != "hello":
-            self._refuse(session, Refusal("bad_message", "the first message must be hello"))
+        step = self._step(session, sm.receive(opening, time.monotonic()))
+        if not isinstance(step, Challenge):
             return
-        r = policy.protocol_refusal(PROTOCOL_VERSION, hello["p"])
-        if r is not None:
-            self._refuse(session, r)
-            return
-        device = hello["d"]
-        spaces = list(dict.fromkeys(hello["sp"]))
+        hello = step.hello
+        device = hello.device
+        spaces = list(step.spaces)
         nonce = os.urandom(32)
         have = {}
         for sp in spaces:
             if await self._load(sp) is not None:
                 have[sp] = [e.hash for e in self._entries.get(sp, [])]
-        auth = await self._challenge(session, {
-            "t": "challenge", "p": PROTOCOL_VERSION, "n": nonce, "k": self.public_key,
-            "ks": prove_relay(self.key, nonce, device), "have": have})
-        if auth is None:
+        answer = await self._challenge(session, ChallengeMsg(
+            PROTOCOL_VERSION, nonce, self.public_key, prove_relay(self.key, nonce, device), have))
+        if answer is None:
             return
-        if auth["t"] != "auth":
-            self._refuse(session, Refusal("bad_message", "the answer to a challenge must be auth"))
+        # The session machine checks the answer's kind, its spaces and its size before
+        # anything is decoded (relay.authbudget; issue 12).
+        admit = self._step(session, sm.receive(answer, time.monotonic()))
+        if not isinstance(admit, Admit):
             return
+        auth = admit.auth
+        logs = auth.logs
         refusals: dict[str, Refusal] = {}
         prepared: dict[str, SpaceState] = {}  # space -> its state after the merge
-        unknown_logs = set(auth["logs"]) - set(spaces)
-        if unknown_logs:
-            self._refuse(session, Refusal("bad_message", "auth carries a log for a space the hello did not name"))
-            return
-        # Before anything is decoded: how much the frame asks the relay to verify
-        # (relay.authbudget; issue 12: one unauthenticated frame of 80 new spaces of dense
-        # entries cost seconds of CPU before its signature was even looked at).
-        too_much = frame_refusal(auth["logs"])
-        if too_much is not None:
-            self._refuse(session, Refusal("bad_message", too_much))
-            return
         for sp in spaces:
             await self._load(sp)  # loaded here, on the loop (storage); the checks are pure CPU
         held = {sp: st for sp in spaces if (st := self.state(sp)) is not None}
-        uploaded = [sp for sp in spaces if auth["logs"].get(sp)]
+        uploaded = [sp for sp in spaces if logs.get(sp)]
         # The cheapest key first: a log the relay verified, else the uploaded entry that
         # registers the device (a few bounded decodes), uploads to known spaces first.
         found = known_key(held, device)
         if found is None and uploaded:
             search = [sp for sp in uploaded if sp in held] + [sp for sp in uploaded
                                                               if sp not in held]
-            found = await asyncio.to_thread(search_key, device, auth["logs"], search)
+            found = await asyncio.to_thread(search_key, device, logs, search)
         if found is None:
             first = spaces[0]
-            lacking = first not in held and not auth["logs"].get(first)
+            lacking = first not in held and not logs.get(first)
             self._refuse(session, Refusal("auth_refused", policy.admit(
-                None, first, device, model=hello["m"], plan=self.plan, member_online=()
+                None, first, device, model=hello.model, plan=self.plan, member_online=()
             ).reason if lacking else (  # type: ignore[union-attr]
                 f"auth refused: device {device} is not a member of any space this relay knows "
                 "(its membership log has not been uploaded by a member)")))
             return
         key = found.sign_key
-        if not origin_accepted(auth["u"], session.host, cfg.public_urls):
+        if not origin_accepted(auth.origin, session.host, cfg.public_urls):
             self._refuse(session, Refusal("auth_refused", (
-                f"auth refused: the answer is addressed to the relay at {auth['u']}, which is "
+                f"auth refused: the answer is addressed to the relay at {auth.origin}, which is "
                 "not this relay's address (a relay passed on another relay's challenge, or "
                 "this relay's public URL is not configured)")))
             return
-        if not verify_challenge(key, nonce, device, self.public_key, auth["u"], auth["sig"]):
+        if not verify_challenge(key, nonce, device, self.public_key, auth.origin, auth.sig):
             self._refuse(session, Refusal("auth_refused", (
                 f"auth refused: the challenge signature does not verify with device {device}'s "
                 "key for this relay's key (a different device claimed its id, or the answer "
@@ -813,7 +932,7 @@ class RelayServer:
         # space at a time (`_merge_log`: devices of one space authenticating at once).
         budget = ItemBudget()
         for sp in order:
-            wires = auth["logs"].get(sp, [])
+            wires = logs.get(sp, [])
             state, refusal = (await self._merge_log(sp, wires, budget) if wires
                               else (self.state(sp), None))
             if refusal is not None:
@@ -822,7 +941,7 @@ class RelayServer:
                 prepared[sp] = state
         for sp in spaces:
             if sp not in held and sp not in prepared and sp not in refusals:  # nothing at all
-                refusals[sp] = policy.admit(None, sp, device, model=hello["m"], plan=self.plan,
+                refusals[sp] = policy.admit(None, sp, device, model=hello.model, plan=self.plan,
                                             member_online=())  # type: ignore[assignment]
         mine = self.by_device.get(device, set())
         if len(mine) >= cfg.max_connections_per_device:
@@ -837,8 +956,8 @@ class RelayServer:
         # here, and a session of the same device ending meanwhile leaves them (`_admitting`).
         pending = [(sp, device) for sp in prepared]
         tried: list[str] = []
-        for key in pending:
-            self._admitting[key] = self._admitting.get(key, 0) + 1
+        for slot in pending:
+            self._admitting[slot] = self._admitting.get(slot, 0) + 1
         try:
             for sp, merged in prepared.items():
                 state = self._states.get(sp, merged)  # the newest: a removal may have landed
@@ -850,7 +969,7 @@ class RelayServer:
 
                 def decide(devices: set[str], state: SpaceState = state, sp: str = sp
                            ) -> Refusal | None:
-                    return policy.admit(state, sp, device, model=hello["m"], plan=self.plan,
+                    return policy.admit(state, sp, device, model=hello.model, plan=self.plan,
                                         member_online=devices)
 
                 if member is None:
@@ -867,37 +986,34 @@ class RelayServer:
                                                               if s in refusals}))
                 return
             session.device = device
-            session.model = hello["m"]
+            session.model = hello.model
             session.spaces = admitted
             self._register(session)
+            session.sm.admitted(device, self._buckets[device], time.monotonic())
         finally:
-            for key in pending:
-                left = self._admitting[key] - 1
+            for slot in pending:
+                left = self._admitting[slot] - 1
                 if left:
-                    self._admitting[key] = left
+                    self._admitting[slot] = left
                 else:
-                    del self._admitting[key]
+                    del self._admitting[slot]
             if session.device is None and self.db.clustered:
                 for sp in tried:  # admitted (maybe), never registered: no row may linger
                     self._left_unless_held(sp, device)
         self._end_handshake(session)  # authenticated: full-size frames from now on
         set_frame_limit(session.ws, session.protocol, MAX_FRAME_BYTES)
         p = self.plan
-        await session.send({
-            "t": "welcome",
-            "ok": {sp: {"m": self._states[sp].model, "plan": p.name, "envs": p.max_envs,
-                        "bytes": p.max_env_bytes, "devs": p.max_devices_per_member}
-                   for sp in admitted},
-            "no": {sp: [r.code, clip_reason(r.reason)] for sp, r in refusals.items()},
-            "lim": {"frame": MAX_FRAME_BYTES, "items": MAX_BATCH_ITEMS,
-                    "rate": int(cfg.rate_per_s)},
-        })
+        await session.send(Welcome(
+            {sp: PlanInfo(self._states[sp].model, p.name, p.max_envs, p.max_env_bytes,
+                          p.max_devices_per_member) for sp in admitted},
+            {sp: (r.code, clip_reason(r.reason)) for sp, r in refusals.items()},
+            Limits(MAX_FRAME_BYTES, MAX_BATCH_ITEMS, int(cfg.rate_per_s))))
         log.info("relay: %s admitted to %d space(s), refused %d", session, len(admitted),
                  len(refusals))
         for sp in admitted:  # the log as the relay holds it: the device may lack entries
             wires = [e.wire for e in self._entries.get(sp, [])]
             for i in range(0, len(wires), MAX_LOG_UPLOAD):
-                await session.send({"t": "entries", "s": sp, "w": wires[i:i + MAX_LOG_UPLOAD]})
+                await session.send(Entries(sp, wires[i:i + MAX_LOG_UPLOAD]))
         for sp in admitted:
             present: dict[str, tuple[str | None, str | None]] = self.book.online(sp)
             present.pop(device, None)
@@ -905,8 +1021,8 @@ class RelayServer:
                 if other.device is not None and other.device != device:
                     present[other.device] = other.presence.get(sp, (None, None))
             if present:
-                await session.send({"t": "who", "s": sp, "off": [],
-                                    "ds": [[d, t, u] for d, (t, u) in sorted(present.items())]})
+                await session.send(Who(sp, [(d, t, u) for d, (t, u) in sorted(present.items())],
+                                       []))
             self._presence_changed(sp, device, (None, None))
         await self._loop(session)
 
@@ -930,10 +1046,8 @@ class RelayServer:
         items = sorted(changes.items())
         for i in range(0, len(items), MAX_WHO_DEVICES):
             part = items[i:i + MAX_WHO_DEVICES]
-            data = encode_message({
-                "t": "who", "s": space,
-                "ds": [[d, v[0], v[1]] for d, v in part if v is not None],
-                "off": [d for d, v in part if v is None]}, sender=RELAY)
+            data = msg_encode(Who(space, [(d, v[0], v[1]) for d, v in part if v is not None],
+                                  [d for d, v in part if v is None]))
             for s in list(members):
                 self._push(s, data)
 
@@ -998,8 +1112,7 @@ class RelayServer:
             return
         if isinstance(ev, RemotePut):
             if ev.envelopes:
-                data = encode_message({"t": "env", "s": ev.space, "e": ev.tag,
-                                       "x": list(ev.envelopes)}, sender=RELAY)
+                data = msg_encode(EnvPush(ev.space, ev.tag, tuple(ev.envelopes)))
                 for s in list(self.by_space.get(ev.space, ())):
                     if s.device != ev.uploader:
                         self.stats["pushed"] += self._push(s, data)
@@ -1031,9 +1144,8 @@ class RelayServer:
             log.warning("relay: more was missed than can be replayed; devices here reconnect")
             for s in list(self.sessions):
                 if s.device is not None:
-                    s.end({"t": "bye", "c": "slow_consumer",
-                           "r": "this relay instance lost touch with the others for a while; "
-                                "reconnect to catch up"})
+                    s.end(Bye("slow_consumer", "this relay instance lost touch with the others "
+                                               "for a while; reconnect to catch up"))
 
     async def _reload_log(self, space: str) -> None:
         """Another instance stored entries of `space`: adopt the log as the database holds it."""
@@ -1063,14 +1175,12 @@ class RelayServer:
 
     def _deliver_mail(self, m: RemoteMail) -> None:
         if m.kind == "signal":
-            data = encode_message({"t": "signal", "s": m.space, "from": m.sender, "p": m.payload},
-                                  sender=RELAY)
+            data = msg_encode(SignalPush(m.space, m.sender, m.payload))
             for s in list(self.by_space.get(m.space, ())):
                 if s.device == m.to:
                     s.push(data)
         elif m.kind == "joinreq":
-            data = encode_message({"t": "joinreq", "s": m.space, "j": m.jid, "p": m.payload},
-                                  sender=RELAY)
+            data = msg_encode(JoinRequest(m.space, m.jid, m.payload))
             for s in list(self.by_space.get(m.space, ())):
                 if s.device == m.to:
                     s.push(data)
@@ -1083,11 +1193,11 @@ class RelayServer:
     @staticmethod
     async def _send_join(ws: web.WebSocketResponse, payload: bytes) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
-            await ws.send_bytes(encode_message({"t": "jp", "p": payload}, sender=RELAY))
+            await ws.send_bytes(msg_encode(JoinAnswer(payload)))
 
-    def _fanout(self, space: str, sender: Session, msg: dict[str, Any]) -> int:
+    def _fanout(self, space: str, sender: Session, msg: RelayMessage) -> int:
         """Push one message to every other device's sessions in `space`; returns how many."""
-        data = encode_message(msg, sender=RELAY)
+        data = msg_encode(msg)
         n = 0
         for s in list(self.by_space.get(space, ())):
             if s is sender or s.device == sender.device:
@@ -1100,26 +1210,38 @@ class RelayServer:
         if s.push(data):
             return True
         log.info("relay: %s is too slow (queue full); disconnecting it", s)
-        s.end({"t": "bye", "c": "slow_consumer",
-               "r": "the relay dropped this connection because it fell too far behind; "
-                    "it catches up on reconnect"})
+        s.end(Bye("slow_consumer", "the relay dropped this connection because it fell too far "
+                                   "behind; it catches up on reconnect"))
         return False
 
     # ---------------------------------------------------------------- requests
     async def _loop(self, session: Session) -> None:
-        bucket = self._buckets[session.device]  # type: ignore[index]
-        while not session.closing:
-            msg = await self._receive(session, None)
-            if msg is None:
-                return
-            wait = bucket.take(time.monotonic())
-            if wait > 0:
-                await asyncio.sleep(wait)
-            handler = _HANDLERS.get(msg["t"])
-            if handler is None:
-                session.end({"t": "bye", "c": "bad_message",
-                             "r": f"a {msg['t']} message is not expected after the handshake"})
-                return
+        """Requests of an admitted device, as the session machine lets them through (in
+        order, slowed to the device's rate); its clock runs beside (`_watch`)."""
+        watch = asyncio.create_task(self._watch(session))
+        try:
+            while not session.closing:
+                msg = await self._receive(session)
+                if msg is None:
+                    return
+                for act in session.sm.receive(msg, time.monotonic()):
+                    if isinstance(act, Delay):
+                        await asyncio.sleep(act.seconds)
+                    elif isinstance(act, Send):
+                        await session.send(act.msg)
+                    elif isinstance(act, Handle):
+                        await self._handle(session, act.msg)
+                    elif isinstance(act, Close):
+                        self._close(session, act)
+                        return
+        finally:
+            watch.cancel()
+
+    async def _handle(self, session: Session, msg: RelayMessage) -> None:
+        handler = _HANDLERS[msg.KIND]
+        if msg.KIND in SNAPSHOT_HANDLERS:  # written against maps (relay.snapshots)
+            await handler(self, session, to_legacy(msg))
+        else:
             await handler(self, session, msg)
 
     def _check_space(self, session: Session, space: str) -> Refusal | None:
@@ -1134,36 +1256,38 @@ class RelayServer:
         return None
 
     async def _nack(self, session: Session, i: int, r: Refusal) -> None:
-        await session.send({"t": "nack", "i": i, "c": r.code, "r": clip_reason(r.reason)})
+        await session.send(Nack(i, r.code, clip_reason(r.reason)))
 
-    async def _on_log(self, session: Session, msg: dict[str, Any]) -> None:
-        sp = msg["s"]
+    async def _on_log(self, session: Session, msg: LogUpload) -> None:
+        sp = msg.space
         r = self._check_space(session, sp)
         if r is None:
-            _state, r = await self._merge_log(sp, msg["w"], ItemBudget())
+            _state, r = await self._merge_log(sp, msg.wires, ItemBudget())
             if r is None:  # stored first: an `ok` is never sent for entries then lost
-                await session.send({"t": "ok", "i": msg["i"]})
+                await session.send(Ok(msg.rid))
                 return
-        await self._nack(session, msg["i"], r)
+        await self._nack(session, msg.rid, r)
 
-    async def _on_index(self, session: Session, msg: dict[str, Any]) -> None:
-        r = self._check_space(session, msg["s"])
+    async def _on_index(self, session: Session, msg: IndexRequest) -> None:
+        r = self._check_space(session, msg.space)
         if r is not None:
-            return await self._nack(session, msg["i"], r)
-        await session.send({"t": "index", "i": msg["i"], "s": msg["s"],
-                            "envs": await self.db.index(msg["s"])})
+            return await self._nack(session, msg.rid, r)
+        await session.send(IndexReply(msg.rid, msg.space, await self.db.index(msg.space)))
 
-    async def _on_fetch(self, session: Session, msg: dict[str, Any]) -> None:
-        r = self._check_space(session, msg["s"])
+    async def _on_fetch(self, session: Session, msg: Fetch) -> None:
+        r = self._check_space(session, msg.space)
         if r is not None:
-            return await self._nack(session, msg["i"], r)
-        items, more = await self.db.fetch(msg["s"], msg["e"], msg["vv"],
-                                          max_items=MAX_BATCH_ITEMS, max_bytes=MAX_BATCH_BYTES)
-        await session.send({"t": "batch", "i": msg["i"], "s": msg["s"], "e": msg["e"],
-                            "x": items, "more": more})
+            return await self._nack(session, msg.rid, r)
+        try:
+            items, more = await self.db.fetch(msg.space, msg.tag, msg.vv,
+                                              max_items=MAX_BATCH_ITEMS,
+                                              max_bytes=MAX_BATCH_BYTES)
+        except Compacted as exc:  # compaction (relay.snapshots): start from the snapshot
+            return await self._nack(session, msg.rid, Refusal("compacted", str(exc)))
+        await session.send(Batch(msg.rid, msg.space, msg.tag, tuple(items), more))
 
-    async def _on_put(self, session: Session, msg: dict[str, Any]) -> None:
-        sp, tag, items = msg["s"], msg["e"], msg["x"]
+    async def _on_put(self, session: Session, msg: Put) -> None:
+        sp, tag, items, declared = msg.space, msg.tag, msg.items, msg.declared
         r = self._check_space(session, sp)
         if r is None:
             r = self._check_envelopes(self._states[sp], items, session.device or "", tag)
@@ -1173,25 +1297,24 @@ class RelayServer:
                 return policy.check_put(
                     self.plan, env_count=env_count,
                     known_env=policy.counted_env(usage.declared_bytes if usage else None,
-                                                 msg["z"]),
-                    declared_bytes=msg["z"], stored_bytes=usage.stored_bytes if usage else 0,
+                                                 declared),
+                    declared_bytes=declared, stored_bytes=usage.stored_bytes if usage else 0,
                     adding_bytes=sum(len(e.ct) for e in items))
 
-            got = await self.db.put(sp, tag, items, declared_bytes=msg["z"],
+            got = await self.db.put(sp, tag, list(items), declared_bytes=declared,
                                     uploader=session.device or "",
                                     now_ms=int(time.time() * 1000), check=check)
             r = got if isinstance(got, Refusal) else None
         if r is not None:
             log.warning("relay: put by %s refused: %s", session, r.reason)
-            return await self._nack(session, msg["i"], r)
+            return await self._nack(session, msg.rid, r)
         assert not isinstance(got, Refusal)
         stored = got
         self.stats["puts"] += 1
         self.stats["stored"] += len(stored)
         if stored:
-            self.stats["pushed"] += self._fanout(sp, session, {"t": "env", "s": sp, "e": tag,
-                                                               "x": stored})
-        await session.send({"t": "ack", "i": msg["i"], "s": sp, "e": tag, "n": len(stored)})
+            self.stats["pushed"] += self._fanout(sp, session, EnvPush(sp, tag, tuple(stored)))
+        await session.send(Ack(msg.rid, sp, tag, len(stored)))
 
     @staticmethod
     def _check_envelopes(state: SpaceState, items: Iterable[Envelope], uploader: str,
@@ -1211,52 +1334,49 @@ class RelayServer:
                     f"ciphertext names {gen}"))
         return None
 
-    async def _on_presence(self, session: Session, msg: dict[str, Any]) -> None:
-        sp = msg["s"]
+    async def _on_presence(self, session: Session, msg: Presence) -> None:
+        sp = msg.space
         if self._check_space(session, sp) is not None:
             return  # presence has no reply; a stale space is simply ignored
-        session.presence[sp] = (msg["e"], msg["u"])
-        self._presence_changed(sp, session.device or "", (msg["e"], msg["u"]))
+        value = (msg.tag, msg.entity)
+        session.presence[sp] = value
+        self._presence_changed(sp, session.device or "", value)
         if self.db.clustered:
-            await self.db.presence(sp, session.device or "", (msg["e"], msg["u"]))
+            await self.db.presence(sp, session.device or "", value)
 
-    async def _on_signal(self, session: Session, msg: dict[str, Any]) -> None:
-        sp, to = msg["s"], msg["to"]
+    async def _on_signal(self, session: Session, msg: Signal) -> None:
+        sp, to = msg.space, msg.to
         r = self._check_space(session, sp)
         if r is None:
             targets = [s for s in self.by_space.get(sp, ()) if s.device == to]
             if not targets and self.book.remote(sp, to) is not None:
                 # Connected to another instance of this relay: it gets the signal from there.
                 await self.db.mail(RemoteMail("signal", sp, to, session.device or "", b"",
-                                              msg["p"]))
-                await session.send({"t": "ok", "i": msg["i"]})
+                                              msg.payload))
+                await session.send(Ok(msg.rid))
                 return
             if not targets:
                 r = Refusal("not_online", f"device {to} is not connected to the relay in this space")
             else:
-                data = encode_message({"t": "signal", "s": sp, "from": session.device,
-                                       "p": msg["p"]}, sender=RELAY)
+                data = msg_encode(SignalPush(sp, session.device or "", msg.payload))
                 for s in targets:
                     s.push(data)
-                await session.send({"t": "ok", "i": msg["i"]})
+                await session.send(Ok(msg.rid))
                 return
-        await self._nack(session, msg["i"], r)
-
-    async def _on_ping(self, session: Session, msg: dict[str, Any]) -> None:
-        await session.send({"t": "pong", "n": msg["n"]})
+        await self._nack(session, msg.rid, r)
 
 
-_HANDLERS = {
+#: Request kind -> its handler (`ping` is answered by the session machine itself).
+_HANDLERS: dict[str, Callable[..., Awaitable[None]]] = {
     "log": RelayServer._on_log,
     "index": RelayServer._on_index,
     "fetch": RelayServer._on_fetch,
     "put": RelayServer._on_put,
     "presence": RelayServer._on_presence,
     "signal": RelayServer._on_signal,
-    "ping": RelayServer._on_ping,
     "joinrep": RelayServer._on_joinrep,
+    **SNAPSHOT_HANDLERS,  # compaction: snapput, snapget, hw (relay.snapshots)
 }
-
 
 async def run_relay(config: RelayConfig, stop: asyncio.Event,
                     on_ready: Callable[[RelayServer], None] | None = None) -> RelayServer:

@@ -22,14 +22,17 @@ as any holder reconnects.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ..changes import canonical
 from ..errors import MocksyncError
+from .compaction import HeldSnapshot, Verdict, drop_floors
 from .envelope import Envelope
 
 SCHEMA_VERSION = 1
@@ -52,11 +55,59 @@ CREATE TABLE IF NOT EXISTS envelopes (
   received_ms INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS envelopes_slot ON envelopes (space, tag, device, seq);
+-- Compaction (relay.compaction): the newest snapshot per env, what was dropped, who holds what.
+CREATE TABLE IF NOT EXISTS snapshots (
+  space TEXT NOT NULL, tag TEXT NOT NULL, signer TEXT NOT NULL, vv BLOB NOT NULL,
+  ct BLOB NOT NULL, sig BLOB NOT NULL, received_ms INTEGER NOT NULL, PRIMARY KEY (space, tag)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS floors (
+  space TEXT NOT NULL, tag TEXT NOT NULL, device TEXT NOT NULL, seq INTEGER NOT NULL,
+  PRIMARY KEY (space, tag, device)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS acks (
+  space TEXT NOT NULL, tag TEXT NOT NULL, holder TEXT NOT NULL, device TEXT NOT NULL,
+  seq INTEGER NOT NULL, PRIMARY KEY (space, tag, holder, device)
+) WITHOUT ROWID;
 """
 
 
 class StorageError(MocksyncError):
     code = "storage"
+
+
+class Compacted(StorageError):
+    """A fetch reaches below change sets the relay dropped: start from the snapshot."""
+
+    code = "compacted"
+
+    def __init__(self, floors: Mapping[str, int]) -> None:
+        super().__init__("the relay dropped change sets this catch-up needs (they are covered "
+                         "by the environment's snapshot): fetch the snapshot first")
+        self.floors = dict(floors)
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    """The snapshot kept for one (space, env tag), as uploaded (relay.compaction)."""
+
+    signer: str
+    vv: dict[str, int]
+    ct: bytes
+    sig: bytes
+    received_ms: int
+
+
+def encode_vv(vv: Mapping[str, int]) -> bytes:
+    return canonical.encode({d: int(n) for d, n in vv.items()})
+
+
+def decode_vv(blob: bytes) -> dict[str, int]:
+    v = canonical.decode(bytes(blob), what="stored snapshot vv")
+    return {str(d): int(n) for d, n in v.items()}
+
+
+#: A snapshot judgment run inside the storage's transaction: (held, floors) -> verdict.
+SnapshotJudge = Callable[[HeldSnapshot | None, dict[str, int]], Verdict]
 
 
 @dataclass(frozen=True)
@@ -112,6 +163,24 @@ class RelayStorage(Protocol):
     def purge_after(self, space: str, device: str, cuts: Mapping[str, int]) -> int:
         """Drop `device`'s envelopes above its removal cut (`cuts`: env tag -> last seq kept;
         a tag not named keeps none); returns how many went."""
+
+    # Compaction (relay.compaction). `fetch` raises `Compacted` when `have` is below a floor.
+    def snapshot(self, space: str, tag: str) -> StoredSnapshot | None:
+        """The snapshot kept for the env, or None."""
+
+    def put_snapshot(self, space: str, tag: str, snap: StoredSnapshot,
+                     judge: SnapshotJudge) -> Verdict:
+        """Keep `snap` as the env's snapshot if `judge(held, floors)` says so (one transaction)."""
+
+    def note_acks(self, space: str, tag: str, holder: str, vv: Mapping[str, int]) -> None:
+        """`holder` holds `vv` of the env (its high-water mark; only ever raised)."""
+
+    def compact(self, space: str, tag: str, members: Collection[str], cutoff_ms: int) -> int:
+        """Drop the change sets the snapshot covers that every device of `members` holds or
+        that were received before `cutoff_ms` (`compaction.drop_floors`); how many went."""
+
+    def floors(self, space: str, tag: str) -> dict[str, int]:
+        """Per device, the highest seq dropped (every seq up to it is gone)."""
 
     def close(self) -> None: ...
 
@@ -192,7 +261,10 @@ class SQLiteStorage:
         with self._lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
+                dropped = self.floors(space, tag)
                 for e in envelopes:
+                    if e.seq <= dropped.get(e.device, 0):
+                        continue  # covered by the snapshot and dropped: held, in effect
                     cur = self.db.execute(
                         "INSERT OR IGNORE INTO envelopes (space, tag, device, seq, gen, ct, "
                         "uploader, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -233,13 +305,14 @@ class SQLiteStorage:
                 raise
         return len(gone)
 
-    def _prefix(self, space: str, tag: str, device: str, top: int, count: int) -> int:
-        if top == count:
-            return top  # seqs are >= 1 and distinct: count == max means 1..max all present
-        n = 0
+    def _prefix(self, space: str, tag: str, device: str, top: int, count: int,
+                floor: int = 0) -> int:
+        if top == count + floor:
+            return top  # seqs above the floor are distinct: count == max - floor, no gap
+        n = floor
         for (seq,) in self.db.execute(
-            "SELECT seq FROM envelopes WHERE space=? AND tag=? AND device=? ORDER BY seq",
-            (space, tag, device),
+            "SELECT seq FROM envelopes WHERE space=? AND tag=? AND device=? AND seq>? "
+            "ORDER BY seq", (space, tag, device, floor),
         ):
             if seq != n + 1:
                 break
@@ -259,39 +332,147 @@ class SQLiteStorage:
         out: dict[str, dict[str, int]] = {
             t: {} for (t,) in self.db.execute("SELECT tag FROM envs WHERE space=?", (space,))
         }
+        dropped: dict[tuple[str, str], int] = {
+            (t, d): n for t, d, n in self.db.execute(
+                "SELECT tag, device, seq FROM floors WHERE space=?", (space,))}
+        for (tag, device), n in dropped.items():
+            out.setdefault(tag, {})[device] = n
         for tag, device, top, count in self._vv_rows(space, None):
-            n = self._prefix(space, tag, device, top, count)
+            n = self._prefix(space, tag, device, top, count, dropped.get((tag, device), 0))
             if n:
                 out.setdefault(tag, {})[device] = n
         return out
 
     def vv(self, space: str, tag: str) -> dict[str, int]:
-        out = {}
+        dropped = self.floors(space, tag)
+        out = dict(dropped)
         for _tag, device, top, count in self._vv_rows(space, tag):
-            n = self._prefix(space, tag, device, top, count)
+            n = self._prefix(space, tag, device, top, count, dropped.get(device, 0))
             if n:
                 out[device] = n
         return out
 
     def fetch(self, space: str, tag: str, have: Mapping[str, int], *, max_items: int,
               max_bytes: int) -> tuple[list[Envelope], bool]:
-        devices = [d for (d,) in self.db.execute(
-            "SELECT DISTINCT device FROM envelopes WHERE space=? AND tag=? ORDER BY device",
-            (space, tag))]
+        # One query per page: the floor check, the page cut by count and bytes (a running
+        # sum over the first max_items + 1 slots, sizes read from the record header) and the
+        # ciphertexts of the slots chosen only.
+        rows = self.db.execute(_FETCH_SQL, (
+            json.dumps({d: int(n) for d, n in have.items()}), space, tag, space, tag,
+            max_items + 1, max_items, max_bytes)).fetchall()
+        if any(kind == 0 for kind, *_rest in rows):
+            raise Compacted(self.floors(space, tag))
         out: list[Envelope] = []
-        size = 0
-        for device in devices:
-            rows = self.db.execute(
-                "SELECT seq, gen, ct FROM envelopes WHERE space=? AND tag=? AND device=? "
-                "AND seq>? ORDER BY seq LIMIT ?",
-                (space, tag, device, have.get(device, 0), max_items - len(out) + 1),
-            )
-            for seq, gen, ct in rows:
-                if len(out) >= max_items or (out and size + len(ct) > max_bytes):
-                    return out, True
-                out.append(Envelope(device, seq, gen, bytes(ct)))
-                size += len(ct)
-        return out, False
+        more = False
+        for _kind, device, seq, gen, ct in sorted(rows, key=lambda r: (r[1], r[2])):
+            if ct is None:
+                more = True
+                break
+            out.append(Envelope(device, seq, gen, bytes(ct)))
+        return out, more
+
+    # ---------------------------------------------------------------- compaction
+    def floors(self, space: str, tag: str) -> dict[str, int]:
+        return {d: n for d, n in self.db.execute(
+            "SELECT device, seq FROM floors WHERE space=? AND tag=?", (space, tag))}
+
+    def snapshot(self, space: str, tag: str) -> StoredSnapshot | None:
+        row = self.db.execute(
+            "SELECT signer, vv, ct, sig, received_ms FROM snapshots WHERE space=? AND tag=?",
+            (space, tag)).fetchone()
+        if row is None:
+            return None
+        return StoredSnapshot(row[0], decode_vv(row[1]), bytes(row[2]), bytes(row[3]), row[4])
+
+    def put_snapshot(self, space: str, tag: str, snap: StoredSnapshot,
+                     judge: SnapshotJudge) -> Verdict:
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self.db.execute(
+                    "SELECT signer, vv, LENGTH(ct), received_ms FROM snapshots WHERE space=? "
+                    "AND tag=?", (space, tag)).fetchone()
+                held = None if row is None else HeldSnapshot(row[0], decode_vv(row[1]), row[2],
+                                                             row[3])
+                verdict = judge(held, self.floors(space, tag))
+                if verdict.ok:
+                    self.db.execute(
+                        "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(space, "
+                        "tag) DO UPDATE SET signer=excluded.signer, vv=excluded.vv, "
+                        "ct=excluded.ct, sig=excluded.sig, received_ms=excluded.received_ms",
+                        (space, tag, snap.signer, encode_vv(snap.vv), snap.ct, snap.sig,
+                         snap.received_ms))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return verdict
+
+    def note_acks(self, space: str, tag: str, holder: str, vv: Mapping[str, int]) -> None:
+        with self._lock:
+            self.db.executemany(
+                "INSERT INTO acks VALUES (?, ?, ?, ?, ?) ON CONFLICT(space, tag, holder, device) "
+                "DO UPDATE SET seq=MAX(seq, excluded.seq)",
+                [(space, tag, holder, d, int(n)) for d, n in vv.items() if n > 0])
+
+    def compact(self, space: str, tag: str, members: Collection[str], cutoff_ms: int) -> int:
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                gone = self._compact(space, tag, members, cutoff_ms)
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return gone
+
+    def _compact(self, space: str, tag: str, members: Collection[str], cutoff_ms: int) -> int:
+        row = self.db.execute("SELECT vv FROM snapshots WHERE space=? AND tag=?",
+                              (space, tag)).fetchone()
+        if row is None:
+            return 0  # nothing is ever dropped that no snapshot covers
+        acks: dict[str, dict[str, int]] = {}
+        for holder, device, seq in self.db.execute(
+                "SELECT holder, device, seq FROM acks WHERE space=? AND tag=?", (space, tag)):
+            acks.setdefault(holder, {})[device] = seq
+        young = {d: n for d, n in self.db.execute(
+            "SELECT device, MIN(seq) FROM envelopes WHERE space=? AND tag=? AND received_ms>? "
+            "GROUP BY device", (space, tag, cutoff_ms))}
+        new = drop_floors(decode_vv(row[0]), acks, members, young, self.floors(space, tag))
+        gone = freed = 0
+        for device, floor in sorted(new.items()):
+            n, z = self.db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(ct)), 0) FROM envelopes WHERE space=? "
+                "AND tag=? AND device=? AND seq<=?", (space, tag, device, floor)).fetchone()
+            self.db.execute("DELETE FROM envelopes WHERE space=? AND tag=? AND device=? AND "
+                            "seq<=?", (space, tag, device, floor))
+            self.db.execute("INSERT INTO floors VALUES (?, ?, ?, ?) ON CONFLICT(space, tag, "
+                            "device) DO UPDATE SET seq=excluded.seq", (space, tag, device, floor))
+            gone += n
+            freed += z
+        if freed:
+            self.db.execute("UPDATE envs SET stored=MAX(0, stored - ?) WHERE space=? AND tag=?",
+                            (freed, space, tag))
+        return gone
 
 
-__all__ = ["DB_NAME", "EnvUsage", "RelayStorage", "SQLiteStorage", "StorageError"]
+#: The page query of `SQLiteStorage.fetch` (see there). Kind 0: `have` is below a floor.
+_FETCH_SQL = """
+WITH h(d, s) AS (SELECT key, value FROM json_each(?)),
+gap AS (SELECT 1 FROM floors f LEFT JOIN h ON h.d = f.device
+        WHERE f.space = ? AND f.tag = ? AND f.seq > COALESCE(h.s, 0) LIMIT 1),
+slots AS (SELECT e.id, e.device, e.seq, e.gen, LENGTH(e.ct) AS z FROM envelopes e
+          LEFT JOIN h ON h.d = e.device
+          WHERE e.space = ? AND e.tag = ? AND e.seq > COALESCE(h.s, 0)
+          ORDER BY e.device, e.seq LIMIT ?),
+page AS (SELECT *, ROW_NUMBER() OVER w AS rn, SUM(z) OVER w AS cum FROM slots
+         WINDOW w AS (ORDER BY device, seq ROWS UNBOUNDED PRECEDING))
+SELECT 0, NULL, NULL, NULL, NULL FROM gap
+UNION ALL
+SELECT 1, device, seq, gen, CASE WHEN rn <= ? AND (rn = 1 OR cum <= ?)
+       THEN (SELECT ct FROM envelopes WHERE id = page.id) END FROM page
+"""
+
+
+__all__ = ["Compacted", "DB_NAME", "EnvUsage", "RelayStorage", "SQLiteStorage", "SnapshotJudge",
+           "StorageError", "StoredSnapshot"]

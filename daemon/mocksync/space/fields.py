@@ -10,7 +10,7 @@ of it is used. `bool` is never accepted where an `int` is expected (Python's boo
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import MocksyncError
@@ -19,6 +19,9 @@ from ..errors import MocksyncError
 MAX_NAME_CHARS = 64
 #: Longest relay URL in characters.
 MAX_URL_CHARS = 256
+#: Relay addresses one space (its genesis) or one invite token may name (issue 17): enough for
+#: a relay and its fallbacks, few enough that a token still fits a chat message.
+MAX_SPACE_RELAYS = 4
 #: Largest integer any counter, time or sequence number may hold (fits a JS number exactly).
 MAX_INT = 2**53 - 1
 
@@ -135,3 +138,67 @@ def relay_url_problem(url: str) -> str | None:
 
 def _tname(v: Any) -> str:
     return "nothing" if v is None else type(v).__name__
+
+
+# ---------------------------------------------------------------- relay lists (issue 17)
+# On the wire (genesis `relay`, token `relay`) a space with one relay keeps the old form, a
+# text field, so every existing log and token reads as before and a one-relay space made now
+# is byte-for-byte what older versions made; only several relays take the new form, a list.
+
+
+def as_relays(relay: str | Sequence[str] | None) -> tuple[str, ...]:
+    """`relay` as given by callers (one URL, several, or None) as a tuple, first preferred."""
+    if relay is None:
+        return ()
+    if isinstance(relay, str):
+        return (relay,)
+    return tuple(relay)
+
+
+def relays_problem(relays: Sequence[str]) -> str | None:
+    """Why `relays` cannot be a space's relay list, or None (pure)."""
+    if len(relays) > MAX_SPACE_RELAYS:
+        return f"names {len(relays)} relays, over the limit of {MAX_SPACE_RELAYS}"
+    for url in relays:
+        problem = relay_url_problem(url)
+        if problem:
+            shown = url[:80] + "..." if isinstance(url, str) and len(url) > 80 else url
+            return f"relay address {shown!r} {problem}"
+    if len(set(relays)) != len(relays):
+        return "names the same relay twice"
+    return None
+
+
+def relays_wire(relays: Sequence[str]) -> str | list[str] | None:
+    """The wire form of a relay list: None, one text field, or (2+) a list."""
+    if not relays:
+        return None
+    if len(relays) == 1:
+        return relays[0]
+    return list(relays)
+
+
+def read_relays(d: Mapping[str, Any], key: str, what: str,
+                err: type[MocksyncError]) -> tuple[str, ...]:
+    """Field `key` of a received document as a relay list: None, one URL (the old form) or a
+    list of 2..MAX_SPACE_RELAYS distinct URLs; anything else is refused naming the field."""
+    v = d[key]
+    if v is None:
+        return ()
+    if isinstance(v, str):
+        items: list[Any] = [v]
+    elif isinstance(v, list):
+        if not 2 <= len(v) <= MAX_SPACE_RELAYS:
+            raise err(f"{what}: field {key!r} must list 2..{MAX_SPACE_RELAYS} relays, "
+                      f"got {len(v)}")
+        items = v
+    else:
+        raise err(f"{what}: field {key!r} must be a relay URL or a list of them, "
+                  f"got {_tname(v)}")
+    for item in items:
+        if not isinstance(item, str):
+            raise err(f"{what}: field {key!r} must hold relay URLs (text), got {_tname(item)}")
+    problem = relays_problem(items)
+    if problem:
+        raise err(f"{what}: {problem}")
+    return tuple(items)

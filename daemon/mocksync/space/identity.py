@@ -12,19 +12,14 @@ e * a^i != 0, and swapping two symbols at positions i != j changes it by
 (c_i - c_j)(a^i - a^j) != 0 because a^i != a^j for i, j < 31. So every single typo and every
 transposition (adjacent or not) is caught, which a Luhn mod-32 check does not quite achieve.
 
-Private keys live under `Home.keys` as PKCS#8 PEM files, mode 0600 in a 0700 directory; the
-public metadata lives in the TinyDB documents (table "identity"). Files are written temp +
-fsync + link (`mocksync.fsatomic`, exclusive) so a crash leaves either no key or a whole one.
+Pure: the key files (PKCS#8 PEM under `Home.keys`) and the metadata in the home's documents
+are read and written by `mocksync.spaceio.identityfiles` (issue 14: space does no file I/O).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeGuard
 
 from cryptography.exceptions import InvalidSignature
@@ -33,9 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ..errors import MocksyncError
-from ..fsatomic import put_file
-from ..paths import Home
-from .errors import DeviceIdError, IdentityError, NotInitialisedError
+from .errors import DeviceIdError, IdentityError
 from .fields import check_name, exact_map, get_bytes, get_name, get_str
 
 #: Crockford base32: no I, L, O, U (I/L read as 1, O as 0 when parsing).
@@ -245,115 +238,6 @@ class Identity:
         return f"Identity(name={self.name!r}, device_id={self.device_id!r})"
 
 
-# ---------------------------------------------------------------- on disk (thin I/O)
-
-
-def _ensure_keys_dir(home: Home) -> Path:
-    home.ensure()
-    os.chmod(home.keys, 0o700)
-    return home.keys
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Create `path` with mode 0600 holding `data`, atomically and without clobbering
-    (FileExistsError when it exists: a key is never overwritten)."""
-    put_file(path, data, 0o600, exclusive=True)
-
-
-def _pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def _read_private(path: Path, kind: type) -> Any:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    if st.st_mode & 0o077:
-        raise IdentityError(
-            f"key file {path} can be read by other users (mode {stat.S_IMODE(st.st_mode):04o}); "
-            f"run `chmod 600 {path}`"
-        )
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (ValueError, TypeError) as exc:
-        raise IdentityError(f"key file {path} is damaged ({exc}); restore it from a backup") from None
-    if not isinstance(key, kind):
-        raise IdentityError(f"key file {path} holds the wrong kind of key")
-    return key
-
-
-def _read_meta(home: Home) -> dict[str, Any] | None:
-    from ..store.docs import open_docs
-
-    if not home.docs.exists():
-        return None
-    with open_docs(home.docs) as db:
-        docs = db.table(IDENTITY_TABLE).all()
-    return dict(docs[0]) if docs else None
-
-
-def has_identity(home: Home) -> bool:
-    return _read_meta(home) is not None
-
-
-def load_identity(home: Home) -> Identity:
-    """This home's identity, checked: key files private, public keys matching the metadata."""
-    meta = _read_meta(home)
-    if meta is None:
-        raise NotInitialisedError(
-            f"this device has no identity yet (home {home.root}); run `mocksync init` first"
-        )
-    sign = _read_private(home.keys / SIGN_KEY_FILE, Ed25519PrivateKey)
-    box = _read_private(home.keys / BOX_KEY_FILE, X25519PrivateKey)
-    if sign is None or box is None:
-        raise IdentityError(
-            f"this device's private key files are missing from {home.keys}; "
-            "restore them from a backup (the device id cannot be recovered without them)"
-        )
-    ident = Identity(meta["name"], sign, box, meta.get("created", 0.0), meta.get("member_name"))
-    if ident.device_id != meta.get("device_id") or ident.box_public.hex() != meta.get("box_public"):
-        raise IdentityError(
-            f"the key files in {home.keys} do not belong to device {meta.get('device_id')}; "
-            "restore the matching key files"
-        )
-    return ident
-
-
-def create_identity(home: Home, name: str, *, member_name: str | None = None,
-                    now: float | None = None) -> Identity:
-    """Make this device's keys and record its metadata. Refuses if the home has an identity.
-
-    If a previous `init` was interrupted after writing both key files but before the metadata,
-    those keys are reused (they never left this machine), so a retry finishes the job.
-    """
-    from ..store.docs import open_docs
-
-    check_name(name, "device name", IdentityError)
-    existing = _read_meta(home)
-    if existing is not None:
-        raise IdentityError(
-            f"this home is already initialised as device {existing.get('device_id')} "
-            f"({existing.get('name')!r}); use another --home for another device"
-        )
-    keys = _ensure_keys_dir(home)
-    sign = _read_private(keys / SIGN_KEY_FILE, Ed25519PrivateKey)
-    box = _read_private(keys / BOX_KEY_FILE, X25519PrivateKey)
-    if sign is None:
-        sign = Ed25519PrivateKey.generate()
-        _write_private(keys / SIGN_KEY_FILE, _pem(sign))
-    if box is None:
-        box = X25519PrivateKey.generate()
-        _write_private(keys / BOX_KEY_FILE, _pem(box))
-    ident = Identity(name, sign, box, time.time() if now is None else now, member_name)
-    with open_docs(home.docs) as db:
-        table = db.table(IDENTITY_TABLE)
-        table.truncate()
-        table.insert(ident.metadata())
-    return ident
-
-
 __all__ = [
     "ALPHABET",
     "BOX_KEY_FILE",
@@ -361,11 +245,8 @@ __all__ = [
     "ID_SYMBOLS",
     "Identity",
     "SIGN_KEY_FILE",
-    "create_identity",
     "device_id_for",
-    "has_identity",
     "is_device_id",
-    "load_identity",
     "parse_device_id",
     "verify_signature",
 ]

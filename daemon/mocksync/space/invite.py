@@ -12,7 +12,9 @@ Only the inviting device knows the secret (it keeps the book of issued invites),
 admin device that must be reachable when the joiner runs `mocksync join`.
 
 Token text: `mocksync1-` + lowercase RFC 4648 base32 (no padding) of
-`canonical CBOR {v, space, name, relay, inviter, secret, expires, role, member} | checksum:4`.
+`canonical CBOR {v, space, name, relay, inviter, secret, expires, role, member} | checksum:4`,
+where `relay` is None, one URL (the only form before issue 17) or a list of the space's
+relays, which the joiner tries all at once (`space.fields.read_relays`).
 Base32 survives double-click selection, case changes and most chat clients; the checksum turns
 a mangled paste into a clear "damaged" message instead of a confusing refusal. The fields other
 than the secret are hints for the joiner: the admin only trusts its own record of the invite
@@ -34,7 +36,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -47,7 +49,19 @@ from .errors import (
     InviteUsedError,
     JoinRefusedError,
 )
-from .fields import exact_map, get_bytes, get_int, get_name, get_str, relay_url_problem
+from .fields import (
+    MAX_SPACE_RELAYS,
+    MAX_URL_CHARS,
+    as_relays,
+    exact_map,
+    get_bytes,
+    get_int,
+    get_name,
+    get_str,
+    read_relays,
+    relays_problem,
+    relays_wire,
+)
 from .identity import ID_TEXT_CHARS, DevicePublic, Identity, is_device_id, verify_signature
 from .keys import open_content_key, seal_content_key
 from .membership import (
@@ -68,8 +82,10 @@ TOKEN_FORMAT = 1
 SECRET_BYTES = 16
 INVITE_ID_BYTES = 8
 CHECKSUM_BYTES = 4
-#: Longest token text accepted (a long relay URL still fits).
-MAX_TOKEN_CHARS = 1024
+#: Longest token text accepted. The longest real token (every field at its longest and
+#: MAX_SPACE_RELAYS relay URLs of MAX_URL_CHARS each) is about 2,320 characters
+#: (tests/test_space_relays.py); base32 costs 8/5 of each relay's bytes.
+MAX_TOKEN_CHARS = 1024 + MAX_SPACE_RELAYS * MAX_URL_CHARS * 8 // 5
 MIN_INVITE_LIFETIME_S = 60
 DEFAULT_INVITE_LIFETIME_S = 24 * 3600
 MAX_INVITE_LIFETIME_S = 30 * 24 * 3600
@@ -120,6 +136,13 @@ class InviteToken:
     expires: int
     role: str
     member: str | None
+    #: Further relays after `relay`, in order (issue 17); the joiner tries every one.
+    relay_more: tuple[str, ...] = ()
+
+    @property
+    def relays(self) -> tuple[str, ...]:
+        """Every relay the joiner may reach the inviting device through, preferred first."""
+        return ((self.relay,) if self.relay is not None else ()) + self.relay_more
 
     @property
     def invite_id(self) -> str:
@@ -130,7 +153,8 @@ class InviteToken:
         return self.space.hex()
 
     def to_cbor(self) -> dict[str, Any]:
-        return {"v": TOKEN_FORMAT, "space": self.space, "name": self.name, "relay": self.relay,
+        return {"v": TOKEN_FORMAT, "space": self.space, "name": self.name,
+                "relay": relays_wire(self.relays),
                 "inviter": self.inviter, "secret": self.secret, "expires": self.expires,
                 "role": self.role, "member": self.member}
 
@@ -177,12 +201,7 @@ class InviteToken:
         get_int(d, "v", what, E, lo=TOKEN_FORMAT, hi=TOKEN_FORMAT)
         space = get_bytes(d, "space", what, E, length=16)
         name = get_name(d, "name", what, E)
-        relay = d["relay"]
-        if relay is not None:
-            get_str(d, "relay", what, E, max_chars=256)
-            problem = relay_url_problem(relay)
-            if problem:
-                raise E(f"{what}: relay address {problem}")
+        relays = read_relays(d, "relay", what, E)
         inviter = get_str(d, "inviter", what, E, max_chars=ID_TEXT_CHARS)
         if not is_device_id(inviter):
             raise E(f"{what}: the inviter is not a valid device id")
@@ -194,7 +213,8 @@ class InviteToken:
             get_str(d, "member", what, E, max_chars=16)
             if len(member) != 16 or any(c not in "0123456789abcdef" for c in member):
                 raise E(f"{what}: the member field is not a member id")
-        return cls(space, name, relay, inviter, secret, expires, role, member)
+        return cls(space, name, relays[0] if relays else None, inviter, secret, expires, role,
+                   member, relays[1:])
 
     def check_fresh(self, now: float) -> None:
         """Refuse an expired token locally, before reaching for any admin device."""
@@ -254,20 +274,22 @@ class InviteBook:
 
     def issue(self, state: SpaceState, inviter: Identity, *, now: float, role: str = "editor",
               own_device: bool = False, lifetime_s: int = DEFAULT_INVITE_LIFETIME_S,
-              secret: bytes | None = None, relay: str | None = None
+              secret: bytes | None = None, relay: str | Sequence[str] | None = None
               ) -> tuple[IssuedInvite, InviteToken]:
         """Issue a one-time invite. `own_device` (always so in a personal space) admits another
-        device of the inviter's own member instead of a new member. `relay`: where the joiner
-        reaches this device when the space names no relay of its own (a personal space is
-        reachable through the relay the inviter's daemon uses)."""
+        device of the inviter's own member instead of a new member. `relay` (one URL or
+        several): where the joiner reaches this device when the space names no relay of its
+        own (a personal space is reachable through the relays the inviter's daemon uses)."""
         if state.space_id != self.space_id:
             raise InviteError("this invite book belongs to another space")
         if not state.is_admin(inviter.device_id):
             raise InviteError(f"only an admin device can invite; this device is not an admin of {state.name!r}")
         if role not in ROLES:
             raise InviteError(f"role must be one of {', '.join(ROLES)}")
-        if relay is not None and relay_url_problem(relay):
-            raise InviteError(f"relay address {relay!r} {relay_url_problem(relay)}")
+        fallback = as_relays(relay)
+        problem = relays_problem(fallback)
+        if problem:
+            raise InviteError(f"the invite {problem}")
         if not isinstance(lifetime_s, int) or not MIN_INVITE_LIFETIME_S <= lifetime_s <= MAX_INVITE_LIFETIME_S:
             raise InviteError(
                 f"an invite lives between {MIN_INVITE_LIFETIME_S} s and {MAX_INVITE_LIFETIME_S // 86400} days"
@@ -294,8 +316,9 @@ class InviteBook:
                            int(now + lifetime_s))
         self._by_id[rec.invite_id] = rec
         self._prune()
-        token = InviteToken(state.space_id_bytes, state.name, state.relay or relay,
-                            inviter.device_id, secret, rec.expires, role, member)
+        relays = state.relays or fallback
+        token = InviteToken(state.space_id_bytes, state.name, relays[0] if relays else None,
+                            inviter.device_id, secret, rec.expires, role, member, relays[1:])
         return rec, token
 
     def _prune(self) -> None:

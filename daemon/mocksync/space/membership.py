@@ -15,8 +15,11 @@ The entry hash is SHA-256 of the wire bytes. The canonical decoder refuses any r
 one entry has exactly one wire form and one hash.
 
 `data` by kind:
-    genesis        {name, space_kind: team|personal, relay: url|None, member: {id, name},
+    genesis        {name, space_kind: team|personal, relay: url|[url, ...]|None,
+                    member: {id, name},
                     device: {id, name, sign, box}, model, device_limit}
+                   (`relay`: one URL, the only form before issue 17, or a list of several,
+                   the space's relays in order of preference; `space.fields.read_relays`)
     add_member     {member: {id, name}, role: admin|editor}
     add_device     {member: id, device: {id, name, sign, box}, key: {gen, sealed}|None}
     remove_device  {device: id, covers: {env tag: last seq}}
@@ -61,7 +64,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -72,12 +75,15 @@ from ..errors import ChangeSetError
 from .errors import MembershipError
 from .fields import (
     MAX_INT,
+    as_relays,
     exact_map,
     get_bytes,
     get_int,
     get_name,
     get_str,
-    relay_url_problem,
+    read_relays,
+    relays_problem,
+    relays_wire,
 )
 from .identity import ID_TEXT_CHARS, DevicePublic, is_device_id, verify_signature
 from .names import open_name, placeholder, seal_name, sealed_name_problem
@@ -210,11 +216,7 @@ def _validate_data(kind: str, data: Any, what: str, v: int = ENTRY_FORMAT) -> No
                              "device_limit"}, what, E)
         _name(d, "name", what, v)
         get_str(d, "space_kind", what, E, choices=SPACE_KINDS)
-        if d["relay"] is not None:
-            get_str(d, "relay", what, E, max_chars=256)
-            problem = relay_url_problem(d["relay"])
-            if problem:
-                raise E(f"{what}: relay address {problem}")
+        read_relays(d, "relay", what, E)  # one URL (the old form), or a list (issue 17)
         _member_rec(d["member"], what + " member", v)
         _device_pub(d["device"], what + " device", v)
         get_int(d, "model", what, E, lo=1, hi=MAX_MODEL_VERSION)
@@ -412,6 +414,13 @@ class SpaceState:
     next_counter: int
     order: tuple[str, ...]
     void: Mapping[str, str]
+    #: Further relays the genesis names after `relay`, in order (issue 17).
+    relay_more: tuple[str, ...] = ()
+
+    @property
+    def relays(self) -> tuple[str, ...]:
+        """Every relay the space names, the preferred one first."""
+        return ((self.relay,) if self.relay is not None else ()) + self.relay_more
 
     @property
     def space_id_bytes(self) -> bytes:
@@ -792,6 +801,7 @@ def verify_log(entries: Iterable[Entry | bytes], names_key: bytes | None = None)
         forced = grown
 
     g = genesis.data
+    relays = as_relays(g["relay"])
     members = {
         mid: Member(mid, m["name"], m["role"], tuple(m["devices"])) for mid, m in rp.members.items()
     }
@@ -803,7 +813,8 @@ def verify_log(entries: Iterable[Entry | bytes], names_key: bytes | None = None)
         space_id=genesis.space.hex(),
         name=names(g["name"], "space", ""),
         kind=g["space_kind"],
-        relay=g["relay"],
+        relay=(relays[0] if relays else None),
+        relay_more=relays[1:],
         model=rp.model,
         device_limit=g["device_limit"],
         created_ms=genesis.time_ms,
@@ -850,7 +861,8 @@ def _sign(signer: Signer, space: bytes, kind: str, data: dict[str, Any], parents
 
 
 def new_genesis(signer: Signer, *, name: str, member_name: str, now_ms: int,
-                kind: str = "team", relay: str | None = None, member_id: str | None = None,
+                kind: str = "team", relay: str | Sequence[str] | None = None,
+                member_id: str | None = None,
                 space_id: bytes | None = None, device_limit: int = DEFAULT_DEVICE_LIMIT,
                 model: int = MODEL_VERSION, names_key: bytes | None = None) -> Entry:
     """The first entry of a new space: `signer`'s device is its first admin device.
@@ -867,7 +879,11 @@ def new_genesis(signer: Signer, *, name: str, member_name: str, now_ms: int,
         name = seal_name(names_key, space, "space", "", name)  # type: ignore[assignment]
         member_name = seal_name(names_key, space, "member", mid, member_name)  # type: ignore[assignment]
         device["name"] = seal_name(names_key, space, "device", device["id"], device["name"])
-    data = {"name": name, "space_kind": kind, "relay": relay,
+    relays = as_relays(relay)
+    problem = relays_problem(relays)
+    if problem:
+        raise MembershipError(f"the space {problem}")
+    data = {"name": name, "space_kind": kind, "relay": relays_wire(relays),
             "member": {"id": mid, "name": member_name},
             "device": device, "model": model, "device_limit": device_limit}
     return _sign(signer, space, "genesis", data, [], 0, now_ms, version)

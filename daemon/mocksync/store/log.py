@@ -17,6 +17,7 @@ the author's public key only for devices the space accepts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -34,8 +35,19 @@ from ..changes import ChainError, ChangeSet, Clock, too_far_in_future, verify_ch
 from ..changes import vv as vvmod
 from ..errors import ChangeSetError, MocksyncError, ValidationError
 from ..model import ApplyResult, Conflict, State, to_wire, validate_ops
-from ..model.state import ABSENT, close_deps
+from ..model.state import ABSENT, RECORD_FORMAT, close_deps
 from ..paths import PRIVATE_FILE_MODE
+from .basedelta import (
+    MIN_DELTA_TEXT,
+    BaseDeltaError,
+    Delta,
+    decode_delta,
+    encode_delta,
+    is_delta,
+    make_delta,
+    pack_text,
+    unpack_text,
+)
 
 SCHEMA_VERSION = 1
 #: Change sets waiting for a missing predecessor, per environment, before we refuse more.
@@ -72,11 +84,30 @@ CREATE TABLE IF NOT EXISTS bases (
 CREATE TABLE IF NOT EXISTS base_seen (
   env TEXT PRIMARY KEY, sha256 TEXT NOT NULL, vv TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS base_anchor (
+  env TEXT PRIMARY KEY, sha256 TEXT NOT NULL, text BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rejected (
   id INTEGER PRIMARY KEY AUTOINCREMENT, env TEXT, device TEXT, seq INTEGER, reason TEXT NOT NULL,
   at_ms INTEGER NOT NULL
 );
+-- A snapshot adopted from the relay (`adopt_snapshot`): per device, the change set the
+-- snapshot covers up to (its chain continues from it), and the deps of change sets the
+-- registers name that this log does not hold.
+CREATE TABLE IF NOT EXISTS floors (
+  env TEXT NOT NULL, device TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL,
+  space TEXT NOT NULL, hlc INTEGER NOT NULL, PRIMARY KEY (env, device)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS floor_deps (
+  env TEXT NOT NULL, device TEXT NOT NULL, seq INTEGER NOT NULL, deps TEXT NOT NULL,
+  PRIMARY KEY (env, device, seq)
+) WITHOUT ROWID;
 """
+#: Snapshot content layout (`snapshot_content` / `adopt_snapshot`).
+SNAPSHOT_FORMAT = 1
+#: Most entities, and origins with deps, one adopted snapshot may hold.
+MAX_SNAPSHOT_ENTITIES = 2_000_000
+MAX_SNAPSHOT_ORIGINS = 2_000_000
 
 # Change-set status values.
 APPLIED = "applied"
@@ -135,6 +166,9 @@ class Store:
         #: Per environment, a number that changes whenever its in-memory State may have
         #: (applied to, reloaded, rebuilt): what views derived from a State are cached by.
         self._generation: dict[str, int] = {}
+        #: Per environment, the anchor its stored base is a delta against (`basedelta`):
+        #: (sha256, text), so recording a base never decompresses it (issue 15).
+        self._anchors: dict[str, tuple[str, bytes]] = {}
         self.clock = Clock(last=int(self._meta("clock", "0")))
 
     @property
@@ -204,7 +238,12 @@ class Store:
                 (env, origin[0], origin[1], APPLIED),
             ).fetchone()
             if row is None:
-                return None
+                # Covered by an adopted snapshot: its deps came with it.
+                snap = self.db.execute(
+                    "SELECT deps FROM floor_deps WHERE env=? AND device=? AND seq=?",
+                    (env, origin[0], origin[1])).fetchone()
+                return None if snap is None else {d: int(n) for d, n in
+                                                  json.loads(snap[0]).items()}
             if len(self._deps_cache) >= MAX_DEPS_CACHE:
                 self._deps_cache.clear()
             # (A first change set can be megabytes: decode it once, not on every save.)
@@ -233,22 +272,26 @@ class Store:
         return self.db.execute("SELECT 1 FROM entities WHERE env=? LIMIT 1", (env,)).fetchone() is not None
 
     def envs(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT DISTINCT env FROM changesets ORDER BY env")]
+        return [r[0] for r in self.db.execute(
+            "SELECT env FROM changesets UNION SELECT env FROM floors ORDER BY env")]
 
     def envs_oldest_first(self) -> list[str]:
         """Every environment, the one shared first (smallest stamp of its first change set)
         first, ties by uuid. Why an order at all: where only some environments fit (a relay
         plan's count), the ones kept must be the ones shared first, the same on every run."""
         return [r[0] for r in self.db.execute(
-            "SELECT env, MIN(hlc) AS first FROM changesets GROUP BY env ORDER BY first, env")]
+            "SELECT env, MIN(hlc) AS first FROM (SELECT env, hlc FROM changesets UNION ALL "
+            "SELECT env, hlc FROM floors) GROUP BY env ORDER BY first, env")]
 
     def version_vector(self, env: str) -> dict[str, int]:
-        """Highest applied seq per device (applied chains are contiguous by construction)."""
+        """Highest applied seq per device (applied chains are contiguous by construction; an
+        adopted snapshot's floor counts as applied)."""
         return {
             d: s
             for d, s in self.db.execute(
-                "SELECT device, MAX(seq) FROM changesets WHERE env=? AND status=? GROUP BY device",
-                (env, APPLIED),
+                "SELECT device, MAX(seq) FROM (SELECT device, seq FROM changesets WHERE env=? "
+                "AND status=? UNION ALL SELECT device, seq FROM floors WHERE env=?) "
+                "GROUP BY device", (env, APPLIED, env),
             )
         }
 
@@ -263,8 +306,10 @@ class Store:
         """(seq, hash, space) of a device's last applied change set, without decoding it (the
         first change set of a shared environment can be megabytes)."""
         row = self.db.execute(
-            "SELECT seq, hash, space FROM changesets WHERE env=? AND device=? AND status=? "
-            "ORDER BY seq DESC LIMIT 1", (env, device, APPLIED)).fetchone()
+            "SELECT seq, hash, space FROM (SELECT seq, hash, space FROM changesets WHERE env=? "
+            "AND device=? AND status=? UNION ALL SELECT seq, hash, space FROM floors WHERE "
+            "env=? AND device=?) ORDER BY seq DESC LIMIT 1",
+            (env, device, APPLIED, env, device)).fetchone()
         return (row[0], bytes(row[1]), row[2]) if row else None
 
     def log(self, env: str) -> list[tuple[ChangeSet, int]]:
@@ -293,7 +338,8 @@ class Store:
 
     def head_space(self, env: str) -> str | None:
         """The space an environment's change sets belong to."""
-        row = self.db.execute("SELECT space FROM changesets WHERE env=? LIMIT 1", (env,)).fetchone()
+        row = self.db.execute("SELECT space FROM changesets WHERE env=? LIMIT 1", (env,)).fetchone() \
+            or self.db.execute("SELECT space FROM floors WHERE env=? LIMIT 1", (env,)).fetchone()
         return row[0] if row else None
 
     def count(self, env: str, status: str = APPLIED) -> int:
@@ -709,6 +755,12 @@ class Store:
         the space: `space.writers`), so `status` names it. Changes nothing else."""
         self._reject(cs, reason, now_ms)
 
+    def refuse_slot(self, env: str, device: str, seq: int, reason: str, now_ms: int) -> None:
+        """Record a refusal by slot, for a change set that did not decode (so there is no
+        `ChangeSet` to name it by): `status` lists it like any other. Changes nothing else."""
+        with self._tx():
+            self._note_rejected(env, device, seq, reason, now_ms)
+
     def held_seqs(self, env: str) -> dict[str, int]:
         """Highest seq held per device for `env`, whatever its status (applied, waiting for a
         predecessor, quarantined): what a removal cut is compared against."""
@@ -766,6 +818,137 @@ class Store:
                 raise
         return seqs
 
+    # ------------------------------------------------------------------ snapshots
+    def snapshot_content(self, env: str) -> dict[str, Any] | None:
+        """What this device holds of `env` as a snapshot's content (relay compaction), or
+        None when it holds nothing applied.
+
+        Enough to rebuild the same state and keep merging: the registers (each entity's
+        record: values, stamps, origins, frontiers, deletes), the version vector they are
+        the merge of (`vv`), each device's chain head (`h`: seq and hash, so its next change
+        set links), the deps of every change set the records or heads name (`d`: conflicts
+        are derived from them), the space, the first stamp (`o`) and the clock (`c`)."""
+        with self._lock:
+            vv = self.version_vector(env)
+            space = self.head_space(env)
+            if not vv or space is None:
+                return None
+            st = self.state(env)
+            heads: dict[str, list[Any]] = {}
+            for device in sorted(vv):
+                info = self._head_info(env, device)
+                if info is not None:
+                    heads[device] = [info[0], info[1]]
+            origins: set[tuple[str, int]] = {(d, n) for d, n in vv.items()}
+            records = []
+            for uuid in sorted(st.entities):
+                e = st.entities[uuid]
+                for r in e.regs.values():
+                    if r.origin:
+                        origins.add(tuple(r.origin))  # type: ignore[arg-type]
+                    for _v, _s, o in r.front or ():
+                        if o:
+                            origins.add(tuple(o))  # type: ignore[arg-type]
+                for o in [e.del_origin, *(o for _s, o in e.dels), *e.restores]:
+                    if o:
+                        origins.add(tuple(o))  # type: ignore[arg-type]
+                records.append([uuid, st.entity_record(uuid)])
+            lookup = self._deps_lookup(env)
+            deps = []
+            for origin in sorted(origins):
+                d = lookup(origin)
+                if d:
+                    deps.append([origin[0], origin[1], {k: int(v) for k, v in sorted(d.items())}])
+            first = self.db.execute(
+                "SELECT MIN(hlc) FROM (SELECT hlc FROM changesets WHERE env=? AND status=? "
+                "UNION ALL SELECT hlc FROM floors WHERE env=?)", (env, APPLIED, env)).fetchone()
+        return {"f": SNAPSHOT_FORMAT, "rf": RECORD_FORMAT, "e": env, "s": space,
+                "vv": dict(sorted(vv.items())), "h": heads, "r": records, "d": deps,
+                "o": int(first[0] or 0), "c": int(self.clock.last)}
+
+    def adopt_snapshot(self, content: Any, now_ms: int) -> IngestResult:
+        """Start `env` from a snapshot's content (see `snapshot_content`), in one transaction.
+
+        Whatever this log holds is kept and applied again on top of the snapshot's registers
+        (applying is idempotent and commutative), so a snapshot that lacks something this
+        device holds never takes it away: the result is the merge of both. Change sets the
+        snapshot covers count as applied from now on (`floors`), so a catch-up continues
+        after them and nothing is applied twice. Malformed content raises and changes
+        nothing."""
+        env, space, vv, heads, records, deps, first, clock = _snapshot_parts(content)
+        held = self.head_space(env)
+        if held is not None and held != space:
+            raise ChangeSetError(f"snapshot of {env} belongs to another space than its log")
+        result = IngestResult("adopted")
+        with self._lock:
+            local_vv = self.version_vector(env)
+            if vvmod.missing(local_vv, vv) == {}:
+                return IngestResult("duplicate")  # nothing it covers is missing here
+            old = set(self.state(env).entities)
+            st = State(env, self._deps_lookup(env))
+            try:
+                for uuid, blob in records:
+                    st.load_record(uuid, blob)
+            except (ValueError, TypeError, IndexError, KeyError) as exc:
+                raise ChangeSetError(f"snapshot of {env}: a malformed entity record ({exc})") \
+                    from None
+            try:
+                with self._tx(env):
+                    self.clock.observe(clock, now_ms)
+                    for device, seq in vv.items():
+                        if seq <= local_vv.get(device, 0):
+                            continue  # this log holds the chain that far (the real rows)
+                        self.db.execute(
+                            "INSERT INTO floors VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(env, device) "
+                            "DO UPDATE SET seq=excluded.seq, hash=excluded.hash, "
+                            "space=excluded.space, hlc=excluded.hlc",
+                            (env, device, seq, heads[device], space, first))
+                        self.db.execute(
+                            "DELETE FROM changesets WHERE env=? AND device=? AND seq<=? AND "
+                            "status<>?", (env, device, seq, APPLIED))
+                    self.db.executemany(
+                        "INSERT OR IGNORE INTO floor_deps VALUES (?, ?, ?, ?)",
+                        [(env, d, n, json.dumps(dd, separators=(",", ":"))) for d, n, dd in deps])
+                    # This log's own change sets again, over the snapshot: nothing held is lost.
+                    for wire, hlc, dev, seq in self.db.execute(
+                            "SELECT wire, hlc, device, seq FROM changesets WHERE env=? AND "
+                            "status=? ORDER BY hlc, device, seq", (env, APPLIED)).fetchall():
+                        cs = ChangeSet.decode(wire)
+                        st.apply(_checked_ops(cs), (hlc, dev), (dev, seq), dict(cs.deps))
+                    self._states[env] = st
+                    self._bump(env)
+                    self.db.execute("DELETE FROM entities WHERE env=?", (env,))
+                    self.db.executemany(
+                        "INSERT INTO entities VALUES (?, ?, ?)",
+                        [(env, u, st.entity_record(u)) for u in sorted(st.entities)])
+                    res = ApplyResult()
+                    res.touched = set(st.entities) | old
+                    self._sync_conflicts(env, st, res, now_ms)
+            except BaseException:
+                self._states.pop(env, None)
+                raise
+            result.touched = set(res.touched)
+            result.conflicts = list(res.conflicts)
+            # Change sets that waited for one the snapshot covers can go now.
+            for device, seq in sorted(vv.items()):
+                row = self.db.execute(
+                    "SELECT wire FROM changesets WHERE env=? AND device=? AND seq=? AND status=?",
+                    (env, device, seq + 1, PENDING)).fetchone()
+                if row is None:
+                    continue
+                nxt = ChangeSet.decode(row[0])
+                if nxt.prev_hash != heads.get(device):
+                    self._reject(nxt, "dropped pending change set: it does not link to the "
+                                      "snapshot's head of its chain", now_ms)
+                    continue
+                try:
+                    ops = _checked_ops(nxt)
+                except ChangeSetError as exc:
+                    self._reject(nxt, f"dropped pending change set: {exc}", now_ms)
+                    continue
+                self._apply_chain(nxt, ops, row[0], now_ms, result)
+        return result
+
     # ------------------------------------------------------------------ file bases
     def set_base(self, env: str, path: str, sha256: str, text: bytes,
                  seen: dict[str, int] | None = None) -> None:
@@ -777,19 +960,40 @@ class Store:
         the first save after a restart is stamped with what its editor had seen, not with the
         whole log: a teammate's edit that arrived meanwhile stays concurrent with it (issue 15).
         """
-        blob = zlib.compress(text, 1) if len(text) > 4096 else text
-        with self._tx():
-            vv = self.version_vector(env) if seen is None else seen
-            self.db.execute(
-                "INSERT INTO bases VALUES (?, ?, ?, ?) ON CONFLICT(env) DO UPDATE SET "
-                "path=excluded.path, sha256=excluded.sha256, text=excluded.text",
-                (env, path, sha256, blob),
-            )
-            self.db.execute(
-                "INSERT INTO base_seen VALUES (?, ?, ?) ON CONFLICT(env) DO UPDATE SET "
-                "sha256=excluded.sha256, vv=excluded.vv",
-                (env, sha256, json.dumps({d: int(n) for d, n in sorted(vv.items())})),
-            )
+        text = bytes(text)
+        with self._lock:  # the anchor read, the delta made and stored against it: one step
+            anchor = self._anchors.get(env)
+            delta = None
+            if len(text) > MIN_DELTA_TEXT and anchor is not None:
+                delta = make_delta(anchor[1], anchor[0], text)
+            new_anchor = None
+            if delta is not None:
+                blob = encode_delta(delta)
+            elif len(text) > MIN_DELTA_TEXT:
+                # The text becomes the anchor; the base is the empty delta against it.
+                new_anchor = (sha256, text)
+                blob = encode_delta(Delta(sha256, len(text), 0, b""))
+            else:
+                blob = text
+            with self._tx():
+                vv = self.version_vector(env) if seen is None else seen
+                if new_anchor is not None:
+                    self.db.execute(
+                        "INSERT INTO base_anchor VALUES (?, ?, ?) ON CONFLICT(env) DO UPDATE SET "
+                        "sha256=excluded.sha256, text=excluded.text",
+                        (env, sha256, pack_text(text)))
+                self.db.execute(
+                    "INSERT INTO bases VALUES (?, ?, ?, ?) ON CONFLICT(env) DO UPDATE SET "
+                    "path=excluded.path, sha256=excluded.sha256, text=excluded.text",
+                    (env, path, sha256, blob),
+                )
+                self.db.execute(
+                    "INSERT INTO base_seen VALUES (?, ?, ?) ON CONFLICT(env) DO UPDATE SET "
+                    "sha256=excluded.sha256, vv=excluded.vv",
+                    (env, sha256, json.dumps({d: int(n) for d, n in sorted(vv.items())})),
+                )
+            if new_anchor is not None:
+                self._anchors[env] = new_anchor
 
     def base_seen(self, env: str, sha256: str) -> dict[str, int] | None:
         """What version `sha256` of `env`'s file reflects, when it is the stored base (None
@@ -805,22 +1009,51 @@ class Store:
             return None
         return {d: n for d, n in vv.items() if isinstance(d, str) and type(n) is int}
 
+    def base_sha(self, env: str) -> tuple[str, str] | None:
+        """(path, sha256) of `env`'s stored base, without its text: what most callers need."""
+        row = self.db.execute("SELECT path, sha256 FROM bases WHERE env=?", (env,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
     def get_base(self, env: str) -> tuple[str, str, bytes] | None:
+        """(path, sha256, text) of `env`'s stored base. A base stored as a delta is rebuilt
+        from its anchor and checked against its sha256: a damaged one is None (no base)."""
         row = self.db.execute("SELECT path, sha256, text FROM bases WHERE env=?", (env,)).fetchone()
         if row is None:
             return None
         blob = bytes(row[2])
-        text = zlib.decompress(blob) if blob[:1] == b"\x78" else blob
+        if not is_delta(blob):
+            return row[0], row[1], unpack_text(blob)
+        try:
+            delta = decode_delta(blob)
+            text = delta.apply(self._anchor_text(env, delta.anchor_sha))
+        except (BaseDeltaError, zlib.error):
+            return None
+        if hashlib.sha256(text).hexdigest() != row[1]:
+            return None
         return row[0], row[1], text
+
+    def _anchor_text(self, env: str, sha256: str) -> bytes:
+        anchor = self._anchors.get(env)
+        if anchor is not None and anchor[0] == sha256:
+            return anchor[1]
+        row = self.db.execute("SELECT sha256, text FROM base_anchor WHERE env=?", (env,)).fetchone()
+        if row is None or row[0] != sha256:
+            raise BaseDeltaError("the stored base's anchor is gone")
+        text = unpack_text(bytes(row[1]))
+        with self._lock:
+            self._anchors[env] = (sha256, text)
+        return text
 
     def forget_env(self, env: str) -> None:
         """Drop everything about `env`, its log included. The file itself is not touched.
 
         Not for unshare/delete: see `retire_env`, which keeps the tombstone."""
         with self._tx(env):
-            for table in ("changesets", "entities", "conflicts", "bases", "base_seen"):
+            for table in ("changesets", "entities", "conflicts", "bases", "base_seen", "base_anchor",
+                          "floors", "floor_deps"):
                 self.db.execute(f"DELETE FROM {table} WHERE env=?", (env,))
         self._states.pop(env, None)
+        self._anchors.pop(env, None)
         self._deps_cache = {k: v for k, v in self._deps_cache.items() if k[0] != env}
 
     def retire_env(self, env: str) -> None:
@@ -833,9 +1066,58 @@ class Store:
         it gone instead of bringing it back. Keeping this device's chain also means its
         next change set in `env` never reuses a sequence number the team already holds."""
         with self._tx(env):
-            for table in ("conflicts", "bases", "base_seen"):
+            for table in ("conflicts", "bases", "base_seen", "base_anchor"):
                 self.db.execute(f"DELETE FROM {table} WHERE env=?", (env,))
         self._states.pop(env, None)  # reloaded from the entities table when next needed
+        self._anchors.pop(env, None)
+
+
+def _snapshot_parts(content: Any) -> tuple[str, str, dict[str, int], dict[str, bytes],
+                                           list[tuple[str, bytes]],
+                                           list[tuple[str, int, dict[str, int]]], int, int]:
+    """A snapshot's content checked field by field (it comes from another member): (env,
+    space, vv, head hash per device, records, deps, first stamp, clock), or ChangeSetError."""
+    def bad(what: str) -> ChangeSetError:
+        return ChangeSetError(f"snapshot content: {what}")
+
+    if type(content) is not dict:
+        raise bad("not a map")
+    if content.get("f") != SNAPSHOT_FORMAT or content.get("rf") != RECORD_FORMAT:
+        raise bad(f"format {content.get('f')!r}/{content.get('rf')!r} is not "
+                  f"{SNAPSHOT_FORMAT}/{RECORD_FORMAT} (made by another mocksync version)")
+    env, space = content.get("e"), content.get("s")
+    if type(env) is not str or type(space) is not str:
+        raise bad("env or space missing")
+    raw_vv, raw_heads = content.get("vv"), content.get("h")
+    if type(raw_vv) is not dict or type(raw_heads) is not dict:
+        raise bad("vv or heads missing")
+    vv: dict[str, int] = {}
+    heads: dict[str, bytes] = {}
+    for d, n in raw_vv.items():
+        h = raw_heads.get(d)
+        if type(d) is not str or type(n) is not int or n < 1 or type(h) is not list \
+                or len(h) != 2 or h[0] != n or type(h[1]) is not bytes:
+            raise bad(f"the chain head of device {str(d)[:24]} is malformed")
+        vv[d], heads[d] = n, h[1]
+    records = content.get("r")
+    if type(records) is not list or len(records) > MAX_SNAPSHOT_ENTITIES or not all(
+            type(r) is list and len(r) == 2 and type(r[0]) is str and type(r[1]) is bytes
+            for r in records):
+        raise bad("entity records malformed")
+    deps = content.get("d")
+    if type(deps) is not list or len(deps) > MAX_SNAPSHOT_ORIGINS:
+        raise bad("deps malformed")
+    out_deps = []
+    for item in deps:
+        if type(item) is not list or len(item) != 3 or type(item[0]) is not str \
+                or type(item[1]) is not int or type(item[2]) is not dict \
+                or not all(type(k) is str and type(v) is int for k, v in item[2].items()):
+            raise bad("deps malformed")
+        out_deps.append((item[0], item[1], dict(item[2])))
+    first, clock = content.get("o"), content.get("c")
+    if type(first) is not int or type(clock) is not int:
+        raise bad("stamps malformed")
+    return env, space, vv, heads, [(u, b) for u, b in records], out_deps, first, clock
 
 
 def _checked_ops(cs: ChangeSet) -> list[tuple]:

@@ -35,7 +35,12 @@ How change sets move (the part worth knowing before reading the code):
   send what it lacks). A complete answer is handed up as one `Members` event: the transport
   verifies it with the whole log (`sync.membership`).
 - Liveness: `ping`/`pong` every `ping_interval_ms` measure the round trip (`rtt_ms`); nothing
-  received for `dead_after_ms` closes the session as dead (aiortc itself needs 31-64 s).
+  received for `dead_after_ms` closes the session as dead (aiortc itself needs 31-64 s). Only
+  one side of a pair pings on the clock (the smaller device id); the other pings only when it
+  has heard nothing for FOLLOWER_SILENCE_PCT of the interval, or to refresh its round trip
+  every RTT_REFRESH_MS: every frame received proves the peer alive, and each data-channel
+  message costs both daemons DTLS, SCTP and an acknowledgement, so two heartbeats per pair
+  were half wasted (issue 16: idle CPU grows with the links).
 - Framing: messages are split into data-channel-sized frames (`mocksync.changes.chunks`), so
   `Send.data` can go straight onto a WebRTC data channel.
 
@@ -143,6 +148,12 @@ PARTIAL_TIMEOUT_MS = 30_000
 #: many and this many bytes, and handled once the hello is in.
 MAX_EARLY_MESSAGES = 64
 MAX_EARLY_BYTES = 1024 * 1024
+#: The side of a pair that does not ping on the clock pings once it heard nothing for this
+#: percentage of `ping_interval_ms` (later than the other side's ping is due, so the pair
+#: settles on one pinger)...
+FOLLOWER_SILENCE_PCT = 150
+#: ...or when its last round-trip sample is this old (so `status` still shows its rtt).
+RTT_REFRESH_MS = 30_000
 #: Pings remembered for matching pongs.
 MAX_PINGS_OUTSTANDING = 8
 #: Refusals by the peer remembered for `status`.
@@ -342,6 +353,7 @@ class Session:
         self._nonce = 0
         self._pings: dict[int, int] = {}
         self._last_ping = 0
+        self._last_pong_at: int | None = None
         self._presence: tuple[str | None, str | None, str | None, str] | None = None
 
         self._mine: dict[Pair, dict[str, int]] = {}
@@ -422,7 +434,7 @@ class Session:
                 del self._partials[msg_id]
         if self.state != OPEN:
             return self._flush()
-        if now_ms - self._last_ping >= cfg.ping_interval_ms:
+        if now_ms >= self._ping_due():
             self._ping(now_ms)
         self._resend(now_ms)
         for pair in list(self._announce_due):
@@ -457,7 +469,7 @@ class Session:
         if self._partials:
             due.append(min(self._partials.values()) + cfg.partial_timeout_ms)
         if self.state == OPEN:
-            due.append(self._last_ping + cfg.ping_interval_ms)
+            due.append(self._ping_due())
             due.append(self._next_anti_entropy)
             for fl in self._inflight.values():
                 due.append(fl.sent_at + self._resend_interval(fl))
@@ -641,6 +653,7 @@ class Session:
         elif isinstance(msg, Pong):
             sent = self._pings.pop(msg.nonce, None)
             if sent is not None:
+                self._last_pong_at = now
                 sample = now - sent
                 self.last_rtt_ms = sample
                 self.rtt_ms = sample if self.rtt_ms is None else 0.875 * self.rtt_ms + 0.125 * sample
@@ -1011,6 +1024,18 @@ class Session:
                 self._send(Cs(fl.wire, *key))
 
     # ================================================================ plumbing
+
+    def _ping_due(self) -> int:
+        """When the next heartbeat ping is due: on the clock for the pinging side of the pair
+        (and before the peer's hello names it); for the other side only after a silence, or
+        when its round-trip sample is old."""
+        interval = self.config.ping_interval_ms
+        on_clock = self._last_ping + interval
+        peer = self.peer_device
+        if peer is None or self.device < peer or self._last_pong_at is None:
+            return on_clock
+        silence = self._last_recv + interval * FOLLOWER_SILENCE_PCT // 100
+        return max(on_clock, min(silence, self._last_pong_at + RTT_REFRESH_MS))
 
     def _ping(self, now: int) -> None:
         self._nonce = (self._nonce + 1) & MAX_NONCE

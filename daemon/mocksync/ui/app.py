@@ -28,10 +28,10 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import jinja2
 from aiohttp import web
@@ -39,9 +39,9 @@ from aiohttp import web
 from ..agent.control import ControlServer
 from ..errors import MocksyncError
 from . import views
-from .auth import TOKEN_TTL_S, Session, UiAuth, UiAuthError
+from .auth import TOKEN_TTL_S, Session, UiAuth
+from .errors import UiAuthError, UiOff
 from .gate import Gate
-from .openroute import UiOff
 
 log = logging.getLogger("mocksync.ui")
 
@@ -136,7 +136,7 @@ ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 
 #: Where the guard leaves a request's session and (for a change) its parsed form.
 SESSION_KEY = web.RequestKey("session", Session)
-FORM_KEY = web.RequestKey("form", object)
+FORM_KEY: web.RequestKey[Mapping[str, Any]] = web.RequestKey("form")
 
 
 def _path_id(request: web.Request, key: str) -> str:
@@ -152,6 +152,10 @@ def _see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
 
+@overload
+def _field(form: Any, name: str, required: Literal[True] = True) -> str: ...
+@overload
+def _field(form: Any, name: str, required: bool) -> str | None: ...
 def _field(form: Any, name: str, required: bool = True) -> str | None:
     value = form.get(name)
     if value is None or value == "":
@@ -505,9 +509,10 @@ class UiServer:
         if st.st_size > MAX_MEASURE_BYTES:
             size = st.st_size
         else:
-            size = await asyncio.to_thread(_compact_size_of, path)
-            if size is None:
+            measured = await asyncio.to_thread(_compact_size_of, path)
+            if measured is None:
                 return None
+            size = measured
         if len(self._sizes) >= MAX_SIZE_CACHE:
             self._sizes.pop(next(iter(self._sizes)))
         self._sizes[str(path)] = (sig, size)
@@ -622,9 +627,9 @@ class UiServer:
             envs=views.env_rows(envs, {}), roles=ROLES)
 
     async def _invite(self, request: web.Request) -> web.StreamResponse:
-        from ..space import actions
         from ..space.invite import DEFAULT_INVITE_LIFETIME_S
         from ..space.membership import ROLES
+        from ..spaceio import actions
 
         sp = self._space(_path_id(request, "space"))
         form = request[FORM_KEY]
@@ -650,7 +655,7 @@ class UiServer:
         return _see_other(f"{self.base}space/{sp.space_id}")
 
     async def _remove(self, request: web.Request) -> web.StreamResponse:
-        from ..space import actions
+        from ..spaceio import actions
 
         sp = self._space(_path_id(request, "space"))
         target = _field(request[FORM_KEY], "target")

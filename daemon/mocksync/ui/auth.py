@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from ..errors import MocksyncError
+from .errors import UiAuthError
 
 #: Seconds a sign-in token from `mocksync open` stays valid (long enough to click it).
 TOKEN_TTL_S = 120.0
@@ -48,12 +48,6 @@ MAX_NOTICES = 8
 MAX_NOTICE_CHARS = 4000
 #: Names this machine's loopback goes by in a browser's address bar.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
-
-
-class UiAuthError(MocksyncError):
-    """A sign-in or request the page refuses; the sentence says what to do instead."""
-
-    code = "ui_auth"
 
 
 def _digest(secret: str) -> bytes:

@@ -185,7 +185,11 @@ class _GatedProtocol(asyncio.Protocol):
         self.gate.refused += 1
         self.answer = refusal_response(*verdict, self.gate.headers)
         if self.gate.lingering >= MAX_LINGERING_REFUSALS:
-            transport.abort()  # too many waiting already: no sentence, no descriptor held
+            # Too many waiting already: no sentence, no descriptor held.
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
+            else:
+                transport.close()
             return
         self.gate.lingering += 1
         self.lingering = True

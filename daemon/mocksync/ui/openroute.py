@@ -9,13 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ..agent.control import ControlServer
-from ..errors import MocksyncError
-
-
-class UiOff(MocksyncError):
-    """`mocksync open` while the page is not served; the sentence says why and what to do."""
-
-    code = "ui_off"
+from .errors import UiOff
 
 
 class Opener(Protocol):

@@ -92,7 +92,7 @@ def peer_rows(peers: Iterable[Mapping[str, Any]], who: Iterable[Mapping[str, Any
                      "via": p.get("via") or "", "state": p.get("state") or "",
                      "online": device in looking, "editing": editing or "",
                      "editor": w.get("editor") or "", "reason": p.get("reason") or ""})
-    rows.sort(key=lambda r: (not r["online"], r["member"].casefold(), r["device"]))
+    rows.sort(key=lambda r: (not r["online"], str(r["member"]).casefold(), r["device"]))
     return rows
 
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ChangeSetError
-from .errors import MembershipError
-from .keys import open_content_key
-from .membership import MAX_LOG_ENTRIES, Entry, extend_log
+from ..space.errors import MembershipError
+from ..space.keys import open_content_key
+from ..space.membership import MAX_LOG_ENTRIES, Entry, extend_log
 from .store import StoredSpace, append_entries
 
 

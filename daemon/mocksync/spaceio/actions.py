@@ -6,13 +6,14 @@ persist. Each function is a short script over `identity`, `membership`, `keys`, 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..paths import Home
-from .errors import MembershipError, SpaceNotFoundError
-from .fields import check_name, relay_url_problem
-from .identity import ALPHABET, ID_SYMBOLS, Identity, create_identity, parse_device_id
-from .invite import (
+from ..space.errors import MembershipError, SpaceNotFoundError
+from ..space.fields import as_relays, check_name, relays_problem
+from ..space.identity import ALPHABET, ID_SYMBOLS, Identity, parse_device_id
+from ..space.invite import (
     DEFAULT_INVITE_LIFETIME_S,
     AdminSession,
     Admission,
@@ -20,8 +21,8 @@ from .invite import (
     IssuedInvite,
     JoinResult,
 )
-from .keys import new_content_key, rotate
-from .membership import (
+from ..space.keys import new_content_key, rotate
+from ..space.membership import (
     DEFAULT_DEVICE_LIMIT,
     SpaceState,
     extend_log,
@@ -31,7 +32,8 @@ from .membership import (
     remove_member,
     rotate_key,
 )
-from .names import names_key
+from ..space.names import names_key
+from .identityfiles import create_identity
 from .store import (
     StoredSpace,
     add_space,
@@ -59,14 +61,15 @@ def init_device(home: Home, *, name: str, member_name: str | None = None,
 
 
 def create_space(home: Home, identity: Identity, name: str, *, kind: str = "team",
-                 relay: str | None = None, device_limit: int = DEFAULT_DEVICE_LIMIT,
+                 relay: str | Sequence[str] | None = None,
+                 device_limit: int = DEFAULT_DEVICE_LIMIT,
                  now: float | None = None) -> StoredSpace:
-    """A new space with this device as its first admin device and a fresh content key."""
+    """A new space with this device as its first admin device and a fresh content key.
+    `relay`: the space's relay, or several (issue 17), preferred first."""
     check_name(name, "space name", MembershipError)
-    if relay is not None:
-        problem = relay_url_problem(relay)
-        if problem:
-            raise MembershipError(f"relay address {relay!r} {problem}")
+    problem = relays_problem(as_relays(relay))
+    if problem:
+        raise MembershipError(f"the space {problem}")
     for s in list_spaces(home):
         if s.name.casefold() == name.casefold():
             raise MembershipError(f"this device already belongs to a space named {s.name!r}; pick another name")
@@ -82,9 +85,9 @@ def create_space(home: Home, identity: Identity, name: str, *, kind: str = "team
 
 def issue_invite(home: Home, identity: Identity, space: str, *, role: str = "editor",
                  lifetime_s: int = DEFAULT_INVITE_LIFETIME_S, own_device: bool = False,
-                 relay: str | None = None, now: float | None = None
+                 relay: str | Sequence[str] | None = None, now: float | None = None
                  ) -> tuple[IssuedInvite, InviteToken]:
-    """Issue an invite. `relay`: the relay this device's daemon uses, put in the token when
+    """Issue an invite. `relay`: the relays this device's daemon uses, put in the token when
     the space names none (the personal space `init` makes), so the joiner can reach us."""
     sp = get_space(home, space)
     book = load_invite_book(home, sp.space_id)
@@ -138,8 +141,8 @@ def seen_seqs(home: Home, device_id: str, space: StoredSpace | None = None) -> d
     callers), keyed by environment id."""
     if not home.log_db.exists():
         return {}
+    from ..space.envtags import Tagger
     from ..store.log import Store
-    from .envtags import Tagger
 
     tagger = Tagger(space.space_id, space.keys) if space is not None else None
     store = Store(home.log_db)

@@ -25,11 +25,11 @@ from typing import Any
 from tinydb import Query, TinyDB
 
 from ..paths import Home
+from ..space.errors import MembershipError, SpaceNotFoundError
+from ..space.invite import InviteBook, IssuedInvite
+from ..space.membership import Entry, SpaceState, extend_log, verify_log
+from ..space.names import names_key
 from ..store.docs import open_docs
-from .errors import MembershipError, SpaceNotFoundError
-from .invite import InviteBook, IssuedInvite
-from .membership import Entry, SpaceState, extend_log, verify_log
-from .names import names_key
 
 SPACES_TABLE = "spaces"
 INVITES_TABLE = "invites"

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .errors import InviteError, NoAdminReachableError
-from .invite import InviteToken, JoinerSession, JoinResult
+from ..space.errors import InviteError, NoAdminReachableError
+from ..space.invite import InviteToken, JoinerSession, JoinResult
 
 #: Handshake round trips a join takes (hello, proof); anything beyond is a protocol error.
 MAX_JOIN_MESSAGES = 4
@@ -40,6 +40,17 @@ class JoinTransport(Protocol):
     async def connect(self, token: InviteToken) -> JoinChannel:
         """Open a channel to the token's inviter; raise NoAdminReachableError if it cannot."""
         ...
+
+
+def split_transports(transports: list[JoinTransport], token: InviteToken) -> list[JoinTransport]:
+    """One transport per way of reaching the inviter: a transport with a `split(token)` method
+    (the relay transport: one per relay the token lists, issue 17) is replaced by what that
+    returns, so every relay is tried at once and a relay that is down costs nothing."""
+    out: list[JoinTransport] = []
+    for transport in transports:
+        split = getattr(transport, "split", None)
+        out.extend(split(token) if split is not None else [transport])
+    return out
 
 
 #: Factories from a `Home` to a transport (or None when it cannot be used there).
@@ -123,6 +134,7 @@ async def join_space(session: JoinerSession, transports: list[JoinTransport], *,
             f"no admin device of space {token.name!r} is reachable: this installation has no "
             f"way to reach device {token.inviter} yet (no LAN or relay transport is available)"
         )
+    transports = split_transports(transports, token)
     loop = asyncio.get_running_loop()
     began = loop.time()
     sessions = [session] + [JoinerSession(token, session.identity, member_name=session.member_name)
@@ -175,6 +187,7 @@ __all__ = [
     "join_space",
     "register_join_transport",
     "run_join",
+    "split_transports",
     "unreachable_sentence",
     "unregister_join_transport",
 ]

@@ -8,7 +8,8 @@ records that count when a pull starts, adds what each page brought, and forgets 
 when it ends; `status` shows what is in flight.
 
 Pure bookkeeping (no sockets, no clocks: the caller passes `now`), bounded by
-MAX_TRACKED_PULLS so a relay announcing countless environments cannot grow it.
+MAX_TRACKED_PULLS so a relay announcing countless environments cannot grow it. It lives in
+`sync`, below the transports that fill it and the agent that shows it (issue 14).
 """
 
 from __future__ import annotations

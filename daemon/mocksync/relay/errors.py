@@ -1,0 +1,30 @@
+"""The refusals of `mocksync.relay`, in one place under `mocksync.errors.MocksyncError` (issue 14).
+
+Why one module per package: callers catch `MocksyncError` to tell a refusal from a bug, and
+a reader finds every way a package can say no in one file. The modules that raise these
+import them from here.
+"""
+
+from __future__ import annotations
+
+from ..errors import ChangeSetError, MocksyncError, ValidationError
+
+
+class RelayKeyError(MocksyncError):
+    """The relay's key file is unreadable, or a relay is not the one a space pinned."""
+
+    code = "relay_key"
+
+
+class SignalError(ValidationError):
+    """A signaling payload that is malformed, not for us, or not signed by its sender."""
+
+    code = "signal"
+
+
+class EnvelopeMismatch(ChangeSetError):
+    """An envelope opened fine but holds a change set for another slot (mislabelled upload)."""
+
+
+class FrameLimitUnavailable(MocksyncError, RuntimeError):
+    """This aiohttp build does not expose what `set_frame_limit` needs (see its docstring)."""
