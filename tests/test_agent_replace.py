@@ -217,6 +217,28 @@ def test_replace_hashes_when_the_signature_cannot_tell(tmp_path: Path) -> None:
     assert out.sig == writer.sig_of(os.stat(path))  # the written version's identity
 
 
+def test_replace_compares_bytes_when_the_writer_holds_them(tmp_path: Path) -> None:
+    """A writer that kept the bytes it read (issue 15) is checked byte for byte, not by hash:
+    a same-size, same-tick change is still refused, and its own hash is not trusted."""
+    path = tmp_path / "env.json"
+    data = b'{"v": 1}' * 300_000  # several compare slices
+    path.write_bytes(data)
+    st = os.stat(path)
+    read = writer.Expected(writer.sig_of(st), "not-the-hash", data)
+    changed = bytearray(data)
+    changed[-3] = ord("2")
+    with open(path, "r+b") as fh:  # same inode, same size, same mtime: only content tells
+        fh.write(changed)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(writer.FileChangedError):
+        writer.replace_file(path, b'{"v": 3}', expect=read)
+    assert path.read_bytes() == bytes(changed)
+    # The same bytes: replaced, although the hash it carries is wrong (bytes decide).
+    held = writer.Expected(writer.sig_of(os.stat(path)), "not-the-hash", bytes(changed))
+    out = writer.replace_file(path, b'{"v": 3}', expect=held, sha256="given")
+    assert path.read_bytes() == b'{"v": 3}' and out.sha256 == "given"
+
+
 def test_replace_expecting_absence_refuses_a_file_created_meanwhile(tmp_path: Path) -> None:
     path = tmp_path / "new.json"
     path.write_bytes(b"made by the editor")

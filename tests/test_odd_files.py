@@ -23,7 +23,7 @@ from helpers.daemons import DaemonProcess, cli, cli_process
 from helpers.devices import Device, make_device
 from helpers.files import copy_example, edit_file
 from helpers.polling import wait_sync
-from helpers.procs import mocksync_command, short_tmp
+from helpers.procs import short_tmp
 
 WAIT_S = 10.0
 
@@ -133,21 +133,11 @@ class UnprivilegedDaemon(DaemonProcess):
     """The daemon as an ordinary user's would run: as root (the tests' user) but without
     the capabilities that let root read any file, so file permissions apply to it."""
 
-    def start(self, wait: bool = True) -> DaemonProcess:
+    def argv(self) -> list[str]:
         if os.geteuid() != 0:
-            return super().start(wait)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self.proc = subprocess.Popen(
-                ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search",
-                 *mocksync_command(), "--home", str(self.home.root), "daemon",
-                 "--folder", str(self.folder), "--no-mdns", "--no-ui"],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        finally:
-            log.close()
-        if wait:
-            self.wait_ready()
-        return self
+            return super().argv()
+        return ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search",
+                *super().argv()]
 
 
 @pytest.mark.skipif(_can_drop_dac() is not None, reason=str(_can_drop_dac()))

@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mocksync.devtools.pairing import pair
 from mocksync.net.relay_client import RelayRefused
 from mocksync.relay import compaction
-from mocksync.relay.envelope import Tagger
 from mocksync.relay.storage import Compacted
 from mocksync.space.quotas import get_plan
 from mocksync.spaceio.store import get_space

@@ -20,16 +20,7 @@ from mocksync.agent.client import ControlClient
 from mocksync.agent.errors import ControlError, DaemonNotRunning
 from mocksync.paths import Home
 
-from helpers.procs import (
-    child_env,
-    in_namespace,
-    kill9,
-    mocksync_command,
-    spawn,
-    tail,
-    terminate,
-    wait_answering,
-)
+from helpers.procs import Child, child_env, in_namespace, mocksync_command, spawn, wait_answering
 
 if TYPE_CHECKING:
     from helpers.devices import Device
@@ -42,11 +33,16 @@ CALL_TIMEOUT_S = 30.0
 CLI_TIMEOUT_S = 60.0
 #: How much of its log a daemon's failure message shows.
 DAEMON_LOG_CHARS = 3000
+#: Longest a daemon gets to exit after SIGTERM before it is SIGKILLed.
+DAEMON_STOP_S = 15.0
 
 
-class DaemonProcess:
+class DaemonProcess(Child):
     """`mocksync daemon --home H --folder F --no-ui`: on loopback with `--no-mdns` by
-    default; inside `host`'s namespace (bound to its address, mDNS on) when given."""
+    default; inside `host`'s namespace (bound to its address, mDNS on) when given. Stop,
+    kill9, running and log: `helpers.procs.Child`."""
+
+    log_chars = DAEMON_LOG_CHARS
 
     def __init__(self, home: Home, folder: Path, log_path: Path | None = None,
                  host: Host | None = None, name: str = "daemon") -> None:
@@ -54,8 +50,7 @@ class DaemonProcess:
         self.folder = folder
         self.host = host
         self.name = name
-        self.log_path = log_path or home.root / "daemon-test.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(log_path or home.root / "daemon-test.log")
 
     @classmethod
     def of(cls, dev: Device, host: Host | None = None) -> DaemonProcess:
@@ -101,16 +96,8 @@ class DaemonProcess:
         assert self.proc is not None, "start() first"
         wait_answering(self.proc, self._answers, self.name, timeout, self.log_path, step=0.02)
 
-    def log(self) -> str:
-        return tail(self.log_path, DAEMON_LOG_CHARS)
-
-    def kill9(self) -> None:
-        if self.proc is not None:
-            kill9(self.proc)
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM and wait (SIGKILL if it does not stop in time); the exit code."""
-        return None if self.proc is None else terminate(self.proc, timeout)
+    def stop(self, timeout: float = DAEMON_STOP_S) -> int | None:
+        return super().stop(timeout)
 
     # ------------------------------------------------------------------ peers
     def peers(self) -> dict[str, dict[str, Any]]:

@@ -84,8 +84,12 @@ def spawn(argv: list[str], log_path: Path, netns: str | None = None) -> subproce
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """`sig` to the child's process group when it leads one (`spawn`), else to the child."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
 
 
 def terminate(proc: subprocess.Popen[bytes], timeout: float = STOP_S) -> int | None:
@@ -107,6 +111,32 @@ def kill9(proc: subprocess.Popen[bytes]) -> None:
         _signal_group(proc, signal.SIGKILL)
         proc.wait(timeout=STOP_S)
     _LIVE.pop(proc.pid, None)
+
+
+class Child:
+    """What every harness keeps of one long-running child (a daemon, a relay): the process
+    of its last start, its log, and the clean stop, the crash and the log tail."""
+
+    log_chars = LOG_TAIL_CHARS
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = STOP_S) -> int | None:
+        """SIGTERM (clean shutdown), SIGKILL if it does not stop in time; the exit code."""
+        return None if self.proc is None else terminate(self.proc, timeout)
+
+    def kill9(self) -> None:
+        if self.proc is not None:
+            kill9(self.proc)
+
+    def log(self) -> str:
+        return tail(self.log_path, self.log_chars)
 
 
 def tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:

@@ -37,13 +37,11 @@ from helpers.files import editor_write, mockoon_bytes
 from helpers.polling import wait_sync
 from helpers.ports import fixed_port
 from helpers.procs import (
-    kill9,
+    Child,
     logged_since_start,
     mocksync_command,
     short_root,
     spawn,
-    tail,
-    terminate,
     wait_answering,
 )
 
@@ -202,8 +200,9 @@ def example_doc(example: str, fresh: bool = True) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ relay
 
 
-class Relay:
-    """A real `mocksync relay` on 127.0.0.1:<port>; the port and data dir survive restarts."""
+class Relay(Child):
+    """A real `mocksync relay` on 127.0.0.1:<port>; the port and data dir survive restarts
+    (stop, kill9, running and log: `helpers.procs.Child`)."""
 
     def __init__(self, root: Path, db: str | None = None, name: str = "relay") -> None:
         """`db`: a postgresql:// URL (`relay --db`): this relay is one instance of a cluster
@@ -211,18 +210,13 @@ class Relay:
         self.root = root
         self.db = db
         self.data = root / f"{name}-data"
-        self.log_path = root / f"{name}.log"
+        super().__init__(root / f"{name}.log")
         self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
         self.limits: dict[str, Any] = {}
 
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def start(self, **limits: Any) -> Relay:
         """Start (limits: plan, max_envs, max_env_bytes, max_devices_per_member, retention
@@ -249,30 +243,18 @@ class Relay:
                        self.log_path, step=POLL_S)
         return self
 
-    def stop(self) -> int | None:
-        """SIGTERM (clean shutdown); the exit code."""
-        if self.proc is None:
-            return None
-        return terminate(self.proc)
-
-    def kill9(self) -> None:
-        if self.proc is not None:
-            kill9(self.proc)
-
     def restart(self) -> Relay:
         self.stop()
         return self.start()
-
-    def log(self) -> str:
-        return tail(self.log_path)
 
 
 # ------------------------------------------------------------------------------ devices
 
 
-class Device:
+class Device(Child):
     """One device: a home made by `mocksync init`, a folder of environment files, and (when
-    started) a real `mocksync daemon` on it."""
+    started) a real `mocksync daemon` on it (stop, kill9, running and log:
+    `helpers.procs.Child`)."""
 
     def __init__(self, team: Team, name: str, member: str) -> None:
         self.team = team
@@ -281,8 +263,7 @@ class Device:
         self.root = team.root / name
         self.home = self.root / "h"
         self.folder = self.root / "envs"
-        self.log_path = self.root / "daemon.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(self.root / "daemon.log")
         self.id = ""
         self._start_args: tuple[Any, dict[str, Any]] | None = None
 
@@ -385,23 +366,9 @@ class Device:
             time.sleep(0.1)
 
     @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
     def start_args(self) -> tuple[Any, dict[str, Any]] | None:
         """(relay, config) of the last start, None if never started."""
         return self._start_args
-
-    def stop(self) -> int | None:
-        """SIGTERM the daemon (clean stop) and wait; its exit code."""
-        if self.proc is None:
-            return None
-        return terminate(self.proc)
-
-    def kill9(self) -> None:
-        if self.proc is not None:
-            kill9(self.proc)
 
     def restart(self) -> Device:
         """Stop and start again with the same arguments as the last start."""
@@ -413,9 +380,6 @@ class Device:
         """Stop and start with other settings (what a user does after editing config.toml)."""
         self.stop()
         return self.start(relay, **config)
-
-    def log(self) -> str:
-        return tail(self.log_path)
 
     # -------------------------------------------------------------- files
     def path(self, name: str) -> Path:

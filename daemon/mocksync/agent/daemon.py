@@ -244,6 +244,7 @@ class Agent:
         if rt.write_handle is not None:
             rt.write_handle.cancel()
         self.envs.pop(rt.uuid, None)
+        self.writes.forget(rt.uuid)
         self.relay_refusals.pop(rt.uuid, None)
         self.retries.forget(rt.uuid)
         self.holds.remove(rt.uuid)

@@ -43,6 +43,15 @@ class EnvWrites:
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+        #: Per environment, the version of its file this device last wrote or found holding
+        #: the document: (bytes, sha256, text). A write that finds the file still holding
+        #: those bytes (one memcmp) neither hashes nor decodes it again, and patches the very
+        #: text the span index was made for (issue 15: five sha256 passes over 5 MB a write).
+        self.known: dict[str, tuple[bytes, str, str | None]] = {}
+
+    def forget(self, env: str) -> None:
+        """`env` is no longer synced here: let go of its file's bytes."""
+        self.known.pop(env, None)
 
     def flush_on_stop(self) -> None:
         """Stopping: write every held write now, so nothing acknowledged is lost."""
@@ -120,7 +129,14 @@ class EnvWrites:
             self.agent.on_file(rt.path)
             return
         base = self.agent.store.base_sha(rt.uuid)
-        current_sha = content_hash(current) if current is not None else None
+        known = self.known.get(rt.uuid)
+        previous: str | bytes | None = current
+        current_sha: str | None
+        if current is not None and known is not None and current == known[0]:
+            current_sha, previous = known[1], known[2] if known[2] is not None else current
+        else:
+            self.known.pop(rt.uuid, None)
+            current_sha = content_hash(current) if current is not None else None
         if current_sha is not None and base is not None and current_sha != base[1] \
                 and self.agent.history.find(rt.path, current_sha) is None:
             # An edit we have not processed yet: take it in first, never overwrite it.
@@ -131,10 +147,13 @@ class EnvWrites:
         layout = rt.layout if rt.layout else MOCKOON_LAYOUT
         # The file's own layout is kept: only the spans of changed values are replaced, and a
         # file that already holds the document is not rewritten (issue 15, model/spans.py).
-        text = text_to_write(current, doc, layout, state.text_cache.setdefault(layout, {}))
+        text = text_to_write(previous, doc, layout, state.text_cache.setdefault(layout, {}))
         data = current if text is None and current is not None else (text or "").encode("utf-8")
         try:
             if current == data and current_sha is not None:
+                self.known[rt.uuid] = (data, current_sha,
+                                       text if text is not None else previous
+                                       if isinstance(previous, str) else None)
                 self.agent.store.set_base(rt.uuid, str(rt.path), current_sha, data)
                 self.agent.seen_versions.put(rt.uuid, current_sha, self.agent.store.version_vector(rt.uuid))
                 self.agent.retries.recovered(rt.uuid, WRITING)
@@ -144,9 +163,9 @@ class EnvWrites:
             # version read above; `replace_file` checks right before its rename, after the
             # slow part (render, temp write, fsync), so an editor save can slip in only in the
             # microseconds between that check and the rename, not in the whole write.
-            expect = (Expected(sig, current_sha) if current_sha is not None
+            expect = (Expected(sig, current_sha, current) if current_sha is not None
                       and sig is not None else Expected.absent())
-            self.put_file(rt, data, doc, expect=expect)
+            self.put_file(rt, data, doc, expect=expect, text=text)
         except FileChangedError:
             # The editor saved while this version was rendered and written: nothing was
             # replaced. Take its save in (a local edit, merged with the team's); the write
@@ -193,14 +212,16 @@ class EnvWrites:
                 self.agent.seen_versions.put(rt.uuid, current_sha, seen)
 
     def put_file(self, rt: EnvRuntime, data: bytes, doc: dict[str, Any],
-                  expect: Expected | None = None) -> None:
+                  expect: Expected | None = None, *, text: str | None = None) -> None:
         """Write an environment's file atomically and remember it as what the editor sees.
-        With `expect`, only over that version of the file (else `FileChangedError`)."""
-        sha = content_hash(data)
+        With `expect`, only over that version of the file (else `FileChangedError`).
+        `text`: `data` decoded, when the caller has it (kept for the next write)."""
+        sha = content_hash(data)  # the one hash of a write (watcher, writer and base share it)
+        self.known.pop(rt.uuid, None)
         if self.agent.watcher is not None:
             self.agent.watcher.expect_write(rt.path, sha)
         try:
-            written = replace_file(rt.path, data, expect=expect)
+            written = replace_file(rt.path, data, expect=expect, sha256=sha)
         except BaseException:
             if self.agent.watcher is not None:
                 self.agent.watcher.withdraw_write(rt.path, sha)  # never landed: a save may match it
@@ -208,6 +229,7 @@ class EnvWrites:
         # The written version's identity from the temp file itself: a stat after the rename
         # could already see an editor's next save and take it for ours.
         rt.file_sig = written.sig
+        self.known[rt.uuid] = (data, sha, text)
         self.agent.edits.note_written(rt.path, data)  # the next save parses from it (issue 15)
         self.agent.history.record_write(rt.path, sha, doc)
         self.agent.store.set_base(rt.uuid, str(rt.path), sha, data)

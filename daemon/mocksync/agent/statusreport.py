@@ -43,7 +43,7 @@ class StatusReport:
                                          "no relay configured"}),
             "spaces": self.spaces(),
             "peers": tstat.get("peers", []),
-            "progress": tstat.get("progress", []),  # catch-ups in flight (agent/progress.py)
+            "progress": tstat.get("progress", []),  # catch-ups in flight (sync/progress.py)
             "environments": self.all_envs(),
             "rejected": self.agent.store.rejected(10),
         }

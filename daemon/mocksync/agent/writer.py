@@ -38,7 +38,7 @@ import hashlib
 import os
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import fsatomic
@@ -79,6 +79,10 @@ class Expected:
 
     sig: FileSig | None
     sha256: str | None
+    #: The bytes read, when the writer still holds them: a doubtful version is then compared
+    #: byte for byte (a read and a memcmp) instead of hashed (issue 15: a 5 MB write hashed
+    #: the file twice here).
+    data: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def absent(cls) -> Expected:
@@ -133,6 +137,36 @@ def _hash_if_same(path: Path, sig: FileSig) -> str | None:
         os.close(fd)
 
 
+#: Bytes read per step when comparing a file with the bytes a writer expects.
+COMPARE_CHUNK = 1 << 20
+
+
+def _content_is(path: Path, sig: FileSig, data: bytes) -> bool:
+    """Does `path`, still with signature `sig`, hold exactly `data`? Read in slices into one
+    reused buffer and compared (no hash, no file-sized copy); opened as `_hash_if_same`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW
+                     | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or sig_of(st) != sig or st.st_size != len(data):
+            return False
+        view = memoryview(bytearray(min(COMPARE_CHUNK, max(len(data), 1))))
+        at = 0
+        while True:
+            n = os.readv(fd, [view])
+            if n == 0:
+                return at == len(data)
+            # (`startswith` at an offset is one memcmp; comparing memoryviews is per byte)
+            if at + n > len(data) or not data.startswith(view[:n], at):
+                return False
+            at += n
+    finally:
+        os.close(fd)
+
+
 def _check_unchanged(target: Path, expected: Expected) -> None:
     """Raise FileChangedError unless `target` is still the version `expected` (see
     `replace_verdict`). The caller renames right after: keep nothing slow after this."""
@@ -140,7 +174,11 @@ def _check_unchanged(target: Path, expected: Expected) -> None:
     verdict = replace_verdict(expected, now, time.time_ns())
     if verdict == DOUBT:
         assert now is not None
-        verdict = SAME if _hash_if_same(target, now) == expected.sha256 else CHANGED
+        if expected.data is not None:
+            same = _content_is(target, now, expected.data)
+        else:
+            same = _hash_if_same(target, now) == expected.sha256
+        verdict = SAME if same else CHANGED
         if verdict == SAME and _stat_sig(target) != now:  # changed while it was hashed
             verdict = CHANGED
     if verdict == CHANGED:
@@ -188,8 +226,9 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int | None 
 
 
 def replace_file(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None,
-                 expect: Expected | None = None) -> Written:
-    """`atomic_write`, returning the written version's hash and signature."""
+                 expect: Expected | None = None, sha256: str | None = None) -> Written:
+    """`atomic_write`, returning the written version's hash and signature. `sha256`: the
+    caller's `content_hash(data)`, when it has it (not computed twice)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"atomic_write needs bytes, not {type(data).__name__}")
     data = bytes(data)
@@ -221,7 +260,7 @@ def replace_file(path: str | os.PathLike[str], data: bytes, *, mode: int | None 
         reason = exc.strerror or exc.__class__.__name__
         raise FileWriteError(f"could not write {target}: {reason}") from exc
     # The temp file's signature (a rename keeps inode, mtime and size).
-    return Written(content_hash(data), sig_of(st))
+    return Written(sha256 if sha256 is not None else content_hash(data), sig_of(st))
 
 
 # ---------------------------------------------------------------------------- beneath a folder

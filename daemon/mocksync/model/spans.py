@@ -36,7 +36,7 @@ import difflib
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from json.decoder import scanstring  # type: ignore[attr-defined]  # the C scanner, not in typeshed
 from typing import Any
 
@@ -72,6 +72,13 @@ MAX_INDEX_ENDS = 1_000_000
 #: Largest array aligned element by element (difflib on keys); a bigger one whose elements
 #: moved is aligned by position only (still correct, possibly more lines changed).
 MAX_ALIGN_ITEMS = 200_000
+#: Fewest elements of a structural array (`routes`, `data`...) whose element spans a
+#: `SpanIndex` keeps: a write then visits only the elements that changed (found by identity,
+#: one C-speed pass) instead of stepping over every element in Python (issue 15).
+MIN_INDEXED_ITEMS = 16
+#: Most edits of one write remapped edit by edit (a few list passes each); more, and the
+#: index's offsets are remapped one by one and its element spans dropped.
+MAX_STEPWISE_EDITS = 8
 
 _WS = re.compile(r"[ \t\n\r]*")
 #: A non-empty array opened on the line of its key (`"tags": ["a"`): Prettier's short arrays.
@@ -236,6 +243,10 @@ class _Patcher:
         self.ends: dict[int, int] = ends if ends is not None else {}
         #: Ends learnt by scanning during this patch (added to the index afterwards).
         self.learnt: dict[int, int] = {}
+        #: Element spans of structural arrays, by the array's offset: (starts, ends, close)
+        #: known from the index, and those walked during this patch (see `ElemSpans`).
+        self.elems: dict[int, ElemSpans] = {}
+        self.walked: dict[int, ElemSpans] = {}
 
     @property
     def style(self) -> Style:
@@ -374,6 +385,13 @@ class _Patcher:
 
     def arr(self, pos: int, old: list[Any], new: list[Any], out: list[Edit],
             depth: int) -> int:
+        if depth <= STRUCTURAL_DEPTH:
+            known = self.elems.get(pos)
+            if known is not None and len(known[0]) == len(old) == len(new):
+                end = self._arr_known(old, new, out, depth, known)
+                if end is not None:
+                    self.walked[pos] = known
+                    return end
         text = self.text
         pairs = self._pair(old, new)  # old index -> new index, increasing
         spans: list[tuple[int, int]] = []
@@ -407,6 +425,8 @@ class _Patcher:
                     break
                 p = self.ws(p + 1)
         end = close + 1
+        if depth <= STRUCTURAL_DEPTH and len(spans) >= MIN_INDEXED_ITEMS:
+            self.walked[pos] = ([a for a, _b in spans], [b for _a, b in spans], close)
         if len(pairs) == len(old) == len(new):
             out.extend(in_place)
             return end
@@ -439,6 +459,25 @@ class _Patcher:
                 return end
         out.append(self._rebuild(pos, close, spans, seq))
         return end
+
+    def _arr_known(self, old: list[Any], new: list[Any], out: list[Edit], depth: int,
+                   known: ElemSpans) -> int | None:
+        """A structural array whose element spans the index knows, with as many elements as
+        before: patch only the elements that are not the very same objects (a render's
+        cache hands back the same object for every untouched entity), when each kept its
+        place (same entity uuid). None: walk it whole."""
+        starts, ends, close = known
+        changed = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a is not b]
+        if any(_align_key(old[i]) != _align_key(new[i]) for i in changed):
+            return None
+        mine: list[Edit] = []
+        for i in changed:
+            if _same(old[i], new[i]):
+                continue
+            if self.value(starts[i], old[i], new[i], mine, depth) != ends[i]:
+                raise PatchError(f"the index's element at character {starts[i]} is stale")
+        out.extend(mine)
+        return close + 1
 
     def _pair(self, old: list[Any], new: list[Any]) -> dict[int, int]:
         """Which old element becomes which new one (increasing on both sides)."""
@@ -548,6 +587,79 @@ class SpanIndex:
     text: str
     doc: Any
     ends: dict[int, int]
+    #: Element spans of the structural arrays (`routes`, `data`...), by array offset.
+    elems: dict[int, ElemSpans] = field(default_factory=dict)
+
+
+#: Where the elements of an array are: their start offsets, their end offsets (both
+#: increasing) and the offset of the closing bracket.
+ElemSpans = tuple[list[int], list[int], int]
+
+
+def _band(a: int, b: int, s: int, e: int) -> bool:
+    """Does the value a..b touch the edit s..e other than by wholly holding it?"""
+    return not (b < s or a >= e or (a < s and b > e))
+
+
+def _remap_one(ends: dict[int, int], s: int, e: int, d: int) -> dict[int, int]:
+    """`remap_ends` for one edit replacing s..e, growing the text by `d`: values before it
+    stay, those after it move by `d`, those holding it grow by `d` (C-speed passes); the
+    few touching it follow `remap_ends`'s rules one by one."""
+    out = {a if a < s else a + d: b if b < s else b + d
+           for a, b in ends.items() if b < s or a >= e or (a < s and b > e)}
+    for a, b in ends.items():
+        if not _band(a, b, s, e):
+            continue
+        if s < a < e:
+            continue  # inside the edit: gone
+        if b >= e:
+            out[a] = b + d  # (a <= s here) it holds or is replaced by the edit
+        elif b <= s:
+            out[a] = b
+        # else: the edit cuts across its end: forgotten
+    return out
+
+
+def _moved(x: int, s: int, e: int, d: int) -> int | None:
+    """Offset `x` (a value's start or end) through the edit s..e growing the text by `d`:
+    None when the edit cuts through it (`remap_ends`'s rules)."""
+    if e <= x:
+        return x + d
+    return None if s < x else x
+
+
+def remap_elems(elems: dict[int, ElemSpans], edits: list[Edit]) -> dict[int, ElemSpans]:
+    """Element spans moved through `edits` (sorted, disjoint); an array an edit cuts into
+    (an element inserted, removed, cut) is dropped: the next write walks it whole and
+    learns it again. A few list passes per edit, not a Python step per element."""
+    if not edits:
+        return dict(elems)
+    if len(edits) > MAX_STEPWISE_EDITS:
+        return {}
+    out = dict(elems)
+    for s, e, rep in reversed(edits):  # later edits first: earlier offsets stay valid
+        d = len(rep) - (e - s)
+        nxt: dict[int, ElemSpans] = {}
+        for pos, (starts, ends, close) in out.items():
+            npos, nclose = _moved(pos, s, e, d), _moved(close, s, e, d)
+            if npos is None or nclose is None:
+                continue
+            k1 = bisect.bisect_left(ends, s)  # elements before k1 end before the edit
+            k2 = bisect.bisect_left(starts, e)  # those from k2 start after it
+            if d == 0 and k1 >= k2:
+                nxt[npos] = (starts, ends, nclose)
+                continue
+            new_starts = [a if a < s else a + d for a in starts]
+            new_ends = [b if b < s else b + d for b in ends]
+            for k in range(k1, k2):  # elements touching the edit: one by one
+                na, nb = _moved(starts[k], s, e, d), _moved(ends[k], s, e, d)
+                if na is None or nb is None:
+                    break
+                new_starts[k], new_ends[k] = na, nb
+            else:
+                nxt[npos] = (new_starts, new_ends, nclose)
+        out = nxt
+    return out
 
 
 def remap_ends(ends: dict[int, int], edits: list[Edit]) -> dict[int, int]:
@@ -556,6 +668,10 @@ def remap_ends(ends: dict[int, int], edits: list[Edit]) -> dict[int, int]:
     replaced whole spans its replacement; one that an edit cuts into is forgotten."""
     if not edits:
         return dict(ends)
+    if len(edits) <= MAX_STEPWISE_EDITS:
+        for s, e, rep in reversed(edits):  # later edits first: earlier offsets stay valid
+            ends = _remap_one(ends, s, e, len(rep) - (e - s))
+        return ends
     starts = [s for s, _e, _r in edits]
     stops = [e for _s, e, _r in edits]
     shift = [0]
@@ -574,9 +690,11 @@ def remap_ends(ends: dict[int, int], edits: list[Edit]) -> dict[int, int]:
     return out
 
 
-def _patch(text: str, new: Any, old: Any, ends: dict[int, int] | None, *,
-           verify: bool) -> tuple[str | None, dict[int, int]]:
-    """`patch_text`, also returning the ends known in the result (see SpanIndex)."""
+def _patch(text: str, new: Any, old: Any, ends: dict[int, int] | None, *, verify: bool,
+           elems: dict[int, ElemSpans] | None = None,
+           ) -> tuple[str | None, dict[int, int], dict[int, ElemSpans]]:
+    """`patch_text`, also returning the ends and element spans known in the result (see
+    SpanIndex)."""
     bom = "\ufeff" if text.startswith("\ufeff") else ""
     body = text[len(bom):]
     if old is None:
@@ -586,9 +704,11 @@ def _patch(text: str, new: Any, old: Any, ends: dict[int, int] | None, *,
             raise PatchError(f"the file is not JSON ({exc})") from None
     if not isinstance(old, dict) or not isinstance(new, dict):
         if _same(old, new):
-            return None, {}
+            return None, {}, {}
         raise PatchError("the file does not hold a JSON object")
     patcher = _Patcher(body, lambda: detect_style(body), ends)
+    if elems:
+        patcher.elems = elems
     start = patcher.ws(0)
     edits: list[Edit] = []
     with gc_paused():
@@ -597,7 +717,7 @@ def _patch(text: str, new: Any, old: Any, ends: dict[int, int] | None, *,
     if patcher.learnt:
         known = {**known, **patcher.learnt} if known else patcher.learnt
     if not edits:
-        return None, known
+        return None, known, patcher.walked
     edits.sort()
     out = bom + _apply(body, 0, len(body), edits)
     if verify:
@@ -607,7 +727,7 @@ def _patch(text: str, new: Any, old: Any, ends: dict[int, int] | None, *,
             back = _Unreadable
         if back != new and not _js_equal(back, new):
             raise PatchError("the patched text does not read back as the document")
-    return out, remap_ends(known, edits)
+    return out, remap_ends(known, edits), remap_elems(patcher.walked, edits)
 
 
 def _js_equal(a: Any, b: Any) -> bool:
@@ -663,13 +783,14 @@ def text_to_write(previous: str | bytes | None, doc: dict[str, Any], layout: Lay
             return _full(doc, layout, cache, text)
     if text is not None:
         try:
-            out, ends = _patch(text, doc, index.doc if index else None,
-                               index.ends if index else None,
-                               verify=len(text) <= MAX_VERIFIED_CHARS)
+            out, ends, elems = _patch(text, doc, index.doc if index else None,
+                                      index.ends if index else None,
+                                      verify=len(text) <= MAX_VERIFIED_CHARS,
+                                      elems=index.elems if index else None)
         except PatchError:
             pass
         else:
-            _remember(cache, SpanIndex(text if out is None else out, doc, ends))
+            _remember(cache, SpanIndex(text if out is None else out, doc, ends, elems))
             return out
     return _full(doc, layout, cache, text)
 
@@ -695,7 +816,7 @@ def _remember(cache: dict[str, tuple[Any, int, str]] | None, index: SpanIndex) -
     if cache is None:
         return
     if len(index.ends) > MAX_INDEX_ENDS:
-        index = SpanIndex(index.text, index.doc, {})
+        index = SpanIndex(index.text, index.doc, {}, index.elems)
     cache[_SPAN_INDEX] = (index, -1, "")
 
 

@@ -28,6 +28,7 @@ from ..relay.protocol import (
 from ..space.errors import InviteError, NoAdminReachableError
 from ..space.invite import InviteToken
 from ..spaceio.join import register_join_transport
+from .relay_gate import check_relay_frame
 
 JOIN_PATH = "/v1/join"
 
@@ -57,6 +58,7 @@ class RelayJoinChannel:
         if msg.type != aiohttp.WSMsgType.BINARY:
             raise NoAdminReachableError("the relay closed the join handshake")
         try:
+            check_relay_frame(msg.data)  # per-kind caps before decoding (net.relay_gate)
             m = decode_message(msg.data, sender=RELAY)
         except RelayProtocolError as exc:
             raise InviteError(f"the relay sent something unexpected: {exc}") from None

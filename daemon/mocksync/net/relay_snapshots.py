@@ -39,6 +39,9 @@ log = logging.getLogger("mocksync.relay.snapshots")
 
 #: Seconds between two rounds of high-water marks and snapshot checks.
 SNAPSHOT_CHECK_S = 5.0
+#: Snapshots (by signature) this device refused and remembers, so a relay that serves the
+#: same bad one again (answering `compacted` forever) costs a look-up, not an open.
+MAX_REFUSED_SNAPSHOTS = 256
 
 
 class SnapshotKeeper:
@@ -57,6 +60,8 @@ class SnapshotKeeper:
         self.sent_hw: dict[tuple[str, str], dict[str, int]] = {}
         self.tried_at: dict[tuple[str, str], float] = {}
         self.counters = {"made": 0, "adopted": 0, "refused": 0}
+        #: Signature -> why this device refused that snapshot (oldest forgotten first).
+        self.refused_sigs: dict[bytes, str] = {}
 
     # ---------------------------------------------------------------- adopting
     async def adopt(self, client: RelayClient, space: str, tag: str) -> str | None:
@@ -71,6 +76,20 @@ class SnapshotKeeper:
         stored = agent.spaces.get(space)
         if stored is None:
             return None
+        seen = self.refused_sigs.get(reply.sig)
+        if seen is not None:
+            self._refused(space, seen)
+            return None
+        # Bounded before anything is opened: the relay's own limit, from the plan this
+        # device holds the space to (a relay cannot raise it past what it announced).
+        cap = compaction.SNAPSHOT_SIZE_FACTOR * agent.spaces.plan(space).max_env_bytes
+        if len(reply.sealed) > cap:
+            self._refused(space, f"snapshot refused: {len(reply.sealed)} bytes is over the "
+                                 f"{cap} byte limit ({compaction.SNAPSHOT_SIZE_FACTOR} x the "
+                                 "plan's environment size)", reply.sig)
+            return None
+        # Only an active device's snapshot: a removed one (still holding old keys) could
+        # seal anything and date it before its removal.
         member = stored.state.devices.get(reply.signer)
         try:
             keys, tagger = self.t._keys(space), self.t._tagger(space)
@@ -88,7 +107,7 @@ class SnapshotKeeper:
             else:
                 res = agent.store.adopt_snapshot(content, now_ms)
         except MocksyncError as exc:
-            self._refused(space, str(exc))
+            self._refused(space, str(exc), reply.sig)
             return None
         env = str(content["e"])
         self.t._tag_env.setdefault(space, {})[tag] = env
@@ -99,9 +118,13 @@ class SnapshotKeeper:
                  res.status)
         return env
 
-    def _refused(self, space: str, reason: str) -> None:
+    def _refused(self, space: str, reason: str, sig: bytes | None = None) -> None:
         self.counters["refused"] += 1
         self.t._problem(space, "snapshot", reason)
+        if sig is not None:
+            if len(self.refused_sigs) >= MAX_REFUSED_SNAPSHOTS:
+                self.refused_sigs.pop(next(iter(self.refused_sigs)))
+            self.refused_sigs[sig] = reason
 
     # ---------------------------------------------------------------- marks and snapshots
     async def run(self) -> None:
@@ -131,11 +154,21 @@ class SnapshotKeeper:
                     await self._maybe_snapshot(client, space, tag, env, vv, index.get(tag, {}))
 
     def _count_due(self, space: str, tag: str, vv: dict[str, int]) -> bool:
-        since = sum(vv.values()) - sum(self.snap_vv.get((space, tag), {}).values())
+        last = self.snap_vv.get((space, tag), {})
+        since = sum(vv.values()) - sum(last.values())
         tried = self.tried_at.get((space, tag))
-        return compaction.snapshot_due(
-            since, 0, 1, since_last_s=None if tried is None else time.monotonic() - tried,
-            every=self.every, min_gap_s=self.min_gap_s)
+        since_s = None if tried is None else time.monotonic() - tried
+        if since <= 0 or (since_s is not None and since_s < self.min_gap_s):
+            return False  # nothing new, or too soon: no size is measured
+        env = self.t._tag_env.get(space, {}).get(tag)
+        history = env_bytes = 0
+        if env is not None and since < self.every:
+            # Few but big change sets: the history held since the last snapshot against the
+            # environment's size (both measured only when the count alone says no).
+            history = self.t.agent.store.history_bytes(env, last)
+            env_bytes = self.t._declared(env)
+        return compaction.snapshot_due(since, history, env_bytes, since_last_s=since_s,
+                                       every=self.every, min_gap_s=self.min_gap_s)
 
     async def _maybe_snapshot(self, client: RelayClient, space: str, tag: str, env: str,
                               vv: dict[str, int], relay_vv: dict[str, int]) -> None:

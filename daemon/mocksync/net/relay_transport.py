@@ -648,6 +648,12 @@ class RelayTransport(RelayEvents):
                                     time.time())
                 try:
                     await self._pull(client, space, tag, local_vv)
+                except RelayRefused as exc:
+                    if exc.code != "compacted":
+                        raise
+                    # No usable snapshot for this environment (the reason is a problem in
+                    # status already): the space's other environments still catch up.
+                    continue
                 finally:
                     self.progress.end(space, tag)
                 env = names.get(tag)

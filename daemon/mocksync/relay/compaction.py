@@ -55,6 +55,16 @@ SNAPSHOT_CHANGESETS = 500
 SNAPSHOT_HISTORY_FACTOR = 2
 #: Least seconds between two snapshots a daemon makes of one environment.
 SNAPSHOT_MIN_GAP_S = 60.0
+#: Seconds between two rounds of the relay's compaction timer: retention-based drops do not
+#: wait for the next upload or high-water mark (`relay.snapshots.compaction_loop`).
+COMPACT_INTERVAL_S = 300.0
+#: Environments (with a snapshot) one timer round compacts at most; the next round goes on
+#: where this one stopped, so one round's work is bounded whatever the relay holds.
+COMPACT_ENVS_PER_ROUND = 64
+#: Least seconds between two compactions of one environment that high-water marks start: a
+#: member flooding `hw` costs the relay a small upsert each, not a transaction over the
+#: environment's history (the timer catches up whatever a skipped mark allowed).
+HW_COMPACT_GAP_S = 5.0
 
 SNAPSHOT_CONTEXT = "mocksync/relay-snapshot/v1"
 SNAPSHOT_SIG_CONTEXT = "mocksync/relay-snapshot-sig/v1"
@@ -93,13 +103,21 @@ def dominates(a: Mapping[str, int], b: Mapping[str, int]) -> bool:
 
 def judge_snapshot(vv: Mapping[str, int], size: int, *, held: HeldSnapshot | None,
                    floors: Mapping[str, int], max_env_bytes: int, now_ms: int,
-                   min_interval_s: float = MIN_SNAPSHOT_INTERVAL_S) -> Verdict:
+                   min_interval_s: float = MIN_SNAPSHOT_INTERVAL_S,
+                   relay_vv: Mapping[str, int] | None = None,
+                   held_active: bool = True) -> Verdict:
     """May an uploaded snapshot (covering `vv`, `size` bytes of ciphertext) replace `held`?
 
-    It must fit SNAPSHOT_SIZE_FACTOR x the plan's size; it must cover every change set
-    already dropped (`floors`), or the devices that need it could not continue; it must add
-    something to the snapshot held (not be covered by it); and not come sooner than
-    `min_interval_s` after the last one."""
+    It must fit SNAPSHOT_SIZE_FACTOR x the plan's size; it must cover nothing the relay does
+    not hold (`relay_vv`, the contiguous prefix held or dropped per device: a snapshot that
+    claimed seqs a device has not uploaded yet would let the relay drop, and a device that
+    starts from it skip, that device's real change sets when they come); it must cover every
+    change set already dropped (`floors`), or the devices that need it could not continue;
+    it must cover everything the snapshot held covers and more (snapshots only grow, so a
+    device that started from one never needs a smaller one); and not come sooner than
+    `min_interval_s` after the last one. When the held snapshot's signer is no longer an
+    active device (`held_active` False: removed since), any snapshot that passes the other
+    checks replaces it at once: devices refuse a removed device's snapshot, so it must go."""
     cap = SNAPSHOT_SIZE_FACTOR * max_env_bytes
     if size > cap:
         return Verdict(False, (
@@ -107,14 +125,25 @@ def judge_snapshot(vv: Mapping[str, int], size: int, *, held: HeldSnapshot | Non
             f"({SNAPSHOT_SIZE_FACTOR} x the plan's environment size)"))
     if not any(n > 0 for n in vv.values()):
         return Verdict(False, "snapshot refused: it covers no change set")
+    if relay_vv is not None and not dominates(relay_vv, vv):
+        over = sorted(d for d, n in vv.items() if n > relay_vv.get(d, 0))
+        return Verdict(False, (
+            f"snapshot refused: it covers change sets the relay does not hold (device "
+            f"{over[0]} #{vv[over[0]]}, the relay holds #{relay_vv.get(over[0], 0)}); upload "
+            "them first"))
     if not dominates(vv, floors):
         short = sorted(d for d, n in floors.items() if vv.get(d, 0) < n)
         return Verdict(False, (
             "snapshot refused: it does not cover change sets the relay already dropped (device "
             f"{short[0]}); a device that needs them could not continue from it"))
-    if held is not None:
+    if held is not None and held_active:
         if dominates(held.vv, vv):
             return Verdict(False, "snapshot refused: the relay holds one that covers as much")
+        if not dominates(vv, held.vv):
+            less = sorted(d for d, n in held.vv.items() if vv.get(d, 0) < n)
+            return Verdict(False, (
+                "snapshot refused: it covers less than the one the relay holds (device "
+                f"{less[0]}); a snapshot must cover everything the held one does"))
         if now_ms - held.received_ms < min_interval_s * 1000:
             return Verdict(False, (
                 f"snapshot refused: one was stored less than {min_interval_s:g} s ago; "
@@ -124,22 +153,26 @@ def judge_snapshot(vv: Mapping[str, int], size: int, *, held: HeldSnapshot | Non
 
 def drop_floors(snapshot_vv: Mapping[str, int], acks: Mapping[str, Mapping[str, int]],
                 members: Collection[str], young: Mapping[str, int],
-                floors: Mapping[str, int]) -> dict[str, int]:
+                floors: Mapping[str, int],
+                stored: Mapping[str, int] | None = None) -> dict[str, int]:
     """Per author device, the highest seq the relay may have dropped after this decision.
 
     A change set (d, n) may go when the snapshot covers it (n <= snapshot_vv[d]) and either
     every member device acknowledged it (`acks[m][d] >= n`; a member device with no ack holds
     nothing) or it is older than the retention period. `young[d]`: the lowest seq of d the
     snapshot covers that is *not* older than retention (absent: all covered ones are old).
-    Dropping is always a prefix of each chain, never below what was dropped already
-    (`floors`), and never above the snapshot."""
+    `stored[d]`: the highest seq of d the relay holds or dropped (None: not checked); a floor
+    never passes it, so a change set the relay never received is never counted as dropped
+    (its late upload would be skipped as held). Dropping is always a prefix of each chain,
+    never below what was dropped already (`floors`), and never above the snapshot."""
     out: dict[str, int] = {}
     for d, top in snapshot_vv.items():
         if top <= 0:
             continue
         acked = min((acks.get(m, {}).get(d, 0) for m in members), default=top)
         old = young[d] - 1 if d in young else top
-        floor = min(top, max(acked, old, floors.get(d, 0)))
+        cap = top if stored is None else min(top, stored.get(d, 0))
+        floor = min(cap, max(acked, old, floors.get(d, 0)))
         if floor > floors.get(d, 0):
             out[d] = floor
     return out
@@ -231,6 +264,9 @@ def open_snapshot(space: str, tag: str, keys_by_gen: Mapping[int, bytes], signer
 
 
 __all__ = [
+    "COMPACT_ENVS_PER_ROUND",
+    "COMPACT_INTERVAL_S",
+    "HW_COMPACT_GAP_S",
     "HeldSnapshot",
     "MAX_SNAPSHOT_DEVICES",
     "MIN_SNAPSHOT_INTERVAL_S",

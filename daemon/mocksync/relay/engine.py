@@ -139,6 +139,9 @@ class Engine(Protocol):
     async def compact(self, space: str, tag: str, members: Collection[str],
                       cutoff_ms: int) -> int: ...
     async def floors(self, space: str, tag: str) -> dict[str, int]: ...
+    async def snapshot_slots(self, after: tuple[str, str] | None, limit: int
+                             ) -> list[tuple[str, str]]:
+        """Up to `limit` (space, env tag) holding a snapshot, in order, after `after`."""
 
 
 class OnLoop:
@@ -216,6 +219,10 @@ class OnLoop:
 
     async def floors(self, space: str, tag: str) -> dict[str, int]:
         return self.storage.floors(space, tag)
+
+    async def snapshot_slots(self, after: tuple[str, str] | None, limit: int
+                             ) -> list[tuple[str, str]]:
+        return self.storage.snapshot_slots(after, limit)
 
 
 class PresenceBook:

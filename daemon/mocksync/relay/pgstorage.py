@@ -678,6 +678,13 @@ class PgStorage:
                     snap.received_ms)
         return verdict
 
+    async def snapshot_slots(self, after: tuple[str, str] | None, limit: int
+                             ) -> list[tuple[str, str]]:
+        a = after or ("", "")
+        return [(r["space"], r["tag"]) for r in await self.pool.fetch(
+            "SELECT space, tag FROM snapshots WHERE (space, tag) > ($1, $2) ORDER BY space, "
+            "tag LIMIT $3", a[0], a[1], limit)]
+
     async def note_acks(self, space: str, tag: str, holder: str, vv: Mapping[str, int]) -> None:
         items = [(d, int(n)) for d, n in vv.items() if n > 0]
         if not items:
@@ -707,7 +714,11 @@ class PgStorage:
                 "AND received_ms > $3 GROUP BY device", space, tag, cutoff_ms)}
             floors = {r["device"]: r["seq"] for r in await conn.fetch(
                 "SELECT device, seq FROM floors WHERE space = $1 AND tag = $2", space, tag)}
-            new = drop_floors(decode_vv(snap), acks, members, young, floors)
+            stored = {r["device"]: r["n"] for r in await conn.fetch(
+                "SELECT device, MAX(n) AS n FROM (SELECT device, MAX(seq) AS n FROM envelopes "
+                "WHERE space = $1 AND tag = $2 GROUP BY device UNION ALL SELECT device, seq "
+                "FROM floors WHERE space = $1 AND tag = $2) x GROUP BY device", space, tag)}
+            new = drop_floors(decode_vv(snap), acks, members, young, floors, stored)
             if not new:
                 return 0
             devices = sorted(new)

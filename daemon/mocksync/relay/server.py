@@ -59,7 +59,7 @@ from .authbudget import (
     search_key,
     verify_order,
 )
-from .compaction import RETENTION_S
+from .compaction import COMPACT_INTERVAL_S, RETENTION_S
 from .engine import (
     ClusterEvent,
     Engine,
@@ -141,6 +141,7 @@ from .session import (
     Send,
 )
 from .snapshots import HANDLERS as SNAPSHOT_HANDLERS
+from .snapshots import compaction_loop, compaction_stats
 from .storage import Compacted, EnvUsage, RelayStorage, SQLiteStorage
 
 log = logging.getLogger("mocksync.relay")
@@ -203,6 +204,8 @@ class RelayConfig:
     #: Seconds after which change sets an environment's snapshot covers are dropped even if
     #: some member device has not said it holds them (relay.compaction; `--retention`).
     retention_s: float = RETENTION_S
+    #: Seconds between two rounds of the compaction timer (relay.snapshots.compaction_loop).
+    compact_interval_s: float = COMPACT_INTERVAL_S
 
 
 def tls_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
@@ -364,6 +367,8 @@ class RelayServer:
         self._new_spaces = NewSpaceRate()
         self._join_sockets: dict[bytes, web.WebSocketResponse] = {}
         self._bg: set[asyncio.Future[Any]] = set()
+        #: The compaction timer (relay.snapshots.compaction_loop), while serving.
+        self._compaction: asyncio.Task[None] | None = None
         #: Admissions in progress per (space, device): their session rows are being written.
         self._admitting: dict[tuple[str, str], int] = {}
         #: Per space with a log merge in progress or waiting: its lock and how many hold or
@@ -394,6 +399,7 @@ class RelayServer:
         self._site = web.TCPSite(self._runner, self.config.host, self.config.port,
                                  ssl_context=self.config.ssl, reuse_address=True)
         await self._site.start()
+        self._compaction = asyncio.create_task(compaction_loop(self), name="relay compaction")
         addresses = self._runner.addresses  # what was bound (learns an ephemeral port)
         self.port = addresses[0][1] if addresses else self.config.port
         log.info("mocksync relay %s listening on %s (plan %s)", __version__, self.url,
@@ -401,6 +407,9 @@ class RelayServer:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._compaction is not None:
+            self._compaction.cancel()
+            self._compaction = None
         for handle in self._presence_flush.values():
             handle.cancel()
         self._presence_flush.clear()
@@ -573,7 +582,8 @@ class RelayServer:
     async def _handle_health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "protocol": PROTOCOL_VERSION, "version": __version__,
                                   "key": fingerprint(self.public_key),
-                                  "sessions": len(self.sessions), "plan": self.plan.name})
+                                  "sessions": len(self.sessions), "plan": self.plan.name,
+                                  "compaction": compaction_stats(self)})
 
     async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
         # Until it authenticates, a client may send only small frames: aiohttp refuses a

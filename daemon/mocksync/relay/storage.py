@@ -35,7 +35,11 @@ from ..errors import MocksyncError
 from .compaction import HeldSnapshot, Verdict, drop_floors
 from .envelope import Envelope
 
-SCHEMA_VERSION = 1
+#: 2: compaction (the snapshots, floors and acks tables). An older relay must not open a
+#: version 2 file: it knows nothing of floors and would serve a compacted environment's
+#: remaining change sets as if they were its whole history. A version 1 file is migrated in
+#: place (the new tables are created empty; nothing else changed).
+SCHEMA_VERSION = 2
 DB_NAME = "relay.sqlite3"
 
 _SCHEMA = """
@@ -175,6 +179,11 @@ class RelayStorage(Protocol):
     def note_acks(self, space: str, tag: str, holder: str, vv: Mapping[str, int]) -> None:
         """`holder` holds `vv` of the env (its high-water mark; only ever raised)."""
 
+    def snapshot_slots(self, after: tuple[str, str] | None, limit: int
+                       ) -> list[tuple[str, str]]:
+        """Up to `limit` (space, env tag) that hold a snapshot, in order, after `after`
+        (None: from the first): what the compaction timer walks, a page per round."""
+
     def compact(self, space: str, tag: str, members: Collection[str], cutoff_ms: int) -> int:
         """Drop the change sets the snapshot covers that every device of `members` holds or
         that were received before `cutoff_ms` (`compaction.drop_floors`); how many went."""
@@ -203,6 +212,8 @@ class SQLiteStorage:
             raise StorageError(
                 f"{self.path} was written by a newer mocksync relay (schema {row[0]}); update it"
             )
+        elif int(row[0]) < SCHEMA_VERSION:  # the script above created what was missing
+            self.db.execute("UPDATE meta SET v=? WHERE k='schema'", (str(SCHEMA_VERSION),))
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -358,8 +369,8 @@ class SQLiteStorage:
         # sum over the first max_items + 1 slots, sizes read from the record header) and the
         # ciphertexts of the slots chosen only.
         rows = self.db.execute(_FETCH_SQL, (
-            json.dumps({d: int(n) for d, n in have.items()}), space, tag, space, tag,
-            max_items + 1, max_items, max_bytes)).fetchall()
+            space, tag, json.dumps({d: int(n) for d, n in have.items()}), max_items + 1,
+            max_items, max_bytes)).fetchall()
         if any(kind == 0 for kind, *_rest in rows):
             raise Compacted(self.floors(space, tag))
         out: list[Envelope] = []
@@ -408,6 +419,13 @@ class SQLiteStorage:
                 raise
         return verdict
 
+    def snapshot_slots(self, after: tuple[str, str] | None, limit: int
+                       ) -> list[tuple[str, str]]:
+        a = after or ("", "")
+        return [(sp, tag) for sp, tag in self.db.execute(
+            "SELECT space, tag FROM snapshots WHERE (space, tag) > (?, ?) ORDER BY space, tag "
+            "LIMIT ?", (a[0], a[1], limit))]
+
     def note_acks(self, space: str, tag: str, holder: str, vv: Mapping[str, int]) -> None:
         with self._lock:
             self.db.executemany(
@@ -438,7 +456,12 @@ class SQLiteStorage:
         young = {d: n for d, n in self.db.execute(
             "SELECT device, MIN(seq) FROM envelopes WHERE space=? AND tag=? AND received_ms>? "
             "GROUP BY device", (space, tag, cutoff_ms))}
-        new = drop_floors(decode_vv(row[0]), acks, members, young, self.floors(space, tag))
+        stored = {d: n for d, n in self.db.execute(
+            "SELECT device, MAX(n) FROM (SELECT device, MAX(seq) AS n FROM envelopes WHERE "
+            "space=? AND tag=? GROUP BY device UNION ALL SELECT device, seq FROM floors WHERE "
+            "space=? AND tag=?) GROUP BY device", (space, tag, space, tag))}
+        new = drop_floors(decode_vv(row[0]), acks, members, young, self.floors(space, tag),
+                          stored)
         gone = freed = 0
         for device, floor in sorted(new.items()):
             n, z = self.db.execute(
@@ -458,18 +481,19 @@ class SQLiteStorage:
 
 #: The page query of `SQLiteStorage.fetch` (see there). Kind 0: `have` is below a floor.
 _FETCH_SQL = """
-WITH h(d, s) AS (SELECT key, value FROM json_each(?)),
+WITH h(d, s) AS (SELECT key, value FROM json_each(?3)),
 gap AS (SELECT 1 FROM floors f LEFT JOIN h ON h.d = f.device
-        WHERE f.space = ? AND f.tag = ? AND f.seq > COALESCE(h.s, 0) LIMIT 1),
-slots AS (SELECT e.id, e.device, e.seq, e.gen, LENGTH(e.ct) AS z FROM envelopes e
-          LEFT JOIN h ON h.d = e.device
-          WHERE e.space = ? AND e.tag = ? AND e.seq > COALESCE(h.s, 0)
-          ORDER BY e.device, e.seq LIMIT ?),
+        WHERE f.space = ?1 AND f.tag = ?2 AND f.seq > COALESCE(h.s, 0) LIMIT 1),
+devs AS (SELECT DISTINCT device FROM envelopes WHERE space = ?1 AND tag = ?2),
+slots AS (SELECT e.id, e.device, e.seq, e.gen, LENGTH(e.ct) AS z FROM devs
+          JOIN envelopes e ON e.space = ?1 AND e.tag = ?2 AND e.device = devs.device
+          AND e.seq > COALESCE((SELECT s FROM h WHERE h.d = devs.device), 0)
+          ORDER BY e.device, e.seq LIMIT ?4),
 page AS (SELECT *, ROW_NUMBER() OVER w AS rn, SUM(z) OVER w AS cum FROM slots
          WINDOW w AS (ORDER BY device, seq ROWS UNBOUNDED PRECEDING))
 SELECT 0, NULL, NULL, NULL, NULL FROM gap
 UNION ALL
-SELECT 1, device, seq, gen, CASE WHEN rn <= ? AND (rn = 1 OR cum <= ?)
+SELECT 1, device, seq, gen, CASE WHEN rn <= ?5 AND (rn = 1 OR cum <= ?6)
        THEN (SELECT ct FROM envelopes WHERE id = page.id) END FROM page
 """
 

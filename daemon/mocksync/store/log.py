@@ -49,7 +49,11 @@ from .basedelta import (
     unpack_text,
 )
 
-SCHEMA_VERSION = 1
+#: 2: snapshots adopted from the relay (the floors and floor_deps tables). An older mocksync
+#: must not open a version 2 log: it knows nothing of floors, so a chain that continues from
+#: an adopted snapshot would look broken to it (every later change set pending for ever). A
+#: version 1 log is migrated in place (the new tables are created empty).
+SCHEMA_VERSION = 2
 #: Change sets waiting for a missing predecessor, per environment, before we refuse more.
 MAX_PENDING_PER_ENV = 10_000
 #: Quarantined (future-stamped) change sets kept per environment.
@@ -160,6 +164,8 @@ class Store:
             raise ChangeSetError(
                 f"{self.path} was written by a newer mocksync (schema {row[0]}); update mocksync"
             )
+        elif int(row[0]) < SCHEMA_VERSION:  # the script above created what was missing
+            self.db.execute("UPDATE meta SET v=? WHERE k='schema'", (str(SCHEMA_VERSION),))
         self._lock = threading.RLock()
         self._states: dict[str, State] = {}
         self._deps_cache: dict[tuple[str, str, int], dict[str, int]] = {}
@@ -819,6 +825,15 @@ class Store:
         return seqs
 
     # ------------------------------------------------------------------ snapshots
+    def history_bytes(self, env: str, since: dict[str, int]) -> int:
+        """Bytes of the applied change sets of `env` above `since` (per device): the history
+        a snapshot covering `since` does not fold yet (the daemon's snapshot trigger)."""
+        row = self.db.execute(
+            "SELECT SUM(LENGTH(wire)) FROM changesets WHERE env=? AND status=? "
+            "AND seq > COALESCE((SELECT value FROM json_each(?) WHERE key=device), 0)",
+            (env, APPLIED, json.dumps(since))).fetchone()
+        return int(row[0] or 0)
+
     def snapshot_content(self, env: str) -> dict[str, Any] | None:
         """What this device holds of `env` as a snapshot's content (relay compaction), or
         None when it holds nothing applied.
@@ -884,6 +899,16 @@ class Store:
             local_vv = self.version_vector(env)
             if vvmod.missing(local_vv, vv) == {}:
                 return IngestResult("duplicate")  # nothing it covers is missing here
+            # A snapshot adopted before brought registers this log holds no change set for:
+            # a new one must cover all of it, or adopting would take those edits away.
+            floors = dict(self.db.execute(
+                "SELECT device, seq FROM floors WHERE env=?", (env,)).fetchall())
+            short = sorted(d for d, n in floors.items() if vv.get(d, 0) < n)
+            if short:
+                raise ChangeSetError(
+                    f"snapshot of {env} covers less than the one this device started from "
+                    f"(device {short[0]} #{vv.get(short[0], 0)} < #{floors[short[0]]}); "
+                    "adopting it would lose edits, so it is refused")
             old = set(self.state(env).entities)
             st = State(env, self._deps_lookup(env))
             try:
