@@ -160,6 +160,12 @@ def test_an_indexed_write_equals_an_unindexed_one(seed: int, steps: int) -> None
         assert isinstance(entry, SpanIndex) and entry.text == text
         for a, b in entry.ends.items():  # every remembered end is a value's end
             assert json.loads(text[a:b]) is not None or text[a:b] == "null"
+        parsed = json.loads(text)
+        for pos, (starts, stops, close) in entry.elems.items():  # element spans too
+            assert text[pos] == "[" and text[close] == "]"
+            items = json.loads(text[pos:close + 1])
+            assert [json.loads(text[a:b]) for a, b in zip(starts, stops, strict=True)] == items
+            assert any(v == items for v in parsed.values())  # a top-level array
 
 
 # ---------------------------------------------------------------------------- parser
@@ -211,6 +217,27 @@ def test_a_render_after_edits_equals_a_fresh_render(seed: int, steps: int) -> No
         cold = render(state.copy())
         assert json.dumps(got) == json.dumps(cold)
         doc = copy.deepcopy(got)
+
+
+def test_route_and_environment_field_edits_rebuild_only_what_they_touch() -> None:
+    """Issue 15: a route's own field, or a top-level field, no longer renders 25,000
+    entities whole; a new top-level key (the key order changes) still does, and each render
+    equals a cold one."""
+    state = state_from_doc(copy.deepcopy(ENV), rng=random.Random(0))
+    first = render(state)
+    route = ENV["routes"][3]["uuid"]
+    state.apply([("s", route, ("v", "endpoint"), "moved/here"),
+                 ("s", ENV["uuid"], ("v", "port"), 4321)], (10**12, "B"))
+    second = render(state)
+    assert second["routes"][3]["endpoint"] == "moved/here" and second["port"] == 4321
+    assert all(a is b for i, (a, b) in enumerate(zip(first["routes"], second["routes"],
+                                                     strict=True)) if i != 3)
+    assert json.dumps(second) == json.dumps(render(state.copy()))
+    keys = [*first.keys(), "brandNew"]
+    state.apply([("s", ENV["uuid"], ("v", "brandNew"), 1),
+                 ("s", ENV["uuid"], ("k",), keys)], (10**12 + 1, "B"))
+    third = render(state)
+    assert third["brandNew"] == 1 and json.dumps(third) == json.dumps(render(state.copy()))
 
 
 def test_a_one_response_edit_rebuilds_one_route() -> None:

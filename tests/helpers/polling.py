@@ -1,15 +1,17 @@
 """The one bounded wait of the test suite.
 
 Every test that waits for something the system does by itself waits through here, so every
-wait has a deadline and fails with a sentence naming what was awaited (and, if asked, what was
-seen last), instead of hanging until pytest-timeout kills the run without saying why.
+wait has a deadline and fails with a sentence naming what was awaited and what was seen last,
+instead of hanging until pytest-timeout kills the run without saying why. The journeys'
+black-box `wait` is this one too (with their own "not yet" errors), so nothing here imports
+`mocksync` at module level.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 #: Longest a test waits for anything the system should do by itself (seconds).
@@ -57,33 +59,41 @@ class _Looker:
                               f"(last seen: {shown})")
 
 
+def _looks(pred: Callable[[], Any], what: str, timeout: float, why: Callable[[], Any] | None,
+           transient: tuple[type[BaseException], ...] | None) -> Iterator[Any]:
+    """The one polling loop: yields None after each look that found nothing (the caller
+    pauses), the value once one is found (then stops); raises when `timeout` has passed."""
+    looker = _Looker(pred, transient)
+    deadline = time.monotonic() + timeout
+    while True:
+        value = looker.look()
+        if value:
+            yield value
+            return
+        if time.monotonic() > deadline:
+            raise looker.timed_out(what, timeout, why)
+        yield None
+
+
 async def wait_until(pred: Callable[[], Any], what: str, timeout: float = WAIT_S,
                      step: float = 0.01, why: Callable[[], Any] | None = None,
                      transient: tuple[type[BaseException], ...] | None = None) -> Any:
     """Poll `pred` until it returns something truthy (returned); fail naming `what` and the
     last thing seen (`why()` when given) after `timeout` seconds. `transient`: what a look
     may raise meaning "not yet" (default `TRANSIENT` and the daemon's `ControlError`)."""
-    looker = _Looker(pred, transient)
-    deadline = time.monotonic() + timeout
-    while True:
-        value = looker.look()
+    for value in _looks(pred, what, timeout, why, transient):
         if value:
             return value
-        if time.monotonic() > deadline:
-            raise looker.timed_out(what, timeout, why)
         await asyncio.sleep(step)
+    raise AssertionError("unreachable: _looks ends with a value or raises")
 
 
 def wait_sync(pred: Callable[[], Any], what: str, timeout: float = WAIT_S,
               step: float = 0.02, why: Callable[[], Any] | None = None,
               transient: tuple[type[BaseException], ...] | None = None) -> Any:
     """`wait_until` for code that is not on an event loop (subprocess daemons, threads)."""
-    looker = _Looker(pred, transient)
-    deadline = time.monotonic() + timeout
-    while True:
-        value = looker.look()
+    for value in _looks(pred, what, timeout, why, transient):
         if value:
             return value
-        if time.monotonic() > deadline:
-            raise looker.timed_out(what, timeout, why)
         time.sleep(step)
+    raise AssertionError("unreachable: _looks ends with a value or raises")

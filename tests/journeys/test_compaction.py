@@ -10,8 +10,10 @@ offline edit survives and reaches everyone.
 
 from __future__ import annotations
 
+import json
 import re
 import time
+import urllib.request
 
 from .harness import Device, Team
 
@@ -58,6 +60,11 @@ def test_history_is_dropped_after_a_snapshot_and_devices_start_from_it(team: Tea
     team.wait(lambda: "stored a snapshot" in team.relay.log(), "a snapshot on the relay", 60)
     team.wait(lambda: dropped(team) > 0, "history dropped by the relay", 60)
     assert "uploaded a snapshot" in alice.log()
+    # The relay's health endpoint (what a load balancer or monitoring polls) counts it too.
+    health = f"http://127.0.0.1:{team.relay.port}/v1/health"
+    with urllib.request.urlopen(health, timeout=10) as r:  # noqa: S310 (loopback)
+        stats = json.loads(r.read())["compaction"]
+    assert stats["snapshots"] >= 1 and stats["dropped"] >= dropped(team) > 0, stats
 
     # A new member joins after the drop: she starts from the snapshot, with the whole state.
     carol = team.device("carol")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ValidationError
 from ..model import parse_env, render
 from ..model.jsfmt import MOCKOON_LAYOUT
-from ..model.spans import text_to_write
+from ..model.spans import indexed_text, text_to_write
 from .envfiles import HELD, INVALID, MISSING, SYNCED, EnvRuntime
 from .faults import WRITING
 from .writer import (
@@ -89,14 +89,33 @@ class EnvWrites:
             self.write_env(rt)
 
     def ensure_written(self, rt: EnvRuntime) -> None:
-        if rt.state in (SYNCED,) and self.agent.store.has_env(rt.uuid):
-            doc = render(self.agent.store.state(rt.uuid))
-            try:
-                on_disk = parse_env(self.agent.edits.read_sig(rt.path)[0] or b"", 10**9).doc
-            except (OSError, ValidationError):
-                return
-            if on_disk != doc:
-                self.schedule(rt)
+        """At start (or a rescan): write the file if it does not hold the merged state.
+
+        On the store worker (a 15 MB environment's state load, render and patch take
+        seconds; the loop must not wait, issue 15), and by the writer's own means: what it
+        leaves behind (the state's render memo, the text's span index, the file's bytes and
+        hash) makes the first write after start as cheap as every later one."""
+        if not self.agent.bridge.spawn_on_worker(self.check_written, rt):
+            self.check_written(rt)
+
+    def check_written(self, rt: EnvRuntime) -> None:
+        if rt.state not in (SYNCED,) or rt.uuid not in self.agent.envs \
+                or not self.agent.store.has_env(rt.uuid):
+            return
+        state = self.agent.store.state(rt.uuid)
+        try:
+            doc = render(state)
+            current, sig = self.agent.edits.read_sig(rt.path)
+        except (OSError, ValidationError):
+            return
+        if current is None:
+            return
+        layout = rt.layout if rt.layout else MOCKOON_LAYOUT
+        cache = state.text_cache.setdefault(layout, {})
+        if text_to_write(current, doc, layout, cache) is None:
+            self.known[rt.uuid] = (current, content_hash(current), indexed_text(cache))
+            return
+        self.schedule(rt)
 
     def write_env(self, rt: EnvRuntime, force: bool = False, *, _raced: int = 0) -> None:
         rt.write_handle = None

@@ -206,7 +206,10 @@ def read_regular(path: Path, *, folder: Path | None, max_bytes: int) -> FileRead
         chunks: list[bytes] = []
         left = max_bytes + 1
         while left > 0:
-            chunk = os.read(fd, min(left, READ_CHUNK_BYTES))
+            # The size the file had when opened, plus one, at once: a file that kept its
+            # size is then one read and one buffer, not slices joined into a copy (issue 15).
+            want = READ_CHUNK_BYTES if chunks else max(READ_CHUNK_BYTES, st.st_size + 1)
+            chunk = os.read(fd, min(left, want))
             if not chunk:
                 break
             chunks.append(chunk)

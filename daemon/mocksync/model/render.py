@@ -43,6 +43,7 @@ def _sort_key(e: Entity, place: str) -> tuple[str, str]:
 
 
 _LIST_REG = ("p", LIST)
+_TREE_REG = ("p", TREE)
 #: Render-cache key prefix (never a uuid's first character) of the response objects a
 #: cached route object was built from.
 _ROUTE_INPUTS = "\x00route-inputs:"
@@ -261,9 +262,10 @@ class _Builder:
 # route sits in it) and a mark in the render cache for every entity; `State.apply` drops
 # the cache entry of every entity it touches. The next render finds the touched entities
 # (those without an entry) and, when they are all live leaves (responses, buckets,
-# callbacks) that kept their place (and a bucket its id), rebuilds only them and their
-# routes; anything else (a create, a delete, a move, a route or folder edit, deleted
-# references around) renders whole. Equal to a full render by construction (tested).
+# callbacks) or routes that kept their places (and a bucket its id), or the environment
+# itself with its key order kept, rebuilds only them and their routes; anything else (a
+# create, a delete, a move, a folder edit, deleted references around) renders whole.
+# Equal to a full render by construction (tested).
 
 #: Render-cache value marking an entity as rendered (never a real entity object: identity).
 _MARK: dict[str, Any] = {}
@@ -284,16 +286,22 @@ def _remember(state: State, doc: dict[str, Any], children: dict[str, Any],
     for key, kind in (("routes", ROUTE), ("data", BUCKET), ("callbacks", CALLBACK)):
         for i, e in enumerate(by_kind[kind]):
             at[e.uuid] = (key, i)
-    for kind in (RESPONSE, BUCKET, CALLBACK):
+    for kind in (RESPONSE, BUCKET, CALLBACK, ROUTE):
         for e in by_kind[kind]:
             r = e.regs.get(_LIST_REG)
             places[e.uuid] = None if r is None else r.value
+    trees = {}
+    for e in by_kind[ROUTE]:
+        r = e.regs.get(_TREE_REG)
+        trees[e.uuid] = None if r is None else r.value
     ids = {e.uuid: _str_id(e) for e in by_kind[BUCKET]}
     for u in state.entities:
         if u not in cache:
             cache[u] = _MARK
+    env = state.entities[state.env_uuid]
     cache[_MEMO] = {"memo": _Memo(doc, dict(children), len(state.entities), at, places, ids,
-                                  {k: [r.uuid for r in v] for k, v in responses.items()})}
+                                  {k: [r.uuid for r in v] for k, v in responses.items()},
+                                  trees, env.get(("k",), None))}
 
 
 class _Memo:
@@ -301,8 +309,12 @@ class _Memo:
 
     def __init__(self, doc: dict[str, Any], children: dict[str, Any], count: int,
                  at: dict[str, tuple[str, int]], places: dict[str, Any],
-                 ids: dict[str, str | None], responses: dict[str, list[str]]) -> None:
+                 ids: dict[str, str | None], responses: dict[str, list[str]],
+                 trees: dict[str, Any], env_keys: Any) -> None:
         self.doc = doc
+        #: Each route's tree place, and the environment's key order, as last rendered.
+        self.trees = trees
+        self.env_keys = env_keys
         self.children = children
         self.count = count
         self.at = at
@@ -318,21 +330,34 @@ def _render_again(state: State, env: Entity) -> dict[str, Any] | None:
     if entry is None:
         return None
     memo: _Memo = entry["memo"]
-    if len(state.entities) != memo.count or env.uuid not in cache:
+    if len(state.entities) != memo.count:
         return None
     entities = state.entities
     touched = [u for u in entities if u not in cache]
     routes: set[str] = set()
     leaves: list[Entity] = []
+    env_touched = False
     for u in touched:
         e = entities[u]
         if e.kind not in _RENDERED:
             continue
-        if e.kind not in (RESPONSE, BUCKET, CALLBACK) or not e.live:
+        if e is env:  # its fields: rebuilt below anyway; its key order decides collections
+            if env.get(("k",), None) != memo.env_keys:
+                return None
+            env_touched = True
+            continue
+        if e.kind not in (RESPONSE, BUCKET, CALLBACK, ROUTE) or not e.live:
             return None
         r = e.regs.get(_LIST_REG)
         if (None if r is None else r.value) != memo.places.get(u, _MARK):
             return None
+        if e.kind == ROUTE:  # a route's own fields: rebuilt with its responses
+            t = e.regs.get(_TREE_REG)
+            if memo.at.get(u, ("",))[0] != "routes" or \
+                    (None if t is None else t.value) != memo.trees.get(u, _MARK):
+                return None
+            routes.add(u)
+            continue
         if e.kind == RESPONSE:
             container = _pos(e, LIST)[0]
             if memo.at.get(container, ("",))[0] != "routes":
@@ -344,7 +369,7 @@ def _render_again(state: State, env: Entity) -> dict[str, Any] | None:
             leaves.append(e)
     for u in touched:
         cache.setdefault(u, _MARK)
-    if not routes and not leaves:
+    if not routes and not leaves and not env_touched:
         return dict(memo.doc)
     responses = {
         rt: sorted((entities[x] for x in memo.responses.get(rt, ())), key=_list_key)

@@ -118,7 +118,15 @@ def _same(a: Any, b: Any) -> bool:
         return a is b
     if isinstance(a, str) or isinstance(b, str):
         return type(a) is type(b) and a == b
-    return a == b  # two numbers
+    if type(a) is float or type(b) is float:
+        # Two numbers as JavaScript reads them: a double beyond 2**53 is written as an
+        # integer literal (6.72610175114281e16 as 67261017511428100), which reads back as a
+        # Python int of another value: the file holds the document all the same.
+        try:
+            return float(a) == float(b)
+        except OverflowError:  # an integer beyond any double: not this float
+            return False
+    return a == b  # two integers
 
 
 def _no_constant(name: str) -> Any:
@@ -197,17 +205,34 @@ def _apply(text: str, start: int, end: int, edits: list[Edit]) -> str:
     return "".join(parts)
 
 
+def _js_view(v: Any) -> Any:
+    """`v` with every number as the double JavaScript reads (an integer beyond any double
+    stays as it is): `0.0` and `0`, or a double and its integer spelling, are one value."""
+    if isinstance(v, dict):
+        return {k: _js_view(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_js_view(x) for x in v]
+    if type(v) is int:
+        try:
+            return float(v)
+        except OverflowError:
+            return v
+    return v
+
+
 def _align_key(v: Any) -> Any:
-    """What identifies an array element across versions: its entity uuid, else its value."""
+    """What identifies an array element across versions: its entity uuid, else its value
+    (numbers as JavaScript reads them, so a file's `0.0` still pairs with a document's 0)."""
     if isinstance(v, dict):
         u = v.get("uuid")
         if isinstance(u, str):
             return ("u", u)
-        return ("o", json.dumps(v, sort_keys=True))
+        return ("o", json.dumps(_js_view(v), sort_keys=True))
     if isinstance(v, list):
-        return ("a", json.dumps(v, sort_keys=True))
-    return ("s", type(v).__name__ if isinstance(v, bool) or v is None else "n"
-            if isinstance(v, int | float) else "t", v)
+        return ("a", json.dumps(_js_view(v), sort_keys=True))
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return ("s", "n", _js_view(v))
+    return ("s", type(v).__name__ if isinstance(v, bool) or v is None else "t", v)
 
 
 _ONE_LINE_OBJECT = re.compile(r'\{([ \t]*)"(?:[^"\\]|\\.)*"([ \t]*:[ \t]*)[^\n]*?([ \t]*)\}')
@@ -607,9 +632,8 @@ def _remap_one(ends: dict[int, int], s: int, e: int, d: int) -> dict[int, int]:
     few touching it follow `remap_ends`'s rules one by one."""
     out = {a if a < s else a + d: b if b < s else b + d
            for a, b in ends.items() if b < s or a >= e or (a < s and b > e)}
-    for a, b in ends.items():
-        if not _band(a, b, s, e):
-            continue
+    for a, b in [(a, b) for a, b in ends.items()
+                 if not (b < s or a >= e or (a < s and b > e))]:  # (`_band`, inlined)
         if s < a < e:
             continue  # inside the edit: gone
         if b >= e:
@@ -798,6 +822,14 @@ def text_to_write(previous: str | bytes | None, doc: dict[str, Any], layout: Lay
 #: Keys of `text_to_write`'s own entries in a text cache (never an entity uuid).
 _LAST_FULL = "\x00last-full-render"
 _SPAN_INDEX = "\x00span-index"
+
+
+def indexed_text(cache: dict[str, tuple[Any, int, str]]) -> str | None:
+    """The text the cache's span index was made for (what `text_to_write` handed out or
+    found last): a caller that keeps it and hands it back spares the next call a decode."""
+    entry = cache.get(_SPAN_INDEX)
+    index = entry[0] if entry is not None else None
+    return index.text if isinstance(index, SpanIndex) else None
 
 
 def _index_for(cache: dict[str, tuple[Any, int, str]] | None, text: str | None,

@@ -43,7 +43,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import MODEL_VERSION, PROTOCOL_VERSION
@@ -78,6 +78,7 @@ from .overlay import (
     anchors,
     co_editors,
     idle_links,
+    relay_children,
 )
 from .peerbook import CONNECTED, CONNECTING, DISCOVERED, GLARE, IDLE, PeerBook
 from .presence_gossip import (
@@ -113,6 +114,8 @@ SLOW_APPLY_S = 2.0
 MAX_ON_DEMAND_DIALS = 4
 #: Why an idle link is closed (the peer's status shows it; it reopens on demand).
 IDLE_REASON = "idle: no change to send for a while; reopened when there is one"
+#: Push trees kept (one per author and online set; cleared when full).
+MAX_RELAY_TREES = 256
 #: Editor name used when the control API does not give one.
 DEFAULT_EDITOR = "mockoon"
 
@@ -220,6 +223,9 @@ class LanTransport:
         #: peers dialled because there is something to send (until when).
         self._last_used: dict[str, float] = {}
         self._on_demand: dict[str, float] = {}
+        #: Push trees per (author, online set) (`_relay_to`), computed once per change of either.
+        self._relay_cache: dict[tuple[str, frozenset[str]],
+                                tuple[frozenset[str], frozenset[str]] | None] = {}
         #: The invite books of spaces we administer, with the docs file stamp they were read at.
         self._invite_cache: tuple[tuple, list[Any]] | None = None
 
@@ -924,7 +930,27 @@ class LanTransport:
         if space is None:
             return
         self._ensure_env(space, env)
-        self._run(self.hub.committed(space, env, device, seq, None, _mono_ms()))
+        self._run(self.hub.committed(space, env, device, seq, None, _mono_ms(),
+                                     relay_to=self._relay_to(device)))
+
+    def _relay_to(self, origin: str) -> Callable[[str], bool] | None:
+        """Which peers a change set by `origin` that we applied is pushed to (the others are
+        told with a `have`): our children on the overlay's tree from `origin`
+        (`overlay.relay_children`) and every link beyond the overlay (on demand, co-editors:
+        opened to be fast). None: push on every link (a full mesh, or no tree known)."""
+        online = frozenset(self._online())
+        key = (origin, online)
+        if key not in self._relay_cache:
+            children = relay_children(origin, self.me, online)
+            if len(self._relay_cache) >= MAX_RELAY_TREES:
+                self._relay_cache.clear()
+            self._relay_cache[key] = (None if children is None
+                                      else (children, anchors(self.me, online)))
+        tree = self._relay_cache[key]
+        if tree is None:
+            return None
+        children, neighbours = tree
+        return lambda peer: peer in children or peer not in neighbours
 
     def set_presence(self, *, space: str | None = None, env: str | None = None,
                      entity: str | None = None, editor: str | None = None, **_: Any) -> None:

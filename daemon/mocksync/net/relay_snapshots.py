@@ -175,6 +175,8 @@ class SnapshotKeeper:
         agent = self.t.agent
         if vvmod.missing(vv, relay_vv) or agent.store.count(env, PENDING):
             return  # this device does not hold the whole environment (yet)
+        if vvmod.missing(relay_vv, vv):
+            return  # the relay does not hold all of it yet: it would refuse the snapshot
         self.tried_at[(space, tag)] = time.monotonic()
         worker = getattr(agent, "worker", None)
         if worker is not None and not worker.closed:

@@ -42,7 +42,7 @@ its own. A typical adapter (asyncio + data channels), in full:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 from .. import MOCKOON_MAX_MIGRATION, MODEL_VERSION, PROTOCOL_VERSION
 from ..errors import ValidationError
@@ -113,12 +113,16 @@ class Hub:
         return self._reap(session.delivered(event, now_ms, refused=refused))
 
     def committed(
-        self, space: str, env: str, device: str, seq: int, wire: bytes | None, now_ms: int
+        self, space: str, env: str, device: str, seq: int, wire: bytes | None, now_ms: int,
+        *, relay_to: Callable[[str], bool] | None = None,
     ) -> list[Event]:
-        """The store applied a change set (local edit or from any peer): tell every session."""
+        """The store applied a change set (local edit or from any peer): tell every session.
+        `relay_to(peer device)`: whether a session relaying pushes (`relay_push`) pushes
+        another device's change set to that peer, or only announces it (None: push)."""
         events: list[Event] = []
         for session in list(self.sessions.values()):
-            events += session.local_changeset(space, env, device, seq, wire, now_ms)
+            events += session.local_changeset(space, env, device, seq, wire, now_ms,
+                                              relay_to=relay_to)
         return self._reap(events)
 
     def relay_presence(self, link: Hashable, wire: bytes, hops: int, now_ms: int

@@ -56,7 +56,7 @@ import itertools
 import math
 import struct
 from collections import deque
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from .. import MOCKOON_MAX_MIGRATION, MODEL_VERSION, PROTOCOL_VERSION
@@ -481,13 +481,15 @@ class Session:
         return int(min(due))
 
     def local_changeset(
-        self, space: str, env: str, device: str, seq: int, wire: bytes | None, now_ms: int
+        self, space: str, env: str, device: str, seq: int, wire: bytes | None, now_ms: int,
+        *, relay_to: Callable[[str], bool] | None = None,
     ) -> list[Event]:
         """The local store applied `device#seq` (our own edit, or one received from anyone).
 
         Call it on every session for every change set the store applies, including ones a
-        delivery unblocked. Our own edits are pushed to the peer; others are announced, and
-        nothing goes back to a peer that already has it.
+        delivery unblocked. Our own edits are pushed to the peer; others are announced (or
+        pushed, with `relay_push`, to a peer `relay_to` accepts), and nothing goes back to a
+        peer that already has it.
         """
         pair = (space, env)
         self._wants.applied(space, env, device, seq)
@@ -499,7 +501,9 @@ class Session:
         key = (space, env, device, seq)
         if self._peer_has(key, now_ms):
             return []
-        if (device == self.device or self.relay_push) and pair in self._heard:
+        relay = self.relay_push and (relay_to is None or self.peer_device is None
+                                     or relay_to(self.peer_device))
+        if (device == self.device or relay) and pair in self._heard:
             # Push only once the peer told us its vector: before that it may be fetching
             # our older sets from someone else, and a push could duplicate them.
             frontier = max(self._peer_vv[pair].get(device, 0), self._top.get(key[:3], 0))
