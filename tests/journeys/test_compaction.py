@@ -61,7 +61,7 @@ def test_history_is_dropped_after_a_snapshot_and_devices_start_from_it(team: Tea
     team.wait(lambda: dropped(team) > 0, "history dropped by the relay", 60)
     assert "uploaded a snapshot" in alice.log()
     # The relay's health endpoint (what a load balancer or monitoring polls) counts it too.
-    health = f"http://127.0.0.1:{team.relay.port}/v1/health"
+    health = f"{team.relay.url}/v1/health"
     with urllib.request.urlopen(health, timeout=10) as r:  # noqa: S310 (loopback)
         stats = json.loads(r.read())["compaction"]
     assert stats["snapshots"] >= 1 and stats["dropped"] >= dropped(team) > 0, stats
