@@ -49,10 +49,10 @@ def test_no_tree_in_a_full_mesh_or_for_an_author_not_online() -> None:
     assert relay_children(big[3], big[0], big) is not None
 
 
-def _sent_after_relay(relay_to) -> set[type]:
-    """What session A sends B once it applied DEV-C's change set, on a relaying link."""
+def _sent_after_relay(relay_to, author: str = "DEV-C") -> set[type]:
+    """What session A sends B once it applied `author`'s change set, on a relaying link."""
     env = env_id(1)
-    third = FakeLog("DEV-C", Ed25519PrivateKey.generate())
+    third = FakeLog(author, Ed25519PrivateKey.generate())
     cs = third.commit(SPACE, env, create_ops(env), 1)
     a = Session("DEV-A", [(SPACE, env)], FakeLog("DEV-X", Ed25519PrivateKey.generate()),
                 relay_push=True)
@@ -64,7 +64,7 @@ def _sent_after_relay(relay_to) -> set[type]:
             if isinstance(ev, Send):
                 nxt += (b if ev.link is a else a).receive_data(ev.data, 0)
         pending = nxt
-    events = a.local_changeset(SPACE, env, "DEV-C", 1, cs.encode(), 10,
+    events = a.local_changeset(SPACE, env, author, 1, cs.encode(), 10,
                                relay_to=relay_to) + a.tick(1000)
     reasm = Reassembler()
     return {type(decode_message(m)) for ev in events if isinstance(ev, Send)
@@ -77,3 +77,11 @@ def test_a_child_gets_the_change_set_pushed_and_another_neighbour_an_announcemen
     told = _sent_after_relay(lambda peer: False)
     assert Cs not in told and Have in told
     assert Cs in _sent_after_relay(None)  # no tree: pushed as before
+
+
+def test_our_own_edit_is_pushed_only_where_relay_to_says() -> None:
+    """A link left over from an older overlay gets only announcements of our edits too, so
+    the change sets it carries do not keep it open."""
+    assert Cs in _sent_after_relay(lambda peer: True, author="DEV-A")
+    told = _sent_after_relay(lambda peer: False, author="DEV-A")
+    assert Cs not in told and Have in told

@@ -497,11 +497,15 @@ def test_relay_command_refuses_half_tls(tmp_path: Path) -> None:
 
 
 def test_daemon_relay_setting_builds_a_relay_transport() -> None:
+    """The daemon's relays are a fleet: the configured ones for spaces naming none, and
+    (without any configured) still one, for the relays the spaces name (issue 11/17)."""
     from mocksync.agent.runner import build_transport
+    from mocksync.net.relay_fleet import RelayFleet
 
     t = build_transport(Settings(relay="http://127.0.0.1:9", mdns=False))
-    assert isinstance(t, RelayTransport) and t.url == "http://127.0.0.1:9"
-    assert build_transport(Settings(relay=None, mdns=False)) is None
+    assert isinstance(t, RelayFleet) and t.configured == ("http://127.0.0.1:9",)
+    bare = build_transport(Settings(relay=None, mdns=False))
+    assert isinstance(bare, RelayFleet) and bare.configured == ()
 
 
 async def test_status_before_and_while_offline(lab: Lab) -> None:

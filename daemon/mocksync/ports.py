@@ -49,13 +49,14 @@ class SpaceDirectory(Protocol):
 
 
 class PinBook(Protocol):
-    """Where a relay client keeps the relay key each space pinned on first use (TOFU):
-    `net.relay_client.RelayPins` pins nothing, `spaceio.store.SpacePins` keeps them with the
-    home's spaces."""
+    """Where a relay client keeps the relay key each space pinned on first use (TOFU), one
+    per (space, relay address) (issue 17): `net.relay_client.RelayPins` pins nothing,
+    `spaceio.store.SpacePins` keeps them with the home's spaces. `pinned_many`: the key each
+    space expects at `url` (None: none yet); `admitted`: the relay at `url` presenting
+    `relay_key` admitted this device to `spaces`, pin it where none is."""
 
-    def pinned(self, space: str) -> bytes | None: ...
-    def pinned_many(self, spaces: Sequence[str]) -> dict[str, bytes | None]: ...
-    def pin(self, space: str, relay_key: bytes) -> None: ...
+    def pinned_many(self, spaces: Sequence[str], url: str) -> dict[str, bytes | None]: ...
+    def admitted(self, spaces: Sequence[str], url: str, relay_key: bytes) -> None: ...
     def name(self, space: str) -> str | None: ...
 
 

@@ -39,6 +39,7 @@ import os
 import shlex
 import shutil
 import stat
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -74,10 +75,12 @@ from ..model.files import (
     file_mode,
     judge_local_file,
     judge_peer_file,
+    link_watch,
     linked_by,
     linked_here,
     linked_paths,
     linked_paths_of_state,
+    links_touched,
     peer_file_refusals,
     plan_links,
     private_rels,
@@ -88,6 +91,7 @@ from ..model.files import (
     summary,
     team_marker,
 )
+from ..model.state import State
 from .errors import QuotaRefusal
 from .folderread import SkippedFile, open_regular, read_regular
 from .watcher import is_environment_name
@@ -176,6 +180,20 @@ def _realpath(path: Path, dirs: dict[Path, str]) -> str:
     return joined
 
 
+@dataclass
+class _LinkView:
+    """What one State says about linked files (its references and file entities), made at
+    its touch number `mark`, kept while the State's later touches cannot change it
+    (`files.links_touched`); `seq` names this view (a new one each time it is made)."""
+
+    state: weakref.ReferenceType[State]
+    mark: int
+    refs: list[Any]
+    files: dict[str, Any]
+    watched: frozenset[str]
+    seq: int
+
+
 def _sig(st: os.stat_result) -> FileSig:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
@@ -213,6 +231,29 @@ class LinkedFiles:
         #: of a 15 MB environment is ~200 ms, far too much for every `status` (issue 12).
         self._plans: dict[str, tuple[tuple[Any, ...], Any, Any, list[dict[str, Any]],
                                      set[str]]] = {}
+        #: Per env: the State's linked-file view (`_view`), and the view a whole
+        #: `reconcile` last ran on: a teammate's change that cannot touch a link (nearly
+        #: all of them) then costs no walk of the environment and no stat of its files.
+        self._views: dict[str, _LinkView] = {}
+        self._view_seq = 0
+        self._reconciled: dict[str, int] = {}
+
+    def _view(self, env: str, state: State) -> _LinkView:
+        """The linked-file view of `state` (see `_LinkView`), made again only when a touch
+        since the last one may have changed it."""
+        v = self._views.get(env)
+        if v is not None and v.state() is state:
+            touched = state.touched_since(v.mark)
+            if not touched or not links_touched(state, touched, v.watched):
+                v.mark = state.touches
+                return v
+        mark = state.touches  # (read before the walk: a touch meanwhile is seen next time)
+        refs = linked_paths_of_state(state)
+        self._view_seq += 1
+        v = _LinkView(weakref.ref(state), mark, refs, file_entities(state),
+                      link_watch(state, refs), self._view_seq)
+        self._views[env] = v
+        return v
 
     @property
     def folder(self) -> Path:
@@ -382,12 +423,18 @@ class LinkedFiles:
         env_ent = state.entity(rt.uuid)
         if env_ent is None or not env_ent.live:
             return
-        links = plan_links(linked_paths_of_state(state))
+        view = self._view(rt.uuid, state)
+        if not local and only is None and self._reconciled.get(rt.uuid) == view.seq:
+            # A teammate's change that touched no link, and every link was looked at since
+            # the last one that did: nothing here to write. Changes on disk are the poll's.
+            self._ensure_poll()
+            return
+        links = plan_links(view.refs)
         synced = {lk.rel for lk in links if lk.state == SYNCED and lk.rel is not None}
         private = private_rels(links)
         mine = linked_here(links, host.device, state.deps_of)  # paths this device linked
         label = shlex.quote(rt.path.name)
-        ents = file_entities(state)
+        ents = view.files
         seen = self._seen.setdefault(rt.uuid, {})
         had = self._had.setdefault(rt.uuid, set())
         had_before = set(had)
@@ -476,6 +523,8 @@ class LinkedFiles:
                 log.warning("linked file %s of %s: %s", rel, rt.uuid, reason)
         if commits:
             self._commit(rt, state, commits, seen)
+        if only is None:
+            self._reconciled[rt.uuid] = view.seq
         had |= {r for r in before if r not in seen and r in synced}  # deleted, still linked
         if seen != before or had != had_before:
             self._save_seen(rt.uuid)
@@ -583,6 +632,8 @@ class LinkedFiles:
         for env in [e for e in self._seen if self.host.env(e) is None]:
             self._seen.pop(env, None)  # no longer synced here
             self._had.pop(env, None)
+            self._views.pop(env, None)
+            self._reconciled.pop(env, None)
             self._track(env, set())
         changed: dict[str, set[str]] = {}  # env -> its changed paths
         for path in list(self._tracked):
@@ -618,13 +669,14 @@ class LinkedFiles:
         store = self.host.store
         label = shlex.quote(rt.path.name)
         seen = self._seen.get(rt.uuid, {})
-        key = (store.generation(rt.uuid), label, tuple(sorted(seen.items())))
+        state = store.state(rt.uuid)
+        view = self._view(rt.uuid, state)
+        key = (view.seq, label, tuple(sorted(seen.items())))
         hit = self._plans.get(rt.uuid)
         if hit is not None and hit[0] == key:
             return hit[1], hit[2], hit[3], hit[4]
-        state = store.state(rt.uuid)
-        ents = file_entities(state)
-        links = plan_links(linked_paths_of_state(state), label)
+        ents = view.files
+        links = plan_links(view.refs, label)
         synced = {lk.rel for lk in links if lk.state == SYNCED and lk.rel is not None}
         refused = peer_file_refusals(state, synced, private_rels(links), dict(seen))
         mine = linked_here(links, self.host.device, state.deps_of)

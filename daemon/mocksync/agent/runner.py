@@ -29,16 +29,16 @@ log = logging.getLogger("mocksync.daemon")
 
 
 def build_transport(settings: Settings) -> Any:
-    """The transports the settings ask for, side by side: LAN peers (mDNS + WebRTC, when
-    `mdns` is on or bind addresses are given) and the relay; None when there are none."""
+    """The transports of a daemon, side by side: LAN peers (mDNS + WebRTC, when `mdns` is on
+    or bind addresses are given) and the relays (`net.relay_fleet`: one connection per relay
+    route of its spaces: the relays each space names, the settings' relays for spaces that
+    name none; docs/design/relay.md "Which relay carries which space")."""
     from ..net.lan_transport import build_lan_transport
+    from ..net.relay_fleet import RelayFleet
 
-    transports: list[Any] = [build_lan_transport(settings)]
-    if settings.relay:
-        from ..net.relay_transport import RelayTransport
-
-        transports.append(RelayTransport(settings.relays,
-                                         snapshot_every=settings.snapshot_changesets))
+    transports: list[Any] = [build_lan_transport(settings),
+                             RelayFleet(settings.relays,
+                                        snapshot_every=settings.snapshot_changesets)]
     transports = [t for t in transports if t is not None]
     if not transports:
         return None

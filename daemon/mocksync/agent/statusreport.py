@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from .daemon import Agent
 
 
+#: Why `status` shows no relay: neither a space nor the settings name one.
+NO_RELAY = ("no relay: no space names one (`space create --relay URL`) and none is configured "
+            "(`daemon --relay URL`); edits sync with LAN peers only")
+
+
 class StatusReport:
     """Gathers status rows from the other parts (owned by `Agent`)."""
 
@@ -40,7 +45,9 @@ class StatusReport:
             "relay": tstat.get("relay", {"url": self.agent.settings.relay,
                                          "state": "offline" if self.agent.settings.relay else "none",
                                          "reason": None if self.agent.settings.relay else
-                                         "no relay configured"}),
+                                         NO_RELAY}),
+            # Every relay connection (one per relay route of the spaces, net.relay_fleet).
+            "relays": tstat.get("relays", []),
             "spaces": self.spaces(),
             "peers": tstat.get("peers", []),
             "progress": tstat.get("progress", []),  # catch-ups in flight (sync/progress.py)

@@ -182,7 +182,15 @@ def status_cmd(ctx: Ctx, wait: bool, timeout: float, as_json: bool) -> None:
     d, dm, r = st["device"], st["daemon"], st["relay"]
     click.echo(f"device  {d['name']} ({d['id']})")
     click.echo(f"daemon  running, version {dm['version']}, folder {dm['folder']}")
-    click.echo(relay_text(r))
+    connections = st.get("relays") or []
+    if len(connections) > 1:  # one per relay route of the spaces (net.relay_fleet)
+        names = {sp.get("id"): sp.get("name") for sp in st.get("spaces") or ()}
+        for row in connections:
+            click.echo(relay_text(row))
+            carried = [str(names.get(s) or str(s)[:12]) for s in row.get("serves") or ()]
+            click.echo(f"        for {', '.join(carried) or 'no space'}")
+    else:
+        click.echo(relay_text(r))
     for sp in st.get("spaces") or ():  # the relays each space names (issue 17)
         if sp.get("relays"):
             click.echo(f"space   {sp['name']}: relays {', '.join(sp['relays'])}")

@@ -228,21 +228,23 @@ def space_unpin_relay_cmd(ctx: click.Context, spaces: tuple[str, ...]) -> None:
     this device is pinned instead. Restart the daemon (or `mocksync reconnect`) afterwards.
     """
     from ..relay.auth import fingerprint
-    from ..spaceio.store import relay_pin, set_relay_pin
+    from ..spaceio.store import relay_pins, set_relay_pin
 
     home = _home(ctx)
     chosen = [_space(ctx, space) for space in spaces]  # every name checked before any change
     for sp in chosen:
-        old = relay_pin(home, sp.space_id)
+        per_url, legacy = relay_pins(home, sp.space_id)  # pins are per relay address
+        old = list(dict.fromkeys([*([legacy] if legacy else []), *per_url.values()]))
         try:
             set_relay_pin(home, sp.space_id, None)
         except MocksyncError as exc:
             fail(str(exc))
-        if old is None:
+        if not old:
             click.echo(f"space {sp.name!r} had no relay key pinned")
         else:
-            click.echo(f"space {sp.name!r} forgot relay key {fingerprint(old)}; the next relay "
-                       "that admits this device is pinned")
+            keys = ", ".join(fingerprint(k) for k in old)
+            click.echo(f"space {sp.name!r} forgot relay key{'s' if len(old) > 1 else ''} "
+                       f"{keys}; the next relay that admits this device is pinned")
 
 
 # ---------------------------------------------------------------- invite / join
@@ -382,9 +384,10 @@ def _surely_member(home: Any, held: StoredSpace, device_id: str) -> bool:
     the admin device, which knows, admits the device again or says it is already a member."""
     if not held.state.is_member(device_id):
         return False
-    st = _daemon_status(home)
-    relay = (st or {}).get("relay") or {}
-    return relay.get("state") == "connected" and held.space_id in (relay.get("spaces") or ())
+    st = _daemon_status(home) or {}
+    connections = st.get("relays") or [st.get("relay") or {}]  # older daemons: one
+    return any(c.get("state") == "connected" and held.space_id in (c.get("spaces") or ())
+               for c in connections)
 
 
 def _daemon_relays(home: Any) -> tuple[str, ...]:
@@ -393,7 +396,12 @@ def _daemon_relays(home: Any) -> tuple[str, ...]:
     config.toml), at most MAX_SPACE_RELAYS; empty when neither names one."""
     from ..agent.settings import load_settings
 
-    st = (_daemon_status(home) or {}).get("relay") or {}
+    full = _daemon_status(home) or {}
+    # Only the configured relays' connection: another one carries spaces that named their
+    # own relays, which must not be handed to a space that named none (net.relay_fleet).
+    connections = full.get("relays")
+    st = (next((c for c in connections if c.get("source") == "config"), {})
+          if connections is not None else full.get("relay") or {})
     urls = [str(u) for u in [st.get("url"), *(st.get("urls") or ())] if u]
     if not urls:
         try:

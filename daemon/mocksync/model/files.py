@@ -36,7 +36,7 @@ import re
 import shlex
 import stat
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
@@ -275,6 +275,41 @@ def linked_paths_of_state(state: State) -> list[LinkRef]:
         reg = env.regs.get((*_TLS, r.field))
         refs.append(replace(r, origin=None if reg is None else reg.origin, armed_by=armed))
     return refs
+
+
+def link_watch(state: State, refs: list[LinkRef]) -> frozenset[str]:
+    """Entities whose touch may change `linked_paths_of_state(state)` (made into `refs`):
+    the referencing responses, callbacks and environment (TLS) themselves (a body no longer
+    FILE), and the route of every live FILE response (deleting or restoring a route hides
+    or shows its responses; its place orders them). See `links_touched`."""
+    out = {r.entity for r in refs}
+    for e in state.entities.values():
+        if e.kind == RESPONSE and e.live:
+            bt = e.regs.get(_BODY_TYPE)
+            if bt is not None and bt.value == "FILE":
+                out.add(_pos(e)[0])
+    return frozenset(out)
+
+
+def links_touched(state: State, touched: Iterable[str], watched: frozenset[str]) -> bool:
+    """May touching `touched` (`State.touched_since`) have changed the linked paths or the
+    file entities of `state`, since a view of them whose `link_watch` was `watched`? False
+    for the everyday edit (a label, a body, a route's path): the view is kept, and the walk
+    of every entity it took is not taken again (issue 15)."""
+    env_uuid = state.env_uuid
+    for u in touched:
+        e = state.entities.get(u)
+        if e is None or u in watched or e.kind == FILE:
+            return True
+        if e.kind in (RESPONSE, CALLBACK):
+            bt = e.regs.get(_BODY_TYPE)
+            if bt is not None and bt.value == "FILE":
+                return True
+        elif u == env_uuid:
+            tls = e.regs.get(_TLS)
+            if tls is not None and tls.value is not ABSENT:
+                return True  # (TLS files: few registers, rarely edited; looked at again)
+    return False
 
 
 def plan_links(refs: list[LinkRef], env_label: str = "ENV") -> list[Link]:

@@ -255,10 +255,34 @@ class State:
         self.render_cache: dict[str, dict[str, Any]] = {}
         #: Serialised text of those objects per layout (see `jsfmt.dumps`): (obj, level, text).
         self.text_cache: dict[Any, dict[str, tuple[Any, int, str]]] = {}
+        #: How many times `apply` or `load_record` touched entities, and each entity's last
+        #: touch, least recent first: a view derived from a few entities (the files an
+        #: environment links) asks what changed since it was made (`touched_since`) instead
+        #: of walking 25,000 entities after every change (issue 15).
+        self.touches = 0
+        self._touched: dict[str, int] = {}
 
     # ------------------------------------------------------------------ queries
     def entity(self, uuid: str) -> Entity | None:
         return self.entities.get(uuid)
+
+    def touched_since(self, mark: int) -> list[str]:
+        """Entities touched after the touch numbered `mark` (`touches` when a view was
+        made), most recent first: as many steps as there are such entities."""
+        out: list[str] = []
+        touched = self._touched
+        for u in reversed(touched):
+            if touched[u] <= mark:
+                break
+            out.append(u)
+        return out
+
+    def _mark(self, uuids: Iterable[str]) -> None:
+        self.touches += 1
+        n, touched = self.touches, self._touched
+        for u in uuids:
+            touched.pop(u, None)  # (re-inserted last: the dict stays in touch order)
+            touched[u] = n
 
     def live(self, kind: str | None = None) -> Iterable[Entity]:
         for e in self.entities.values():
@@ -489,6 +513,8 @@ class State:
                 self._delete(ent, stamp, origin, deps, res)
         for u in res.touched:
             self.render_cache.pop(u, None)
+        if res.touched:
+            self._mark(res.touched)
         if res.touched and (self.contested or self.dead or any(
                 self.entities[u].deleted for u in res.touched)):
             for u in sorted(res.touched):
@@ -633,6 +659,7 @@ class State:
                 self.contested.add((uuid, rid))
         self.entities[uuid] = e
         self.render_cache.pop(uuid, None)
+        self._mark((uuid,))
 
     def copy(self) -> State:
         """Deep enough copy for what-if merges (registers are replaced, never mutated in place)."""

@@ -539,8 +539,10 @@ class LanTransport:
         wanted = co_editors(where, editing, self._online())
         until = time.monotonic() + self.link_idle_s
         fresh = [d for d in wanted if d not in self.links and d not in self._on_demand]
-        for d in fresh:
+        for d in wanted:  # wanted (and pushed to, `_relay_to`) while either of us edits
             self._on_demand[d] = until
+            if d in self.links:
+                self._used(d)
         if fresh:
             self._dial_wake.set()
 
@@ -563,9 +565,7 @@ class LanTransport:
         if self.book is None:
             return
         linked = [d for d in self.links if space in self._link_spaces.get(self.links[d], ())]
-        for d in linked:
-            self._used(d)
-        if linked:
+        if linked:  # (a link is kept by the change sets it carries, `_deliver`/`_used`)
             return
         until = time.monotonic() + self.link_idle_s
         reachable = sorted(d for d, r in self.book.peers.items()
@@ -917,7 +917,8 @@ class LanTransport:
         self._ensure_env(space, env)
         self._demand(space)
         self._link_co_editors((space, env))  # a link closed while idle reopens on an edit
-        self._run(self.hub.committed(space, env, device, seq, wire, _mono_ms()))
+        self._run(self.hub.committed(space, env, device, seq, wire, _mono_ms(),
+                                     relay_to=self._relay_to(self.me)))
 
     def _on_agent_event(self, event: dict[str, Any]) -> None:
         if (event.get("event") != "change" or event.get("origin") != "remote"
@@ -934,10 +935,12 @@ class LanTransport:
                                      relay_to=self._relay_to(device)))
 
     def _relay_to(self, origin: str) -> Callable[[str], bool] | None:
-        """Which peers a change set by `origin` that we applied is pushed to (the others are
-        told with a `have`): our children on the overlay's tree from `origin`
-        (`overlay.relay_children`) and every link beyond the overlay (on demand, co-editors:
-        opened to be fast). None: push on every link (a full mesh, or no tree known)."""
+        """Which peers a change set by `origin` (this device or another) is pushed to, the
+        others being told with a `have`: our children on the overlay's tree from `origin`
+        (`overlay.relay_children`; all our overlay neighbours when it is ours) and the links
+        opened on demand (co-editors, something to send: opened to be fast). A link left over
+        from an older overlay only gets announcements, so it goes idle and closes. None: push
+        on every link (a full mesh, or no tree known)."""
         online = frozenset(self._online())
         key = (origin, online)
         if key not in self._relay_cache:
@@ -949,8 +952,9 @@ class LanTransport:
         tree = self._relay_cache[key]
         if tree is None:
             return None
-        children, neighbours = tree
-        return lambda peer: peer in children or peer not in neighbours
+        children, _neighbours = tree
+        demand = self._on_demand
+        return lambda peer: peer in children or peer in demand
 
     def set_presence(self, *, space: str | None = None, env: str | None = None,
                      entity: str | None = None, editor: str | None = None, **_: Any) -> None:

@@ -238,18 +238,17 @@ def ws_url(url: str) -> str:
 
 
 class RelayPins:
-    """Where a client keeps the relay key each space pinned on first use (TOFU). The default
-    pins nothing (tools and tests); the daemon stores pins with its spaces."""
+    """Where a client keeps the relay key each space pinned on first use (TOFU), per (space,
+    relay address). The default pins nothing (tools and tests); the daemon stores pins with
+    its spaces (`spaceio.store.SpacePins`)."""
 
-    def pinned(self, space: str) -> bytes | None:
-        return None
+    def pinned_many(self, spaces: Sequence[str], url: str) -> dict[str, bytes | None]:
+        """Every space's pin at relay address `url` at once (a store reads them in one go)."""
+        return dict.fromkeys(spaces)
 
-    def pinned_many(self, spaces: Sequence[str]) -> dict[str, bytes | None]:
-        """Every space's pin at once (a store may read them in one go)."""
-        return {s: self.pinned(s) for s in spaces}
-
-    def pin(self, space: str, relay_key: bytes) -> None:
-        """Called once a relay presenting `relay_key` admitted this device to `space`."""
+    def admitted(self, spaces: Sequence[str], url: str, relay_key: bytes) -> None:
+        """Called once the relay at `url` presenting `relay_key` admitted this device to
+        `spaces`: pin it where a space has none for `url` yet."""
 
     def name(self, space: str) -> str | None:
         return None
@@ -540,9 +539,8 @@ class RelayClient:
             if not isinstance(welcome, Welcome):
                 raise RelayProtocolError(f"expected welcome, got {welcome.KIND}")
             self.accepted = {s: to_legacy(info) for s, info in welcome.ok.items()}
-            held = self.pins.pinned_many(sorted(self.accepted))
-            for space in sorted(s for s, k in held.items() if k is None):
-                self.pins.pin(space, challenge.key)  # trust on first use: the space's relay now
+            # Trust on first use, per (space, address): this address's key for the space now.
+            self.pins.admitted(sorted(self.accepted), self.url, challenge.key)
             self.space_refusals = dict(welcome.no)
             self.uploaded = {s: {hashlib.sha256(w).digest() for w in logs[s]} for s in self.accepted}
             self.presence = {s: {} for s in self.accepted}
@@ -576,14 +574,14 @@ class RelayClient:
 
     def _check_relay(self, challenge: Challenge, spaces: Mapping[str, Any]) -> None:
         """Before signing anything: the relay must hold the key it announces, and that key must
-        be the one every space pinned (when it pinned one)."""
+        be the one every space pinned for this address (when it pinned one)."""
         key = challenge.key
         if not check_relay_proof(key, challenge.nonce, self.identity.device_id, challenge.proof):
             raise RelayRefused("relay_key_changed", (
                 f"the relay at {self.url} announced key {fingerprint(key)} but its challenge is "
                 "not signed by it: it is not a genuine mocksync relay; nothing was sent"))
         self.relay_key = key
-        pins = self.pins.pinned_many(sorted(spaces))
+        pins = self.pins.pinned_many(sorted(spaces), self.url)
         wrong = sorted(s for s, k in pins.items() if k is not None and k != key)
         if wrong:  # names are looked up only for the sentence
             names = {s: self.pins.name(s) or s[:12] for s in wrong[:MAX_NAMED_SPACES]}

@@ -21,8 +21,9 @@ dir, mode 0600) and signs every challenge it issues (`prove_relay`: the nonce an
 is talking to), and the device signs `[nonce, device, relay key, origin]` where origin is the
 relay's address exactly as the device dialled it. A relay accepts an answer only when the key
 is its own and the origin is one of its addresses (its configured public URLs, else the Host
-the client sent). The device pins the relay key per space the first time that relay admits it
-(TOFU, stored with the space) and refuses to answer a relay announcing another key: a
+the client sent). The device pins the relay key per space and relay address the first time
+that relay admits it (TOFU, stored with the space; issue 17: a space may name several
+independent relays) and refuses to answer a relay announcing another key at that address: a
 signature given to one relay is worthless at any other.
 """
 

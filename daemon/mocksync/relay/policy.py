@@ -23,7 +23,8 @@ Codes:
 | bad_envelope         | an envelope naming a device the space does not know         | -          |
 | slow_consumer        | the session's outgoing queue overflowed (it catches up)     | normal     |
 | shutting_down        | the relay is stopping                                       | normal     |
-| timeout              | the handshake took longer than AUTH_TIMEOUT_S               | normal     |
+| timeout              | the handshake took longer than AUTH_TIMEOUT_S, or the device | normal     |
+|                      | answered nothing for relay.session.STALL_TIMEOUT_S (reaped)  |            |
 | compacted            | a fetch needs change sets dropped after a snapshot          | snapshot   |
 | bad_snapshot         | a snapshot upload was refused (signature, size, coverage)   | -          |
 """

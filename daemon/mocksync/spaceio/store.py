@@ -29,6 +29,7 @@ from ..space.errors import MembershipError, SpaceNotFoundError
 from ..space.invite import InviteBook, IssuedInvite
 from ..space.membership import Entry, SpaceState, extend_log, verify_log
 from ..space.names import names_key
+from ..space.relayroutes import pin_for
 from ..store.docs import open_docs
 
 SPACES_TABLE = "spaces"
@@ -226,42 +227,112 @@ def save_invite_book(home: Home, book: InviteBook) -> None:
 
 
 # ---------------------------------------------------------------------- relay key pins (TOFU)
-#: Field of a space's document holding the relay key it pinned (base64 of 32 raw bytes).
+#: Field of a space's document holding the relay key it pinned before pins were per address
+#: (base64 of 32 raw bytes): still read (`space.relayroutes.pin_for`), no longer written.
 RELAY_PIN_FIELD = "relay_key"
+#: Field of a space's document holding its relay key pins per relay address (issue 17):
+#: {url: base64 of the key}.
+RELAY_PINS_FIELD = "relay_keys"
+#: Addresses one space keeps pins for (its own relays and a cluster's instances); past it,
+#: the oldest pin gives way, so a space's document never grows without bound.
+MAX_PINS_PER_SPACE = 32
 
 
-def relay_pin(home: Home, space_id: str) -> bytes | None:
-    """The relay key this space pinned the first time a relay admitted this device to it."""
+def _pins_of(doc: Mapping[str, Any] | None) -> tuple[dict[str, bytes], bytes | None]:
+    """A space document's pins per address and its legacy (per space) pin; unreadable
+    entries are skipped, never fatal (the file is the user's)."""
+    if not doc:
+        return {}, None
+    per_url: dict[str, bytes] = {}
+    raw = doc.get(RELAY_PINS_FIELD)
+    if isinstance(raw, dict):
+        for url, text in raw.items():
+            if isinstance(url, str) and isinstance(text, str) and text:
+                try:
+                    per_url[url] = _unb64(text)
+                except ValueError:
+                    continue
+    text = doc.get(RELAY_PIN_FIELD)
+    legacy: bytes | None = None
+    if isinstance(text, str) and text:
+        try:
+            legacy = _unb64(text)
+        except ValueError:
+            legacy = None
+    return per_url, legacy
+
+
+def _space_doc(home: Home, space_id: str) -> dict[str, Any] | None:
     if not home.docs.exists():
         return None
     with open_docs(home.docs) as db:
         doc = db.table(SPACES_TABLE).get(Query().space_id == space_id)
-    text = doc.get(RELAY_PIN_FIELD) if doc else None
-    return _unb64(text) if isinstance(text, str) and text else None
+    return dict(doc) if doc else None
 
 
-def set_relay_pin(home: Home, space_id: str, relay_key: bytes | None) -> None:
-    """Pin `relay_key` for the space (None: forget the pin, so the next relay is trusted on
-    first use again: what a person does after reinstalling or moving the relay on purpose)."""
+def relay_pins(home: Home, space_id: str) -> tuple[dict[str, bytes], bytes | None]:
+    """Every relay key `space_id` pinned: per address, and the legacy per-space pin."""
+    return _pins_of(_space_doc(home, space_id))
+
+
+def relay_pin(home: Home, space_id: str, url: str | None = None) -> bytes | None:
+    """The relay key the space expects at `url` (`space.relayroutes.pin_for`). Without `url`:
+    the key it pinned first (the legacy pin, else its first address's), None if none."""
+    per_url, legacy = relay_pins(home, space_id)
+    if url is not None:
+        return pin_for(per_url, legacy, url)
+    return legacy if legacy is not None else next(iter(per_url.values()), None)
+
+
+def set_relay_pin(home: Home, space_id: str, relay_key: bytes | None,
+                  url: str | None = None) -> None:
+    """Pin `relay_key` for the space at relay address `url`. `relay_key` None forgets: the
+    pin of `url`, or (no `url`) every pin of the space, so the next relay is trusted on first
+    use again (what a person does after reinstalling or moving the relay on purpose). A key
+    without `url` sets the legacy per-space pin (tools and tests of old homes)."""
     with locked(home) as db:
         table = db.table(SPACES_TABLE)
-        if table.get(Query().space_id == space_id) is None:
+        doc = table.get(Query().space_id == space_id)
+        if doc is None:
             raise SpaceNotFoundError(f"this device belongs to no space {space_id}")
-        table.update({RELAY_PIN_FIELD: _b64(relay_key) if relay_key else ""},
-                     Query().space_id == space_id)
+        per_url, legacy = _pins_of(doc)
+        if url is None:
+            per_url, legacy = ({}, None) if relay_key is None else (per_url, relay_key)
+        elif relay_key is None:
+            per_url.pop(url, None)
+        else:
+            per_url, legacy = _with_pin(per_url, legacy, url, relay_key)
+        table.update(_pin_fields(per_url, legacy), Query().space_id == space_id)
+
+
+def _with_pin(per_url: dict[str, bytes], legacy: bytes | None, url: str, key: bytes
+              ) -> tuple[dict[str, bytes], bytes | None]:
+    """The pins after pinning `key` at `url`: the first address pinned replaces the legacy
+    per-space pin (it was checked against it), and the oldest gives way past the limit."""
+    out = {u: k for u, k in per_url.items() if u != url}
+    out[url] = key
+    while len(out) > MAX_PINS_PER_SPACE:
+        out.pop(next(iter(out)))
+    return out, None
+
+
+def _pin_fields(per_url: Mapping[str, bytes], legacy: bytes | None) -> dict[str, Any]:
+    return {RELAY_PIN_FIELD: _b64(legacy) if legacy else "",
+            RELAY_PINS_FIELD: {u: _b64(k) for u, k in per_url.items()}}
 
 
 class SpacePins:
-    """The relay client's pin book (net.relay_client.RelayPins) kept with this home's spaces."""
+    """The relay client's pin book (net.relay_client.RelayPins) kept with this home's spaces:
+    one pin per (space, relay address)."""
 
     def __init__(self, home: Home) -> None:
         self.home = home
 
-    def pinned(self, space: str) -> bytes | None:
-        return relay_pin(self.home, space)
+    def pinned(self, space: str, url: str) -> bytes | None:
+        return relay_pin(self.home, space, url)
 
-    def pinned_many(self, spaces: Iterable[str]) -> dict[str, bytes | None]:
-        """Every space's pin from one read of the documents."""
+    def pinned_many(self, spaces: Iterable[str], url: str) -> dict[str, bytes | None]:
+        """Every space's pin at `url` from one read of the documents."""
         wanted = set(spaces)
         out: dict[str, bytes | None] = dict.fromkeys(wanted)
         if not wanted or not self.home.docs.exists():
@@ -269,13 +340,34 @@ class SpacePins:
         with open_docs(self.home.docs) as db:
             docs = db.table(SPACES_TABLE).all()
         for doc in docs:
-            text = doc.get(RELAY_PIN_FIELD)
-            if doc.get("space_id") in wanted and isinstance(text, str) and text:
-                out[doc["space_id"]] = _unb64(text)
+            if doc.get("space_id") in wanted:
+                out[doc["space_id"]] = pin_for(*_pins_of(doc), url)
         return out
 
-    def pin(self, space: str, relay_key: bytes) -> None:
-        set_relay_pin(self.home, space, relay_key)
+    def admitted(self, spaces: Iterable[str], url: str, relay_key: bytes) -> None:
+        """The relay at `url` presenting `relay_key` admitted this device to `spaces` (after
+        `pinned_many` found no other key there): pin it where the space has no pin for `url`
+        yet (trust on first use), moving a legacy per-space pin; one write, none if nothing
+        changes."""
+        wanted = set(spaces)
+        if not wanted or not self.home.docs.exists():
+            return
+        with open_docs(self.home.docs) as db:  # the common case: every pin is there already
+            docs = db.table(SPACES_TABLE).all()
+        if all(_pins_of(d)[0].get(url) is not None for d in docs
+               if d.get("space_id") in wanted):
+            return
+        with locked(self.home) as db:
+            table = db.table(SPACES_TABLE)
+            for doc in table.all():
+                sid = doc.get("space_id")
+                if sid not in wanted:
+                    continue
+                per_url, legacy = _pins_of(doc)
+                if per_url.get(url) is not None:
+                    continue  # already pinned here (checked equal before signing)
+                new_pins, new_legacy = _with_pin(per_url, legacy, url, relay_key)
+                table.update(_pin_fields(new_pins, new_legacy), Query().space_id == sid)
 
     def name(self, space: str) -> str | None:
         try:
@@ -285,6 +377,8 @@ class SpacePins:
 
 
 __all__ = [
+    "MAX_PINS_PER_SPACE",
+    "RELAY_PINS_FIELD",
     "RELAY_PIN_FIELD",
     "SpacePins",
     "StoredSpace",
@@ -296,6 +390,7 @@ __all__ = [
     "locked",
     "rejoin_space",
     "relay_pin",
+    "relay_pins",
     "save_invite_book",
     "set_relay_pin",
 ]

@@ -117,8 +117,8 @@ class Hub:
         *, relay_to: Callable[[str], bool] | None = None,
     ) -> list[Event]:
         """The store applied a change set (local edit or from any peer): tell every session.
-        `relay_to(peer device)`: whether a session relaying pushes (`relay_push`) pushes
-        another device's change set to that peer, or only announces it (None: push)."""
+        `relay_to(peer device)`: whether the change set is pushed to that peer (our own, or
+        another device's on a `relay_push` session) or only announced (None: pushed)."""
         events: list[Event] = []
         for session in list(self.sessions.values()):
             events += session.local_changeset(space, env, device, seq, wire, now_ms,

@@ -487,9 +487,9 @@ class Session:
         """The local store applied `device#seq` (our own edit, or one received from anyone).
 
         Call it on every session for every change set the store applies, including ones a
-        delivery unblocked. Our own edits are pushed to the peer; others are announced (or
-        pushed, with `relay_push`, to a peer `relay_to` accepts), and nothing goes back to a
-        peer that already has it.
+        delivery unblocked. Our own edits are pushed to the peer, others' only with
+        `relay_push`, and either only to a peer `relay_to` accepts (None: any); what is not
+        pushed is announced, and nothing goes back to a peer that already has it.
         """
         pair = (space, env)
         self._wants.applied(space, env, device, seq)
@@ -501,9 +501,8 @@ class Session:
         key = (space, env, device, seq)
         if self._peer_has(key, now_ms):
             return []
-        relay = self.relay_push and (relay_to is None or self.peer_device is None
-                                     or relay_to(self.peer_device))
-        if (device == self.device or relay) and pair in self._heard:
+        allowed = relay_to is None or self.peer_device is None or relay_to(self.peer_device)
+        if (device == self.device or self.relay_push) and allowed and pair in self._heard:
             # Push only once the peer told us its vector: before that it may be fetching
             # our older sets from someone else, and a push could duplicate them.
             frontier = max(self._peer_vv[pair].get(device, 0), self._top.get(key[:3], 0))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 
 class FieldError(Exception):
@@ -34,6 +34,15 @@ class FieldError(Exception):
 
 def _type_name(v: Any) -> str:
     return type(v).__name__
+
+
+def _within(where: str, exc: FieldError) -> FieldError:
+    """`exc`, raised by a part checked with a relative position, placed under `where`.
+
+    Containers check their parts with the part's position only (`[3]`, ` seq`) and build the
+    full position when a part fails: naming every element's position up front cost a fifth
+    of the decode time of a batch of a thousand envelopes."""
+    return FieldError(where + exc.where, exc.problem, limit=exc.limit)
 
 
 class Check:
@@ -146,7 +155,12 @@ class ListOf(Check):
             raise FieldError(where, f"expected {self.what}, got {_type_name(v)}")
         self._size(v, where)
         inner = self.inner.decode
-        out = [inner(x, f"{where}[{n}]") for n, x in enumerate(v)]
+        out = []
+        try:
+            for x in v:
+                out.append(inner(x, ""))
+        except FieldError as exc:
+            raise _within(f"{where}[{len(out)}]", exc) from None
         if self.whole is not None:
             self.whole(out, where)
         return tuple(out) if self.tuple_ else out
@@ -177,7 +191,17 @@ class MapOf(Check):
             raise FieldError(where, f"{len(v)} entries, over the {self.hi} limit", limit=True)
         kc = self.key.encode if enc else self.key.decode
         vc = self.value.encode if enc else self.value.decode
-        return {kc(k, f"{where} key"): vc(x, f"{where}[{str(k)[:32]}]") for k, x in v.items()}
+        out = {}
+        for k, x in v.items():
+            try:
+                ck = kc(k, "")
+            except FieldError as exc:
+                raise _within(f"{where} key", exc) from None
+            try:
+                out[ck] = vc(x, "")
+            except FieldError as exc:
+                raise _within(f"{where}[{str(k)[:32]}]", exc) from None
+        return out
 
     def decode(self, v: Any, where: str) -> dict[Any, Any]:
         return self._run(v, where, False)
@@ -199,8 +223,13 @@ class Struct(Check):
     def decode(self, v: Any, where: str) -> Any:
         if type(v) is not list or len(v) != len(self.checks):
             raise FieldError(where, f"expected {self.what}")
-        return self.build(*(c.decode(x, f"{where} {name}" if name else where)
-                            for (name, c), x in zip(self.checks, v, strict=True)))
+        parts = []
+        for (name, c), x in zip(self.checks, v, strict=True):
+            try:
+                parts.append(c.decode(x, ""))
+            except FieldError as exc:
+                raise _within(f"{where} {name}" if name else where, exc) from None
+        return self.build(*parts)
 
     def encode(self, v: Any, where: str) -> list[Any]:
         try:
@@ -216,8 +245,6 @@ class Struct(Check):
 class RecordCheck(Check):
     """A nested record: a map with exactly the keys of a `Record` class (see `wire.codec`).
     Bound late so records can refer to records declared after them."""
-
-    is_record: ClassVar[bool] = True
 
     def __init__(self, cls: Callable[[], type[Any]] | type[Any]) -> None:
         self._cls = cls

@@ -1,0 +1,186 @@
+"""The daemon's relay connections: one `RelayTransport` per relay route of its spaces.
+
+Why: a space names the relays its team picked (issue 17), and a daemon must sync each space
+through those and no other (offering a space to a relay tells it the space exists, who is in
+it and when they are online). Before this, a daemon dialled only the relays of its settings
+(`--relay`, config.toml) and offered every space to them, so the README's own setup (a space
+made with `space create --relay URL`, a daemon started without `--relay`) synced nothing
+through the relay. The routing is decided by `space.relayroutes.plan_routes` (pure); this
+module only carries it out: it opens a transport per route, limited to that route's spaces,
+and hands each broadcast to the transport of its space.
+
+Spaces created, joined or left while the daemon runs are picked up without a restart: the
+routes are planned again when the CLI pokes the daemon (`reconnect` after `join`,
+`membership` after `invite`/`remove`) and every `PLAN_CHECK_S` (the space directory re-reads
+the home only when its documents changed). A new route gets its own connection; a space
+added to an existing route makes that connection reconnect to be admitted to it; a route no
+space needs any more is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..ports import AgentPort
+from ..space.relayroutes import Route, Routes, plan_routes, primary_route
+from .relay_client import RelayError
+from .relay_transport import LOG_CHECK_S, RelayTransport
+
+log = logging.getLogger("mocksync.relay.fleet")
+
+#: Seconds between checks for spaces whose relays this daemon does not dial yet (a space
+#: created or joined while it runs, when no CLI command told it).
+PLAN_CHECK_S = LOG_CHECK_S
+
+#: Where a route's relay connection comes from (tests pass their own).
+MakeTransport = Callable[[Route, set[str]], RelayTransport]
+
+
+class RelayFleet:
+    """`Transport` (mocksync/ports.py): the relay connections of every route of this device's
+    spaces. `configured`: the relays of the settings (`--relay`, config.toml), which carry
+    the spaces that name none (and, as one cluster, the spaces naming one of them)."""
+
+    def __init__(self, configured: Sequence[str] = (), *, plan_check_s: float = PLAN_CHECK_S,
+                 make: MakeTransport | None = None, **transport_kw: Any) -> None:
+        self.configured: Route = tuple(dict.fromkeys(configured))
+        self.plan_check_s = plan_check_s
+        self._kw = transport_kw
+        self._make: MakeTransport = make or self._new_transport
+        #: The open connections, by route.
+        self.transports: dict[Route, RelayTransport] = {}
+        self.routes = Routes()
+        self._route_of: dict[str, Route] = {}
+        self._agent: AgentPort | None = None
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    def _new_transport(self, route: Route, spaces: set[str]) -> RelayTransport:
+        return RelayTransport(list(route), spaces=spaces, **self._kw)
+
+    # ---------------------------------------------------------------- Transport protocol
+    async def start(self, agent: AgentPort) -> None:
+        self._agent = agent
+        await self.replan()
+        self._task = asyncio.create_task(self._plan_loop(), name="relay routes")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        async with self._lock:
+            for t in reversed(list(self.transports.values())):
+                await t.stop()
+            self.transports.clear()
+
+    def broadcast(self, space: str, env: str, wire: bytes) -> None:
+        route = self._route_of.get(space)
+        t = self.transports.get(route) if route is not None else None
+        if t is not None:
+            t.broadcast(space, env, wire)
+
+    async def reconnect(self) -> None:
+        """`mocksync reconnect`, and `join` telling the daemon: plan again (a new space may
+        name a relay not dialled yet), then every connection tries now."""
+        await self.replan()
+        for t in list(self.transports.values()):
+            await t.reconnect()
+
+    async def push_logs(self) -> None:
+        await self.replan()
+        for t in list(self.transports.values()):
+            with contextlib.suppress(RelayError):
+                await t.push_logs()
+
+    def set_presence(self, *, space: str | None = None, env: str | None = None,
+                     entity: str | None = None, editor: str | None = None) -> None:
+        for t in self.transports.values():
+            t.set_presence(space=space, env=env, entity=entity, editor=editor)
+
+    def status(self) -> dict[str, Any]:
+        """`relay`: the connection scripts written before several connections saw (the
+        configured relays' route, else the first); `relays`: every connection, each with the
+        spaces it carries (`serves`) and whether it is the configured relay (`source`), then
+        a row per space left without one (`unrouted`); peers and progress of all."""
+        rows: list[dict[str, Any]] = []
+        peers: list[dict[str, Any]] = []
+        progress: list[dict[str, Any]] = []
+        primary = primary_route(self.routes, self.configured)
+        relay: dict[str, Any] | None = None
+        for route, t in self.transports.items():
+            st = t.status()
+            row = st["relay"]
+            row["serves"] = list(self.routes.routes.get(route, ()))
+            row["source"] = "config" if route == self.configured else "space"
+            rows.append(row)
+            if route == primary:
+                relay = row
+            peers += st.get("peers", [])
+            progress += st.get("progress", [])
+        for space, reason in self.routes.unrouted.items():
+            rows.append({"url": None, "urls": [], "state": "none", "reason": reason,
+                         "serves": [space], "source": "space", "spaces": []})
+        out: dict[str, Any] = {"relays": rows, "peers": peers, "progress": progress}
+        if relay is not None:
+            out["relay"] = relay
+        return out
+
+    # ---------------------------------------------------------------- routes
+    def _plan(self) -> Routes:
+        agent = self._agent
+        if agent is None:
+            return Routes()
+        spaces = {s.space_id: s.state.relays for s in agent.spaces.spaces()}
+        return plan_routes(spaces, self.configured)
+
+    async def replan(self) -> None:
+        """Open, narrow, widen or close connections to match the spaces' routes now."""
+        if self._agent is None:
+            return
+        async with self._lock:
+            routes = self._plan()
+            if routes == self.routes and all(r in self.transports for r in routes.routes):
+                return
+            for space, reason in routes.unrouted.items():
+                if space not in self.routes.unrouted:
+                    log.warning("space %s has no relay connection: %s", space[:12], reason)
+            for route in [r for r in self.transports if r not in routes.routes]:
+                log.info("relay route %s carries no space any more: closing it", ", ".join(route))
+                await self.transports.pop(route).stop()
+            poke: list[RelayTransport] = []
+            for route, spaces in routes.routes.items():
+                t = self.transports.get(route)
+                if t is None:
+                    log.info("relay route %s for %d space(s)", ", ".join(route), len(spaces))
+                    t = self._make(route, set(spaces))
+                    self.transports[route] = t
+                    await t.start(self._agent)
+                elif t.only != set(spaces):
+                    gone = (t.only or set()) - set(spaces)
+                    t.only = set(spaces)
+                    if gone:
+                        await t.reconnect()  # no longer offered to this relay
+                    else:
+                        poke.append(t)  # admitted to the new space at its next push
+            self.routes = routes
+            self._route_of = {s: r for r, spaces in routes.routes.items() for s in spaces}
+        for t in poke:  # outside the lock: it may reconnect
+            with contextlib.suppress(RelayError):
+                await t.push_logs()
+
+    async def _plan_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.plan_check_s)
+            try:
+                await self.replan()
+            except Exception:  # a bad documents file must not end relay syncing for good
+                log.exception("planning relay routes failed; trying again later")
+
+
+__all__ = ["PLAN_CHECK_S", "RelayFleet"]

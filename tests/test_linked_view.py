@@ -1,0 +1,124 @@
+"""The linked-file view of a State is kept while changes cannot touch it (issue 15).
+
+`LinkedFiles` used to walk every entity of an environment (and stat every linked file) after
+each change; it now keeps what `linked_paths_of_state` and `file_entities` said and asks
+`files.links_touched` whether the entities touched since (`State.touched_since`) can have
+changed it. The property that matters: whenever it says no, a fresh walk gives the same."""
+
+from __future__ import annotations
+
+import copy
+import random
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mocksync.devtools.envgen import generate_env
+from mocksync.model import diff, state_from_doc
+from mocksync.model.files import (
+    file_entities,
+    file_uuid,
+    link_watch,
+    linked_paths_of_state,
+    links_touched,
+)
+
+ENV = generate_env(40_000, seed=3)
+
+
+def _with_links(doc: dict[str, Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    for i, route in enumerate(doc["routes"][:4]):
+        r = route["responses"][0]
+        r["bodyType"], r["filePath"] = "FILE", f"fixtures/r{i}.json"
+    return doc
+
+
+def test_touched_since_lists_what_changed_after_a_mark_most_recent_first() -> None:
+    state = state_from_doc(copy.deepcopy(ENV), rng=random.Random(0))
+    mark = state.touches
+    assert state.touched_since(mark) == []
+    a, b = (ENV["routes"][i]["responses"][0]["uuid"] for i in (0, 1))
+    state.apply([("s", a, ("v", "label"), "x")], (10**12, "B"))
+    state.apply([("s", b, ("v", "label"), "y")], (10**12 + 1, "B"))
+    assert state.touched_since(mark) == [b, a]
+    later = state.touches
+    state.apply([("s", a, ("v", "label"), "z")], (10**12 + 2, "B"))
+    assert state.touched_since(later) == [a]  # touched again: moved to the front, once
+    assert state.touched_since(mark) == [a, b]
+
+
+def test_everyday_edits_do_not_touch_links_and_link_edits_do() -> None:
+    doc = _with_links(ENV)
+    state = state_from_doc(doc, rng=random.Random(0))
+    refs = linked_paths_of_state(state)
+    watched = link_watch(state, refs)
+    assert len(refs) >= 4
+
+    def touches(ops: list[tuple]) -> bool:
+        mark = state.touches
+        state.apply(ops, (10**12 + state.touches, "B"))
+        return links_touched(state, state.touched_since(mark), watched)
+
+    linked = doc["routes"][0]["responses"][0]["uuid"]
+    quiet = next(r for r in doc["routes"] if all(x.get("bodyType") != "FILE"
+                                                 for x in r["responses"]))
+    plain = quiet["responses"][0]["uuid"]
+    assert not touches([("s", plain, ("v", "label"), "a label")])
+    assert not touches([("s", quiet["uuid"], ("v", "endpoint"), "elsewhere")])
+    assert not touches([("s", doc["uuid"], ("v", "port"), 4000)])
+    assert not touches([("s", plain, ("v", "filePath"), "x.json")])  # not a FILE body
+    assert touches([("s", plain, ("v", "bodyType"), "FILE")])
+    assert touches([("s", linked, ("v", "filePath"), "fixtures/other.json")])
+    assert touches([("s", linked, ("v", "label"), "its label")])  # (a referencing one)
+    assert touches([("d", doc["routes"][1]["uuid"])])  # the route of a FILE response
+    rel = "fixtures/r0.json"
+    assert touches([("c", file_uuid(doc["uuid"], rel), "file", [(("v", "path"), rel)])])
+
+
+_edit_kinds = st.lists(st.tuples(st.integers(0, 7), st.integers(0, 10**6)), min_size=1,
+                       max_size=8)
+
+
+@settings(max_examples=30, deadline=None)
+@given(_edit_kinds)
+def test_a_kept_view_always_equals_a_fresh_walk(edits: list[tuple[int, int]]) -> None:
+    doc = _with_links(ENV)
+    state = state_from_doc(copy.deepcopy(doc), rng=random.Random(0))
+    refs, files = linked_paths_of_state(state), file_entities(state)
+    mark, watched = state.touches, link_watch(state, refs)
+    for n, (kind, pick) in enumerate(edits):
+        base = copy.deepcopy(doc)
+        route = doc["routes"][pick % len(doc["routes"])]
+        resp = route["responses"][pick % len(route["responses"])]
+        if kind == 0:
+            resp["label"] = f"label {pick}"
+        elif kind == 1:
+            resp["bodyType"] = "FILE" if resp.get("bodyType") != "FILE" else "INLINE"
+        elif kind == 2:
+            resp["filePath"] = f"fixtures/p{pick % 5}.json"
+        elif kind == 3 and len(doc["routes"]) > 2:
+            doc["routes"].remove(route)
+            doc["rootChildren"] = [c for c in doc["rootChildren"] if c["uuid"] != route["uuid"]]
+            for f in doc["folders"]:
+                f["children"] = [c for c in f["children"] if c["uuid"] != route["uuid"]]
+        elif kind == 4:
+            doc["routes"].insert(0, doc["routes"].pop(pick % len(doc["routes"])))
+        elif kind == 5:
+            route["endpoint"] = f"e/{pick}"
+        elif kind == 6:
+            doc["port"] = 3000 + pick % 1000
+        else:
+            rel = f"fixtures/p{pick % 5}.json"
+            state.apply([("c", file_uuid(doc["uuid"], rel), "file", [(("v", "path"), rel)])],
+                        (10**12 + 10 * n + 5, "C"))
+        state.apply(diff(base, doc, state, random.Random(n)), (10**12 + 10 * n, "B"))
+        if links_touched(state, state.touched_since(mark), watched):
+            refs, files = linked_paths_of_state(state), file_entities(state)
+            watched = link_watch(state, refs)
+        mark = state.touches
+        assert refs == linked_paths_of_state(state)
+        assert [(r.origin, r.armed_by) for r in refs] == [
+            (r.origin, r.armed_by) for r in linked_paths_of_state(state)]
+        assert files == file_entities(state)
