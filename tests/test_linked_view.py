@@ -20,8 +20,11 @@ from mocksync.model.files import (
     file_entities,
     file_uuid,
     link_watch,
+    linked_paths,
+    linked_paths_memo,
     linked_paths_of_state,
     links_touched,
+    tls_registers,
 )
 
 ENV = generate_env(40_000, seed=3)
@@ -53,13 +56,13 @@ def test_everyday_edits_do_not_touch_links_and_link_edits_do() -> None:
     doc = _with_links(ENV)
     state = state_from_doc(doc, rng=random.Random(0))
     refs = linked_paths_of_state(state)
-    watched = link_watch(state, refs)
-    assert len(refs) >= 4
+    watched, tls = link_watch(state, refs), tls_registers(state)
+    assert len(refs) >= 4 and tls  # (a Mockoon environment always has tlsOptions)
 
     def touches(ops: list[tuple]) -> bool:
         mark = state.touches
         state.apply(ops, (10**12 + state.touches, "B"))
-        return links_touched(state, state.touched_since(mark), watched)
+        return links_touched(state, state.touched_since(mark), watched, tls)
 
     linked = doc["routes"][0]["responses"][0]["uuid"]
     quiet = next(r for r in doc["routes"] if all(x.get("bodyType") != "FILE"
@@ -73,6 +76,7 @@ def test_everyday_edits_do_not_touch_links_and_link_edits_do() -> None:
     assert touches([("s", linked, ("v", "filePath"), "fixtures/other.json")])
     assert touches([("s", linked, ("v", "label"), "its label")])  # (a referencing one)
     assert touches([("d", doc["routes"][1]["uuid"])])  # the route of a FILE response
+    assert touches([("s", doc["uuid"], ("v", "tlsOptions", "enabled"), True)])
     rel = "fixtures/r0.json"
     assert touches([("c", file_uuid(doc["uuid"], rel), "file", [(("v", "path"), rel)])])
 
@@ -87,7 +91,7 @@ def test_a_kept_view_always_equals_a_fresh_walk(edits: list[tuple[int, int]]) ->
     doc = _with_links(ENV)
     state = state_from_doc(copy.deepcopy(doc), rng=random.Random(0))
     refs, files = linked_paths_of_state(state), file_entities(state)
-    mark, watched = state.touches, link_watch(state, refs)
+    mark, watched, tls = state.touches, link_watch(state, refs), tls_registers(state)
     for n, (kind, pick) in enumerate(edits):
         base = copy.deepcopy(doc)
         route = doc["routes"][pick % len(doc["routes"])]
@@ -109,16 +113,45 @@ def test_a_kept_view_always_equals_a_fresh_walk(edits: list[tuple[int, int]]) ->
             route["endpoint"] = f"e/{pick}"
         elif kind == 6:
             doc["port"] = 3000 + pick % 1000
+            if pick % 3 == 0:
+                doc["tlsOptions"] = dict(doc["tlsOptions"], enabled=True, type="CERT",
+                                         certPath=f"certs/{pick % 4}.pem")
         else:
             rel = f"fixtures/p{pick % 5}.json"
             state.apply([("c", file_uuid(doc["uuid"], rel), "file", [(("v", "path"), rel)])],
                         (10**12 + 10 * n + 5, "C"))
         state.apply(diff(base, doc, state, random.Random(n)), (10**12 + 10 * n, "B"))
-        if links_touched(state, state.touched_since(mark), watched):
+        if links_touched(state, state.touched_since(mark), watched, tls):
             refs, files = linked_paths_of_state(state), file_entities(state)
-            watched = link_watch(state, refs)
+            watched, tls = link_watch(state, refs), tls_registers(state)
         mark = state.touches
         assert refs == linked_paths_of_state(state)
         assert [(r.origin, r.armed_by) for r in refs] == [
             (r.origin, r.armed_by) for r in linked_paths_of_state(state)]
         assert files == file_entities(state)
+
+
+def test_route_references_are_remembered_by_route_object() -> None:
+    """A save's quota check (`LinkedFiles.quota_bytes`) sees the same references as a full
+    walk, reusing those of every route object it saw last time (reparse shares them)."""
+    doc = _with_links(ENV)
+    memo: dict = {}
+    assert linked_paths_memo(doc, memo) == linked_paths(doc)
+    assert len(memo) == len(doc["routes"])
+    # The next save: a new top object sharing every route but one, whose response now links.
+    nxt = dict(doc, routes=list(doc["routes"]))
+    changed = copy.deepcopy(doc["routes"][5])
+    changed["responses"][0].update(bodyType="FILE", filePath="fixtures/new.json")
+    nxt["routes"][5] = changed
+    sentinel = doc["routes"][7]
+    memo[id(sentinel)] = (sentinel, ["remembered"])  # what the memo says is what is used
+    got = linked_paths_memo(nxt, memo)
+    assert "remembered" in got
+    assert [r for r in got if r != "remembered"] == [
+        r for r in linked_paths(nxt) if r not in linked_paths(sentinel_doc(sentinel, doc))]
+    assert any(r.path == "fixtures/new.json" for r in got)
+    assert memo[id(changed)][0] is changed and id(doc["routes"][5]) not in memo
+
+
+def sentinel_doc(route: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
+    return {"uuid": doc["uuid"], "routes": [route]}

@@ -106,3 +106,46 @@ def test_edits_of_different_properties_at_the_same_time_are_no_conflict(crew: Cr
     team.synced(env, *devices)
     for dev in devices:
         assert _conflicts(dev, env) == (0, []), dev.name
+
+
+def test_the_conflicts_hint_names_the_take_that_flips_it_on_each_device(crew: Crew) -> None:
+    """"Ours" is the side this device wrote: on the device whose save lost, `--take theirs`
+    keeps things as they are. The hint under `conflicts` said `--take theirs` everywhere, so
+    the teammate whose value lost followed it and nothing changed (`resolve` said only
+    "resolved"). Each device must name the word that flips the conflict there, and `resolve`
+    must say which value it put in place."""
+    team, (laptop, desktop, bob) = crew.team, crew.all
+    devices = (laptop, desktop, bob)
+    name = laptop.add_example("petstore", "flip-petstore.json")
+    env = laptop.share(name)["uuid"]
+    doc = team.synced(env, *devices)
+    laptop_file, bob_file = laptop.file_of(env), bob.file_of(env)
+    assert laptop_file is not None and bob_file is not None
+    alices, bobs = copy.deepcopy(doc), copy.deepcopy(doc)
+    alices["port"], bobs["port"] = 4101, 4102
+    laptop.save(laptop_file.name, alices)
+    bob.wait_doc(env, lambda d: d["port"] == 4101, "Alice's port written into Bob's file")
+    bob.save(bob_file.name, bobs)  # on the version his editor had: concurrent with Alice's
+
+    def listed_everywhere() -> list[tuple[Any, ...]] | None:
+        lists = [_conflicts(d, env)[1] for d in devices]
+        return lists[0] if lists[0] and lists[0] == lists[1] == lists[2] else None
+
+    [(cid, field, won, won_by, lost, lost_by)] = team.wait(
+        listed_everywhere, "the port conflict listed on all three devices")
+    assert field == ("v", "port") and {won, lost} == {4101, 4102}
+    loser = laptop if lost_by == laptop.id else bob
+    assert lost_by == loser.id and won_by != loser.id
+    for dev in devices:
+        flip = "ours" if dev is loser else "theirs"
+        [listed] = dev.conflicts(env)
+        assert listed["flip"] == flip, dev.name
+        hint = dev.ms("conflicts", env, check=False).out
+        assert f"resolve ID --take {flip}" in hint, f"{dev.name}: {hint}"
+
+    # The teammate whose value lost follows the hint on their own device: it takes their value.
+    out = loser.ms("resolve", cid, "--take", "ours").out
+    assert f"took {lost}" in out, out
+    team.everywhere(env, devices, lambda d: d["port"] == lost, "the losing port, taken back")
+    team.wait(lambda: all(_conflicts(d, env) == (0, []) for d in devices),
+              "no conflict left on any device")

@@ -16,7 +16,7 @@ from ..model import dumps, parse_env, render, snapshot_ops
 from ..model.jsfmt import MOCKOON_LAYOUT
 from ..model.lifecycle import reshare_refusal
 from ..model.ops import DELETED, FILE_NAME, LIFECYCLE, UNSHARED
-from ..model.resolution import resolution_ops
+from ..model.resolution import flip_take, resolution_ops, takes_loser
 from ..model.spans import text_to_write
 from .envfiles import MISSING, SYNCED, EnvRuntime
 from .folderedits import peer_refusal
@@ -158,6 +158,7 @@ class Commands:
                 c["what"] = ("put in " if c["field"][0] == "#parent" else "names ") + \
                     describe_entity(st, c["parent"]) + ", deleted meanwhile"
             self.agent.linked.present_conflict(c)  # a linked file: its path; hashes, never bytes
+            c["flip"] = flip_take(c, self.agent.device)  # `--take` that swaps kept and lost here
         return out
 
     def resolve_conflict(self, conflict_id: str, take: str) -> dict[str, Any]:
@@ -171,9 +172,8 @@ class Commands:
         rt = self.agent.envs.get(c["env"])
         if rt is None:
             raise ValidationError(f"environment {c['env']} is no longer synced")
-        mine = c["loser"]["device"] == self.agent.device
         # "ours" is the side this device wrote, or the current winner when it wrote neither.
-        want_loser = (take == "ours") if mine else (take == "theirs")
+        want_loser = takes_loser(c, take, self.agent.device)
         # The resolution is an ordinary change set written after seeing both sides: applied
         # anywhere, it empties the register's frontier (or brings back what a delete
         # dropped: the parent with the addition), so the conflict clears on every device.
@@ -185,7 +185,9 @@ class Commands:
             self.agent.schedule_write(rt)
         if any(x["id"] == c["id"] for x in self.agent.store.conflicts(c["env"])):
             self.agent.store.mark_resolved(c["env"], c["id"])  # (older logs: dismissed here only)
-        return {"id": c["id"], "took": take, "changed": changed}
+        kept = c["loser"] if want_loser else c["winner"]
+        return {"id": c["id"], "took": take, "changed": changed, "value": kept.get("value"),
+                "absent": bool(kept.get("absent"))}
 
     def change_log(self, text: str) -> list[dict[str, Any]]:
         from ..model import validate_ops

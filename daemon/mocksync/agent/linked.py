@@ -78,7 +78,7 @@ from ..model.files import (
     link_watch,
     linked_by,
     linked_here,
-    linked_paths,
+    linked_paths_memo,
     linked_paths_of_state,
     links_touched,
     peer_file_refusals,
@@ -90,6 +90,7 @@ from ..model.files import (
     shown_path,
     summary,
     team_marker,
+    tls_registers,
 )
 from ..model.state import State
 from .errors import QuotaRefusal
@@ -180,6 +181,10 @@ def _realpath(path: Path, dirs: dict[Path, str]) -> str:
     return joined
 
 
+#: Environments whose last sized document's route references `quota_bytes` keeps.
+MAX_DOC_REF_MEMOS = 64
+
+
 @dataclass
 class _LinkView:
     """What one State says about linked files (its references and file entities), made at
@@ -191,6 +196,7 @@ class _LinkView:
     refs: list[Any]
     files: dict[str, Any]
     watched: frozenset[str]
+    tls: tuple[Any, ...]
     seq: int
 
 
@@ -237,6 +243,9 @@ class LinkedFiles:
         self._views: dict[str, _LinkView] = {}
         self._view_seq = 0
         self._reconciled: dict[str, int] = {}
+        #: Per env: the references of each route of the last document sized
+        #: (`files.linked_paths_memo`): a save's quota check looks into one route.
+        self._doc_refs: dict[str, dict[int, tuple[Any, list[Any]]]] = {}
 
     def _view(self, env: str, state: State) -> _LinkView:
         """The linked-file view of `state` (see `_LinkView`), made again only when a touch
@@ -244,14 +253,14 @@ class LinkedFiles:
         v = self._views.get(env)
         if v is not None and v.state() is state:
             touched = state.touched_since(v.mark)
-            if not touched or not links_touched(state, touched, v.watched):
+            if not touched or not links_touched(state, touched, v.watched, v.tls):
                 v.mark = state.touches
                 return v
         mark = state.touches  # (read before the walk: a touch meanwhile is seen next time)
         refs = linked_paths_of_state(state)
         self._view_seq += 1
         v = _LinkView(weakref.ref(state), mark, refs, file_entities(state),
-                      link_watch(state, refs), self._view_seq)
+                      link_watch(state, refs), tls_registers(state), self._view_seq)
         self._views[env] = v
         return v
 
@@ -301,7 +310,13 @@ class LinkedFiles:
                 if e == env and state == UNCONFIRMED} - sending
         n = total = 0
         dirs: dict[Path, str] = {}  # folders' real paths, for this pass (issue 15)
-        for lk in plan_links(linked_paths(doc)):
+        memo = None
+        if isinstance(env, str):
+            memo = self._doc_refs.pop(env, None) or {}
+            self._doc_refs[env] = memo  # (re-inserted last: the oldest is dropped first)
+            while len(self._doc_refs) > MAX_DOC_REF_MEMOS:
+                del self._doc_refs[next(iter(self._doc_refs))]
+        for lk in plan_links(linked_paths_memo(doc, memo)):
             if lk.state != SYNCED or lk.rel is None or lk.rel in skip:
                 continue
             p = self.folder / lk.rel
@@ -634,6 +649,7 @@ class LinkedFiles:
             self._had.pop(env, None)
             self._views.pop(env, None)
             self._reconciled.pop(env, None)
+            self._doc_refs.pop(env, None)
             self._track(env, set())
         changed: dict[str, set[str]] = {}  # env -> its changed paths
         for path in list(self._tracked):

@@ -347,13 +347,26 @@ def conflicts_cmd(ctx: Ctx, env: str | None, as_json: bool) -> None:
     elif not cs:
         click.echo("no conflicts")
     else:
-        _table("conflicts", ["id", "where", "field", "kept", "over"],
+        _table("conflicts", ["id", "where", "field", "kept", "over", "flip with"],
                [[c["id"], c["where"], c.get("what") or ".".join(c["field"][1:]) or c["field"][0],
                  f"{_short(c['winner']['value'])} ({c['winner']['device'][:11]})",
-                 f"{_short(c['loser']['value'])} ({c['loser']['device'][:11]})"] for c in cs])
-        click.echo("flip one with: mocksync resolve ID --take theirs")
+                 f"{_short(c['loser']['value'])} ({c['loser']['device'][:11]})",
+                 f"--take {c.get('flip', 'theirs')}"] for c in cs])
+        click.echo(_flip_hint(cs))
     if cs:
         raise SystemExit(EXIT_FAILED)
+
+
+def _flip_hint(cs: list[dict[str, Any]]) -> str:
+    """The line under the conflicts table. "Ours" is the side this device wrote, so the word
+    that flips a conflict depends on who wrote its losing value (`flip`, from the daemon):
+    on the device whose write lost, `--take theirs` would keep things as they are."""
+    flips = {c.get("flip", "theirs") for c in cs}
+    if len(flips) == 1:
+        return (f"flip one with: mocksync resolve ID --take {flips.pop()} "
+                "(\"ours\" is the value this device wrote, or the kept one if it wrote neither)")
+    return ("flip one with: mocksync resolve ID and the --take its row shows "
+            "(\"ours\" is the value this device wrote, or the kept one if it wrote neither)")
 
 
 def _short(v: Any, n: int = 30) -> str:
@@ -389,7 +402,17 @@ def resolve_cmd(ctx: Ctx, target: str, take: str | None, keep_local: bool, disca
     if as_json:
         emit_json(res)
     else:
-        click.echo("resolved" + (" (file updated)" if res.get("changed") else ""))
+        click.echo(_resolved_text(res) if take else
+                   "resolved" + (" (file updated)" if res.get("changed") else ""))
+
+
+def _resolved_text(res: dict[str, Any]) -> str:
+    """What `resolve` did, in values: taking the side already kept changes no file, and a
+    person who meant to flip it must be able to see that."""
+    value = "(removed)" if res.get("absent") else _short(res.get("value"), 60)
+    if res.get("changed"):
+        return f"resolved: took {value} (file updated)"
+    return f"resolved: kept {value}, the value already in place (file unchanged)"
 
 
 @main_group.command("log", epilog=examples("mocksync log petstore.json --json"))

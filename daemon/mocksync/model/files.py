@@ -190,16 +190,35 @@ def linked_paths(doc: dict[str, Any]) -> list[LinkRef]:
     Only what Mockoon would read: FILE bodies of responses and callbacks, and the TLS files of
     an enabled `tlsOptions` of the type it names (all four fields for an unknown type).
     """
+    return linked_paths_memo(doc, None)
+
+
+def linked_paths_memo(doc: dict[str, Any],
+                      memo: dict[int, tuple[Any, list[LinkRef]]] | None) -> list[LinkRef]:
+    """`linked_paths(doc)`, with `memo` (the caller's, kept between calls): each route's
+    references by the route object's identity. The parse of a save shares every untouched
+    route object with the version before (`model.reparse`), so a save of a 15 MB
+    environment looks into the responses of the one route it changed, not all (issue 15).
+    The memo keeps only the routes of the last document (and holds them, so no identity is
+    reused while it is known)."""
     refs: list[LinkRef] = []
     if not isinstance(doc, dict):
         return refs
+    kept: dict[int, tuple[Any, list[LinkRef]]] = {}
     for route in doc.get("routes") or ():
         if not isinstance(route, dict):
             continue
-        for r in route.get("responses") or ():
-            ref = _body_ref(r, REF_RESPONSE)
-            if ref is not None:
-                refs.append(ref)
+        hit = memo.get(id(route)) if memo is not None else None
+        if hit is not None and hit[0] is route:
+            mine = hit[1]
+        else:
+            mine = [ref for r in route.get("responses") or ()
+                    if (ref := _body_ref(r, REF_RESPONSE)) is not None]
+        kept[id(route)] = (route, mine)
+        refs += mine
+    if memo is not None:
+        memo.clear()
+        memo.update(kept)
     for c in doc.get("callbacks") or ():
         ref = _body_ref(c, REF_CALLBACK)
         if ref is not None:
@@ -291,11 +310,22 @@ def link_watch(state: State, refs: list[LinkRef]) -> frozenset[str]:
     return frozenset(out)
 
 
-def links_touched(state: State, touched: Iterable[str], watched: frozenset[str]) -> bool:
+def tls_registers(state: State) -> tuple[Any, ...]:
+    """The environment's `tlsOptions` registers (value and writer), which its TLS links are
+    made of: compared by `links_touched` when the environment itself was touched."""
+    env = state.entity(state.env_uuid)
+    if env is None:
+        return ()
+    return tuple((rid, r.value, r.origin) for rid, r in env.regs.items() if rid[:2] == _TLS)
+
+
+def links_touched(state: State, touched: Iterable[str], watched: frozenset[str],
+                  tls: tuple[Any, ...] = ()) -> bool:
     """May touching `touched` (`State.touched_since`) have changed the linked paths or the
-    file entities of `state`, since a view of them whose `link_watch` was `watched`? False
-    for the everyday edit (a label, a body, a route's path): the view is kept, and the walk
-    of every entity it took is not taken again (issue 15)."""
+    file entities of `state`, since a view of them whose `link_watch` was `watched` and
+    whose `tls_registers` were `tls`? False for the everyday edit (a label, a body, a
+    route's path, the port): the view is kept, and the walk of every entity it took is not
+    taken again (issue 15)."""
     env_uuid = state.env_uuid
     for u in touched:
         e = state.entities.get(u)
@@ -305,10 +335,8 @@ def links_touched(state: State, touched: Iterable[str], watched: frozenset[str])
             bt = e.regs.get(_BODY_TYPE)
             if bt is not None and bt.value == "FILE":
                 return True
-        elif u == env_uuid:
-            tls = e.regs.get(_TLS)
-            if tls is not None and tls.value is not ABSENT:
-                return True  # (TLS files: few registers, rarely edited; looked at again)
+        elif u == env_uuid and tls_registers(state) != tls:
+            return True
     return False
 
 

@@ -41,6 +41,27 @@ from .state import (
 MAX_RESTORED = 100_000
 
 
+#: The two words `resolve --take` accepts.
+TAKES = ("ours", "theirs")
+
+
+def takes_loser(conflict: Mapping[str, Any], take: str, device: str) -> bool:
+    """Whether `resolve --take TAKE` on `device` puts the conflict's losing value in place.
+
+    "Ours" is the side this device wrote, or the value kept now when it wrote neither; so on
+    the device whose write lost, `--take ours` is the flip, and everywhere else `--take
+    theirs` is. One rule for the CLI, the web page and the hint `conflicts` prints."""
+    if take not in TAKES:
+        raise ValidationError(f"--take must be one of {', '.join(TAKES)}, not {take!r}")
+    mine = (conflict.get("loser") or {}).get("device") == device
+    return (take == "ours") if mine else (take == "theirs")
+
+
+def flip_take(conflict: Mapping[str, Any], device: str) -> str:
+    """The `--take` word that, on `device`, replaces the kept value by the one it won over."""
+    return next(t for t in TAKES if takes_loser(conflict, t, device))
+
+
 def _container(state: State, e: Entity) -> Entity | None:
     """The entity `e` hangs on (its route, its folder), or None (the environment, the root)."""
     place = PARENT_PLACE.get(e.kind or "")
