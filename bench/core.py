@@ -56,6 +56,13 @@ def _edit_bench(size: int, count: int, target_ms: float, name: str) -> Result:
         rng = random.Random(3)
         first = parse_env(text)
         base = {"doc": first.doc, "views": first.views, "parsed": first, "b_file": text}
+        # What each daemon does at start, off its loop, before any edit (issue 15): the
+        # author's state loaded (its scan), the receiver's state loaded, rendered and its
+        # file's span index made (`EnvWrites.check_written`). Not measured: start-up work.
+        a.state(env)
+        sb0 = b.state(env)
+        assert text_to_write(text, render(sb0), first.layout,
+                             sb0.text_cache.setdefault(first.layout, {})) is None
         wire_sizes: list[int] = []
 
         def one(i: int) -> None:

@@ -129,6 +129,9 @@ class FakeHost:
     def to_loop(self, fn: Any, *args: Any) -> bool:
         return False  # (always on the loop here)
 
+    def spawn_on_worker(self, fn: Any, *args: Any) -> bool:
+        return False  # (no store worker: the caller runs it)
+
 
 def test_the_fake_host_is_exactly_the_port() -> None:
     declared = _members(LinkedHost)

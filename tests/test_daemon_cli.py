@@ -326,12 +326,14 @@ def test_conflicts_and_resolve(root: Path) -> None:
         assert bad.code == 2
         res = cli(a.home, "resolve", c["id"][:8], "--take", "ours", "--json")
         assert res.code == 0, res.err
-        assert res.json() == {"id": c["id"], "took": "ours", "changed": True}
+        assert res.json() == {"id": c["id"], "took": "ours", "changed": True,
+                              "value": "from A", "absent": False}
         wait_sync(lambda: response_by_uuid(read_doc(pet), target)["label"] == "from A",
                   "our value back in the file")
         # Human form; keeping the winner changes nothing.
         res = cli(a.home, "resolve", c2["id"], "--take", "theirs")
-        assert res.code == 0 and res.out.strip() == "resolved"
+        assert res.code == 0, res.err
+        assert res.out.strip() == "resolved: kept 418, the value already in place (file unchanged)"
         assert response_by_uuid(read_doc(pet), target)["statusCode"] == 418
         none = cli(a.home, "conflicts", "--json")
         assert none.code == 0 and none.json() == []

@@ -44,13 +44,9 @@ NOT_YET_IN_ERRORS_MODULE = frozenset({
     "mocksync.net.relay_client",
     "mocksync.relay.authbudget",
     "mocksync.relay.compaction",
-    "mocksync.relay.protocol",
-    "mocksync.relay.session",
     "mocksync.relay.storage",
     "mocksync.store.basedelta",
     "mocksync.store.log",
-    "mocksync.wire.codec",
-    "mocksync.wire.fields",
 })
 
 

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import copy
 import random
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tinydb import TinyDB
 
+from mocksync.agent import linked as linked_mod
+from mocksync.agent.envfiles import EnvRuntime
+from mocksync.agent.linked import LinkedFiles
 from mocksync.devtools.envgen import generate_env
 from mocksync.model import diff, state_from_doc
 from mocksync.model.files import (
@@ -155,3 +160,68 @@ def test_route_references_are_remembered_by_route_object() -> None:
 
 def sentinel_doc(route: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
     return {"uuid": doc["uuid"], "routes": [route]}
+
+
+class _StoreStub:
+    def __init__(self, state: Any) -> None:
+        self.st = state
+
+    def loaded_state(self, env: str) -> Any:
+        return self.st
+
+    def state(self, env: str) -> Any:
+        return self.st
+
+
+class _WorkerHost:
+    """The `LinkedHost` members `status` uses, with a store worker that runs jobs on demand."""
+
+    def __init__(self, folder: Path, rt: Any, state: Any) -> None:
+        self.folder, self.device, self.watcher, self.rng = folder, "d-here", None, None
+        self.store = _StoreStub(state)
+        self.rt = rt
+        self.jobs: list[Any] = []
+
+    def env(self, uuid: str) -> Any:
+        return self.rt if uuid == self.rt.uuid else None
+
+    def env_at(self, path: Path) -> Any:
+        return self.rt if path == self.rt.path else None
+
+    def spawn_on_worker(self, fn: Any, *args: Any) -> bool:
+        self.jobs.append((fn, args))
+        return True
+
+
+def test_status_walks_a_big_environment_on_the_worker_never_on_the_loop(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """Issue 15: `status` answers on the loop; a State too big to walk there has its linked
+    files planned on the store worker, and the answer uses the last plan meanwhile."""
+    monkeypatch.setattr(linked_mod, "MAX_LOOP_WALK_ENTITIES", 20)
+    doc = _with_links(ENV)
+    state = state_from_doc(copy.deepcopy(doc), rng=random.Random(0))
+    assert len(state.entities) > 20
+    rt = EnvRuntime(doc["uuid"], "s1", tmp_path / "big.json", name="Big")
+    host = _WorkerHost(tmp_path, rt, state)
+    lf = LinkedFiles(host, TinyDB(tmp_path / "docs.json"))  # type: ignore[arg-type]
+    assert lf.status(rt) == {"linked": []}  # nothing planned yet: asked of the worker
+    assert len(host.jobs) == 1
+    assert lf.status(rt) == {"linked": []} and len(host.jobs) == 1  # (asked once)
+    fn, args = host.jobs.pop()
+    fn(*args)  # the worker's turn
+    rows = lf.status(rt)["linked"]
+    assert {r["rel"] for r in rows} >= {f"fixtures/r{i}.json" for i in range(4)}
+    # A label edit keeps the view: answered here, no job.
+    label_of = doc["routes"][9]["responses"][0]["uuid"]
+    state.apply([("s", label_of, ("v", "label"), "x")], (10**12, "B"))
+    assert lf.status(rt)["linked"] == rows and not host.jobs
+    # A new link needs a walk: the old answer now, the new one once the worker made it.
+    plain = next(r for r in doc["routes"] if all(x.get("bodyType") != "FILE"
+                                                 for x in r["responses"]))["responses"][0]
+    state.apply([("s", plain["uuid"], ("v", "bodyType"), "FILE"),
+                 ("s", plain["uuid"], ("v", "filePath"), "fixtures/late.json")],
+                (10**12 + 1, "B"))
+    assert lf.status(rt)["linked"] == rows and len(host.jobs) == 1
+    fn, args = host.jobs.pop()
+    fn(*args)
+    assert "fixtures/late.json" in {r["rel"] for r in lf.status(rt)["linked"]}

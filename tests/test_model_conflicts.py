@@ -279,3 +279,19 @@ def test_random_histories_list_the_same_conflicts_in_every_order(seed):
                for c in s.conflicts}
         assert got == _reference(sent), order
     assert len(results) == 1
+
+
+def test_the_take_that_flips_a_conflict_depends_on_who_wrote_its_loser() -> None:
+    from mocksync.errors import ValidationError
+    from mocksync.model.resolution import flip_take, takes_loser
+
+    c = {"winner": {"device": "W", "value": 1}, "loser": {"device": "L", "value": 2}}
+    # On the device whose write lost, "ours" is the lost value: `--take ours` flips.
+    assert flip_take(c, "L") == "ours"
+    assert takes_loser(c, "ours", "L") and not takes_loser(c, "theirs", "L")
+    # On the winner's device and on a device that wrote neither, "ours" is the kept value.
+    for dev in ("W", "X"):
+        assert flip_take(c, dev) == "theirs"
+        assert takes_loser(c, "theirs", dev) and not takes_loser(c, "ours", dev)
+    with pytest.raises(ValidationError):
+        takes_loser(c, "mine", "L")

@@ -36,11 +36,14 @@ from mocksync.relay.envelope import Envelope
 from mocksync.relay.pgstorage import (
     LISTEN_RETRY_MAX_S,
     MAX_IDS_PER_NOTIFY,
+    MAX_NOTIFIES_PER_READ,
+    MAX_NOTIFY_READ_BYTES,
     SCHEMA_VERSION,
     catchup_messages,
     check_url,
     listen_backoff,
     plan_migrations,
+    read_more,
     redact,
 )
 from mocksync.relay.policy import Refusal
@@ -157,6 +160,62 @@ async def test_engines_store_index_fetch_and_check_quota_alike(engine: Any) -> N
     assert await engine.index("sp") == {"t": {"d1": 2}}  # the refusal changed nothing
     assert await engine.purge_after("sp", "d1", {"t": 1}) == 2
     assert await engine.index("sp") == {"t": {"d1": 1}}
+
+
+def test_read_more_gathers_puts_only_within_count_and_bytes() -> None:
+    put = {"k": "put", "ids": [1], "z": 10}
+    assert read_more([put])
+    assert not read_more([put, {"k": "pre"}])  # a non-put ends the read (order kept)
+    assert not read_more([{"k": "mail", "id": 3}])
+    assert not read_more([put] * MAX_NOTIFIES_PER_READ)
+    assert not read_more([{**put, "z": MAX_NOTIFY_READ_BYTES}])
+    assert not read_more([{"k": "put", "ids": [1]}])  # an older instance's put: no size
+
+
+async def test_waiting_put_notifications_are_read_with_one_query(pg_url: str) -> None:
+    """Puts heard while the instance is busy come out in commit order, each with its own
+    envelopes, from one read of the table."""
+    from mocksync.relay.engine import RemotePut
+    from mocksync.relay.pgstorage import PgStorage
+
+    got: list[Any] = []
+    gate = asyncio.Event()
+
+    async def slow(ev: Any) -> None:
+        if isinstance(ev, RemotePut):
+            await gate.wait()  # the first put holds the consumer: the rest queue up
+            got.append(ev)
+
+    async def ignore(_ev: Any) -> None:
+        return None
+
+    a, b = PgStorage(pg_url), PgStorage(pg_url)
+    await a.open(ignore)
+    await b.open(slow)
+    try:
+        def ok(_u: Any, _c: int) -> Refusal | None:
+            return None
+
+        for seq in range(1, 6):
+            await a.put("sp", "t", [Envelope("d1", seq, 1, bytes([seq]) * seq)],
+                        declared_bytes=50, uploader="d1", now_ms=seq, check=ok)
+        await until(lambda: b._events.qsize() == 4, what="four puts wait behind the first")
+        reads: list[Any] = []
+        real = b.pool.fetch
+
+        async def counted(sql: str, *args: Any) -> Any:
+            reads.append(sql)
+            return await real(sql, *args)
+
+        b.pool.fetch = counted
+        gate.set()
+        await until(lambda: len(got) == 5, what="all five puts handed on")
+        assert [[(e.seq, e.ct) for e in ev.envelopes] for ev in got] == [
+            [(n, bytes([n]) * n)] for n in range(1, 6)]
+        assert len(reads) == 1, reads
+    finally:
+        await b.close()
+        await a.close()
 
 
 # ------------------------------------------------------------------------------ two instances

@@ -160,3 +160,41 @@ def test_typed_fields_read_what_the_short_keys_carried() -> None:
     assert welcome.limits.items == 1000
     who = p.decode(p.encode(p.Who(SPACE, [(DA, None, "x")], [DB])), sender=p.RELAY)
     assert who == p.Who(SPACE, [(DA, None, "x")], [DB])
+
+
+#: The compaction kinds, added to protocol 3 before any release (docs/design/relay.md, "When
+#: the protocol version changes"): captured with the typed codec when they were frozen with it.
+SNAPSHOT_GOLDEN: list[tuple[str, dict[str, Any], str]] = [
+    (p.CLIENT, {"t": "snapput", "i": 5, "s": SPACE, "e": TAG, "v": {DA: 3, DB: 1},
+                "b": b"sealed-snapshot", "g": b"g" * 64},
+     "a761624f7365616c65642d736e617073686f746165782063646364636463646364636463646364636463646364636463646364636463646167584067676767676767676767676767676767676767676767676767676767676767676767676767676767676767676767676767676767676767676767676767676767616905617378206162616261626162616261626162616261626162616261626162616261626162617467736e61707075746176a27730413142322d43334434452d46354736482d4a374b384d03774e505152532d54565758592d5a303132332d343536373801"),
+    (p.CLIENT, {"t": "snapget", "i": 6, "s": SPACE, "e": TAG},
+     "a4616578206364636463646364636463646364636463646364636463646364636463646364616906617378206162616261626162616261626162616261626162616261626162616261626162617467736e6170676574"),
+    (p.CLIENT, {"t": "hw", "s": SPACE, "e": TAG, "v": {DA: 3}},
+     "a461657820636463646364636463646364636463646364636463646364636463646364636461737820616261626162616261626162616261626162616261626162616261626162616261746268776176a17730413142322d43334434452d46354736482d4a374b384d03"),
+    (p.RELAY, {"t": "snap", "i": 6, "s": SPACE, "e": TAG, "by": DA, "v": {DA: 3}, "b": b"sealed",
+               "g": b"g" * 64, "f": {DA: 2}},
+     "a96162467365616c65646165782063646364636463646364636463646364636463646364636463646364636463646166a17730413142322d43334434452d46354736482d4a374b384d026167584067676767676767676767676767676767676767676767676767676767676767676767676767676767676767676767676767676767676767676767676767676767616906617378206162616261626162616261626162616261626162616261626162616261626162617464736e61706176a17730413142322d43334434452d46354736482d4a374b384d036262797730413142322d43334434452d46354736482d4a374b384d"),
+    (p.RELAY, {"t": "snap", "i": 6, "s": SPACE, "e": TAG, "by": None, "v": {}, "b": None,
+               "g": None, "f": {}},
+     "a96162f66165782063646364636463646364636463646364636463646364636463646364636463646166a06167f6616906617378206162616261626162616261626162616261626162616261626162616261626162617464736e61706176a0626279f6"),
+]
+
+
+@pytest.mark.parametrize("n", range(len(SNAPSHOT_GOLDEN)),
+                         ids=[f"{s}-{m['t']}-{n}" for n, (s, m, _h) in
+                              enumerate(SNAPSHOT_GOLDEN)])
+def test_compaction_frames_are_frozen_too(n: int) -> None:
+    sender, msg, golden = SNAPSHOT_GOLDEN[n]
+    data = bytes.fromhex(golden)
+    assert p.encode_message(msg, sender=sender) == data
+    typed = p.decode(data, sender=sender)
+    assert p.encode(typed) == data
+
+
+def test_golden_covers_every_kind_of_today_too() -> None:
+    for sender, kinds in ((p.CLIENT, p.CLIENT_KINDS), (p.RELAY, p.RELAY_KINDS),
+                          (p.JOINER, p.JOINER_KINDS)):
+        covered = ({m["t"] for s, m in SAMPLES if s == sender}
+                   | {m["t"] for s, m, _h in SNAPSHOT_GOLDEN if s == sender})
+        assert covered == set(kinds)

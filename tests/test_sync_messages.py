@@ -376,9 +376,12 @@ def test_a_relayed_presence_note_is_bounded_in_size_and_hops():
         return canonical.encode({"t": "rpres", "w": w, "h": h})
 
     assert decode_message(raw(b"x" * MAX_PRESENCE_NOTE_BYTES, 0)).hops == 0
-    with pytest.raises(MessageTooLarge, match="presence note"):
+    with pytest.raises(MessageTooLarge, match=(
+            rf"^sync message rpres\.w: {MAX_PRESENCE_NOTE_BYTES + 1} bytes is over the "
+            rf"{MAX_PRESENCE_NOTE_BYTES} byte limit$")):
         decode_message(raw(b"x" * (MAX_PRESENCE_NOTE_BYTES + 1), 1))
-    with pytest.raises(MalformedMessage, match="outside the allowed range"):
+    with pytest.raises(MalformedMessage, match=(
+            rf"^sync message rpres\.h: {MAX_PRESENCE_HOPS + 1} is outside 0\.\.{MAX_PRESENCE_HOPS}$")):
         decode_message(raw(b"x", MAX_PRESENCE_HOPS + 1))
-    with pytest.raises(MalformedMessage, match="non-empty"):
+    with pytest.raises(MalformedMessage, match=r"^sync message rpres\.w: 0 bytes, expected at least 1$"):
         decode_message(raw(b"", 1))

@@ -78,6 +78,9 @@ def test_a_removed_device_can_be_invited_back(team: Team) -> None:
 
     laptop.ms("remove", "team", bob.id)
     team.wait(lambda: "revoked" in str(_relay(bob)), "the relay to refuse bob's laptop")
+    # His `status` must not promise his edits reach the team "when it is back": they never do.
+    said = bob.ms("status").out
+    assert "sent when it is back" not in said and "stay on this device only" in said, said
     laptop.edit(pet, _set_title("while bob was out"))
 
     # The refusal says to ask an admin to invite it again, and that works.
@@ -143,6 +146,31 @@ def test_personal_space_reaches_the_members_second_device(team: Team) -> None:
     team.synced(pet, laptop, desktop)
     desktop.edit(pet, _set_title("from the desktop"))
     laptop.wait_doc(pet, _title_is("from the desktop"), "the desktop's edit")
+
+
+def test_on_a_second_device_personal_means_the_personal_space_it_joined(team: Team) -> None:
+    """`init` gave the desktop a personal space of its own before it joined the laptop's, so
+    it holds two spaces named `personal`. The help's own example (`invite personal  # your
+    own second device`) failed there ("2 spaces are named 'personal'"), and `share` without
+    `--space` picked one of the two by id order: half the time the one no other device of
+    Alice's is in. Both must mean the personal space the desktop joined."""
+    laptop = team.device("alice-laptop", "alice")
+    desktop = team.device("alice-desktop", "alice")
+    laptop.start()
+    token = laptop.ms("invite", "personal", "--json").json()["token"]
+    personal = desktop.ms("join", token, "--timeout", "20", "--json").json()["id"]
+    desktop.start()
+    spaces = desktop.ms("space", "list", "--json").json()
+    assert [s["name"] for s in spaces].count("personal") == 2, spaces
+
+    invite = desktop.ms("invite", "personal", "--json").json()
+    assert invite["space"] == personal, invite
+    assert desktop.ms("members", "personal", "--json").json()["space"]["id"] == personal
+
+    name = desktop.add_example("petstore", "mine.json")
+    shared = desktop.share(name, space=None)  # the default: "your personal space"
+    assert shared["space"] == personal, shared
+    team.synced(shared["uuid"], laptop, desktop)
 
 
 def test_join_says_why_when_the_invite_names_no_reachable_relay(team: Team) -> None:

@@ -1,7 +1,8 @@
 """Journey: the README's "Running it for real" setup, its commands as written (issue 11/17).
 
-Alice's laptop: `init --name laptop`, `space create team --relay URL`, `daemon --folder F`,
-`invite team`; her teammate's desk: `init --name desk`, `join TOKEN`, `daemon --folder F`;
+Alice's laptop: `init --name laptop`, `space create team --relay URL`, `invite team`,
+`daemon --folder F`; her teammate's desk, while it runs: `init --name desk`, `join TOKEN`,
+`daemon --folder F`;
 then `share F/petstore.json --space team` and `status --wait`. No daemon is given `--relay`,
 and mDNS is off (the journeys' `--no-mdns`), so the only way anything reaches the desk is the
 relay the space names: before issue 11/17's fix the daemons said `relay none: no relay
@@ -37,12 +38,12 @@ def test_the_readme_setup_syncs_through_the_relay_the_space_names(team: Team) ->
 
     laptop.ms("init", "--name", "laptop")
     laptop.ms("space", "create", "team", "--relay", url)
-    laptop.start(relay=False)  # `mocksync daemon --folder F`: no --relay
-    team.wait(lambda: laptop.status()["relay"]["state"] == "connected",
-              "the laptop's daemon on the space's relay")
     out = laptop.ms("invite", "team").text
     token = TOKEN.search(out)
     assert token is not None, out
+    laptop.start(relay=False)  # `mocksync daemon --folder F`: no --relay
+    team.wait(lambda: laptop.status()["relay"]["state"] == "connected",
+              "the laptop's daemon on the space's relay")
 
     desk.ms("init", "--name", "desk")
     desk.ms("join", token.group(0), timeout=JOIN_TIMEOUT_S + 60)

@@ -8,6 +8,8 @@ Alice (laptop + desktop) and Bob share one space. Everything is done as a user d
 
 from __future__ import annotations
 
+from typing import Any
+
 from .harness import Crew
 
 
@@ -76,6 +78,8 @@ def test_restore_after_a_local_delete(crew: Crew) -> None:
     out = bob.ms("restore", pet)
     assert "restored" in out.out
     doc = bob.wait_doc(pet, lambda d: d["name"] == "Chat v2", "the restored file")
+    again = bob.ms("restore", pet).out  # a second restore writes nothing and says so
+    assert again.startswith("nothing to restore:") and "restored" not in again, again
     assert doc["routes"] == before["routes"]
     bob.wait_state(pet, "synced")
     team.synced(pet, laptop, desktop, bob)
@@ -112,3 +116,31 @@ def _linked(entry: dict | None, path: str) -> dict | None:
         if row.get("path") == path and row.get("state") == "synced":
             return row
     return None
+
+
+def test_many_linked_files_no_device_has_yet_take_one_line_in_status(crew: Crew) -> None:
+    """An environment linking dozens of files nobody has put next to it yet (the bundled
+    large-catalog example links 57) printed one `missing` line each: `status` became a wall of
+    the same sentence and buried everything else. A few are named, the rest counted."""
+    team, laptop = crew.team, crew.laptop
+    name = "many-links.json"
+
+    def link_many(doc: dict[str, Any]) -> None:
+        responses = [r for route in doc["routes"] for r in route["responses"]]
+        for i, r in enumerate(responses[:8]):
+            r["bodyType"], r["filePath"] = "FILE", f"absent/file-{i}.csv"
+
+    laptop.add_example("petstore", name, edit=link_many)
+    env = laptop.share(name)["uuid"]
+
+    def missing() -> list[str] | None:
+        rows = (laptop.env(env) or {}).get("linked") or []
+        paths = [r["path"] for r in rows if r.get("state") == "missing"]
+        return paths if sum(p.startswith("absent/") for p in paths) == 8 else None
+
+    paths = team.wait(missing, "the eight absent linked files listed as missing")
+    text = laptop.ms("status").out
+    named = [line for line in text.splitlines() if line.startswith(f"  {name}: ")
+             and ": missing: " in line]
+    assert len(named) == 3, text
+    assert f"  {name}: {len(paths) - 3} more linked files missing: " in text, text

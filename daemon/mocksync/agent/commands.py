@@ -159,6 +159,13 @@ class Commands:
                     describe_entity(st, c["parent"]) + ", deleted meanwhile"
             self.agent.linked.present_conflict(c)  # a linked file: its path; hashes, never bytes
             c["flip"] = flip_take(c, self.agent.device)  # `--take` that swaps kept and lost here
+            rt = self.agent.envs.get(c["env"])
+            if rt is not None:  # who wrote each side and in which file, for people to read
+                c["file"] = rt.path.name
+                for side in ("winner", "loser"):
+                    if isinstance(c.get(side), dict):
+                        c[side]["member"] = self.agent.spaces.member_name(
+                            rt.space, c[side].get("device", ""))
         return out
 
     def resolve_conflict(self, conflict_id: str, take: str) -> dict[str, Any]:

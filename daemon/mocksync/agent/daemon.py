@@ -184,6 +184,11 @@ class Agent:
         (`LoopBridge.to_loop`; linked files start their poll there)."""
         return self.bridge.to_loop(fn, *args)
 
+    def spawn_on_worker(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """On the loop: queue `fn(*args)` as a store-worker job and True; False when there
+        is no worker or this is it (`LoopBridge.spawn_on_worker`: the caller runs it)."""
+        return self.bridge.spawn_on_worker(fn, *args)
+
     def store_turn(self) -> Any:
         """Exclusive use of the store for loop code (`LoopBridge.store_turn`)."""
         return self.bridge.store_turn()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ValidationError
 from ..model import ParsedEnv, diff, parse_env, render
+from ..model.samedoc import KnownEqual, same_doc
 from ..model.sharedname import choose_file_name
 from .editorsync import meet, tied_bases
 from .envfiles import HELD, INVALID, MISSING, SYNCED, EnvRuntime, LocalFile
@@ -71,12 +72,16 @@ class FolderEdits:
         #: span patch). The next save is parsed against it, itself parsed from `parsed`
         #: first (two small re-parses), not parsed whole because `parsed` went stale.
         self.written: dict[Path, bytes] = {}
+        #: Per file: the last (render, parsed save) found equal, so the next save's check
+        #: compares only what is not the same objects as then (`model.samedoc`, issue 15).
+        self.equal: dict[Path, KnownEqual] = {}
 
     def forget_path(self, path: Path) -> None:
         """Drop what is cached about the file at `path` (renamed away, or no longer synced)."""
         self.views.pop(path, None)
         self.parsed.pop(path, None)
         self.written.pop(path, None)
+        self.equal.pop(path, None)
 
     def note_written(self, path: Path, data: bytes) -> None:
         """We wrote `data` to `path`: parse it lazily, against the last version parsed."""
@@ -157,6 +162,7 @@ class FolderEdits:
                 self.agent.history.forget(old)
                 self.views.pop(old, None)
                 self.parsed.pop(old, None)
+                self.equal.pop(old, None)
                 self.written.pop(old, None)
                 self.agent.registry.put(EnvRecord(rt.uuid, rt.space, str(path), rt.name))
                 self.agent.publish({"event": "renamed", "env": rt.uuid, "file": str(path)})
@@ -337,7 +343,10 @@ class FolderEdits:
         self.agent.history.note_loaded(rt.path, sha, parsed.doc)
         if parsed.views is not None:
             self.views[rt.path] = (sha, parsed.views)
-        if render(state) != parsed.doc:
+        merged = render(state)
+        if same_doc(merged, parsed.doc, self.equal.pop(rt.path, None)):
+            self.equal[rt.path] = (merged, parsed.doc)
+        else:
             self.agent.schedule_write(rt)
         self.agent.linked.after_local_edit(rt)  # fixtures and TLS files it links (issue #7)
 

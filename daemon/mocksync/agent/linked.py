@@ -42,6 +42,7 @@ import stat
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -145,6 +146,7 @@ class LinkedHost(Protocol):
     def publish(self, event: dict[str, Any]) -> None: ...
     def spawn(self, task: asyncio.Task[Any]) -> None: ...
     def to_loop(self, fn: Callable[..., Any], *args: Any) -> bool: ...
+    def spawn_on_worker(self, fn: Callable[..., Any], *args: Any) -> bool: ...
 
 
 @dataclass
@@ -183,6 +185,11 @@ def _realpath(path: Path, dirs: dict[Path, str]) -> str:
 
 #: Environments whose last sized document's route references `quota_bytes` keeps.
 MAX_DOC_REF_MEMOS = 64
+#: `status` answers on the event loop: it walks an environment's State for its linked
+#: files there only up to this many entities (a few milliseconds), or, for a State not in
+#: memory, a file up to this size; bigger ones are walked on the store worker (issue 15).
+MAX_LOOP_WALK_ENTITIES = 3_000
+MAX_LOOP_WALK_BYTES = 1_000_000
 
 
 @dataclass
@@ -198,6 +205,16 @@ class _LinkView:
     watched: frozenset[str]
     tls: tuple[Any, ...]
     seq: int
+    #: Every live file entity (valid or not: `status` names a teammate's refused ones).
+    live_files: list[Any] = dataclass_field(default_factory=list)
+    #: `plan_links(refs, label)` by label (a plan normalises every path: ~50 us a link).
+    plans: dict[str, list[Link]] = dataclass_field(default_factory=dict)
+
+    def planned(self, label: str = "ENV") -> list[Link]:
+        links = self.plans.get(label)
+        if links is None:
+            links = self.plans[label] = plan_links(self.refs, label)
+        return links
 
 
 def _sig(st: os.stat_result) -> FileSig:
@@ -243,25 +260,39 @@ class LinkedFiles:
         self._views: dict[str, _LinkView] = {}
         self._view_seq = 0
         self._reconciled: dict[str, int] = {}
+        #: Environments whose `status` plan is being made on the store worker.
+        self._replanning: set[str] = set()
         #: Per env: the references of each route of the last document sized
-        #: (`files.linked_paths_memo`): a save's quota check looks into one route.
+        #: (`files.linked_paths_memo`): a save's quota check looks into one route; and
+        #: that document's references with their plan.
         self._doc_refs: dict[str, dict[int, tuple[Any, list[Any]]]] = {}
+        self._doc_plans: dict[str, tuple[list[Any], list[Link]]] = {}
 
     def _view(self, env: str, state: State) -> _LinkView:
         """The linked-file view of `state` (see `_LinkView`), made again only when a touch
         since the last one may have changed it."""
-        v = self._views.get(env)
-        if v is not None and v.state() is state:
-            touched = state.touched_since(v.mark)
-            if not touched or not links_touched(state, touched, v.watched, v.tls):
-                v.mark = state.touches
-                return v
+        v = self._kept_view(env, state)
+        if v is not None:
+            return v
         mark = state.touches  # (read before the walk: a touch meanwhile is seen next time)
         refs = linked_paths_of_state(state)
         self._view_seq += 1
         v = _LinkView(weakref.ref(state), mark, refs, file_entities(state),
-                      link_watch(state, refs), tls_registers(state), self._view_seq)
+                      link_watch(state, refs), tls_registers(state), self._view_seq,
+                      live_files=list(state.live(FILE)))
         self._views[env] = v
+        return v
+
+    def _kept_view(self, env: str, state: State) -> _LinkView | None:
+        """The view of `state` when the one kept is still right (steps: the entities touched
+        since), else None: making it again walks the whole environment."""
+        v = self._views.get(env)
+        if v is None or v.state() is not state:
+            return None
+        touched = state.touched_since(v.mark)
+        if touched and links_touched(state, touched, v.watched, v.tls):
+            return None
+        v.mark = state.touches
         return v
 
     @property
@@ -316,7 +347,17 @@ class LinkedFiles:
             self._doc_refs[env] = memo  # (re-inserted last: the oldest is dropped first)
             while len(self._doc_refs) > MAX_DOC_REF_MEMOS:
                 del self._doc_refs[next(iter(self._doc_refs))]
-        for lk in plan_links(linked_paths_memo(doc, memo)):
+        refs = linked_paths_memo(doc, memo)
+        hit = self._doc_plans.get(env) if isinstance(env, str) else None
+        if hit is not None and hit[0] == refs:
+            links = hit[1]
+        else:
+            links = plan_links(refs)
+            if isinstance(env, str):
+                self._doc_plans[env] = (refs, links)
+                while len(self._doc_plans) > MAX_DOC_REF_MEMOS:
+                    del self._doc_plans[next(iter(self._doc_plans))]
+        for lk in links:
             if lk.state != SYNCED or lk.rel is None or lk.rel in skip:
                 continue
             p = self.folder / lk.rel
@@ -444,7 +485,7 @@ class LinkedFiles:
             # the last one that did: nothing here to write. Changes on disk are the poll's.
             self._ensure_poll()
             return
-        links = plan_links(view.refs)
+        links = view.planned()
         synced = {lk.rel for lk in links if lk.state == SYNCED and lk.rel is not None}
         private = private_rels(links)
         mine = linked_here(links, host.device, state.deps_of)  # paths this device linked
@@ -650,6 +691,7 @@ class LinkedFiles:
             self._views.pop(env, None)
             self._reconciled.pop(env, None)
             self._doc_refs.pop(env, None)
+            self._doc_plans.pop(env, None)
             self._track(env, set())
         changed: dict[str, set[str]] = {}  # env -> its changed paths
         for path in list(self._tracked):
@@ -678,10 +720,51 @@ class LinkedFiles:
             log.exception("linked status of %s failed", rt.uuid)
             return {"linked": []}
 
+    def _plan_at_hand(self, rt: EnvRuntime,
+                      ) -> tuple[Any, Any, list[dict[str, Any]], set[str]] | None:
+        """`_plan` for `status`, which answers on the event loop: made here when the State is
+        in memory and its view is still right (a few steps), else on the store worker (a
+        walk of a 15 MB environment is far longer than a loop may be held, issue 15) while
+        this answer uses the plan made last (None: none yet, no links shown this time)."""
+        state = self.host.store.loaded_state(rt.uuid)
+        if state is not None:
+            try:
+                kept = self._kept_view(rt.uuid, state)
+            except RuntimeError:  # the store worker is applying to it this very moment
+                kept = None
+            if kept is not None:
+                return self._plan(rt)  # (the view is kept: no walk)
+        if self._small(rt, state):
+            return self._plan(rt)  # a short walk: here, and the answer is exact
+        if rt.uuid in self._replanning:
+            hit = self._plans.get(rt.uuid)
+            return None if hit is None else (hit[1], hit[2], hit[3], hit[4])
+        if not self.host.spawn_on_worker(self._replan, rt):
+            return self._plan(rt)  # no worker (or this is it): here
+        self._replanning.add(rt.uuid)
+        hit = self._plans.get(rt.uuid)
+        return None if hit is None else (hit[1], hit[2], hit[3], hit[4])
+
+    def _small(self, rt: EnvRuntime, state: State | None) -> bool:
+        """Is walking `rt`'s State short enough for the loop (`MAX_LOOP_WALK_*`)?"""
+        if state is not None:
+            return len(state.entities) <= MAX_LOOP_WALK_ENTITIES
+        try:
+            return os.stat(rt.path).st_size <= MAX_LOOP_WALK_BYTES
+        except OSError:
+            return True
+
+    def _replan(self, rt: EnvRuntime) -> None:
+        try:
+            if self.host.env(rt.uuid) is not None:
+                self._plan(rt)
+        finally:
+            self._replanning.discard(rt.uuid)
+
     def _plan(self, rt: EnvRuntime) -> tuple[Any, Any, list[dict[str, Any]], set[str]]:
         """(file entities, planned links, teammates' refused files, paths this device linked)
-        of `rt`'s State, cached until the State changes (`Store.generation`, read before the
-        walk so a change made meanwhile is never cached as seen)."""
+        of `rt`'s State, cached while its linked-file view is kept (`_view`: a change that
+        cannot touch a link keeps it) and this device's hashes are the same."""
         store = self.host.store
         label = shlex.quote(rt.path.name)
         seen = self._seen.get(rt.uuid, {})
@@ -692,16 +775,20 @@ class LinkedFiles:
         if hit is not None and hit[0] == key:
             return hit[1], hit[2], hit[3], hit[4]
         ents = view.files
-        links = plan_links(view.refs, label)
+        links = view.planned(label)
         synced = {lk.rel for lk in links if lk.state == SYNCED and lk.rel is not None}
-        refused = peer_file_refusals(state, synced, private_rels(links), dict(seen))
+        refused = peer_file_refusals(state, synced, private_rels(links), dict(seen),
+                                     files=view.live_files)
         mine = linked_here(links, self.host.device, state.deps_of)
         self._plans[rt.uuid] = (key, ents, links, refused, mine)
         return ents, links, refused, mine
 
     def _status(self, rt: EnvRuntime) -> list[dict[str, Any]]:
-        out = []
-        ents, links, refused, mine = self._plan(rt)
+        out: list[dict[str, Any]] = []
+        plan = self._plan_at_hand(rt)
+        if plan is None:
+            return out
+        ents, links, refused, mine = plan
         seen, had = self._seen.get(rt.uuid, {}), self._had.get(rt.uuid, set())
         label = shlex.quote(rt.path.name)
         dirs: dict[Path, str] = {}

@@ -15,7 +15,7 @@ from ..paths import Home
 from ..relay.envelope import Tagger
 from ..space import quotas
 from ..space.writers import NOT_A_DEVICE, Verdict, judge_change
-from ..spaceio.store import StoredSpace, get_space, list_spaces
+from ..spaceio.store import StoredSpace, get_space, list_spaces, personal_space
 from ..store.docs import open_docs
 
 PLAN_TABLE = "space_plans"
@@ -48,10 +48,9 @@ class SpaceDirectory:
         return self._refresh().get(space)
 
     def default_space(self) -> str:
-        spaces = self._refresh()
-        for s in spaces.values():
-            if s.state.kind == "personal":
-                return s.space_id
+        s = personal_space(self._refresh().values())
+        if s is not None:
+            return s.space_id
         raise MocksyncError("this device has no personal space; run `mocksync init` first")
 
     def resolve(self, text: str) -> str:

@@ -48,9 +48,10 @@ json_opt = click.option("--json", "as_json", is_flag=True, help="Print one JSON 
     "mocksync --home /tmp/dev2 daemon --folder /tmp/dev2/envs --bind 127.0.0.1 --no-mdns"))
 @click.option("--folder", type=click.Path(file_okay=False), help="Folder of environment files.")
 @click.option("--relay", multiple=True, metavar="URL",
-              help="Relay URL, http://host:port or https://host:port. Repeat it for the "
+              help="Relay URL, http://host:port or https://host:port, for spaces that name "
+                   "no relay of their own (e.g. your personal space). Repeat it for the "
                    "instances of one relay: the daemon uses the first that answers and fails "
-                   "over to the next.")
+                   "over to the next. Not needed for spaces made with `space create --relay`.")
 @click.option("--bind", multiple=True, help="Address to sync over (repeatable); default: all.")
 @click.option("--no-mdns", is_flag=True, help="Do not announce or discover peers on the LAN.")
 @click.option("--ui-port", type=int, metavar="PORT",
@@ -61,7 +62,14 @@ json_opt = click.option("--json", "as_json", is_flag=True, help="Print one JSON 
 def daemon_cmd(ctx: Ctx, folder: str | None, relay: tuple[str, ...], bind: tuple[str, ...],
                no_mdns: bool, ui_port: int | None, no_ui: bool, verbose: int) -> None:
     """Run the sync daemon in the foreground (`mocksync service install` runs it as a user
-    service). SIGTERM stops it cleanly."""
+    service). SIGTERM stops it cleanly.
+
+    Each space syncs through the relays it names (`space create --relay`, in the invite),
+    one connection per distinct list, and never through another relay. A space naming no
+    relay uses --relay (or config.toml `relay`); a space naming one of the --relay addresses
+    takes all of them, as instances of that relay, in this device's order. Spaces created or
+    joined while the daemon runs are picked up without a restart.
+    """
     from ..agent.runner import run_daemon
     from ..agent.settings import load_settings
     from ..spaceio.identityfiles import has_identity
@@ -135,8 +143,17 @@ def relay_text(r: dict[str, Any]) -> str:
         if isinstance(retry, int | float):
             line += (f"\n        next try in {_seconds(retry)} by itself "
                      "(`mocksync reconnect` tries now)")
-        line += "; edits made meanwhile are kept on this device and sent when it is back"
+        line += _EDITS_MEANWHILE.get(str(r.get("code")), _EDITS_KEPT)
     return line
+
+
+#: What happens to edits while the relay is not connected: sent once it is back, except when
+#: this device was removed: nothing it saves reaches that space again unless it is invited back.
+_EDITS_KEPT = "; edits made meanwhile are kept on this device and sent when it is back"
+_EDITS_MEANWHILE = {
+    "revoked": ("; edits made here stay on this device only: the space no longer takes them "
+                "from it (an admin's `mocksync invite` and `mocksync join` bring it back)"),
+}
 
 
 def _seconds(s: float) -> str:
@@ -210,12 +227,23 @@ def status_cmd(ctx: Ctx, wait: bool, timeout: float, as_json: bool) -> None:
                  e["conflicts"] or "", e["reason"] or ""] for e in envs])
         for e in envs:  # linked files (FILE bodies, TLS files) that are not in sync, and why
             name, extra = Path(e["file"]).name, []
+            waiting: dict[str, list[str]] = {}
             for lk in e.get("linked") or ():
-                if lk.get("state") == "too_many":
+                state = lk.get("state")
+                line = (f"  {name}: {lk['path']}: {state}"
+                        + (f": {lk['reason']}" if lk.get("reason") else ""))
+                if state == "too_many":
                     extra.append(lk)
-                elif lk.get("state") != "synced":
-                    click.echo(f"  {name}: {lk['path']}: {lk['state']}"
-                               + (f": {lk['reason']}" if lk.get("reason") else ""))
+                elif state in _LINKED_WAITING:
+                    waiting.setdefault(state, []).append(line)
+                elif state != "synced":
+                    click.echo(line)
+            for state, lines in waiting.items():
+                shown = lines if len(lines) <= MAX_LINKED_LINES + 1 else lines[:MAX_LINKED_LINES]
+                click.echo("\n".join(shown))
+                if len(shown) < len(lines):  # one line for the rest, not hundreds
+                    click.echo(f"  {name}: {len(lines) - len(shown)} more linked files {state}: "
+                               f"{_LINKED_WAITING[state]} (`mocksync status --json` lists each)")
             if extra:
                 click.echo(f"  {name}: {len(extra)} more linked files: {extra[0]['reason']}")
             for rf in e.get("refused") or ():  # change sets refused or quarantined (issue 12)
@@ -224,6 +252,13 @@ def status_cmd(ctx: Ctx, wait: bool, timeout: float, as_json: bool) -> None:
                            + f": {rf.get('reason')}")
     else:
         click.echo("no environment files in the folder yet")
+
+
+#: Linked files of one environment `status` names one line each while they only wait (for a
+#: teammate to have them, or to arrive): past this many, the rest are counted in one line, so
+#: an environment linking hundreds of files no device has yet does not bury the rest.
+MAX_LINKED_LINES = 3
+_LINKED_WAITING = {"missing": "not on this device yet", "pending": "not received yet"}
 
 
 @main_group.command("list", epilog=examples("mocksync list", "mocksync list --json"))
@@ -286,6 +321,8 @@ def _env_command(name: str, verb: str, help_text: str, example: str) -> None:
         res = _call(ctx, name, env=env)
         if as_json:
             emit_json(res)
+        elif res.get("restored") is False:  # `restore` of a file that is there: say so
+            click.echo(f"nothing to restore: {res['file']} is in place")
         else:
             click.echo(f"{verb} {res['file']}" + (f" ({res['note']})" if res.get("note") else ""))
 
@@ -347,11 +384,15 @@ def conflicts_cmd(ctx: Ctx, env: str | None, as_json: bool) -> None:
     elif not cs:
         click.echo("no conflicts")
     else:
-        _table("conflicts", ["id", "where", "field", "kept", "over", "flip with"],
-               [[c["id"], c["where"], c.get("what") or ".".join(c["field"][1:]) or c["field"][0],
-                 f"{_short(c['winner']['value'])} ({c['winner']['device'][:11]})",
-                 f"{_short(c['loser']['value'])} ({c['loser']['device'][:11]})",
-                 f"--take {c.get('flip', 'theirs')}"] for c in cs])
+        files = {c.get("file") for c in cs}
+        mixed = len({c.get("flip") for c in cs}) > 1
+        _table("conflicts", [*(["file"] if len(files) > 1 else []), "id", "where", "field",
+                             "kept", "over", *(["flip with"] if mixed else [])],
+               [[*([c.get("file")] if len(files) > 1 else []), c["id"], c["where"],
+                 c.get("what") or ".".join(c["field"][1:]) or c["field"][0],
+                 f"{_short(c['winner']['value'])} ({_writer(c['winner'])})",
+                 f"{_short(c['loser']['value'])} ({_writer(c['loser'])})",
+                 *([f"--take {c.get('flip', 'theirs')}"] if mixed else [])] for c in cs])
         click.echo(_flip_hint(cs))
     if cs:
         raise SystemExit(EXIT_FAILED)
@@ -362,11 +403,17 @@ def _flip_hint(cs: list[dict[str, Any]]) -> str:
     that flips a conflict depends on who wrote its losing value (`flip`, from the daemon):
     on the device whose write lost, `--take theirs` would keep things as they are."""
     flips = {c.get("flip", "theirs") for c in cs}
-    if len(flips) == 1:
-        return (f"flip one with: mocksync resolve ID --take {flips.pop()} "
-                "(\"ours\" is the value this device wrote, or the kept one if it wrote neither)")
-    return ("flip one with: mocksync resolve ID and the --take its row shows "
-            "(\"ours\" is the value this device wrote, or the kept one if it wrote neither)")
+    take = f"--take {flips.pop()}" if len(flips) == 1 else "--take as its row says"
+    return (f"flip one with: mocksync resolve ID {take}\n"
+            "(\"ours\" is the value this device wrote, else the one kept)")
+
+
+def _writer(side: dict[str, Any]) -> str:
+    """Who wrote one side of a conflict: the member's name when the space knows it (device
+    ids mean nothing to a person), with the device id's first group to tell devices apart."""
+    device = str(side.get("device") or "")
+    member = side.get("member")
+    return f"{member}, {device[:5]}" if member else device[:11]
 
 
 def _short(v: Any, n: int = 30) -> str:

@@ -516,16 +516,18 @@ def judge_peer_file(env_uuid: str, entity_uuid: str, path: Any, mode: Any,
 
 def peer_file_refusals(state: State, referenced: set[str] | frozenset[str],
                        private: set[str] | frozenset[str] = frozenset(),
-                       seen: dict[str, str] | None = None) -> list[dict[str, Any]]:
+                       seen: dict[str, str] | None = None,
+                       files: Iterable[Entity] | None = None) -> list[dict[str, Any]]:
     """`status` rows (`linked[]`, state REFUSED) for the teammates' files that are never
     written here, with why; at most MAX_REFUSED_SHOWN named, the rest counted in one row.
 
     Not listed: deletions (nothing to write), and files this device had in sync while the
     environment linked them (`seen`: a fixture the environment stopped linking, kept as is).
+    `files`: the state's live file entities, when the caller has them (spares a walk).
     """
     seen = seen or {}
     rows: list[dict[str, Any]] = []
-    for e in sorted(state.live(FILE), key=lambda x: x.uuid):
+    for e in sorted(state.live(FILE) if files is None else files, key=lambda x: x.uuid):
         content = e.get(CONTENT_REG, None)
         if not isinstance(content, dict):
             continue

@@ -87,16 +87,19 @@ class RelayFleet:
 
     async def reconnect(self) -> None:
         """`mocksync reconnect`, and `join` telling the daemon: plan again (a new space may
-        name a relay not dialled yet), then every connection tries now."""
-        await self.replan()
+        name a relay not dialled yet), then every connection tries now (once each: two
+        reconnects of one connection in a row would race)."""
+        await self.replan(act=False)
         for t in list(self.transports.values()):
             await t.reconnect()
 
     async def push_logs(self) -> None:
-        await self.replan()
+        """`invite`/`remove` telling the daemon: plan again, then each connection uploads new
+        membership entries (reconnecting by itself to be admitted to a new space)."""
+        narrowed = await self.replan(act=False)
         for t in list(self.transports.values()):
             with contextlib.suppress(RelayError):
-                await t.push_logs()
+                await (t.reconnect() if t in narrowed else t.push_logs())
 
     def set_presence(self, *, space: str | None = None, env: str | None = None,
                      entity: str | None = None, editor: str | None = None) -> None:
@@ -139,21 +142,25 @@ class RelayFleet:
         spaces = {s.space_id: s.state.relays for s in agent.spaces.spaces()}
         return plan_routes(spaces, self.configured)
 
-    async def replan(self) -> None:
-        """Open, narrow, widen or close connections to match the spaces' routes now."""
+    async def replan(self, *, act: bool = True) -> list[RelayTransport]:
+        """Open, narrow, widen or close connections to match the spaces' routes now; the
+        connections narrowed (they must reconnect, so as no longer to be offered a space).
+        `act`: reconnect those, and ask a widened one to be admitted to its new spaces now
+        (callers that reconnect or push every connection themselves pass False)."""
         if self._agent is None:
-            return
+            return []
+        widened: list[RelayTransport] = []
+        narrowed: list[RelayTransport] = []
         async with self._lock:
             routes = self._plan()
             if routes == self.routes and all(r in self.transports for r in routes.routes):
-                return
+                return []
             for space, reason in routes.unrouted.items():
                 if space not in self.routes.unrouted:
                     log.warning("space %s has no relay connection: %s", space[:12], reason)
             for route in [r for r in self.transports if r not in routes.routes]:
                 log.info("relay route %s carries no space any more: closing it", ", ".join(route))
                 await self.transports.pop(route).stop()
-            poke: list[RelayTransport] = []
             for route, spaces in routes.routes.items():
                 t = self.transports.get(route)
                 if t is None:
@@ -164,15 +171,14 @@ class RelayFleet:
                 elif t.only != set(spaces):
                     gone = (t.only or set()) - set(spaces)
                     t.only = set(spaces)
-                    if gone:
-                        await t.reconnect()  # no longer offered to this relay
-                    else:
-                        poke.append(t)  # admitted to the new space at its next push
+                    (narrowed if gone else widened).append(t)
             self.routes = routes
             self._route_of = {s: r for r, spaces in routes.routes.items() for s in spaces}
-        for t in poke:  # outside the lock: it may reconnect
-            with contextlib.suppress(RelayError):
-                await t.push_logs()
+        if act:  # outside the lock: these may reconnect
+            for t in narrowed + widened:
+                with contextlib.suppress(RelayError):
+                    await (t.reconnect() if t in narrowed else t.push_logs())
+        return narrowed
 
     async def _plan_loop(self) -> None:
         while True:

@@ -8,6 +8,7 @@ import them from here.
 from __future__ import annotations
 
 from ..errors import ChangeSetError, MocksyncError, ValidationError
+from ..wire import WireError, WireLimit
 
 
 class RelayKeyError(MocksyncError):
@@ -28,3 +29,24 @@ class EnvelopeMismatch(ChangeSetError):
 
 class FrameLimitUnavailable(MocksyncError, RuntimeError):
     """This aiohttp build does not expose what `set_frame_limit` needs (see its docstring)."""
+
+
+class RelayProtocolError(WireError):
+    """Bytes from the other side that are not a well-formed relay message."""
+
+    code = "bad_message"
+
+
+class UnknownKind(RelayProtocolError):
+    """A message kind this build does not know, or one the sender's side may not send."""
+
+
+class FrameTooLarge(RelayProtocolError, WireLimit):
+    """A frame, or one of its fields, over its named limit."""
+
+    code = "bad_message"
+
+
+class SessionStateError(MocksyncError, RuntimeError):
+    """The adapter reported something the relay session's phase does not allow (a bug in
+    the adapter, never a peer's doing: `relay.session`)."""

@@ -82,6 +82,11 @@ MAIL_TTL_S = 60.0
 POOL_SIZE = 10
 #: Envelope ids per NOTIFY (a payload must stay under PostgreSQL's 8000 bytes).
 MAX_IDS_PER_NOTIFY = 400
+#: Put notifications read from the table with one query (when several are waiting), and
+#: the most ciphertext bytes such a read may bring (a put's own size may exceed it: it is
+#: then read alone, as one put always was).
+MAX_NOTIFIES_PER_READ = 64
+MAX_NOTIFY_READ_BYTES = 4 * 1024 * 1024
 #: Notifications queued for processing before the instance logs that it falls behind.
 MAX_PENDING_NOTIFIES = 100_000
 #: Seconds to connect to the database at start.
@@ -178,6 +183,18 @@ def listen_backoff(attempt: int, low: float = LISTEN_RETRY_MIN_S,
     """Seconds to wait before reconnect attempt `attempt` (0 first) of the LISTEN connection
     (pure): quick for a blip, doubling to `high` so a database that is down is not hammered."""
     return min(high, low * (2 ** min(attempt, 30)))
+
+
+def read_more(msgs: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether `_consume` may take one more waiting notification into the read it is
+    gathering (pure): only behind puts, at most MAX_NOTIFIES_PER_READ of them, and only
+    while the ciphertext they name ("z") is under MAX_NOTIFY_READ_BYTES (so one read holds
+    at most that plus one put, and a put without "z", from an older instance, ends it)."""
+    if len(msgs) >= MAX_NOTIFIES_PER_READ or any(m.get("k") != "put" for m in msgs):
+        return False
+    sizes = [m.get("z") for m in msgs]
+    return all(type(z) is int and z >= 0 for z in sizes) and \
+        sum(z for z in sizes if type(z) is int) < MAX_NOTIFY_READ_BYTES
 
 
 def catchup_messages(rows: Sequence[tuple[int, str, str, str]], skip: Collection[int] = ()
@@ -416,19 +433,53 @@ class PgStorage:
         self._events.put_nowait({"k": "resync", "complete": complete})
 
     async def _consume(self) -> None:
-        """Notifications in the order they were committed, one at a time."""
+        """Notifications in the order they were committed. Puts waiting one behind the other
+        (a burst, an instance that fell behind) are read from the table with one query
+        (`read_batch` decides how many), then handed on one by one, in order."""
         while True:
-            msg = await self._events.get()
-            try:
-                if msg.get("i") == self.instance:
-                    continue
-                event = await self._event(msg)
-                if event is not None and self._handler is not None:
-                    await self._handler(event)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("relay: a database notification could not be handled")
+            msgs = [await self._events.get()]
+            while not self._events.empty() and read_more(msgs):
+                msgs.append(self._events.get_nowait())
+            for msg, event in await self._events_of(msgs):
+                try:
+                    if event is None:
+                        event = await self._event(msg)
+                    if event is not None and self._handler is not None:
+                        await self._handler(event)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("relay: a database notification could not be handled")
+
+    async def _events_of(self, msgs: list[dict[str, Any]]
+                         ) -> list[tuple[dict[str, Any], Any]]:
+        """(notification, its event if already read, else None) for each of `msgs` heard
+        from other instances: the envelopes of all their puts in one round trip."""
+        msgs = [m for m in msgs if m.get("i") != self.instance]
+        puts = [m for m in msgs if m.get("k") == "put" and isinstance(m.get("ids"), list)]
+        if len(puts) < 2:
+            return [(m, None) for m in msgs]
+        try:
+            rows = await self.pool.fetch(
+                "SELECT id, device, seq, gen, ct FROM envelopes WHERE id = ANY($1::bigint[])",
+                [i for m in puts for i in m["ids"]])
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("relay: reading the envelopes of %d notifications failed", len(puts))
+            return [(m, None) for m in msgs]  # each read again on its own
+        by_id = {r["id"]: r for r in rows}
+        out: list[tuple[dict[str, Any], Any]] = []
+        read = {id(m) for m in puts}
+        for m in msgs:
+            if id(m) not in read:
+                out.append((m, None))
+                continue
+            got = sorted((by_id[i] for i in m["ids"] if i in by_id),
+                         key=lambda r: (r["device"], r["seq"]))
+            out.append((m, RemotePut(m["s"], m["e"], m["u"], tuple(
+                Envelope(r["device"], r["seq"], r["gen"], bytes(r["ct"])) for r in got))))
+        return out
 
     async def _event(self, msg: dict[str, Any]) -> Any:
         k = msg.get("k")
@@ -567,12 +618,17 @@ class PgStorage:
                 "INSERT INTO envs VALUES ($1, $2, $3, $4, $5) ON CONFLICT (space, tag) DO UPDATE "
                 "SET declared = excluded.declared, stored = envs.stored + $4",
                 space, tag, declared_bytes, added, now_ms)
-            ids = sorted(x["id"] for x in rows)
+            size = {(e.device, e.seq): len(e.ct) for e in stored}
+            made = sorted((x["id"], size[(x["device"], x["seq"])]) for x in rows)
+            ids = [i for i, _z in made]
             if not self.listening and len(self._own_unheard) < MAX_CATCHUP_IDS:
                 self._own_unheard.update(ids)
             for i in range(0, len(ids), MAX_IDS_PER_NOTIFY):
+                # "z": the ciphertext bytes the ids name, so a listener can read several
+                # puts at once within MAX_NOTIFY_READ_BYTES (`_consume`).
                 await self._notify(conn, {"k": "put", "i": self.instance, "s": space, "e": tag,
-                                          "u": uploader, "ids": ids[i:i + MAX_IDS_PER_NOTIFY]})
+                                          "u": uploader, "ids": ids[i:i + MAX_IDS_PER_NOTIFY],
+                                          "z": sum(z for _i, z in made[i:i + MAX_IDS_PER_NOTIFY])})
         return stored
 
     async def purge_after(self, space: str, device: str, cuts: Mapping[str, int]) -> int:
@@ -818,5 +874,6 @@ __all__ = [
     "check_url",
     "listen_backoff",
     "plan_migrations",
+    "read_more",
     "redact",
 ]

@@ -103,14 +103,13 @@ from ..wire import (
     RecordCheck,
     Struct,
     Text,
-    WireError,
-    WireLimit,
     spec,
     to_legacy,
     wire,
 )
 from .auth import MAX_ORIGIN_CHARS, RELAY_KEY_BYTES
 from .envelope import Envelope
+from .errors import FrameTooLarge, RelayProtocolError, UnknownKind
 
 #: Largest ciphertext of one envelope: a change set carrying a whole 15 MB (enterprise plan)
 #: environment, compressed, with generous headroom.
@@ -177,22 +176,6 @@ MAX_JOINER_FRAME_ITEMS = 64
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _DEVICE = re.compile(r"[0-9A-HJKMNP-TV-Z]{5}(?:-[0-9A-HJKMNP-TV-Z]{5}){3}")
 _CODE = re.compile(rf"[a-z][a-z_]{{0,{MAX_CODE_CHARS - 1}}}")
-
-
-class RelayProtocolError(WireError):
-    """Bytes from the other side that are not a well-formed relay message."""
-
-    code = "bad_message"
-
-
-class UnknownKind(RelayProtocolError):
-    """A message kind this build does not know, or one the sender's side may not send."""
-
-
-class FrameTooLarge(RelayProtocolError, WireLimit):
-    """A frame, or one of its fields, over its named limit."""
-
-    code = "bad_message"
 
 
 # ------------------------------------------------------------------------------ field checks

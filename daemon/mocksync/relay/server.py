@@ -73,6 +73,7 @@ from .engine import (
     Resynced,
 )
 from .envelope import Envelope
+from .fanout import Outgoing
 from .frames import (
     JOIN_IDLE_TIMEOUT_S,
     MAX_AUTH_FRAME_BYTES,
@@ -125,7 +126,6 @@ from .protocol import (
     clip_reason,
     decode,
     from_map,
-    to_legacy,
 )
 from .protocol import Challenge as ChallengeMsg
 from .protocol import Join as JoinMsg
@@ -273,17 +273,30 @@ class Session:
             self.queued_bytes += len(data)
             await self.queue.put(data)
 
-    def push(self, data: bytes) -> bool:
-        """A frame on behalf of another device: never waits. False if the queue is full."""
+    def push(self, data: bytes | Outgoing) -> bool:
+        """A frame on behalf of another device: never waits. False if the device is too far
+        behind (`max_queued_bytes` waiting for it, or a full queue).
+
+        With nothing queued, every earlier frame is in the transport already, so the frame
+        (built once per fan-out, `relay.fanout`) is written straight to it: no task wakes up
+        per subscriber. Otherwise it waits in the queue behind the others (order kept)."""
         if self.closing:
             return True
-        if self.queued_bytes + len(data) > self.max_queued_bytes:
+        out = data if isinstance(data, Outgoing) else Outgoing(data)
+        t = self.transport
+        if self.queue.empty() and t is not None and not t.is_closing() and not self.ws.closed:
+            if t.get_write_buffer_size() + len(out.frame) > self.max_queued_bytes:
+                return False
+            t.write(out.frame)
+            return True
+        held = t.get_write_buffer_size() if t is not None and not t.is_closing() else 0
+        if held + self.queued_bytes + len(out) > self.max_queued_bytes:
             return False
         try:
-            self.queue.put_nowait(data)
+            self.queue.put_nowait(out.data)
         except asyncio.QueueFull:
             return False
-        self.queued_bytes += len(data)
+        self.queued_bytes += len(out)
         return True
 
     def end(self, msg: RelayMessage | dict[str, Any] | None = None) -> None:
@@ -549,7 +562,8 @@ class RelayServer:
             self._recheck_space(space, state)
         # Every member online learns the new entries (new devices, removals, key rotations).
         for i in range(0, len(fresh), MAX_LOG_UPLOAD):
-            data = msg_encode(Entries(space, [e.wire for e in fresh[i:i + MAX_LOG_UPLOAD]]))
+            data = Outgoing(msg_encode(Entries(space, [e.wire for e in
+                                                       fresh[i:i + MAX_LOG_UPLOAD]])))
             for other in list(self.by_space.get(space, ())):
                 other.push(data)
         return old
@@ -1056,8 +1070,9 @@ class RelayServer:
         items = sorted(changes.items())
         for i in range(0, len(items), MAX_WHO_DEVICES):
             part = items[i:i + MAX_WHO_DEVICES]
-            data = msg_encode(Who(space, [(d, v[0], v[1]) for d, v in part if v is not None],
-                                  [d for d, v in part if v is None]))
+            data = Outgoing(msg_encode(Who(space, [(d, v[0], v[1]) for d, v in part
+                                                   if v is not None],
+                                           [d for d, v in part if v is None])))
             for s in list(members):
                 self._push(s, data)
 
@@ -1122,7 +1137,7 @@ class RelayServer:
             return
         if isinstance(ev, RemotePut):
             if ev.envelopes:
-                data = msg_encode(EnvPush(ev.space, ev.tag, tuple(ev.envelopes)))
+                data = Outgoing(msg_encode(EnvPush(ev.space, ev.tag, tuple(ev.envelopes))))
                 for s in list(self.by_space.get(ev.space, ())):
                     if s.device != ev.uploader:
                         self.stats["pushed"] += self._push(s, data)
@@ -1206,8 +1221,9 @@ class RelayServer:
             await ws.send_bytes(msg_encode(JoinAnswer(payload)))
 
     def _fanout(self, space: str, sender: Session, msg: RelayMessage) -> int:
-        """Push one message to every other device's sessions in `space`; returns how many."""
-        data = msg_encode(msg)
+        """Push one message to every other device's sessions in `space`; returns how many.
+        Encoded and framed once, whatever the number of sessions (relay.fanout)."""
+        data = Outgoing(msg_encode(msg))
         n = 0
         for s in list(self.by_space.get(space, ())):
             if s is sender or s.device == sender.device:
@@ -1216,7 +1232,7 @@ class RelayServer:
         return n
 
     @staticmethod
-    def _push(s: Session, data: bytes) -> bool:
+    def _push(s: Session, data: bytes | Outgoing) -> bool:
         if s.push(data):
             return True
         log.info("relay: %s is too slow (queue full); disconnecting it", s)
@@ -1248,11 +1264,7 @@ class RelayServer:
             watch.cancel()
 
     async def _handle(self, session: Session, msg: RelayMessage) -> None:
-        handler = _HANDLERS[msg.KIND]
-        if msg.KIND in SNAPSHOT_HANDLERS:  # written against maps (relay.snapshots)
-            await handler(self, session, to_legacy(msg))
-        else:
-            await handler(self, session, msg)
+        await _HANDLERS[msg.KIND](self, session, msg)
 
     def _check_space(self, session: Session, space: str) -> Refusal | None:
         if space not in session.spaces:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from .. import PROTOCOL_VERSION
 from . import policy
 from .authbudget import frame_refusal
+from .errors import SessionStateError
 from .policy import Refusal, TokenBucket
 from .protocol import (
     Auth,
@@ -54,10 +55,6 @@ HELLO, CHALLENGING, CHALLENGED, AUTHENTICATING, READY, CLOSED = (
 #: Request kinds an admitted session hands to the adapter (they need storage or other
 #: sessions); `ping` is answered by the machine itself.
 REQUEST_KINDS = frozenset({"log", "index", "fetch", "put", "presence", "signal", "joinrep"})
-
-
-class SessionStateError(RuntimeError):
-    """The adapter reported something the session's phase does not allow (a bug)."""
 
 
 # ------------------------------------------------------------------------------ actions

@@ -34,6 +34,7 @@ import asyncio
 import logging
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +43,15 @@ from ..space.errors import KeyMaterialError
 from ..space.keys import payload_generation
 from . import compaction
 from .policy import Refusal
-from .protocol import clip_reason
+from .protocol import (
+    HighWater,
+    Nack,
+    Ok,
+    SnapshotGet,
+    SnapshotPut,
+    SnapshotReply,
+    clip_reason,
+)
 from .storage import StoredSnapshot
 
 if TYPE_CHECKING:
@@ -104,8 +113,8 @@ async def compact(server: RelayServer, space: str, tag: str) -> int:
     return gone
 
 
-async def on_snapshot_put(server: RelayServer, session: Session, msg: dict[str, Any]) -> None:
-    sp, tag, vv, ct, sig = msg["s"], msg["e"], msg["v"], msg["b"], msg["g"]
+async def on_snapshot_put(server: RelayServer, session: Session, msg: SnapshotPut) -> None:
+    sp, tag, vv, ct, sig = msg.space, msg.tag, msg.vv, msg.sealed, msg.sig
     r = server._check_space(session, sp)
     if r is None:
         r = _check_sealed(server, session, sp, tag, vv, ct, sig)
@@ -136,15 +145,14 @@ async def on_snapshot_put(server: RelayServer, session: Session, msg: dict[str, 
             r = Refusal("bad_snapshot", verdict.reason)
     if r is not None:
         log.warning("relay: snapshot from %s refused: %s", session, r.reason)
-        await session.send({"t": "nack", "i": msg["i"], "c": r.code,
-                            "r": clip_reason(r.reason)})
+        await session.send(Nack(msg.rid, r.code, clip_reason(r.reason)))
         return
     server.stats["snapshots"] = server.stats.get("snapshots", 0) + 1
     log.info("relay: stored a snapshot of env %s of space %s from %s (%d bytes, covers %d "
              "change set(s))", tag[:12], sp[:12], session.device, len(ct), sum(vv.values()))
     # The uploader holds what it snapshotted: its own high-water mark.
     await server.db.note_acks(sp, tag, session.device or "", vv)
-    await session.send({"t": "ok", "i": msg["i"]})
+    await session.send(Ok(msg.rid))
     await compact(server, sp, tag)
 
 
@@ -168,23 +176,22 @@ def _check_sealed(server: RelayServer, session: Session, space: str, tag: str,
     return None
 
 
-async def on_snapshot_get(server: RelayServer, session: Session, msg: dict[str, Any]) -> None:
-    sp, tag = msg["s"], msg["e"]
+async def on_snapshot_get(server: RelayServer, session: Session, msg: SnapshotGet) -> None:
+    sp, tag = msg.space, msg.tag
     r = server._check_space(session, sp)
     if r is not None:
-        await session.send({"t": "nack", "i": msg["i"], "c": r.code,
-                            "r": clip_reason(r.reason)})
+        await session.send(Nack(msg.rid, r.code, clip_reason(r.reason)))
         return
     snap = await server.db.snapshot(sp, tag)
     floors = await server.db.floors(sp, tag)
-    await session.send({"t": "snap", "i": msg["i"], "s": sp, "e": tag,
-                        "by": snap.signer if snap else None, "v": snap.vv if snap else {},
-                        "b": snap.ct if snap else None, "g": snap.sig if snap else None,
-                        "f": floors})
+    await session.send(SnapshotReply(
+        msg.rid, sp, tag, signer=snap.signer if snap else None,
+        vv=dict(snap.vv) if snap else {}, sealed=snap.ct if snap else None,
+        sig=snap.sig if snap else None, floors=dict(floors)))
 
 
-async def on_high_water(server: RelayServer, session: Session, msg: dict[str, Any]) -> None:
-    sp, tag = msg["s"], msg["e"]
+async def on_high_water(server: RelayServer, session: Session, msg: HighWater) -> None:
+    sp, tag = msg.space, msg.tag
     if server._check_space(session, sp) is not None:
         return  # no reply; a stale space is simply ignored
     state = server.state(sp)
@@ -192,7 +199,7 @@ async def on_high_water(server: RelayServer, session: Session, msg: dict[str, An
         return
     # Only devices of the space can author change sets: made-up names are not kept.
     known = state.devices.keys() | state.removed_devices.keys()
-    marks = {d: n for d, n in msg["v"].items() if d in known}
+    marks = {d: n for d, n in msg.vv.items() if d in known}
     if not marks:
         return
     await server.db.note_acks(sp, tag, session.device or "", marks)
@@ -245,7 +252,8 @@ def compaction_stats(server: RelayServer) -> dict[str, int]:
 
 
 #: Kind -> handler, merged into the server's dispatch table.
-HANDLERS = {"snapput": on_snapshot_put, "snapget": on_snapshot_get, "hw": on_high_water}
+HANDLERS: dict[str, Callable[..., Awaitable[None]]] = {
+    "snapput": on_snapshot_put, "snapget": on_snapshot_get, "hw": on_high_water}
 
 __all__ = ["HANDLERS", "MAX_HW_SLOTS", "compact", "compaction_loop", "compaction_round",
            "compaction_stats", "on_high_water", "on_snapshot_get", "on_snapshot_put"]

@@ -1,19 +1,25 @@
-"""Strict readers for decoded canonical-CBOR documents.
+"""The space documents' fields, checked by the wire schema's checkers (`mocksync.wire`).
 
 Everything the space package accepts from another device (log entries, invite tokens, join
-messages) arrives as a decoded CBOR value that may hold any type CBOR can express. These
-helpers check one field at a time against an exact type and limit and raise the caller's
-error class with a sentence naming the field, so a malformed document is refused before any
-of it is used. `bool` is never accepted where an `int` is expected (Python's bool is an int).
+messages) arrives as a decoded CBOR value that may hold any type CBOR can express. Each field
+is checked by one `wire.fields` checker, the same rules the relay and peer sync protocols use
+(issue 14): the documents declare theirs as `wire.Record` classes where they have a fixed
+shape (`read_record`), and the join messages read one field at a time (`read`, `get_int`...).
+What is here is what only the space package needs: display names (`NAME`), a choice among
+fixed words (`OneOf`), relay lists (`RELAYS`), a rule on a checked value (`Satisfies`), and
+the turn of a checker's refusal into the caller's error class with a sentence naming the
+document and the field. `bool` is never accepted where an `int` is expected.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from ..errors import MocksyncError
+from ..wire import Bytes, Check, FieldError, Int, Record, Text, record_from_map
 
 #: Longest display name (member, device, space) in characters.
 MAX_NAME_CHARS = 64
@@ -24,6 +30,114 @@ MAX_URL_CHARS = 256
 MAX_SPACE_RELAYS = 4
 #: Largest integer any counter, time or sequence number may hold (fits a JS number exactly).
 MAX_INT = 2**53 - 1
+#: Default most bytes of a byte field read with `get_bytes`.
+DEFAULT_MAX_BYTES = 1024
+
+R = TypeVar("R", bound=Record)
+
+
+# ---------------------------------------------------------------- checkers of the space
+
+
+@dataclass(frozen=True, slots=True)
+class NameCheck(Check):
+    """A display name (see `name_problem`)."""
+
+    def decode(self, v: Any, where: str) -> str:
+        if type(v) is not str:
+            raise FieldError(where, f"must be text, got {_tname(v)}")
+        problem = name_problem(v)
+        if problem:
+            raise FieldError(where, problem)
+        return v
+
+
+@dataclass(frozen=True, slots=True)
+class OneOf(Check):
+    """One of a few fixed words (a role, a kind)."""
+
+    choices: tuple[str, ...]
+
+    def decode(self, v: Any, where: str) -> str:
+        if type(v) is not str:
+            raise FieldError(where, f"must be text, got {_tname(v)}")
+        if v not in self.choices:
+            raise FieldError(where, f"must be one of {', '.join(self.choices)}, got {v[:40]!r}")
+        return v
+
+
+@dataclass(frozen=True, slots=True)
+class Satisfies(Check):
+    """`inner`, and then `test` of the checked value; `problem` says what it is not."""
+
+    inner: Check
+    test: Callable[[Any], bool]
+    problem: str
+
+    def decode(self, v: Any, where: str) -> Any:
+        out = self.inner.decode(v, where)
+        if not self.test(out):
+            raise FieldError(where, self.problem)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RelaysCheck(Check):
+    """A relay list on the wire: null, one URL (the old form) or a list of 2..MAX_SPACE_RELAYS
+    distinct URLs; held as a tuple, first preferred. Encodes back to the same form."""
+
+    def decode(self, v: Any, where: str) -> tuple[str, ...]:
+        if v is None:
+            return ()
+        if isinstance(v, str):
+            items: list[Any] = [v]
+        elif isinstance(v, list):
+            if not 2 <= len(v) <= MAX_SPACE_RELAYS:
+                raise FieldError(where, f"must list 2..{MAX_SPACE_RELAYS} relays, got {len(v)}")
+            items = v
+        else:
+            raise FieldError(where, f"must be a relay URL or a list of them, got {_tname(v)}")
+        for item in items:
+            if not isinstance(item, str):
+                raise FieldError(where, f"must hold relay URLs (text), got {_tname(item)}")
+        problem = relays_problem(items)
+        if problem:
+            raise FieldError(where, problem)
+        return tuple(items)
+
+    def encode(self, v: Any, where: str) -> str | list[str] | None:
+        return relays_wire(self.decode(relays_wire(as_relays(v)), where))
+
+
+NAME = NameCheck()
+RELAYS = RelaysCheck()
+
+
+# ---------------------------------------------------------------- reading documents
+
+
+def _refusal(err: type[MocksyncError], what: str, key: str, exc: FieldError) -> MocksyncError:
+    return err(f"{what}: field {key!r}{exc.where}: {exc.problem}")
+
+
+def read(check: Check, d: Mapping[str, Any], key: str, what: str,
+         err: type[MocksyncError]) -> Any:
+    """Field `key` of a received document, checked by `check`; `err` naming document and field."""
+    try:
+        return check.decode(d[key], "")
+    except FieldError as exc:
+        raise _refusal(err, what, key, exc) from None
+
+
+def read_record(cls: type[R], obj: Any, what: str, err: type[MocksyncError]) -> R:
+    """A received document of fixed shape as its `Record` class: exactly its keys, every field
+    checked; `err` naming the document and the field."""
+    try:
+        return record_from_map(cls, obj, "")
+    except FieldError as exc:
+        where = exc.where.lstrip(".")
+        raise err(f"{what}: field {where}: {exc.problem}" if where
+                  else f"{what}: {exc.problem}") from None
 
 
 def exact_map(obj: Any, keys: set[str], what: str, err: type[MocksyncError],
@@ -46,44 +160,26 @@ def exact_map(obj: Any, keys: set[str], what: str, err: type[MocksyncError],
 
 def get_int(d: Mapping[str, Any], key: str, what: str, err: type[MocksyncError], *,
             lo: int = 0, hi: int = MAX_INT) -> int:
-    v = d[key]
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise err(f"{what}: field {key!r} must be an integer, got {_tname(v)}")
-    if not lo <= v <= hi:
-        raise err(f"{what}: field {key!r} = {v} is outside {lo}..{hi}")
-    return v
+    out: int = read(Int(lo, hi), d, key, what, err)
+    return out
 
 
 def get_bytes(d: Mapping[str, Any], key: str, what: str, err: type[MocksyncError], *,
-              length: int | None = None, max_len: int = 1024) -> bytes:
-    v = d[key]
-    if not isinstance(v, bytes):
-        raise err(f"{what}: field {key!r} must be bytes, got {_tname(v)}")
-    if length is not None and len(v) != length:
-        raise err(f"{what}: field {key!r} must be {length} bytes, got {len(v)}")
-    if len(v) > max_len:
-        raise err(f"{what}: field {key!r} is {len(v)} bytes, over the {max_len} byte limit")
-    return v
+              length: int | None = None, max_len: int = DEFAULT_MAX_BYTES) -> bytes:
+    check = Bytes(length, length) if length is not None else Bytes(0, max_len)
+    out: bytes = read(check, d, key, what, err)
+    return out
 
 
 def get_str(d: Mapping[str, Any], key: str, what: str, err: type[MocksyncError], *,
             max_chars: int = MAX_NAME_CHARS, choices: tuple[str, ...] | None = None) -> str:
-    v = d[key]
-    if not isinstance(v, str):
-        raise err(f"{what}: field {key!r} must be text, got {_tname(v)}")
-    if len(v) > max_chars:
-        raise err(f"{what}: field {key!r} is {len(v)} characters, over the {max_chars} limit")
-    if choices is not None and v not in choices:
-        raise err(f"{what}: field {key!r} must be one of {', '.join(choices)}, got {v[:40]!r}")
-    return v
+    out: str = read(Text(max_chars) if choices is None else OneOf(choices), d, key, what, err)
+    return out
 
 
 def get_name(d: Mapping[str, Any], key: str, what: str, err: type[MocksyncError]) -> str:
-    v = get_str(d, key, what, err)
-    problem = name_problem(v)
-    if problem:
-        raise err(f"{what}: field {key!r} {problem}")
-    return v
+    out: str = read(NAME, d, key, what, err)
+    return out
 
 
 def name_problem(name: str, max_chars: int = MAX_NAME_CHARS) -> str | None:
@@ -182,23 +278,5 @@ def read_relays(d: Mapping[str, Any], key: str, what: str,
                 err: type[MocksyncError]) -> tuple[str, ...]:
     """Field `key` of a received document as a relay list: None, one URL (the old form) or a
     list of 2..MAX_SPACE_RELAYS distinct URLs; anything else is refused naming the field."""
-    v = d[key]
-    if v is None:
-        return ()
-    if isinstance(v, str):
-        items: list[Any] = [v]
-    elif isinstance(v, list):
-        if not 2 <= len(v) <= MAX_SPACE_RELAYS:
-            raise err(f"{what}: field {key!r} must list 2..{MAX_SPACE_RELAYS} relays, "
-                      f"got {len(v)}")
-        items = v
-    else:
-        raise err(f"{what}: field {key!r} must be a relay URL or a list of them, "
-                  f"got {_tname(v)}")
-    for item in items:
-        if not isinstance(item, str):
-            raise err(f"{what}: field {key!r} must hold relay URLs (text), got {_tname(item)}")
-    problem = relays_problem(items)
-    if problem:
-        raise err(f"{what}: {problem}")
-    return tuple(items)
+    out: tuple[str, ...] = read(RELAYS, d, key, what, err)
+    return out

@@ -43,6 +43,7 @@ from typing import Any
 
 from ..changes.canonical import decode, encode
 from ..errors import ChangeSetError, MocksyncError
+from ..wire import Bytes, Int, Nullable, Record, Text, wire
 from .errors import (
     InviteError,
     InviteExpiredError,
@@ -50,15 +51,19 @@ from .errors import (
     JoinRefusedError,
 )
 from .fields import (
+    MAX_INT,
     MAX_SPACE_RELAYS,
     MAX_URL_CHARS,
+    NAME,
+    RELAYS,
+    OneOf,
+    Satisfies,
     as_relays,
     exact_map,
     get_bytes,
-    get_int,
     get_name,
     get_str,
-    read_relays,
+    read_record,
     relays_problem,
     relays_wire,
 )
@@ -66,6 +71,7 @@ from .identity import ID_TEXT_CHARS, DevicePublic, Identity, is_device_id, verif
 from .keys import open_content_key, seal_content_key
 from .membership import (
     MAX_LOG_ENTRIES,
+    MEMBER_ID,
     ROLES,
     Entry,
     SpaceState,
@@ -107,7 +113,23 @@ _CHECK_DOMAIN = b"mocksync/invite-checksum/v1\x00"
 _PROOF_INFO = b"mocksync/join-proof/v1\x00"
 _WELCOME_INFO = b"mocksync/join-welcome/v1\x00"
 _DEVICE_SIG_DOMAIN = b"mocksync/join-device/v1\x00"
-_TOKEN_KEYS = {"v", "space", "name", "relay", "inviter", "secret", "expires", "role", "member"}
+
+
+@dataclass(frozen=True, slots=True)
+class _TokenFields(Record):
+    """An invite token's payload as the wire schema checks it (`InviteToken.to_cbor` writes
+    it; tests/test_space_wire_golden.py pins the bytes)."""
+
+    v: int = wire("v", Int(TOKEN_FORMAT, TOKEN_FORMAT))
+    space: bytes = wire("space", Bytes(16, 16))
+    name: str = wire("name", NAME)
+    relays: tuple[str, ...] = wire("relay", RELAYS)
+    inviter: str = wire("inviter", Satisfies(Text(ID_TEXT_CHARS), is_device_id,
+                                             "is not a valid device id"))
+    secret: bytes = wire("secret", Bytes(SECRET_BYTES, SECRET_BYTES))
+    expires: int = wire("expires", Int(0, MAX_INT))
+    role: str = wire("role", OneOf(ROLES))
+    member: str | None = wire("member", Nullable(MEMBER_ID))
 
 
 def _when(ts: float) -> str:
@@ -195,26 +217,9 @@ class InviteToken:
 
     @classmethod
     def from_cbor(cls, obj: Any) -> InviteToken:
-        what = "invite token"
-        E = InviteError
-        d = exact_map(obj, _TOKEN_KEYS, what, E)
-        get_int(d, "v", what, E, lo=TOKEN_FORMAT, hi=TOKEN_FORMAT)
-        space = get_bytes(d, "space", what, E, length=16)
-        name = get_name(d, "name", what, E)
-        relays = read_relays(d, "relay", what, E)
-        inviter = get_str(d, "inviter", what, E, max_chars=ID_TEXT_CHARS)
-        if not is_device_id(inviter):
-            raise E(f"{what}: the inviter is not a valid device id")
-        secret = get_bytes(d, "secret", what, E, length=SECRET_BYTES)
-        expires = get_int(d, "expires", what, E)
-        role = get_str(d, "role", what, E, choices=ROLES)
-        member = d["member"]
-        if member is not None:
-            get_str(d, "member", what, E, max_chars=16)
-            if len(member) != 16 or any(c not in "0123456789abcdef" for c in member):
-                raise E(f"{what}: the member field is not a member id")
-        return cls(space, name, relays[0] if relays else None, inviter, secret, expires, role,
-                   member, relays[1:])
+        t = read_record(_TokenFields, obj, "invite token", InviteError)
+        return cls(t.space, t.name, t.relays[0] if t.relays else None, t.inviter, t.secret,
+                   t.expires, t.role, t.member, t.relays[1:])
 
     def check_fresh(self, now: float) -> None:
         """Refuse an expired token locally, before reaching for any admin device."""

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,15 +73,20 @@ from typing import Any, Protocol
 from .. import MODEL_VERSION
 from ..changes.canonical import decode, encode
 from ..errors import ChangeSetError
+from ..wire import Bytes, Check, FieldError, Ident, Int, ListOf, MapOf, Record, Text, wire
 from .errors import MembershipError
 from .fields import (
     MAX_INT,
+    OneOf,
+    Satisfies,
     as_relays,
     exact_map,
     get_bytes,
     get_int,
     get_name,
     get_str,
+    read,
+    read_record,
     read_relays,
     relays_problem,
     relays_wire,
@@ -126,7 +132,56 @@ MAX_GENERATION = 2**32 - 1
 _SIGN_DOMAIN = b"mocksync/membership-entry/v1\x00"
 #: Replays spent looking for an exact removal-wins fixed point before growing a union instead.
 _MAX_EXACT_ROUNDS = 16
-_BODY_KEYS = {"v", "space", "kind", "author", "parents", "counter", "time", "data"}
+
+# ---------------------------------------------------------------- fields (wire checkers)
+
+#: A member id: MEMBER_ID_CHARS lowercase hex digits.
+MEMBER_ID = Ident(MEMBER_ID_CHARS, MEMBER_ID_CHARS,
+                  f"a member id ({MEMBER_ID_CHARS} hex digits)",
+                  re.compile(rf"[0-9a-f]{{{MEMBER_ID_CHARS}}}"))
+#: A device id as text, with a valid check character.
+DEVICE_ID = Satisfies(Text(ID_TEXT_CHARS), is_device_id, "is not a valid device id")
+#: A removal cut: environment id -> the last seq kept.
+_CUT = MapOf(Ident(1, MAX_ENV_ID_CHARS, f"an environment id of 1..{MAX_ENV_ID_CHARS} "
+                   "characters of text", re.compile(r".+", re.DOTALL)),
+             Int(0, MAX_INT), MAX_CUT_ENVS)
+
+
+class _AnyValue(Check):
+    """A field whose shape depends on another (an entry's data on its kind): passed on as
+    decoded, checked by the reader that knows the kind (`_validate_data`)."""
+
+    def decode(self, v: Any, where: str) -> Any:
+        return v
+
+
+def _sorted_distinct(parents: Sequence[bytes], where: str) -> None:
+    if any(a >= b for a, b in zip(parents, parents[1:], strict=False)):
+        raise FieldError(where, "parents must be sorted and distinct")
+
+
+@dataclass(frozen=True, slots=True)
+class _Outer(Record):
+    """A signed entry on the wire: its canonical body and the author's signature of it."""
+
+    body: bytes = wire("body", Bytes(0, MAX_ENTRY_BYTES))
+    sig: bytes = wire("sig", Bytes(64, 64))
+
+
+@dataclass(frozen=True, slots=True)
+class _Body(Record):
+    """An entry's signed body (`_sign` writes it; tests/test_space_wire_golden.py pins it)."""
+
+    v: int = wire("v", Int(ENTRY_FORMAT, SEALED_NAMES_FORMAT))
+    space: bytes = wire("space", Bytes(SPACE_ID_BYTES, SPACE_ID_BYTES))
+    kind: str = wire("kind", OneOf(KINDS))
+    author: str = wire("author", DEVICE_ID)
+    parents: list[bytes] = wire("parents", ListOf(
+        Bytes(HASH_BYTES, HASH_BYTES), MAX_PARENTS, what="a list of entry hashes",
+        whole=_sorted_distinct, unit="parents"))
+    counter: int = wire("counter", Int(0, MAX_INT))
+    time: int = wire("time", Int(0, MAX_INT))
+    data: Any = wire("data", _AnyValue())
 
 
 def new_space_id() -> bytes:
@@ -156,30 +211,18 @@ class Signer(Protocol):
 
 
 def _member_id(d: Mapping[str, Any], key: str, what: str) -> str:
-    v = get_str(d, key, what, MembershipError, max_chars=MEMBER_ID_CHARS)
-    if len(v) != MEMBER_ID_CHARS or any(c not in "0123456789abcdef" for c in v):
-        raise MembershipError(f"{what}: field {key!r} is not a member id ({MEMBER_ID_CHARS} hex digits)")
-    return v
+    out: str = read(MEMBER_ID, d, key, what, MembershipError)
+    return out
 
 
 def _device_id(d: Mapping[str, Any], key: str, what: str) -> str:
-    v = get_str(d, key, what, MembershipError, max_chars=ID_TEXT_CHARS)
-    if not is_device_id(v):
-        raise MembershipError(f"{what}: field {key!r} is not a valid device id")
-    return v
+    out: str = read(DEVICE_ID, d, key, what, MembershipError)
+    return out
 
 
-def _cut(obj: Any, what: str) -> dict[str, int]:
-    if not isinstance(obj, dict):
-        raise MembershipError(f"{what}: a cut must map environment ids to sequence numbers")
-    if len(obj) > MAX_CUT_ENVS:
-        raise MembershipError(f"{what}: names {len(obj)} environments, over the {MAX_CUT_ENVS} limit")
-    for env, seq in obj.items():
-        if not isinstance(env, str) or not 1 <= len(env) <= MAX_ENV_ID_CHARS:
-            raise MembershipError(f"{what}: environment ids are 1..{MAX_ENV_ID_CHARS} characters of text")
-        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_INT:
-            raise MembershipError(f"{what}: the last seq of {env[:40]!r} must be an integer 0..{MAX_INT}")
-    return obj
+def _cut(d: Mapping[str, Any], key: str, what: str) -> dict[str, int]:
+    out: dict[str, int] = read(_CUT, d, key, what, MembershipError)
+    return out
 
 
 def _name(d: Mapping[str, Any], key: str, what: str, v: int) -> None:
@@ -236,17 +279,17 @@ def _validate_data(kind: str, data: Any, what: str, v: int = ENTRY_FORMAT) -> No
     elif kind == "remove_device":
         d = exact_map(data, {"device", "covers"}, what, E)
         _device_id(d, "device", what)
-        _cut(d["covers"], what)
+        _cut(d, "covers", what)
     elif kind == "remove_member":
         d = exact_map(data, {"member", "covers"}, what, E)
         _member_id(d, "member", what)
         covers = d["covers"]
         if not isinstance(covers, dict) or len(covers) > MAX_DEVICE_LIMIT:
             raise E(f"{what}: covers must map at most {MAX_DEVICE_LIMIT} device ids to cuts")
-        for dev, cut in covers.items():
+        for dev in covers:
             if not is_device_id(dev):
                 raise E(f"{what}: covers names something that is not a device id")
-            _cut(cut, what)
+            _cut(covers, dev, what + " covers")
     elif kind == "set_role":
         d = exact_map(data, {"member", "role"}, what, E)
         _member_id(d, "member", what)
@@ -315,40 +358,27 @@ class Entry:
             outer = decode(wire, what=what)
         except ChangeSetError as exc:
             raise MembershipError(str(exc)) from None
-        outer = exact_map(outer, {"body", "sig"}, what, MembershipError)
-        body_bytes = get_bytes(outer, "body", what, MembershipError, max_len=MAX_ENTRY_BYTES)
-        sig = get_bytes(outer, "sig", what, MembershipError, length=64)
+        signed = read_record(_Outer, outer, what, MembershipError)
+        body_bytes, sig = signed.body, signed.sig
         try:
-            body = decode(body_bytes, what=what + " body")
+            raw = decode(body_bytes, what=what + " body")
         except ChangeSetError as exc:
             raise MembershipError(str(exc)) from None
-        body = exact_map(body, _BODY_KEYS, what, MembershipError)
-        version = get_int(body, "v", what, MembershipError, lo=ENTRY_FORMAT,
-                          hi=SEALED_NAMES_FORMAT)
-        space = get_bytes(body, "space", what, MembershipError, length=SPACE_ID_BYTES)
-        kind = get_str(body, "kind", what, MembershipError, choices=KINDS)
-        what = f"{kind} entry {digest.hex()[:12]}"
-        author = _device_id(body, "author", what)
-        parents = body["parents"]
-        if not isinstance(parents, list) or len(parents) > MAX_PARENTS:
-            raise MembershipError(f"{what}: parents must be a list of at most {MAX_PARENTS} hashes")
-        for p in parents:
-            if not isinstance(p, bytes) or len(p) != HASH_BYTES:
-                raise MembershipError(f"{what}: each parent is a {HASH_BYTES}-byte hash")
-        if any(a >= b for a, b in zip(parents, parents[1:], strict=False)):
-            raise MembershipError(f"{what}: parents must be sorted and distinct")
-        counter = get_int(body, "counter", what, MembershipError)
-        time_ms = get_int(body, "time", what, MembershipError)
+        if isinstance(raw, dict) and raw.get("kind") in KINDS:
+            what = f"{raw['kind']} entry {digest.hex()[:12]}"
+        body = read_record(_Body, raw, what, MembershipError)
+        version, space, kind, author = body.v, body.space, body.kind, body.author
+        parents, counter, time_ms = body.parents, body.counter, body.time
         if kind == "genesis":
             if parents or counter != 0:
                 raise MembershipError(f"{what}: a genesis entry has no parents and counter 0")
         elif not parents or counter < 1:
             raise MembershipError(f"{what}: builds on no earlier entry")
-        _validate_data(kind, body["data"], what, version)
-        if kind == "genesis" and body["data"]["device"]["id"] != author:
+        _validate_data(kind, body.data, what, version)
+        if kind == "genesis" and body.data["device"]["id"] != author:
             raise MembershipError(f"{what}: the genesis must be signed by the device it names")
         return cls(wire, digest, body_bytes, sig, space, kind, author, tuple(parents), counter,
-                   time_ms, body["data"], version)
+                   time_ms, body.data, version)
 
 
 def _coerce(e: Entry | bytes) -> Entry:

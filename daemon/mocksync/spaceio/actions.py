@@ -35,6 +35,7 @@ from ..space.membership import (
 from ..space.names import names_key
 from .identityfiles import create_identity
 from .store import (
+    PERSONAL_SPACE_NAME,
     StoredSpace,
     add_space,
     append_entries,
@@ -44,8 +45,6 @@ from .store import (
     rejoin_space,
     save_invite_book,
 )
-
-PERSONAL_SPACE_NAME = "personal"
 
 
 def _now(now: float | None) -> float:

@@ -38,6 +38,8 @@ INVITES_TABLE = "invites"
 MAX_SPACES = 1000
 #: Shortest space-id prefix accepted in place of the full id.
 MIN_ID_PREFIX = 6
+#: The name `init` gives the personal space it makes.
+PERSONAL_SPACE_NAME = "personal"
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,12 @@ def get_space(home: Home, name_or_id: str) -> StoredSpace:
     hits = [s for s in spaces if s.name.casefold() == low]
     if len(hits) == 1:
         return hits[0]
+    if low == PERSONAL_SPACE_NAME and all(s.state.kind == "personal" for s in hits):
+        # A second device's own `init` space and the personal space it then joined: the word
+        # means "mine", the one `share` uses by default (its id still reaches the other).
+        chosen = personal_space(hits)
+        if chosen is not None:
+            return chosen
     if len(hits) > 1:
         ids = ", ".join(s.space_id[:12] for s in hits)
         raise SpaceNotFoundError(
@@ -134,6 +142,18 @@ def get_space(home: Home, name_or_id: str) -> StoredSpace:
         )
     names = ", ".join(repr(s.name) for s in spaces) or "none"
     raise SpaceNotFoundError(f"this device belongs to no space {text!r} (its spaces: {names})")
+
+
+def personal_space(spaces: Iterable[StoredSpace]) -> StoredSpace | None:
+    """This device's personal space: of the personal spaces it holds, the one it joined last.
+
+    Why the last: `init` makes every device a personal space of its own, and a second device
+    of the same person then joins the first one's (`invite personal`); from then on that one
+    is where the person's devices meet, and the space `init` made is left with this device
+    alone. Choosing by ids (as listing order did) picked either, at random per device pair,
+    so `share` without `--space` could land where none of the person's other devices are."""
+    mine = [s for s in spaces if s.state.kind == "personal"]
+    return max(mine, key=lambda s: (s.joined, s.space_id), default=None)
 
 
 def add_space(home: Home, entries: list[Entry], keys: Mapping[int, bytes], *,

@@ -274,6 +274,11 @@ class Store:
             self._bump(env)
         return st
 
+    def loaded_state(self, env: str) -> State | None:
+        """`state(env)` when it is in memory already, else None (never loads it: a caller
+        on the event loop must not walk a big environment's rows)."""
+        return self._states.get(env)
+
     def has_env(self, env: str) -> bool:
         return self.db.execute("SELECT 1 FROM entities WHERE env=? LIMIT 1", (env,)).fetchone() is not None
 

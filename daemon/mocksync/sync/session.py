@@ -92,10 +92,13 @@ from .membership import (
     missing_for,
 )
 from .messages import (
+    DEVICE_ID,
+    ENV_ID,
     MAX_EDITOR_CHARS,
     MAX_ENVS,
     MAX_NONCE,
     MAX_WANT_SPAN,
+    SPACE_ID,
     Ack,
     Bye,
     Cs,
@@ -110,7 +113,7 @@ from .messages import (
     Presence,
     RelayedPresence,
     Want,
-    _Fields,
+    check_field,
     check_reason,
     decode_message,
     encode_message,
@@ -283,11 +286,11 @@ class Session:
         membership: MembershipSource | None = None,
         relay_push: bool = False,
     ) -> None:
-        checker = _Fields("hello", {})
         try:
-            checker.device("device", device)
+            check_field(DEVICE_ID, device, "hello.d")
             self._envs: set[Pair] = {
-                (checker.space("envs", s), checker.env("envs", e)) for s, e in envs
+                (check_field(SPACE_ID, s, "hello.envs space"),
+                 check_field(ENV_ID, e, "hello.envs env")) for s, e in envs
             }
         except MalformedMessage as exc:
             raise ValidationError(f"cannot open a sync session: {exc}") from None
@@ -297,7 +300,8 @@ class Session:
             )
         try:
             #: Spaces whose membership logs this session gossips (both devices are members).
-            self._spaces: set[str] = {checker.space("mh", s) for s in spaces}
+            self._spaces: set[str] = {check_field(SPACE_ID, s, "hello.mh key")
+                                     for s in spaces}
         except MalformedMessage as exc:
             raise ValidationError(f"cannot open a sync session: {exc}") from None
         if len(self._spaces) > MAX_MEMBERSHIP_SPACES:
@@ -535,9 +539,8 @@ class Session:
 
     def add_env(self, space: str, env: str, now_ms: int) -> list[Event]:
         """Start syncing another env with this peer (only envs of spaces the peer is in)."""
-        checker = _Fields("have", {})
         try:
-            pair = (checker.space("s", space), checker.env("e", env))
+            pair = (check_field(SPACE_ID, space, "have.s"), check_field(ENV_ID, env, "have.e"))
         except MalformedMessage as exc:
             raise ValidationError(f"cannot sync this env: {exc}") from None
         if self.closed or pair in self._envs:

@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from ..changes import canonical
-from ..errors import ChangeSetError, LimitError, ValidationError
-from .fields import Check, FieldError
+from ..errors import ChangeSetError
+from .errors import FieldError, WireError, WireLimit
+from .fields import Check
 
 #: Key that names a message's kind in every format.
 KIND_KEY = "t"
@@ -31,27 +32,35 @@ KIND_KEY = "t"
 MAX_KIND_QUOTE = 32
 
 
-class WireError(ValidationError):
-    """Bytes or a value that are not a well-formed message of a wire format."""
-
-    code = "bad_message"
-
-
-class WireLimit(WireError, LimitError):
-    """A frame, or one of its fields, over its named limit."""
-
-    code = "bad_message"
-
-
 def wire(key: str, check: Check, **kw: Any) -> Any:
     """Declare a record field: its short key on the wire and its checker."""
     return dataclasses.field(metadata={"key": key, "check": check}, **kw)
 
 
+def derived(**kw: Any) -> Any:
+    """Declare a record field that is not sent: the record's `from_fields` derives it from the
+    fields that are (a change set's space and seq, read from its signed bytes, never trusted
+    from a field beside them)."""
+    return dataclasses.field(metadata={"derived": True}, **kw)
+
+
 class Record:
-    """Base of typed records (frozen dataclasses whose fields are declared with `wire`)."""
+    """Base of typed records (frozen dataclasses whose fields are declared with `wire`).
+
+    Two optional hooks, run by the codec both ways: `cross_check` for rules that tie fields
+    together (a range's ends, "both null or both set"), and `from_fields` to build the record
+    from its checked wire fields when some of its fields are `derived`."""
 
     __slots__ = ()
+
+    def cross_check(self) -> None:
+        """Refuse (`FieldError`, `where` relative: `".u"`) what no single field's checker can
+        see. Run after every field decoded and before a record is encoded."""
+
+    @classmethod
+    def from_fields(cls: type[R], values: dict[str, Any]) -> R:
+        """The record of its checked wire fields (by attribute name)."""
+        return cls(**values)
 
 
 class Message(Record):
@@ -67,27 +76,53 @@ M = TypeVar("M", bound=Message)
 R = TypeVar("R", bound=Record)
 
 _Spec = tuple[tuple[str, str, Check], ...]
-_SPECS: dict[type, _Spec] = {}
 
 
-def spec(cls: type[Any]) -> _Spec:
-    """(attribute, key, checker) of every field of record class `cls`, in declaration order."""
-    got = _SPECS.get(cls)
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Layout:
+    """What the codec needs of one record class, worked out once: its wire fields, their key
+    set, and whether its hooks are its own (a hook not overridden costs no call)."""
+
+    fields: _Spec
+    keys: frozenset[str]
+    build: Callable[[dict[str, Any]], Any] | None
+    cross: bool
+
+
+_LAYOUTS: dict[type, _Layout] = {}
+
+
+def _layout(cls: type[Any]) -> _Layout:
+    got = _LAYOUTS.get(cls)
     if got is None:
         out = []
         for f in dataclasses.fields(cls):
+            if f.metadata.get("derived"):
+                continue
             if "key" not in f.metadata:
-                raise TypeError(f"{cls.__name__}.{f.name} is not declared with wire(key, check)")
+                raise TypeError(f"{cls.__name__}.{f.name} is not declared with wire(key, check)"
+                                " or derived()")
             out.append((f.name, f.metadata["key"], f.metadata["check"]))
         keys = [k for _a, k, _c in out]
         if len(set(keys)) != len(keys) or KIND_KEY in keys and issubclass(cls, Message):
             raise TypeError(f"{cls.__name__}: repeated keys or a field named {KIND_KEY!r}")
-        got = _SPECS[cls] = tuple(out)
+        own_build = getattr(cls, "from_fields", None)
+        base_build = getattr(Record.from_fields, "__func__", None)
+        build = (own_build if own_build is not None
+                 and getattr(own_build, "__func__", None) is not base_build else None)
+        cross = getattr(cls, "cross_check", Record.cross_check) is not Record.cross_check
+        got = _LAYOUTS[cls] = _Layout(tuple(out), frozenset(keys), build, cross)
     return got
 
 
+def spec(cls: type[Any]) -> _Spec:
+    """(attribute, key, checker) of every wire field of record class `cls` (derived fields
+    left out), in declaration order."""
+    return _layout(cls).fields
+
+
 def keys_of(cls: type[Any]) -> frozenset[str]:
-    return frozenset(k for _a, k, _c in spec(cls))
+    return _layout(cls).keys
 
 
 def _exact_keys(v: Mapping[Any, Any], expected: frozenset[str], where: str,
@@ -104,15 +139,51 @@ def record_from_map(cls: type[R], v: Any, where: str,
     """A record of class `cls` from a decoded map with exactly its keys (plus `ignore`)."""
     if type(v) is not dict:
         raise FieldError(where, f"expected a map, got {type(v).__name__}")
-    fields = spec(cls)
-    if len(v) - len(ignore) != len(fields) or any(k not in v for _a, k, _c in fields):
-        _exact_keys(v, keys_of(cls), where, ignore)
-    return cls(**{a: c.decode(v[k], f"{where}.{k}") for a, k, c in fields})
+    lay = _LAYOUTS.get(cls) or _layout(cls)
+    fields = lay.fields
+    skip = 0
+    for k in ignore:
+        if k in v:
+            skip += 1
+    if len(v) - skip != len(fields):
+        _exact_keys(v, lay.keys, where, ignore)
+    values = {}
+    k = ""
+    try:  # each field checked with a relative position, placed under `where` if it fails
+        for a, k, c in fields:
+            values[a] = c.decode(v[k], "")
+        rec = cls(**values) if lay.build is None else lay.build(values)
+        if lay.cross:
+            k = ""
+            rec.cross_check()
+    except FieldError as exc:
+        raise _under(f"{where}.{k}" if k else where, exc) from None
+    except KeyError:  # as many keys as fields, but not the same ones
+        _exact_keys(v, lay.keys, where, ignore)
+        raise
+    return rec
 
 
 def record_to_map(rec: Record, where: str) -> dict[str, Any]:
     """The map canonical CBOR writes for `rec` (every field checked on the way out)."""
-    return {k: c.encode(getattr(rec, a), f"{where}.{k}") for a, k, c in spec(type(rec))}
+    lay = _LAYOUTS.get(type(rec)) or _layout(type(rec))
+    out = {}
+    k = ""
+    try:
+        if lay.cross:
+            rec.cross_check()
+        for a, k, c in lay.fields:
+            out[k] = c.encode(getattr(rec, a), "")
+    except FieldError as exc:
+        raise _under(f"{where}.{k}" if k else where, exc) from None
+    return out
+
+
+def _under(where: str, exc: FieldError) -> FieldError:
+    return FieldError(where + exc.where, exc.problem, limit=exc.limit)
+
+
+_KIND_ONLY = frozenset((KIND_KEY,))
 
 
 def to_legacy(v: Any) -> Any:
@@ -224,18 +295,32 @@ class Codec:
                 raise self._unknown(kind)
             raise self.bad(KIND_KEY, f"unknown kind {kind[:MAX_KIND_QUOTE]!r}")
         try:
-            return record_from_map(cls, dict(obj), kind, frozenset((KIND_KEY,)))
+            return record_from_map(cls, obj if type(obj) is dict else dict(obj), kind,
+                                   _KIND_ONLY)
         except FieldError as exc:
             raise self.refusal(exc) from None
+
+    def kind_class(self, kind: str) -> type[Message]:
+        """The message class of `kind`, or the refusal of an unknown kind."""
+        cls = self.kinds.get(kind)
+        if cls is None:
+            if self._unknown is not None:
+                raise self._unknown(kind)
+            raise self.bad(KIND_KEY, f"unknown kind {kind[:MAX_KIND_QUOTE]!r}")
+        return cls
+
+    def check_size(self, kind: str, n: int) -> None:
+        """Refuse a frame of `n` bytes over the limit of its kind (before its fields are read:
+        a refusal that costs nothing more than the parse)."""
+        limit = self._limit_of(self.kind_class(kind))
+        if n > limit:
+            raise self._too_big(kind, n, limit)
 
     def decode(self, data: Any) -> Message:
         """Check and decode one frame; the format's error on anything off."""
         obj, kind = self.parse(data)
-        msg = self.from_map(obj, kind)
-        limit = self._limit_of(type(msg))
-        if len(data) > limit:
-            raise self._too_big(kind, len(data), limit)
-        return msg
+        self.check_size(kind, len(data))
+        return self.from_map(obj, kind)
 
 
 __all__ = [
@@ -245,6 +330,7 @@ __all__ = [
     "Record",
     "WireError",
     "WireLimit",
+    "derived",
     "keys_of",
     "record_from_map",
     "record_to_map",
