@@ -200,19 +200,19 @@ async def test_waiting_put_notifications_are_read_with_one_query(pg_url: str) ->
             await a.put("sp", "t", [Envelope("d1", seq, 1, bytes([seq]) * seq)],
                         declared_bytes=50, uploader="d1", now_ms=seq, check=ok)
         await until(lambda: b._events.qsize() == 4, what="four puts wait behind the first")
-        reads: list[Any] = []
-        real = b.pool.fetch
+        alone: list[Any] = []  # notifications read one by one from now on
+        real = b._event
 
-        async def counted(sql: str, *args: Any) -> Any:
-            reads.append(sql)
-            return await real(sql, *args)
+        async def counted(msg: dict[str, Any]) -> Any:
+            alone.append(msg)
+            return await real(msg)
 
-        b.pool.fetch = counted
+        b._event = counted  # type: ignore[method-assign]
         gate.set()
         await until(lambda: len(got) == 5, what="all five puts handed on")
         assert [[(e.seq, e.ct) for e in ev.envelopes] for ev in got] == [
             [(n, bytes([n]) * n)] for n in range(1, 6)]
-        assert len(reads) == 1, reads
+        assert alone == [], "the four waiting puts were read together"
     finally:
         await b.close()
         await a.close()

@@ -259,3 +259,31 @@ async def test_fleet_without_relays_keeps_no_connection() -> None:
         assert made == [] and fleet.status() == {"relays": [], "peers": [], "progress": []}
     finally:
         await fleet.stop()
+
+
+# ---------------------------------------------------------------- what the CLI reads
+
+
+def test_an_invite_to_a_space_naming_no_relay_offers_only_the_configured_relay(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`invite` for a space naming no relay names the daemon's configured relays: never the
+    relay another space picked (that would hand this space to a relay its team never chose)."""
+    import mocksync.cli.spaces as cli
+
+    h = Home(tmp_path / "h")
+    rows = [{"url": Y, "urls": [Y], "state": "connected", "source": "space", "spaces": ["t"]},
+            {"url": X, "urls": [X, Z], "state": "connected", "source": "config", "spaces": []}]
+    status: dict[str, Any] = {"relay": rows[0], "relays": rows}
+    monkeypatch.setattr(cli, "_daemon_status", lambda home: status)
+    assert cli._daemon_relays(h) == (X, Z)
+    status["relays"] = rows[:1]  # no configured relay: nothing from the running daemon
+    assert cli._daemon_relays(h) == ()
+    del status["relays"]  # a daemon from before several connections: its one relay
+    assert cli._daemon_relays(h) == (Y,)
+    # `_surely_member` asks every connection, not only the one `relay` shows.
+    status["relays"] = [rows[0], {**rows[1], "spaces": ["other"]}]
+    held: Any = type("Held", (), {"space_id": "other", "state": type(
+        "S", (), {"is_member": staticmethod(lambda device: True)})()})()
+    assert cli._surely_member(h, held, "dev")
+    held.space_id = "absent"
+    assert not cli._surely_member(h, held, "dev")

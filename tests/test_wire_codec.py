@@ -22,6 +22,7 @@ from mocksync.wire import (
     Bytes,
     Codec,
     FieldError,
+    Ident,
     Int,
     ListOf,
     MapOf,
@@ -33,6 +34,7 @@ from mocksync.wire import (
     Text,
     WireError,
     WireLimit,
+    derived,
     wire,
 )
 
@@ -239,3 +241,68 @@ def test_fuzz_whatever_decodes_re_encodes_to_the_same_bytes(fields: dict[str, An
         assert isinstance(exc, WireError) and str(exc)
         return
     assert CODEC.encode(msg) == data
+
+
+# ------------------------------------------------------------------ derived fields, cross checks
+
+
+@dataclass(frozen=True, slots=True)
+class Span(Message):
+    """Two ends sent, the width derived (as a sync `cs` derives its space from its bytes), and
+    a rule across both ends (as a sync `want`)."""
+
+    KIND = "span"
+    lo: int = wire("a", Int(0, 100))
+    hi: int = wire("b", Int(0, 100))
+    width: int = derived()
+
+    @classmethod
+    def from_fields(cls, values: dict[str, Any]) -> Span:
+        return cls(values["lo"], values["hi"], values["hi"] - values["lo"])
+
+    def cross_check(self) -> None:
+        if self.hi <= self.lo:
+            raise FieldError(".b", f"{self.hi} is not above a ({self.lo})")
+        if self.hi - self.lo > 10:
+            raise FieldError("", "wider than 10", limit=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Named(Message):
+    KIND = "named"
+    who: str = wire("w", Ident(1, 5, "a name of 1..5 printable characters"))
+    tag: str = wire("g", Ident(2, 2, "a two-letter tag", re.compile(r"[a-z]+")))
+
+
+SPAN_CODEC = Codec([Span, Named], label="toy", max_bytes=200)
+
+
+def test_a_derived_field_is_not_sent_and_is_rebuilt_on_decode() -> None:
+    data = SPAN_CODEC.encode(Span(3, 7, 4))
+    assert canonical.decode(data) == {"t": "span", "a": 3, "b": 7}
+    assert SPAN_CODEC.decode(data) == Span(3, 7, 4)
+
+
+def test_a_cross_check_refuses_both_ways_naming_the_field() -> None:
+    for bad, error, text in ((Span(5, 5, 0), WireError, "toy span.b: 5 is not above a (5)"),
+                             (Span(0, 11, 11), WireLimit, "toy span: wider than 10")):
+        with pytest.raises(error) as info:
+            SPAN_CODEC.encode(bad)
+        assert str(info.value) == text
+        with pytest.raises(error) as info:
+            SPAN_CODEC.decode(canonical.encode({"t": "span", "a": bad.lo, "b": bad.hi}))
+        assert str(info.value) == text
+
+
+def test_an_ident_refuses_every_wrong_shape_as_malformed_not_as_a_limit() -> None:
+    assert SPAN_CODEC.decode(SPAN_CODEC.encode(Named("é b", "ab"))) == Named("é b", "ab")
+    for who, tag in (("", "ab"), ("toolong", "ab"), ("a\nb", "ab"), (5, "ab"), ("a", "AB"),
+                     ("a", "abc")):
+        with pytest.raises(WireError) as info:
+            SPAN_CODEC.decode(canonical.encode({"t": "named", "w": who, "g": tag}))
+        assert not isinstance(info.value, LimitError)
+        assert "expected a " in str(info.value)
+
+
+def test_a_field_error_is_a_refusal_of_the_project() -> None:
+    assert issubclass(FieldError, MocksyncError)

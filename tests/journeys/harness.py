@@ -61,6 +61,8 @@ RELAY_START_S = 20.0
 JOURNEY_BLIND_S = 0.3
 #: Default timeout of one CLI call (seconds).
 CLI_TIMEOUT_S = 60.0
+#: Terminal width CLI calls see unless a journey asks for another (wide: no table wraps).
+CLI_COLUMNS = 200
 #: Join waits at most this long for the inviting device to admit the joiner.
 JOIN_TIMEOUT_S = 30.0
 #: Directory whose sitecustomize.py shifts a command's wall clock, and the variable it reads.
@@ -148,12 +150,13 @@ class Result:
 
 
 def run_cli(home: Path | None, *args: str, check: bool = True,
-            timeout: float = CLI_TIMEOUT_S, clock_shift_s: float = 0) -> Result:
+            timeout: float = CLI_TIMEOUT_S, clock_shift_s: float = 0,
+            columns: int = CLI_COLUMNS) -> Result:
     """Run the real `mocksync` executable (`--home HOME` when given). `clock_shift_s`: the
     command's wall clock runs that much ahead (clock/sitecustomize.py), e.g. to use an invite
-    after it expired."""
+    after it expired. `columns`: the terminal width the command lays its tables out for."""
     cmd = [*mocksync_command(), *(["--home", str(home)] if home is not None else []), *args]
-    env = {**os.environ, "COLUMNS": "200"}
+    env = {**os.environ, "COLUMNS": str(columns)}
     if clock_shift_s:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(CLOCK_DIR), env.get("PYTHONPATH", "")) if p)
@@ -272,11 +275,12 @@ class Device(Child):
 
     # -------------------------------------------------------------- the CLI
     def ms(self, *args: str, check: bool = True, timeout: float = CLI_TIMEOUT_S,
-           clock_shift_s: float = 0) -> Result:
+           clock_shift_s: float = 0, columns: int = CLI_COLUMNS) -> Result:
         """`mocksync --home HOME ARGS...`; with check, a non-zero exit fails the test.
-        `clock_shift_s`: this command runs with its wall clock that far ahead."""
+        `clock_shift_s`: this command runs with its wall clock that far ahead; `columns`:
+        the terminal's width."""
         return run_cli(self.home, *args, check=check, timeout=timeout,
-                       clock_shift_s=clock_shift_s)
+                       clock_shift_s=clock_shift_s, columns=columns)
 
     def status(self) -> dict[str, Any]:
         """`status --json` (fails if the daemon does not answer)."""

@@ -135,7 +135,11 @@ def test_size_quota_at_share_and_on_every_later_edit(team: Team) -> None:
                       "alice's status to hold the grown environment")
     assert entry["reason"].startswith(
         "quota exceeded: team plan allows environments up to 20 kB; this one is 27.7 kB"), entry
-    assert "held" in alice.ms("status").out
+    # The sentence is readable in `status` whatever the terminal's width: one line under the
+    # table (a table column wrapped it a few words per line on 80 columns).
+    narrow = alice.ms("status", columns=80).out
+    assert ("  petstore.json: held: quota exceeded: team plan allows environments up to "
+            "20 kB; this one is 27.7 kB") in narrow, narrow
     time.sleep(QUIET_S)
     for dev in (desktop, bob):
         assert compact_size(dev.read("petstore")) == FITS_BYTES

@@ -102,6 +102,8 @@ class EnvWrites:
         if rt.state not in (SYNCED,) or rt.uuid not in self.agent.envs \
                 or not self.agent.store.has_env(rt.uuid):
             return
+        self.agent.store.warm(rt.uuid)  # (the first save after start then decodes nothing)
+        self.agent.edits.index_parsed(rt.path)
         state = self.agent.store.state(rt.uuid)
         try:
             doc = render(state)

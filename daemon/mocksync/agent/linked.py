@@ -259,7 +259,7 @@ class LinkedFiles:
         #: all of them) then costs no walk of the environment and no stat of its files.
         self._views: dict[str, _LinkView] = {}
         self._view_seq = 0
-        self._reconciled: dict[str, int] = {}
+        self._reconciled: dict[tuple[str, bool], int] = {}
         #: Environments whose `status` plan is being made on the store worker.
         self._replanning: set[str] = set()
         #: Per env: the references of each route of the last document sized
@@ -480,9 +480,12 @@ class LinkedFiles:
         if env_ent is None or not env_ent.live:
             return
         view = self._view(rt.uuid, state)
-        if not local and only is None and self._reconciled.get(rt.uuid) == view.seq:
-            # A teammate's change that touched no link, and every link was looked at since
-            # the last one that did: nothing here to write. Changes on disk are the poll's.
+        if only is None and self._reconciled.get((rt.uuid, local)) == view.seq and not any(
+                key[0] == rt.uuid for key in self._problems):
+            # A change (a teammate's, or a save here) that touched no link, every link was
+            # looked at since the last one that did, and none has a problem to retry:
+            # nothing to write or send. Changes of the files on disk are the watcher's and
+            # the poll's (`only`), so no file is statted again for an edit of a label.
             self._ensure_poll()
             return
         links = view.planned()
@@ -579,8 +582,8 @@ class LinkedFiles:
                 log.warning("linked file %s of %s: %s", rel, rt.uuid, reason)
         if commits:
             self._commit(rt, state, commits, seen)
-        if only is None:
-            self._reconciled[rt.uuid] = view.seq
+        if only is None:  # (per kind of pass: only a local one sends local files)
+            self._reconciled[(rt.uuid, local)] = view.seq
         had |= {r for r in before if r not in seen and r in synced}  # deleted, still linked
         if seen != before or had != had_before:
             self._save_seen(rt.uuid)
@@ -689,7 +692,8 @@ class LinkedFiles:
             self._seen.pop(env, None)  # no longer synced here
             self._had.pop(env, None)
             self._views.pop(env, None)
-            self._reconciled.pop(env, None)
+            self._reconciled.pop((env, True), None)
+            self._reconciled.pop((env, False), None)
             self._doc_refs.pop(env, None)
             self._doc_plans.pop(env, None)
             self._track(env, set())

@@ -222,11 +222,15 @@ def status_cmd(ctx: Ctx, wait: bool, timeout: float, as_json: bool) -> None:
                    f"{p.get('total')} change sets")
     envs = st["environments"]
     if envs:
-        _table("environments", ["name", "file", "space", "state", "conflicts", "reason"],
+        # Reasons are sentences (what is wrong and what to do): under the table, one line
+        # each, not squeezed into a column a narrow terminal wraps a word per line.
+        _table("environments", ["name", "file", "space", "state", "conflicts"],
                [[e["name"], Path(e["file"]).name, e.get("space_name") or "", e["state"],
-                 e["conflicts"] or "", e["reason"] or ""] for e in envs])
-        for e in envs:  # linked files (FILE bodies, TLS files) that are not in sync, and why
+                 e["conflicts"] or ""] for e in envs])
+        for e in envs:  # why each one is as it is, then linked files not in sync, and why
             name, extra = Path(e["file"]).name, []
+            if e.get("reason"):
+                click.echo(f"  {name}: {e['state']}: {e['reason']}")
             waiting: dict[str, list[str]] = {}
             for lk in e.get("linked") or ():
                 state = lk.get("state")

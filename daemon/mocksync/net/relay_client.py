@@ -379,7 +379,8 @@ class RelayClient:
         """Retry now: drop the current connection (if any) and skip the backoff wait. The
         same relay address again: a connection dropped on purpose is not a dead instance."""
         self._attempt = 0
-        self._again = self._ws is not None
+        # Two pokes in a row must not undo the first one's "same address again".
+        self._again = self._again or self._ws is not None
         ws = self._ws
         if ws is not None:
             with contextlib.suppress(Exception):

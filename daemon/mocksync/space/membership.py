@@ -157,7 +157,7 @@ class _AnyValue(Check):
 
 def _sorted_distinct(parents: Sequence[bytes], where: str) -> None:
     if any(a >= b for a, b in zip(parents, parents[1:], strict=False)):
-        raise FieldError(where, "parents must be sorted and distinct")
+        raise FieldError(where, "must be sorted and distinct")
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,6 +173,14 @@ def remove(home: Home, identity: Identity, space: str, target_text: str, *,
     if not state.is_admin(identity.device_id):
         raise MembershipError(f"only an admin device can remove; this device is not an admin of {state.name!r}")
     target = resolve_target(state, target_text)
+    if identity.device_id in target.devices:
+        # The key rotation that follows a removal must be signed by a device that stays, so a
+        # removal of this very device (or of its own member) cannot be completed here.
+        what = "itself" if target.kind == "device" else f"{target.label}, its own member,"
+        raise MembershipError(
+            f"this device cannot remove {what} from {state.name!r}: the new content key must "
+            f"be signed by a device that stays; run `mocksync remove {state.name} "
+            f"{target_text}` on another admin device of the space")
     t = _now(now)
     ms = int(t * 1000)
     if target.kind == "device":

@@ -274,6 +274,17 @@ class Store:
             self._bump(env)
         return st
 
+    def warm(self, env: str) -> None:
+        """Load now what the first commit or ingest of `env` after a start would: its State,
+        and the deps of each device's last change set (`_closed_deps` closes over them; the
+        first change set of an environment, a whole snapshot, takes seconds to decode when
+        it is 15 MB). For the store worker at start (issue 15), so no save pays for it."""
+        self.state(env)
+        lookup = self._deps_lookup(env)
+        for device, seq in self.version_vector(env).items():
+            if seq > 0:
+                lookup((device, seq))
+
     def loaded_state(self, env: str) -> State | None:
         """`state(env)` when it is in memory already, else None (never loads it: a caller
         on the event loop must not walk a big environment's rows)."""

@@ -16,7 +16,7 @@ turns that into the error class of its protocol with a sentence that names the f
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,7 +200,8 @@ class MapOf(Check):
     hi: int
 
     def _run(self, v: Any, where: str, enc: bool) -> dict[Any, Any]:
-        if type(v) is not dict:
+        # a message may hold any mapping (a read-only view); what arrives must be a map
+        if not isinstance(v, Mapping) if enc else type(v) is not dict:
             raise FieldError(where, f"expected a map, got {_type_name(v)}")
         if len(v) > self.hi:
             raise FieldError(where, f"{len(v)} entries, over the {self.hi} limit", limit=True)
