@@ -120,6 +120,17 @@ def test_json_usage_error_is_a_document_with_exit_2(tmp_path: Path) -> None:
     assert res.exit_code == 2 and res.stdout == ""  # without --json: stderr only
 
 
+def test_a_guessed_command_name_says_which_command_is_meant(tmp_path: Path) -> None:
+    # `mocksync ui` (the web page is `open`) said only "No such command 'ui'".
+    res = run(tmp_path, "ui")
+    assert res.exit_code == 2 and "did you mean `mocksync open`?" in res.stderr, res.stderr
+    res = run(tmp_path, "ui", "--json")
+    assert json.loads(res.stdout)["error"]["message"] == (
+        "No such command 'ui'; did you mean `mocksync open`?")
+    res = run(tmp_path, "nonsense")
+    assert res.exit_code == 2 and "did you mean" not in res.stderr
+
+
 def test_status_json_without_daemon(tmp_path: Path) -> None:
     res = run(tmp_path, "status", "--json")
     assert res.exit_code == 3

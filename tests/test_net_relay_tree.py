@@ -1,5 +1,7 @@
-"""Pushing a teammate's change set along a tree of the overlay (issue 16): every device gets
-it pushed once, by one parent, over an overlay link; the other neighbours only announce it."""
+"""Pushing change sets over the overlay (issue 16): `relay_children`, the breadth-first tree
+from an author (measured, not used by the transport: see `net.overlay`), and the session's
+`relay_to`, which the transport uses so links left over from an older overlay only get
+announcements."""
 
 from __future__ import annotations
 

@@ -56,9 +56,12 @@ class StatusReport:
         }
 
     def spaces(self) -> list[dict[str, Any]]:
-        """Each space this device belongs to and the relays it names (issue 17), in order."""
+        """Each space this device belongs to and the relays it names (issue 17), in order;
+        `local_relays`: those this device alone added (`space relays --use`, not signed)."""
         return [{"id": sp.space_id, "name": sp.name, "kind": sp.state.kind,
-                 "relays": list(sp.state.relays)} for sp in self.agent.spaces.spaces()]
+                 "relays": list(sp.state.relays),
+                 "local_relays": list(getattr(sp, "local_relays", ()))}
+                for sp in self.agent.spaces.spaces()]
 
     def health(self, rt: EnvRuntime) -> dict[str, Any]:
         """`blocked` (and why) when refused or quarantined change sets stop `rt` syncing, and

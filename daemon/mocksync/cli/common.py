@@ -54,8 +54,22 @@ COMMAND_MODULES: dict[str, str] = {
 }
 
 
+#: Names people try for a command, and the command they mean: `mocksync ui` answers with the
+#: command to run instead of a bare "No such command" (click only suggests names spelled alike).
+GUESSED_NAMES: dict[str, str] = {"ui": "open", "web": "open", "page": "open", "ls": "list",
+                                 "sync": "status", "info": "status", "env": "list",
+                                 "envs": "list", "spaces": "space list"}
+
+
 class LazyGroup(click.Group):
     """A group whose commands are imported on first use (see COMMAND_MODULES)."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]
+                        ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name in GUESSED_NAMES and name not in COMMAND_MODULES and name not in self.commands:
+            ctx.fail(f"No such command '{name}'; did you mean `mocksync {GUESSED_NAMES[name]}`?")
+        return super().resolve_command(ctx, args)
 
     def _load(self, module: str) -> None:
         import importlib

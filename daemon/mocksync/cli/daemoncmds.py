@@ -211,6 +211,9 @@ def status_cmd(ctx: Ctx, wait: bool, timeout: float, as_json: bool) -> None:
     for sp in st.get("spaces") or ():  # the relays each space names (issue 17)
         if sp.get("relays"):
             click.echo(f"space   {sp['name']}: relays {', '.join(sp['relays'])}")
+        if sp.get("local_relays"):  # `space relays --use`: this device only, not signed
+            click.echo(f"space   {sp['name']}: also {', '.join(sp['local_relays'])} "
+                       "(this device only, until the space names it)")
     if st["peers"]:
         _table("peers", ["device", "member", "via", "fallback", "state", "rtt ms"],
                [[p.get("device"), p.get("member"), p.get("via"), p.get("fallback") or "",

@@ -194,8 +194,16 @@ def merge_cmd(base: str, ours: str, theirs: str, output: str | None, prefer: str
     and in .gitattributes:  *.json merge=mocksync   (or name the files)
 
     Exit 0 when clean; 1 when conflicts remain (listed on stderr; the --prefer side applied).
+    When neither OURS nor THEIRS is a Mockoon environment (package.json under `*.json
+    merge=mocksync`), the files are merged as text the way git does without a driver.
     """
-    pb, po, pt = _load(base, 10**9), _load(ours, 10**9), _load(theirs, 10**9)
+    po_env, pt_env = _as_env(ours), _as_env(theirs)
+    if po_env is None and pt_env is None:
+        _text_merge(base, ours, theirs, output, as_json)
+        return
+    pb = _load(base, 10**9)
+    po = po_env if po_env is not None else _load(ours, 10**9)
+    pt = pt_env if pt_env is not None else _load(theirs, 10**9)
     try:
         result = merge3(pb.doc, po.doc, pt.doc, prefer)
     except MocksyncError as exc:
@@ -221,3 +229,61 @@ def merge_cmd(base: str, ours: str, theirs: str, output: str | None, prefer: str
         for line in lines:
             click.echo(f"  {line}", err=True)
         raise SystemExit(EXIT_FAILED)
+
+
+#: What `merge` runs on files that are not Mockoon environments: git's own line-based merge,
+#: so `*.json merge=mocksync` in .gitattributes (as the README suggests) leaves package.json,
+#: tsconfig.json and the like merging exactly as they did without the driver.
+TEXT_MERGE = ("git", "merge-file")
+#: Longest that text merge of one file may take (seconds).
+TEXT_MERGE_TIMEOUT_S = 60.0
+
+
+def _as_env(path: str) -> ParsedEnv | None:
+    """`path` parsed as a Mockoon environment, None when it is not one (an unreadable file
+    fails here, naming why)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return _load(path, 10**9)
+    try:
+        return parse_env(data, 10**9)
+    except MocksyncError:
+        return None
+
+
+def _text_merge(base: str, ours: str, theirs: str, output: str | None, as_json: bool) -> None:
+    """Neither side is an environment: git's text merge, conflicts left as markers as git
+    leaves them (--prefer is for environments' registers); the result over OURS or into
+    --output. Nothing is written when the merge cannot run."""
+    import shutil
+    import subprocess
+
+    if shutil.which(TEXT_MERGE[0]) is None:
+        fail(f"{ours} and {theirs} are not Mockoon environments, and git (which merges other "
+             "files as text) is not installed; merge them by hand", error="not_an_environment")
+    cmd = [*TEXT_MERGE, "-p", "-L", "ours", "-L", "base", "-L", "theirs", ours, base, theirs]
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=TEXT_MERGE_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        fail(f"cannot merge {ours} as text: {exc}", error="text_merge")
+    if done.returncode < 0 or done.returncode > 127:
+        fail(f"cannot merge {ours} as text: {done.stderr.decode(errors='replace').strip()}",
+             error="text_merge")
+    target = Path(output or ours)
+    from ..agent.writer import atomic_write
+
+    try:
+        atomic_write(target, done.stdout)
+    except (OSError, MocksyncError) as exc:
+        fail(f"{target}: cannot write ({exc})")
+    conflicts = done.returncode
+    if as_json:
+        emit_json({"output": str(target), "clean": conflicts == 0, "text": True,
+                   "conflicts": conflicts})
+    if conflicts:
+        click.echo(f"mocksync merge: not Mockoon environments; merged as text (git merge-file): "
+                   f"{conflicts} conflict(s) marked in {target}", err=True)
+        raise SystemExit(EXIT_FAILED)
+

@@ -84,6 +84,7 @@ def _space_summary(sp: StoredSpace, me: str) -> dict[str, Any]:
         "model": st.model,
         "relay": st.relay,  # the first (the only one before issue 17), kept for scripts
         "relays": list(st.relays),
+        "local_relays": list(sp.local_relays),  # `space relays --use`: this device only
     }
 
 
@@ -207,11 +208,79 @@ def space_show_cmd(ctx: click.Context, space: str, as_json: bool) -> None:
     click.echo(f"kind     {row['kind']}, you are {row['role'] or 'not a member'}")
     click.echo(f"members  {row['members']} ({row['devices']} devices), "
                f"key generation {row['key_generation']}")
+    _print_relays(row)
+
+
+def _print_relays(row: dict[str, Any]) -> None:
     if row["relays"]:
         for i, url in enumerate(row["relays"]):
             click.echo(f"{'relays' if i == 0 else '':<8} {url}")
     else:
         click.echo("relays   none: invites name the relays the inviting daemon uses, if any")
+    for url in row["local_relays"]:
+        click.echo(f"{'':<8} {url}  (this device only: `space relays --use`)")
+
+
+@space_group.command(
+    "relays",
+    epilog="\b\nExamples:\n  mocksync space relays backend-team\n  mocksync space relays backend-team --set https://relay2.example:8765\n  mocksync space relays backend-team --set https://a.example:8765 --set https://b.example:8765\n  mocksync space relays backend-team --use https://relay2.example:8765   # this device only\n  mocksync space relays backend-team --forget-local",
+)
+@click.argument("space")
+@click.option("--set", "new", metavar="URL", multiple=True,
+              help="Move the space: its relay list from now on, http(s)://host:port, repeat "
+                   f"for fallbacks (1..{MAX_SPACE_RELAYS}). Admin only; signed, so every "
+                   "member follows.")
+@click.option("--use", "use", metavar="URL", multiple=True,
+              help="This device only: also sync the space through URL (repeatable), e.g. "
+                   "to catch up with a move made while it was away. Not signed; forgotten "
+                   "once the space names URL.")
+@click.option("--forget-local", is_flag=True, help="Drop the relays added with --use.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def space_relays_cmd(ctx: click.Context, space: str, new: tuple[str, ...],
+                     use: tuple[str, ...], forget_local: bool, as_json: bool) -> None:
+    """Show or change the relays SPACE syncs through.
+
+    Without options: the space's relays. `--set` moves the space to other relays (the
+    team's choice: a signed membership entry; members learn it from the old relay, the LAN
+    or the new relay, and their daemons follow; the old relay hears nothing more of the
+    space). A device that was away while its space moved, and cannot reach the old relay,
+    catches up with `--use NEW-URL`. See docs/design/relay.md.
+    """
+    if sum((bool(new), bool(use), forget_local)) > 1:
+        fail("give one of --set, --use and --forget-local", EXIT_USAGE)
+    ident = _identity(ctx)
+    home = _home(ctx)
+    before = _space(ctx, space)
+    try:
+        if new:
+            sp = actions.move_relays(home, ident, space, new)
+        elif use or forget_local:
+            sp = actions.use_local_relays(home, space, use)
+        else:
+            sp = before
+    except MocksyncError as exc:
+        fail(str(exc))
+    if new:
+        _poke_daemon(home, "membership")  # the old relay gets the move, then the new route
+    elif use or forget_local:
+        _poke_daemon(home)  # plan the routes again and connect now
+    row = _space_summary(sp, ident.device_id)
+    if as_json:
+        emit_json(row)
+        return
+    if new:
+        click.echo(f"space {sp.name!r} now syncs through {', '.join(sp.state.relays)} "
+                   f"(was {', '.join(before.state.relays) or 'none'}); members follow as "
+                   "they learn it")
+    elif use and not sp.local_relays:
+        click.echo(f"space {sp.name!r} already names {', '.join(use)}: no local relay needed")
+    elif use:
+        click.echo(f"this device also syncs {sp.name!r} through {', '.join(sp.local_relays)} "
+                   "(this device only, until the space names it)")
+    elif forget_local:
+        click.echo(f"this device no longer adds relays of its own to {sp.name!r}")
+    _print_relays(row)
 
 
 @space_group.command(

@@ -15,6 +15,13 @@ routes are planned again when the CLI pokes the daemon (`reconnect` after `join`
 the home only when its documents changed). A new route gets its own connection; a space
 added to an existing route makes that connection reconnect to be admitted to it; a route no
 space needs any more is closed.
+
+A space that moves relay (a signed `relays` entry, `space relays --set`) changes route like
+any other: planned again when the CLI pokes (`membership`), or at once when a connection
+learns such an entry from its relay (`RelayTransport.on_relays_moved`). Before a connection
+stops carrying a space that still exists, it hands that relay the space's log entries it
+lacks (`farewell`): the move entry reaches the members still connected to the old relay, who
+follow it; after that the old relay hears nothing more of the space.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..ports import AgentPort
-from ..space.relayroutes import Route, Routes, plan_routes, primary_route
+from ..space.relayroutes import Route, Routes, plan_routes, primary_route, space_relays
 from .relay_client import RelayError
 from .relay_transport import LOG_CHECK_S, RelayTransport
 
@@ -58,6 +65,7 @@ class RelayFleet:
         self._agent: AgentPort | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._soon: asyncio.Task[Any] | None = None
 
     def _new_transport(self, route: Route, spaces: set[str]) -> RelayTransport:
         return RelayTransport(list(route), spaces=spaces, **self._kw)
@@ -69,11 +77,12 @@ class RelayFleet:
         self._task = asyncio.create_task(self._plan_loop(), name="relay routes")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        for task in (self._task, self._soon):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._task = self._soon = None
         async with self._lock:
             for t in reversed(list(self.transports.values())):
                 await t.stop()
@@ -139,8 +148,25 @@ class RelayFleet:
         agent = self._agent
         if agent is None:
             return Routes()
-        spaces = {s.space_id: s.state.relays for s in agent.spaces.spaces()}
+        spaces = {s.space_id: space_relays(s.state.relays, getattr(s, "local_relays", ()))
+                  for s in agent.spaces.spaces()}
         return plan_routes(spaces, self.configured)
+
+    def replan_soon(self) -> None:
+        """Plan again in a task of its own (a connection that learnt its space moved relay
+        calls this from its own callback, and the plan may close that very connection)."""
+        if self._agent is None or (self._soon is not None and not self._soon.done()):
+            return
+        self._soon = asyncio.create_task(self.replan(), name="relay routes (moved)")
+
+    async def _farewell(self, t: RelayTransport, gone: set[str], routes: Routes) -> None:
+        """`t` stops carrying `gone`: hand its relay the log entries it lacks of those another
+        route of `routes` now carries (they moved relay, not left), so that a move entry
+        reaches the members still on that relay. Best effort: a relay down learns nothing."""
+        moved = {s for s in gone if routes.route(s) is not None}
+        if moved:
+            with contextlib.suppress(RelayError, OSError, asyncio.TimeoutError):
+                await t.farewell(moved)
 
     async def replan(self, *, act: bool = True) -> list[RelayTransport]:
         """Open, narrow, widen or close connections to match the spaces' routes now; the
@@ -160,16 +186,20 @@ class RelayFleet:
                     log.warning("space %s has no relay connection: %s", space[:12], reason)
             for route in [r for r in self.transports if r not in routes.routes]:
                 log.info("relay route %s carries no space any more: closing it", ", ".join(route))
-                await self.transports.pop(route).stop()
+                old = self.transports.pop(route)
+                await self._farewell(old, set(old.only or ()), routes)
+                await old.stop()
             for route, spaces in routes.routes.items():
                 t = self.transports.get(route)
                 if t is None:
                     log.info("relay route %s for %d space(s)", ", ".join(route), len(spaces))
                     t = self._make(route, set(spaces))
+                    t.on_relays_moved = self.replan_soon
                     self.transports[route] = t
                     await t.start(self._agent)
                 elif t.only != set(spaces):
                     gone = (t.only or set()) - set(spaces)
+                    await self._farewell(t, gone, routes)
                     t.only = set(spaces)
                     (narrowed if gone else widened).append(t)
             self.routes = routes

@@ -175,6 +175,9 @@ class RelayTransport(RelayEvents):
         self._missing_gen: dict[str, int] = {}
         self._key_tasks: dict[str, asyncio.Task[None]] = {}
         self._key_arrived: dict[str, asyncio.Event] = {}
+        #: Called when the relay sends a `relays` entry (a space moved relay): the fleet
+        #: plans its routes again (`net.relay_fleet`).
+        self.on_relays_moved: Callable[[], None] | None = None
 
     @property
     def agent(self) -> AgentPort:
@@ -209,6 +212,8 @@ class RelayTransport(RelayEvents):
         if not fresh:
             return
         self._taggers.pop(space, None)
+        if any(e.kind == "relays" for e in fresh) and self.on_relays_moved is not None:
+            self.on_relays_moved()  # the space moved relay: its route changes now
         if any(e.kind in ("remove_device", "remove_member") for e in fresh):
             # Take back what the removal refuses (on the agent's store worker when it has one).
             self.agent.enforce_membership_soon()
@@ -798,6 +803,15 @@ class RelayTransport(RelayEvents):
         for space in list(c.accepted):
             if space in spaces:
                 await self._push_space_log(c, space)
+
+    async def farewell(self, spaces: set[str]) -> None:
+        """This connection is about to stop carrying `spaces` (they moved to other relays):
+        upload the entries of each its relay lacks, the move among them."""
+        c = self.client
+        if c is None or not c.connected:
+            return
+        for space in sorted(spaces & set(c.accepted)):
+            await self._push_space_log(c, space)
 
     async def _push_space_log(self, client: RelayClient, space: str) -> None:
         """Upload the entries of `space` the relay has not had from us (none: no request)."""

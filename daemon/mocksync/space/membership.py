@@ -27,6 +27,16 @@ one entry has exactly one wire form and one hash.
     set_role       {member: id, role}
     rotate_key     {gen, sealed: {device id: sealed content key}}
     migrate        {model}
+    relays         {relays: url|[url, ...]}  (issue 17 follow-up: the space moves relay)
+                   the space's relay list from now on, replacing the genesis `relay` (or an
+                   earlier `relays` entry): 1..MAX_SPACE_RELAYS addresses, the same form and
+                   checks as the genesis field. `SpaceState.relays` is the list in effect
+                   after the replay; among concurrent ones the last in the order wins.
+
+An entry of a kind this build does not know (a newer device signed it) is a structural
+refusal of the whole log, said as "update mocksync" (`from_wire`): the kind is signed and a
+device cannot tell what an unknown entry changes (who may write? which relays?), so it takes
+none of the log rather than a part of it.
 
 Rules of the replay (an entry that breaks one is *void*: kept in the DAG, without effect, with
 its reason in `SpaceState.void`):
@@ -77,6 +87,7 @@ from ..wire import Bytes, Check, FieldError, Ident, Int, ListOf, MapOf, Record, 
 from .errors import MembershipError
 from .fields import (
     MAX_INT,
+    MAX_SPACE_RELAYS,
     OneOf,
     Satisfies,
     as_relays,
@@ -99,7 +110,7 @@ ENTRY_FORMAT = 1
 #: relay verifies them without reading the names. Format 1 entries are still read.
 SEALED_NAMES_FORMAT = 2
 KINDS = ("genesis", "add_member", "add_device", "remove_device", "remove_member", "set_role",
-         "rotate_key", "migrate")
+         "rotate_key", "migrate", "relays")
 ROLES = ("admin", "editor")
 SPACE_KINDS = ("team", "personal")
 
@@ -308,6 +319,10 @@ def _validate_data(kind: str, data: Any, what: str, v: int = ENTRY_FORMAT) -> No
     elif kind == "migrate":
         d = exact_map(data, {"model"}, what, E)
         get_int(d, "model", what, E, lo=1, hi=MAX_MODEL_VERSION)
+    elif kind == "relays":
+        d = exact_map(data, {"relays"}, what, E)
+        if not read_relays(d, "relays", what, E):
+            raise E(f"{what}: field 'relays' must name 1..{MAX_SPACE_RELAYS} relays, got none")
     else:  # pragma: no cover - kind was checked against KINDS
         raise E(f"{what}: unknown kind")
 
@@ -366,6 +381,11 @@ class Entry:
             raise MembershipError(str(exc)) from None
         if isinstance(raw, dict) and raw.get("kind") in KINDS:
             what = f"{raw['kind']} entry {digest.hex()[:12]}"
+        elif isinstance(raw, dict) and isinstance(raw.get("kind"), str):
+            raise MembershipError(
+                f"{what} is of kind {raw['kind'][:40]!r}, which this version of mocksync does "
+                "not know (a device running a newer one signed it); update mocksync to take in "
+                "this space's membership log")
         body = read_record(_Body, raw, what, MembershipError)
         version, space, kind, author = body.v, body.space, body.kind, body.author
         parents, counter, time_ms = body.parents, body.counter, body.time
@@ -444,7 +464,8 @@ class SpaceState:
     next_counter: int
     order: tuple[str, ...]
     void: Mapping[str, str]
-    #: Further relays the genesis names after `relay`, in order (issue 17).
+    #: Further relays the space names after `relay`, in order (issue 17): the genesis list,
+    #: or the last `relays` entry's (the space moved relay).
     relay_more: tuple[str, ...] = ()
 
     @property
@@ -535,6 +556,8 @@ class _Replay:
         self.gen_creator = ""
         self.last_removal_index = -1
         self.model = 1
+        #: The space's relay list in effect (genesis `relay`, then `relays` entries).
+        self.relays: tuple[str, ...] = ()
         self.g: dict[str, Any] = {}
 
     def is_ancestor(self, j: int, i: int) -> bool:
@@ -562,6 +585,7 @@ class _Replay:
         if e.kind == "genesis":
             self.g = d
             self.model = d["model"]
+            self.relays = as_relays(d["relay"])
             mid = d["member"]["id"]
             self.members[mid] = {"id": mid, "name": self.name_of(d["member"]["name"], "member", mid),
                                  "role": "admin", "devices": []}
@@ -587,6 +611,7 @@ class _Replay:
             "set_role": self._set_role,
             "rotate_key": self._rotate_key,
             "migrate": self._migrate,
+            "relays": self._relays,
         }[e.kind]
         return handler(i, e, d)
 
@@ -705,6 +730,13 @@ class _Replay:
         if d["model"] <= self.model:
             return f"the space is already at model {self.model}"
         self.model = d["model"]
+        return None
+
+    def _relays(self, i: int, e: Entry, d: dict[str, Any]) -> str | None:
+        relays = as_relays(d["relays"])
+        if relays == self.relays:
+            return "the space already names exactly these relays"
+        self.relays = relays
         return None
 
 
@@ -831,7 +863,7 @@ def verify_log(entries: Iterable[Entry | bytes], names_key: bytes | None = None)
         forced = grown
 
     g = genesis.data
-    relays = as_relays(g["relay"])
+    relays = rp.relays
     members = {
         mid: Member(mid, m["name"], m["role"], tuple(m["devices"])) for mid, m in rp.members.items()
     }
@@ -983,6 +1015,17 @@ def migrate(signer: Signer, state: SpaceState, *, model: int, now_ms: int) -> En
     return sign_entry(signer, state, "migrate", {"model": model}, now_ms=now_ms)
 
 
+def set_relays(signer: Signer, state: SpaceState, *, relays: Sequence[str],
+               now_ms: int) -> Entry:
+    """The space's relay list from now on (1..MAX_SPACE_RELAYS addresses, preferred first);
+    refused here, before signing, when the list is not one a genesis could name."""
+    urls = as_relays(relays)
+    problem = relays_problem(urls) if urls else f"must name 1..{MAX_SPACE_RELAYS} relays"
+    if problem:
+        raise MembershipError(f"the space's new relay list {problem}")
+    return sign_entry(signer, state, "relays", {"relays": relays_wire(urls)}, now_ms=now_ms)
+
+
 __all__ = [
     "DEFAULT_DEVICE_LIMIT",
     "Device",
@@ -1006,6 +1049,7 @@ __all__ = [
     "remove_device",
     "remove_member",
     "rotate_key",
+    "set_relays",
     "set_role",
     "sign_entry",
     "verify_log",

@@ -19,6 +19,14 @@ The rule, first match wins, per space:
    prefers; the space's further relays stay behind them as fallbacks.
 3. Otherwise: the space's own relays, in the space's order. Configured relays never see it.
 
+A space's relay list is the one in effect in its log (the genesis, or the last `relays`
+entry: the team moved relay), plus, on this device only, the relays its owner added with
+`space relays --use` (`space_relays`): a device that was away while its space moved cannot
+reach the old relay to learn of the move, so its owner names the new one. Those go first
+(the person asked for them because the signed list is stale) and are forgotten once the
+signed list names them. Either way every address is one someone chose: the team, by a signed
+entry, or this device's owner; never a relay of some other space.
+
 Spaces on the same route share one connection (the relay is told all of their ids at once,
 which is no more than each space's own relay already knows); a device has at most
 `MAX_ROUTES` connections, and a space past that is left unrouted with a reason for `status`.
@@ -41,6 +49,12 @@ MAX_ROUTES = 16
 
 #: A route: the relay addresses one connection tries, in order (the first that answers).
 Route = tuple[str, ...]
+
+
+def space_relays(signed: Sequence[str], local: Sequence[str] = ()) -> tuple[str, ...]:
+    """The relays a space is routed through on this device: `local` (`space relays --use`,
+    this device only) first, then the `signed` list in effect in its log; no repeats."""
+    return tuple(dict.fromkeys((*local, *signed)))
 
 
 def route_of(own: Sequence[str], configured: Sequence[str]) -> Route:
@@ -117,4 +131,4 @@ def pin_for(url_pins: Mapping[str, bytes], legacy: bytes | None, url: str) -> by
 
 
 __all__ = ["MAX_ROUTES", "Route", "Routes", "pin_for", "plan_routes", "primary_route",
-           "route_of"]
+           "route_of", "space_relays"]

@@ -31,6 +31,7 @@ from ..space.membership import (
     remove_device,
     remove_member,
     rotate_key,
+    set_relays,
 )
 from ..space.names import names_key
 from .identityfiles import create_identity
@@ -44,6 +45,7 @@ from .store import (
     load_invite_book,
     rejoin_space,
     save_invite_book,
+    set_local_relays,
 )
 
 
@@ -203,6 +205,33 @@ def remove(home: Home, identity: Identity, space: str, target_text: str, *,
     return RemoveResult(target, rot.generation, stored)
 
 
+def move_relays(home: Home, identity: Identity, space: str, relays: Sequence[str], *,
+                now: float | None = None) -> StoredSpace:
+    """`space relays SPACE --set URL...`: sign the space's new relay list (admin only; the
+    same checks as `space create --relay`). Refused, with nothing written, when this device
+    is not an admin, the list is bad, or it is the list the space already names."""
+    sp = get_space(home, space)
+    state = sp.state
+    if not state.is_admin(identity.device_id):
+        raise MembershipError(
+            f"only an admin device can change the relays of {state.name!r}; this device is not "
+            "an admin of it (ask one to run `mocksync space relays "
+            f"{state.name} --set URL`)")
+    urls = tuple(relays)
+    if urls == state.relays:
+        raise MembershipError(f"space {state.name!r} already names exactly these relays; "
+                              "nothing changed")
+    entry = set_relays(identity, state, relays=urls, now_ms=int(_now(now) * 1000))
+    return append_entries(home, sp.space_id, [entry])
+
+
+def use_local_relays(home: Home, space: str, relays: Sequence[str]) -> StoredSpace:
+    """`space relays SPACE --use URL...` (or none: `--forget-local`): the relays this device
+    alone also syncs the space through, until the space's own list names them."""
+    sp = get_space(home, space)
+    return set_local_relays(home, sp.space_id, relays)
+
+
 def admin_session(home: Home, identity: Identity, space: str) -> AdminSession:
     """An admin-side join session over this device's copy of a space (for the daemon)."""
     sp = get_space(home, space)
@@ -244,9 +273,11 @@ __all__ = [
     "create_space",
     "init_device",
     "issue_invite",
+    "move_relays",
     "record_admission",
     "record_join",
     "remove",
     "resolve_target",
     "seen_seqs",
+    "use_local_relays",
 ]

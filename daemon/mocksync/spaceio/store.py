@@ -26,6 +26,7 @@ from tinydb import Query, TinyDB
 
 from ..paths import Home
 from ..space.errors import MembershipError, SpaceNotFoundError
+from ..space.fields import MAX_SPACE_RELAYS, relay_url_problem, relays_problem
 from ..space.invite import InviteBook, IssuedInvite
 from ..space.membership import Entry, SpaceState, extend_log, verify_log
 from ..space.names import names_key
@@ -40,6 +41,9 @@ MAX_SPACES = 1000
 MIN_ID_PREFIX = 6
 #: The name `init` gives the personal space it makes.
 PERSONAL_SPACE_NAME = "personal"
+#: Field of a space's document holding the relays this device alone added for it
+#: (`space relays --use`): a list of URLs.
+LOCAL_RELAYS_FIELD = "local_relays"
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,10 @@ class StoredSpace:
     entries: list[Entry]
     keys: dict[int, bytes] = field(repr=False)
     joined: float
+    #: Relays this device alone added for the space (`space relays --use`): not signed, not
+    #: the team's choice, only this device's way to reach a space that moved relay while it
+    #: was away (docs/design/relay.md "When a space moves relay").
+    local_relays: tuple[str, ...] = ()
 
     @property
     def space_id(self) -> str:
@@ -91,7 +99,18 @@ def _load(doc: Mapping[str, Any]) -> StoredSpace:
     entries = [Entry.from_wire(_unb64(w)) for w in doc["entries"]]
     keys = {int(g): _unb64(k) for g, k in doc.get("keys", {}).items()}
     state = verify_log(entries, _names(entries, keys))
-    return StoredSpace(state, entries, keys, float(doc.get("joined", 0.0)))
+    return StoredSpace(state, entries, keys, float(doc.get("joined", 0.0)),
+                       _local_relays_of(doc))
+
+
+def _local_relays_of(doc: Mapping[str, Any]) -> tuple[str, ...]:
+    """A space document's local relays; anything unreadable is skipped, never fatal (the
+    file is the user's), and at most MAX_SPACE_RELAYS are kept."""
+    raw = doc.get(LOCAL_RELAYS_FIELD)
+    if not isinstance(raw, list):
+        return ()
+    urls = [u for u in raw if isinstance(u, str) and relay_url_problem(u) is None]
+    return tuple(dict.fromkeys(urls))[:MAX_SPACE_RELAYS]
 
 
 def _doc(entries: Iterable[Entry], keys: Mapping[int, bytes], state: SpaceState,
@@ -198,7 +217,7 @@ def rejoin_space(home: Home, entries: list[Entry], keys: Mapping[int, bytes], de
         all_keys = dict(current.keys)
         all_keys.update(keys)
         table.update(_doc(merged, all_keys, state, joined), Query().space_id == state.space_id)
-    return StoredSpace(state, merged, all_keys, joined)
+    return StoredSpace(state, merged, all_keys, joined, current.local_relays)
 
 
 def append_entries(home: Home, space_id: str, new: Iterable[Entry],
@@ -218,8 +237,34 @@ def append_entries(home: Home, space_id: str, new: Iterable[Entry],
         keys.update(new_keys or {})
         state = extend_log(current.entries, fresh, _names(current.entries, keys))
         entries = current.entries + fresh
-        table.update(_doc(entries, keys, state, current.joined), Query().space_id == space_id)
-    return StoredSpace(state, entries, keys, current.joined)
+        fields = _doc(entries, keys, state, current.joined)
+        local = tuple(u for u in current.local_relays if u not in state.relays)
+        if local != current.local_relays:
+            # A local route the space itself now names has done its job: forget it, so it
+            # never outlives the team's choice (a later move away from it takes it along).
+            fields[LOCAL_RELAYS_FIELD] = list(local)
+        table.update(fields, Query().space_id == space_id)
+    return StoredSpace(state, entries, keys, current.joined, local)
+
+
+def set_local_relays(home: Home, space_id: str, urls: Iterable[str]) -> StoredSpace:
+    """Replace the relays this device alone uses for `space_id` (`space relays --use`; empty:
+    none). Checked like a space's own list (1..MAX_SPACE_RELAYS http(s)://host:port, no
+    repeats); addresses the space already names are left out (they need no local route).
+    Bad input changes nothing."""
+    urls = tuple(urls)
+    problem = relays_problem(urls)
+    if problem:
+        raise MembershipError(f"the local relay list {problem}")
+    with locked(home) as db:
+        table = db.table(SPACES_TABLE)
+        doc = table.get(Query().space_id == space_id)
+        if doc is None:
+            raise SpaceNotFoundError(f"this device belongs to no space {space_id}")
+        current = _load(doc)
+        local = tuple(u for u in urls if u not in current.state.relays)
+        table.update({LOCAL_RELAYS_FIELD: list(local)}, Query().space_id == space_id)
+    return StoredSpace(current.state, current.entries, current.keys, current.joined, local)
 
 
 def load_invite_book(home: Home, space_id: str) -> InviteBook:
@@ -397,6 +442,7 @@ class SpacePins:
 
 
 __all__ = [
+    "LOCAL_RELAYS_FIELD",
     "MAX_PINS_PER_SPACE",
     "RELAY_PINS_FIELD",
     "RELAY_PIN_FIELD",
@@ -412,5 +458,6 @@ __all__ = [
     "relay_pin",
     "relay_pins",
     "save_invite_book",
+    "set_local_relays",
     "set_relay_pin",
 ]

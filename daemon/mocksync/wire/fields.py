@@ -244,19 +244,20 @@ class Struct(Check):
 
     checks: tuple[tuple[str, Check], ...]
     what: str
-    build: Callable[..., Any] = lambda *parts: parts
+    build: Callable[..., Any] | None = None  # None: held as the tuple of its parts
     parts: Callable[[Any], Sequence[Any]] = tuple
 
     def decode(self, v: Any, where: str) -> Any:
         if type(v) is not list or len(v) != len(self.checks):
             raise FieldError(where, f"expected {self.what}")
+        name = ""
         parts = []
-        for (name, c), x in zip(self.checks, v, strict=True):
-            try:
+        try:
+            for (name, c), x in zip(self.checks, v, strict=True):  # noqa: B007 (in except)
                 parts.append(c.decode(x, ""))
-            except FieldError as exc:
-                raise _within(f"{where} {name}" if name else where, exc) from None
-        return self.build(*parts)
+        except FieldError as exc:
+            raise _within(f"{where} {name}" if name else where, exc) from None
+        return tuple(parts) if self.build is None else self.build(*parts)
 
     def encode(self, v: Any, where: str) -> list[Any]:
         try:
