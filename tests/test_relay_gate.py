@@ -10,16 +10,18 @@ honest frame of each kind still passes; the refusal names the kind and the limit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from typing import Any
 
+import cbor2
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mocksync import MODEL_VERSION, PROTOCOL_VERSION
-from mocksync.changes.canonical import encode
+from mocksync.changes.canonical import MAX_DEPTH, encode
 from mocksync.net import relay_client as client_mod
 from mocksync.net.relay_gate import (
     PEEK_ITEMS,
@@ -27,6 +29,7 @@ from mocksync.net.relay_gate import (
     UNKNOWN_KIND_CAP,
     cap_of,
     check_relay_frame,
+    decode_relay_frame,
     peek_kind,
 )
 from mocksync.relay.auth import prove_relay, relay_public
@@ -38,6 +41,7 @@ from mocksync.relay.protocol import (
     MAX_WHO_DEVICES,
     RELAY,
     RELAY_KINDS,
+    Batch,
     FrameTooLarge,
     RelayProtocolError,
     decode_message,
@@ -152,6 +156,47 @@ def test_unknown_kind_is_held_to_the_small_cap() -> None:
         check_relay_frame(encode({"t": "zzz", "x": [0] * 1000}))
 
 
+# ---------------------------------------------------------------- one pass: decode_relay_frame
+
+
+def test_the_client_path_decodes_the_largest_honest_frames() -> None:
+    envelopes = [[dev(i), i + 1, 1, b"x"] for i in range(MAX_BATCH_ITEMS)]
+    frame = _honest({"t": "batch", "i": 1, "s": SPACE, "e": TAG, "x": envelopes, "more": True})
+    msg = decode_relay_frame(frame)
+    assert isinstance(msg, Batch) and len(msg.items) == MAX_BATCH_ITEMS
+
+
+@pytest.mark.parametrize("kind, extra", [
+    ("who", {"s": SPACE, "ds": [0] * 900_000, "off": []}),
+    ("batch", {"i": 1, "s": SPACE, "e": TAG, "x": [0] * 3_000_000, "more": False}),
+    ("welcome", {"ok": {"z": [0] * 900_000}, "no": {}}),
+    ("signal", {"s": SPACE, "from": [0] * 30_000}),
+    ("zzz", {"x": [0] * 1000}),
+])
+def test_one_pass_holds_each_kinds_item_cap_before_building(
+        kind: str, extra: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-kind item cap is held by the decoding gate's own scan (no second walk), and
+    the frame is refused before cbor2 builds anything, exactly at the kind's cap."""
+    frame = encode({"t": kind, **extra})
+    cap = cap_of(kind)
+    monkeypatch.setattr(cbor2, "loads", lambda *_a, **_k: pytest.fail("built a capped frame"))
+    with pytest.raises(FrameTooLarge, match=f"more than {cap.max_items} items"):
+        decode_relay_frame(frame)
+
+
+def test_one_pass_keeps_the_byte_caps_and_the_depth_cap() -> None:
+    n = 1 << 20
+    small = b"\xa2" + encode("t") + encode("ok") + encode("x") + b"\x5a" + n.to_bytes(4, "big") \
+        + b"\x00" * n
+    with pytest.raises(FrameTooLarge, match="relay ok frame of .* byte limit"):
+        decode_relay_frame(small)
+    deep = encode({"t": "batch", "x": 0})[:-1] + b"\x81" * (MAX_DEPTH + 2) + b"\x00"
+    with pytest.raises(FrameTooLarge, match="deeper than"):
+        decode_relay_frame(deep)
+    with pytest.raises(RelayProtocolError, match="not canonical"):
+        decode_relay_frame(b"\xa2\x61t\x62ok\x61a\x00")  # 'a' after 't': out of order
+
+
 # ---------------------------------------------------------------- a fake relay, end to end
 
 
@@ -209,14 +254,15 @@ async def test_a_client_drops_a_relay_that_sends_an_item_heavy_frame(
         lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     alice = lab.device("alice")
     space = create_space(alice.home, alice.identity, "team").space_id
-    decoded: list[str] = []
-    real_decode = client_mod.decode
+    built: list[str] = []  # the kind of every frame cbor2 was asked to build
+    real_loads = cbor2.loads
 
-    def spy(data: Any, *, sender: str) -> Any:
-        decoded.append(peek_kind(bytes(data)))  # before the decoder runs, whatever it says
-        return real_decode(data, sender=sender)
+    def spy(data: Any, *args: Any, **kwargs: Any) -> Any:
+        with contextlib.suppress(RelayProtocolError):
+            built.append(peek_kind(bytes(data)))
+        return real_loads(data, *args, **kwargs)
 
-    monkeypatch.setattr(client_mod, "decode", spy)
+    monkeypatch.setattr(cbor2, "loads", spy)
     bomb = encode({"t": "who", "s": space, "ds": [0] * 200_000, "off": []})
     relay = HostileRelay(space, [bomb])
     await relay.start()
@@ -228,13 +274,14 @@ async def test_a_client_drops_a_relay_that_sends_an_item_heavy_frame(
         cpu = time.process_time()
         await client.start()
         await asyncio.wait_for(relay.sent.wait(), 15)
-        await until(lambda: "who frame holds more than" in (client.status()["reason"] or ""),
+        cap = RELAY_FRAME_CAPS["who"].max_items
+        await until(lambda: f"more than {cap} items" in (client.status()["reason"] or ""),
                     what="the client refusing the relay's who frame")
         print(f"CPU spent by the test process on the session: "
               f"{time.process_time() - cpu:.3f} s")
         assert client.status()["state"] == "offline"
-        assert "who" not in decoded  # refused before the decoder saw it
-        assert {"challenge", "welcome"} <= set(decoded)
+        assert "who" not in built  # refused by the gate's scan, before cbor2 built it
+        assert {"challenge", "welcome"} <= set(built)
     finally:
         await client.stop()
         await relay.stop()

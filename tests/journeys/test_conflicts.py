@@ -149,3 +149,36 @@ def test_the_conflicts_hint_names_the_take_that_flips_it_on_each_device(crew: Cr
     team.everywhere(env, devices, lambda d: d["port"] == lost, "the losing port, taken back")
     team.wait(lambda: all(_conflicts(d, env) == (0, []) for d in devices),
               "no conflict left on any device")
+
+
+def test_an_edit_of_something_deleted_meanwhile_reads_as_deleted_in_conflicts(
+        crew: Crew) -> None:
+    """Alice edits a response's body while Bob deletes its route. `conflicts` showed the kept
+    side as `None (bob...)` in field `v.body`, as if Bob had written the value None: it must
+    say the route's response was deleted, and name the field as the editor shows it."""
+    team, (laptop, desktop, bob) = crew.team, crew.all
+    devices = (laptop, desktop, bob)
+    name = laptop.add_example("petstore", "gone-petstore.json")
+    env = laptop.share(name)["uuid"]
+    doc = team.synced(env, *devices)
+    route = doc["routes"][0]["uuid"]
+    laptop_file, bob_file = laptop.file_of(env), bob.file_of(env)
+    assert laptop_file is not None and bob_file is not None
+    alices, bobs = copy.deepcopy(doc), copy.deepcopy(doc)
+    alices["routes"][0]["responses"][0]["body"] = "edited by alice"
+    bobs["routes"] = [r for r in bobs["routes"] if r["uuid"] != route]
+    for holder in [bobs, *bobs["folders"]]:
+        key = "rootChildren" if holder is bobs else "children"
+        holder[key] = [c for c in holder[key] if c.get("uuid") != route]
+    laptop.save(laptop_file.name, alices)
+    bob.wait_doc(env, lambda d: d["routes"][0]["responses"][0]["body"] == "edited by alice",
+                 "Alice's body in Bob's file")
+    bob.save(bob_file.name, bobs)  # on the version his editor had: concurrent with Alice's
+
+    def listed() -> str | None:
+        text = desktop.ms("conflicts", env, check=False).out
+        return text if "edited by alice" in text else None
+
+    text = team.wait(listed, "the body edit of the deleted route listed on Alice's desktop")
+    assert "(deleted) (bob" in text and "None (" not in text, text
+    assert "│ body " in text and "v.body" not in text, text

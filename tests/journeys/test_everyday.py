@@ -82,3 +82,12 @@ def test_one_row_per_peer_and_json_without_a_daemon(crew: Crew) -> None:
     doc = json.loads(res.out)
     assert doc["error"]["code"] == "daemon_not_running" and doc["daemon"] == {"running": False}
     assert "not running" in res.err
+
+    # She starts it and, at once, asks to wait for the first sync (as the README's setup does
+    # right after `mocksync daemon` or `service install`): `--wait` waits for the daemon to
+    # answer too, instead of saying it is not running while it starts.
+    carol.start(relay=False, wait=False)
+    res = carol.ms("status", "--wait", "--timeout", "60", check=False)
+    assert res.code == 0, res.text
+    assert "daemon  running" in res.out, res.text
+    carol.stop()  # the crew's team lives on for later journeys: leave no extra daemon

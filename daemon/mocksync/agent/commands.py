@@ -15,7 +15,7 @@ from ..errors import ValidationError
 from ..model import dumps, parse_env, render, snapshot_ops
 from ..model.jsfmt import MOCKOON_LAYOUT
 from ..model.lifecycle import reshare_refusal
-from ..model.ops import DELETED, FILE_NAME, LIFECYCLE, UNSHARED
+from ..model.ops import DELETED, FILE_NAME, LIFECYCLE, UNSHARED, Set
 from ..model.resolution import flip_take, resolution_ops, takes_loser
 from ..model.spans import text_to_write
 from .envfiles import MISSING, SYNCED, EnvRuntime
@@ -63,7 +63,7 @@ class Commands:
         self.agent.quotas.check_share(space_id, doc)
         # The file name travels with the first change set (encrypted like every op), so
         # teammates' devices keep it when it is free there (model/sharedname.py).
-        ops = snapshot_ops(doc, self.agent.rng) + [("s", doc["uuid"], FILE_NAME, path.name)]
+        ops = snapshot_ops(doc, self.agent.rng) + [Set(doc["uuid"], FILE_NAME, path.name)]
         refusal = peer_refusal(parsed.views, ops)
         if refusal is not None:  # checked before anything is recorded: nothing changes
             raise ValidationError(f"{path.name}: {refusal}")
@@ -114,7 +114,7 @@ class Commands:
         return rt
 
     def set_lifecycle(self, rt: EnvRuntime, value: str) -> None:
-        self.agent.commit(rt, [("s", rt.uuid, LIFECYCLE, value)])
+        self.agent.commit(rt, [Set(rt.uuid, LIFECYCLE, value)])
 
     def unshare(self, text: str) -> dict[str, Any]:
         rt = self.find(text)
@@ -205,7 +205,7 @@ class Commands:
             ops = validate_ops(list(cs.ops))
             kinds: dict[str, int] = {}
             for op in ops:
-                kinds[op[0]] = kinds.get(op[0], 0) + 1
+                kinds[op.name] = kinds.get(op.name, 0) + 1
             names = {"c": "created", "s": "set", "x": "unset", "d": "deleted"}
             summary = ", ".join(f"{n} {names[k]}" for k, n in kinds.items())
             from ..changes import physical_ms

@@ -31,10 +31,11 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..model import Op
 from ..model.envsize import JS_SIZE_BOUND, compact_size, quick_compact_size
 from ..paths import Home
 from ..ports import SpaceDirectory, Transport
@@ -221,7 +222,7 @@ class Agent:
         """The plan's refusal for an environment of `env_bytes` in `space`, or None."""
         return self.spaces.check_size(space, env_bytes)
 
-    def commit(self, rt: EnvRuntime, ops: list[tuple],
+    def commit(self, rt: EnvRuntime, ops: Sequence[Op],
                seen: dict[str, int] | None = None) -> Any:
         """Commit our own edit and send it. `seen`: the version vector of what the edit was
         made against, when older than the log (an editor's save); None: all of it."""

@@ -14,11 +14,12 @@ import dataclasses
 import logging
 import os
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ValidationError
-from ..model import ParsedEnv, diff, parse_env, render
+from ..model import Op, ParsedEnv, diff, parse_env, render
 from ..model.reparse import index_text
 from ..model.samedoc import KnownEqual, same_doc
 from ..model.sharedname import choose_file_name
@@ -43,7 +44,7 @@ log = logging.getLogger("mocksync.agent")
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
-def peer_refusal(views: dict[str, Any] | None, ops: list[tuple]) -> str | None:
+def peer_refusal(views: dict[str, Any] | None, ops: Sequence[Op]) -> str | None:
     """Why peers would refuse the ops of this save (the very check they run on it,
     `validate_ops`), naming the place in the file; None when they would accept them."""
     from ..model import to_wire, validate_ops
@@ -53,7 +54,7 @@ def peer_refusal(views: dict[str, Any] | None, ops: list[tuple]) -> str | None:
         validate_ops([to_wire(op) for op in ops])
     except BadOpError as exc:
         op = ops[exc.index] if 0 <= exc.index < len(ops) else None
-        view = views.get(op[1]) if op is not None and views else None
+        view = views.get(op.uuid) if op is not None and views else None
         where = f"{view.path or 'the environment'}: " if view is not None else ""
         return f"{where}{exc}; peers would refuse this edit"
     return None
@@ -299,7 +300,7 @@ class FolderEdits:
         base = self.agent.store.base_sha(rt.uuid)  # (path, sha): the text only when needed
         tied: list[str] = []
         if base is not None and base[1] == sha:
-            ops: list[tuple] = []
+            ops: list[Op] = []
             tied = [sha]
         else:
             candidates: list[tuple[str, Any]] = []

@@ -40,7 +40,7 @@ import shlex
 import shutil
 import stat
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from functools import partial
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import MocksyncError, ValidationError
-from ..model import diff, render
+from ..model import Op, diff, render
 from ..model.envsize import size_refusal
 from ..model.files import (
     CONFLICT,
@@ -138,7 +138,7 @@ class LinkedHost(Protocol):
     def is_held(self, uuid: str) -> bool: ...
     def find(self, text: str) -> EnvRuntime: ...
     def forget_local(self, path: Path) -> None: ...
-    def commit(self, rt: EnvRuntime, ops: list[tuple],
+    def commit(self, rt: EnvRuntime, ops: Sequence[Op],
                seen: dict[str, int] | None = None) -> Any: ...
     def size_problem(self, space: str, doc: dict[str, Any]) -> str | None: ...
     def check_size(self, space: str, env_bytes: int) -> str | None: ...

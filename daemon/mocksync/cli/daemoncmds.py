@@ -164,12 +164,66 @@ def _seconds(s: float) -> str:
     return f"{round(s / 60)} min"
 
 
+#: How long `status --wait` waits for a daemon that holds the home but does not answer yet
+#: (just started: `service install`, or `mocksync daemon` in another terminal a moment ago).
+DAEMON_START_WAIT_S = 30.0
+#: ...and for one that does not even hold the home yet (a process still importing its code).
+DAEMON_APPEAR_WAIT_S = 5.0
+#: Pause between two looks for that daemon's control socket.
+DAEMON_START_POLL_S = 0.2
+
+
+def _wait_for_starting_daemon(ctx: Ctx, limit: float) -> None:
+    """`status --wait` right after starting the daemon said "the daemon is not running" while
+    it was starting up. Wait (saying so) while a live process holds the home's lock, and a few
+    seconds more for one that may not have taken it yet; then fail as `status` does. The lock
+    is only read, never taken: taking it, even for an instant, could make the starting daemon
+    refuse to run."""
+    import os
+    import time
+
+    from ..agent.lock import read_lock_pid
+
+    started = time.monotonic()
+    said = False
+    while True:
+        try:
+            ControlClient(ctx.home.socket).call("status")
+            return
+        except DaemonNotRunning as exc:
+            pid = read_lock_pid(ctx.home.lock)
+            alive = pid is not None and pid != os.getpid() and _pid_alive(pid)
+            waited = time.monotonic() - started
+            if waited >= (limit if alive else min(limit, DAEMON_APPEAR_WAIT_S)):
+                fail(str(exc), EXIT_NO_DAEMON, error=DaemonNotRunning.code,
+                     daemon={"running": False})
+            if not said:
+                click.echo("waiting for the daemon to start answering...", err=True)
+                said = True
+        except ControlError:
+            return  # it answers; the real call below reports whatever it says
+        time.sleep(DAEMON_START_POLL_S)
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @main_group.command("status", epilog=examples(
     "mocksync status",
     "mocksync status --wait --timeout 300",
     "mocksync status --json | jq '.environments[] | select(.state != \"synced\")'"))
 @click.option("--wait", is_flag=True,
-              help="First wait until no environment is catching up, showing progress.")
+              help="First wait until no environment is catching up, showing progress (and "
+                   "for a daemon still starting up).")
 @click.option("--timeout", default=600.0, show_default=True, type=float,
               help="With --wait: give up after this many seconds (exit 1).")
 @json_opt
@@ -186,6 +240,7 @@ def status_cmd(ctx: Ctx, wait: bool, timeout: float, as_json: bool) -> None:
     if not 0 < timeout <= MAX_WAIT_S:
         fail(f"--timeout must be between 0 and {MAX_WAIT_S} seconds", EXIT_USAGE)
     if wait:
+        _wait_for_starting_daemon(ctx, min(timeout, DAEMON_START_WAIT_S))
         with Reporter() as reporter:
             done, st = wait_caught_up(lambda: _call(ctx, "status"), reporter, timeout)
         if not done:
@@ -396,9 +451,9 @@ def conflicts_cmd(ctx: Ctx, env: str | None, as_json: bool) -> None:
         _table("conflicts", [*(["file"] if len(files) > 1 else []), "id", "where", "field",
                              "kept", "over", *(["flip with"] if mixed else [])],
                [[*([c.get("file")] if len(files) > 1 else []), c["id"], c["where"],
-                 c.get("what") or ".".join(c["field"][1:]) or c["field"][0],
-                 f"{_short(c['winner']['value'])} ({_writer(c['winner'])})",
-                 f"{_short(c['loser']['value'])} ({_writer(c['loser'])})",
+                 _field_text(c),
+                 f"{_value_text(c['winner'])} ({_writer(c['winner'])})",
+                 f"{_value_text(c['loser'])} ({_writer(c['loser'])})",
                  *([f"--take {c.get('flip', 'theirs')}"] if mixed else [])] for c in cs])
         click.echo(_flip_hint(cs))
     if cs:
@@ -413,6 +468,22 @@ def _flip_hint(cs: list[dict[str, Any]]) -> str:
     take = f"--take {flips.pop()}" if len(flips) == 1 else "--take as its row says"
     return (f"flip one with: mocksync resolve ID {take}\n"
             "(\"ours\" is the value this device wrote, else the one kept)")
+
+
+def _field_text(c: dict[str, Any]) -> str:
+    """The field a conflict is about, as a person reads it: `body`, not `v.body`, also when
+    the entity holding it was deleted concurrently (`#deleted` leads the field then)."""
+    if c.get("what"):
+        return str(c["what"])
+    field = [str(f) for f in c.get("field") or ()]
+    if field and field[0] == "#deleted":
+        return ".".join(field[2:]) or "the whole entity"
+    return ".".join(field[1:]) or (field[0] if field else "")
+
+
+def _value_text(side: dict[str, Any]) -> str:
+    """One side's value; a delete has none to show (`None` read as a value someone wrote)."""
+    return "(deleted)" if side.get("absent") else _short(side.get("value"))
 
 
 def _writer(side: dict[str, Any]) -> str:
@@ -463,7 +534,7 @@ def resolve_cmd(ctx: Ctx, target: str, take: str | None, keep_local: bool, disca
 def _resolved_text(res: dict[str, Any]) -> str:
     """What `resolve` did, in values: taking the side already kept changes no file, and a
     person who meant to flip it must be able to see that."""
-    value = "(removed)" if res.get("absent") else _short(res.get("value"), 60)
+    value = "(deleted)" if res.get("absent") else _short(res.get("value"), 60)
     if res.get("changed"):
         return f"resolved: took {value} (file updated)"
     return f"resolved: kept {value}, the value already in place (file unchanged)"

@@ -14,7 +14,17 @@ from typing import Any
 import click
 
 from ..errors import MocksyncError
-from ..model import ABSENT, ParsedEnv, diff, merge3, parse_env, state_from_doc
+from ..model import (
+    ABSENT,
+    Create,
+    Delete,
+    ParsedEnv,
+    Set,
+    diff,
+    merge3,
+    parse_env,
+    state_from_doc,
+)
 from ..model.merge import describe, describe_entity
 from ..model.spans import text_to_write
 from .common import EXIT_FAILED, emit_json, examples, fail, main_group
@@ -117,16 +127,16 @@ def diff_cmd(old: str, new: str, exit_code: bool, as_json: bool) -> None:
     new_state.apply(ops, (1, "new"))
     changes: list[dict[str, Any]] = []
     for op in ops:
-        name, uuid = op[0], op[1]
-        if name == "c":
-            changes.append({"change": "added", "kind": op[2], "entity": uuid,
+        uuid = op.uuid
+        if isinstance(op, Create):
+            changes.append({"change": "added", "kind": op.kind, "entity": uuid,
                             "where": describe_entity(new_state, uuid)})
-        elif name == "d":
+        elif isinstance(op, Delete):
             e = state.entity(uuid)
             changes.append({"change": "removed", "kind": e.kind if e else None, "entity": uuid,
                             "where": describe_entity(state, uuid)})
         else:
-            rid = op[2]
+            rid = op.rid
             e = state.entity(uuid)
             if rid[0] == "k":
                 continue  # key order only: not interesting to people
@@ -138,7 +148,8 @@ def diff_cmd(old: str, new: str, exit_code: bool, as_json: bool) -> None:
                 changes.append({
                     "change": "changed", "kind": e.kind if e else None, "entity": uuid,
                     "where": describe_entity(new_state, uuid), "field": ".".join(rid[1:]),
-                    "old": _jsonable(old_v), "new": _jsonable(op[3]) if name == "s" else None,
+                    "old": _jsonable(old_v),
+                    "new": _jsonable(op.value) if isinstance(op, Set) else None,
                 })
     same_layout = a.layout == b.layout
     rendered_same = render(new_state) == b.doc

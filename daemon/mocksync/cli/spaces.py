@@ -232,8 +232,8 @@ def _print_relays(row: dict[str, Any]) -> None:
                    "member follows.")
 @click.option("--use", "use", metavar="URL", multiple=True,
               help="This device only: also sync the space through URL (repeatable), e.g. "
-                   "to catch up with a move made while it was away. Not signed; forgotten "
-                   "once the space names URL.")
+                   "to catch up with a move made while it was away. Not signed; replaces an "
+                   "earlier --use list; forgotten once the space names URL.")
 @click.option("--forget-local", is_flag=True, help="Drop the relays added with --use.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context

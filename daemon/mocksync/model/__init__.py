@@ -19,7 +19,7 @@ from .errors import (
 from .flatten import EntityView, flatten
 from .jsfmt import COMPACT_LAYOUT, MOCKOON_LAYOUT, Layout, detect_layout, dumps
 from .merge import MergeResult, describe, describe_entity, merge3
-from .ops import to_wire, validate_ops
+from .ops import Create, Delete, Op, Set, Unset, as_op, to_wire, validate_ops
 from .render import render, render_text
 from .state import ABSENT, ApplyResult, Conflict, Entity, State, happened_before
 from .validate import MAX_ENV_FILE_BYTES, ParsedEnv, check_env, parse_env
@@ -31,4 +31,5 @@ __all__ = [
     "detect_layout", "diff", "dumps", "flatten", "happened_before", "parse_env", "registers_of",
     "render", "render_text", "same", "snapshot_ops", "state_from_doc", "to_wire", "validate_ops",
     "MergeResult", "describe", "describe_entity", "merge3",
+    "Create", "Delete", "Op", "Set", "Unset", "as_op",
 ]

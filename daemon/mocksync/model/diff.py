@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import ValidationError
 from .flatten import EntityView, flatten
 from .fracindex import is_valid_key, keys_between
-from .ops import RegId
+from .ops import Create, Delete, Op, RegId, Set, Unset
 from .render import tree_parents
 from .schema import ENV, LIST, TREE
 from .state import State
@@ -50,19 +50,19 @@ def registers_of(v: EntityView) -> dict[RegId, Any]:
     return regs
 
 
-def _field_ops(b: EntityView, n: EntityView) -> list[tuple]:
+def _field_ops(b: EntityView, n: EntityView) -> list[Op]:
     # Python's == is the fast C comparison; it equates true with 1 and 1 with 1.0, which
     # Mockoon's fixed field types never swap, so `same` is only paid for entities that changed.
     if b.keys == n.keys and b.fields == n.fields:
         return []
     old, new = registers_of(b), registers_of(n)
-    ops: list[tuple] = []
+    ops: list[Op] = []
     for rid, val in new.items():
         if rid not in old or not same(old[rid], val):
-            ops.append(("s", n.uuid, rid, val))
+            ops.append(Set(n.uuid, rid, val))
     for rid in old:
         if rid not in new and rid[0] == "v":
-            ops.append(("x", n.uuid, rid))
+            ops.append(Unset(n.uuid, rid))
     return ops
 
 
@@ -106,7 +106,7 @@ def diff(
     *,
     base_views: dict[str, EntityView] | None = None,
     new_views: dict[str, EntityView] | None = None,
-) -> list[tuple]:
+) -> list[Op]:
     """Ops turning `base` (None: nothing) into `new`; position keys come from `state`.
 
     `base_views` / `new_views` are the docs' `flatten` results when the caller has them
@@ -126,8 +126,8 @@ def diff(
             f"the environment's uuid changed from {next(iter(bviews))} to {new_env}; "
             "share it as a new environment instead"
         )
-    creates: dict[str, tuple] = {}
-    sets: list[tuple] = []
+    creates: dict[str, tuple[str, dict[RegId, Any]]] = {}  # uuid -> kind, registers
+    sets: list[Op] = []
     # Whether every entity kept its kind and places: then no container's order changed and
     # the (whole-environment) sequence comparison below is skipped. A view shared by both
     # sides (an incremental parse keeps every untouched entity's view) is not compared at all.
@@ -136,18 +136,18 @@ def diff(
         bv = bviews.get(u)
         if bv is None:
             regs = registers_of(nv)
-            creates[u] = ("c", u, nv.kind, regs)
+            creates[u] = (nv.kind, regs)
             places_kept = False
         elif bv is not nv:
             sets.extend(_field_ops(bv, nv))
             if places_kept and (bv.kind != nv.kind or bv.places != nv.places):
                 places_kept = False
-    deletes = [("d", u) for u in bviews if u not in nviews]
+    deletes = [Delete(u) for u in bviews if u not in nviews]
 
     # Places: per ordered container, keep the LIS of items that stayed; re-key the rest.
     reordered = not places_kept or bool(deletes)
     bseqs = _sequences(bviews) if reordered else {}
-    moves: list[tuple] = []
+    moves: list[Op] = []
     shown_in: dict[str, str] | None = None  # tree_parents(state), computed when first needed
     for key, nseq in (_sequences(nviews) if reordered else {}).items():
         place, _group, container = key
@@ -200,21 +200,21 @@ def diff(
                     continue
                 value = [container, k]
                 if u in creates:
-                    creates[u][3][("p", place)] = value
+                    creates[u][1][("p", place)] = value
                 else:
-                    moves.append(("s", u, ("p", place), value))
+                    moves.append(Set(u, ("p", place), value))
             i = j
 
-    ops: list[tuple] = []
-    for u, (_c, _u, kind, regs) in creates.items():
-        ops.append(("c", u, kind, list(regs.items())))
+    ops: list[Op] = []
+    for u, (kind, regs) in creates.items():
+        ops.append(Create(u, kind, list(regs.items())))
     ops.extend(sets)
     ops.extend(moves)
     ops.extend(deletes)
     return ops
 
 
-def snapshot_ops(doc: dict[str, Any], rng: random.Random | None = None) -> list[tuple]:
+def snapshot_ops(doc: dict[str, Any], rng: random.Random | None = None) -> list[Op]:
     """Ops that create a whole environment from nothing (its first change set)."""
     return diff(None, doc, None, rng)
 

@@ -43,6 +43,7 @@ from typing import Any
 
 from ..errors import LimitError
 from .errors import LinkedFileError
+from .ops import Create, Op, Set
 from .schema import CALLBACK, FILE, LIST, RESPONSE, ROUTE
 from .state import ABSENT, Entity, Origin, State, happened_before
 
@@ -620,17 +621,17 @@ def judge_local_file(rel: str, team: str, seen: str | None, *, mine: bool, had: 
         "leave it or change the link"))
 
 
-def relink_ops(env_uuid: str, refs: list[LinkRef]) -> list[tuple]:
+def relink_ops(env_uuid: str, refs: list[LinkRef]) -> list[Op]:
     """The ops by which this device links `refs` itself: each path register written again
     with the value it holds, signed by this device, so `linked_by` then names it (and, by
     its deps, the arming registers it had seen). How `mocksync adopt ENV PATH` shares, on
     purpose, a local file a teammate linked."""
-    ops: list[tuple] = []
+    ops: list[Op] = []
     for ref in refs:
         if ref.kind == REF_TLS:
-            ops.append(("s", env_uuid, (*_TLS, ref.field), ref.path))
+            ops.append(Set(env_uuid, (*_TLS, ref.field), ref.path))
         else:
-            ops.append(("s", ref.entity, _FILE_PATH, ref.path))
+            ops.append(Set(ref.entity, _FILE_PATH, ref.path))
     return ops
 
 
@@ -654,12 +655,12 @@ def linked_bytes(state: State) -> tuple[int, int]:
     return n, total
 
 
-def create_op(env_uuid: str, rel: str, value: Any) -> tuple:
-    return ("c", file_uuid(env_uuid, rel), FILE, [(PATH_REG, rel), (CONTENT_REG, value)])
+def create_op(env_uuid: str, rel: str, value: Any) -> Create:
+    return Create(file_uuid(env_uuid, rel), FILE, [(PATH_REG, rel), (CONTENT_REG, value)])
 
 
-def set_op(env_uuid: str, rel: str, value: Any) -> tuple:
-    return ("s", file_uuid(env_uuid, rel), CONTENT_REG, value)
+def set_op(env_uuid: str, rel: str, value: Any) -> Set:
+    return Set(file_uuid(env_uuid, rel), CONTENT_REG, value)
 
 
 # ---------------------------------------------------------------------------- decisions

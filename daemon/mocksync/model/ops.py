@@ -14,12 +14,22 @@ place whose value is [container uuid, position key], ["m", "lifecycle"] on the e
 "shared", "unshared" (every device keeps a local copy) or "deleted" (copies go to the trash),
 ["m", "file"] on the environment: the sharer's file name (model.sharedname; never rendered).
 `validate_ops` checks all of it before anything is applied, so a bad op changes nothing.
+
+In memory an op is a typed record, `Create`, `Set`, `Unset` or `Delete` (issue 14): code says
+`op.uuid`, `op.rid`, and matches on the class instead of decoding positions. Each is a tuple
+whose first item is still the short name (`Set(u, rid, v) == ("s", u, rid, v)`), so building
+one costs what building the bare tuple did, its fields read at C speed, and code or tests
+still holding the positional shape keep working while they move over (`as_op` turns such a
+tuple into its record). `to_wire` makes the wire lists (values as JSON text); the signed
+bytes are those of the wire lists, so they did not change with the records
+(tests/test_model_ops_typed.py keeps golden digests).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, NamedTuple
 
 from ..errors import ValidationError
 from . import limits
@@ -42,6 +52,118 @@ MAX_FILE_NAME_CHARS = 255
 #: Limits on ops coming from peers: the same ones local files are held to (model.limits).
 MAX_KEY_LENGTH = limits.MAX_KEY_LENGTH
 MAX_KEYS_PER_OBJECT = limits.MAX_KEYS_PER_OBJECT
+
+
+# ------------------------------------------------------------------------------ the records
+# Each record is a NamedTuple of (name, fields...) with a constructor taking the fields only:
+# the name slot keeps the wire's short name first, so the record is the positional tuple
+# older code built, and `type(op) is Set` is the dispatch.
+
+def _fields_only(self: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What the constructor takes (for pickle and copy): the fields without the name."""
+    return self[1:]
+
+
+class _CreateRow(NamedTuple):
+    name: Literal["c"]
+    uuid: str
+    kind: str
+    regs: Sequence[tuple[RegId, Any]]
+
+
+class Create(_CreateRow):
+    """Create entity `uuid` of `kind` with its registers (a restore when `regs` is empty)."""
+
+    __slots__ = ()
+    __match_args__ = ("uuid", "kind", "regs")
+
+    def __new__(cls, uuid: str, kind: str, regs: Sequence[tuple[RegId, Any]]) -> Create:
+        return tuple.__new__(cls, ("c", uuid, kind, regs))
+
+    __getnewargs__ = _fields_only
+
+
+class _SetRow(NamedTuple):
+    name: Literal["s"]
+    uuid: str
+    rid: RegId
+    value: Any
+
+
+class Set(_SetRow):
+    """Set register `rid` of entity `uuid` to `value` (a move is the set of a place)."""
+
+    __slots__ = ()
+    __match_args__ = ("uuid", "rid", "value")
+
+    def __new__(cls, uuid: str, rid: RegId, value: Any) -> Set:
+        return tuple.__new__(cls, ("s", uuid, rid, value))
+
+    __getnewargs__ = _fields_only
+
+
+class _UnsetRow(NamedTuple):
+    name: Literal["x"]
+    uuid: str
+    rid: RegId
+
+
+class Unset(_UnsetRow):
+    """Unset field register `rid` of entity `uuid` (the key left the object)."""
+
+    __slots__ = ()
+    __match_args__ = ("uuid", "rid")
+
+    def __new__(cls, uuid: str, rid: RegId) -> Unset:
+        return tuple.__new__(cls, ("x", uuid, rid))
+
+    __getnewargs__ = _fields_only
+
+
+class _DeleteRow(NamedTuple):
+    name: Literal["d"]
+    uuid: str
+
+
+class Delete(_DeleteRow):
+    """Delete entity `uuid` (a tombstone; never resurrected by an edit)."""
+
+    __slots__ = ()
+    __match_args__ = ("uuid",)
+
+    def __new__(cls, uuid: str) -> Delete:
+        return tuple.__new__(cls, ("d", uuid))
+
+    __getnewargs__ = _fields_only
+
+
+#: One op, in memory.
+Op = Create | Set | Unset | Delete
+#: The record classes, for a quick `type(op) in OP_TYPES`.
+OP_TYPES: tuple[type, ...] = (Create, Set, Unset, Delete)
+
+
+def as_op(op: Sequence[Any]) -> Op:
+    """The record for `op`: itself when it is one, else built from the positional shape
+    (`("s", uuid, rid, value)`, ...) that code written before the records still makes.
+    Trusted, in-process input only: ops from the wire go through `validate_ops`."""
+    if type(op) in OP_TYPES:
+        return op  # type: ignore[return-value]
+    name = op[0]
+    if name == "c":
+        return Create(op[1], op[2], op[3])
+    if name == "s":
+        return Set(op[1], tuple(op[2]), op[3])
+    if name == "x":
+        return Unset(op[1], tuple(op[2]))
+    if name == "d":
+        return Delete(op[1])
+    raise ValueError(f"unknown op {name!r}")
+
+
+def as_ops(ops: Iterable[Sequence[Any]]) -> list[Op]:
+    """`as_op` of each."""
+    return [as_op(op) for op in ops]
 
 
 def enc_value(value: Any) -> str:
@@ -149,11 +271,11 @@ def check_value(rid: RegId, value: Any) -> None:
             raise ValueError(f"register {list(rid)!r} holds {why}")
 
 
-def validate_ops(ops: Any) -> list[tuple]:
-    """Check ops from the wire; return them normalised (tuples for register ids)."""
+def validate_ops(ops: Any) -> list[Op]:
+    """Check ops from the wire; return them as records (tuples for register ids)."""
     if not isinstance(ops, list | tuple):
         raise ValidationError("ops must be a list")
-    out: list[tuple] = []
+    out: list[Op] = []
     for i, op in enumerate(ops):
         try:
             if not isinstance(op, list | tuple) or not op or not isinstance(op[0], str):
@@ -172,25 +294,25 @@ def validate_ops(ops: Any) -> list[tuple]:
                     value = dec_value(pair[1])
                     check_value(rid, value)
                     regs.append((rid, value))
-                out.append(("c", op[1], op[2], regs))
+                out.append(Create(op[1], op[2], regs))
             elif name == "s":
                 if len(op) != 4:
                     raise ValueError("set needs [s, uuid, regid, value]")
                 rid = regid_of(op[2])
                 value = dec_value(op[3])
                 check_value(rid, value)
-                out.append(("s", op[1], rid, value))
+                out.append(Set(op[1], rid, value))
             elif name == "x":
                 if len(op) != 3:
                     raise ValueError("unset needs [x, uuid, regid]")
                 rid = regid_of(op[2])
                 if rid[0] != "v":
                     raise ValueError("only fields can be unset")
-                out.append(("x", op[1], rid))
+                out.append(Unset(op[1], rid))
             elif name == "d":
                 if len(op) != 2:
                     raise ValueError("delete needs [d, uuid]")
-                out.append(("d", op[1]))
+                out.append(Delete(op[1]))
             else:
                 raise ValueError(f"unknown op {name!r}")
         except ValueError as exc:
@@ -198,13 +320,13 @@ def validate_ops(ops: Any) -> list[tuple]:
     return out
 
 
-def to_wire(op: tuple) -> list:
-    """Internal op (tuples) -> wire lists."""
-    name = op[0]
-    if name == "c":
-        return ["c", op[1], op[2], [[list(r), enc_value(v)] for r, v in op[3]]]
-    if name == "s":
-        return ["s", op[1], list(op[2]), enc_value(op[3])]
-    if name == "x":
-        return ["x", op[1], list(op[2])]
-    return ["d", op[1]]
+def to_wire(op: Op | Sequence[Any]) -> list[Any]:
+    """An op record -> its wire list (register ids as lists, values as JSON text)."""
+    op = as_op(op)
+    if isinstance(op, Set):
+        return ["s", op.uuid, list(op.rid), enc_value(op.value)]
+    if isinstance(op, Create):
+        return ["c", op.uuid, op.kind, [[list(r), enc_value(v)] for r, v in op.regs]]
+    if isinstance(op, Unset):
+        return ["x", op.uuid, list(op.rid)]
+    return ["d", op.uuid]

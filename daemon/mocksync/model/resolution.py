@@ -17,11 +17,12 @@ already shows explicit: the addition deleted too, a route or folder kept at the 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ValidationError
 from .fracindex import keys_between
+from .ops import Create, Delete, Op, Set, Unset
 from .render import tree_parents
 from .schema import ROOT, TREE
 from .state import (
@@ -71,7 +72,7 @@ def _container(state: State, e: Entity) -> Entity | None:
     return state.entity(v[0])
 
 
-def restore_ops(state: State, uuid: str) -> list[tuple]:
+def restore_ops(state: State, uuid: str) -> list[Op]:
     """Ops bringing deleted entity `uuid` back: its deleted ancestors, itself, and what the
     same deletes took with them (outermost first, then breadth first by uuid). [] when it is
     not deleted."""
@@ -105,7 +106,7 @@ def restore_ops(state: State, uuid: str) -> list[tuple]:
                 f"restoring this would bring back more than {MAX_RESTORED} entities; restore "
                 "it from a saved copy of the file instead")
         queue = nxt
-    return [("c", x.uuid, x.kind, []) for x in order]
+    return [Create(x.uuid, x.kind or "", []) for x in order]
 
 
 def _root_end(state: State, rng: random.Random) -> list[str]:
@@ -120,7 +121,7 @@ def _root_end(state: State, rng: random.Random) -> list[str]:
 
 
 def resolution_ops(state: State, conflict: Mapping[str, Any], take_loser: bool,
-                   rng: random.Random | None = None) -> list[tuple]:
+                   rng: random.Random | None = None) -> list[Op]:
     """The ops settling `conflict` (a `Store.conflicts` listing entry, or `Conflict.to_json`
     with `absent` flags): the loser's side when `take_loser`, else the winner's."""
     rng = rng or random.Random()
@@ -131,7 +132,7 @@ def resolution_ops(state: State, conflict: Mapping[str, Any], take_loser: bool,
     if ent is None:
         raise ValidationError(f"entity {uuid} is not in this environment's state")
     if field[0] == DELETED:
-        return restore_ops(state, uuid) if take_loser else [("d", uuid)]
+        return restore_ops(state, uuid) if take_loser else [Delete(uuid)]
     if field[0] in (PARENT_GONE, TARGET_GONE):
         if not isinstance(parent, str):
             raise ValidationError(f"conflict {conflict.get('id')} names no deleted entity")
@@ -139,16 +140,16 @@ def resolution_ops(state: State, conflict: Mapping[str, Any], take_loser: bool,
             return restore_ops(state, parent)
         if field[0] == PARENT_GONE:
             if field[2] == TREE:  # a route or folder: keep it where it shows, at the root end
-                return [("s", uuid, ("p", TREE), _root_end(state, rng))]
-            return [("d", uuid)]  # a response of a deleted route: gone with it
+                return [Set(uuid, ("p", TREE), _root_end(state, rng))]
+            return [Delete(uuid)]  # a response of a deleted route: gone with it
         rid = field[1:]
         if rid == BUCKET_REF:
-            return [("s", uuid, BUCKET_REF, "")]
+            return [Set(uuid, BUCKET_REF, "")]
         if rid == CALLBACK_REFS:
             cur = ent.get(CALLBACK_REFS, [])
             kept = [i for i in cur if not (isinstance(i, dict) and isinstance(i.get("uuid"), str)
                                            and i["uuid"] in state.dead)]
-            return [("s", uuid, CALLBACK_REFS, kept)]
+            return [Set(uuid, CALLBACK_REFS, kept)]
         raise ValidationError(f"unknown reference {list(rid)!r}")
     # A register written concurrently: the chosen side's value, written again.
     if take_loser:
@@ -157,11 +158,11 @@ def resolution_ops(state: State, conflict: Mapping[str, Any], take_loser: bool,
     else:
         value = ent.get(field)  # what holds now (the listing's winner may be older)
     if value is ABSENT:
-        return [("x", uuid, field)]
-    return [("s", uuid, field, value)]
+        return [Unset(uuid, field)]
+    return [Set(uuid, field, value)]
 
 
-def recreated(state: State, ops: list[tuple]) -> list[tuple]:
+def recreated(state: State, ops: Sequence[Op]) -> list[Op]:
     """Restores for the creates in `ops` of entities deleted in `state`.
 
     For a decision that makes a whole version of the file the team's (`resolve ENV
@@ -169,12 +170,12 @@ def recreated(state: State, ops: list[tuple]) -> list[tuple]:
     deleted, so it must come back, and a create alone never resurrects. Not for ordinary
     saves: there a create of a deleted entity is a stale editor's copy, which must not undo
     a teammate's delete."""
-    out: list[Any] = []
+    out: list[Op] = []
     for op in ops:
-        if op[0] == "c" and op[3]:
-            e = state.entity(op[1])
+        if isinstance(op, Create) and op.regs:
+            e = state.entity(op.uuid)
             if e is not None and e.deleted:
-                out.append(("c", op[1], op[2], []))
+                out.append(Create(op.uuid, op.kind, []))
     return out
 
 

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..changes import canonical
-from .ops import RegId
+from .ops import Create, Delete, Op, RegId, Set, Unset, as_op
 from .schema import BUCKET, CALLBACK, FOLDER, LIST, RESPONSE, ROOT, ROUTE, TREE
 
 Stamp = tuple[int, str]  # (hlc, device)
@@ -467,7 +467,7 @@ class State:
     # ------------------------------------------------------------------ apply
     def apply(
         self,
-        ops: Iterable[tuple],
+        ops: Iterable[Op | tuple[Any, ...]],
         stamp: Stamp,
         origin: Origin | None = None,
         deps: dict[str, int] | None = None,
@@ -476,17 +476,19 @@ class State:
         res = ApplyResult()
         if origin is not None and deps is not None:
             self._deps[origin] = dict(deps)
-        for op in ops:
-            name = op[0]
-            ent = self.entities.get(op[1])
+        for raw in ops:
+            op = as_op(raw)  # itself, or the record of an older positional tuple
+            ent = self.entities.get(op.uuid)
             if ent is None:
-                ent = self.entities[op[1]] = Entity(op[1])
-            if name == "c":
+                ent = self.entities[op.uuid] = Entity(op.uuid)
+            if isinstance(op, Set):
+                self._set(ent, op.rid, op.value, stamp, origin, deps, res)
+            elif isinstance(op, Create):
                 if ent.kind is None:
-                    ent.kind = op[2]
+                    ent.kind = op.kind
                     if ent.dels:  # its delete came first: only now is it known what it was
                         self._settle(ent, res)
-                if not op[3]:  # a restore: it does not create, it undoes deletes it had seen
+                if not op.regs:  # a restore: it does not create, it undoes deletes it had seen
                     self._restore(ent, origin, res)
                     continue
                 if not ent.created and not ent.regs and not ent.deleted:
@@ -495,7 +497,7 @@ class State:
                     ent.created = True
                     res.touched.add(ent.uuid)
                     regs = ent.regs
-                    for rid, value in op[3]:
+                    for rid, value in op.regs:
                         regs[rid] = Reg(value, stamp, origin)
                     if ent.kind == BUCKET:  # may stand for a deleted bucket of the same id
                         self._name_bucket(ent, res)
@@ -503,13 +505,11 @@ class State:
                 if not ent.created:
                     ent.created = True
                     res.touched.add(ent.uuid)
-                for rid, value in op[3]:
+                for rid, value in op.regs:
                     self._set(ent, rid, value, stamp, origin, deps, res)
-            elif name == "s":
-                self._set(ent, op[2], op[3], stamp, origin, deps, res)
-            elif name == "x":
-                self._set(ent, op[2], ABSENT, stamp, origin, deps, res)
-            elif name == "d":
+            elif isinstance(op, Unset):
+                self._set(ent, op.rid, ABSENT, stamp, origin, deps, res)
+            elif isinstance(op, Delete):
                 self._delete(ent, stamp, origin, deps, res)
         for u in res.touched:
             self.render_cache.pop(u, None)

@@ -940,8 +940,8 @@ class LanTransport:
         kept open, and flooded, by the change sets it carries (measured at 12 devices: the
         author kept 6 such links). None: push on every link (a full mesh).
 
-        Pushing only along the breadth-first tree from the author
-        (`overlay.relay_children`) cut the copies a device receives per edit from 4.3 to
+        Pushing only along the breadth-first tree from the author (tried, then removed)
+        cut the copies a device receives per edit from 4.3 to
         1.8 at 12 devices, but on this loaded 2-core machine the 30-device p50 went from
         0.8 s to 1.5 s (one run each, load 12): flooding takes the fastest of several paths
         through busy daemons, a tree the one path it fixed. So the tree is not used."""

@@ -30,7 +30,7 @@ Pushing along a tree (measured, not used): a device that applied a teammate's ch
 pushes it to every overlay neighbour, and as all neighbours do the same at about the same
 time, each device gets it from nearly every link (12 daemons: 4.3 copies received per edit,
 3.4 of them redundant, each acknowledged). Pushing only along the breadth-first tree from the
-author (`relay_children`; the other neighbours get a `have` and fetch what they lack) cut that
+author (the other neighbours get a `have` and fetch what they lack) cut that
 to 1.8 copies, but the 30-device p50 went from 0.8 s to 1.5 s on this loaded 2-core machine
 (one run each, load ~12): flooding takes the fastest of several paths through busy daemons.
 What is kept: links beyond the overlay that are not wanted (left over from an older overlay)
@@ -79,33 +79,6 @@ def anchors(me: str, peers: Iterable[str]) -> frozenset[str]:
     return frozenset(picked)
 
 
-def relay_children(origin: str, me: str, online: Iterable[str]) -> frozenset[str] | None:
-    """The overlay neighbours `me` pushes `origin`'s change sets to: its children on the
-    breadth-first tree from `origin` over the overlay graph of `online` (`me` and `origin`
-    included or not). None when there is no tree to follow (a full mesh, or `origin` is not
-    online here): push to every link as before. Deterministic: each node's parent is the
-    first node at the distance before it that reaches it, visiting neighbours in ring order."""
-    ring = sorted(set(online) | {me, origin}, key=_position)
-    n = len(ring)
-    if n <= FULL_MESH_UP_TO or origin not in set(online) | {me}:
-        return None
-    stride = stride_for(n)
-    index = {d: i for i, d in enumerate(ring)}
-    start, mine = index[origin], index[me]
-    parent = {start: start}
-    frontier = [start]
-    while frontier:
-        nxt: list[int] = []
-        for i in frontier:
-            for k in (1, -1, stride, -stride):
-                j = (i + k) % n
-                if j not in parent:
-                    parent[j] = i
-                    nxt.append(j)
-        frontier = nxt
-    return frozenset(ring[j] for j, p in parent.items() if p == mine and j != start)
-
-
 def idle_links(now: float, last_used: dict[str, float], keep: Iterable[str],
                idle_s: float = LINK_IDLE_S) -> list[str]:
     """Peers whose link carried no change set for `idle_s` (LINK_IDLE_S unless the daemon's
@@ -132,4 +105,4 @@ def co_editors(mine: tuple[str, str] | None, editing: Mapping[str, tuple[str, st
 
 __all__ = ["FULL_MESH_UP_TO", "LINK_IDLE_S", "MAX_ANCHORS",
            "MAX_CO_EDITOR_LINKS", "anchors", "co_editors",
-           "idle_links", "relay_children", "stride_for"]
+           "idle_links", "stride_for"]

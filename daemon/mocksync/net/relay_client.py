@@ -53,7 +53,6 @@ from ..relay.protocol import (
     CLIENT,
     CODECS,
     MAX_FRAME_BYTES,
-    RELAY,
     Ack,
     Auth,
     Batch,
@@ -85,11 +84,10 @@ from ..relay.protocol import (
     SnapshotReply,
     Welcome,
     Who,
-    decode,
     from_map,
     to_legacy,
 )
-from .relay_gate import check_relay_frame
+from .relay_gate import decode_relay_frame
 
 log = logging.getLogger("mocksync.relay.client")
 
@@ -493,10 +491,11 @@ class RelayClient:
                     ) -> RelayMessage:
         msg = await ws.receive(timeout=timeout)
         if msg.type == aiohttp.WSMsgType.BINARY:
-            check_relay_frame(msg.data)  # per-kind caps before anything is built (relay_gate)
-            if len(msg.data) >= OFFLOAD_DECODE_BYTES:  # a big batch: decode off the loop
-                return await asyncio.to_thread(decode, msg.data, sender=RELAY)
-            return decode(msg.data, sender=RELAY)
+            # Per-kind caps held in the decoding gate's one pass, before anything is built
+            # (relay_gate); a big batch is walked and decoded off the loop.
+            if len(msg.data) >= OFFLOAD_DECODE_BYTES:
+                return await asyncio.to_thread(decode_relay_frame, msg.data)
+            return decode_relay_frame(msg.data)
         if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
                         aiohttp.WSMsgType.CLOSED):
             raise RelayUnavailable("the relay closed the connection")

@@ -9,20 +9,24 @@ per-kind byte limit was checked after the whole frame had been decoded: a 20 MiB
 loop for frames under the offload threshold. The relay protects itself the same way from its
 clients (`relay.frames`, `protocol.MAX_CLIENT_FRAME_ITEMS`).
 
-So every frame is first checked here, in time linear in at most `PEEK_ITEMS` items plus the
-kind's own item cap, and nothing is built:
+So every frame is held to its kind's caps, in time linear in at most `PEEK_ITEMS` items plus
+the kind's own item cap, before anything is built:
 1. `peek_kind` reads the top-level map's `t` without decoding the rest (canonical CBOR sorts
    keys shortest first, so `t` comes after at most a few one-letter keys; a frame that does not
    say its kind within PEEK_ITEMS items is refused);
 2. the frame's size against the kind's byte cap (`RELAY_FRAME_CAPS`);
-3. the frame's structure against the kind's item cap (`changes.canonical.scan`, which stops at
-   the cap).
-Only then does `relay.protocol.decode_message` build the value. Every cap is derived from the
-protocol's own field limits, so the largest honest frame of each kind passes
-(tests/test_relay_gate.py builds them); a refusal is a `RelayProtocolError` naming the kind
-and the limit, and the client drops the session as for any unreadable frame.
+3. the frame's structure against the kind's item cap: `decode_relay_frame` hands the cap to
+   `relay.protocol.decode`, whose decoding gate (`changes.canonical.scan`) stops at it in the
+   same pass that proves the frame canonical, before cbor2 builds anything.
+Why one pass (issue 17): the gate used to walk every frame here and the decoder walked it
+again; per delivered frame that was a third of the daemon's decoding CPU, paid by each of
+thousands of subscribers of a fan-out. `check_relay_frame` (the three checks, nothing built)
+stays for tools and tests. Every cap is derived from the protocol's own field limits, so the
+largest honest frame of each kind passes (tests/test_relay_gate.py builds them); a refusal is
+a `RelayProtocolError` (`FrameTooLarge` for a cap) naming the limit, and the client drops the
+session as for any unreadable frame.
 
-Pure: bytes in, a kind or a refusal out.
+Pure: bytes in, a kind, a message or a refusal out.
 """
 
 from __future__ import annotations
@@ -42,8 +46,11 @@ from ..relay.protocol import (
     MAX_SPACES_PER_SESSION,
     MAX_VV_DEVICES,
     MAX_WHO_DEVICES,
+    RELAY,
     FrameTooLarge,
+    RelayMessage,
     RelayProtocolError,
+    decode,
 )
 from ..space.membership import MAX_LOG_ENTRIES
 
@@ -180,21 +187,41 @@ def cap_of(kind: str) -> FrameCap:
     return RELAY_FRAME_CAPS.get(kind, UNKNOWN_KIND_CAP)
 
 
-def check_relay_frame(data: bytes) -> str:
-    """Hold one frame from the relay to its kind's caps before it is decoded; its kind.
-
-    Raises FrameTooLarge (a RelayProtocolError) naming the kind and the limit, or
-    RelayProtocolError for a frame whose kind cannot be read. Malformed CBOR past the kind is
-    left to the decoder, which names it."""
-    if not isinstance(data, bytes | bytearray):
-        raise RelayProtocolError("relay frame: expected bytes")
-    data = bytes(data)
+def _kind_and_cap(data: bytes) -> tuple[str, str, FrameCap]:
+    """(kind, kind as shown in a refusal, its cap) of a relay frame within its byte cap:
+    steps 1 and 2, in O(PEEK_ITEMS)."""
     kind = peek_kind(data)
     cap = cap_of(kind)
     shown = kind if kind.isprintable() else repr(kind)
     if len(data) > cap.max_bytes:
         raise FrameTooLarge(f"relay {shown} frame of {len(data)} bytes is over the "
                             f"{cap.max_bytes} byte limit for its kind")
+    return kind, shown, cap
+
+
+def decode_relay_frame(data: bytes) -> RelayMessage:
+    """One frame from the relay, held to its kind's caps and decoded, in one pass of the
+    decoding gate: the typed message.
+
+    Raises FrameTooLarge (a RelayProtocolError) for a frame over its kind's byte or item cap,
+    RelayProtocolError for a frame whose kind cannot be read or that does not decode."""
+    if not isinstance(data, bytes | bytearray):
+        raise RelayProtocolError("relay frame: expected bytes")
+    data = bytes(data)
+    _kind, _shown, cap = _kind_and_cap(data)
+    return decode(data, sender=RELAY, max_items=cap.max_items)
+
+
+def check_relay_frame(data: bytes) -> str:
+    """Hold one frame from the relay to its kind's caps without building anything; its kind.
+    (The client decodes with `decode_relay_frame`, which holds the same caps in one pass.)
+
+    Raises FrameTooLarge (a RelayProtocolError) naming the kind and the limit, or
+    RelayProtocolError for a frame whose kind cannot be read or that is not canonical CBOR."""
+    if not isinstance(data, bytes | bytearray):
+        raise RelayProtocolError("relay frame: expected bytes")
+    data = bytes(data)
+    kind, shown, cap = _kind_and_cap(data)
     try:
         scan(data, what=f"relay {shown} frame", max_items=cap.max_items)
     except DecodeLimit:
@@ -212,5 +239,6 @@ __all__ = [
     "FrameCap",
     "cap_of",
     "check_relay_frame",
+    "decode_relay_frame",
     "peek_kind",
 ]

@@ -20,15 +20,14 @@ import aiohttp
 from ..relay.protocol import (
     JOINER,
     MAX_SIGNAL_BYTES,
-    RELAY,
     RelayProtocolError,
-    decode_message,
     encode_message,
+    to_legacy,
 )
 from ..space.errors import InviteError, NoAdminReachableError
 from ..space.invite import InviteToken
 from ..spaceio.join import register_join_transport
-from .relay_gate import check_relay_frame
+from .relay_gate import decode_relay_frame
 
 JOIN_PATH = "/v1/join"
 
@@ -58,8 +57,8 @@ class RelayJoinChannel:
         if msg.type != aiohttp.WSMsgType.BINARY:
             raise NoAdminReachableError("the relay closed the join handshake")
         try:
-            check_relay_frame(msg.data)  # per-kind caps before decoding (net.relay_gate)
-            m = decode_message(msg.data, sender=RELAY)
+            # per-kind caps, held in the decoding gate's one pass (net.relay_gate)
+            m = to_legacy(decode_relay_frame(msg.data))
         except RelayProtocolError as exc:
             raise InviteError(f"the relay sent something unexpected: {exc}") from None
         if m["t"] == "jp":

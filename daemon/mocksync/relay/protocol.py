@@ -629,13 +629,14 @@ def encode(msg: Message) -> bytes:
     return CODECS[_sender_of(msg)].encode(msg)
 
 
-def decode(data: Any, *, sender: str) -> RelayMessage:
+def decode(data: Any, *, sender: str, max_items: int | None = None) -> RelayMessage:
     """Check and decode one frame sent by `sender` (CLIENT, RELAY or JOINER) into its typed
     message; `RelayProtocolError` on anything off. A `hello` of another protocol version and
     any `refused` are read leniently (their frozen keys only), so versions can still refuse
-    each other kindly."""
+    each other kindly. `max_items`: a tighter item cap for this frame (the daemon's per-kind
+    caps, `net.relay_gate`), held in the decoding gate's one pass (`FrameTooLarge` past it)."""
     codec = CODECS[sender]
-    obj, kind = codec.parse(data)
+    obj, kind = codec.parse(data, max_items=max_items)
     if kind == "hello" and sender == CLIENT and obj.get("p") != PROTOCOL_VERSION:
         return _lenient_hello(obj)
     if kind == "refused" and sender == RELAY:

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ..changes import ChainError, ChangeSet, Clock, too_far_in_future, verify_chain
 from ..changes import vv as vvmod
 from ..errors import ChangeSetError, MocksyncError, ValidationError
-from ..model import ApplyResult, Conflict, State, to_wire, validate_ops
+from ..model import ApplyResult, Conflict, Op, State, to_wire, validate_ops
 from ..model.state import ABSENT, RECORD_FORMAT, close_deps
 from ..paths import PRIVATE_FILE_MODE
 from .basedelta import (
@@ -471,7 +471,7 @@ class Store:
         space: str,
         env: str,
         device: str,
-        ops: Iterable[tuple],
+        ops: Iterable[Op],
         now_ms: int,
         seen: dict[str, int] | None = None,
     ) -> tuple[ChangeSet, ApplyResult]:
@@ -592,7 +592,7 @@ class Store:
         """
         total = IngestResult(APPLIED)
         errors: list[tuple[ChangeSet, MocksyncError]] = []
-        ready: list[tuple[ChangeSet, list[tuple], bytes]] = []
+        ready: list[tuple[ChangeSet, list[Op], bytes]] = []
         slow: list[tuple[ChangeSet, bytes | None]] = []
         heads: dict[tuple[str, str], tuple[int, bytes]] = {}
         for cs, key in sorted(items, key=lambda it: (it[0].env, it[0].device, it[0].seq)):
@@ -640,7 +640,7 @@ class Store:
             total.status = "duplicate" if not errors else "refused"
         return total, errors
 
-    def _commit_batch(self, ready: list[tuple[ChangeSet, list[tuple], bytes]], now_ms: int,
+    def _commit_batch(self, ready: list[tuple[ChangeSet, list[Op], bytes]], now_ms: int,
                       total: IngestResult) -> None:
         by_env: dict[str, ApplyResult] = {}
         envs = {cs.env for cs, _o, _w in ready}
@@ -690,7 +690,7 @@ class Store:
                 continue
             self._apply_chain(nxt, ops, row[0], now_ms, total)
 
-    def _apply_chain(self, cs: ChangeSet, ops: list[tuple], wire: bytes, now_ms: int,
+    def _apply_chain(self, cs: ChangeSet, ops: list[Op], wire: bytes, now_ms: int,
                      result: IngestResult) -> None:
         """Apply `cs`, then any pending successors it unblocks, each in its own transaction."""
         st = self.state(cs.env)
@@ -1161,7 +1161,7 @@ def _snapshot_parts(content: Any) -> tuple[str, str, dict[str, int], dict[str, b
     return env, space, vv, heads, [(u, b) for u, b in records], out_deps, first, clock
 
 
-def _checked_ops(cs: ChangeSet) -> list[tuple]:
+def _checked_ops(cs: ChangeSet) -> list[Op]:
     try:
         return validate_ops(list(cs.ops))
     except ValidationError as exc:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from ..changes import canonical
+from ..changes.errors import DecodeLimit
 from ..errors import ChangeSetError
 from .errors import FieldError, WireError, WireLimit
 from .fields import Check
@@ -263,9 +264,11 @@ class Codec:
         return data
 
     # ----------------------------------------------------------------- decode
-    def parse(self, data: Any) -> tuple[dict[Any, Any], str]:
+    def parse(self, data: Any, *, max_items: int | None = None) -> tuple[dict[Any, Any], str]:
         """Raw frame -> (decoded map, its kind): size ceiling, the canonical gate, a map with a
-        text kind. No field is checked yet."""
+        text kind. No field is checked yet. `max_items` tightens the codec's item cap for this
+        frame (a cap the caller knows from the frame's kind, e.g. `net.relay_gate`), checked
+        in the gate's one pass; an item or depth cap is the format's `limit_error`."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise self.error(f"{self.frame_what}: expected binary data, got "
                              f"{type(data).__name__}")
@@ -273,8 +276,11 @@ class Codec:
         if len(data) > self.max_bytes:
             raise self.limit_error(f"{self.frame_what} of {len(data)} bytes is over the "
                                    f"{self.max_bytes} byte limit")
+        cap = self.max_items if max_items is None else min(max_items, self.max_items)
         try:
-            obj = canonical.decode(data, what=self.frame_what, max_items=self.max_items)
+            obj = canonical.decode(data, what=self.frame_what, max_items=cap)
+        except DecodeLimit as exc:
+            raise self.limit_error(str(exc)) from None
         except ChangeSetError as exc:
             raise self.error(str(exc)) from None
         if type(obj) is not dict:
