@@ -464,3 +464,40 @@ def test_service_install_status_uninstall(tmp_path: Path) -> None:
     res = run(home, "service", "uninstall", env=env)
     assert res.exit_code == 0 and not written.exists()
     assert run(home, "service", "status", env=env).exit_code == 1  # not installed
+
+
+def test_a_second_home_never_takes_over_the_first_homes_service(tmp_path: Path) -> None:
+    """One service file per user: `service install` for a second home replaced the first
+    home's service without a word, and that home's `service status` still said `installed`
+    (its `uninstall` then removed the other home's). Each home must see only its own."""
+    if sys.platform not in ("linux", "darwin"):
+        pytest.skip(f"mocksync service supports Linux and macOS, not {sys.platform}")
+    user, work, play = tmp_path / "user", tmp_path / "work", tmp_path / "play"
+    env = {"HOME": str(user), "PATH": "/nonexistent"}
+    assert run(work, "service", "install", env=env).exit_code == 0
+    written = Path(json.loads(run(work, "service", "status", "--json", env=env).stdout)["file"])
+    before = written.read_bytes()
+
+    res = run(play, "service", "install", env=env)
+    assert res.exit_code == 1 and "another home" in res.stderr, res.stderr
+    assert f"--home {work.resolve()} service uninstall" in res.stderr, res.stderr
+    assert written.read_bytes() == before  # nothing written
+    doc = json.loads(run(play, "service", "status", "--json", env=env).stdout)
+    assert doc["installed"] is False and doc["other_home"] == str(work.resolve())
+    res = run(play, "service", "uninstall", env=env)
+    assert res.exit_code == 1 and written.read_bytes() == before  # not removed
+    assert json.loads(run(work, "service", "status", "--json", env=env).stdout)["installed"]
+
+    assert run(work, "service", "uninstall", env=env).exit_code == 0
+    assert run(play, "service", "install", env=env).exit_code == 0  # now free
+
+
+@pytest.mark.parametrize("system", ["Linux", "Darwin"])
+def test_the_home_a_service_file_runs_is_read_back(system: str) -> None:
+    from mocksync.agent.service import installed_home
+
+    home = "/home/a/my mock%sync $HOME"
+    plan = plan_for(system, Path("/home/a"), 1000, daemon_argv("/usr/bin/python3", home, None),
+                    "/home/a/daemon.log")
+    assert installed_home(system, plan.content) == home
+    assert installed_home(system, b"not a service file") is None

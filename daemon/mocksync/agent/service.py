@@ -124,6 +124,30 @@ def launchd_plist(argv: list[str], log_path: str) -> bytes:
     })
 
 
+def installed_home(system: str, content: bytes) -> str | None:
+    """The `--home` a service file written by `service install` runs, None when it names none
+    or cannot be read. There is one service file per user: installing for a second home would
+    replace the first home's service, and status/uninstall would speak of the other home's."""
+    argv: list[str] = []
+    try:
+        if system == "Darwin":
+            args = plistlib.loads(content).get("ProgramArguments")
+            argv = [str(a) for a in args] if isinstance(args, list) else []
+        else:
+            import shlex
+
+            for line in content.decode("utf-8", errors="replace").splitlines():
+                if line.startswith("ExecStart="):
+                    argv = [w.replace("%%", "%").replace("$$", "$")
+                            for w in shlex.split(line[len("ExecStart="):])]
+                    break
+    except (ValueError, plistlib.InvalidFileException, AttributeError):
+        return None
+    if "--home" in argv[:-1]:
+        return argv[argv.index("--home") + 1]
+    return None
+
+
 def plan_for(system: str, user_home: Path, uid: int, argv: list[str], log_path: str
              ) -> ServicePlan:
     """The service plan on `system` (`platform.system()`), for the user whose home is
@@ -151,4 +175,4 @@ def plan_for(system: str, user_home: Path, uid: int, argv: list[str], log_path: 
 
 
 __all__ = ["LAUNCHD_LABEL", "SUPPORTED", "SYSTEMD_UNIT", "ServicePlan", "UnsupportedSystemError",
-           "daemon_argv", "launchd_plist", "plan_for", "systemd_unit"]
+           "daemon_argv", "installed_home", "launchd_plist", "plan_for", "systemd_unit"]

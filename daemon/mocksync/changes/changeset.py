@@ -313,6 +313,9 @@ class ChangeSet:
 
     def encode(self) -> bytes:
         """The wire form: canonical CBOR of `[body_bytes, sig]`. The set must be signed."""
+        cached = self.__dict__.get("_wire")
+        if cached is not None:  # decoded: these very bytes (canonical, checked on the way in)
+            return cached
         if not self.sig:
             raise SignatureError(f"{self._label()} is unsigned: sign it before encoding")
         wire = canonical.encode([self.body_bytes(), self.sig])
@@ -332,7 +335,15 @@ class ChangeSet:
             raise ChangeSetTooLarge(
                 f"change set of {len(wire)} bytes is over the {MAX_CHANGESET_BYTES} byte limit"
             )
-        outer = _canonical(wire, "change set", WIRE_ITEMS)
+        return cls.from_outer(wire, _canonical(wire, "change set", WIRE_ITEMS))
+
+    @classmethod
+    def from_outer(cls, wire: bytes, outer: Any,
+                   body_map: dict[Any, Any] | None = None) -> ChangeSet:
+        """`decode`, for a caller that already passed `wire` through the decoding gate (with
+        at most WIRE_ITEMS items: `outer`) and, optionally, its body too (with at most
+        MAX_BODY_ITEMS items: `body_map`), so the same bytes are not decoded twice (the relay
+        envelope check reads the slot from the body first, issue 17)."""
         if (
             type(outer) is not list
             or len(outer) != 2
@@ -345,8 +356,9 @@ class ChangeSet:
             raise _bad(
                 "sig", f"expected a {SIG_BYTES}-byte Ed25519 signature, got {len(sig)} bytes"
             )
-        cs = cls(**_parse_body(body), sig=sig)
+        cs = cls(**_parse_body(body, body_map), sig=sig)
         cs.__dict__["_body"] = body  # hash and verify use the bytes that were signed
+        cs.__dict__["_wire"] = wire  # and encode() gives back the bytes that came
         return cs
 
     # -- signatures -----------------------------------------------------------------------
@@ -359,6 +371,7 @@ class ChangeSet:
             )
         sig = private_key.sign(SIGNING_CONTEXT + self.body_bytes())
         signed = copy.copy(self)  # keeps the cached body; fields were checked already
+        signed.__dict__.pop("_wire", None)  # (the wire bytes hold the old signature)
         object.__setattr__(signed, "sig", sig)
         return signed
 
@@ -417,9 +430,12 @@ def _inflate(z: bytes) -> bytes:
     return out
 
 
-def _parse_body(body: bytes) -> dict[str, Any]:
-    """Fields of a canonical body map; the ChangeSet constructor checks their values."""
-    m = _canonical(body, "change set body", MAX_BODY_ITEMS)
+def _parse_body(body: bytes, m: Any = None) -> dict[str, Any]:
+    """Fields of a canonical body map (`m`: `body` already through the gate with at most
+    MAX_BODY_ITEMS items, or None to decode it here); the ChangeSet constructor checks their
+    values."""
+    if m is None:
+        m = _canonical(body, "change set body", MAX_BODY_ITEMS)
     if type(m) is not dict:
         raise MalformedChangeSet("change set body: expected a map")
     version = m.get("v")
@@ -451,7 +467,9 @@ def _parse_body(body: bytes) -> dict[str, Any]:
         ops = m["o"]
         if type(ops) is not list:
             raise _bad("o", f"expected a list of ops, got {type(ops).__name__}")
-        if len(canonical.encode(ops)) > COMPRESS_THRESHOLD:
+        # The gate proved `body` canonical, so the ops' encoding is a part of it: a body of
+        # at most COMPRESS_THRESHOLD bytes needs no re-encode to know its ops fit inline.
+        if len(body) > COMPRESS_THRESHOLD and len(canonical.encode(ops)) > COMPRESS_THRESHOLD:
             raise _bad("o", f"ops over {COMPRESS_THRESHOLD} bytes must be sent compressed (z)")
     else:
         z = m["z"]

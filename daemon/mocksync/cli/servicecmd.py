@@ -39,6 +39,21 @@ def _plan(ctx: Ctx, folder: str | None) -> Any:
         fail(str(exc), EXIT_USAGE, error=getattr(exc, "code", None) or "usage")
 
 
+def _other_home(ctx: Ctx, plan: Any) -> str | None:
+    """The home the installed service file runs when it is not this one (one file per user:
+    see `agent.service.installed_home`), else None."""
+    from ..agent.service import installed_home
+
+    try:
+        content = plan.path.read_bytes()
+    except OSError:
+        return None
+    home = installed_home(plan.system, content)
+    if home is None or Path(home).expanduser().resolve() == ctx.home.root.resolve():
+        return None
+    return home
+
+
 def manager_absent(plan: Any) -> str | None:
     """Why the service manager cannot load the file here, or None when it can."""
     if shutil.which(plan.manager) is None:
@@ -84,6 +99,11 @@ def service_install_cmd(ctx: Ctx, folder: str | None, no_load: bool, as_json: bo
     from ..agent.writer import atomic_write
 
     plan = _plan(ctx, folder)
+    other = _other_home(ctx, plan)
+    if other is not None:  # replacing it would silently stop that home's daemon at login
+        fail(f"{plan.path} already runs the daemon of another home ({other}); there is one "
+             f"service per user: run `mocksync --home {other} service uninstall` first",
+             error="other_home", file=str(plan.path), home=other)
     try:
         plan.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(plan.path, plan.content)
@@ -117,6 +137,11 @@ def service_install_cmd(ctx: Ctx, folder: str | None, no_load: bool, as_json: bo
 def service_uninstall_cmd(ctx: Ctx, as_json: bool) -> None:
     """Stop the service, keep it from starting at login, and remove its file."""
     plan = _plan(ctx, None)
+    other = _other_home(ctx, plan)
+    if other is not None:
+        fail(f"{plan.path} runs the daemon of another home ({other}), not this one's; "
+             f"nothing removed (`mocksync --home {other} service uninstall` removes it)",
+             error="other_home", file=str(plan.path), home=other)
     existed = plan.path.exists()
     why = manager_absent(plan)
     if why is None and existed:
@@ -145,20 +170,22 @@ def service_uninstall_cmd(ctx: Ctx, as_json: bool) -> None:
 def service_status_cmd(ctx: Ctx, as_json: bool) -> None:
     """Is the service installed, and is it running? (exit 1 when not installed)"""
     plan = _plan(ctx, None)
-    installed = plan.path.exists()
+    other = _other_home(ctx, plan)
+    installed = plan.path.exists() and other is None
     why = manager_absent(plan)
     running: bool | None = None
-    detail = why
+    detail = why if other is None else f"the service file runs another home: {other}"
     if why is None and installed:
         code, out = _run(plan.query)
         running = code == 0
         detail = out.splitlines()[0] if out else None
     doc = {"system": plan.system, "file": str(plan.path), "installed": installed,
-           "running": running, "detail": detail}
+           "running": running, "detail": detail, "other_home": other}
     if as_json:
         emit_json(doc)
     else:
-        click.echo(f"{'installed' if installed else 'not installed'}: {plan.path}")
+        click.echo(f"{'installed' if installed else 'not installed'}: {plan.path}"
+                   + (f" (it runs another home: {other})" if other else ""))
         state = {True: "running", False: "not running", None: "unknown"}[running]
         click.echo(f"service {state}" + (f" ({detail})" if detail else ""))
     if not installed:
