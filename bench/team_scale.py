@@ -7,6 +7,10 @@
 - team_edit_latency_N: from an editor's save on one device to the new content in every other
   device's file (each receiving device is one sample), over a few edits made on different
   devices. Target at 30 devices: p50 <= 250 ms.
+- team_edit_cpu_N: CPU (ms, from /proc) each receiving daemon spends per edit, from the save
+  until EDIT_SETTLE_S after the last device has it; its `extra` holds the data-channel
+  messages per edit per daemon by kind, received and sent (`status` `lan.messages`), which
+  is what that CPU mostly pays for: DTLS, SCTP and an SCTP acknowledgement per message.
 
 Every daemon is a real `mocksync daemon --bind 127.0.0.1` (mDNS, signaling and WebRTC on
 loopback only), no relay. Members are admitted with the real join handshake in-process and
@@ -47,6 +51,9 @@ WAIT_S = 90.0
 BUDGET_S = 300.0
 #: Editor hold after a save (seconds): short, as no Mockoon runs here.
 BLIND_S = 0.3
+#: Seconds after an edit reached every device before its messages and CPU are counted
+#: (acknowledgements and announcements still in flight).
+EDIT_SETTLE_S = 0.5
 #: Targets at 30 devices (issue 16).
 IDLE_CPU_TARGET_PCT = 1.0
 LATENCY_TARGET_MS = 250.0
@@ -99,8 +106,11 @@ def _run_size(n: int) -> tuple[list[float], list[float], dict[str, float]]:
         for d in devs[1:]:
             _wait(lambda d=d: d.env_file(), f"{d.name} to receive the environment", WAIT_S)
 
-        # Edits, each on another device: latency to every other device's file.
+        # Edits, each on another device: latency to every other device's file, and what each
+        # receiving daemon spent on it (CPU, messages by kind).
         latencies: list[float] = []
+        edit_cpu: list[float] = []
+        kinds: dict[str, list[float]] = {}
         for k in range(EDITS):
             if time.monotonic() - started > BUDGET_S:
                 break
@@ -111,6 +121,9 @@ def _run_size(n: int) -> tuple[list[float], list[float], dict[str, float]]:
             data = path.read_bytes()
             cur = _loads(data)
             cur["routes"][0]["documentation"] = marker.decode()
+            others = [d for d in devs if d is not author and d.proc is not None]
+            msgs0 = {d.name: _messages(d) for d in others}
+            cpu0 = {d.name: _cpu_seconds(d.proc.pid) for d in others}  # type: ignore[union-attr]
             t0 = time.monotonic()
             _save(path, _dump(cur))
             waiting = {d.name: d for d in devs if d is not author}
@@ -123,7 +136,12 @@ def _run_size(n: int) -> tuple[list[float], list[float], dict[str, float]]:
                 time.sleep(0.002)
             if waiting:
                 raise TimeoutError(f"edit {k} did not reach {sorted(waiting)} in {WAIT_S} s")
-            time.sleep(0.5)
+            time.sleep(EDIT_SETTLE_S)
+            for d in others:
+                edit_cpu.append((_cpu_seconds(d.proc.pid) - cpu0[d.name]) * 1000)  # type: ignore[union-attr]
+            for d in others:
+                for kind, count in _diff(msgs0[d.name], _messages(d)).items():
+                    kinds.setdefault(kind, []).append(count)
 
         # Idle: let idle links close, then sample every daemon's CPU.
         time.sleep(SETTLE_S)
@@ -135,7 +153,22 @@ def _run_size(n: int) -> tuple[list[float], list[float], dict[str, float]]:
         cpu = [(_cpu_seconds(p) - before[p]) / took * 100 for p in pids]
         links = [sum(1 for p in d.call("peers")["peers"] if p["state"] == "connected")
                  for d in devs]
-    return cpu, latencies, {"links_median": statistics.median(links), "links_max": max(links)}
+    per_edit = {kind: round(sum(v) / len(edit_cpu), 2) for kind, v in sorted(kinds.items())}
+    return cpu, latencies, {"links_median": statistics.median(links), "links_max": max(links),
+                            "edit_cpu_ms": edit_cpu, "messages_per_edit": per_edit}
+
+
+def _messages(d: _Device) -> dict[str, int]:
+    """The daemon's data-channel message counts so far: `in:KIND`, `out:KIND`, frames."""
+    m = (d.call("status").get("lan") or {}).get("messages") or {}
+    out = {f"in:{k}": v for k, v in m.get("in", {}).items()}
+    out.update({f"out:{k}": v for k, v in m.get("out", {}).items()})
+    out["frames_in"], out["frames_out"] = m.get("frames_in", 0), m.get("frames_out", 0)
+    return out
+
+
+def _diff(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)}
 
 
 def _loads(data: bytes) -> dict:
@@ -148,6 +181,8 @@ def team_scale() -> list[Result]:
     out: list[Result] = []
     for n in TEAM_SIZES:
         cpu, lat, extra = _run_size(n)
+        edit_cpu = extra.pop("edit_cpu_ms")
+        per_edit = extra.pop("messages_per_edit")
         big = n >= 30
         out.append(Result(f"team_idle_cpu_{n}", "%", cpu,
                           target=IDLE_CPU_TARGET_PCT if big else None,
@@ -156,6 +191,10 @@ def team_scale() -> list[Result]:
         out.append(Result(f"team_edit_latency_{n}", "ms", lat,
                           target=LATENCY_TARGET_MS if big else None,
                           note=f"save on one of {n} devices to every other device's file"))
+        out.append(Result(f"team_edit_cpu_{n}", "ms", edit_cpu,
+                          note=f"CPU per edit of each receiving daemon ({n} devices); extra: "
+                               "data-channel messages per edit per receiving daemon by kind",
+                          extra=per_edit))
     return out
 
 

@@ -50,6 +50,8 @@ class StatusReport:
             "relays": tstat.get("relays", []),
             "spaces": self.spaces(),
             "peers": tstat.get("peers", []),
+            # The LAN transport: port, bind, presence, messages by kind (issue 16).
+            "lan": tstat.get("lan"),
             "progress": tstat.get("progress", []),  # catch-ups in flight (sync/progress.py)
             "environments": self.all_envs(),
             "rejected": self.agent.store.rejected(10),

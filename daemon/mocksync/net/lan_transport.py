@@ -1108,7 +1108,8 @@ class LanTransport:
         return {"peers": peers,
                 "lan": {"running": self.started, "port": self.port,
                         "bind": list(self.bind) or ["all interfaces"],
-                        "mdns": self.mdns_enabled, "presence": self.my_presence}}
+                        "mdns": self.mdns_enabled, "presence": self.my_presence,
+                        "messages": None if self.hub is None else self.hub.counts.as_dict()}}
 
 
 def build_lan_transport(settings: Any, **kw: Any) -> LanTransport | None:

@@ -46,7 +46,7 @@ from ..relay.envelope import (
     Envelope,
     Slot,
     Tagger,
-    open_envelope,
+    open_changeset,
     peek_slot,
     seal_envelope,
 )
@@ -887,20 +887,19 @@ def _open_all(space: str, tag: str, keys: Any, tagger: Tagger, items: list[Envel
 
     Per item: `(slot, ChangeSet)` (the agent takes a decoded change set as it takes wire
     bytes), `Undecodable(slot, reason)` when the change set does not decode, or the exception
-    that refused the envelope."""
-    from ..changes import ChangeSet
-
+    that refused the envelope. Each layer of a change set is decoded once (issue 17:
+    `open_changeset` reads the slot from the body it decodes for the change set)."""
     out: list[Any] = []
     for env in items:
         try:
-            slot, wire = open_envelope(space, tag, keys, env, tagger)
+            slot, cs = open_changeset(space, tag, keys, env, tagger)
         except MocksyncError as exc:
             out.append(exc)
             continue
-        try:
-            out.append((slot, ChangeSet.decode(wire)))
-        except MocksyncError as exc:
-            out.append(Undecodable(slot, f"{UNDECODABLE}{exc}"))
+        if isinstance(cs, MocksyncError):
+            out.append(Undecodable(slot, f"{UNDECODABLE}{cs}"))
+        else:
+            out.append((slot, cs))
     return out
 
 

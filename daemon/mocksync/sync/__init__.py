@@ -48,6 +48,7 @@ from .session import (
     RESEND_AFTER_MS,
     WANT_WINDOW,
     Config,
+    Counts,
     Session,
     Stats,
     check_compatible,
@@ -58,7 +59,7 @@ from .wants import Wants
 __all__ = [
     "ANTI_ENTROPY_MS", "DEAD_AFTER_MS", "MAX_CONTROL_MESSAGE_BYTES", "MAX_INFLIGHT_BYTES",
     "MAX_INFLIGHT_MESSAGES", "MAX_MESSAGE_BYTES", "PING_INTERVAL_MS", "RESEND_AFTER_MS",
-    "WANT_WINDOW", "check_compatible", "Ack", "Bye", "Closed", "Config", "Cs", "Deliver", "Event", "Have", "Hello",
+    "WANT_WINDOW", "check_compatible", "Ack", "Bye", "Closed", "Config", "Counts", "Cs", "Deliver", "Event", "Have", "Hello",
     "Members", "MHeads", "MLog",
     "Hub", "IncompatiblePeer", "MalformedMessage", "Message", "MessageTooLarge", "Nack",
     "Opened", "PeerPresence", "PresenceNote", "RelayedPresence", "Ping", "Pong", "Presence", "ProtocolError", "Send", "Session",

@@ -48,7 +48,7 @@ from .. import MOCKOON_MAX_MIGRATION, MODEL_VERSION, PROTOCOL_VERSION
 from ..errors import ValidationError
 from .events import Closed, Deliver, Event
 from .membership import MembershipSource
-from .session import Config, Pair, Session
+from .session import Config, Counts, Pair, Session
 from .source import Source
 from .wants import Wants
 
@@ -73,6 +73,8 @@ class Hub:
         self.config = config or Config()
         self.wants: Wants = self.config.new_wants()
         self.sessions: dict[Hashable, Session] = {}
+        #: Messages by kind and frames each way over all sessions, open or closed.
+        self.counts = Counts()
         self._versions = {"protocol": protocol, "model": model, "migration": migration}
         self._presence: tuple[str | None, str | None, str | None, str] | None = None
 
@@ -93,7 +95,7 @@ class Hub:
         session = Session(
             self.device, envs, self.source, link=link, wants=self.wants, config=self.config,
             expect_device=expect_device, spaces=spaces, membership=self.membership,
-            relay_push=relay_push,
+            relay_push=relay_push, counts=self.counts,
             **self._versions,
         )
         self.sessions[link] = session

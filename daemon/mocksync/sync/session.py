@@ -233,6 +233,28 @@ class Stats:
     haves_sent: int = 0
     early_dropped: int = 0
     queue_full: int = 0
+    #: Messages by kind (`t`) each way: what an edit costs in data-channel messages.
+    kinds_out: dict[str, int] = field(default_factory=dict)
+    kinds_in: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Counts:
+    """Messages by kind and frames each way, summed over every session of a device (the
+    hub's): sessions on demand close, so their own `Stats` go with them. Each data-channel
+    message costs both daemons DTLS, SCTP and an SCTP acknowledgement, which is what an
+    edit's CPU on a receiving daemon is mostly made of (issue 16); `status --json` shows
+    these under `lan.messages`."""
+
+    kinds_out: dict[str, int] = field(default_factory=dict)
+    kinds_in: dict[str, int] = field(default_factory=dict)
+    frames_out: int = 0
+    frames_in: int = 0
+
+    def as_dict(self) -> dict:
+        return {"out": dict(sorted(self.kinds_out.items())),
+                "in": dict(sorted(self.kinds_in.items())),
+                "frames_out": self.frames_out, "frames_in": self.frames_in}
 
 
 @dataclass(slots=True)
@@ -285,6 +307,7 @@ class Session:
         spaces: Iterable[str] = (),
         membership: MembershipSource | None = None,
         relay_push: bool = False,
+        counts: Counts | None = None,
     ) -> None:
         try:
             check_field(DEVICE_ID, device, "hello.d")
@@ -338,6 +361,8 @@ class Session:
         self.rtt_ms: float | None = None
         self.last_rtt_ms: int | None = None
         self.stats = Stats()
+        #: Device-wide message counts (the hub's, shared by its sessions).
+        self.counts = counts if counts is not None else Counts()
         self.peer_refusals: deque[tuple[str, str, str, int, str]] = deque(
             maxlen=MAX_REFUSALS_KEPT
         )
@@ -395,6 +420,7 @@ class Session:
                 mheads={s: self._heads(s) for s in sorted(self._spaces)},
             )
             self._hello_bytes = encode_message(hello)
+            self._count_out(Hello.KIND)
             self._send_bytes(self._hello_bytes)
             self._hello_sent_at = now_ms
         return self._flush()
@@ -404,12 +430,15 @@ class Session:
         if self.closed:
             return []
         self.stats.frames_in += 1
+        self.counts.frames_in += 1
         self.stats.bytes_in += len(data)
         self._last_recv = now_ms
         try:
             payload = self._feed(data, now_ms)
             if payload is not None:
-                self._on_message(decode_message(payload), len(payload), now_ms)
+                msg = decode_message(payload)
+                self._count_in(msg.KIND)
+                self._on_message(msg, len(payload), now_ms)
         except (ProtocolError, ChunkError) as exc:
             self._close(f"peer {self._peer_name()} broke the sync protocol: {exc}", now_ms)
         return self._flush()
@@ -1061,12 +1090,22 @@ class Session:
     def _peer_name(self) -> str:
         return self.peer_device or "(device not yet known)"
 
+    def _count_out(self, kind: str) -> None:
+        for kinds in (self.stats.kinds_out, self.counts.kinds_out):
+            kinds[kind] = kinds.get(kind, 0) + 1
+
+    def _count_in(self, kind: str) -> None:
+        for kinds in (self.stats.kinds_in, self.counts.kinds_in):
+            kinds[kind] = kinds.get(kind, 0) + 1
+
     def _send(self, msg: Message) -> None:
+        self._count_out(msg.KIND)
         self._send_bytes(encode_message(msg))
 
     def _send_bytes(self, data: bytes) -> None:
         for frame in split(self._msg_id, data, self.config.chunk_size):
             self.stats.frames_out += 1
+            self.counts.frames_out += 1
             self.stats.bytes_out += len(frame)
             self._out.append(Send(self.link, frame))
         self._msg_id += 1
