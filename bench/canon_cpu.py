@@ -12,14 +12,20 @@ in the noise; this one times the two paths the decoder dominates, in CPU seconds
   `net.relay_transport._open_all` does on its worker thread), then what the store would
   decode again (nothing, when `_open_all` hands it decoded change sets).
 
-Every loop is bounded by count. Prints one line per measure.
+Every loop is bounded by count. Prints one line per measure. `--ab` first runs the same
+measures with the gate of the last commit (`old_gate`), so before and after share one load.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 N_FRAMES = 20_000
@@ -66,18 +72,12 @@ def per_frame(world: dict[str, Any]) -> float:
     """CPU microseconds to admit and decode one relay `env` push of one envelope."""
     from mocksync.changes.canonical import encode
     from mocksync.net import relay_gate
-    from mocksync.relay.protocol import RELAY, decode
 
     e = world["sealed"][0]
     frame = encode({"t": "env", "s": world["space"], "e": world["tag"],
                     "x": [[e.device, e.seq, e.gen, e.ct]]})
-    one: Callable[[bytes], Any] | None = getattr(relay_gate, "decode_relay_frame", None)
-    if one is None:  # before issue 17: the gate's scan, then the decoder's own pass
-        def one(data: bytes) -> Any:
-            relay_gate.check_relay_frame(data)
-            return decode(data, sender=RELAY)
     frames = [frame] * N_FRAMES
-    assert one is not None
+    one = relay_gate.decode_relay_frame
 
     def run() -> None:
         for f in frames:
@@ -87,36 +87,96 @@ def per_frame(world: dict[str, Any]) -> float:
 
 def open_envelopes(world: dict[str, Any]) -> float:
     """CPU seconds to open and decode N_ENVELOPES envelopes of one catch-up."""
-    from mocksync.net.relay_transport import _open_all
+    from mocksync.net import relay_transport
 
     def run() -> None:
-        out = _open_all(world["space"], world["tag"], world["keys"], world["tagger"],
-                        world["sealed"])
+        out = relay_transport._open_all(world["space"], world["tag"], world["keys"],
+                                        world["tagger"], world["sealed"])
         assert not any(isinstance(o, Exception) for o in out)
     return _best_cpu(run)
 
 
 def canonical_decode(world: dict[str, Any]) -> float:
-    """CPU seconds of the gate alone: `canonical.decode` of N_ENVELOPES change-set wires."""
-    from mocksync.changes.canonical import decode
+    """CPU seconds of the gate alone: `canonical.decode` of N_ENVELOPES change-set wires and
+    of their bodies (the layer with the items: about 30 each)."""
+    from mocksync.changes import canonical
 
     wires = world["wires"]
+    bodies = [canonical.decode(w)[0] for w in wires]
 
     def run() -> None:
-        for w in wires:
-            decode(w)
+        for w, b in zip(wires, bodies, strict=True):
+            canonical.decode(w)
+            canonical.decode(b)
     return _best_cpu(run)
 
 
-def main() -> None:
+@contextlib.contextmanager
+def old_gate(rev: str = "HEAD") -> Iterator[None]:
+    """The decoding gate of git revision `rev` (before issue 17: scan, build, re-encode) in
+    place of today's, and the two-step paths it was used by, for an A/B in one process under
+    the same load. Needs git and the repository; restores everything on exit."""
+    from mocksync.changes import canonical
+    from mocksync.net import relay_gate, relay_transport
+    from mocksync.relay import envelope
+    from mocksync.relay.protocol import RELAY, decode
+
+    def load(name: str) -> Any:
+        src = subprocess.run(["git", "show", f"{rev}:daemon/mocksync/changes/{name}.py"],
+                             capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent.parent).stdout
+        mod = types.ModuleType(f"mocksync.changes._{name}_before")
+        mod.__package__ = "mocksync.changes"
+        sys.modules[mod.__name__] = mod  # (dataclasses look their module up there)
+        exec(compile(src, f"{rev}:{name}.py", "exec"), mod.__dict__)
+        return mod
+
+    old = load("canonical")
+    old_cs = load("changeset")  # its `canonical.decode` is the old one while patched below
+
+    def two_step_frame(data: bytes) -> Any:
+        relay_gate.check_relay_frame(data)
+        return decode(data, sender=RELAY)
+
+    def two_step_open(space: str, tag: str, keys: Any, tagger: Any, items: Any) -> list[Any]:
+        out: list[Any] = []
+        for env in items:
+            slot, wire = envelope.open_envelope(space, tag, keys, env, tagger)
+            out.append((slot, old_cs.ChangeSet.decode(wire)))
+        return out
+
+    saved = [(canonical, "decode"), (canonical, "scan"), (envelope, "decode"),
+             (relay_gate, "scan"), (relay_gate, "decode_relay_frame"),
+             (relay_transport, "_open_all")]
+    before = [(mod, name, getattr(mod, name)) for mod, name in saved]
+    for (mod, name), value in zip(saved, [old.decode, old.scan, old.decode, old.scan,
+                                          two_step_frame, two_step_open], strict=True):
+        setattr(mod, name, value)
+    try:
+        yield
+    finally:
+        for mod, name, value in before:
+            setattr(mod, name, value)
+
+
+def _measure(world: dict[str, Any], label: str) -> None:
+    print(f"[{label}] per delivered env frame (gate + decode): {per_frame(world):.1f} us CPU")
+    print(f"[{label}] open {N_ENVELOPES} envelopes: {open_envelopes(world):.3f} s CPU")
+    print(f"[{label}] canonical.decode of {N_ENVELOPES} wires + bodies: "
+          f"{canonical_decode(world):.3f} s CPU")
+
+
+def main(argv: list[str]) -> None:
+    """`--ab [REV]`: the gate of git revision REV (default HEAD) first, then today's."""
     world = _world(N_ENVELOPES)
     print(f"load average at start: {os.getloadavg()}")
-    print(f"per delivered env frame (gate + decode): {per_frame(world):.1f} us CPU")
-    print(f"open {N_ENVELOPES} envelopes (_open_all): {open_envelopes(world):.3f} s CPU")
-    print(f"canonical.decode of {N_ENVELOPES} change-set wires: "
-          f"{canonical_decode(world):.3f} s CPU")
+    if argv[:1] == ["--ab"]:
+        rev = argv[1] if len(argv) > 1 else "HEAD"
+        with old_gate(rev):
+            _measure(world, f"before ({rev})")
+    _measure(world, "now")
     print(f"load average at end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -201,7 +201,8 @@ def cluster_fanout(n_devices: int = N_DEVICES, n_puts: int = N_PUTS, *, pg: Any 
 
 async def _failover_once(root: Path, url: str, n: int, space: dict[str, Any],
                          procs: list[subprocess.Popen[bytes]], urls: list[str]) -> float:
-    from mocksync.net.relay_client import RelayClient, RelayError, RelayEvents
+    from mocksync.net.errors import RelayError
+    from mocksync.net.relay_client import RelayClient, RelayEvents
     from mocksync.relay.envelope import Envelope
     from mocksync.space.keys import new_content_key, seal_payload
 

@@ -14,6 +14,7 @@ import pytest
 from mocksync.agent import faults
 from mocksync.agent import writer as writer_mod
 from mocksync.agent.daemon import Agent
+from mocksync.agent.errors import FileWriteError
 from mocksync.agent.faults import (
     COMMITTING,
     DISK_FULL,
@@ -31,7 +32,6 @@ from mocksync.agent.faults import (
     retry_delay,
     sentence,
 )
-from mocksync.agent.writer import FileWriteError
 
 from helpers.agents import env_status, state_doc, two_devices
 from helpers.files import edit_file, read_doc, responses, set_label

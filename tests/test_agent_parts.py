@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from mocksync.agent.linked import LinkedFiles, LinkedHost
 from mocksync.agent.multi import MultiTransport
 from mocksync.agent.settings import Settings
 from mocksync.agent.spacedir import SpaceDirectory
+from mocksync.agentevents import AgentEvent
+from mocksync.model import Op
 from mocksync.model.envsize import JS_SIZE_BOUND, compact_size, quick_compact_size, size_refusal
 from mocksync.paths import Home
 from mocksync.ports import AgentPort, PresenceCarrier, Reconnecting
@@ -108,7 +111,7 @@ class FakeHost:
     def forget_local(self, path: Path) -> None:
         pass
 
-    def commit(self, rt: EnvRuntime, ops: list[tuple], seen: dict[str, int] | None = None) -> Any:
+    def commit(self, rt: EnvRuntime, ops: Sequence[Op], seen: dict[str, int] | None = None) -> Any:
         raise AssertionError("nothing here commits")
 
     def size_problem(self, space: str, doc: dict[str, Any]) -> str | None:
@@ -120,7 +123,7 @@ class FakeHost:
     def schedule_write(self, rt: EnvRuntime) -> None:
         raise AssertionError("nothing here writes")
 
-    def publish(self, event: dict[str, Any]) -> None:
+    def publish(self, event: AgentEvent) -> None:
         pass
 
     def spawn(self, task: asyncio.Task[Any]) -> None:

@@ -22,7 +22,7 @@ import pytest
 from mocksync.changes import ChangeSet
 from mocksync.devtools.pairing import pair
 from mocksync.errors import MocksyncError
-from mocksync.net.relay_client import RelayRefused
+from mocksync.net.errors import RelayRefused
 from mocksync.relay import policy
 from mocksync.relay.envelope import Tagger, open_envelope, seal_envelope
 from mocksync.spaceio.store import get_space

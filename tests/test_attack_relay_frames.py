@@ -33,6 +33,7 @@ from mocksync import MODEL_VERSION, PROTOCOL_VERSION
 from mocksync.changes import canonical
 from mocksync.relay.auth import sign_challenge
 from mocksync.relay.authbudget import MAX_NEW_SPACES_PER_AUTH
+from mocksync.relay.errors import RelayProtocolError
 from mocksync.relay.frames import MAX_AUTH_FRAME_BYTES, MAX_HELLO_FRAME_BYTES
 from mocksync.relay.protocol import (
     CLIENT,
@@ -45,7 +46,6 @@ from mocksync.relay.protocol import (
     MAX_VV_DEVICES,
     RELAY,
     SIG_BYTES,
-    RelayProtocolError,
     decode_message,
     encode_message,
 )

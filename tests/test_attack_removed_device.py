@@ -23,7 +23,8 @@ from typing import Any
 
 from journeys.harness import Device, Team
 from mocksync.changes import ChangeSet
-from mocksync.net.relay_client import RelayClient, RelayRefused
+from mocksync.net.errors import RelayRefused
+from mocksync.net.relay_client import RelayClient
 from mocksync.paths import Home
 from mocksync.relay.envelope import Tagger, seal_envelope
 from mocksync.relay.storage import DB_NAME

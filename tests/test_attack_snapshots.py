@@ -29,12 +29,13 @@ from mocksync.changes import canonical
 from mocksync.devtools.pairing import pair
 from mocksync.errors import ChangeSetError
 from mocksync.model import diff, render, snapshot_ops
-from mocksync.net.relay_client import RelayError, RelayRefused
+from mocksync.net.errors import RelayError, RelayRefused
 from mocksync.relay import compaction, snapshots
 from mocksync.relay.compaction import HeldSnapshot, Verdict, drop_floors, judge_snapshot
 from mocksync.relay.envelope import Envelope
+from mocksync.relay.errors import StorageError
 from mocksync.relay.policy import Refusal
-from mocksync.relay.storage import DB_NAME, SQLiteStorage, StorageError, StoredSnapshot, encode_vv
+from mocksync.relay.storage import DB_NAME, SQLiteStorage, StoredSnapshot, encode_vv
 from mocksync.space.quotas import get_plan
 from mocksync.spaceio.actions import remove
 from mocksync.spaceio.store import append_entries, get_space

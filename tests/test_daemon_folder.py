@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from mocksync.agent.bus import LocalBus
-from mocksync.agent.daemon import Agent, QuotaError
+from mocksync.agent.daemon import Agent
+from mocksync.agent.errors import QuotaError
 from mocksync.errors import ValidationError
 from mocksync.model.errors import DuplicateUuidError
 

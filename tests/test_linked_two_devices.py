@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from mocksync.agent.bus import LocalBus
-from mocksync.agent.daemon import Agent, QuotaError
+from mocksync.agent.daemon import Agent
+from mocksync.agent.errors import QuotaError
 from mocksync.agent.spacedir import SpaceDirectory
 from mocksync.model.files import (
     CONTENT_REG,

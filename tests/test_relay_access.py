@@ -30,10 +30,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from mocksync import PROTOCOL_VERSION
-from mocksync.agent.daemon import QuotaError, compact_size
+from mocksync.agent.daemon import compact_size
+from mocksync.agent.errors import QuotaError
 from mocksync.agent.settings import Settings
 from mocksync.devtools.pairing import pair
-from mocksync.net.relay_client import RelayRefused
+from mocksync.net.errors import RelayRefused
 from mocksync.net.relay_transport import RelayTransport
 from mocksync.relay.auth import seal_signal
 from mocksync.relay.envelope import Envelope

@@ -20,7 +20,6 @@ from mocksync.relay.authbudget import (
     MAX_KEY_SEARCH_ENTRIES,
     NEW_SPACE_BURST,
     NEW_SPACES_PER_S,
-    AuthBudgetExceeded,
     ItemBudget,
     NewSpaceRate,
     deferral,
@@ -30,6 +29,7 @@ from mocksync.relay.authbudget import (
     search_key,
     verify_order,
 )
+from mocksync.relay.errors import AuthBudgetExceeded
 from mocksync.relay.frames import MAX_AUTH_FRAME_BYTES
 from mocksync.space import membership as m
 from mocksync.space.errors import MembershipError

@@ -33,6 +33,7 @@ from mocksync.net.relay_join import RelayJoinTransport
 from mocksync.net.webrtc import PeerLink
 from mocksync.relay.engine import PresenceBook
 from mocksync.relay.envelope import Envelope
+from mocksync.relay.errors import StorageError
 from mocksync.relay.pgstorage import (
     LISTEN_RETRY_MAX_S,
     MAX_IDS_PER_NOTIFY,
@@ -48,7 +49,6 @@ from mocksync.relay.pgstorage import (
 )
 from mocksync.relay.policy import Refusal
 from mocksync.relay.server import RelayConfig, RelayServer
-from mocksync.relay.storage import StorageError
 from mocksync.space.errors import InviteError
 from mocksync.space.invite import InviteToken, JoinerSession
 from mocksync.space.quotas import get_plan

@@ -13,8 +13,9 @@ import pytest
 
 from mocksync.relay.compaction import HeldSnapshot, Verdict, judge_snapshot
 from mocksync.relay.envelope import Envelope
+from mocksync.relay.errors import Compacted
 from mocksync.relay.policy import Refusal
-from mocksync.relay.storage import Compacted, StoredSnapshot
+from mocksync.relay.storage import StoredSnapshot
 
 D1, D2 = "d1", "d2"
 

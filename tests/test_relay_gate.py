@@ -33,6 +33,7 @@ from mocksync.net.relay_gate import (
     peek_kind,
 )
 from mocksync.relay.auth import prove_relay, relay_public
+from mocksync.relay.errors import FrameTooLarge, RelayProtocolError
 from mocksync.relay.frames import MAX_AUTH_FRAME_BYTES
 from mocksync.relay.protocol import (
     CLIENT,
@@ -42,8 +43,6 @@ from mocksync.relay.protocol import (
     RELAY,
     RELAY_KINDS,
     Batch,
-    FrameTooLarge,
-    RelayProtocolError,
     decode_message,
 )
 from mocksync.space.membership import MAX_LOG_ENTRIES

@@ -20,12 +20,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from mocksync.agent.daemon import QuotaError, compact_size
+from mocksync.agent.daemon import compact_size
+from mocksync.agent.errors import QuotaError
 from mocksync.agent.spacedir import SpaceDirectory
 from mocksync.cli.daemoncmds import relay_text
 from mocksync.devtools.pairing import pair
 from mocksync.errors import ValidationError
-from mocksync.net.relay_client import RelayUnavailable, unreachable_reason
+from mocksync.net.errors import RelayUnavailable
+from mocksync.net.relay_client import unreachable_reason
 from mocksync.relay.envelope import Envelope
 from mocksync.relay.policy import check_put, counted_env
 from mocksync.relay.storage import SQLiteStorage

@@ -18,7 +18,6 @@ from mocksync.relay import policy
 from mocksync.relay.auth import open_signal, seal_signal, sign_challenge, verify_challenge
 from mocksync.relay.envelope import (
     Envelope,
-    EnvelopeMismatch,
     Slot,
     Tagger,
     env_tag,
@@ -27,6 +26,7 @@ from mocksync.relay.envelope import (
     seal_envelope,
     tag_key,
 )
+from mocksync.relay.errors import EnvelopeMismatch, FrameTooLarge, RelayProtocolError, UnknownKind
 from mocksync.relay.protocol import (
     CLIENT,
     CLIENT_KINDS,
@@ -35,9 +35,6 @@ from mocksync.relay.protocol import (
     MAX_FRAME_BYTES,
     RELAY,
     RELAY_KINDS,
-    FrameTooLarge,
-    RelayProtocolError,
-    UnknownKind,
     decode_message,
     encode_message,
     split_batches,

@@ -15,6 +15,7 @@ from mocksync import PROTOCOL_VERSION
 from mocksync.relay.auth import relay_origin, sign_challenge
 from mocksync.relay.authbudget import MAX_AUTH_ENTRIES
 from mocksync.relay.envelope import Envelope
+from mocksync.relay.errors import SessionStateError
 from mocksync.relay.policy import Refusal, TokenBucket
 from mocksync.relay.protocol import (
     CLIENT,
@@ -47,7 +48,6 @@ from mocksync.relay.session import (
     Heartbeat,
     RelaySession,
     Send,
-    SessionStateError,
 )
 from mocksync.space.keys import new_content_key, seal_payload
 

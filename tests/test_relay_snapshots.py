@@ -11,9 +11,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mocksync.devtools.pairing import pair
-from mocksync.net.relay_client import RelayRefused
+from mocksync.net.errors import RelayRefused
 from mocksync.relay import compaction
-from mocksync.relay.storage import Compacted
+from mocksync.relay.errors import Compacted
 from mocksync.space.quotas import get_plan
 from mocksync.spaceio.store import get_space
 

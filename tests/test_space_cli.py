@@ -204,7 +204,7 @@ def test_full_join_members_and_remove(run, loopback):
 def test_join_twice_is_refused(run, loopback):
     ok(run("alice", "init"))
     ok(run("alice", "space", "create", "backend"))
-    ok(run("bob", "init"))
+    ok(run("bob", "init", "--member", "Bob"))  # not alice's login name: a join needs its own
     ok(run("bob", "join", "--bind", "127.0.0.1", ok(run("alice", "invite", "backend")).stdout.strip()))
     r = run("bob", "join", "--bind", "127.0.0.1", ok(run("alice", "invite", "backend")).stdout.strip())
     # bob's copy of the log may be stale (removed while offline), so the admin device decides
@@ -213,7 +213,7 @@ def test_join_twice_is_refused(run, loopback):
 
 def test_every_command_has_help_with_examples(run):
     for args in (["init"], ["space"], ["space", "create"], ["space", "list"], ["invite"],
-                 ["join"], ["members"], ["remove"]):
+                 ["join"], ["members"], ["remove"], ["leave"]):
         r = ok(run("x", *args, "--help"))
         assert "Examples:" in r.stdout, args
         assert "mocksync" in r.stdout.split("Examples:")[1], args

@@ -19,7 +19,8 @@ import pytest
 
 from mocksync.agent.control import ControlServer
 from mocksync.ui.app import MAX_BODY_BYTES, MAX_EVENT_CLIENTS, UiServer
-from mocksync.ui.openroute import OFF_BY_SETTING, UiOff, register_open
+from mocksync.ui.errors import UiOff
+from mocksync.ui.openroute import OFF_BY_SETTING, register_open
 
 from helpers.uipage import ENV, ME, cookie_client, serving, standin_agent, standin_control
 

@@ -13,11 +13,12 @@ instead; the concrete classes (`agent.daemon.Agent`, `agent.spacedir.SpaceDirect
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     import contextlib
 
+    from .agentevents import AgentEvent
     from .paths import Home
     from .space import quotas
     from .space.identity import Identity
@@ -25,9 +26,12 @@ if TYPE_CHECKING:
     from .spaceio.store import StoredSpace
     from .store import Store
 
-#: What the agent publishes to its listeners (control streams, transports, the web page):
-#: one event as a JSON-able mapping with at least "event" (its kind) and "time".
+#: What the agent's listeners (control streams, transports, the web page) receive: one event
+#: as a JSON-able mapping with at least "event" (its kind) and "time". What is published is
+#: the typed record (`agentevents.AgentEvent`); the listeners get its `to_json()`.
 Event = dict[str, Any]
+
+T = TypeVar("T")
 
 
 class SpaceDirectory(Protocol):
@@ -113,7 +117,9 @@ class AgentPort(Protocol):
     `(env, device, seq, reason)` of change sets that opened but did not decode. Offline policy: `offline_cut`,
     `offline_catch_up`. Relay quota: `upload_refused`/`upload_accepted`. Membership:
     `enforce_membership_soon`. Events: `publish` and `listeners`. `envs`: the environments
-    synced here (a file may be known before its first change set is in the log)."""
+    synced here (a file may be known before its first change set is in the log). `clock`:
+    the agent's wall clock (seconds); `store_call`: run a store call on the agent's store
+    worker, in turn with its other jobs (here when it has none)."""
 
     device: str
     identity: Identity
@@ -122,11 +128,13 @@ class AgentPort(Protocol):
     store: Store
     transport: Transport | None
     listeners: list[Callable[[Event], None]]
+    clock: Callable[[], float]
 
     @property
     def envs(self) -> Mapping[str, SyncedEnv]: ...
-    def publish(self, event: Event) -> None: ...
+    def publish(self, event: AgentEvent) -> None: ...
     def store_turn(self) -> contextlib.AbstractAsyncContextManager[None]: ...
+    def store_call(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]: ...
     def receive(self, space: str, wire: bytes) -> Any: ...
     def receive_async(self, space: str, wire: bytes) -> Awaitable[Any]: ...
     def receive_batch(self, space: str, wires: list[bytes], *, settle: bool = True,

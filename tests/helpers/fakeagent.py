@@ -11,10 +11,12 @@ call it lacks, and a fake that drifts from the Protocol hides a seam that change
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from mocksync.agentevents import AgentEvent
 from mocksync.space import quotas
 from mocksync.space.writers import NOT_A_DEVICE, Verdict
 from mocksync.spaceio.store import StoredSpace
@@ -22,6 +24,8 @@ from mocksync.spaceio.store import StoredSpace
 if TYPE_CHECKING:
     from mocksync.ports import AgentPort, SpaceDirectory, SyncedEnv, Transport
 
+
+T = TypeVar("T")
 
 class FakeSpaces:
     """A `SpaceDirectory` over a fixed list of stored spaces (no files read)."""
@@ -96,6 +100,7 @@ class FakeAgent:
         self.synced: dict[str, SimpleNamespace] = {}
         self.cuts: dict[str, int] = {}
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.clock: Callable[[], float] = time.time
 
     @property
     def envs(self) -> Mapping[str, SyncedEnv]:
@@ -108,13 +113,17 @@ class FakeAgent:
         """The arguments of each call of `name`, in order."""
         return [args for n, args in self.calls if n == name]
 
-    def publish(self, event: dict[str, Any]) -> None:
-        self._call("publish", event)
+    def publish(self, event: AgentEvent) -> None:
+        data = event.to_json()  # what the agent's listeners get (it adds "time")
+        self._call("publish", data)
         for fn in list(self.listeners):
-            fn(event)
+            fn(data)
 
     def store_turn(self) -> contextlib.AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
+
+    async def store_call(self, fn: Callable[..., T], *args: Any) -> T:
+        return fn(*args)  # no store worker here
 
     def receive(self, space: str, wire: bytes) -> Any:
         self._call("receive", space, wire)

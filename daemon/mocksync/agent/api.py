@@ -153,7 +153,8 @@ def register(server: ControlServer, agent: Agent) -> None:
     @server.route("peers")
     async def peers(params: dict[str, Any]) -> dict[str, Any]:
         tstat = agent.transport.status() if agent.transport is not None else {}
-        return {"peers": status_document({"peers": tstat.get("peers", [])}, {})["peers"]}
+        rows = agent.report.named_peers(tstat.get("peers", []))
+        return {"peers": status_document({"peers": rows}, {})["peers"]}
 
     # ---- presence: what each online user is looking at (issue 11 item 6). An editor plugin
     # may say it (`presence`); otherwise the environment a device last saved counts.

@@ -13,23 +13,26 @@ import logging
 from typing import Any
 
 from ..errors import MocksyncError
+from ..ports import AgentPort
 
 log = logging.getLogger("mocksync.bus")
 
 
 class LocalBus:
+    """The agents of one process that exchange change sets (each through its `BusPort`)."""
+
     def __init__(self) -> None:
-        self.agents: list[Any] = []
+        self.agents: list[AgentPort] = []
         self.delivered = 0
         self.refused: list[str] = []
 
     def port(self) -> BusPort:
         return BusPort(self)
 
-    def _members(self, space: str, sender: Any) -> list[Any]:
+    def _members(self, space: str, sender: AgentPort) -> list[AgentPort]:
         return [a for a in self.agents if a is not sender and a.spaces.get(space) is not None]
 
-    def _deliver(self, agent: Any, space: str, wire: bytes) -> None:
+    def _deliver(self, agent: AgentPort, space: str, wire: bytes) -> None:
         if agent not in self.agents:
             return
         try:
@@ -39,7 +42,7 @@ class LocalBus:
             self.refused.append(str(exc))
             log.info("bus: %s refused a change set: %s", agent.device, exc)
 
-    def catch_up(self, agent: Any) -> None:
+    def catch_up(self, agent: AgentPort) -> None:
         """Send `agent` what each connected peer has and it lacks, and the reverse."""
         for peer in self.agents:
             if peer is agent:
@@ -58,10 +61,10 @@ class BusPort:
 
     def __init__(self, bus: LocalBus) -> None:
         self.bus = bus
-        self.agent: Any = None
+        self.agent: AgentPort | None = None
         self.online = False
 
-    async def start(self, agent: Any) -> None:
+    async def start(self, agent: AgentPort) -> None:
         self.agent = agent
         self.online = True
         self.bus.agents.append(agent)
@@ -73,10 +76,11 @@ class BusPort:
             self.bus.agents.remove(self.agent)
 
     async def reconnect(self) -> None:
-        self.bus.catch_up(self.agent)
+        if self.agent is not None:
+            self.bus.catch_up(self.agent)
 
     def broadcast(self, space: str, env: str, wire: bytes) -> None:
-        if not self.online:
+        if not self.online or self.agent is None:
             return
         loop = asyncio.get_running_loop()
         for peer in self.bus._members(space, self.agent):

@@ -11,6 +11,7 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..agentevents import Shared
 from ..errors import ValidationError
 from ..model import dumps, parse_env, render, snapshot_ops
 from ..model.jsfmt import MOCKOON_LAYOUT
@@ -50,6 +51,7 @@ class Commands:
             raise ValidationError(f"{path}: no such file")
         parsed = parse_env(data, self.agent.settings.mockoon_max_migration)
         space_id = self.agent.spaces.resolve(space) if space else self.agent.spaces.default_space()
+        self.check_standing(space_id)
         doc = parsed.doc
         if copy:
             doc = fresh_copy(doc, self.agent.rng)
@@ -80,7 +82,7 @@ class Commands:
             self.agent.store.set_base(rt.uuid, str(path), content_hash(data), data)
         self.agent.local.pop(path, None)
         self.agent.linked.after_local_edit(rt)
-        self.agent.publish({"event": "shared", "env": rt.uuid, "file": str(path), "origin": "local"})
+        self.agent.publish(Shared(env=rt.uuid, file=str(path), origin="local"))
         return rt.to_json(0) | {"space_name": self.agent.spaces.name(space_id)}
 
     def new(self, name: str, space: str | None = None) -> dict[str, Any]:
@@ -95,11 +97,22 @@ class Commands:
         path = self.agent.edits.free_path(name)
         data = dumps(doc, MOCKOON_LAYOUT).encode("utf-8")
         space_id = self.agent.spaces.resolve(space) if space else self.agent.spaces.default_space()
-        self.agent.quotas.check_share(space_id, doc)  # before a file is written for nothing
+        self.check_standing(space_id)  # before a file is written for nothing
+        self.agent.quotas.check_share(space_id, doc)
         if self.agent.watcher is not None:
             self.agent.watcher.expect_write(path, content_hash(data))
         atomic_write(path, data)
         return self.share(str(path), space)
+
+    def check_standing(self, space_id: str) -> None:
+        """Refuse to put an environment in a space this device is out of (removed, or its
+        member left), as the signed log proves: nothing would reach anyone."""
+        from ..space.standing import departure
+
+        sp = self.agent.spaces.get(space_id)
+        d = departure(sp.state, self.agent.device) if sp is not None else None
+        if d is not None:
+            raise ValidationError(f"not shared: {d.sentence()}")
 
     def find(self, text: str) -> EnvRuntime:
         from .errors import UnknownEnvironment

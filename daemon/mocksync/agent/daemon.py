@@ -33,17 +33,19 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from ..agentevents import AgentEvent, LocalChange
 from ..model import Op
 from ..model.envsize import JS_SIZE_BOUND, compact_size, quick_compact_size
 from ..paths import Home
-from ..ports import SpaceDirectory, Transport
+from ..ports import Event, SpaceDirectory, Transport
 from ..store import Store
 from .commands import Commands
 from .editorsync import BlindWindow, SeenVersions, VersionHistory
 from .envfiles import EnvRuntime, LocalFile
 from .envwrites import EnvWrites
+from .errors import QuotaError
 from .faultretry import FaultRetries
 from .faults import FaultBook
 from .folderedits import MAX_FILE_BYTES, FolderEdits
@@ -54,7 +56,7 @@ from .offline import HoldBook
 from .offlineholds import OfflineHolds
 from .presence import Looking, PresenceBook
 from .presencepush import PresencePush
-from .quotacheck import QuotaCheck, QuotaError
+from .quotacheck import QuotaCheck
 from .registry import Registry
 from .settings import Settings
 from .statusreport import StatusReport
@@ -62,6 +64,8 @@ from .storeworker import StoreWorker
 from .watcher import FileEvent, FolderWatcher
 
 log = logging.getLogger("mocksync.agent")
+
+T = TypeVar("T")
 
 
 class Agent:
@@ -99,7 +103,7 @@ class Agent:
         self.envs: dict[str, EnvRuntime] = {}
         self.local: dict[Path, LocalFile] = {}
         self.watcher: FolderWatcher | None = None
-        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.listeners: list[Callable[[Event], None]] = []
         self.started_at = clock()
         self.rng = random.Random()
         #: Writes, commits and stores that fail for reasons of the machine (disk full, no
@@ -166,9 +170,15 @@ class Agent:
             await self.watcher.stop()
         self.store.close()
 
-    def publish(self, event: dict[str, Any]) -> None:
-        event.setdefault("time", self.clock())
-        if self.bridge.to_loop(self.publish, event):
+    def publish(self, event: AgentEvent) -> None:
+        """Tell the listeners (control streams, transports, the web page) what happened:
+        each gets the event's JSON (`AgentEvent.to_json`) with "time" added."""
+        data = event.to_json() if isinstance(event, AgentEvent) else dict(event)
+        data.setdefault("time", self.clock())
+        self._deliver(data)
+
+    def _deliver(self, event: Event) -> None:
+        if self.bridge.to_loop(self._deliver, event):
             return  # listeners (control streams, transports) live on the loop
         for fn in list(self.listeners):
             try:
@@ -189,6 +199,14 @@ class Agent:
         """On the loop: queue `fn(*args)` as a store-worker job and True; False when there
         is no worker or this is it (`LoopBridge.spawn_on_worker`: the caller runs it)."""
         return self.bridge.spawn_on_worker(fn, *args)
+
+    async def store_call(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on the store worker, after the jobs queued there; run here when there
+        is no worker (before `start`, after `stop`). For transports (relay snapshots)."""
+        worker = self.worker
+        if worker is not None and not worker.closed:
+            return await worker.run(fn, *args)
+        return fn(*args)
 
     def store_turn(self) -> Any:
         """Exclusive use of the store for loop code (`LoopBridge.store_turn`)."""
@@ -236,10 +254,10 @@ class Agent:
         if self.transport is not None and rt.uuid not in self.holds \
                 and not self.bridge.to_loop(self.transport.broadcast, rt.space, rt.uuid, wire):
             self.transport.broadcast(rt.space, rt.uuid, wire)
-        self.publish({"event": "change", "origin": "local", "env": rt.uuid, "device": self.device,
-                      "seq": cs.seq, "ops": len(ops), "bytes": len(wire),
-                      "commit_ms": round((time.perf_counter() - t0) * 1000, 3),
-                      "conflicts": len(res.conflicts)})
+        self.publish(LocalChange(env=rt.uuid, device=self.device, seq=cs.seq, ops=len(ops),
+                                 bytes=len(wire),
+                                 commit_ms=round((time.perf_counter() - t0) * 1000, 3),
+                                 conflicts=len(res.conflicts)))
         return cs
 
     _commit = commit  # (tests sign hostile edits through it: test_attack_linked_files)

@@ -14,19 +14,15 @@ import logging
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
+from ..agentevents import WriteRaced, Written
 from ..errors import ValidationError
 from ..model import parse_env, render
 from ..model.jsfmt import MOCKOON_LAYOUT
 from ..model.spans import indexed_text, text_to_write
 from .envfiles import HELD, INVALID, MISSING, SYNCED, EnvRuntime
+from .errors import FileChangedError, FileWriteError
 from .faults import WRITING
-from .writer import (
-    Expected,
-    FileChangedError,
-    FileWriteError,
-    content_hash,
-    replace_file,
-)
+from .writer import Expected, content_hash, replace_file
 
 if TYPE_CHECKING:
     from .daemon import Agent
@@ -194,7 +190,7 @@ class EnvWrites:
             # unshare, delete) is tried again at once, with the save now merged in.
             log.info("%s was saved while the daemon wrote it; taking the save in first",
                      rt.path.name)
-            self.agent.publish({"event": "write_raced", "env": rt.uuid, "file": str(rt.path)})
+            self.agent.publish(WriteRaced(env=rt.uuid, file=str(rt.path)))
             self.agent.on_file(rt.path)
             if force and _raced < MAX_FORCED_RACES:
                 if rt.write_handle is not None:
@@ -209,7 +205,7 @@ class EnvWrites:
         self.agent.retries.recovered(rt.uuid, WRITING)
         if rt.state in (HELD, INVALID) and not force:
             rt.state, rt.reason = SYNCED, ""
-        self.agent.publish({"event": "written", "env": rt.uuid, "file": str(rt.path), "bytes": len(data)})
+        self.agent.publish(Written(env=rt.uuid, file=str(rt.path), bytes=len(data)))
 
     def keep_replaced_version(self, rt: EnvRuntime, current: bytes | None,
                               current_sha: str | None) -> None:

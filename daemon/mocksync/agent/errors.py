@@ -113,3 +113,9 @@ class UnsafePathError(FileWriteError):
     regular file, or to a path that is not plainly relative. Nothing was written."""
 
     code = "unsafe_path"
+
+
+class QuotaError(MocksyncError):
+    """Sharing or keeping an environment would take a space over its plan."""
+
+    code = "quota"

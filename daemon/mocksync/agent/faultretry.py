@@ -12,6 +12,7 @@ import logging
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
+from ..agentevents import Failed, Recovered
 from ..ports import Reconnecting
 from .envfiles import EnvRuntime
 from .faults import COMMITTING, RECEIVING, WRITING, classify
@@ -66,8 +67,8 @@ class FaultRetries:
             old.cancel()
         if self.agent.bridge.loop is not None and not self.agent.bridge.loop.is_closed():
             self.handles[key] = self.agent.bridge.loop.call_later(delay, self.retry, *key)
-        self.agent.publish({"event": "error", "env": rt.uuid, "what": what, "kind": fault.kind,
-                      "cause": fault.cause, "retry_s": round(delay, 2)})
+        self.agent.publish(Failed(env=rt.uuid, what=what, kind=fault.kind, cause=fault.cause,
+                                  retry_s=round(delay, 2)))
         return True
 
     def recovered(self, env: str, what: str) -> None:
@@ -80,7 +81,7 @@ class FaultRetries:
             handle.cancel()
         if gone is not None:
             log.info("%s %s works again after %d failures", what, env, gone.retry.failures)
-            self.agent.publish({"event": "recovered", "env": env, "what": what})
+            self.agent.publish(Recovered(env=env, what=what))
 
     def retry(self, env: str, what: str) -> None:
         """The backoff of a failing operation is over: try it again (on the store worker,

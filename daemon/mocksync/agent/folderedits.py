@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..agentevents import Held, Invalid, Missing, Renamed
 from ..errors import ValidationError
 from ..model import Op, ParsedEnv, diff, parse_env, render
 from ..model.reparse import index_text
@@ -25,8 +26,9 @@ from ..model.samedoc import KnownEqual, same_doc
 from ..model.sharedname import choose_file_name
 from .editorsync import meet, tied_bases
 from .envfiles import HELD, INVALID, MISSING, SYNCED, EnvRuntime, LocalFile
+from .errors import SkippedFile
 from .faults import COMMITTING
-from .folderread import FileSig, SkippedFile, folder_path, read_regular
+from .folderread import FileSig, folder_path, read_regular
 from .registry import EnvRecord
 from .watcher import FileEvent
 from .writer import (
@@ -48,7 +50,7 @@ def peer_refusal(views: dict[str, Any] | None, ops: Sequence[Op]) -> str | None:
     """Why peers would refuse the ops of this save (the very check they run on it,
     `validate_ops`), naming the place in the file; None when they would accept them."""
     from ..model import to_wire, validate_ops
-    from ..model.ops import BadOpError
+    from ..model.errors import BadOpError
 
     try:
         validate_ops([to_wire(op) for op in ops])
@@ -183,7 +185,7 @@ class FolderEdits:
                 self.equal.pop(old, None)
                 self.written.pop(old, None)
                 self.agent.registry.put(EnvRecord(rt.uuid, rt.space, str(path), rt.name))
-                self.agent.publish({"event": "renamed", "env": rt.uuid, "file": str(path)})
+                self.agent.publish(Renamed(env=rt.uuid, file=str(path)))
         self.on_file(path)
 
     def mark_missing(self, rt: EnvRuntime) -> None:
@@ -194,7 +196,7 @@ class FolderEdits:
             self.agent.local.pop(copy.path, None)
             rt.state, rt.path = SYNCED, copy.path
             self.agent.registry.put(EnvRecord(rt.uuid, rt.space, str(rt.path), rt.name))
-            self.agent.publish({"event": "renamed", "env": rt.uuid, "file": str(rt.path)})
+            self.agent.publish(Renamed(env=rt.uuid, file=str(rt.path)))
             self.on_file(rt.path)
             return
         rt.state = MISSING
@@ -203,7 +205,7 @@ class FolderEdits:
             f"Run `mocksync restore {rt.uuid}` to get it back, or `mocksync delete {rt.uuid}` "
             "to remove it for everyone"
         )
-        self.agent.publish({"event": "missing", "env": rt.uuid, "file": str(rt.path)})
+        self.agent.publish(Missing(env=rt.uuid, file=str(rt.path)))
 
     def read(self, path: Path) -> bytes | None:
         return self.read_sig(path)[0]
@@ -239,7 +241,7 @@ class FolderEdits:
             if rt is not None:
                 rt.file_sig = sig
                 rt.state, rt.reason = INVALID, f"{exc}; the last good version is kept and synced"
-                self.agent.publish({"event": "invalid", "env": rt.uuid, "reason": str(exc)})
+                self.agent.publish(Invalid(env=rt.uuid, reason=str(exc)))
             else:
                 self.agent.local[path] = LocalFile(path, valid=False, reason=str(exc))
             return
@@ -271,7 +273,7 @@ class FolderEdits:
 
             rt.state, rt.reason = INVALID, (f"the file holds {too_deep()}; the last good "
                                             "version is kept and synced")
-            self.agent.publish({"event": "invalid", "env": rt.uuid, "reason": rt.reason})
+            self.agent.publish(Invalid(env=rt.uuid, reason=rt.reason))
         except sqlite3.Error as exc:
             # The log could not take the save (the home's disk full, read-only, I/O error):
             # the file keeps it; retried by itself, and taken in once the log can (issue 13).
@@ -289,7 +291,7 @@ class FolderEdits:
             self.agent.local[path] = LocalFile(path, valid=False, skipped=True, reason=exc.skip.reason)
             return
         rt.state, rt.reason = INVALID, f"{exc.skip.reason}; the last good version is kept and synced"
-        self.agent.publish({"event": "invalid", "env": rt.uuid, "reason": exc.skip.reason})
+        self.agent.publish(Invalid(env=rt.uuid, reason=exc.skip.reason))
 
     def local_edit(self, rt: EnvRuntime, parsed: ParsedEnv, data: bytes, *, initial: bool) -> None:
         now = self.agent.clock()
@@ -337,13 +339,13 @@ class FolderEdits:
         refusal = peer_refusal(parsed.views, ops) if ops else None
         if refusal is not None:  # a value peers would refuse (model.limits): never sent
             rt.state, rt.reason = INVALID, f"{refusal}; the last good version is kept and synced"
-            self.agent.publish({"event": "invalid", "env": rt.uuid, "reason": refusal})
+            self.agent.publish(Invalid(env=rt.uuid, reason=refusal))
             return
         if ops:
             problem = self.agent.quotas.size_problem(rt.space, parsed.doc)
             if problem:
                 rt.state, rt.reason = HELD, problem + "; this edit is not synced until it fits"
-                self.agent.publish({"event": "held", "env": rt.uuid, "reason": rt.reason})
+                self.agent.publish(Held(env=rt.uuid, reason=rt.reason))
                 return
             cs = self.agent.commit(rt, ops, seen=seen)
             rt.last_local_edit = now

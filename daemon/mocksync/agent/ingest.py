@@ -16,6 +16,15 @@ import sqlite3
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from ..agentevents import (
+    ConflictSeen,
+    Deleted,
+    RemoteBatch,
+    RemoteChange,
+    Revoked,
+    Shared,
+    Unshared,
+)
 from ..errors import MocksyncError, ValidationError
 from ..model import render
 from ..model.ops import DELETED, FILE_NAME, LIFECYCLE, SHARED
@@ -81,8 +90,8 @@ class RemoteIngest:
             raise
         self.agent.retries.recovered(cs.env, RECEIVING)
         for c in res.applied:
-            self.agent.publish({"event": "change", "origin": "remote", "env": c.env,
-                          "device": c.device, "seq": c.seq, "ops": len(c.ops)})
+            self.agent.publish(RemoteChange(env=c.env, device=c.device, seq=c.seq,
+                                            ops=len(c.ops)))
         self.after_remote(space, res)
         return res
 
@@ -90,8 +99,8 @@ class RemoteIngest:
         """Keep a refused change set's reason so `status` can say why the environment cannot
         sync (`agent.health`), whether it came over the LAN or from the relay. Refusals the
         store or the membership check already recorded are not recorded twice."""
-        from ..changes.changeset import SignatureError
-        from ..store.log import EquivocationError, UnknownDeviceError
+        from ..changes.errors import SignatureError
+        from ..store.errors import EquivocationError, UnknownDeviceError
         from .health import FORGED
 
         if cs is None or isinstance(exc, EquivocationError | UnknownDeviceError):
@@ -163,7 +172,7 @@ class RemoteIngest:
                 revoked += len(seqs)
                 log.warning("env %s: took back %d change set(s) of removed device %s (after "
                             "#%d)", env, len(seqs), device, seqs[0] - 1)
-                self.agent.publish({"event": "revoked", "env": env, "device": device, "seqs": seqs})
+                self.agent.publish(Revoked(env=env, device=device, seqs=seqs))
             if taken:
                 self.settle_remote(sp.space_id, {env})
         return revoked
@@ -174,8 +183,8 @@ class RemoteIngest:
         if settle:
             self.settle_remote(space, {c.env for c in res.applied})
         for c in res.conflicts:
-            self.agent.publish({"event": "conflict", "env": c.env, "id": c.id,
-                          "entity": c.entity, "field": list(c.field)})
+            self.agent.publish(ConflictSeen(env=c.env, id=c.id, entity=c.entity,
+                                            field=list(c.field)))
 
     def settle_remote(self, space: str, envs: set[str]) -> None:
         """Give the files of `envs` what their logs now say: adopt an environment a teammate
@@ -219,8 +228,8 @@ class RemoteIngest:
         for bad, why in refused:
             self.note_refused(bad, why)
         if res.applied:
-            self.agent.publish({"event": "change", "origin": "remote", "batch": len(res.applied),
-                          "envs": sorted({c.env for c in res.applied})})
+            self.agent.publish(RemoteBatch(batch=len(res.applied),
+                                           envs=sorted({c.env for c in res.applied})))
         self.after_remote(space, res, settle=settle)
         return res, errors
 
@@ -238,7 +247,7 @@ class RemoteIngest:
         rt = EnvRuntime(env, space, path, name=str(doc.get("name", "")))
         self.agent.envs[env] = rt
         self.agent.registry.put(EnvRecord(env, space, str(path), rt.name))
-        self.agent.publish({"event": "shared", "env": env, "file": str(path), "origin": "remote"})
+        self.agent.publish(Shared(env=env, file=str(path), origin="remote"))
         return rt
 
     def apply_lifecycle(self, rt: EnvRuntime) -> bool:
@@ -257,10 +266,10 @@ class RemoteIngest:
                 dest = self.agent.home.trash / f"{stamp}-{n}-{rt.path.name}"
                 n += 1
             shutil.move(str(rt.path), dest)
-            self.agent.publish({"event": "deleted", "env": rt.uuid, "trash": str(dest)})
+            self.agent.publish(Deleted(env=rt.uuid, trash=str(dest)))
         else:
             self.agent.writes.write_env(rt, force=True)
-            self.agent.publish({"event": "unshared", "env": rt.uuid, "file": str(rt.path)})
+            self.agent.publish(Unshared(env=rt.uuid, file=str(rt.path)))
         self.agent.forget(rt)
         if rt.path.exists():
             # Now a local file: list it as one (as a local `unshare` does), not nowhere.

@@ -47,6 +47,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..agentevents import AgentEvent, Held, LinkedRemoved, LinkedWritten
 from ..errors import MocksyncError, ValidationError
 from ..model import Op, diff, render
 from ..model.envsize import size_refusal
@@ -94,10 +95,10 @@ from ..model.files import (
     tls_registers,
 )
 from ..model.state import State
-from .errors import QuotaRefusal
-from .folderread import SkippedFile, open_regular, read_regular
+from .errors import QuotaRefusal, SkippedFile, UnsafePathError
+from .folderread import open_regular, read_regular
 from .watcher import is_environment_name
-from .writer import UnsafePathError, check_beneath, content_hash, write_beneath
+from .writer import check_beneath, content_hash, write_beneath
 
 if TYPE_CHECKING:
     import random
@@ -143,7 +144,7 @@ class LinkedHost(Protocol):
     def size_problem(self, space: str, doc: dict[str, Any]) -> str | None: ...
     def check_size(self, space: str, env_bytes: int) -> str | None: ...
     def schedule_write(self, rt: EnvRuntime) -> None: ...
-    def publish(self, event: dict[str, Any]) -> None: ...
+    def publish(self, event: AgentEvent) -> None: ...
     def spawn(self, task: asyncio.Task[Any]) -> None: ...
     def to_loop(self, fn: Callable[..., Any], *args: Any) -> bool: ...
     def spawn_on_worker(self, fn: Callable[..., Any], *args: Any) -> bool: ...
@@ -566,14 +567,13 @@ class LinkedFiles:
                     self._write(rel, data, verdict.mode)
                     seen[rel] = content_hash(data)
                     self._problems.pop(key, None)
-                    host.publish({"event": "linked_written", "env": rt.uuid, "path": rel,
-                                   "bytes": len(data)})
+                    host.publish(LinkedWritten(env=rt.uuid, path=rel, bytes=len(data)))
                 elif action == Action.REMOVE:
                     kept = self._to_trash(rel, "linked-deleted")
                     seen.pop(rel, None)
                     self._problems.pop(key, None)
-                    host.publish({"event": "linked_removed", "env": rt.uuid, "path": rel,
-                                   "trash": str(kept) if kept else None})
+                    host.publish(LinkedRemoved(env=rt.uuid, path=rel,
+                                               trash=str(kept) if kept else None))
             except (MocksyncError, OSError) as exc:
                 reason = str(exc) if isinstance(exc, MocksyncError) else (
                     f"cannot write {rel}: {exc.strerror or exc}")
@@ -603,7 +603,7 @@ class LinkedFiles:
                         self._problems[(rt.uuid, rel)] = (
                             HELD, f"{problem}; this file is not synced until it fits")
                 commits = [c for c in commits if c[1] is None]
-                host.publish({"event": "held", "env": rt.uuid, "reason": problem})
+                host.publish(Held(env=rt.uuid, reason=problem))
         ents = file_entities(state)
         batch: list[tuple[str, Any, Any]] = []
         size = 0

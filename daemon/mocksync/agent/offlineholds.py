@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..agentevents import Held, ResolvedOffline
 from ..errors import ValidationError
 from ..model import ParsedEnv, diff, parse_env, render
 from ..model.resolution import recreated, resolution_ops
@@ -27,7 +28,7 @@ from ..sync.offline import (
     team_state,
 )
 from .envfiles import HELD, SYNCED, EnvRuntime
-from .quotacheck import QuotaError
+from .errors import QuotaError
 from .writer import (
     content_hash,
 )
@@ -64,14 +65,14 @@ class OfflineHolds:
             if rt.write_handle is not None:
                 rt.write_handle.cancel()
                 rt.write_handle = None
-            self.agent.publish({"event": "held", "env": env, "reason": self.hold_view(rt)["reason"]})
+            self.agent.publish(Held(env=env, reason=self.hold_view(rt)["reason"]))
         return decision
 
     def upload_refused(self, env: str, reason: str) -> None:
         """The relay refused this environment's change sets (transport hook): say so."""
         if env in self.agent.envs and self.agent.relay_refusals.get(env) != reason:
             self.agent.relay_refusals[env] = reason
-            self.agent.publish({"event": "held", "env": env, "reason": reason})
+            self.agent.publish(Held(env=env, reason=reason))
 
     def upload_accepted(self, env: str) -> None:
         """The relay took this environment's change sets again (transport hook)."""
@@ -152,8 +153,7 @@ class OfflineHolds:
                 rt.state, rt.reason = SYNCED, ""
         self.agent.schedule_write(rt)
         kept = "local" if keep_local else "team"
-        self.agent.publish({"event": "resolved_offline", "env": rt.uuid, "kept": kept,
-                      "ops": len(ops), "sent": sent})
+        self.agent.publish(ResolvedOffline(env=rt.uuid, kept=kept, ops=len(ops), sent=sent))
         return {"uuid": rt.uuid, "file": str(rt.path), "kept": kept, "changed": bool(ops),
                 "ops": len(ops), "sent": sent, "trash": str(trash) if trash else None}
 

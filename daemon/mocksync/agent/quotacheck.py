@@ -10,9 +10,9 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MocksyncError
 from ..model.envsize import SizeMemo, compact_size, size_refusal
 from ..model.files import quota_reason
+from .errors import QuotaError
 
 if TYPE_CHECKING:
     from .daemon import Agent
@@ -20,12 +20,6 @@ if TYPE_CHECKING:
 #: Environments whose last version's entity sizes are remembered (`SizeMemo`, one each);
 #: past it the one checked longest ago is forgotten (its next save encodes whole once).
 MAX_SIZE_MEMOS = 64
-
-
-class QuotaError(MocksyncError):
-    """Sharing or keeping an environment would take a space over its plan."""
-
-    code = "quota"
 
 
 class QuotaCheck:

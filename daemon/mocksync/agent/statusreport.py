@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import MODEL_VERSION, PROTOCOL_VERSION, __version__
+from ..space.standing import Departure, departure, device_labels
 from .envfiles import SYNCED, EnvRuntime
 
 if TYPE_CHECKING:
@@ -30,8 +31,12 @@ class StatusReport:
         out = [rt.to_json(len(self.agent.store.conflicts(rt.uuid))) | self.agent.offline_holds.hold_view(rt)
                | self.agent.linked.status(rt) | self.health(rt) | self.agent.retries.view(rt)
                for rt in list(self.agent.envs.values())]  # (a snapshot: the store worker may add)
+        gone = self.departures()
         for rt in out:
             rt["space_name"] = self.agent.spaces.name(rt["space"])
+            d = gone.get(rt["space"])
+            if d is not None:  # out of the space (the signed log says so): not synced
+                rt |= {"state": d.kind, "reason": d.sentence()}
         out += [lf.to_json() for lf in list(self.agent.local.values())]
         return sorted(out, key=lambda d: d["file"] or "")
 
@@ -41,7 +46,9 @@ class StatusReport:
             "device": {"id": self.agent.device, "name": self.agent.identity.name},
             "daemon": {"running": True, "version": __version__, "folder": str(self.agent.folder),
                        "pid": __import__("os").getpid(), "protocol": PROTOCOL_VERSION,
-                       "model": MODEL_VERSION, "uptime_s": round(self.agent.clock() - self.agent.started_at, 1)},
+                       "model": MODEL_VERSION, "uptime_s": round(self.agent.clock() - self.agent.started_at, 1),
+                       # Why local edits are not seen now (the folder moved away), or None.
+                       "watch_problem": self.watch_problem()},
             "relay": tstat.get("relay", {"url": self.agent.settings.relay,
                                          "state": "offline" if self.agent.settings.relay else "none",
                                          "reason": None if self.agent.settings.relay else
@@ -49,7 +56,7 @@ class StatusReport:
             # Every relay connection (one per relay route of the spaces, net.relay_fleet).
             "relays": tstat.get("relays", []),
             "spaces": self.spaces(),
-            "peers": tstat.get("peers", []),
+            "peers": self.named_peers(tstat.get("peers", [])),
             # The LAN transport: port, bind, presence, messages by kind (issue 16).
             "lan": tstat.get("lan"),
             "progress": tstat.get("progress", []),  # catch-ups in flight (sync/progress.py)
@@ -57,12 +64,42 @@ class StatusReport:
             "rejected": self.agent.store.rejected(10),
         }
 
+    def watch_problem(self) -> str | None:
+        w = self.agent.watcher
+        return str(w.error) if w is not None and w.error is not None else None
+
+    def named_peers(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Peer rows with each device's name and its member's label from the membership logs
+        (`name (id prefix)` where two members share a name), beside the id."""
+        labels: dict[str, tuple[str, str]] = {}
+        for sp in self.agent.spaces.spaces():
+            labels.update(device_labels(sp.state))
+        out = []
+        for row in rows:
+            known = labels.get(row.get("device") or "")
+            if known is not None:
+                row = {**row, "name": known[0], "member": known[1]}
+            out.append(row)
+        return out
+
+    def departures(self) -> dict[str, Departure]:
+        """Spaces this device was removed from, or whose member left, as their logs prove."""
+        out = {}
+        for sp in self.agent.spaces.spaces():
+            d = departure(sp.state, self.agent.device)
+            if d is not None:
+                out[sp.space_id] = d
+        return out
+
     def spaces(self) -> list[dict[str, Any]]:
         """Each space this device belongs to and the relays it names (issue 17), in order;
-        `local_relays`: those this device alone added (`space relays --use`, not signed)."""
+        `local_relays`: those this device alone added (`space relays --use`, not signed);
+        `removed`: why this device is out of it (null while a member)."""
+        gone = self.departures()
         return [{"id": sp.space_id, "name": sp.name, "kind": sp.state.kind,
                  "relays": list(sp.state.relays),
-                 "local_relays": list(getattr(sp, "local_relays", ()))}
+                 "local_relays": list(getattr(sp, "local_relays", ())),
+                 "removed": d.to_json() if (d := gone.get(sp.space_id)) else None}
                 for sp in self.agent.spaces.spaces()]
 
     def health(self, rt: EnvRuntime) -> dict[str, Any]:

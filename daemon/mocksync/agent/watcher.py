@@ -43,8 +43,8 @@ from typing import Any, Literal
 import watchfiles
 
 from ..errors import LimitError
-from .errors import WatchError
-from .folderread import SkippedFile, open_regular
+from .errors import SkippedFile, WatchError
+from .folderread import open_regular
 from .inotify import Inotify
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,9 @@ STOP_TIMEOUT_S = 5.0
 #: With inotify (Linux), a `stop_event` handed in is looked at this often (the watcher's own
 #: stop wakes it at once; nothing else wakes an idle watcher, see `agent.inotify`).
 USER_STOP_POLL_S = 1.0
+#: While the watched folder is gone (moved away or removed), it is looked for this often; once
+#: a folder is at its path again it is watched afresh (with a rescan).
+FOLDER_RETRY_S = 1.0
 
 _HASH_CHUNK = 1 << 20
 _IGNORED_SUFFIXES = (".tmp", "~", ".swp", ".swx", ".crswap")
@@ -502,7 +505,8 @@ class FolderWatcher:
                     paths |= await asyncio.to_thread(self._scan_paths)
                 await self._process(paths)
                 if self.folder in touched.lost:
-                    raise WatchError(f"{self.folder} was removed or moved away")
+                    await self._await_folder(flag)
+                    return True
                 if touched.lost:  # an extra file's folder went: watch again without it
                     return True
         finally:
@@ -510,6 +514,24 @@ class FolderWatcher:
             loop.remove_reader(ino.fileno())
             ino.close()
         return True
+
+    async def _await_folder(self, flag: _StopFlag) -> None:
+        """The watched folder went away (moved, removed, replaced): say so in `error` and wait
+        for a folder at its path again; the caller then watches that one afresh.
+
+        Why: an inotify watch follows the folder's inode, not its path, so after `mv envs
+        envs.old` (or a tool that swaps the folder) it watches nothing the daemon writes or
+        the editor saves. Before, the watch ended for good, with only a log line: the daemon
+        went on answering `status` and receiving edits while no local save was seen again."""
+        self.error = WatchError(f"{self.folder} was removed or moved away; local edits are not "
+                                "seen until a folder is there again")
+        log.warning("%s", self.error)
+        while not flag.is_set() and not self._should_stop():
+            if self.folder.is_dir():
+                self.error = None
+                log.info("%s is back: watching it again", self.folder)
+                return
+            await asyncio.sleep(FOLDER_RETRY_S)
 
     def _should_stop(self) -> bool:
         return self._stopping or bool(self._user_stop is not None and self._user_stop.is_set())

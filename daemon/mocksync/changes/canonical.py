@@ -76,16 +76,6 @@ _HALF_NAN = 0x7E00
 _HALF = struct.Struct(">e")
 _SINGLE = struct.Struct(">f")
 _DOUBLE = struct.Struct(">d")
-#: How `scan()` treats each head byte: an item complete in its head byte (an int under 24,
-#: false/true/null), a string under 24 bytes, a list or map of under 24 entries, or anything
-#: else (an argument after the head, a float, a tag, a refusal): the slow path.
-_ATOM, _SHORT_STRING, _SHORT_CONTAINER, _OTHER = range(4)
-_HEAD_CLASS = bytes(
-    _ATOM if (ib >> 5 <= 1 and ib & 31 < 24) or (ib >> 5 == 7 and ib & 31 in _SIMPLE_OK)
-    else _SHORT_STRING if ib >> 5 in (2, 3) and ib & 31 < 24
-    else _SHORT_CONTAINER if ib >> 5 in (4, 5) and ib & 31 < 24
-    else _OTHER
-    for ib in range(256))
 #: Well-known tags, only to name them in a refusal.
 _TAG_NAMES = {
     0: "date/time string", 1: "epoch date/time", 2: "positive bignum", 3: "negative bignum",
@@ -146,7 +136,6 @@ def scan(data: bytes, *, what: str = "document", max_items: int = MAX_ITEMS,
     key_at = 0  # where the current key of that map starts
     prev_key: bytes | None = None  # that map's previous key, as encoded
     stack: list[tuple[int, bool, int, bytes | None]] = []  # the enclosing containers' state
-    head_class = _HEAD_CLASS
     while True:
         if remaining == 0:
             if not stack:
@@ -171,70 +160,59 @@ def scan(data: bytes, *, what: str = "document", max_items: int = MAX_ITEMS,
             else:
                 key_at = at
         ib = data[i]
+        major = ib >> 5
+        info = ib & 31
         i += 1
         remaining -= 1
         items += 1
         if items > max_items:
             raise DecodeLimit(f"{what}: more than {max_items} items")
-        kind = head_class[ib]
-        if kind == _ATOM:  # an int or false/true/null in the head byte alone
-            continue
-        if kind == _SHORT_STRING:  # a byte or text string of fewer than 24 bytes
-            i += ib & 31
-            if i > n:
-                raise DecodeRefused(f"{what}: a string at byte {at} declares {ib & 31} bytes "
-                                    f"but only {n - at - 1} remain")
-            continue
-        major = ib >> 5
-        info = ib & 31
-        if kind == _SHORT_CONTAINER:
-            arg = info
-        else:  # a head with an argument after it, a float, or a refusal
-            if major == 7:
-                if info == 25 or info == 26 or info == 27:
-                    end = i + (1 << (info - 24))  # half, single, double float
-                    if end > n:
-                        raise DecodeRefused(f"{what}: truncated float at byte {at}")
-                    if not _shortest_float(info, data[i:end]):
-                        raise DecodeRefused(f"{what}: float at byte {at} is not in its "
-                                            "shortest exact form (not canonical)")
-                    i = end
-                    continue
-                if info < 24:
-                    raise DecodeRefused(f"{what}: simple value {info} at byte {at} is not "
-                                        "used by the format (only false, true and null are)")
-                raise DecodeRefused(f"{what}: simple/break byte 0x{ib:02x} at byte {at} is "
-                                    "not allowed (no simple values, no indefinite lengths)")
+        if major == 7:
             if info < 24:
-                arg = info
-            elif info < 28:
-                size = 1 << (info - 24)
-                if i + size > n:
-                    raise DecodeRefused(f"{what}: truncated head at byte {at}")
-                arg = int.from_bytes(data[i:i + size], "big")
-                i += size
-                if arg < (24 if size == 1 else 1 << (4 * size)):
-                    raise DecodeRefused(f"{what}: non-shortest length/value head at byte {at} "
-                                        "(not canonical)")
-            elif info == 31:
-                raise DecodeRefused(f"{what}: indefinite-length item at byte {at} "
+                if info not in _SIMPLE_OK:
+                    raise DecodeRefused(f"{what}: simple value {info} at byte {at} is not used "
+                                        "by the format (only false, true and null are)")
+                continue
+            if info == 25 or info == 26 or info == 27:
+                end = i + (1 << (info - 24))  # half, single, double float
+                if end > n:
+                    raise DecodeRefused(f"{what}: truncated float at byte {at}")
+                if not _shortest_float(info, data[i:end]):
+                    raise DecodeRefused(f"{what}: float at byte {at} is not in its shortest "
+                                        "exact form (not canonical)")
+                i = end
+                continue
+            raise DecodeRefused(f"{what}: simple/break byte 0x{ib:02x} at byte {at} is not "
+                                "allowed (no simple values, no indefinite lengths)")
+        if info < 24:
+            arg = info
+        elif info < 28:
+            size = 1 << (info - 24)
+            if i + size > n:
+                raise DecodeRefused(f"{what}: truncated head at byte {at}")
+            arg = int.from_bytes(data[i:i + size], "big")
+            i += size
+            if arg < (24 if size == 1 else 1 << (4 * size)):
+                raise DecodeRefused(f"{what}: non-shortest length/value head at byte {at} "
                                     "(not canonical)")
-            else:
-                raise DecodeRefused(f"{what}: reserved head 0x{ib:02x} at byte {at}")
-            if major <= 1:
-                continue
-            if major <= 3:  # byte / text string: the declared length must be present already
-                if arg > n - i:
-                    raise DecodeRefused(
-                        f"{what}: a string at byte {at} declares {arg} bytes but only {n - i} "
-                        "remain")
-                i += arg
-                continue
-            if major == 6:
-                name = _TAG_NAMES.get(arg)
-                label = f"tag {arg}" + (f" ({name})" if name else "")
-                raise DecodeRefused(f"{what}: CBOR semantic {label} at byte {at} is not used "
-                                    "by the format: refused")
+        elif info == 31:
+            raise DecodeRefused(f"{what}: indefinite-length item at byte {at} (not canonical)")
+        else:
+            raise DecodeRefused(f"{what}: reserved head 0x{ib:02x} at byte {at}")
+        if major <= 1:
+            continue
+        if major <= 3:  # byte / text string: the declared length must be present already
+            if arg > n - i:
+                raise DecodeRefused(
+                    f"{what}: a string at byte {at} declares {arg} bytes but only {n - i} "
+                    "remain")
+            i += arg
+            continue
+        if major == 6:
+            name = _TAG_NAMES.get(arg)
+            label = f"tag {arg}" + (f" ({name})" if name else "")
+            raise DecodeRefused(f"{what}: CBOR semantic {label} at byte {at} is not used by "
+                                "the format: refused")
         count = arg if major == 4 else 2 * arg
         if count > n - i:  # every item takes at least one byte
             raise DecodeRefused(

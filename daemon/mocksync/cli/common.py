@@ -47,7 +47,7 @@ COMMAND_MODULES: dict[str, str] = {
         ["adopt", "conflicts", "daemon", "delete", "list", "log", "new", "peers", "reconnect",
          "resolve", "restore", "share", "status", "unshare", "who"], "daemoncmds"),
     **dict.fromkeys(["diff", "merge", "validate"], "offline"),
-    **dict.fromkeys(["init", "invite", "join", "members", "remove", "space"], "spaces"),
+    **dict.fromkeys(["init", "invite", "join", "leave", "members", "remove", "space"], "spaces"),
     "open": "uicmd",
     "relay": "relaycmd",
     "service": "servicecmd",

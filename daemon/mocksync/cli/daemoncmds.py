@@ -264,6 +264,8 @@ def status_cmd(ctx: Ctx, wait: bool, timeout: float, as_json: bool) -> None:
     else:
         click.echo(relay_text(r))
     for sp in st.get("spaces") or ():  # the relays each space names (issue 17)
+        if sp.get("removed"):  # out of the space, as its signed log proves
+            click.echo(f"space   {sp['name']}: {sp['removed']['reason']}")
         if sp.get("relays"):
             click.echo(f"space   {sp['name']}: relays {', '.join(sp['relays'])}")
         if sp.get("local_relays"):  # `space relays --use`: this device only, not signed
@@ -584,9 +586,10 @@ def peers_cmd(ctx: Ctx, as_json: bool) -> None:
         click.echo("no peers known yet (none on the LAN share a space with this device, "
                    "and the relay reports none)")
         return
-    _table("peers", ["device", "member", "via", "fallback", "state", "rtt ms", "address",
-                     "reason"],
-           [[p.get("device"), p.get("member"), p.get("via"), p.get("fallback") or "",
+    _table("peers", ["device", "name", "member", "via", "fallback", "state", "rtt ms",
+                     "address", "reason"],
+           [[p.get("device"), p.get("name") or "", p.get("member"), p.get("via"),
+             p.get("fallback") or "",
              p.get("state"), p.get("rtt_ms"), p.get("address"), p.get("reason") or ""]
             for p in peers])
 
@@ -610,7 +613,8 @@ def who_cmd(ctx: Ctx, as_json: bool) -> None:
             what += f" / {r.get('entity_name') or r['entity']}"
         return what
 
-    _table("online", ["who", "device", "via", "editing", "in"],
+    _table("online", ["who", "device", "name", "via", "editing", "in"],
            [[(r.get("member") or r.get("name") or "?") + (" (you)" if r.get("you") else ""),
-             r.get("device"), r.get("via") or "", looking_at(r), r.get("editor") or ""]
+             r.get("device"), r.get("name") or "", r.get("via") or "", looking_at(r),
+             r.get("editor") or ""]
             for r in rows])

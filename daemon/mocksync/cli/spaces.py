@@ -18,19 +18,15 @@ from typing import Any
 import click
 
 from ..errors import MocksyncError
-from ..space.errors import NotInitialisedError
-from ..space.fields import MAX_SPACE_RELAYS
-from ..space.invite import (
-    MAX_INVITE_LIFETIME_S,
-    InviteError,
-    InviteToken,
-    JoinerSession,
-)
+from ..space.errors import InviteError, NotInitialisedError
+from ..space.fields import MAX_SPACE_RELAYS, check_name
+from ..space.invite import MAX_INVITE_LIFETIME_S, InviteToken, JoinerSession
 from ..space.membership import ROLES, SpaceState
+from ..space.standing import departure, member_labels
 from ..spaceio import actions
 from ..spaceio.identityfiles import has_identity, load_identity
 from ..spaceio.join import find_join_transports, join_space
-from ..spaceio.store import StoredSpace, get_space, list_spaces
+from ..spaceio.store import StoredSpace, get_space, list_spaces, personal_space
 from .common import EXIT_USAGE, Ctx, emit_json, fail, main_group
 
 #: Longest `join --timeout` in seconds.
@@ -73,6 +69,7 @@ def _space(ctx: click.Context, ref: str) -> StoredSpace:
 
 def _space_summary(sp: StoredSpace, me: str) -> dict[str, Any]:
     st = sp.state
+    gone = departure(st, me)
     return {
         "id": st.space_id,
         "name": st.name,
@@ -85,6 +82,9 @@ def _space_summary(sp: StoredSpace, me: str) -> dict[str, Any]:
         "relay": st.relay,  # the first (the only one before issue 17), kept for scripts
         "relays": list(st.relays),
         "local_relays": list(sp.local_relays),  # `space relays --use`: this device only
+        # Why this device is out of the space (removed, or its member left), from the
+        # signed log alone; null while a member.
+        "removed": gone.to_json() if gone is not None else None,
     }
 
 
@@ -178,15 +178,20 @@ def space_list_cmd(ctx: click.Context, as_json: bool) -> None:
         spaces = list_spaces(_home(ctx))
     except MocksyncError as exc:
         fail(str(exc))
-    rows = [_space_summary(sp, ident.device_id) for sp in spaces]
+    own = personal_space(spaces)
+    rows = [_space_summary(sp, ident.device_id)
+            | {"own": own is not None and sp.space_id == own.space_id} for sp in spaces]
     if as_json:
         emit_json(rows)
         return
     if not rows:
         click.echo("this device belongs to no space yet; `mocksync space create NAME`")
     for r in rows:
+        mark = "  (this device's own: where share/new go without --space)" if r["own"] else ""
         click.echo(f"{r['name']}  {r['kind']}  {r['role'] or '-'}  {r['members']} members, "
-                   f"{r['devices']} devices  key gen {r['key_generation']}  {r['id']}")
+                   f"{r['devices']} devices  key gen {r['key_generation']}  {r['id']}{mark}")
+        if r["removed"]:
+            click.echo(f"  {r['removed']['reason']}")
 
 
 @space_group.command(
@@ -206,6 +211,8 @@ def space_show_cmd(ctx: click.Context, space: str, as_json: bool) -> None:
         return
     click.echo(f"space    {row['name']} ({row['id']})")
     click.echo(f"kind     {row['kind']}, you are {row['role'] or 'not a member'}")
+    if row["removed"]:
+        click.echo(f"status   {row['removed']['reason']}")
     click.echo(f"members  {row['members']} ({row['devices']} devices), "
                f"key generation {row['key_generation']}")
     _print_relays(row)
@@ -379,10 +386,13 @@ def invite_cmd(ctx: click.Context, space: str, expires: str, role: str, own_devi
 @click.option("--bind", multiple=True, metavar="ADDR",
               help="Look for the inviting device on the LAN from this address only "
                    "(repeatable; default: the daemon's, from config.toml, else all).")
+@click.option("--member-name", "member_name", metavar="NAME",
+              help="Your name as the space's members see it (default: the one `init` "
+                   "recorded); a name another member already uses is refused.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
 def join_cmd(ctx: click.Context, token: str, timeout: float, bind: tuple[str, ...],
-             as_json: bool) -> None:
+             member_name: str | None, as_json: bool) -> None:
     """Join the space TOKEN names, once an admin device of it has admitted this device.
 
     The token is checked here first (damaged or expired tokens fail at once). Then this
@@ -409,7 +419,12 @@ def join_cmd(ctx: click.Context, token: str, timeout: float, bind: tuple[str, ..
     held = actions.belongs_to(home, parsed.space_id)
     if held is not None and _surely_member(home, held, ident.device_id):
         fail(f"this device already belongs to space {parsed.name!r} ({parsed.space_id})")
-    session = JoinerSession(parsed, ident)
+    if member_name is not None:
+        try:
+            check_name(member_name, "--member-name", InviteError)
+        except InviteError as exc:
+            fail(str(exc), EXIT_USAGE)
+    session = JoinerSession(parsed, ident, member_name=member_name)
     try:
         from ..agent.settings import load_settings
         from ..net import relay_join  # noqa: F401  (registers the relay join transport)
@@ -494,6 +509,7 @@ def _poke_daemon(home: Any, method: str = "reconnect") -> None:
 
 
 def _members_doc(st: SpaceState, me: str) -> dict[str, Any]:
+    labels = member_labels(st.members)  # `name (id prefix)` where two share a name
     return {
         "space": {"id": st.space_id, "name": st.name, "kind": st.kind},
         "key_generation": st.key_generation,
@@ -501,6 +517,7 @@ def _members_doc(st: SpaceState, me: str) -> dict[str, Any]:
             {
                 "id": m.id,
                 "name": m.name,
+                "label": labels[m.id],
                 "role": m.role,
                 "devices": [
                     {"id": d, "name": st.devices[d].name, "this_device": d == me,
@@ -540,7 +557,7 @@ def members_cmd(ctx: click.Context, space: str, as_json: bool) -> None:
         return
     click.echo(f"{sp.name} ({sp.state.kind}, key generation {sp.state.key_generation})")
     for m in doc["members"]:
-        click.echo(f"  {m['name']}  {m['role']}  [{m['id']}]")
+        click.echo(f"  {m['label']}  {m['role']}  [{m['id']}]")
         for d in m["devices"]:
             mark = "  (this device)" if d["this_device"] else ""
             online = {True: "  online", False: "  offline"}.get(d["online"], "")
@@ -556,6 +573,39 @@ def _online_now(home: Any) -> set[str] | None:
         return online_devices(ControlClient(home.socket, timeout=5).call("who")["who"])
     except (MocksyncError, OSError, KeyError, TypeError):
         return None
+
+
+@main_group.command(
+    "leave",
+    epilog="\b\nExamples:\n  mocksync leave backend-team\n  mocksync leave backend-team --yes",
+)
+@click.argument("space")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def leave_cmd(ctx: click.Context, space: str, yes: bool, as_json: bool) -> None:
+    """Leave SPACE on your own: every device of yours stops syncing it.
+
+    Your local copies of its environments stay where they are (edits stay on this device).
+    An admin device rotates the space's key when it learns you left. The last admin cannot
+    leave: make another member an admin first. Asks for confirmation unless --yes.
+    """
+    ident = _identity(ctx)
+    sp = _space(ctx, space)
+    if not yes:
+        click.confirm(f"leave space {sp.name!r}? your devices stop syncing it (local copies "
+                      "stay; an admin must invite you to come back)", abort=True)
+    try:
+        stored = actions.leave_space(_home(ctx), ident, space)
+    except MocksyncError as exc:
+        fail(str(exc))
+    _poke_daemon(_home(ctx), "membership")  # upload it now: the relay and peers learn it
+    gone = departure(stored.state, ident.device_id)
+    if as_json:
+        emit_json({"left": True, **_space_summary(stored, ident.device_id)})
+        return
+    click.echo(f"left space {stored.name!r}; local copies of its environments stay on this "
+               "device" + (f" ({gone.sentence()})" if gone is not None else ""))
 
 
 @main_group.command(

@@ -69,3 +69,52 @@ class LinkError(MocksyncError):
 
 class FrameError(LinkError):
     """A received frame is not a valid mocksync data-channel frame."""
+
+
+#: How each relay refusal code reads at the head of its sentence (`sentence`).
+_LABELS = {
+    "auth_refused": "auth refused",
+    "revoked": "revoked",
+    "incompatible_version": "incompatible version",
+    "quota_envs": "quota exceeded",
+    "quota_bytes": "quota exceeded",
+    "too_many_devices": "device limit reached",
+    "too_many_connections": "too many connections",
+    "server_full": "relay full",
+    "not_member": "not admitted",
+    "not_online": "not online",
+    "bad_message": "protocol error",
+    "bad_envelope": "refused envelope",
+    "slow_consumer": "disconnected",
+    "shutting_down": "relay restarting",
+    "timeout": "handshake timed out",
+    "relay_key_changed": "wrong relay",
+}
+
+
+def sentence(code: str, reason: str) -> str:
+    """The sentence shown for a relay refusal: always led by what kind of refusal it is."""
+    label = _LABELS.get(code, code.replace("_", " "))
+    reason = (reason or "").strip()
+    if not reason:
+        return f"{label} (the relay gave no reason)"
+    if reason.lower().startswith(label):
+        return reason
+    return f"{label}: {reason}"
+
+
+class RelayError(MocksyncError):
+    code = "relay"
+
+
+class RelayUnavailable(RelayError):
+    """Not connected to the relay (yet, or any more)."""
+
+
+class RelayRefused(RelayError):
+    """The relay refused this device or one request; `code` is the relay's reason code."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(sentence(code, reason))
+        self.code = code
+        self.relay_reason = reason

@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import MODEL_VERSION, PROTOCOL_VERSION
+from ..agentevents import Peer, Presence
 from ..errors import MocksyncError, ValidationError
 from ..ports import AgentPort, LogPusher, SpaceDirectory
 from ..spaceio.learn import learn_entries
@@ -728,8 +729,7 @@ class LanTransport:
             self._run(self.hub.receive_data(link, frame, _mono_ms()))
         self._tell_notes(link, shared)
         self._wake_tick()
-        self.agent.publish({"event": "peer", "device": device, "via": "lan",
-                            "state": "connected"})
+        self.agent.publish(Peer(device=device, via="lan", state="connected"))
 
     # ================================================================ data path
 
@@ -765,8 +765,8 @@ class LanTransport:
                 self.presence[ev.device] = ev
                 if before is None or (before.space, before.env) != (ev.space, ev.env):
                     self._link_co_editors()  # only on a change: a refresh opens nothing
-                self.agent.publish({"event": "presence", "device": ev.device, "env": ev.env,
-                                    "entity": ev.entity, "editor": ev.editor})
+                self.agent.publish(Presence(device=ev.device, env=ev.env, entity=ev.entity,
+                                            editor=ev.editor))
             elif isinstance(ev, Closed):
                 self._session_closed(ev)
             elif isinstance(ev, Members):
@@ -887,8 +887,8 @@ class LanTransport:
                 self.book.closed(device, ev.reason, time.monotonic(),
                                  incompatible=ev.reason.startswith("incompatible version"))
                 self._dial_wake.set()
-                self.agent.publish({"event": "peer", "device": device, "via": "lan",
-                                    "state": "closed", "reason": ev.reason})
+                self.agent.publish(Peer(device=device, via="lan", state="closed",
+                                        reason=ev.reason))
         if not self._stopping:
             self._spawn(self._close_later(link, ev.reason))
 
@@ -1015,8 +1015,8 @@ class LanTransport:
         if not self.notes.offer(note, time.monotonic(), ev.wire, ev.hops):
             return
         if note.device not in self.presence:  # a direct session says it first-hand
-            self.agent.publish({"event": "presence", "device": note.device, "env": note.env,
-                                "entity": note.entity, "editor": note.editor})
+            self.agent.publish(Presence(device=note.device, env=note.env, entity=note.entity,
+                                        editor=note.editor))
         mine = self.my_presence
         moved = before is None or (before.space, before.env) != (note.space, note.env)
         if moved and mine and mine.get("env") and note.env == mine.get("env"):

@@ -47,6 +47,7 @@ from ..relay.auth import (
     sign_challenge,
 )
 from ..relay.envelope import Envelope
+from ..relay.errors import RelayProtocolError
 from ..relay.frames import OFFLOAD_DECODE_BYTES
 from ..relay.policy import PERSISTENT_CODES
 from ..relay.protocol import (
@@ -76,7 +77,6 @@ from ..relay.protocol import (
     Put,
     Refused,
     RelayMessage,
-    RelayProtocolError,
     Signal,
     SignalPush,
     SnapshotGet,
@@ -87,6 +87,7 @@ from ..relay.protocol import (
     from_map,
     to_legacy,
 )
+from .errors import RelayError, RelayRefused, RelayUnavailable, sentence
 from .relay_gate import decode_relay_frame
 
 log = logging.getLogger("mocksync.relay.client")
@@ -107,26 +108,6 @@ REQUEST_TIMEOUT_S = 30.0
 HEARTBEAT_S = 20.0
 #: Requests in flight at once on one connection.
 MAX_INFLIGHT_REQUESTS = 64
-
-_LABELS = {
-    "auth_refused": "auth refused",
-    "revoked": "revoked",
-    "incompatible_version": "incompatible version",
-    "quota_envs": "quota exceeded",
-    "quota_bytes": "quota exceeded",
-    "too_many_devices": "device limit reached",
-    "too_many_connections": "too many connections",
-    "server_full": "relay full",
-    "not_member": "not admitted",
-    "not_online": "not online",
-    "bad_message": "protocol error",
-    "bad_envelope": "refused envelope",
-    "slow_consumer": "disconnected",
-    "shutting_down": "relay restarting",
-    "timeout": "handshake timed out",
-    "relay_key_changed": "wrong relay",
-}
-
 
 #: Relay addresses one client knows (instances of one relay cluster, tried in order).
 MAX_RELAY_URLS = 16
@@ -155,17 +136,6 @@ def failover(count: int, current: int, failures: int, *, persistent: bool = Fals
     if count <= 1 or persistent:
         return current, True
     return (current + 1) % count, failures >= count
-
-
-def sentence(code: str, reason: str) -> str:
-    """The sentence shown for a relay refusal: always led by what kind of refusal it is."""
-    label = _LABELS.get(code, code.replace("_", " "))
-    reason = (reason or "").strip()
-    if not reason:
-        return f"{label} (the relay gave no reason)"
-    if reason.lower().startswith(label):
-        return reason
-    return f"{label}: {reason}"
 
 
 def unreachable_reason(url: str, exc: BaseException) -> str:
@@ -205,23 +175,6 @@ def unreachable_reason(url: str, exc: BaseException) -> str:
 #: errno values that mean "no network path", not "nothing listening".
 _NETWORK_DOWN = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN,
                            errno.EHOSTDOWN})
-
-
-class RelayError(MocksyncError):
-    code = "relay"
-
-
-class RelayUnavailable(RelayError):
-    """Not connected to the relay (yet, or any more)."""
-
-
-class RelayRefused(RelayError):
-    """The relay refused this device or one request; `code` is the relay's reason code."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(sentence(code, reason))
-        self.code = code
-        self.relay_reason = reason
 
 
 def ws_url(url: str) -> str:
@@ -534,6 +487,20 @@ class RelayClient:
                 sign_challenge(self.identity, challenge.nonce, challenge.key, self.origin),
                 self.origin, uploads)))
             welcome = await self._recv(ws, self.connect_timeout_s)
+            # Before a `revoked` (in the welcome's refusals or the session's), the relay hands
+            # over the signed entries that prove the removal: learned like any entries.
+            # One frame per space named in the hello (a frame holds a whole log), no more.
+            early = 0
+            while isinstance(welcome, Entries):
+                early += 1
+                if early > len(logs) or welcome.space not in logs:
+                    raise RelayProtocolError(
+                        "the relay sent membership entries before its welcome for a space "
+                        "this device did not name, or more than one frame per space")
+                handler = getattr(self.events, "on_entries", None)
+                if handler is not None:
+                    self._dispatch(handler, welcome.space, welcome.wires)
+                welcome = await self._recv(ws, self.connect_timeout_s)
             if isinstance(welcome, Refused):
                 raise RelayRefused(welcome.code, welcome.reason)
             if not isinstance(welcome, Welcome):

@@ -32,9 +32,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..errors import MocksyncError
 from ..ports import AgentPort
 from ..space.relayroutes import Route, Routes, plan_routes, primary_route, space_relays
-from .relay_client import RelayError
 from .relay_transport import LOG_CHECK_S, RelayTransport
 
 log = logging.getLogger("mocksync.relay.fleet")
@@ -42,6 +42,20 @@ log = logging.getLogger("mocksync.relay.fleet")
 #: Seconds between checks for spaces whose relays this daemon does not dial yet (a space
 #: created or joined while it runs, when no CLI command told it).
 PLAN_CHECK_S = LOG_CHECK_S
+
+#: Seconds a farewell (the old relay's upload of a moved space's entries) may take in all.
+#: It runs under the fleet's lock, so a relay that answers slowly, or never, would otherwise
+#: hold every plan, the CLI command that asked for it and the daemon's stop for the request
+#: timeout once per moved space; it is best effort anyway (the LAN and `--use` also carry
+#: a move).
+FAREWELL_TIMEOUT_S = 5.0
+
+#: Seconds between two plans a move learnt from a relay causes (`replan_soon`). Each such
+#: plan may close a connection and open another, and a space's admin can sign `relays`
+#: entries as fast as the relay takes uploads: flipping a space between two relays made
+#: every member reconnect once per entry (a reconnect storm on members and relays). Moves
+#: within the gap are planned together; the CLI's pokes and `PLAN_CHECK_S` are not delayed.
+MOVE_REPLAN_GAP_S = 2.0
 
 #: Where a route's relay connection comes from (tests pass their own).
 MakeTransport = Callable[[Route, set[str]], RelayTransport]
@@ -66,6 +80,8 @@ class RelayFleet:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._soon: asyncio.Task[Any] | None = None
+        #: When the last plan caused by a move started (loop time; MOVE_REPLAN_GAP_S).
+        self._moved_at = float("-inf")
 
     def _new_transport(self, route: Route, spaces: set[str]) -> RelayTransport:
         return RelayTransport(list(route), spaces=spaces, **self._kw)
@@ -107,7 +123,9 @@ class RelayFleet:
         membership entries (reconnecting by itself to be admitted to a new space)."""
         narrowed = await self.replan(act=False)
         for t in list(self.transports.values()):
-            with contextlib.suppress(RelayError):
+            # One relay answering garbage (`RelayProtocolError`) must not keep the entries
+            # from the others.
+            with contextlib.suppress(MocksyncError):
                 await (t.reconnect() if t in narrowed else t.push_logs())
 
     def set_presence(self, *, space: str | None = None, env: str | None = None,
@@ -156,17 +174,31 @@ class RelayFleet:
         """Plan again in a task of its own (a connection that learnt its space moved relay
         calls this from its own callback, and the plan may close that very connection)."""
         if self._agent is None or (self._soon is not None and not self._soon.done()):
-            return
-        self._soon = asyncio.create_task(self.replan(), name="relay routes (moved)")
+            return  # the plan waiting (or running) reads the spaces as they are then
+        self._soon = asyncio.create_task(self._replan_moved(), name="relay routes (moved)")
+
+    async def _replan_moved(self) -> None:
+        loop = asyncio.get_running_loop()
+        wait = self._moved_at + MOVE_REPLAN_GAP_S - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._moved_at = loop.time()
+        await self.replan()
 
     async def _farewell(self, t: RelayTransport, gone: set[str], routes: Routes) -> None:
         """`t` stops carrying `gone`: hand its relay the log entries it lacks of those another
         route of `routes` now carries (they moved relay, not left), so that a move entry
-        reaches the members still on that relay. Best effort: a relay down learns nothing."""
+        reaches the members still on that relay. Best effort, within `FAREWELL_TIMEOUT_S`: a
+        relay down, slow or answering garbage (a reply of the wrong kind raises
+        `RelayProtocolError`, not a `RelayError`) learns nothing, and the plan goes on."""
         moved = {s for s in gone if routes.route(s) is not None}
         if moved:
-            with contextlib.suppress(RelayError, OSError, asyncio.TimeoutError):
-                await t.farewell(moved)
+            try:
+                async with asyncio.timeout(FAREWELL_TIMEOUT_S):
+                    await t.farewell(moved)
+            except (MocksyncError, OSError, TimeoutError) as exc:
+                log.info("farewell for space(s) %s failed (%s); the move reaches their members "
+                         "by the LAN or their own --use", ", ".join(sorted(moved)), exc)
 
     async def replan(self, *, act: bool = True) -> list[RelayTransport]:
         """Open, narrow, widen or close connections to match the spaces' routes now; the
@@ -187,8 +219,10 @@ class RelayFleet:
             for route in [r for r in self.transports if r not in routes.routes]:
                 log.info("relay route %s carries no space any more: closing it", ", ".join(route))
                 old = self.transports.pop(route)
-                await self._farewell(old, set(old.only or ()), routes)
-                await old.stop()
+                try:
+                    await self._farewell(old, set(old.only or ()), routes)
+                finally:  # popped: nothing else would ever stop it
+                    await old.stop()
             for route, spaces in routes.routes.items():
                 t = self.transports.get(route)
                 if t is None:
@@ -206,7 +240,7 @@ class RelayFleet:
             self._route_of = {s: r for r, spaces in routes.routes.items() for s in spaces}
         if act:  # outside the lock: these may reconnect
             for t in narrowed + widened:
-                with contextlib.suppress(RelayError):
+                with contextlib.suppress(MocksyncError):
                     await (t.reconnect() if t in narrowed else t.push_logs())
         return narrowed
 
@@ -219,4 +253,4 @@ class RelayFleet:
                 log.exception("planning relay routes failed; trying again later")
 
 
-__all__ = ["PLAN_CHECK_S", "RelayFleet"]
+__all__ = ["FAREWELL_TIMEOUT_S", "MOVE_REPLAN_GAP_S", "PLAN_CHECK_S", "RelayFleet"]

@@ -35,7 +35,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from ..changes.canonical import DecodeLimit, DecodeRefused, scan
+from ..changes.canonical import scan
+from ..changes.errors import DecodeLimit, DecodeRefused
+from ..relay.errors import FrameTooLarge, RelayProtocolError
 from ..relay.frames import MAX_AUTH_FRAME_BYTES
 from ..relay.protocol import (
     MAX_BATCH_ITEMS,
@@ -47,9 +49,7 @@ from ..relay.protocol import (
     MAX_VV_DEVICES,
     MAX_WHO_DEVICES,
     RELAY,
-    FrameTooLarge,
     RelayMessage,
-    RelayProtocolError,
     decode,
 )
 from ..space.membership import MAX_LOG_ENTRIES

@@ -17,13 +17,8 @@ from typing import Any
 
 import aiohttp
 
-from ..relay.protocol import (
-    JOINER,
-    MAX_SIGNAL_BYTES,
-    RelayProtocolError,
-    encode_message,
-    to_legacy,
-)
+from ..relay.errors import RelayProtocolError
+from ..relay.protocol import JOINER, MAX_SIGNAL_BYTES, encode_message, to_legacy
 from ..space.errors import InviteError, NoAdminReachableError
 from ..space.invite import InviteToken
 from ..spaceio.join import register_join_transport

@@ -30,7 +30,8 @@ from ..changes import vv as vvmod
 from ..errors import MocksyncError
 from ..relay import compaction
 from ..store import PENDING
-from .relay_client import RelayClient, RelayError, RelayRefused
+from .errors import RelayError, RelayRefused
+from .relay_client import RelayClient
 
 if TYPE_CHECKING:
     from .relay_transport import RelayTransport
@@ -100,12 +101,8 @@ class SnapshotKeeper:
             if not compaction.dominates(reply.vv, reply.floors):
                 raise compaction.SnapshotError(
                     "snapshot refused: it does not cover what the relay dropped")
-            now_ms = int(getattr(agent, "clock", time.time)() * 1000)
-            worker = getattr(agent, "worker", None)
-            if worker is not None and not worker.closed:
-                res = await worker.run(agent.store.adopt_snapshot, content, now_ms)
-            else:
-                res = agent.store.adopt_snapshot(content, now_ms)
+            now_ms = int(agent.clock() * 1000)
+            res = await agent.store_call(agent.store.adopt_snapshot, content, now_ms)
         except MocksyncError as exc:
             self._refused(space, str(exc), reply.sig)
             return None
@@ -178,11 +175,7 @@ class SnapshotKeeper:
         if vvmod.missing(relay_vv, vv):
             return  # the relay does not hold all of it yet: it would refuse the snapshot
         self.tried_at[(space, tag)] = time.monotonic()
-        worker = getattr(agent, "worker", None)
-        if worker is not None and not worker.closed:
-            content = await worker.run(agent.store.snapshot_content, env)
-        else:
-            content = agent.store.snapshot_content(env)
+        content = await agent.store_call(agent.store.snapshot_content, env)
         if content is None:
             return
         try:

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from .. import MODEL_VERSION, PROTOCOL_VERSION
+from ..agentevents import Relay
 from ..changes import vv as vvmod
 from ..errors import MocksyncError
 from ..ports import AgentPort
@@ -55,6 +56,7 @@ from ..relay.protocol import MAX_BATCH_ITEMS, split_batches
 from ..store import PENDING
 from ..sync.offline import is_unsent
 from ..sync.progress import SyncProgress, missing_count
+from .errors import RelayError, RelayRefused
 from .relay_client import (
     BACKOFF_MAX_S,
     BACKOFF_MIN_S,
@@ -62,9 +64,7 @@ from .relay_client import (
     REFUSED_RETRY_S,
     REQUEST_TIMEOUT_S,
     RelayClient,
-    RelayError,
     RelayEvents,
-    RelayRefused,
 )
 from .relay_snapshots import SnapshotKeeper
 
@@ -214,9 +214,17 @@ class RelayTransport(RelayEvents):
         self._taggers.pop(space, None)
         if any(e.kind == "relays" for e in fresh) and self.on_relays_moved is not None:
             self.on_relays_moved()  # the space moved relay: its route changes now
-        if any(e.kind in ("remove_device", "remove_member") for e in fresh):
+        if learned.removals:
             # Take back what the removal refuses (on the agent's store worker when it has one).
             self.agent.enforce_membership_soon()
+        if learned.signed:  # this device rotated the key after a member left: pass it on
+            async def push() -> None:
+                with contextlib.suppress(MocksyncError, ConnectionError):
+                    await self.push_logs()
+
+            task = asyncio.create_task(push(), name="relay rotation")
+            self._tasks.append(task)
+            task.add_done_callback(self._forget_task)
         if self.client is not None:  # the relay holds what it sent: never upload it back
             self.client.uploaded.setdefault(space, set()).update(e.hash for e in fresh)
         if new_keys:
@@ -595,8 +603,7 @@ class RelayTransport(RelayEvents):
         """The relay connection went up or down: say so on the daemon's event stream, so the
         web page (issue 19) and `events` readers show it at once, not at their next poll."""
         if self._agent is not None:
-            self._agent.publish({"event": "relay", "state": client.state,
-                                 "reason": client.reason})
+            self._agent.publish(Relay(state=client.state, reason=client.reason))
 
     # ---------------------------------------------------------------- catch-up
     async def on_session(self, client: RelayClient, welcome: dict[str, Any]) -> None:

@@ -43,9 +43,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..changes import canonical
-from ..errors import ChangeSetError, LimitError
+from ..errors import ChangeSetError
 from ..space.errors import MembershipError
 from ..space.membership import Entry, SpaceState
+from .errors import AuthBudgetExceeded
 
 #: CBOR items (outer map and signed body together) in one membership entry. The densest
 #: honest entry, a removal whose cut fills MAX_ENTRY_BYTES, has about 5,800.
@@ -78,12 +79,6 @@ _BODY_KEY = b"\x64body"
 _BODY_HEAD = _SIG_END + len(_BODY_KEY)
 #: Items of the outer map: the map, two keys, two byte strings.
 _OUTER_ITEMS = 5
-
-
-class AuthBudgetExceeded(LimitError):
-    """A frame that asks the relay to decode or verify more than its named budget."""
-
-    code = "limit"
 
 
 def entry_items(wire: bytes, cap: int = MAX_ENTRY_ITEMS) -> int:

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..changes.canonical import decode, encode
-from ..errors import ChangeSetError, LimitError
+from ..errors import ChangeSetError
 from ..space.keys import open_payload, payload_generation, seal_payload
+from .errors import SnapshotError, SnapshotTooLarge
 
 #: A snapshot's ciphertext may be at most this many times the plan's environment size (the
 #: state carries stamps, origins and frontiers beside the JSON, and a deleted entity stays as
@@ -68,16 +69,6 @@ HW_COMPACT_GAP_S = 5.0
 
 SNAPSHOT_CONTEXT = "mocksync/relay-snapshot/v1"
 SNAPSHOT_SIG_CONTEXT = "mocksync/relay-snapshot-sig/v1"
-
-
-class SnapshotError(ChangeSetError):
-    """A snapshot that is malformed, not signed by a member, or does not match its slot."""
-
-    code = "bad_snapshot"
-
-
-class SnapshotTooLarge(SnapshotError, LimitError):
-    code = "bad_snapshot"
 
 
 @dataclass(frozen=True)

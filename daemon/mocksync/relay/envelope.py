@@ -33,9 +33,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..changes.canonical import DecodeLimit, decode, encode
+from ..changes.canonical import decode, encode
 from ..changes.changeset import MAX_BODY_ITEMS, MAX_CHANGESET_BYTES, WIRE_ITEMS, ChangeSet
-from ..changes.errors import ChangeSetTooLarge, MalformedChangeSet
+from ..changes.errors import ChangeSetTooLarge, DecodeLimit, MalformedChangeSet
 from ..errors import ChangeSetError
 from ..space.envtags import TAG_BYTES, TAG_INFO, TAG_KEY_GENERATION, Tagger, env_tag, tag_key
 from ..space.errors import KeyMaterialError

@@ -7,7 +7,9 @@ import them from here.
 
 from __future__ import annotations
 
-from ..errors import ChangeSetError, MocksyncError, ValidationError
+from collections.abc import Mapping
+
+from ..errors import ChangeSetError, LimitError, MocksyncError, ValidationError
 from ..wire import WireError, WireLimit
 
 
@@ -50,3 +52,34 @@ class FrameTooLarge(RelayProtocolError, WireLimit):
 class SessionStateError(MocksyncError, RuntimeError):
     """The adapter reported something the relay session's phase does not allow (a bug in
     the adapter, never a peer's doing: `relay.session`)."""
+
+
+class AuthBudgetExceeded(LimitError):
+    """A frame that asks the relay to decode or verify more than its named budget."""
+
+    code = "limit"
+
+
+class SnapshotError(ChangeSetError):
+    """A snapshot that is malformed, not signed by a member, or does not match its slot."""
+
+    code = "bad_snapshot"
+
+
+class SnapshotTooLarge(SnapshotError, LimitError):
+    code = "bad_snapshot"
+
+
+class StorageError(MocksyncError):
+    code = "storage"
+
+
+class Compacted(StorageError):
+    """A fetch reaches below change sets the relay dropped: start from the snapshot."""
+
+    code = "compacted"
+
+    def __init__(self, floors: Mapping[str, int]) -> None:
+        super().__init__("the relay dropped change sets this catch-up needs (they are covered "
+                         "by the environment's snapshot): fetch the snapshot first")
+        self.floors = dict(floors)

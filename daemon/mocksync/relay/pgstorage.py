@@ -56,16 +56,9 @@ from .engine import (
     Resynced,
 )
 from .envelope import Envelope
+from .errors import Compacted, StorageError
 from .policy import Refusal
-from .storage import (
-    Compacted,
-    EnvUsage,
-    SnapshotJudge,
-    StorageError,
-    StoredSnapshot,
-    decode_vv,
-    encode_vv,
-)
+from .storage import EnvUsage, SnapshotJudge, StoredSnapshot, decode_vv, encode_vv
 
 log = logging.getLogger("mocksync.relay.pg")
 

@@ -61,7 +61,9 @@ Relay -> client
 | joinreq   | s, j join id, p: a joiner's handshake message, for the inviting device          |
 | jp        | p: the inviting device's answer, to the joiner on /v1/join                     |
 | entries   | s, w [membership entry wire bytes]: the space's log after welcome, then each   |
-|           | entry as a member uploads it (so every device learns new members and removals) |
+|           | entry as a member uploads it (so every device learns new members and removals); |
+|           | also before the welcome (or `refused`) for each space refused `revoked`: the     |
+|           | signed log proving the removal, one frame per space (the device verifies it)     |
 
 Limits (named constants below): any frame MAX_FRAME_BYTES; any kind but auth, log, put, batch,
 env MAX_CONTROL_BYTES; spaces per hello MAX_SPACES_PER_SESSION; envelopes per put/batch/env

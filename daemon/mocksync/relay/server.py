@@ -51,7 +51,6 @@ from .auth import (
 )
 from .authbudget import (
     MAX_NEW_SPACES_PER_AUTH,
-    AuthBudgetExceeded,
     ItemBudget,
     NewSpaceRate,
     deferral,
@@ -73,6 +72,7 @@ from .engine import (
     Resynced,
 )
 from .envelope import Envelope
+from .errors import AuthBudgetExceeded, Compacted, RelayProtocolError
 from .fanout import Outgoing
 from .frames import (
     JOIN_IDLE_TIMEOUT_S,
@@ -118,7 +118,6 @@ from .protocol import (
     Put,
     Refused,
     RelayMessage,
-    RelayProtocolError,
     Signal,
     SignalPush,
     Welcome,
@@ -142,7 +141,7 @@ from .session import (
 )
 from .snapshots import HANDLERS as SNAPSHOT_HANDLERS
 from .snapshots import compaction_loop, compaction_stats
-from .storage import Compacted, EnvUsage, RelayStorage, SQLiteStorage
+from .storage import EnvUsage, RelayStorage, SQLiteStorage
 
 log = logging.getLogger("mocksync.relay")
 
@@ -162,6 +161,13 @@ MESSAGES_PER_S = 200
 MESSAGE_BURST = 1000
 #: Seconds a client has for each handshake step (hello, then auth).
 AUTH_TIMEOUT_S = 10.0
+#: Seconds a TCP connection may take to send one whole HTTP request (the WebSocket upgrade,
+#: a join, a health check), and may then sit idle between requests. aiohttp's own default is
+#: an hour (3630 s), and it counts from the connection, not per byte: a client that connects
+#: and dribbles header lines (slowloris) held a socket and a file descriptor that long,
+#: before the handshake limits (relay.frames) ever saw it. An upgraded WebSocket is not
+#: touched by it (its handler runs; the session's own timeouts apply).
+HTTP_REQUEST_TIMEOUT_S = 10.0
 #: Seconds of silence from an admitted device before the relay pings it (WebSocket ping);
 #: one silent for `stall_timeout_s` (relay.session.STALL_TIMEOUT_S) is reaped.
 HEARTBEAT_S = 20.0
@@ -204,6 +210,9 @@ class RelayConfig:
     #: Seconds after which change sets an environment's snapshot covers are dropped even if
     #: some member device has not said it holds them (relay.compaction; `--retention`).
     retention_s: float = RETENTION_S
+    #: Seconds a connection has to send a whole HTTP request, and may idle between two
+    #: (`HTTP_REQUEST_TIMEOUT_S`).
+    http_request_timeout_s: float = HTTP_REQUEST_TIMEOUT_S
     #: Seconds between two rounds of the compaction timer (relay.snapshots.compaction_loop).
     compact_interval_s: float = COMPACT_INTERVAL_S
 
@@ -407,7 +416,10 @@ class RelayServer:
         app.router.add_get(WS_PATH, self._handle_ws)
         app.router.add_get(JOIN_PATH, self._handle_join)
         app.router.add_get(HEALTH_PATH, self._handle_health)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        if self.config.http_request_timeout_s <= 0:
+            raise MocksyncError("the relay's http_request_timeout_s must be above 0")
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                                     keepalive_timeout=self.config.http_request_timeout_s)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, self.config.host, self.config.port,
                                  ssl_context=self.config.ssl, reuse_address=True)
@@ -558,14 +570,15 @@ class RelayServer:
         self._entries[space] = entries
         old = self._states.get(space)
         self._states[space] = state
-        if old is not None:
-            self._recheck_space(space, state)
-        # Every member online learns the new entries (new devices, removals, key rotations).
+        # Every member online learns the new entries (new devices, removals, key rotations),
+        # a device they remove included: it gets the signed proof before its `bye revoked`.
         for i in range(0, len(fresh), MAX_LOG_UPLOAD):
             data = Outgoing(msg_encode(Entries(space, [e.wire for e in
                                                        fresh[i:i + MAX_LOG_UPLOAD]])))
             for other in list(self.by_space.get(space, ())):
                 other.push(data)
+        if old is not None:
+            self._recheck_space(space, state)
         return old
 
     async def _purge_removed(self, space: str, old: SpaceState, state: SpaceState) -> None:
@@ -1005,6 +1018,13 @@ class RelayServer:
                     refusals[sp] = r
                 else:
                     admitted[sp] = member.id  # type: ignore[union-attr]
+            # A removed device is handed the signed entries that prove it (the space's log,
+            # which it verifies like any other) before it hears `revoked`: it stops showing
+            # the space as synced, and no relay can make it believe a removal no admin signed.
+            for sp in sorted(s for s, r in refusals.items() if r.code == "revoked"):
+                wires = [e.wire for e in self._entries.get(sp, [])]
+                for i in range(0, len(wires), MAX_LOG_UPLOAD):
+                    await session.send(Entries(sp, wires[i:i + MAX_LOG_UPLOAD]))
             if not admitted:
                 self._refuse(session, policy.session_refusal({s: refusals[s] for s in spaces
                                                               if s in refusals}))

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Protocol
 
 from ..changes import canonical
-from ..errors import MocksyncError
 from .compaction import HeldSnapshot, Verdict, drop_floors
 from .envelope import Envelope
+from .errors import Compacted, StorageError
 
 #: 2: compaction (the snapshots, floors and acks tables). An older relay must not open a
 #: version 2 file: it knows nothing of floors and would serve a compacted environment's
@@ -73,21 +73,6 @@ CREATE TABLE IF NOT EXISTS acks (
   seq INTEGER NOT NULL, PRIMARY KEY (space, tag, holder, device)
 ) WITHOUT ROWID;
 """
-
-
-class StorageError(MocksyncError):
-    code = "storage"
-
-
-class Compacted(StorageError):
-    """A fetch reaches below change sets the relay dropped: start from the snapshot."""
-
-    code = "compacted"
-
-    def __init__(self, floors: Mapping[str, int]) -> None:
-        super().__init__("the relay dropped change sets this catch-up needs (they are covered "
-                         "by the environment's snapshot): fetch the snapshot first")
-        self.floors = dict(floors)
 
 
 @dataclass(frozen=True)

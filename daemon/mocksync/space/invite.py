@@ -82,6 +82,7 @@ from .membership import (
     verify_log,
 )
 from .names import names_key
+from .standing import name_taken
 
 TOKEN_PREFIX = "mocksync1-"
 TOKEN_FORMAT = 1
@@ -628,6 +629,12 @@ class AdminSession:
                 )
             member_id = owner.id
         else:
+            taken = name_taken(state, member_name)
+            if taken is not None:  # two members of one name made `members`/`who` ambiguous
+                raise InviteError(
+                    f"another member of {state.name!r} is already called {taken.name!r}; join "
+                    "again with the same token and a name of your own: `mocksync join TOKEN "
+                    "--member-name NAME`")
             member_id = new_member_id()
             new.append(add_member(self.identity, state, member_id=member_id, name=member_name,
                                   role=rec.role, now_ms=int(now * 1000), names_key=nk))

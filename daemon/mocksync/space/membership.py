@@ -27,6 +27,12 @@ one entry has exactly one wire form and one hash.
     set_role       {member: id, role}
     rotate_key     {gen, sealed: {device id: sealed content key}}
     migrate        {model}
+    leave          {member: id, covers: {device id: {env tag: last seq}}}  (issue 11 follow-up)
+                   a member leaves on its own: signed by one of the member's own devices (no
+                   admin needed), it removes the member and all its devices exactly as
+                   `remove_member` does, cut included; void when it would leave the space
+                   without an admin device (another admin must be named first). An admin
+                   device that learns one rotates the content key (`rotation_needed`).
     relays         {relays: url|[url, ...]}  (issue 17 follow-up: the space moves relay)
                    the space's relay list from now on, replacing the genesis `relay` (or an
                    earlier `relays` entry): 1..MAX_SPACE_RELAYS addresses, the same form and
@@ -110,7 +116,9 @@ ENTRY_FORMAT = 1
 #: relay verifies them without reading the names. Format 1 entries are still read.
 SEALED_NAMES_FORMAT = 2
 KINDS = ("genesis", "add_member", "add_device", "remove_device", "remove_member", "set_role",
-         "rotate_key", "migrate", "relays")
+         "rotate_key", "migrate", "relays", "leave")
+#: Kinds that take devices out of a space (a removal cut, then a key rotation).
+REMOVAL_KINDS = frozenset({"remove_device", "remove_member", "leave"})
 ROLES = ("admin", "editor")
 SPACE_KINDS = ("team", "personal")
 
@@ -291,7 +299,7 @@ def _validate_data(kind: str, data: Any, what: str, v: int = ENTRY_FORMAT) -> No
         d = exact_map(data, {"device", "covers"}, what, E)
         _device_id(d, "device", what)
         _cut(d, "covers", what)
-    elif kind == "remove_member":
+    elif kind in ("remove_member", "leave"):
         d = exact_map(data, {"member", "covers"}, what, E)
         _member_id(d, "member", what)
         covers = d["covers"]
@@ -438,6 +446,10 @@ class Removal:
     by: str
     entry: str
     sign_key: bytes = b""
+    #: When the removing entry was signed (ms, its author's clock: informational).
+    at_ms: int = 0
+    #: The kind of the entry that removed it: remove_device, remove_member or leave.
+    kind: str = "remove_device"
 
 
 @dataclass(frozen=True)
@@ -601,6 +613,8 @@ class _Replay:
             return f"its author {e.author} is not a device of this space"
         if not self.is_ancestor(self.added_at[e.author], i):
             return f"its author {e.author} signed it without having seen its own addition"
+        if e.kind == "leave":  # a member's own word: no admin needed
+            return self._leave(i, e, d)
         if self.members[dev["member"]]["role"] != "admin":
             return f"its author {e.author} is not an admin of the space"
         handler = {
@@ -673,7 +687,8 @@ class _Replay:
             self.members[dev["member"]]["devices"].remove(did)
             self.removed_devices[did] = Removal(did, dev["member"], dev["name"],
                                                 MappingProxyType(dict(covers.get(did, {}))),
-                                                e.author, e.hash_hex, dev["sign"])
+                                                e.author, e.hash_hex, dev["sign"], e.time_ms,
+                                                e.kind)
             self.removal_index[did] = i
         self.last_removal_index = i
 
@@ -702,6 +717,22 @@ class _Replay:
         del self.members[mid]
         self.removed_members.add(mid)
         self.last_removal_index = i
+        return None
+
+    def _leave(self, i: int, e: Entry, d: dict[str, Any]) -> str | None:
+        mid = d["member"]
+        if self.devices[e.author]["member"] != mid:
+            return f"its author {e.author} is not a device of member {mid}; a member leaves only on its own"
+        if self.g["space_kind"] == "personal":
+            return "a personal space cannot be left; it is its owner's own"
+        m = self.members[mid]
+        dids = list(m["devices"])
+        if self.admin_devices_after(set(dids), demote=mid) == 0:
+            return ("the last admin cannot leave; make another member an admin first "
+                    "(or remove the space's other members)")
+        self._remove(i, e, dids, d["covers"])
+        del self.members[mid]
+        self.removed_members.add(mid)
         return None
 
     def _set_role(self, i: int, e: Entry, d: dict[str, Any]) -> str | None:
@@ -1001,6 +1032,19 @@ def remove_member(signer: Signer, state: SpaceState, *, member_id: str,
                       now_ms=now_ms)
 
 
+def leave(signer: Signer, state: SpaceState, *, covers: Mapping[str, Mapping[str, int]],
+          now_ms: int) -> Entry:
+    """`signer`'s member leaves the space (all its devices), recording per device the last
+    seq kept (`covers`, as `remove_member`). Refused here, before signing, when the signer is
+    not an active device of the space."""
+    member = state.member_of(signer.device_id)
+    if member is None:
+        raise MembershipError(f"this device is not a member of {state.name!r}; nothing to leave")
+    return sign_entry(signer, state, "leave",
+                      {"member": member.id, "covers": {k: dict(v) for k, v in covers.items()}},
+                      now_ms=now_ms)
+
+
 def set_role(signer: Signer, state: SpaceState, *, member_id: str, role: str, now_ms: int) -> Entry:
     return sign_entry(signer, state, "set_role", {"member": member_id, "role": role}, now_ms=now_ms)
 
@@ -1034,6 +1078,7 @@ __all__ = [
     "MAX_ENTRY_BYTES",
     "MAX_LOG_ENTRIES",
     "Member",
+    "REMOVAL_KINDS",
     "ROLES",
     "Removal",
     "SPACE_KINDS",
@@ -1042,6 +1087,7 @@ __all__ = [
     "add_device",
     "add_member",
     "extend_log",
+    "leave",
     "migrate",
     "new_genesis",
     "new_member_id",

@@ -51,21 +51,55 @@ MAX_ROUTES = 16
 Route = tuple[str, ...]
 
 
+def address_key(url: str) -> str:
+    """One relay address however it is spelled: `HTTP://Relay.Example:08765/` and
+    `http://relay.example:8765` dial the same socket. Scheme and host are case-insensitive,
+    the port is a number, a trailing `/` means nothing (ws_url drops it); a path is kept (a
+    relay behind a proxy may live under one). Names that differ (`localhost`, `127.0.0.1`)
+    cannot be told apart without DNS and stay different.
+
+    Why (issue 17, attack tests): routes were compared as text, so a list naming one relay
+    four ways was four failover targets, and spaces naming one relay in different spellings
+    were different routes: one device, several connections to one relay, past the relay's
+    three per device (`too_many_connections`), refusing whichever connected last."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return url
+    host = (parts.hostname or "").rstrip(".")
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme.lower()}://{host}:{port}{parts.path.rstrip('/')}"
+
+
+def _distinct(urls: Sequence[str]) -> tuple[str, ...]:
+    """`urls` without repeats, however spelled (the first spelling kept)."""
+    seen: dict[str, str] = {}
+    for u in urls:
+        seen.setdefault(address_key(u), u)
+    return tuple(seen.values())
+
+
 def space_relays(signed: Sequence[str], local: Sequence[str] = ()) -> tuple[str, ...]:
     """The relays a space is routed through on this device: `local` (`space relays --use`,
     this device only) first, then the `signed` list in effect in its log; no repeats."""
-    return tuple(dict.fromkeys((*local, *signed)))
+    return _distinct((*local, *signed))
 
 
 def route_of(own: Sequence[str], configured: Sequence[str]) -> Route:
     """The relay addresses a space naming `own` syncs through, given this device's
-    `configured` relays (the module docstring's rule; empty: no relay at all)."""
-    own_t = tuple(dict.fromkeys(own))
-    conf = tuple(dict.fromkeys(configured))
+    `configured` relays (the module docstring's rule; empty: no relay at all). Addresses are
+    compared as `address_key`s; a shared one is dialled as the configured list spells it."""
+    own_t = _distinct(own)
+    conf = _distinct(configured)
     if not own_t:
         return conf
-    if set(own_t) & set(conf):
-        return conf + tuple(u for u in own_t if u not in conf)
+    conf_keys = {address_key(u) for u in conf}
+    if conf_keys & {address_key(u) for u in own_t}:
+        return conf + tuple(u for u in own_t if address_key(u) not in conf_keys)
     return own_t
 
 
@@ -93,10 +127,13 @@ def plan_routes(spaces: Mapping[str, Sequence[str]], configured: Sequence[str],
     opened: its spaces are `unrouted`, each with the sentence `status` shows."""
     groups: dict[Route, list[str]] = {}
     unrouted: dict[str, str] = {}
+    #: A route's addresses as keys -> the route as first spelled: one connection for both.
+    spelled: dict[tuple[str, ...], Route] = {}
     for space, own in spaces.items():
         route = route_of(own, configured)
         if not route:
             continue
+        route = spelled.setdefault(tuple(address_key(u) for u in route), route)
         if route not in groups and len(groups) >= max_routes:
             unrouted[space] = (f"this device already keeps {max_routes} relay connections "
                                f"(one per distinct relay list of its spaces); this space's "
@@ -130,5 +167,5 @@ def pin_for(url_pins: Mapping[str, bytes], legacy: bytes | None, url: str) -> by
     return legacy if not url_pins else None
 
 
-__all__ = ["MAX_ROUTES", "Route", "Routes", "pin_for", "plan_routes", "primary_route",
+__all__ = ["MAX_ROUTES", "Route", "Routes", "address_key", "pin_for", "plan_routes", "primary_route",
            "route_of", "space_relays"]

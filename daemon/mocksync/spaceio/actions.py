@@ -24,8 +24,10 @@ from ..space.invite import (
 from ..space.keys import new_content_key, rotate
 from ..space.membership import (
     DEFAULT_DEVICE_LIMIT,
+    Entry,
     SpaceState,
     extend_log,
+    leave,
     new_genesis,
     new_space_id,
     remove_device,
@@ -205,6 +207,58 @@ def remove(home: Home, identity: Identity, space: str, target_text: str, *,
     return RemoveResult(target, rot.generation, stored)
 
 
+def leave_space(home: Home, identity: Identity, space: str, *,
+                now: float | None = None) -> StoredSpace:
+    """`mocksync leave SPACE`: this device's member leaves the space on its own (a `leave`
+    entry it signs; no admin needed). Local copies stay; the daemon stops syncing the space
+    once it sees the entry, and an admin device that learns it rotates the content key.
+    Refused, with nothing written: a personal space, a device that is no longer a member, the
+    last admin (another member must be made an admin first)."""
+    sp = get_space(home, space)
+    state = sp.state
+    member = state.member_of(identity.device_id)
+    if member is None:
+        raise MembershipError(f"this device is no longer a member of {state.name!r}; "
+                              "there is nothing to leave")
+    if state.kind == "personal":
+        raise MembershipError(f"{state.name!r} is this device's personal space; it cannot be "
+                              "left (remove a device of yours from it with `mocksync remove`)")
+    others = [d for d in state.admin_devices() if d not in member.devices]
+    if member.role == "admin" and not others:
+        raise MembershipError(
+            f"you are the last admin of {state.name!r}: it cannot be left without another "
+            "admin; invite one with `mocksync invite "
+            f"{state.name} --role admin` first")
+    entry = leave(identity, state, now_ms=int(_now(now) * 1000),
+                  covers={d: seen_seqs(home, d, sp) for d in member.devices})
+    return append_entries(home, sp.space_id, [entry])
+
+
+def rotator(state: SpaceState) -> str | None:
+    """The one admin device that rotates the content key after a removal it did not sign (a
+    member left): the first active admin device by id (pure). One device only, so two admins
+    never sign rival rotations of the same generation (the later would be void everywhere)."""
+    admins = state.admin_devices()
+    return admins[0] if state.rotation_needed and admins else None
+
+
+def rotate_if_needed(home: Home, identity: Identity, sp: StoredSpace, *,
+                     now: float | None = None) -> list[Entry]:
+    """After a `leave`: when this device is the space's `rotator` and holds the current key,
+    seal a new generation to every remaining device and store it; the entries written (none
+    when nothing was due). The removing admin rotates at once (`remove`), so this is for
+    removals no admin signed."""
+    state = sp.state
+    if rotator(state) != identity.device_id or max(sp.keys, default=0) != state.key_generation:
+        return []
+    recipients = {d.id: d.box_key for d in state.devices.values()}
+    rot = rotate(sp.keys, state.space_id_bytes, recipients)
+    rk = rotate_key(identity, state, generation=rot.generation, sealed=rot.sealed,
+                    now_ms=int(_now(now) * 1000))
+    append_entries(home, sp.space_id, [rk], {rot.generation: rot.key})
+    return [rk]
+
+
 def move_relays(home: Home, identity: Identity, space: str, relays: Sequence[str], *,
                 now: float | None = None) -> StoredSpace:
     """`space relays SPACE --set URL...`: sign the space's new relay list (admin only; the
@@ -273,11 +327,14 @@ __all__ = [
     "create_space",
     "init_device",
     "issue_invite",
+    "leave_space",
     "move_relays",
     "record_admission",
     "record_join",
     "remove",
     "resolve_target",
+    "rotate_if_needed",
+    "rotator",
     "seen_seqs",
     "use_local_relays",
 ]

@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ChangeSetError
+from ..errors import ChangeSetError, MocksyncError
 from ..space.errors import MembershipError
 from ..space.keys import open_content_key
-from ..space.membership import MAX_LOG_ENTRIES, Entry, extend_log
+from ..space.membership import MAX_LOG_ENTRIES, REMOVAL_KINDS, Entry, extend_log
 from .store import StoredSpace, append_entries
 
 
@@ -29,10 +29,13 @@ class Learned:
 
     fresh: list[Entry]
     new_keys: dict[int, bytes] = field(repr=False)
+    #: Entries this device signed in answer (a key rotation after a member left, when it is
+    #: the space's rotator): to be passed on like any of its own.
+    signed: list[Entry] = field(default_factory=list)
 
     @property
     def removals(self) -> bool:
-        return any(e.kind in ("remove_device", "remove_member") for e in self.fresh)
+        return any(e.kind in REMOVAL_KINDS for e in self.fresh)
 
 
 def new_entries(stored: StoredSpace, wires: Iterable[bytes]) -> list[Entry]:
@@ -71,8 +74,16 @@ def learn_entries(home: Any, identity: Any, space: str, stored: StoredSpace,
         sealed = state.sealed_key_for(me, gen)
         if sealed is not None:
             new_keys[gen] = open_content_key(identity.box_key, bytes.fromhex(space), gen, sealed)
-    append_entries(home, space, fresh, new_keys)
-    return Learned(fresh, new_keys)
+    stored = append_entries(home, space, fresh, new_keys)
+    signed: list[Entry] = []
+    if any(e.kind == "leave" for e in fresh):
+        from .actions import rotate_if_needed
+
+        try:  # a member left on its own: no admin rotated the key yet
+            signed = rotate_if_needed(home, identity, stored)
+        except MocksyncError:  # the entries are stored; the next batch tries again
+            signed = []
+    return Learned(fresh, new_keys, signed)
 
 
 __all__ = ["Learned", "learn_entries", "new_entries"]

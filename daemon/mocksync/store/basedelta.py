@@ -20,7 +20,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from ..errors import ValidationError
+from .errors import BaseDeltaError
 
 #: Bases this size or smaller are stored whole and raw (a delta would not save anything).
 MIN_DELTA_TEXT = 4096
@@ -34,10 +34,6 @@ COMPARE_CHUNK = 1 << 16
 #: Marks a stored base that is a delta (never the start of JSON text nor of zlib data).
 MAGIC = b"\x00mocksync-base-delta-1\x00"
 _HEADER = struct.Struct(">64sQQB")  # anchor sha256 (hex), head, tail, compressed flag
-
-
-class BaseDeltaError(ValidationError):
-    """A stored delta is damaged, or its anchor is not the one it was made against."""
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,6 @@ from ..model.state import ABSENT, RECORD_FORMAT, close_deps
 from ..paths import PRIVATE_FILE_MODE
 from .basedelta import (
     MIN_DELTA_TEXT,
-    BaseDeltaError,
     Delta,
     decode_delta,
     encode_delta,
@@ -48,6 +47,7 @@ from .basedelta import (
     pack_text,
     unpack_text,
 )
+from .errors import BadOpsError, BaseDeltaError, EquivocationError, UnknownDeviceError
 
 #: 2: snapshots adopted from the relay (the floors and floor_deps tables). An older mocksync
 #: must not open a version 2 log: it knows nothing of floors, so a chain that continues from
@@ -117,18 +117,6 @@ MAX_SNAPSHOT_ORIGINS = 2_000_000
 APPLIED = "applied"
 PENDING = "pending"  # waiting for its predecessor
 QUARANTINED = "quarantined"  # stamped too far in the future; not applied
-
-
-class EquivocationError(ChangeSetError):
-    """Same (device, seq) with different content: a forked chain. Rejected and logged."""
-
-
-class BadOpsError(ChangeSetError):
-    """A well-signed change set whose ops do not make sense: refused whole."""
-
-
-class UnknownDeviceError(ChangeSetError):
-    """No public key for the author: not a member of the space (or not yet known)."""
 
 
 @dataclass

@@ -60,14 +60,8 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from .. import MOCKOON_MAX_MIGRATION, MODEL_VERSION, PROTOCOL_VERSION
-from ..changes.chunks import (
-    CHUNK_SIZE,
-    HEADER_SIZE,
-    MAX_CHUNK_DATA,
-    ChunkError,
-    Reassembler,
-    split,
-)
+from ..changes.chunks import CHUNK_SIZE, HEADER_SIZE, MAX_CHUNK_DATA, Reassembler, split
+from ..changes.errors import ChunkError
 from ..errors import ChangeSetError, ValidationError
 from . import wants as wants_mod
 from .errors import IncompatiblePeer, MalformedMessage, ProtocolError, UnexpectedMessage

@@ -10,8 +10,6 @@ from .codec import (
     Codec,
     Message,
     Record,
-    WireError,
-    WireLimit,
     derived,
     keys_of,
     record_from_map,
@@ -20,11 +18,11 @@ from .codec import (
     to_legacy,
     wire,
 )
+from .errors import FieldError, WireError, WireLimit
 from .fields import (
     Bool,
     Bytes,
     Check,
-    FieldError,
     Ident,
     Int,
     ListOf,
