@@ -13,7 +13,7 @@ in the noise; this one times the two paths the decoder dominates, in CPU seconds
   decode again (nothing, when `_open_all` hands it decoded change sets).
 
 Every loop is bounded by count. Prints one line per measure. `--ab` first runs the same
-measures with the gate of the last commit (`old_gate`), so before and after share one load.
+measures with the gate of BEFORE_REV (`old_gate`), so before and after share one load.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+#: The last commit before the one-pass gate (issues 15 + 17): what `--ab` compares against.
+BEFORE_REV = "10af313"
 N_FRAMES = 20_000
 N_ENVELOPES = 10_000
 ROUNDS = 3
@@ -112,7 +114,7 @@ def canonical_decode(world: dict[str, Any]) -> float:
 
 
 @contextlib.contextmanager
-def old_gate(rev: str = "HEAD") -> Iterator[None]:
+def old_gate(rev: str = BEFORE_REV) -> Iterator[None]:
     """The decoding gate of git revision `rev` (before issue 17: scan, build, re-encode) in
     place of today's, and the two-step paths it was used by, for an A/B in one process under
     the same load. Needs git and the repository; restores everything on exit."""
@@ -167,11 +169,11 @@ def _measure(world: dict[str, Any], label: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """`--ab [REV]`: the gate of git revision REV (default HEAD) first, then today's."""
+    """`--ab [REV]`: the gate of git revision REV (default BEFORE_REV) first, then today's."""
     world = _world(N_ENVELOPES)
     print(f"load average at start: {os.getloadavg()}")
     if argv[:1] == ["--ab"]:
-        rev = argv[1] if len(argv) > 1 else "HEAD"
+        rev = argv[1] if len(argv) > 1 else BEFORE_REV
         with old_gate(rev):
             _measure(world, f"before ({rev})")
     _measure(world, "now")

@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from mocksync.devtools.envgen import generate_env
 from mocksync.devtools.pairing import pair
@@ -91,7 +92,7 @@ def _marker_in(path: Path | None, marker: bytes) -> bool:
     return path is not None and marker in path.read_bytes()
 
 
-def _run_size(n: int) -> tuple[list[float], list[float], dict[str, float]]:
+def _run_size(n: int) -> tuple[list[float], list[float], dict[str, Any]]:
     started = time.monotonic()
     with _team(n) as (devs, space):
         for d in devs:

@@ -254,6 +254,8 @@ def status_cmd(ctx: Ctx, wait: bool, timeout: float, as_json: bool) -> None:
     d, dm, r = st["device"], st["daemon"], st["relay"]
     click.echo(f"device  {d['name']} ({d['id']})")
     click.echo(f"daemon  running, version {dm['version']}, folder {dm['folder']}")
+    if dm.get("watch_problem"):  # the folder went away: no save is seen until it is back
+        click.echo(f"watch   {dm['watch_problem']}")
     connections = st.get("relays") or []
     if len(connections) > 1:  # one per relay route of the spaces (net.relay_fleet)
         names = {sp.get("id"): sp.get("name") for sp in st.get("spaces") or ()}

@@ -82,6 +82,7 @@ from .overlay import (
 )
 from .peerbook import CONNECTED, CONNECTING, DISCOVERED, GLARE, IDLE, PeerBook
 from .presence_gossip import (
+    NOTE_FORWARD_DELAY_S,
     NOTE_HOPS,
     NOTE_REFRESH_S,
     Note,
@@ -202,6 +203,9 @@ class LanTransport:
         self._member_keys: dict[str, dict[str, bytes]] = {}
         self._note_counter = 0
         self._note_sent_at = -math.inf
+        #: Devices whose new note waits to be passed on (`_forward_notes`), and its timer.
+        self._notes_due: set[str] = set()
+        self._note_timer: asyncio.TimerHandle | None = None
         self._announced: dict[str, Discovered] = {}
         self._early: dict[PeerLink, list[bytes]] = {}
         self._link_envs: dict[PeerLink, set[tuple[str, str]]] = {}
@@ -1004,6 +1008,10 @@ class LanTransport:
     def _on_note(self, ev: PresenceNote) -> None:
         """A peer passed on a presence note: check it, keep it if newer, pass it on."""
         assert self.hub is not None
+        copy = self.notes.copy_of(ev.wire)
+        if copy is not None:  # the note we hold, by another path: that peer holds it too
+            self.notes.held_by(copy, ev.device)
+            return
         try:
             note = read_note(ev.wire, self._cached_key)
         except ValidationError as exc:
@@ -1014,6 +1022,7 @@ class LanTransport:
         before = self.notes.current(time.monotonic()).get(note.device)
         if not self.notes.offer(note, time.monotonic(), ev.wire, ev.hops):
             return
+        self.notes.held_by(note.device, ev.device)
         if note.device not in self.presence:  # a direct session says it first-hand
             self.agent.publish(Presence(device=note.device, env=note.env, entity=note.entity,
                                         editor=note.editor))
@@ -1021,15 +1030,32 @@ class LanTransport:
         moved = before is None or (before.space, before.env) != (note.space, note.env)
         if moved and mine and mine.get("env") and note.env == mine.get("env"):
             self._link_co_editors()  # only when it moved here: a refresh reopens nothing
-        hops = next_hops(ev.hops)
-        if hops is None:
+        if next_hops(ev.hops) is None:
+            return
+        # Passed on a moment later, to the peers that did not send it meanwhile
+        # (`presence_gossip`: deduplicated per hop).
+        self._notes_due.add(note.device)
+        if self._note_timer is None:
+            self._note_timer = asyncio.get_running_loop().call_later(
+                NOTE_FORWARD_DELAY_S, self._forward_notes)
+
+    def _forward_notes(self) -> None:
+        """Pass the notes that arrived in the last NOTE_FORWARD_DELAY_S on to the linked
+        peers not known to hold them, for spaces each shares with us."""
+        self._note_timer = None
+        due, self._notes_due = self._notes_due, set()
+        if self.hub is None or self._stopping:
             return
         now_ms = _mono_ms()
-        for link in list(self.links.values()):
-            if link is ev.link or link.device == note.device:
+        for device in sorted(due):
+            held = self.notes.note_of(device)
+            if held is None:
                 continue
-            if note.space is None or note.space in self._link_spaces.get(link, ()):
-                self._run(self.hub.relay_presence(link, ev.wire, hops, now_ms))
+            note, wire, hops = held
+            links = {ln.device: ln for ln in list(self.links.values())
+                     if note.space is None or note.space in self._link_spaces.get(ln, ())}
+            for peer in self.notes.to_send(device, links):
+                self._run(self.hub.relay_presence(links[peer], wire, hops, now_ms))
 
     # ================================================================ timer
 

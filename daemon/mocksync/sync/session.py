@@ -853,13 +853,19 @@ class Session:
     def _on_cs(self, msg: Cs, now: int) -> None:
         pair = self._shared_pair(msg.space, msg.env, "change set")
         self.stats.cs_received += 1
+        # Our own copy of it already left for this peer (the copies crossed, as neighbours
+        # of a sparse overlay pass a change set on at about the same time): that copy tells
+        # the peer we hold it, so a duplicate needs no ack (issue 16: each message costs
+        # both daemons DTLS, SCTP and an SCTP ack).
+        crossed = (msg.space, msg.env, msg.device, msg.seq) in self._inflight
         # The peer only ever sends change sets it has applied: it holds this chain up to seq.
         self._learn(pair, {msg.device: msg.seq})
         if self._mine[pair].get(msg.device, 0) >= msg.seq or self._wants.held(
             msg.space, msg.env, msg.device, msg.seq, now
         ):
             self.stats.cs_redundant += 1
-            self._send(Ack(msg.space, msg.env, msg.device, msg.seq, dict(self._mine[pair])))
+            if not crossed:
+                self._send(Ack(msg.space, msg.env, msg.device, msg.seq, dict(self._mine[pair])))
             return
         self._wants.received(msg.space, msg.env, msg.device, msg.seq, now)
         self.stats.delivered += 1
