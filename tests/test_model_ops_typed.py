@@ -22,8 +22,8 @@ from mocksync.changes import ChangeSet
 from mocksync.model import (
     BadOpError,
     Create,
-    Op,
     Delete,
+    Op,
     Set,
     State,
     Unset,

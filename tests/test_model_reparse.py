@@ -113,11 +113,65 @@ def test_common_prefix_and_suffix_find_the_changed_region() -> None:
 
 def test_index_spans_name_each_entity_text() -> None:
     spans = rp.index_text(TEXT)
-    for s, (e, path) in zip(spans.top_starts, spans.top, strict=True):
+    assert spans.top.items() and spans.resp.items()
+    for s, e, path in spans.top.items():
         obj = ENV[path[0]][path[1]]
         assert json.loads(TEXT[s:e]) == obj
-    for s, (e, path) in zip(spans.resp_starts, spans.resp, strict=True):
+    for s, e, path in spans.resp.items():
         assert json.loads(TEXT[s:e]) == ENV["routes"][path[1]]["responses"][path[2]]
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10**6), steps=st.integers(1, 5), block=st.sampled_from([1, 3, 7, 256]))
+def test_the_index_carried_through_saves_is_the_index_of_the_new_text(
+        seed: int, steps: int, block: int) -> None:
+    """The spans `reparse` moves through each edit (blocks of any size: moved, rebuilt,
+    a route's responses replaced) are exactly those a fresh index of the text finds."""
+    rng = random.Random(seed)
+    doc = copy.deepcopy(ENV)
+    saved = rp.SPAN_BLOCK
+    rp.SPAN_BLOCK = block
+    try:
+        prev = parse_env(TEXT)
+        incremental = 0
+        for _ in range(steps):
+            _edits(doc, rng)
+            text = dumps(doc)
+            inc = parse_env(text, previous=prev)
+            if inc.spans is not None:
+                incremental += 1
+                fresh = rp.index_text(text)
+                assert inc.spans.top.items() == fresh.top.items()
+                assert inc.spans.resp.items() == fresh.resp.items()
+                assert len(inc.spans) == len(fresh)
+            prev = inc
+    finally:
+        rp.SPAN_BLOCK = saved
+
+
+def test_a_span_list_moves_grows_drops_and_replaces() -> None:
+    spans = [(0, 10, ("routes", 0)), (12, 20, ("routes", 1)), (22, 30, ("routes", 2)),
+             (40, 50, ("routes", 3))]
+    saved = rp.SPAN_BLOCK
+    rp.SPAN_BLOCK = 2
+    try:
+        sl = rp.SpanList.of(list(reversed(spans)))
+        assert sl.items() == spans and len(sl) == 4
+        assert sl.holding(14, 16) == (12, 20, ("routes", 1)) and sl.holding(10, 12) is None
+        assert sl.holding(45, 45) == (40, 50, ("routes", 3)) and sl.holding(-1, 0) is None
+        # replace [14, 16) by 5 chars (+3): 12..20 holds it and grows; the rest moves
+        grown = sl.moved(14, 16, 3)
+        assert grown.items() == [(0, 10, ("routes", 0)), (12, 23, ("routes", 1)),
+                                 (25, 33, ("routes", 2)), (43, 53, ("routes", 3))]
+        assert sl.items() == spans  # (immutable: the old list is untouched)
+        # an edit cutting into spans drops them, the rest move back
+        assert [s[:2] for s in sl.moved(5, 15, -10).items()] == [(12, 20), (30, 40)]
+        # the spans starting in [20, 45) replaced by new ones
+        assert sl.replaced(20, 45, [(25, 26, ("x", 0))]).items() == [
+            (0, 10, ("routes", 0)), (12, 20, ("routes", 1)), (25, 26, ("x", 0))]
+        assert rp.SpanList.of([]).items() == [] and rp.SpanList.of([]).holding(0, 1) is None
+    finally:
+        rp.SPAN_BLOCK = saved
 
 
 # ---------------------------------------------------------------------------- writes

@@ -10,6 +10,7 @@ from mocksync.changes import canonical
 from mocksync.errors import ValidationError
 from mocksync.net.overlay import MAX_CO_EDITOR_LINKS, co_editors
 from mocksync.net.presence_gossip import (
+    MAX_HOLDERS,
     MAX_NOTES,
     NOTE_HOPS,
     NOTE_TTL_S,
@@ -125,3 +126,37 @@ def test_a_teammate_editing_the_same_env_is_linked_to() -> None:
     got = co_editors(mine, many, online=set(many))
     assert len(got) == MAX_CO_EDITOR_LINKS
     assert got == co_editors(mine, many, online=set(many))  # the same ones every time
+
+
+def test_a_note_is_passed_only_to_peers_not_known_to_hold_it() -> None:
+    """Per-hop dedupe (issue 16b): the peers a note came from, and those it was sent to,
+    are not sent it again; an exact copy is recognised by its bytes (no signature check)."""
+    book = PresenceBook("ME")
+    wire = make_note(ALICE.sign, note(counter=3))
+    assert book.offer(read_note(wire, KEYS.get), 0.0, wire, NOTE_HOPS)
+    book.held_by(ALICE.device_id, "P1")  # it came from P1...
+    assert book.copy_of(wire) == ALICE.device_id  # ...and again from P2, byte for byte
+    book.held_by(ALICE.device_id, "P2")
+    assert book.copy_of(b"other bytes") is None
+    assert book.to_send(ALICE.device_id, ["P1", "P2", "P3", ALICE.device_id]) == ["P3"]
+    assert book.to_send(ALICE.device_id, ["P1", "P2", "P3"]) == []  # P3 has it now
+    held = book.note_of(ALICE.device_id)
+    assert held is not None and held[1] == wire and held[2] == NOTE_HOPS - 1
+    # A newer note from the same device starts over: nobody is known to hold that one.
+    newer = make_note(ALICE.sign, note(counter=4))
+    assert book.offer(read_note(newer, KEYS.get), 1.0, newer, NOTE_HOPS)
+    assert book.copy_of(wire) is None and book.copy_of(newer) == ALICE.device_id
+    assert book.to_send(ALICE.device_id, ["P1", "P2"]) == ["P1", "P2"]
+    book.forget(ALICE.device_id)
+    assert book.copy_of(newer) is None and book.to_send(ALICE.device_id, ["P9"]) == []
+
+
+def test_holders_of_one_note_are_bounded() -> None:
+    book = PresenceBook("ME")
+    wire = make_note(ALICE.sign, note())
+    book.offer(read_note(wire, KEYS.get), 0.0, wire, NOTE_HOPS)
+    for i in range(MAX_HOLDERS + 10):
+        book.held_by(ALICE.device_id, f"P{i}")
+    # Past the bound a peer is not remembered: it may get the note once more, never lost.
+    assert book.to_send(ALICE.device_id, [f"P{MAX_HOLDERS + 5}"]) == [f"P{MAX_HOLDERS + 5}"]
+    assert book.to_send(ALICE.device_id, ["P0"]) == []

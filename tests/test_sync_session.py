@@ -353,6 +353,30 @@ def test_duplicates_are_delivered_once_and_acknowledged_each_time():
     assert len([m for m in duo.sent["B"] if isinstance(m, Ack)]) == 4
 
 
+def test_copies_that_cross_are_not_acknowledged_and_free_the_credit():
+    """Neighbours of a sparse overlay pass a third device's change set on at about the same
+    time: each copy tells its receiver the sender holds it, so neither is acknowledged
+    (issue 16: every message costs both daemons DTLS, SCTP and an SCTP ack)."""
+    duo = Duo([(SPACE, E1)], b_kwargs={"relay_push": True})
+    duo.a.relay_push = True
+    duo.flow()
+    carol = FakeLog("DEV-C", Ed25519PrivateKey.generate())
+    duo.keys["DEV-C"] = pub(carol.key)
+    cs = carol.commit(SPACE, E1, create_ops(E1), duo.now)
+    for side in ("A", "B"):  # each applied it from elsewhere and passes it on
+        _, applied = duo.logs[side].ingest(cs.encode(), duo.keys["DEV-C"], duo.now)
+        assert [c.seq for c in applied] == [1]
+        duo.take(side, duo.s[side].local_changeset(SPACE, E1, "DEV-C", 1, None, duo.now))
+    assert len(duo.of("A", Cs, sent=True)) == len(duo.of("B", Cs, sent=True)) == 1
+    duo.flow()
+    assert duo.a.stats.cs_redundant == duo.b.stats.cs_redundant == 1
+    assert duo.of("A", Ack, sent=True) == duo.of("B", Ack, sent=True) == []
+    assert duo.a.status()["inflight"] == duo.b.status()["inflight"] == 0
+    assert duo.a.counts.kinds_out["cs"] == duo.a.stats.kinds_in["cs"] == 1
+    duo.run(10_000)  # and nothing is resent: each knows the other holds it
+    assert duo.a.stats.cs_resent == duo.b.stats.cs_resent == 0
+
+
 def test_anti_entropy_heals_a_lost_have():
     cfg = Config(anti_entropy_ms=30_000, dead_after_ms=10 ** 9)
     duo = Duo([(SPACE, E1)], config=cfg, start=False)
