@@ -91,6 +91,48 @@ async def test_own_write_swallowed_once(watched) -> None:
     assert (ev.kind, ev.sha256) == ("changed", digest)
 
 
+async def test_a_noted_own_write_is_matched_by_its_signature_not_hashed(
+        watched, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer's note (hash and the signature it stat-ed) spares the watcher reading and
+    hashing the daemon's own write (issue 15: 5-15 MB); once, and only for that version."""
+    import mocksync.agent.watcher as watcher_mod
+    from mocksync.agent.writer import replace_file
+
+    folder, w = watched
+    target = folder / "a.json"
+    hashed: list[int] = []
+    real_hash = watcher_mod._hash_file
+
+    def counted(fd: int) -> str:
+        hashed.append(fd)
+        return real_hash(fd)
+
+    monkeypatch.setattr(watcher_mod, "_hash_file", counted)
+    data = b'{"a": "from a peer"}'
+    sha = content_hash(data)
+    w.expect_write(target, sha)
+    written = replace_file(target, data, sha256=sha)
+    w.note_written(target, sha, written.sig)
+    assert await collect(w) == []  # swallowed, as an expected write is
+    assert w.last_hash(target) == sha and hashed == []  # ... without hashing the file
+    # An editor's save after it is hashed and reported (the note was used up).
+    editor_save(target, b'{"a": "user"}')
+    [ev] = await expect(w)
+    assert (ev.kind, ev.sha256) == ("changed", content_hash(b'{"a": "user"}')) and hashed
+
+
+async def test_a_note_for_another_version_is_not_taken(watched) -> None:
+    """A note whose signature is not the file's (an editor's save replaced the write before
+    the probe) names nothing: the file is hashed and the save reported."""
+    folder, w = watched
+    target = folder / "a.json"
+    st = os.stat(target)
+    w.note_written(target, content_hash(b"not what is there"), (st.st_ino, st.st_mtime_ns, 999))
+    editor_save(target, b'{"a": "editor"}')
+    [ev] = await expect(w)
+    assert (ev.kind, ev.sha256) == ("changed", content_hash(b'{"a": "editor"}'))
+
+
 async def test_own_new_file_and_own_delete_swallowed(watched) -> None:
     folder, w = watched
     data = b'{"new": true}'

@@ -246,6 +246,8 @@ class EnvWrites:
         # The written version's identity from the temp file itself: a stat after the rename
         # could already see an editor's next save and take it for ours.
         rt.file_sig = written.sig
+        if self.agent.watcher is not None:  # its probe of this version then hashes nothing
+            self.agent.watcher.note_written(rt.path, sha, written.sig)
         self.known[rt.uuid] = (data, sha, text)
         self.agent.edits.note_written(rt.path, data)  # the next save parses from it (issue 15)
         self.agent.history.record_write(rt.path, sha, doc)

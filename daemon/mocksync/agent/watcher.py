@@ -57,6 +57,9 @@ DEFAULT_DEBOUNCE_MS = 50
 EXPECT_TTL_S = 30.0
 #: At most this many pending own-write expectations per file (oldest dropped first).
 MAX_EXPECTED_PER_FILE = 16
+#: A written version's note (`note_written`) names its hash for this many seconds: the probe
+#: that follows the write comes within milliseconds; the note must not outlive it by much.
+WRITTEN_NOTE_TTL_S = 5.0
 #: At most this many extra files (outside the folder) can be watched.
 MAX_EXTRA_FILES = 256
 #: Events waiting for the consumer; when full the watcher waits (the OS keeps buffering).
@@ -184,6 +187,8 @@ class FolderWatcher:
         self._known: dict[Path, FileState] = {}
         self._expected_writes: dict[Path, list[tuple[str, float]]] = {}
         self._expected_deletes: dict[Path, float] = {}
+        #: Per file, the daemon's last write as it landed: (signature, sha256, deadline).
+        self._written: dict[Path, tuple[tuple[int, int, int], str, float]] = {}
         self._queue: asyncio.Queue[Any] = asyncio.Queue(EVENT_QUEUE_MAX)
         self._flag: _StopFlag | None = None
         self._stopping = False
@@ -201,6 +206,31 @@ class FolderWatcher:
         pending = [(h, t) for h, t in self._expected_writes.get(key, []) if t > now]
         pending.append((sha256, now + EXPECT_TTL_S))
         self._expected_writes[key] = pending[-MAX_EXPECTED_PER_FILE:]
+
+    def note_written(self, path: str | os.PathLike[str], sha256: str,
+                     sig: tuple[int, int, int]) -> None:
+        """The daemon's write of `sha256` landed at `path` as the version `sig` (inode,
+        mtime_ns, size: the writer's stat of its own temp file). The next probe that finds
+        exactly that version takes its hash from here instead of reading and hashing the
+        file again (5-15 MB for a big environment, issue 15); once, and for at most
+        `WRITTEN_NOTE_TTL_S`. (An editor rewriting the file in place, to the same size,
+        within the same timestamp tick and before the probe would be taken for the write:
+        the same doubt `writer.replace_verdict` has, in a window of milliseconds.)"""
+        self._written[_norm(path)] = (sig, sha256, time.monotonic() + WRITTEN_NOTE_TTL_S)
+
+    def _written_hash(self, path: Path, st: os.stat_result) -> str | None:
+        """The hash `note_written` gave for the version `st` of `path`, if it is that one."""
+        note = self._written.get(path)
+        if note is None:
+            return None
+        sig, sha, deadline = note
+        if deadline < time.monotonic():
+            self._written.pop(path, None)
+            return None
+        if sig != (st.st_ino, st.st_mtime_ns, st.st_size):
+            return None
+        self._written.pop(path, None)
+        return sha
 
     def withdraw_write(self, path: str | os.PathLike[str], sha256: str) -> None:
         """The write announced by `expect_write` did not happen (compare-before-replace found
@@ -302,7 +332,8 @@ class FolderWatcher:
                 if opened is None:
                     return None
                 fd, st = opened
-                return FileState(_hash_file(fd), st.st_ino, st.st_mtime_ns, st.st_size)
+                sha = self._written_hash(path, st) or _hash_file(fd)
+                return FileState(sha, st.st_ino, st.st_mtime_ns, st.st_size)
         except SkippedFile as exc:
             # Reported (without a hash) so the daemon names it in `status` at once.
             try:

@@ -25,7 +25,8 @@ How change sets move (the part worth knowing before reading the code):
   known vector already covers it).
 - Flow control: at most `max_inflight_messages` / `max_inflight_bytes` of change sets are
   unacknowledged at once; `ack` (receipt plus the receiver's vector) frees credit, `nack`
-  reports a refusal (shown in `status`). Unacknowledged sets are resent after
+  reports a refusal (shown in `status`). A duplicate whose copy from us already left for the
+  peer (the copies crossed) is not acknowledged: that copy tells the peer we hold it. Unacknowledged sets are resent after
   `resend_after_ms` (doubling, `max_send_attempts` times); unanswered wants expire in the book
   and are asked again, possibly of another peer; every `anti_entropy_ms` both sides re-send
   `have`, so any gap heals after loss.
