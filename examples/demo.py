@@ -128,7 +128,8 @@ class Demo:
         self.say("2. two devices: laptop-a and laptop-b")
         for dev in self.homes:
             self.folders[dev].mkdir(parents=True)
-            out = self.run(dev, "init", "--name", dev)
+            member = "Ann" if dev == "laptop-a" else "Ben"  # two teammates: names differ
+            out = self.run(dev, "init", "--name", dev, "--member", member)
             self.say("   " + out.strip().splitlines()[0] + f"  ({dev})")
         self.run("laptop-a", "space", "create", "team", "--relay", self.relay_url)
         self.daemon("laptop-a")

@@ -24,7 +24,7 @@ pids+=($!)
 sleep 1
 
 echo "== Alice's laptop: keys, a team space on the relay, the daemon"
-"$MS" "${A[@]}" init --name alice-laptop
+"$MS" "${A[@]}" init --name alice-laptop --member Alice
 "$MS" "${A[@]}" space create team --relay "$RELAY"
 mkdir -p "$W/alice-envs" "$W/bob-envs"
 "$MS" "${A[@]}" daemon --folder "$W/alice-envs" --relay "$RELAY" --no-mdns 2>"$W/alice.log" &
@@ -35,7 +35,7 @@ sleep 1
 TOKEN=$("$MS" "${A[@]}" invite team --expires 1h | tail -n 1)
 
 echo "== Bob's laptop: keys, the daemon, then join with the token"
-"$MS" "${B[@]}" init --name bob-laptop
+"$MS" "${B[@]}" init --name bob-laptop --member Bob
 "$MS" "${B[@]}" daemon --folder "$W/bob-envs" --relay "$RELAY" --no-mdns 2>"$W/bob.log" &
 pids+=($!)
 sleep 1
