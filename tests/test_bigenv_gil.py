@@ -125,3 +125,21 @@ def test_ops_encoded_in_slices_are_the_canonical_bytes(ops: list[Any], per: int)
 def test_every_array_head_width_is_canonical(n: int) -> None:
     ops = [["s", "u", i % 7] for i in range(n)]
     assert csmod.encode_ops(ops) == canonical.encode(ops)
+
+
+# ---------------------------------------------------------------------------- sliced join
+
+
+@pytest.mark.parametrize("per", [1, 2, 3, 1 << 15])
+def test_a_render_joined_in_slices_is_the_same_text(per: int, monkeypatch: pytest.MonkeyPatch,
+                                                    ) -> None:
+    from mocksync.devtools.envgen import generate_env
+    from mocksync.model import jsfmt
+
+    doc = generate_env(20_000, seed=3)
+    want = jsfmt.dumps(doc)
+    monkeypatch.setattr(jsfmt, "JOIN_PARTS", per)
+    assert jsfmt.dumps(doc) == want
+    for n in range(0, 8):
+        parts = [chr(0x61 + i) * (i % 3) + "\u00e9" * (i % 2) for i in range(n)]
+        assert jsfmt._join(parts) == "".join(parts)

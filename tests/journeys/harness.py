@@ -151,12 +151,15 @@ class Result:
 
 def run_cli(home: Path | None, *args: str, check: bool = True,
             timeout: float = CLI_TIMEOUT_S, clock_shift_s: float = 0,
-            columns: int = CLI_COLUMNS) -> Result:
+            columns: int = CLI_COLUMNS, login: str | None = None) -> Result:
     """Run the real `mocksync` executable (`--home HOME` when given). `clock_shift_s`: the
     command's wall clock runs that much ahead (clock/sitecustomize.py), e.g. to use an invite
-    after it expired. `columns`: the terminal width the command lays its tables out for."""
+    after it expired. `columns`: the terminal width the command lays its tables out for.
+    `login`: the user's login name (LOGNAME/USER), as on that person's own machine."""
     cmd = [*mocksync_command(), *(["--home", str(home)] if home is not None else []), *args]
     env = {**os.environ, "COLUMNS": str(columns)}
+    if login is not None:
+        env["LOGNAME"] = env["USER"] = login
     if clock_shift_s:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(CLOCK_DIR), env.get("PYTHONPATH", "")) if p)
@@ -279,8 +282,10 @@ class Device(Child):
         """`mocksync --home HOME ARGS...`; with check, a non-zero exit fails the test.
         `clock_shift_s`: this command runs with its wall clock that far ahead; `columns`:
         the terminal's width."""
+        # Each teammate works under their own login name (`init` defaults a member's name
+        # to it); all of them share this machine's login otherwise.
         return run_cli(self.home, *args, check=check, timeout=timeout,
-                       clock_shift_s=clock_shift_s, columns=columns)
+                       clock_shift_s=clock_shift_s, columns=columns, login=self.member)
 
     def status(self) -> dict[str, Any]:
         """`status --json` (fails if the daemon does not answer)."""
