@@ -15,6 +15,7 @@ import asyncio
 import errno
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -28,8 +29,10 @@ from mocksync.devtools.pairing import pair
 from mocksync.errors import ValidationError
 from mocksync.net.errors import RelayUnavailable
 from mocksync.net.relay_client import unreachable_reason
+from mocksync.net.relay_gate import decode_relay_frame
 from mocksync.relay.envelope import Envelope
 from mocksync.relay.policy import check_put, counted_env
+from mocksync.relay.protocol import CODECS, RELAY, Limits, PlanInfo, Welcome
 from mocksync.relay.storage import SQLiteStorage
 from mocksync.space.keys import new_content_key, seal_payload
 from mocksync.space.quotas import PLANS, Plan, get_plan, plan_from_relay
@@ -45,20 +48,31 @@ URL = "http://127.0.0.1:8765"
 # ------------------------------------------------------------------------------ pure
 
 
+def _info(plan: Any = "team", envs: Any = 2, max_bytes: Any = 20_000, devs: Any = 2) -> PlanInfo:
+    return PlanInfo(model=1, plan=plan, envs=envs, max_bytes=max_bytes, devs=devs)
+
+
 def test_plan_from_relay_takes_the_relays_numbers() -> None:
-    plan = plan_from_relay({"m": 1, "plan": "team", "envs": 2, "bytes": 20_000, "devs": 2})
+    """Issue 14: the typed `welcome` entry reaches the plan, no short-key map in between."""
+    plan = plan_from_relay(_info())
     assert plan == Plan("team", 2, 20_000, 2)
     # A plan this daemon does not know by name is still held to its numbers.
-    assert plan_from_relay({"plan": "custom", "envs": 7, "bytes": 1000, "devs": 3}).name == "custom"
+    assert plan_from_relay(_info("custom", 7, 1000, 3)) == Plan("custom", 7, 1000, 3)
+    welcome = Welcome(ok={"ab" * 16: _info()}, no={}, limits=Limits(frame=1, items=1, rate=1))
+    decoded = decode_relay_frame(CODECS[RELAY].encode(welcome))  # as the relay client reads it
+    assert isinstance(decoded, Welcome)
+    assert plan_from_relay(decoded.ok["ab" * 16]) == Plan("team", 2, 20_000, 2)
 
 
 @pytest.mark.parametrize("info", [
-    {"plan": "team", "envs": 0, "bytes": 20_000, "devs": 2},
-    {"plan": "team", "envs": 2, "bytes": -1, "devs": 2},
-    {"plan": "team", "envs": 2, "bytes": "20000", "devs": 2},
-    {"plan": "team", "envs": 2, "bytes": 20_000},
-    {"plan": "", "envs": 2, "bytes": 20_000, "devs": 2},
-    {"plan": "x" * 33, "envs": 2, "bytes": 20_000, "devs": 2},
+    _info(envs=0),
+    _info(max_bytes=-1),
+    _info(max_bytes="20000"),
+    _info(devs=None),
+    _info(plan=""),
+    _info(plan="x" * 33),
+    SimpleNamespace(plan="team", envs=2, max_bytes=20_000),  # devs missing
+    {"plan": "team", "envs": 2, "bytes": 20_000, "devs": 2},  # the old short-key map
     ["team", 2, 20_000, 2],
 ])
 def test_plan_from_relay_refuses_numbers_it_cannot_hold_to(info: Any) -> None:

@@ -461,6 +461,56 @@ def test_one_side_of_a_pair_keeps_the_heartbeat():
     assert len(duo.of("A", Ping)) == 2  # B's round trip refreshed once, still no heartbeat
 
 
+def _edits(duo: Duo, side: str, ms: int, every: int = 500) -> None:
+    """`side` commits an edit every `every` ms for `ms`, frames flowing (a live edit session)."""
+    end = duo.now + ms
+    while duo.now < end:
+        duo.commit(side, E1)
+        duo.flow()
+        duo.tick(every)
+        duo.flow()
+
+
+@pytest.mark.parametrize("editor", ["A", "B"])
+def test_no_heartbeat_while_traffic_flows(editor):
+    """Issue 16: while the peer's frames keep arriving (change sets one way, acks the other)
+    neither side pings, except to refresh its round trip every RTT_REFRESH_MS."""
+    from mocksync.sync.session import RTT_REFRESH_MS
+
+    duo = Duo([(SPACE, E1)])
+    duo.flow()
+    interval = Config().ping_interval_ms
+    duo.run(interval * 2, step=interval // 4)  # idle: A pings on the clock, B learns its rtt
+    pings_a, pings_b = len(duo.of("B", Ping)), len(duo.of("A", Ping))
+    assert pings_a >= 1 and pings_b == 1 and duo.a.rtt_ms is not None
+    _edits(duo, editor, RTT_REFRESH_MS - interval * 3)
+    assert len(duo.of("B", Ping)) == pings_a  # ~13 pings before the change
+    assert len(duo.of("A", Ping)) == pings_b
+    assert len(duo.of("A", Cs if editor == "B" else Ack)) >= 40  # traffic did flow
+    _edits(duo, editor, interval * 5)  # the round trips grew RTT_REFRESH_MS old: refreshed
+    assert len(duo.of("B", Ping)) == pings_a + 1 and len(duo.of("A", Pong)) == pings_a + 1
+    assert len(duo.of("A", Ping)) == pings_b + 1 and len(duo.of("B", Pong)) == pings_b + 1
+    assert not duo.a.closed and not duo.b.closed
+    duo.run(interval * 3, step=interval // 4)  # the edits stop: A's heartbeat is back
+    assert len(duo.of("B", Ping)) >= pings_a + 2
+
+
+def test_a_peer_that_dies_mid_traffic_is_still_detected():
+    duo = Duo([(SPACE, E1)])
+    duo.flow()
+    interval = Config().ping_interval_ms
+    duo.run(interval * 2, step=interval // 4)
+    _edits(duo, "B", interval * 4)
+    before = len(duo.of("A", Ping, sent=True))
+    for _ in range(4):  # B's frames are lost from now on: A must ping again within interval
+        duo.tick(interval // 2)
+        duo.flow(drop=lambda side, msg: side == "A")
+    assert len(duo.of("A", Ping, sent=True)) > before
+    assert not duo.a.closed
+    duo.tick(Config().dead_after_ms - interval * 2)
+    assert duo.a.dead and "went silent" in (duo.a.closed_reason or "")
+
+
 def test_the_quiet_side_pings_when_the_pinging_side_goes_silent():
     duo = Duo([(SPACE, E1)])
     duo.flow()

@@ -72,6 +72,7 @@ from ..relay.protocol import (
     Nack,
     Ok,
     Ping,
+    PlanInfo,
     Pong,
     Presence,
     Put,
@@ -85,7 +86,6 @@ from ..relay.protocol import (
     Welcome,
     Who,
     from_map,
-    to_legacy,
 )
 from .errors import RelayError, RelayRefused, RelayUnavailable, sentence
 from .relay_gate import decode_relay_frame
@@ -208,9 +208,10 @@ class RelayPins:
 class RelayEvents:
     """What a client tells its owner. Override what you need; defaults do nothing."""
 
-    async def on_session(self, client: RelayClient, welcome: dict[str, Any]) -> None:
+    async def on_session(self, client: RelayClient, welcome: Welcome) -> None:
         """Connected and admitted (runs as its own task; cancelled when the connection ends).
-        `welcome` is the relay's `welcome` as a map with its short keys."""
+        `welcome` is the relay's typed `welcome` (`welcome.ok`: the plan of each admitted
+        space)."""
 
     def on_envelopes(self, space: str, tag: str, items: Sequence[Envelope]) -> None:
         """Live push: envelopes another device just put."""
@@ -270,7 +271,7 @@ class RelayClient:
         self.state = OFFLINE
         self.reason: str | None = "not started"
         self.code: str | None = None
-        self.accepted: dict[str, dict[str, Any]] = {}
+        self.accepted: dict[str, PlanInfo] = {}  # admitted space -> the plan the relay enforces
         self.space_refusals: dict[str, tuple[str, str]] = {}
         self.uploaded: dict[str, set[bytes]] = {}
         self.presence: dict[str, dict[str, tuple[str | None, str | None]]] = {}
@@ -505,7 +506,7 @@ class RelayClient:
                 raise RelayRefused(welcome.code, welcome.reason)
             if not isinstance(welcome, Welcome):
                 raise RelayProtocolError(f"expected welcome, got {welcome.KIND}")
-            self.accepted = {s: to_legacy(info) for s, info in welcome.ok.items()}
+            self.accepted = dict(welcome.ok)
             # Trust on first use, per (space, address): this address's key for the space now.
             self.pins.admitted(sorted(self.accepted), self.url, challenge.key)
             self.space_refusals = dict(welcome.no)
@@ -522,7 +523,7 @@ class RelayClient:
             for space, (tag, entity) in self.my_presence.items():
                 if space in self.accepted:
                     await self._send(Presence(space, tag, entity))
-            self._session_task = asyncio.create_task(self._run_session(to_legacy(welcome)))
+            self._session_task = asyncio.create_task(self._run_session(welcome))
             await self._read_loop(ws)
         finally:
             self._ws = None
@@ -555,7 +556,7 @@ class RelayClient:
             raise RelayRefused("relay_key_changed", pin_refusal(pins, names, key, self.url)
                                or "wrong relay")
 
-    async def _run_session(self, welcome: dict[str, Any]) -> None:
+    async def _run_session(self, welcome: Welcome) -> None:
         try:
             t0 = time.perf_counter()
             await self._request(Ping(1), reply_kind="pong", keyed=False)

@@ -33,7 +33,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .. import MODEL_VERSION, PROTOCOL_VERSION
@@ -52,7 +52,7 @@ from ..relay.envelope import (
     seal_envelope,
 )
 from ..relay.policy import PERSISTENT_CODES
-from ..relay.protocol import MAX_BATCH_ITEMS, split_batches
+from ..relay.protocol import MAX_BATCH_ITEMS, PlanInfo, Welcome, split_batches
 from ..store import PENDING
 from ..sync.offline import is_unsent
 from ..sync.progress import SyncProgress, missing_count
@@ -606,11 +606,11 @@ class RelayTransport(RelayEvents):
             self._agent.publish(Relay(state=client.state, reason=client.reason))
 
     # ---------------------------------------------------------------- catch-up
-    async def on_session(self, client: RelayClient, welcome: dict[str, Any]) -> None:
-        self._learn_plans(welcome.get("ok", {}))
+    async def on_session(self, client: RelayClient, welcome: Welcome) -> None:
+        self._learn_plans(welcome.ok)
         await self._catch_up_all(client, reconnect=True)
 
-    def _learn_plans(self, admitted: dict[str, Any]) -> None:
+    def _learn_plans(self, admitted: Mapping[str, PlanInfo]) -> None:
         """Keep the limits the relay enforces on each admitted space, so that `share` and
         every save are judged by the relay's numbers (not a default plan the relay does not
         run) and a refusal is said at once instead of after an upload."""

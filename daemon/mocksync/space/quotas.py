@@ -11,9 +11,9 @@ measures; 1 MB = 1,000,000 bytes, as the plans are stated in decimal megabytes).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 from ..errors import ValidationError
 from ..units import MB, human_bytes
@@ -76,21 +76,37 @@ class Decision:
 OK = Decision(True)
 
 
-def plan_from_relay(info: Mapping[str, Any]) -> Plan:
-    """The plan a relay enforces on one space, from its `welcome` (`{plan, envs, bytes, devs}`).
+class RelayPlan(Protocol):
+    """What a relay's `welcome` says of the plan it enforces on one space. The relay's typed
+    `PlanInfo` has this shape; it is named here structurally because `space` sits below the
+    relay layer and may not import its types (issue 14: short wire keys stay in the codec)."""
+
+    @property
+    def plan(self) -> str: ...
+    @property
+    def envs(self) -> int: ...
+    @property
+    def max_bytes(self) -> int: ...
+    @property
+    def devs(self) -> int: ...
+
+
+def plan_from_relay(info: RelayPlan) -> Plan:
+    """The plan a relay enforces on one space, from its `welcome` (the typed `PlanInfo`).
 
     Why the daemon takes the relay's word: the relay is what refuses, and it may run a named
     plan with overridden limits (`--max-envs`, `--max-env-bytes`); checking a save against a
     default plan instead lets a too-big environment read `synced` while the relay refuses it.
     Raises ValidationError (and the caller keeps the plan it had) when the numbers are not a
     plan this daemon can hold to."""
-    if not isinstance(info, Mapping):
-        raise ValidationError(f"the relay's plan is not a mapping: {info!r}")
-    name = info.get("plan")
+    name = getattr(info, "plan", None)
     if not isinstance(name, str) or not 1 <= len(name) <= MAX_PLAN_NAME_CHARS:
         raise ValidationError(f"the relay's plan name must be 1..{MAX_PLAN_NAME_CHARS} characters")
-    return Plan(name, info.get("envs"), info.get("bytes"),  # type: ignore[arg-type]
-                info.get("devs"))  # type: ignore[arg-type]
+    try:
+        envs, max_bytes, devs = info.envs, info.max_bytes, info.devs
+    except AttributeError as exc:
+        raise ValidationError(f"the relay's plan for a space is incomplete: {exc}") from None
+    return Plan(name, envs, max_bytes, devs)  # Plan checks each number
 
 
 def _count(value: int, label: str) -> int:
@@ -151,6 +167,7 @@ __all__ = [
     "MB",
     "PLANS",
     "Plan",
+    "RelayPlan",
     "check_device_online",
     "check_env_size",
     "check_share",

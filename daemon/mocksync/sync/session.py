@@ -41,7 +41,11 @@ How change sets move (the part worth knowing before reading the code):
   has heard nothing for FOLLOWER_SILENCE_PCT of the interval, or to refresh its round trip
   every RTT_REFRESH_MS: every frame received proves the peer alive, and each data-channel
   message costs both daemons DTLS, SCTP and an acknowledgement, so two heartbeats per pair
-  were half wasted (issue 16: idle CPU grows with the links).
+  were half wasted (issue 16: idle CPU grows with the links). For the same reason the pinging
+  side skips its ping while other frames from the peer keep arriving (a pong does not count:
+  it only answers our ping), again bounded by RTT_REFRESH_MS; during edits heartbeats were
+  the most frequent message kind. Dead-peer detection is unchanged: whichever side hears
+  nothing pings, and silence for `dead_after_ms` ends the session.
 - Framing: messages are split into data-channel-sized frames (`mocksync.changes.chunks`), so
   `Send.data` can go straight onto a WebRTC data channel.
 
@@ -150,7 +154,8 @@ MAX_EARLY_BYTES = 1024 * 1024
 #: percentage of `ping_interval_ms` (later than the other side's ping is due, so the pair
 #: settles on one pinger)...
 FOLLOWER_SILENCE_PCT = 150
-#: ...or when its last round-trip sample is this old (so `status` still shows its rtt).
+#: ...or when its last round-trip sample is this old (so `status` still shows its rtt). The
+#: pinging side, while the peer's traffic proves it alive, also pings only this often.
 RTT_REFRESH_MS = 30_000
 #: Pings remembered for matching pongs.
 MAX_PINGS_OUTSTANDING = 8
@@ -369,6 +374,7 @@ class Session:
         self._msg_id = 0
         self._partials: dict[int, int] = {}
         self._last_recv = 0
+        self._last_traffic = 0  # last frame from the peer that was not a pong
         self._hello_bytes: bytes | None = None
         self._hello_sent_at = 0
         self._peer_confirmed = False
@@ -430,8 +436,12 @@ class Session:
         self._last_recv = now_ms
         try:
             payload = self._feed(data, now_ms)
-            if payload is not None:
+            if payload is None:
+                self._last_traffic = now_ms  # one frame of a larger message: never a pong
+            else:
                 msg = decode_message(payload)
+                if not isinstance(msg, Pong):
+                    self._last_traffic = now_ms
                 self._count_in(msg.KIND)
                 self._on_message(msg, len(payload), now_ms)
         except (ProtocolError, ChunkError) as exc:
@@ -1063,15 +1073,19 @@ class Session:
 
     def _ping_due(self) -> int:
         """When the next heartbeat ping is due: on the clock for the pinging side of the pair
-        (and before the peer's hello names it); for the other side only after a silence, or
-        when its round-trip sample is old."""
+        (and before the peer's hello names it), but not while the peer's own traffic proves
+        it alive; for the other side only after a silence. Both ping anyway when their
+        round-trip sample is RTT_REFRESH_MS old, and before they have one."""
         interval = self.config.ping_interval_ms
         on_clock = self._last_ping + interval
         peer = self.peer_device
-        if peer is None or self.device < peer or self._last_pong_at is None:
+        if peer is None or self._last_pong_at is None:
             return on_clock
+        refresh = self._last_pong_at + RTT_REFRESH_MS
+        if self.device < peer:
+            return max(on_clock, min(self._last_traffic + interval, refresh))
         silence = self._last_recv + interval * FOLLOWER_SILENCE_PCT // 100
-        return max(on_clock, min(silence, self._last_pong_at + RTT_REFRESH_MS))
+        return max(on_clock, min(silence, refresh))
 
     def _ping(self, now: int) -> None:
         self._nonce = (self._nonce + 1) & MAX_NONCE
