@@ -45,6 +45,7 @@ tag that `decode()` would refuse.
 
 from __future__ import annotations
 
+import io
 import struct
 from typing import Any
 
@@ -65,6 +66,15 @@ MAX_ITEMS = 16 * 1024 * 1024
 #: Integers travel as CBOR major types 0/1: -2^64 .. 2^64-1 (no bignum tags).
 MIN_INT = -(1 << 64)
 MAX_INT = (1 << 64) - 1
+#: A document longer than this is not built by one cbor2 call: every array or map whose
+#: encoding is longer is built element by element, each element by its own call (or, if it is
+#: itself that long, the same way), so no single call holds the GIL for more than about this
+#: many bytes of containers (issue 15: one 15 MB op list in one call held it ~760 ms). 64 KiB
+#: is a few milliseconds of cbor2; strings and byte strings are one call whatever their size
+#: (a copy, not a build).
+SLICE_BYTES = 64 * 1024
+#: Most bytes cbor2 reads ahead per call when it builds the elements of a sliced container.
+_READ_SIZE = 4096
 
 #: Simple values the format uses: false, true, null (undefined and the rest are refused).
 _SIMPLE_OK = frozenset((20, 21, 22))
@@ -121,13 +131,16 @@ def _shortest_float(info: int, raw: bytes) -> bool:
 
 
 def scan(data: bytes, *, what: str = "document", max_items: int = MAX_ITEMS,
-         max_depth: int = MAX_DEPTH) -> int:
+         max_depth: int = MAX_DEPTH, spans: dict[int, int] | None = None,
+         span_bytes: int = SLICE_BYTES) -> int:
     """Check that `data` is exactly one item of canonical CBOR, without building it; the item
     count.
 
     Proves the form `encode()` writes (see the module docstring for the list), so `decode()`
     needs no re-encode. Raises DecodeRefused (DecodeLimit for limits) naming the byte offset
-    of the problem."""
+    of the problem. With `spans`, also fills it with start offset -> end offset of every
+    non-empty array or map longer than `span_bytes` (what the sliced decode splits); on a
+    refusal its content means nothing."""
     n = len(data)
     i = 0
     items = 0
@@ -135,12 +148,16 @@ def scan(data: bytes, *, what: str = "document", max_items: int = MAX_ITEMS,
     in_map = False  # is the innermost open container a map?
     key_at = 0  # where the current key of that map starts
     prev_key: bytes | None = None  # that map's previous key, as encoded
-    stack: list[tuple[int, bool, int, bytes | None]] = []  # the enclosing containers' state
+    opened = 0  # where the innermost open container starts
+    # the enclosing containers' state
+    stack: list[tuple[int, bool, int, bytes | None, int]] = []
     while True:
         if remaining == 0:
             if not stack:
                 break
-            remaining, in_map, key_at, prev_key = stack.pop()
+            if spans is not None and i - opened > span_bytes:
+                spans[opened] = i
+            remaining, in_map, key_at, prev_key, opened = stack.pop()
             continue
         if i >= n:
             raise DecodeRefused(f"{what}: truncated (ends inside an item at byte {n})")
@@ -219,12 +236,13 @@ def scan(data: bytes, *, what: str = "document", max_items: int = MAX_ITEMS,
                 f"{what}: a {'list' if major == 4 else 'map'} at byte {at} declares {arg} "
                 f"entries but only {n - i} bytes remain")
         if count:
-            stack.append((remaining, in_map, key_at, prev_key))
+            stack.append((remaining, in_map, key_at, prev_key, opened))
             if len(stack) > max_depth:
                 raise DecodeLimit(f"{what}: nested deeper than {max_depth} levels (at byte {at})")
             remaining = count
             in_map = major == 5
             prev_key = None
+            opened = at
     if i != n:
         raise DecodeRefused(f"{what}: {n - i} trailing bytes after the item (not canonical)")
     return items
@@ -246,23 +264,101 @@ def decode(data: bytes, *, what: str = "document", max_bytes: int = MAX_DOCUMENT
 
     The size is checked before anything else, and `scan()` (which proves the canonical form
     and holds the item and depth caps) before any value is built; cbor2 then builds it with
-    its own strict options (no duplicate keys, valid UTF-8). Every refusal is a DecodeRefused
-    (a ChangeSetError)."""
+    its own strict options (no duplicate keys, valid UTF-8); past `SLICE_BYTES`, each long
+    array or map element by element (same value, see `_SlicedDecode`). Every refusal is a
+    DecodeRefused (a ChangeSetError)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise DecodeRefused(f"{what}: expected bytes, got {type(data).__name__}")
     limit = min(max_bytes, MAX_DOCUMENT_BYTES)
     if len(data) > limit:
         raise DecodeLimit(f"{what}: {len(data)} bytes is over the {limit} byte limit")
     data = bytes(data)
-    scan(data, what=what, max_items=max_items)
+    slice_bytes = SLICE_BYTES
+    spans: dict[int, int] | None = {} if len(data) > slice_bytes else None
+    scan(data, what=what, max_items=max_items, spans=spans, span_bytes=slice_bytes)
     try:
-        return cbor2.loads(data, tag_hook=_refuse_tag, semantic_decoders=_NO_TAGS,
-                           max_depth=MAX_DEPTH + 1, allow_indefinite=False,
-                           allow_duplicate_keys=False)
+        if not spans:
+            return cbor2.loads(data, tag_hook=_refuse_tag, semantic_decoders=_NO_TAGS,
+                               max_depth=MAX_DEPTH + 1, allow_indefinite=False,
+                               allow_duplicate_keys=False)
+        return _SlicedDecode(data, spans, what).item(0)  # the root is in `spans`
     except DecodeRefused:
         raise
     except Exception as exc:  # cbor2 raises several types for malformed input (bad UTF-8...)
         raise DecodeRefused(f"{what}: not valid CBOR ({exc.__class__.__name__}: {exc})") from None
+
+
+def _container_head(data: bytes, at: int) -> tuple[bool, int, int]:
+    """(is a map, entry count, offset after the head) of the array/map `scan()` accepted
+    at `at`."""
+    ib = data[at]
+    info = ib & 31
+    if info < 24:
+        return ib >> 5 == 5, info, at + 1
+    size = 1 << (info - 24)
+    return ib >> 5 == 5, int.from_bytes(data[at + 1:at + 1 + size], "big"), at + 1 + size
+
+
+class _SlicedDecode:
+    """The value of `data` (already accepted by `scan()`), built with one cbor2 call per
+    element of each container listed in `spans` and one call for every other item, so the GIL
+    is let go between calls. Gives what `cbor2.loads(data)` with the gate's options gives: the
+    same values and types, map keys in the same order, a map key that is an array or map as
+    the immutable value cbor2 makes of it, a key equal by value to one before it refused."""
+
+    def __init__(self, data: bytes, spans: dict[int, int], what: str) -> None:
+        self.data = data
+        self.spans = spans
+        self.what = what
+        self.fp = io.BytesIO(data)
+
+    def make_decoder(self, read_size: int) -> Any:
+        """A cbor2 decoder on the stream (its `decode()` leaves the stream just after the item
+        it read, whatever `read_size`, the bytes it buffers per call)."""
+        return cbor2.CBORDecoder(
+            self.fp, tag_hook=_refuse_tag, semantic_decoders=_NO_TAGS,
+            max_depth=MAX_DEPTH + 1, allow_indefinite=False, allow_duplicate_keys=False,
+            read_size=read_size)
+
+    def item(self, at: int, decoder: Any = None) -> Any:
+        """The item at `at`, where the stream stands (read by `decoder` unless it is a long
+        container); leaves the stream just after it."""
+        end = self.spans.get(at)
+        if end is None:
+            return decoder.decode()
+        is_map, count, i = _container_head(self.data, at)
+        fp, item = self.fp, self.item
+        fp.seek(i)
+        # cbor2 buffers `read_size` bytes per call: about one element's worth, so an array of
+        # tiny items does not copy 4 KiB per item and one of big items is not read bytewise
+        child = self.make_decoder(max(1, min(_READ_SIZE, (end - i) // count)))
+        out: Any
+        if not is_map:
+            out = [item(fp.tell(), child) for _ in range(count)]
+        else:
+            out = {}
+            for _ in range(count):
+                key = self.key(fp.tell(), child)
+                value = item(fp.tell(), child)
+                if key in out:
+                    raise DecodeRefused(f"{self.what}: map at byte {at} repeats a key by value "
+                                        "(not canonical)")
+                out[key] = value
+        if fp.tell() != end:  # scan() and cbor2 disagree on where the item ends: refuse
+            raise DecodeRefused(f"{self.what}: item at byte {at} did not end where it was "
+                                "scanned to")
+        return out
+
+    def key(self, at: int, decoder: Any) -> Any:
+        """The map key at `at`, where the stream stands: an array or map key is built inside a
+        one-entry map, as cbor2 builds keys (a tuple, a frozen dict), not as a value."""
+        key = decoder.decode()
+        if self.data[at] >> 5 in (4, 5):
+            key = next(iter(cbor2.loads(b"\xa1" + self.data[at:self.fp.tell()] + b"\xf6",
+                                        tag_hook=_refuse_tag, semantic_decoders=_NO_TAGS,
+                                        max_depth=MAX_DEPTH + 2, allow_indefinite=False,
+                                        allow_duplicate_keys=False)))
+        return key
 
 
 __all__ = [
@@ -271,6 +367,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_DOCUMENT_BYTES",
     "MAX_ITEMS",
+    "SLICE_BYTES",
     "decode",
     "encode",
     "scan",
