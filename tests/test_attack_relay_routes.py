@@ -17,7 +17,6 @@ What must hold:
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -30,32 +29,10 @@ from mocksync.space.errors import MembershipError
 from mocksync.space.identity import Identity
 from mocksync.space.relayroutes import MAX_ROUTES, address_key, plan_routes, route_of
 
+from helpers.fleet import FakeAgent, FakeDirectory, FakeSpace, FakeState
+
 OLD, NEW = "https://old.example:8765", "https://new.example:8765"
 T = 1_000
-
-
-@dataclass
-class FakeState:
-    relays: tuple[str, ...]
-
-
-@dataclass
-class FakeSpace:
-    space_id: str
-    state: FakeState
-
-
-@dataclass
-class FakeDirectory:
-    held: list[FakeSpace] = field(default_factory=list)
-
-    def spaces(self) -> list[FakeSpace]:
-        return list(self.held)
-
-
-@dataclass
-class FakeAgent:
-    spaces: FakeDirectory
 
 
 class HostileOldRelay:

@@ -5,7 +5,6 @@ that carries the routing out (with stand-in connections: no sockets)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,8 @@ from mocksync.spaceio.store import (
     relay_pins,
     set_relay_pin,
 )
+
+from helpers.fleet import FakeAgent, FakeDirectory, FakeSpace, FakeState
 
 X, Y, Z = "https://x.example:8765", "https://y.example:8765", "https://z.example:8765"
 K1, K2 = b"\x01" * 32, b"\x02" * 32
@@ -148,30 +149,6 @@ def test_a_broken_pin_entry_is_skipped_not_fatal(home: tuple[Home, str]) -> None
 
 
 # ---------------------------------------------------------------- the fleet
-
-
-@dataclass
-class FakeState:
-    relays: tuple[str, ...]
-
-
-@dataclass
-class FakeSpace:
-    space_id: str
-    state: FakeState
-
-
-@dataclass
-class FakeDirectory:
-    held: list[FakeSpace] = field(default_factory=list)
-
-    def spaces(self) -> list[FakeSpace]:
-        return list(self.held)
-
-
-@dataclass
-class FakeAgent:
-    spaces: FakeDirectory
 
 
 class FakeConnection:

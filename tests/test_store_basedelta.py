@@ -15,6 +15,7 @@ from mocksync.agent.writer import content_hash
 from mocksync.devtools.envgen import generate_env
 from mocksync.model import dumps
 from mocksync.model.envsize import SizeMemo, quick_compact_size
+from mocksync.model.reparse import COMPARE_CHUNK
 from mocksync.store import Store
 from mocksync.store import basedelta as bd
 
@@ -46,8 +47,9 @@ def test_delta_rebuilds_the_text(anchor: bytes, other: bytes, cut: int, insert: 
 
 
 def test_common_head_and_tail_cross_chunk_borders() -> None:
-    a = _text(3 * bd.COMPARE_CHUNK + 17, 1)
-    for at in (0, 1, bd.COMPARE_CHUNK - 1, bd.COMPARE_CHUNK, 2 * bd.COMPARE_CHUNK + 5, len(a) - 1):
+    chunk = COMPARE_CHUNK  # the store compares bytes with the reparser's slices
+    a = _text(3 * chunk + 17, 1)
+    for at in (0, 1, chunk - 1, chunk, 2 * chunk + 5, len(a) - 1):
         b = a[:at] + b"#" + a[at + 1:]
         assert bd.common_head(a, b) == at
         assert bd.common_tail(a, b, len(a) - at) == len(a) - at - 1

@@ -28,7 +28,7 @@ import bisect
 import json
 from dataclasses import dataclass, field
 from json.decoder import scanstring  # type: ignore[attr-defined]  # the C scanner, not in typeshed
-from typing import Any
+from typing import Any, AnyStr
 
 from ..errors import ValidationError
 from .flatten import MAX_ENTITIES, MAX_UUID_LENGTH, EntityView, _view
@@ -169,8 +169,9 @@ class EnvSpans:
 # ---------------------------------------------------------------------------- text compare
 
 
-def common_prefix(a: str, b: str) -> int:
-    """Length of the longest common prefix of `a` and `b` (C comparisons of slices)."""
+def common_prefix(a: AnyStr, b: AnyStr) -> int:
+    """Length of the longest common prefix of `a` and `b` (C comparisons of slices; text or
+    bytes: the store compares a base with its anchor the same way)."""
     n = min(len(a), len(b))
     i = 0
     while i < n:
@@ -188,7 +189,7 @@ def common_prefix(a: str, b: str) -> int:
     return n
 
 
-def common_suffix(a: str, b: str, limit: int) -> int:
+def common_suffix(a: AnyStr, b: AnyStr, limit: int) -> int:
     """Length of the longest common suffix of `a` and `b`, at most `limit`."""
     la, lb = len(a), len(b)
     i = 0

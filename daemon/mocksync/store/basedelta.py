@@ -20,6 +20,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from ..model.reparse import common_prefix, common_suffix
 from .errors import BaseDeltaError
 
 #: Bases this size or smaller are stored whole and raw (a delta would not save anything).
@@ -29,8 +30,6 @@ MIN_DELTA_TEXT = 4096
 MAX_DELTA_SHARE = 8
 #: The delta's changed bytes are stored whole when at most this many; above, compressed.
 COMPRESS_DELTA_OVER = 64 * 1024
-#: Bytes compared per slice when looking for the common start and end (C comparisons).
-COMPARE_CHUNK = 1 << 16
 #: Marks a stored base that is a delta (never the start of JSON text nor of zlib data).
 MAGIC = b"\x00mocksync-base-delta-1\x00"
 _HEADER = struct.Struct(">64sQQB")  # anchor sha256 (hex), head, tail, compressed flag
@@ -53,40 +52,12 @@ class Delta:
 
 def common_head(a: bytes, b: bytes) -> int:
     """Length of the longest common prefix of `a` and `b`."""
-    n = min(len(a), len(b))
-    i = 0
-    while i < n:
-        j = min(i + COMPARE_CHUNK, n)
-        if a[i:j] != b[i:j]:
-            lo, hi = i, j  # a[:lo] == b[:lo], a[:hi] != b[:hi]
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if a[lo:mid] == b[lo:mid]:
-                    lo = mid
-                else:
-                    hi = mid
-            return lo
-        i = j
-    return n
+    return common_prefix(a, b)
 
 
 def common_tail(a: bytes, b: bytes, limit: int) -> int:
     """Length of the longest common suffix of `a` and `b`, at most `limit`."""
-    la, lb = len(a), len(b)
-    i = 0
-    while i < limit:
-        j = min(i + COMPARE_CHUNK, limit)
-        if a[la - j:la - i] != b[lb - j:lb - i]:
-            lo, hi = i, j  # the last lo bytes are equal, the last hi are not
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if a[la - mid:la - lo] == b[lb - mid:lb - lo]:
-                    lo = mid
-                else:
-                    hi = mid
-            return lo
-        i = j
-    return limit
+    return common_suffix(a, b, limit)
 
 
 def make_delta(anchor: bytes, anchor_sha: str, text: bytes) -> Delta | None:
