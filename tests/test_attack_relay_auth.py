@@ -42,6 +42,7 @@ from mocksync.relay.server import RelayConfig, RelayServer
 from mocksync.spaceio.store import relay_pin, set_relay_pin
 
 from helpers.devices import logs_of
+from helpers.fakerelay import serve_ws
 from helpers.relaylab import Lab, raw_client, settle, team_of, until
 
 SPACE = "ab" * 16
@@ -134,13 +135,7 @@ class ForwardingRelay:
         self.url = ""
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/v1/ws", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        self.runner, self.url = await serve_ws(self.handle)
 
     async def stop(self) -> None:
         if self.runner is not None:

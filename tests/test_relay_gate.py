@@ -49,6 +49,7 @@ from mocksync.space.membership import MAX_LOG_ENTRIES
 from mocksync.spaceio.actions import create_space
 from mocksync.spaceio.store import get_space
 
+from helpers.fakerelay import serve_ws
 from helpers.relaylab import Lab, until
 
 SPACE = "ab" * 16
@@ -212,14 +213,7 @@ class HostileRelay:
         self.url = ""
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/v1/ws", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.runner, self.url = await serve_ws(self.handle)
 
     async def stop(self) -> None:
         if self.runner is not None:
