@@ -76,13 +76,47 @@ async def test_a_save_burst_is_one_batch(tmp_path: Path) -> None:
     """Events closer than step_ms apart are one batch: the file is looked at once."""
     (tmp_path / "e.json").write_bytes(b'{"v": 0}')
     async with FolderWatcher(tmp_path, step_ms=30, debounce_ms=300) as w:
-        for i in range(1, 6):  # an editor writing in pieces, then renaming
-            tmp = tmp_path / f".e.json.{i}"
-            tmp.write_bytes(b'{"v": %d}' % i)
-            os.replace(tmp, tmp_path / "e.json")
-            await asyncio.sleep(0.005)
+        with open(tmp_path / "e.json", "wb") as f:  # an editor writing in place, in pieces
+            for i in range(1, 6):
+                f.write(b'{"v": %d}' % i if i == 1 else b" ")
+                f.flush()
+                await asyncio.sleep(0.005)
         it = w.events()
         ev = await asyncio.wait_for(anext(it), WAIT_S)
         assert ev.kind == "changed" and ev.path.name == "e.json"
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(anext(it), 0.5)  # no second event for the same burst
+
+
+def test_a_rename_into_place_is_named_as_one(tmp_path: Path) -> None:
+    ino = Inotify.open()
+    assert ino is not None
+    try:
+        ino.add_dir(tmp_path)
+        (tmp_path / ".e.json.tmp").write_bytes(b"{}")
+        os.replace(tmp_path / ".e.json.tmp", tmp_path / "e.json")
+        got = ino.read_touched()
+        assert got.moved_in == {tmp_path / "e.json"}
+        os.replace(tmp_path / "e.json", tmp_path / "f.json")
+        with open(tmp_path / "f.json", "ab") as f:  # written after the rename: not whole
+            f.write(b" ")
+        got = ino.read_touched()
+        assert got.paths == {tmp_path / "e.json", tmp_path / "f.json"}
+        assert got.moved_in == set()
+    finally:
+        ino.close()
+
+
+async def test_an_atomic_save_is_looked_at_without_the_debounce(tmp_path: Path) -> None:
+    """An editor's temp-file-then-rename save is whole the moment the rename lands: it is
+    looked at at once (issue 15: a step less per save), not after `step_ms` of quiet. The
+    temp file's own events start no batch."""
+    (tmp_path / "e.json").write_bytes(b'{"v": 0}')
+    async with FolderWatcher(tmp_path, step_ms=3000, debounce_ms=3000) as w:
+        it = w.events()
+        tmp = tmp_path / ".e.json.1"
+        tmp.write_bytes(b'{"v": 1}')
+        await asyncio.sleep(0.2)  # the temp file's events alone: no batch waits on them
+        os.replace(tmp, tmp_path / "e.json")
+        ev = await asyncio.wait_for(anext(it), 1.5)  # (half the step: not debounced)
+        assert ev.kind == "changed" and ev.path.name == "e.json"

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -134,6 +135,9 @@ class FakeHost:
 
     def spawn_on_worker(self, fn: Any, *args: Any) -> bool:
         return False  # (no store worker: the caller runs it)
+
+    def store_turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()  # (no store worker: nothing to wait for)
 
 
 def test_the_fake_host_is_exactly_the_port() -> None:

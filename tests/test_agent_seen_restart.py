@@ -11,7 +11,7 @@ from pathlib import Path
 from mocksync.store import Store
 
 from envfactory import small_env
-from helpers.relaylab import Lab, on_disk, rendered, synced_team, until, write
+from helpers.relaylab import Lab, on_disk, rendered, synced_team, take, until, write
 
 
 def test_the_base_keeps_what_it_reflects(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ async def test_the_first_save_after_a_restart_is_concurrent_with_an_unseen_edit(
     adoc = on_disk(t.apath)
     adoc["port"] = 4000
     write(t.apath, adoc)
-    a.on_file(t.apath)
+    await take(a, t.apath)
     head = a.store.version_vector(t.env)[a.device]
     got = a.store.get(t.env, a.device, head)
     assert got is not None

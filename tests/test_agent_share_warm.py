@@ -5,8 +5,11 @@ environment took 1.4 s to reach the teammate, every later one ~70 ms)."""
 
 from __future__ import annotations
 
+from mocksync.agent.writer import content_hash
+from mocksync.devtools.pairing import pair
 from mocksync.model import dumps
 from mocksync.model.jsfmt import MOCKOON_LAYOUT
+from mocksync.model.spans import index_unwalked, indexed_text
 from mocksync.spaceio.actions import create_space
 
 from envfactory import small_env
@@ -29,3 +32,44 @@ async def test_sharing_builds_the_span_index_of_the_shared_file(lab: Lab) -> Non
         return parsed is not None and parsed.spans is not None
 
     await until(indexed, what="the shared file's span index, built without a save")
+
+
+async def test_the_shared_version_is_the_first_saves_base_without_a_whole_parse(lab: Lab) -> None:
+    """The editor holds the file as shared: its first save is diffed against that version,
+    with that version's entity views (before: the stored base was parsed and flattened whole
+    on the loop at that save, ~0.4 s of a 5 MB environment's first edit)."""
+    alice = lab.device("alice")
+    space = create_space(alice.home, alice.identity, "team").space_id
+    await lab.start_relay()
+    a, _ta = await lab.agent(alice)
+    doc = small_env()
+    path = (a.folder / "env.json").resolve()
+    path.write_text(dumps(doc, MOCKOON_LAYOUT), encoding="utf-8")
+    await until(lambda: path in a.local, what="alice's daemon to see the file")
+    a.share(str(path), space)
+    sha = content_hash(path.read_bytes())
+    assert a.history.find(path, sha) == doc
+    assert a.edits.views[path][0] == sha
+
+
+async def test_a_teammates_new_environment_is_walked_off_the_loop(lab: Lab) -> None:
+    """Bob's daemon writes Alice's new environment whole; the text's span index is walked on
+    the spare thread right after, so Bob's first remote edit patches at once."""
+    alice, bob = lab.device("alice"), lab.device("bob")
+    create_space(alice.home, alice.identity, "team")
+    space = pair(alice.home, bob.home, "team")
+    await lab.start_relay()
+    a, _ta = await lab.agent(alice)
+    b, _tb = await lab.agent(bob)
+    doc = small_env()
+    env = doc["uuid"]
+    apath = (a.folder / "env.json").resolve()
+    apath.write_text(dumps(doc, MOCKOON_LAYOUT), encoding="utf-8")
+    await until(lambda: apath in a.local, what="alice's daemon to see the file")
+    a.share(str(apath), space)
+    await until(lambda: b.envs.get(env) is not None and b.envs[env].path.exists(),
+                what="bob's copy of the env")
+    cache = b.store.state(env).text_cache.setdefault(MOCKOON_LAYOUT, {})
+    await until(lambda: indexed_text(cache) is not None and not index_unwalked(cache),
+                what="bob's text walked")
+    assert indexed_text(cache) == b.envs[env].path.read_text(encoding="utf-8")

@@ -20,7 +20,7 @@ from mocksync.model.jsfmt import MOCKOON_LAYOUT
 from mocksync.spaceio.actions import create_space
 
 from envfactory import small_env
-from helpers.relaylab import Lab, on_disk, rendered, until, write
+from helpers.relaylab import Lab, on_disk, rendered, take, until, write
 
 MOVED = "00000000-0000-4000-8000-000000000040"  # the last route at the top, moved by Bob
 DELETED = "00000000-0000-4000-8000-000000000030"  # a route Alice deletes
@@ -53,7 +53,7 @@ async def test_a_save_on_the_shared_version_keeps_a_teammates_move(lab: Lab) -> 
     moved["rootChildren"].remove(item)
     moved["rootChildren"].insert(0, item)
     write(bpath, moved)
-    b.on_file(bpath)
+    await take(b, bpath)
     await until(lambda: on_disk(apath)["rootChildren"][0]["uuid"] == MOVED,
                 what="bob's move written to alice's file")
 
@@ -61,7 +61,7 @@ async def test_a_save_on_the_shared_version_keeps_a_teammates_move(lab: Lab) -> 
     stale["routes"] = [r for r in stale["routes"] if r["uuid"] != DELETED]
     stale["rootChildren"] = [c for c in stale["rootChildren"] if c["uuid"] != DELETED]
     write(apath, stale)
-    a.on_file(apath)
+    await take(a, apath)
     head = a.store.version_vector(env)[a.device]
     mine = a.store.get(env, a.device, head)
     assert mine is not None

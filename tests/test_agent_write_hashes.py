@@ -36,6 +36,7 @@ async def test_each_remote_write_hashes_once_and_reads_back_nothing_to_hash(
         raise AssertionError("the writer hashed the file it was about to replace")
 
     monkeypatch.setattr(envwrites, "content_hash", counting)
+    monkeypatch.setattr(writer, "content_hash", counting)  # (`hash_beside`, beside the write)
     monkeypatch.setattr(writer, "_hash_if_same", no_file_hash)
     written: list[dict[str, Any]] = []
     two.b.listeners.append(lambda ev: ev.get("event") == "written" and written.append(ev))

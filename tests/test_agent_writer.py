@@ -122,3 +122,36 @@ def test_temp_name_is_one_the_watcher_ignores(tmp_path: Path, monkeypatch) -> No
     assert len(seen) == 1
     assert seen[0].startswith(".mocksync-") and seen[0].endswith(".tmp")
     assert is_ignored_name(seen[0])
+
+
+def test_a_big_write_is_hashed_beside_and_announced_before_it_lands(tmp_path: Path) -> None:
+    """`hash_beside` + `before_rename` (issue 15): the hash is made while the bytes are
+    written, and handed over while the old version is still in place (the watcher must
+    expect the write before it can see it)."""
+    target = tmp_path / "env.json"
+    target.write_bytes(b"old")
+    data = b"x" * (writer.HASH_BESIDE_BYTES + 17)
+    seen: list[tuple[str, bytes]] = []
+
+    def announce(sha: str) -> None:
+        seen.append((sha, target.read_bytes()))
+
+    got = writer.replace_file(target, data, sha256=writer.hash_beside(data),
+                              before_rename=announce)
+    assert got.sha256 == hashlib.sha256(data).hexdigest()
+    assert seen == [(got.sha256, b"old")]
+    assert target.read_bytes() == data
+
+
+def test_a_refusal_before_the_rename_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    target = tmp_path / "env.json"
+    target.write_bytes(b"old")
+    data = b"y" * (writer.HASH_BESIDE_BYTES + 1)
+
+    def refuse(_sha: str) -> None:
+        raise RuntimeError("not now")
+
+    with pytest.raises(RuntimeError, match="not now"):
+        writer.replace_file(target, data, sha256=writer.hash_beside(data), before_rename=refuse)
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["env.json"]  # no temp file left

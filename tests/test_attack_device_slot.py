@@ -29,7 +29,17 @@ from mocksync.spaceio.store import get_space
 
 from envfactory import small_env
 from helpers.devices import logs_of
-from helpers.relaylab import Lab, edits, raw_client, rendered, settle, share, team_of, until
+from helpers.relaylab import (
+    Lab,
+    edits,
+    raw_client,
+    rendered,
+    settle,
+    share,
+    take,
+    team_of,
+    until,
+)
 
 
 def test_slot_rule_is_pure() -> None:
@@ -113,7 +123,7 @@ async def test_relay_refuses_a_squat_and_the_victim_keeps_its_slot(lab: Lab, cap
     doc["name"] = "alice's edit"
     share_path = a.folder / "env.json"
     share_path.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-    a.on_file(share_path.resolve())
+    await take(a, share_path.resolve())
     await until(lambda: c.store.version_vector(env).get(aid, 0) == head + 1,
                 what="alice's genuine change set to reach carol")
     assert rendered(c, env)["name"] == "alice's edit"
@@ -140,7 +150,7 @@ async def test_without_the_rule_the_squat_blocks_the_victim(lab: Lab, monkeypatc
     doc["name"] = "alice's edit"
     p = a.folder / "env.json"
     p.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-    a.on_file(p.resolve())
+    await take(a, p.resolve())
     await until(lambda: a.store.version_vector(env)[aid] == head + 1, what="alice's commit")
     await ta.wait_synced(1)
     c, tc = t["c"], t["tc"]

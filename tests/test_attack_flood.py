@@ -50,6 +50,7 @@ from mocksync.sync import Deliver
 
 from helpers.fakeagent import FakeAgent
 from helpers.polling import wait_until
+from helpers.relaylab import take
 
 #: Bounds asserted: robust on the shared 2-core machine at a load average of ~10, where
 #: the worst figures seen were 350 ms (status) and 275 ms (lag) for the 2 MB sync, against
@@ -294,7 +295,7 @@ async def test_flood_over_the_relay_status_answers_nothing_lost(tmp_path: Path) 
                 for i in range(5):  # honest edits while the flood goes on
                     honest["routes"][0]["responses"][0]["label"] = f"honest {i}"
                     path.write_text(json.dumps(honest, indent=2), encoding="utf-8")
-                    a.on_file(path.resolve())
+                    await take(a, path.resolve())  # (as the watcher: in a store turn)
                     await asyncio.sleep(0.1)
                 want = {eve.device_id: FLOOD_SETS + 1}
                 await until(lambda: b.store.version_vector(flood_env) == want,

@@ -30,7 +30,7 @@ from mocksync.model.limits import MAX_VALUE_DEPTH, depth_over, value_problem
 from mocksync.model.ops import dec_value, enc_value
 
 from envfactory import small_env
-from helpers.relaylab import Lab, detached_trio, rendered
+from helpers.relaylab import Lab, detached_trio, rendered, take, until
 
 
 def nested(depth: int, leaf: Any = "x", dicts: bool = False) -> Any:
@@ -163,7 +163,7 @@ async def test_deep_value_refused_alike_and_status_says_so(trio: dict[str, Any],
     doc["name"] = "later save"
     p = a.envs[env].path
     p.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-    a.on_file(p.resolve())
+    await take(a, p.resolve())
     assert rendered(a, env)["name"] == "later save"
     assert t["agents"]["carol"].receive(space, a.store.wires_missing(
         env, t["agents"]["carol"].store.version_vector(env))[0]).status == "applied"
@@ -179,8 +179,14 @@ async def test_deep_value_in_a_local_file_is_invalid_not_sent(trio: dict[str, An
     doc["routes"][0]["documentation"] = nested(900)
     # The file bob's device keeps this environment in (the sharer's name, see model/sharedname).
     p = Path(next(e for e in b.status()["environments"] if e["uuid"] == env)["file"])
+    # Edited once bob's device wrote it (as a person would), each save taken in as the
+    # watcher does (`take`: in a store turn, never beside that write on the store worker).
+    rt, worker = b.envs[env], b.worker
+    assert worker is not None
+    await until(lambda: p.exists() and rt.write_handle is None and not worker.pending,
+                what="bob's device to write the environment's file")
     p.write_text(json.dumps(doc), encoding="utf-8")
-    b.on_file(p.resolve())
+    await take(b, p.resolve())
     entry = next(e for e in b.status()["environments"] if e["uuid"] == env)
     assert entry["state"] == "invalid", entry
     assert entry["reason"].startswith("routes[0]: ") and "documentation" in entry["reason"]
@@ -189,7 +195,7 @@ async def test_deep_value_in_a_local_file_is_invalid_not_sent(trio: dict[str, An
     # The file fixed: the edit syncs again.
     doc["routes"][0]["documentation"] = nested(MAX_VALUE_DEPTH)
     p.write_text(json.dumps(doc), encoding="utf-8")
-    b.on_file(p.resolve())
+    await take(b, p.resolve())
     assert next(e for e in b.status()["environments"] if e["uuid"] == env)["state"] == "synced"
     assert b.store.version_vector(env)[t["bob"].identity.device_id] == 1
 
@@ -203,7 +209,7 @@ async def test_sharing_a_file_with_a_too_deep_value_changes_nothing(trio: dict[s
     doc["routes"][1]["documentation"] = nested(MAX_VALUE_DEPTH + 1)
     p = b.folder / "deep.json"
     p.write_text(json.dumps(doc), encoding="utf-8")
-    b.on_file(p.resolve())
+    await take(b, p.resolve())
     with pytest.raises(ValidationError, match="routes\\[1\\]: .*levels deep"):
         b.share(str(p), t["space"])
     assert doc["uuid"] not in b.envs and not b.store.has_env(doc["uuid"])

@@ -41,7 +41,7 @@ from mocksync.sync.offline import (
 )
 
 from envfactory import small_env
-from helpers.relaylab import Lab, Team, on_disk, rendered, synced_team, until, write
+from helpers.relaylab import Lab, Team, on_disk, rendered, synced_team, take, until, write
 
 # ------------------------------------------------------------------------------ the decision
 
@@ -188,7 +188,7 @@ async def test_prompt_both_changed_holds_then_keep_local(lab: Lab) -> None:
     bdoc["latency"] = 300
     bbytes = write(t.bpath, bdoc)
     before = b.store.version_vector(t.env)[b.device]
-    b.on_file(t.bpath)
+    await take(b, t.bpath)
     assert b.store.version_vector(t.env)[b.device] == before + 1
     await asyncio.sleep(0.2)
     assert t.bpath.read_bytes() == bbytes
@@ -256,7 +256,7 @@ async def test_prompt_only_local_or_only_remote_is_not_held(lab: Lab) -> None:
     adoc = on_disk(t.apath)
     adoc["name"] = "remote only"
     write(t.apath, adoc)
-    a.on_file(t.apath)
+    await take(a, t.apath)
     tag = ta._tagger(t.space)(t.env)
     assert lab.relay is not None
     await until(lambda: lab.relay.storage.vv(t.space, tag) == a.store.version_vector(t.env),

@@ -57,7 +57,7 @@ from mocksync.spaceio.join import join_space
 from mocksync.spaceio.store import get_space
 
 from envfactory import small_env
-from helpers.relaylab import Lab, edits, rendered, share, team_of, until
+from helpers.relaylab import Lab, edits, rendered, share, take, team_of, until
 
 LOOP = ("127.0.0.1",)
 
@@ -295,7 +295,7 @@ async def test_two_instances_share_key_edits_presence_and_catch_up(cluster: Clus
     doc2["name"] = "Bob's while Alice was away"
     path = next(p for p in b.folder.iterdir() if p.suffix == ".json")
     path.write_text(json.dumps(doc2), encoding="utf-8")
-    b.on_file(path)
+    await take(b, path)
     want = b.store.version_vector(env)
     await until(lambda: want.get(bid, 0) > 0 and r1.db is not None, what="bob's edit")
     a2, ta2 = await cluster.on(alice, r1.url)

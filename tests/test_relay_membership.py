@@ -11,7 +11,7 @@ from mocksync.spaceio.actions import create_space, remove
 from mocksync.spaceio.store import get_space
 
 from envfactory import small_env
-from helpers.relaylab import Lab, share, until
+from helpers.relaylab import Lab, share, take, until
 
 
 def _connected(t) -> bool:
@@ -43,7 +43,7 @@ async def test_a_device_added_later_is_learned_from_the_relay(lab: Lab) -> None:
     import json
 
     p.write_text(json.dumps(edited, indent=2))
-    b.on_file(p)
+    await take(b, p)
     await until(lambda: "from bob" in c.envs[doc["uuid"]].path.read_text(),
                 what="bob's edit reaches carol")
     assert c.store.rejected() == []

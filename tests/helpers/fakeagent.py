@@ -60,6 +60,9 @@ class FakeSpaces:
             return Verdict(False, NOT_A_DEVICE, f"{device} is not a device of {space[:12]}")
         return Verdict(True, "", "", dev.sign_key)
 
+    def judge_all(self, space: str, slots: list[tuple[str, str, int]]) -> list[Verdict]:
+        return [self.judge(space, device, env, seq) for device, env, seq in slots]
+
     def tag(self, space: str, env: str) -> str:
         return ""
 

@@ -106,11 +106,23 @@ def team_of(lab: Lab) -> tuple[Device, Device, str]:
 
 
 def save(agent: Agent, doc: dict[str, Any], name: str = "env.json") -> Path:
-    """What an editor does: write the file; the agent takes the edit in."""
+    """What an editor does: write the file; the agent takes the edit in (directly: for
+    set-up, while the agent's store worker is idle; else `take`, in a store turn)."""
     p = (agent.folder / name).resolve()
     p.write_text(json.dumps(doc, indent=2), encoding="utf-8")
     agent.on_file(p)
     return p
+
+
+async def take(agent: Agent, path: Path) -> None:
+    """Take an editor's save in as the daemon's watcher does (`FolderEdits.watch_loop`): in
+    a store turn, so never beside a store-worker job. A direct `on_file` on the loop can run
+    while a job on the worker takes the same save in too (a write that met the save,
+    `EnvWrites.write_env`): both diff against the same base and commit the same ops twice
+    (the flaky `test_deep_value_in_a_local_file_is_invalid_not_sent`). Use this in tests
+    whose agent is started (worker and watcher live) and may have store work queued."""
+    async with agent.store_turn():
+        agent.on_file(path)
 
 
 def share(agent: Agent, doc: dict[str, Any], space: str, name: str = "env.json") -> Path:
@@ -129,7 +141,9 @@ async def edits(agent: Agent, doc: dict[str, Any], n: int, name: str = "env.json
                 pause: float = 0.0) -> dict[str, Any]:
     for i in range(n):
         doc["routes"][0]["responses"][0]["label"] = f"edit {i}"
-        save(agent, doc, name)
+        p = (agent.folder / name).resolve()
+        p.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+        await take(agent, p)
         if pause:
             await asyncio.sleep(pause)
     return doc
@@ -220,7 +234,7 @@ async def synced_team(lab: Lab, policy: str) -> Team:
     env = doc["uuid"]
     apath = (a.folder / "env.json").resolve()
     write(apath, doc)
-    a.on_file(apath)
+    await take(a, apath)
     a.share(str(apath), space)
     await until(lambda: b.envs.get(env) is not None and b.envs[env].path.exists(),
                 what="bob's copy of the env")
@@ -229,7 +243,7 @@ async def synced_team(lab: Lab, policy: str) -> Team:
     bdoc = on_disk(bpath)
     bdoc["latency"] = 100  # an online edit: relay and alice get it
     write(bpath, bdoc)
-    b.on_file(bpath)
+    await take(b, bpath)
     await until(lambda: rendered(a, env).get("latency") == 100, what="bob's online edit at alice")
     await until(lambda: on_disk(apath).get("latency") == 100, what="alice's file written")
     vv = b.store.version_vector(env)

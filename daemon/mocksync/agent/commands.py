@@ -79,7 +79,17 @@ class Commands:
         elif text_to_write(data, render(self.agent.store.state(rt.uuid)), parsed.layout) is not None:
             self.agent.schedule_write(rt)  # normalisation changed it: written once the editor can see
         else:
-            self.agent.store.set_base(rt.uuid, str(path), content_hash(data), data)
+            sha = content_hash(data)
+            seen = self.agent.store.version_vector(rt.uuid)  # the snapshot just committed
+            self.agent.store.set_base(rt.uuid, str(path), sha, data, seen=seen)
+            # The version shared is the one its editor has: the first save is parsed from it
+            # and diffed against it and its entity views, as every later save is (not the
+            # stored base parsed and flattened whole on the loop: issue 15), and stamped
+            # with what it reflects (a teammate's edit written meanwhile stays concurrent).
+            self.agent.history.note_loaded(path, sha, parsed.doc)
+            self.agent.seen_versions.put(rt.uuid, sha, seen)
+            self.agent.edits.parsed[path] = parsed
+            self.agent.edits.views[path] = (sha, parsed.views)
             # What a start does for each synced file, now, off the loop: else the first save
             # after sharing builds the span index and loads the log on the loop (1.4 s for a
             # 5 MB environment, issue 15).

@@ -18,11 +18,11 @@ from ..agentevents import WriteRaced, Written
 from ..errors import ValidationError
 from ..model import parse_env, render
 from ..model.jsfmt import MOCKOON_LAYOUT
-from ..model.spans import indexed_text, text_to_write
+from ..model.spans import index_unwalked, indexed_text, text_to_write, walk_index
 from .envfiles import HELD, INVALID, MISSING, SYNCED, EnvRuntime
 from .errors import FileChangedError, FileWriteError
 from .faults import WRITING
-from .writer import Expected, content_hash, replace_file
+from .writer import Expected, content_hash, hash_beside, replace_file
 
 if TYPE_CHECKING:
     from .daemon import Agent
@@ -99,7 +99,7 @@ class EnvWrites:
                 or not self.agent.store.has_env(rt.uuid):
             return
         self.agent.store.warm(rt.uuid)  # (the first save after start then decodes nothing)
-        self.agent.edits.index_parsed(rt.path)
+        self.agent.edits.warm(rt)
         state = self.agent.store.state(rt.uuid)
         try:
             doc = render(state)
@@ -206,6 +206,11 @@ class EnvWrites:
         if rt.state in (HELD, INVALID) and not force:
             rt.state, rt.reason = SYNCED, ""
         self.agent.publish(Written(env=rt.uuid, file=str(rt.path), bytes=len(data)))
+        cache = state.text_cache.setdefault(layout, {})
+        if index_unwalked(cache):
+            # Rendered whole (a new file, a layout change): its text is walked now on the
+            # spare thread, not by the next remote edit's write (issue 15: first edit 0.4 s).
+            self.agent.bridge.on_spare(walk_index, cache)
 
     def keep_replaced_version(self, rt: EnvRuntime, current: bytes | None,
                               current_sha: str | None) -> None:
@@ -233,16 +238,26 @@ class EnvWrites:
         """Write an environment's file atomically and remember it as what the editor sees.
         With `expect`, only over that version of the file (else `FileChangedError`).
         `text`: `data` decoded, when the caller has it (kept for the next write)."""
-        sha = content_hash(data)  # the one hash of a write (watcher, writer and base share it)
+        # The one hash of a write (watcher, writer and base share it), made while the bytes
+        # are written; the watcher is told to expect them before they are in place.
+        sha_soon = hash_beside(data)
         self.known.pop(rt.uuid, None)
-        if self.agent.watcher is not None:
-            self.agent.watcher.expect_write(rt.path, sha)
+        watcher = self.agent.watcher
+        expecting: list[str] = []
+
+        def expect_it(sha: str) -> None:
+            if watcher is not None:
+                watcher.expect_write(rt.path, sha)
+                expecting.append(sha)
+
         try:
-            written = replace_file(rt.path, data, expect=expect, sha256=sha)
+            written = replace_file(rt.path, data, expect=expect, sha256=sha_soon,
+                                   before_rename=expect_it)
         except BaseException:
-            if self.agent.watcher is not None:
-                self.agent.watcher.withdraw_write(rt.path, sha)  # never landed: a save may match it
+            if watcher is not None and expecting:  # never landed: a save may match it
+                watcher.withdraw_write(rt.path, expecting[0])
             raise
+        sha = written.sha256
         # The written version's identity from the temp file itself: a stat after the rename
         # could already see an editor's next save and take it for ours.
         rt.file_sig = written.sig

@@ -129,10 +129,19 @@ class RemoteIngest:
         relay's decision too); None when not, after recording a final refusal (a removed
         device past its cut) so `status` lists it. A device we do not know may be one whose
         addition has not reached us yet: refused now (the store says so), not listed."""
-        verdict = self.agent.spaces.judge(space, cs.device, cs.env, cs.seq)
-        if not verdict.accept and verdict.code != NOT_A_DEVICE:
-            self.agent.store.refuse(cs, verdict.reason, int(self.agent.clock() * 1000))
-        return verdict.sign_key if verdict.accept else None
+        return self.author_keys(space, [cs])[0]
+
+    def author_keys(self, space: str, changesets: list[Any]) -> list[bytes | None]:
+        """`author_key` of each of `changesets`, judged against one reading of the
+        membership (`SpaceDirectory.judge_all`: a catch-up page at a time)."""
+        verdicts = self.agent.spaces.judge_all(
+            space, [(cs.device, cs.env, cs.seq) for cs in changesets])
+        keys: list[bytes | None] = []
+        for cs, verdict in zip(changesets, verdicts, strict=True):
+            if not verdict.accept and verdict.code != NOT_A_DEVICE:
+                self.agent.store.refuse(cs, verdict.reason, int(self.agent.clock() * 1000))
+            keys.append(verdict.sign_key if verdict.accept else None)
+        return keys
 
     def enforce_membership_soon(self) -> None:
         """`enforce_membership` as a store-worker job (a rebuild can be big), in order with
@@ -208,15 +217,14 @@ class RemoteIngest:
         report each refusal while the rest is applied. `settle=False`: one page of a longer
         pull; the caller calls `settle_remote` for the envs it touched once the pull is done.
         """
-        items = []
+        decoded = []
         errors: list[tuple[Any, Exception]] = []
         for wire in wires:
             try:
-                cs = decode_for(space, wire)
+                decoded.append(decode_for(space, wire))
             except MocksyncError as exc:
                 errors.append((None, exc))
-                continue
-            items.append((cs, self.author_key(space, cs)))
+        items = list(zip(decoded, self.author_keys(space, decoded), strict=True))
         try:
             res, refused = self.agent.store.ingest_batch(items, int(self.agent.clock() * 1000))
         except sqlite3.Error as exc:

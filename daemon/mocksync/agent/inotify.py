@@ -61,6 +61,9 @@ class Touched:
     events: int = 0
     overflow: bool = False
     lost: set[Path] = field(default_factory=set)
+    #: Paths whose last event in this drain renamed a file onto them: an atomic save,
+    #: complete the moment it is seen (no later event of that save is to wait for).
+    moved_in: set[Path] = field(default_factory=set)
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -140,7 +143,12 @@ class Inotify:
                 continue
             name = raw.split(b"\0", 1)[0]
             if name:
-                out.paths.add(folder / os.fsdecode(name))
+                path = folder / os.fsdecode(name)
+                out.paths.add(path)
+                if mask & IN_MOVED_TO:
+                    out.moved_in.add(path)
+                else:
+                    out.moved_in.discard(path)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -148,6 +148,7 @@ class LinkedHost(Protocol):
     def spawn(self, task: asyncio.Task[Any]) -> None: ...
     def to_loop(self, fn: Callable[..., Any], *args: Any) -> bool: ...
     def spawn_on_worker(self, fn: Callable[..., Any], *args: Any) -> bool: ...
+    def store_turn(self) -> contextlib.AbstractAsyncContextManager[None]: ...
 
 
 @dataclass
@@ -182,6 +183,34 @@ def _realpath(path: Path, dirs: dict[Path, str]) -> str:
     except OSError:
         pass  # absent (or unreadable): realpath would give the same joined path
     return joined
+
+
+def _stat_inside(path: Path, dirs: dict[Path, str], folder: Path) -> os.stat_result | None:
+    """`os.stat` of `path` when its real path is inside `folder` (else, or when it is not
+    there, None): `_realpath` and the stat in one `lstat` for the usual case, a plain file
+    (a save of an environment linking a thousand files checks them all, issue 15)."""
+    if path.name in ("", ".", ".."):
+        real = os.path.realpath(path)
+        st = None
+    else:
+        real_parent = dirs.get(path.parent)
+        if real_parent is None:
+            real_parent = dirs[path.parent] = os.path.realpath(path.parent)
+        real = os.path.join(real_parent, path.name)
+        try:
+            st = os.lstat(real)
+        except OSError:
+            return None  # absent or unreadable: nothing to count
+        if stat.S_ISLNK(st.st_mode):
+            real, st = os.path.realpath(real), None
+    if not _inside(real, folder):
+        return None
+    if st is None:
+        try:
+            st = os.stat(real)
+        except OSError:
+            return None
+    return st
 
 
 #: Environments whose last sized document's route references `quota_bytes` keeps.
@@ -361,15 +390,8 @@ class LinkedFiles:
         for lk in links:
             if lk.state != SYNCED or lk.rel is None or lk.rel in skip:
                 continue
-            p = self.folder / lk.rel
-            real = _realpath(p, dirs)
-            if not _inside(real, self.folder):
-                continue
-            try:
-                st = os.stat(real)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_LINKED_FILE_BYTES:
+            st = _stat_inside(self.folder / lk.rel, dirs, self.folder)
+            if st is not None and stat.S_ISREG(st.st_mode) and st.st_size <= MAX_LINKED_FILE_BYTES:
                 n += 1
                 total += st.st_size
         return n, total
@@ -682,9 +704,16 @@ class LinkedFiles:
         while True:
             await asyncio.sleep(self.poll_s)
             try:
-                self.poll_once()
+                await self.poll()
             except Exception:
                 log.exception("polling linked files failed")
+
+    async def poll(self) -> None:
+        """One poll step on the loop, in a store turn: it commits and writes, so never
+        beside a job on the store worker (an ingest or a write of the same environment:
+        two threads changing one State and one log, tests/test_linked_poll_turn.py)."""
+        async with self.host.store_turn():
+            self.poll_once()
 
     def poll_once(self) -> None:
         """Look at every tracked file's signature; reconcile those that changed."""

@@ -13,11 +13,17 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from .storeworker import StoreWorker
 
 log = logging.getLogger("mocksync.agent")
+
+
+def _log_failure(fut: Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("spare-thread job failed", exc_info=fut.exception())
 
 
 class LoopBridge:
@@ -33,6 +39,10 @@ class LoopBridge:
         #: Background tasks (watch loop, store jobs, linked-file poll, refetch): cancelled
         #: and awaited by `cancel_all` when the daemon stops.
         self.tasks: list[asyncio.Task[Any]] = []
+        #: One thread for pure CPU work that touches no store and no loop object (a big
+        #: file's span index, issue 15): neither the loop nor the store worker's queue waits
+        #: for it. Made on first use, ended by `cancel_all`.
+        self._spare: ThreadPoolExecutor | None = None
 
     def attach(self) -> None:
         """Bind to the running loop and start the store worker (`Agent.start`)."""
@@ -46,12 +56,31 @@ class LoopBridge:
 
     async def cancel_all(self) -> None:
         """Cancel every background task and wait for each to end (failures are swallowed:
-        the daemon is stopping)."""
+        the daemon is stopping); spare work not started is dropped."""
         for t in self.tasks:
             t.cancel()
         for t in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.shutdown(wait=False, cancel_futures=True)
+
+    def on_spare(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Run `fn(*args)` on the spare thread, from any thread (a failure is logged). Only
+        for work that reads what it is handed and publishes its result with one atomic
+        step (a dict item set); False when there is no loop (the caller may skip the work,
+        or do it itself)."""
+        if self.loop is None or self.loop.is_closed():
+            return False
+        if self._spare is None:
+            self._spare = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mocksync-spare")
+        try:
+            fut = self._spare.submit(fn, *args)
+        except RuntimeError:  # shut down meanwhile: the daemon is stopping
+            return False
+        fut.add_done_callback(_log_failure)
+        return True
 
     def off_loop(self) -> bool:
         """Is this code running on another thread than the loop's (the store worker)?"""

@@ -522,7 +522,15 @@ class FolderWatcher:
                 touched = ino.read_touched()
                 if not touched.events:
                     continue
-                deadline = loop.time() + self._debounce_ms / 1000
+                wanted = {p for p in touched.paths if self._wanted(p)}
+                if not wanted and not touched.overflow and not touched.lost:
+                    continue  # temp files only (a save being written): nothing to look at yet
+                # A batch that is only files renamed into place (an editor's atomic save: the
+                # file is whole the moment it is there) is looked at at once; else the batch
+                # grows while events keep coming (issue 15: a step less per save).
+                deadline = loop.time() + (
+                    0 if wanted <= touched.moved_in and not touched.overflow
+                    else self._debounce_ms / 1000)
                 while loop.time() < deadline:
                     await asyncio.sleep(self._step_ms / 1000)
                     more = ino.read_touched()

@@ -267,7 +267,7 @@ def decode(data: bytes, *, what: str = "document", max_bytes: int = MAX_DOCUMENT
     its own strict options (no duplicate keys, valid UTF-8); past `SLICE_BYTES`, each long
     array or map element by element (same value, see `_SlicedDecode`). Every refusal is a
     DecodeRefused (a ChangeSetError)."""
-    if not isinstance(data, bytes | bytearray | memoryview):
+    if type(data) is not bytes and not isinstance(data, bytes | bytearray | memoryview):
         raise DecodeRefused(f"{what}: expected bytes, got {type(data).__name__}")
     limit = min(max_bytes, MAX_DOCUMENT_BYTES)
     if len(data) > limit:

@@ -300,6 +300,50 @@ def _compact(value: Any, out: list[str]) -> None:
     raise TypeError(f"cannot render {type(value).__name__} as JSON")
 
 
+_ORJSON_INDENT = "  "
+#: Leaf types orjson writes exactly as JSON.stringify does (keys and strings escaped alike,
+#: integers in full): a float (5.0, 1e+16 in orjson's spelling) is not among them.
+_ORJSON_SAME = frozenset((str, int, bool, type(None)))
+
+
+def _orjson_safe(value: dict[str, Any]) -> bool:
+    """Does `value` hold only dicts, lists and `_ORJSON_SAME` leaves? (Iterative: values
+    are at most MAX_VALUE_DEPTH deep, but no stack is needed to know.)"""
+    stack: list[Any] = [value]
+    pop, push, same = stack.pop, stack.append, _ORJSON_SAME
+    while stack:
+        v = pop()
+        for x in (v.values() if type(v) is dict else v):
+            t = type(x)
+            if t in same:
+                continue
+            if t is dict or t is list:
+                push(x)
+                continue
+            return False
+    return True
+
+
+def _leaf_text(value: Any, ind: str, nl: str, level: int) -> str:
+    """`_pretty` of one leaf entity object, at `level`. In Mockoon's 2-space layout by orjson
+    (one C call; a first sync renders 20,000 of them, issue 15), which writes strings, keys,
+    integers, literals, empty and nested containers as JSON.stringify does: only floats are
+    spelled otherwise (5.0, 1e+16), so an object holding a float (or any other type) is
+    rendered by the exact path, as is a value orjson refuses (an unpaired surrogate, an integer past 64 bits)."""
+    if ind == _ORJSON_INDENT and _orjson_safe(value):
+        try:
+            text = orjson.dumps(value, option=orjson.OPT_INDENT_2).decode("utf-8")
+        except orjson.JSONEncodeError:
+            text = ""
+        if text:
+            if nl != "\n" or level:
+                text = text.replace("\n", nl + ind * level)
+            return text
+    sub: list[str] = []
+    _pretty(value, sub, ind, nl, level, None)
+    return "".join(sub)
+
+
 def _pretty(value: Any, out: list[str], ind: str, nl: str, level: int,
             cache: dict[str, tuple[Any, int, str]] | None = None) -> None:
     s = _scalar(value)
@@ -317,9 +361,7 @@ def _pretty(value: Any, out: list[str], ind: str, nl: str, level: int,
                 if hit is not None and hit[0] is value and hit[1] == level:
                     out.append(hit[2])
                     return
-                sub: list[str] = []
-                _pretty(value, sub, ind, nl, level, None)
-                text = "".join(sub)
+                text = _leaf_text(value, ind, nl, level)
                 cache[u] = (value, level, text)
                 out.append(text)
                 return

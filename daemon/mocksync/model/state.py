@@ -46,6 +46,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from ..changes import canonical
 from .ops import Create, Delete, Op, RegId, Set, Unset, as_op
 from .schema import BUCKET, CALLBACK, FOLDER, LIST, RESPONSE, ROOT, ROUTE, TREE
@@ -599,20 +601,30 @@ class State:
         """One entity as bytes for the store's materialised table.
 
         JSON, not CBOR: key order inside values must survive (CBOR maps are sorted), and one
-        C-accelerated json.dumps per entity is several times faster than encoding each value.
-        The record is local state, never signed or sent, so it needs no canonical form.
-        """
+        C call per entity is several times faster than encoding each value. The record is
+        local state (and, inside a sealed snapshot, read back by `load_record` only), never
+        signed or hashed, so it needs no canonical form: orjson writes it (UTF-8, 4x faster
+        than the standard encoder, a first sync writes 20,000 records, issue 15), and the
+        standard encoder what orjson refuses (an integer past 64 bits, a lone surrogate).
+        Register values never hold NaN or Infinity (`ops.dec_value` refuses them), which
+        orjson would write as null."""
         e = self.entities[uuid]
         def write(value: Any, stamp: Stamp, origin: Origin | None) -> list[Any]:
             return [value is not ABSENT, None if value is ABSENT else value, stamp[0], stamp[1],
                     list(origin) if origin else None]
 
-        regs = []
+        # Rows as tuples (both encoders write a tuple as the array a list makes): the common
+        # register, a winner with no frontier, costs one tuple and no call.
+        regs: list[tuple[Any, ...]] = []
+        add = regs.append
         for rid, r in e.regs.items():
-            row = [list(rid)] + write(r.value, r.stamp, r.origin)
-            if r.front:
-                row.append([write(*w) for w in r.front])  # optional 7th slot: the frontier
-            regs.append(row)
+            value = r.value
+            if r.front:  # optional 7th slot: the frontier
+                add((rid, *write(value, r.stamp, r.origin), [write(*w) for w in r.front]))
+            elif value is ABSENT:
+                add((rid, False, None, *r.stamp, r.origin or None))
+            else:
+                add((rid, True, value, *r.stamp, r.origin or None))
         rec: list[Any] = [
             RECORD_FORMAT, e.kind, e.created, e.deleted,
             list(e.del_stamp) if e.del_stamp else None,
@@ -623,7 +635,10 @@ class State:
             rec.append([[list(st), list(o) if o else None] for st, o in e.dels])
         if e.restores:  # optional 9th slot
             rec.append([list(o) if o else None for o in e.restores])
-        return json.dumps(rec, separators=(",", ":"), allow_nan=False).encode("ascii")
+        try:
+            return orjson.dumps(rec)
+        except orjson.JSONEncodeError:
+            return json.dumps(rec, separators=(",", ":"), allow_nan=False).encode("ascii")
 
     def load_record(self, uuid: str, blob: bytes) -> None:
         """Load one record (records written before frontiers existed load with none)."""

@@ -418,9 +418,12 @@ class Store:
 
     def _persist(self, env: str, st: State, res: ApplyResult, now_ms: int) -> None:
         self._bump(env)
+        # In key order: `entities` is a WITHOUT ROWID b-tree on (env, uuid), and rows that
+        # come in key order append to it instead of splitting pages at random (a first sync's
+        # 20,000 records: 3x less SQLite time, issue 15).
         self.db.executemany(
             "INSERT INTO entities VALUES (?, ?, ?) ON CONFLICT(env, uuid) DO UPDATE SET record=excluded.record",
-            [(env, u, st.entity_record(u)) for u in res.touched],
+            [(env, u, st.entity_record(u)) for u in sorted(res.touched)],
         )
         self._sync_conflicts(env, st, res, now_ms)
 
