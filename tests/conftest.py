@@ -25,6 +25,31 @@ from pgserver import pg_server, pg_url  # noqa: E402, F401
 LONG_TEST_TIMEOUT_S = 1800
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Keep compiled bytecode between processes and runs, even under PYTHONDONTWRITEBYTECODE.
+
+    Why: where that variable is set (as on the shared test machines) no process may write
+    `__pycache__`, and the suite pays for it twice. (1) It starts thousands of Python
+    processes (every `mocksync` CLI call of a journey, every daemon and relay), and each one
+    compiled every mocksync module it imported from source again: about 0.13 s of CPU per
+    CLI call, a third of it (measured). (2) Every xdist worker rewrote the asserts of all
+    test modules again on every run (pytest caches that rewrite only where bytecode may be
+    written): about 8 s of CPU per worker at collection. So the package is compiled here
+    once, by the controller (or a plain run), before any test starts (bytecode written is
+    still read under the variable by every child), and this process may write bytecode
+    (the rewritten test modules are then reused by the next run). A module edited later is
+    compiled in memory again, as before. `__pycache__` is git-ignored."""
+    sys.dont_write_bytecode = False
+    if hasattr(session.config, "workerinput"):
+        return
+    import compileall
+    import importlib.util
+
+    spec = importlib.util.find_spec("mocksync")
+    for where in (spec.submodule_search_locations or []) if spec else []:
+        compileall.compile_dir(where, quiet=1)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Give every `long` test without a timeout of its own `LONG_TEST_TIMEOUT_S`."""
     for item in items:

@@ -5,6 +5,8 @@ environment took 1.4 s to reach the teammate, every later one ~70 ms)."""
 
 from __future__ import annotations
 
+import json
+
 from mocksync.agent.writer import content_hash
 from mocksync.devtools.pairing import pair
 from mocksync.model import dumps
@@ -73,3 +75,28 @@ async def test_a_teammates_new_environment_is_walked_off_the_loop(lab: Lab) -> N
     await until(lambda: indexed_text(cache) is not None and not index_unwalked(cache),
                 what="bob's text walked")
     assert indexed_text(cache) == b.envs[env].path.read_text(encoding="utf-8")
+
+
+async def test_a_save_parsed_whole_is_indexed_without_another_save(lab: Lab) -> None:
+    """A save the re-parse cannot place (here: the whole layout changed) is parsed whole and
+    has no span index; the spare thread makes it, so the save after it is not the slow one."""
+    alice = lab.device("alice")
+    space = create_space(alice.home, alice.identity, "team").space_id
+    await lab.start_relay()
+    a, _ta = await lab.agent(alice)
+    doc = small_env()
+    path = (a.folder / "env.json").resolve()
+    path.write_text(dumps(doc, MOCKOON_LAYOUT), encoding="utf-8")
+    await until(lambda: path in a.local, what="alice's daemon to see the file")
+    a.share(str(path), space)
+
+    def indexed() -> bool:
+        parsed = a.edits.parsed.get(path)
+        return parsed is not None and parsed.spans is not None
+
+    await until(indexed, what="the shared file's span index")
+    doc["name"] = "relaid"
+    path.write_text(json.dumps(doc), encoding="utf-8")  # one line: nothing left in place
+    await until(lambda: a.edits.parsed[path].doc.get("name") == "relaid",
+                what="the save taken in")
+    await until(indexed, what="the span index of the save parsed whole")

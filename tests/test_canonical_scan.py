@@ -284,7 +284,8 @@ def test_mutated_encodings_same_verdict(value: Any, where: int, byte: int, how: 
     check(bytes(data))
 
 
-@settings(max_examples=500, deadline=None,
+# The default run's count; `test_hand_built_cbor_same_verdict_long` (make test-long) runs 20,000.
+@settings(max_examples=200, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(raw_item())
 def test_hand_built_cbor_same_verdict(data: bytes) -> None:

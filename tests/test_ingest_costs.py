@@ -15,11 +15,14 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mocksync.agent.spacedir import SpaceDirectory
-from mocksync.changes import ChangeSet
+from mocksync.changes import ChangeSet, canonical
 from mocksync.changes import changeset as csm
 from mocksync.changes.errors import MalformedChangeSet, SignatureError
+from mocksync.errors import ChangeSetError
 from mocksync.paths import Home
 from mocksync.space.writers import NOT_A_DEVICE
 from mocksync.spaceio.actions import create_space, init_device
@@ -166,3 +169,57 @@ def test_a_page_is_judged_against_one_reading_of_the_membership(
     assert not verdicts[-1].accept and verdicts[-1].code == NOT_A_DEVICE
     unknown = directory.judge_all("cd" * 16, slots[:3])
     assert [v.code for v in unknown] == [NOT_A_DEVICE] * 3
+
+
+# ------------------------------------------------------------------ the outer layer's quick split
+
+
+def _gate_outer(wire: bytes) -> object:
+    try:
+        return canonical.decode(wire, what="change set", max_items=csm.WIRE_ITEMS)
+    except ChangeSetError:
+        return None
+
+
+def _near_wires() -> st.SearchStrategy[bytes]:
+    """Wires built around the one shape, with every head form and length, sometimes wrong."""
+    def build(body_len: int, form: int, sig_len: int, sig_head: bytes, first: int,
+              extra: bytes, cut: int) -> bytes:
+        if form == 0:  # the length in the head byte (a wrong one past 23)
+            head = bytes((0x40 | min(body_len, 23),))
+        elif form == 1 and body_len < 256:
+            head = b"\x58" + body_len.to_bytes(1, "big")
+        elif form in (1, 2):
+            head = b"\x59" + body_len.to_bytes(2, "big")
+        else:
+            head = b"\x5a" + body_len.to_bytes(4, "big")
+        wire = bytes((first,)) + head + b"\xa0" * body_len + sig_head + b"\x07" * sig_len + extra
+        return wire[:len(wire) - cut] if cut else wire
+    return st.builds(build, st.integers(0, 300), st.sampled_from([0, 1, 2, 4]),
+                     st.sampled_from([64, 63, 65, 0]),
+                     st.sampled_from([b"\x58\x40", b"\x58\x3f", b"\x59\x00\x40", b"\x40"]),
+                     st.sampled_from([0x82, 0x83, 0x81, 0x9f]),
+                     st.sampled_from([b"", b"\x00"]), st.integers(0, 2))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(_near_wires(), st.binary(max_size=200)))
+def test_the_quick_split_gives_what_the_gate_gives_or_leaves_it_to_the_gate(
+        wire: bytes) -> None:
+    split = csm._split_wire(wire)
+    if split is not None:
+        assert split == _gate_outer(wire)
+        assert [len(split[1])] == [csm.SIG_BYTES]
+
+
+def test_every_head_form_of_a_real_wire_is_split_or_refused_as_the_gate_does() -> None:
+    key = Ed25519PrivateKey.generate()
+    wire = _signed(key).encode()
+    assert csm._split_wire(wire) == _gate_outer(wire) is not None
+    body = _signed(key).body_bytes()
+    # The same body behind a longer (non-shortest) length head: not split, and the gate
+    # refuses it, so decode does too.
+    long_head = b"\x82\x59" + len(body).to_bytes(2, "big") + body + b"\x58\x40" + b"\x00" * 64
+    assert csm._split_wire(long_head) is None and _gate_outer(long_head) is None
+    with pytest.raises(MalformedChangeSet, match="not canonical"):
+        ChangeSet.decode(long_head)

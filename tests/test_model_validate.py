@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 
 import pytest
@@ -32,6 +33,11 @@ from mocksync.model import (
 from mocksync.model.ops import MAX_KEY_LENGTH, MAX_KEYS_PER_OBJECT
 
 from envfactory import ENV_UUID, clone, small_env, u
+
+#: `make test-long` sets MOCKSYNC_LONG=1: the property tests below then draw many more examples.
+LONG = bool(os.environ.get("MOCKSYNC_LONG"))
+#: Examples of `test_ops_that_pass_validation_never_crash_render` under MOCKSYNC_LONG=1.
+RENDER_EXAMPLES_LONG = 4000
 
 
 def text_of(doc) -> str:
@@ -342,7 +348,8 @@ FIELDS = ["id", "databucketID", "callbacks", "default", "type", "uuid", "name", 
 ENTITIES = [ENV_UUID, u(1), u(2), u(10), u(11), u(12), u(40), u(41), u(50), u(60)]
 
 
-@settings(max_examples=400, deadline=None)
+# 150 examples in the default run; `make test-long` (MOCKSYNC_LONG=1) runs RENDER_EXAMPLES_LONG.
+@settings(max_examples=RENDER_EXAMPLES_LONG if LONG else 150, deadline=None)
 @given(edits=st.lists(st.tuples(st.sampled_from(ENTITIES), st.sampled_from(FIELDS), json_values),
                       min_size=1, max_size=6),
        moves=st.lists(st.tuples(st.sampled_from(ENTITIES), st.sampled_from(["tree", "list"]),

@@ -244,7 +244,8 @@ def test_fuzz_decoder_raw_bytes(data: bytes, sender: str) -> None:
 _KINDS = sorted(set(CLIENT_KINDS) | set(RELAY_KINDS) | {"zzz"})
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The default run's count; `test_fuzz_decoder_structured_long` (make test-long) runs 20,000.
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(_KINDS), st.dictionaries(st.sampled_from(_fields), _cbor, max_size=8),
        st.sampled_from([CLIENT, RELAY]))
 def test_fuzz_decoder_structured(kind: str, fields: dict, sender: str) -> None:

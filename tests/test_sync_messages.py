@@ -329,11 +329,25 @@ def test_fuzz_random_bytes(data):
     _only_protocol_errors(data)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(sorted(VALID)), st.dictionaries(
-    st.sampled_from(["t", "s", "e", "d", "n", "vv", "a", "u", "w", "r", "p", "m", "mig", "envs",
-                     "ed", "x"]), cbor_values, max_size=4))
+_FUZZ_KEYS = st.sampled_from(["t", "s", "e", "d", "n", "vv", "a", "u", "w", "r", "p", "m",
+                              "mig", "envs", "ed", "x"])
+
+
+# The default run's count; `test_fuzz_fields_of_valid_messages_long` (make test-long) runs 4000.
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(VALID)), st.dictionaries(_FUZZ_KEYS, cbor_values, max_size=4))
 def test_fuzz_fields_of_valid_messages(kind, changes):
+    _fuzz_fields(kind, changes)
+
+
+@pytest.mark.long
+@settings(max_examples=4000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(VALID)), st.dictionaries(_FUZZ_KEYS, cbor_values, max_size=4))
+def test_fuzz_fields_of_valid_messages_long(kind, changes):
+    _fuzz_fields(kind, changes)
+
+
+def _fuzz_fields(kind, changes):
     m = dict(VALID[kind])
     m.update(changes)
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .harness import Device, Team
+from .harness import Crew, Device, Team
 
 
 def trash(dev: Device) -> list[str]:
@@ -34,10 +34,10 @@ def listed(dev: Device) -> dict[str, str]:
     return {e["uuid"]: e["state"] for e in dev.status()["environments"] if e.get("uuid")}
 
 
-def test_unshare_from_a_device_that_did_not_share_reaches_everyone(team: Team) -> None:
-    laptop, desktop, bob = team.crew()
-    laptop.add_example("petstore")
-    pet = laptop.share("petstore.json")["uuid"]
+def test_unshare_from_a_device_that_did_not_share_reaches_everyone(crew: Crew) -> None:
+    # The session's crew: nothing here changes its membership; a file name of its own.
+    team, (laptop, desktop, bob) = crew.team, crew.all
+    pet = laptop.share(laptop.add_example("petstore", "unshare-petstore.json"))["uuid"]
     doc = team.synced(pet, laptop, desktop, bob)
 
     # Bob, who did not share it, unshares it: every device keeps its file, now `local`.
@@ -63,11 +63,13 @@ def test_unshare_from_a_device_that_did_not_share_reaches_everyone(team: Team) -
     assert laptop.state(pet) == "local"
 
 
-def test_delete_from_any_device_reaches_a_device_that_was_off(team: Team) -> None:
-    laptop, desktop, bob = team.crew()
-    laptop.add_example("petstore")
-    pet = laptop.share("petstore.json")["uuid"]
+def test_delete_from_any_device_reaches_a_device_that_was_off(crew: Crew) -> None:
+    # The session's crew (the next journey starts the desktop again): the trash may hold what
+    # earlier journeys deleted, so only what this delete adds to it counts.
+    team, (laptop, desktop, bob) = crew.team, crew.all
+    pet = laptop.share(laptop.add_example("petstore", "delete-petstore.json"))["uuid"]
     team.synced(pet, laptop, desktop, bob)
+    trashed = {dev.name: set(trash(dev)) for dev in (laptop, desktop)}
     desktop.stop()  # Alice's desktop is off
 
     # Bob deletes it (he did not share it): he keeps his file as a local one; Alice's
@@ -77,12 +79,13 @@ def test_delete_from_any_device_reaches_a_device_that_was_off(team: Team) -> Non
     assert bob.state(pet) == "local" and bob.file_of(pet) is not None
     team.wait(lambda: laptop.file_of(pet) is None, "the laptop's copy to leave the folder")
     assert laptop.env(pet) is None
-    assert len(trash(laptop)) == 1 and trash(laptop)[0].endswith("petstore.json")
+    added = set(trash(laptop)) - trashed[laptop.name]
+    assert len(added) == 1 and added.pop().endswith("delete-petstore.json")
 
     # The desktop starts again: the delete is waiting for it.
     desktop.start()
     team.wait(lambda: desktop.file_of(pet) is None, "the desktop's copy to leave the folder")
-    assert desktop.env(pet) is None and len(trash(desktop)) == 1
+    assert desktop.env(pet) is None and len(set(trash(desktop)) - trashed[desktop.name]) == 1
     desktop.restart()  # and it stays gone
     team.wait(lambda: syncs(desktop) >= 1, "the desktop to catch up with the relay")
     assert desktop.file_of(pet) is None and desktop.env(pet) is None

@@ -8,13 +8,9 @@ itself (nobody runs `mocksync reconnect`) and the edits made meanwhile reach eve
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 from typing import Any
 
-from .harness import Device, Team
-
-EX = Path(__file__).resolve().parents[2] / "examples" / "environments"
+from .harness import Crew, Device
 
 
 def relay_state(dev: Device) -> str:
@@ -30,23 +26,17 @@ def label(dev: Device, file: str, route: int) -> str:
     return dev.read(file)["routes"][route]["responses"][0]["label"]
 
 
-def test_relay_down_then_back_with_edits_made_meanwhile(team: Team) -> None:
-    laptop = team.device("alice-laptop", "alice")
-    desktop = team.device("alice-desktop", "alice")
-    bob = team.device("bob-laptop", "bob")
-    team.space(laptop, "team")
-    laptop.start()
-    team.join(bob, "team", by=laptop)
-    team.join(desktop, "team", by=laptop, device=True)
-    bob.start()
-    desktop.start()
+def test_relay_down_then_back_with_edits_made_meanwhile(crew: Crew) -> None:
+    # The session's crew (Alice on two devices, Bob, all joined the way `Team.crew` does):
+    # the next journey finds the relay started again whatever happens here. An environment
+    # and a file name of its own.
+    team, (laptop, desktop, bob) = crew.team, crew.all
     devices = (laptop, desktop, bob)
 
-    shutil.copy(EX / "petstore.json", laptop.path("petstore"))
-    laptop.ms("share", "petstore.json", "--space", "team")
-    files = {laptop: "petstore.json", desktop: "petstore.json", bob: "petstore.json"}
+    pet = laptop.share(laptop.add_example("petstore", "relaydown-petstore.json"))["uuid"]
     for dev in (desktop, bob):
-        team.wait(lambda d=dev: d.has(files[d]), f"petstore on {dev.name}")
+        team.wait(lambda d=dev: d.file_of(pet), f"petstore on {dev.name}")
+    files = {dev: dev.file_of(pet).name for dev in devices}  # type: ignore[union-attr]
     team.wait(lambda: len(online_via_relay(bob)) == 2, "alice's two devices online for bob")
 
     team.relay.stop()
@@ -64,9 +54,9 @@ def test_relay_down_then_back_with_edits_made_meanwhile(team: Team) -> None:
     assert "edits made meanwhile are kept on this device" in text
 
     # The team keeps working while the relay is down.
-    laptop.save("petstore", lambda d: d["routes"][0]["responses"][0].update(label="laptop edit"))
+    laptop.save(files[laptop], lambda d: d["routes"][0]["responses"][0].update(label="laptop edit"))
     bob.save(files[bob], lambda d: d["routes"][1]["responses"][0].update(label="bob edit"))
-    team.wait(lambda: laptop.env("petstore.json")["state"] == "synced", "laptop took its edit")
+    team.wait(lambda: laptop.env(pet)["state"] == "synced", "laptop took its edit")
 
     team.relay.start()  # same port, same data: nobody runs `mocksync reconnect`
     for dev in devices:

@@ -41,6 +41,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..aiotime import within
 from ..errors import LimitError, MocksyncError, PrivateDirError, ValidationError
 from ..paths import ensure_private_dir
 from .client import STREAM_ERROR, STREAM_OPEN
@@ -311,7 +312,7 @@ class ControlServer:
             await resp.write(_line({"type": STREAM_OPEN}))
             while True:
                 try:
-                    item = await asyncio.wait_for(sub.queue.get(), self._keepalive_s)
+                    item = await within(self._keepalive_s, sub.queue.get())
                 except TimeoutError:
                     await resp.write(b"\n")
                     continue

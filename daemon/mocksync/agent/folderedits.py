@@ -80,6 +80,8 @@ class FolderEdits:
         #: Per file: the last (render, parsed save) found equal, so the next save's check
         #: compares only what is not the same objects as then (`model.samedoc`, issue 15).
         self.equal: dict[Path, KnownEqual] = {}
+        #: Files whose span index the spare thread is making (`index_soon`).
+        self.indexing: set[Path] = set()
 
     def forget_path(self, path: Path) -> None:
         """Drop what is cached about the file at `path` (renamed away, or no longer synced)."""
@@ -113,7 +115,8 @@ class FolderEdits:
         `rt`'s file would otherwise build on the loop: the span index of its last parsed
         version and the size and link memos of its document (`QuotaCheck.size_problem`,
         which walks every route the first time: ~0.4 s for 5 MB, issue 15)."""
-        self.index_parsed(rt.path)
+        if rt.path not in self.indexing:  # (else the spare thread is making it already)
+            self.index_parsed(rt.path)
         parsed = self.parsed.get(rt.path)
         if parsed is not None and rt.uuid in self.agent.envs:
             self.agent.quotas.size_problem(rt.space, parsed.doc)
@@ -125,9 +128,17 @@ class FolderEdits:
         of all, issue 15). Off the loop it is ready long before anyone saves again; should a
         save come first, it builds its own and this one is dropped (`index_parsed`)."""
         prev = self.parsed.get(path)
-        if prev is None or prev.spans is not None or prev.views is None:
+        if prev is None or prev.spans is not None or prev.views is None or path in self.indexing:
             return
-        self.agent.bridge.on_spare(self.index_parsed, path)
+        self.indexing.add(path)
+        if not self.agent.bridge.on_spare(self._index_spare, path):
+            self.indexing.discard(path)
+
+    def _index_spare(self, path: Path) -> None:
+        try:
+            self.index_parsed(path)
+        finally:
+            self.indexing.discard(path)
 
     def previous(self, path: Path) -> ParsedEnv | None:
         """The last version of `path` parsed, brought up to our last write to it."""

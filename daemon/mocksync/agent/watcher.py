@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 import watchfiles
 
+from ..aiotime import within
 from ..errors import LimitError
 from .errors import SkippedFile, WatchError
 from .folderread import open_regular
@@ -515,7 +516,7 @@ class FolderWatcher:
                     await wake.wait()
                 else:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), USER_STOP_POLL_S)
+                        await within(USER_STOP_POLL_S, wake.wait())
                 wake.clear()
                 if flag.is_set():
                     break
@@ -583,7 +584,7 @@ class FolderWatcher:
         if task is None or task.done():
             return
         try:
-            await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT_S)
+            await within(STOP_TIMEOUT_S, asyncio.shield(task))
         except TimeoutError:
             task.cancel()
             with contextlib.suppress(BaseException):

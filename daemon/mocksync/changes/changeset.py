@@ -226,6 +226,39 @@ def _normalise_ops(ops: object) -> tuple[list, ...]:
     return tuple(out)
 
 
+#: The wire's last bytes: the CBOR head of a 64-byte byte string (the signature).
+_SIG_HEAD = bytes((0x58, SIG_BYTES))
+
+
+def _split_wire(wire: bytes) -> list[bytes] | None:
+    """`[body, sig]` when `wire` is exactly the canonical CBOR of a two-item array of a byte
+    string and a SIG_BYTES byte string (what `canonical.decode` would return for it), else
+    None and the caller runs the full decoding gate, which refuses it or reads another shape.
+
+    Why: that outer layer is three items, and the generic gate's scan and cbor2 call cost
+    a tenth of decoding a small change set; the body inside still goes through the gate.
+    Shortest heads only, as the gate requires: a length under 24 in the head byte, then
+    1, 2 or 4 length bytes each only for lengths too big for the shorter form."""
+    n = len(wire)
+    sig_at = n - SIG_BYTES
+    if n < 4 + SIG_BYTES or wire[0] != 0x82 or wire[sig_at - 2:sig_at] != _SIG_HEAD:
+        return None
+    head = wire[1]
+    if 0x40 <= head < 0x58:
+        size, at, least = head - 0x40, 2, 0
+    elif head == 0x58:
+        size, at, least = wire[2], 3, 24
+    elif head == 0x59:
+        size, at, least = int.from_bytes(wire[2:4], "big"), 4, 1 << 8
+    elif head == 0x5A:
+        size, at, least = int.from_bytes(wire[2:6], "big"), 6, 1 << 16
+    else:
+        return None
+    if size < least or at + size != sig_at - 2:
+        return None
+    return [wire[at:at + size], wire[sig_at:]]
+
+
 def _canonical(data: bytes, what: str, max_items: int = canonical.MAX_ITEMS) -> Any:
     try:
         return canonical.decode(data, what=what, max_items=max_items)
@@ -385,14 +418,17 @@ class ChangeSet:
     @classmethod
     def decode(cls, wire: bytes) -> ChangeSet:
         """Parse and check a wire-form change set. Does not verify the signature."""
-        if not isinstance(wire, bytes | bytearray | memoryview):
+        if type(wire) is not bytes and not isinstance(wire, bytes | bytearray | memoryview):
             raise MalformedChangeSet(f"change set: expected bytes, got {type(wire).__name__}")
         wire = bytes(wire)
         if len(wire) > MAX_CHANGESET_BYTES:
             raise ChangeSetTooLarge(
                 f"change set of {len(wire)} bytes is over the {MAX_CHANGESET_BYTES} byte limit"
             )
-        return cls.from_outer(wire, _canonical(wire, "change set", WIRE_ITEMS))
+        outer = _split_wire(wire)
+        if outer is None:  # not the one shape a valid change set has: the gate says why
+            outer = _canonical(wire, "change set", WIRE_ITEMS)
+        return cls.from_outer(wire, outer)
 
     @classmethod
     def from_outer(cls, wire: bytes, outer: Any,

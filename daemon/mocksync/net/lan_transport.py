@@ -48,6 +48,7 @@ from typing import Any
 
 from .. import MODEL_VERSION, PROTOCOL_VERSION
 from ..agentevents import Peer, Presence
+from ..aiotime import within
 from ..errors import MocksyncError, ValidationError
 from ..ports import AgentPort, LogPusher, SpaceDirectory
 from ..spaceio.learn import learn_entries
@@ -501,7 +502,7 @@ class LanTransport:
             timeout = min(MAX_TICK_SLEEP_S, max(0.0, (due or math.inf) - time.monotonic()),
                           max(0.0, next_space_check - time.monotonic()))
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._dial_wake.wait(), timeout)
+                await within(timeout, self._dial_wake.wait())
             self._dial_wake.clear()
 
     # ---------------------------------------------------------------- links on demand
@@ -1076,7 +1077,7 @@ class LanTransport:
             self._planned_tick = now + sleep_ms
             if sleep_ms > 0:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._tick_wake.wait(), sleep_ms / 1000)
+                    await within(sleep_ms / 1000, self._tick_wake.wait())
             self._tick_wake.clear()
             late = _mono_ms() - self._planned_tick
             self._planned_tick = math.inf

@@ -34,6 +34,7 @@ from typing import Any
 import aiohttp
 
 from .. import MODEL_VERSION, PROTOCOL_VERSION, __version__
+from ..aiotime import within
 from ..backoff import backoff_delay
 from ..errors import MocksyncError
 from ..ports import PinBook
@@ -341,7 +342,7 @@ class RelayClient:
 
     async def wait_connected(self, timeout: float) -> bool:
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            await within(timeout, self._connected.wait())
         except TimeoutError:
             return False
         return True
@@ -438,7 +439,7 @@ class RelayClient:
             self._next_retry_at = time.monotonic() + delay
             self._set_state(state, reason, code)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                await within(delay, self._wake.wait())
             self._wake.clear()
 
     async def _recv(self, ws: aiohttp.ClientWebSocketResponse, timeout: float | None
@@ -654,7 +655,7 @@ class RelayClient:
             self._pending[i] = fut
             try:
                 await self._send(msg)
-                reply = await asyncio.wait_for(fut, self.request_timeout_s)
+                reply = await within(self.request_timeout_s, fut)
             except TimeoutError:
                 raise RelayUnavailable(
                     f"the relay did not answer a {kind} within {self.request_timeout_s:g} s"

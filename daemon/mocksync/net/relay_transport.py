@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 
 from .. import MODEL_VERSION, PROTOCOL_VERSION
 from ..agentevents import Relay
+from ..aiotime import within
 from ..changes import vv as vvmod
 from ..errors import MocksyncError
 from ..ports import AgentPort
@@ -347,8 +348,7 @@ class RelayTransport(RelayEvents):
         """Wait until `count` catch-ups have finished since start (False on timeout)."""
         async with self._synced:
             try:
-                await asyncio.wait_for(
-                    self._synced.wait_for(lambda: self.counters["syncs"] >= count), timeout)
+                await within(timeout, self._synced.wait_for(lambda: self.counters["syncs"] >= count))
             except TimeoutError:
                 return False
         return True
@@ -870,7 +870,7 @@ class RelayTransport(RelayEvents):
             arrived = self._key_arrived.setdefault(space, asyncio.Event())
             arrived.clear()
             try:
-                await asyncio.wait_for(arrived.wait(), step.wait_s)
+                await within(step.wait_s, arrived.wait())
                 continue  # keys came with membership entries: pull now
             except TimeoutError:
                 pass

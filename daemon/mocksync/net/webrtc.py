@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..aiotime import within
 from ..changes.chunks import DATA_CHANNEL_MAX_MESSAGE
 from . import ice
 from .errors import FrameError, LinkError
@@ -203,7 +204,7 @@ class PeerLink:
 
     async def wait_open(self, timeout: float = CONNECT_TIMEOUT_S) -> None:
         try:
-            await asyncio.wait_for(self._open.wait(), timeout)
+            await within(timeout, self._open.wait())
         except TimeoutError:
             raise LinkError(
                 f"the WebRTC connection to {self.device} did not open within {timeout:g} s "

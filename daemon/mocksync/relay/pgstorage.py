@@ -42,6 +42,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ..aiotime import within
 from .compaction import HeldSnapshot, Verdict, drop_floors
 from .engine import (
     AdmitDecision,
@@ -324,7 +325,7 @@ class PgStorage:
             self._listen = None
         if self.pool is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.pool.close(), 5)
+                await within(5, self.pool.close())
             self.pool = None
 
     async def relay_key(self) -> bytes | None:

@@ -35,6 +35,7 @@ from aiohttp import WSMsgType, web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .. import PROTOCOL_VERSION, __version__
+from ..aiotime import within
 from ..errors import MocksyncError
 from ..space.errors import KeyMaterialError, MembershipError
 from ..space.keys import payload_generation
@@ -655,7 +656,7 @@ class RelayServer:
             self._unregister(session)
             if session.writer is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(session.writer, SHUTDOWN_GRACE_S)
+                    await within(SHUTDOWN_GRACE_S, session.writer)
         return ws
 
     # ---------------------------------------------------------------- join handshakes
@@ -828,7 +829,7 @@ class RelayServer:
             deadline = None if sm.phase == READY else sm.deadline()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                msg = await asyncio.wait_for(session.ws.receive(), timeout)
+                msg = await within(timeout, session.ws.receive())
             except TimeoutError:
                 self._step(session, sm.tick(time.monotonic()))
                 if session.closing:

@@ -37,6 +37,7 @@ import jinja2
 from aiohttp import web
 
 from ..agent.control import ControlServer
+from ..aiotime import within
 from ..errors import MocksyncError
 from . import views
 from .auth import TOKEN_TTL_S, Session, UiAuth
@@ -315,7 +316,7 @@ class UiServer:
             await resp.write(b"retry: 1000\n\nevent: hello\ndata: {}\n\n")
             while True:
                 try:
-                    await asyncio.wait_for(client.wake.wait(), KEEPALIVE_S)
+                    await within(KEEPALIVE_S, client.wake.wait())
                 except TimeoutError:
                     if not self._still_signed_in(client):
                         break
