@@ -28,7 +28,7 @@ from .editorsync import meet, tied_bases
 from .envfiles import HELD, INVALID, MISSING, SYNCED, EnvRuntime, LocalFile
 from .errors import SkippedFile
 from .faults import COMMITTING
-from .folderread import FileSig, folder_path, read_regular
+from .folderread import FileRead, FileSig, folder_path, read_regular
 from .registry import EnvRecord
 from .watcher import FileEvent
 from .writer import (
@@ -218,7 +218,8 @@ class FolderEdits:
                 self.written.pop(old, None)
                 self.agent.registry.put(EnvRecord(rt.uuid, rt.space, str(path), rt.name))
                 self.agent.publish(Renamed(env=rt.uuid, file=str(path)))
-        self.on_file(path)
+        content = ev.content if ev.kind in ("added", "changed") and ev.path == path else None
+        self.on_file(path, seen=(content, ev.sha256) if content is not None else None)
 
     def mark_missing(self, rt: EnvRuntime) -> None:
         copy = next((lf for lf in self.agent.local.values() if lf.uuid == rt.uuid), None)
@@ -252,10 +253,18 @@ class FolderEdits:
             return None, None
         return got.data, got.sig
 
-    def on_file(self, path: Path, *, initial: bool = False) -> None:
-        """A file in the folder appeared or changed."""
+    def on_file(self, path: Path, *, initial: bool = False,
+                seen: tuple[FileRead, str | None] | None = None) -> None:
+        """A file in the folder appeared or changed. `seen`: the version the watcher read
+        and hashed for its event (taken in as it is, not read and hashed again: issue 15)."""
+        sha: str | None = None
+        data: bytes | None
+        sig: FileSig | None
         try:
-            data, sig = self.read_sig(path)
+            if seen is not None and len(seen[0].data) <= MAX_FILE_BYTES:
+                data, sig, sha = seen[0].data, seen[0].sig, seen[1]
+            else:
+                data, sig = self.read_sig(path)
         except SkippedFile as exc:
             self.skipped(path, exc)
             return
@@ -301,7 +310,7 @@ class FolderEdits:
                          "put the synced environment back or `mocksync unshare` it")
             return
         try:
-            self.local_edit(rt, parsed, data, initial=initial)
+            self.local_edit(rt, parsed, data, initial=initial, sha=sha)
         except RecursionError:  # a value nested hundreds deep that the JSON parser still took
             from ..model.limits import too_deep
 
@@ -327,9 +336,10 @@ class FolderEdits:
         rt.state, rt.reason = INVALID, f"{exc.skip.reason}; the last good version is kept and synced"
         self.agent.publish(Invalid(env=rt.uuid, reason=exc.skip.reason))
 
-    def local_edit(self, rt: EnvRuntime, parsed: ParsedEnv, data: bytes, *, initial: bool) -> None:
+    def local_edit(self, rt: EnvRuntime, parsed: ParsedEnv, data: bytes, *, initial: bool,
+                   sha: str | None = None) -> None:
         now = self.agent.clock()
-        sha = content_hash(data)
+        sha = sha or content_hash(data)
         if not initial:
             self.agent.blind.note_editor_save(rt.path, now)
         state = self.agent.store.state(rt.uuid)

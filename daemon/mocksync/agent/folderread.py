@@ -202,18 +202,23 @@ def read_regular(path: Path, *, folder: Path | None, max_bytes: int) -> FileRead
     with open_regular(path, folder=folder, max_bytes=max_bytes) as opened:
         if opened is None:
             return None
-        fd, st = opened
-        chunks: list[bytes] = []
-        left = max_bytes + 1
-        while left > 0:
-            # The size the file had when opened, plus one, at once: a file that kept its
-            # size is then one read and one buffer, not slices joined into a copy (issue 15).
-            want = READ_CHUNK_BYTES if chunks else max(READ_CHUNK_BYTES, st.st_size + 1)
-            chunk = os.read(fd, min(left, want))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
+        return read_opened(path, *opened, max_bytes=max_bytes)
+
+
+def read_opened(path: Path, fd: int, st: os.stat_result, *, max_bytes: int) -> FileRead:
+    """The whole of the file `open_regular` opened as `fd` (with fstat `st`), at most
+    `max_bytes` (else `SkippedFile`)."""
+    chunks: list[bytes] = []
+    left = max_bytes + 1
+    while left > 0:
+        # The size the file had when opened, plus one, at once: a file that kept its size is
+        # then one read and one buffer, not slices joined into a copy (issue 15).
+        want = READ_CHUNK_BYTES if chunks else max(READ_CHUNK_BYTES, st.st_size + 1)
+        chunk = os.read(fd, min(left, want))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
     data = b"".join(chunks)
     if len(data) > max_bytes:
         raise SkippedFile(Skip(TOO_LARGE, f"skipped: {path.name} grew over the {max_bytes} "

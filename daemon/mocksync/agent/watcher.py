@@ -36,7 +36,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,7 +45,7 @@ import watchfiles
 from ..aiotime import within
 from ..errors import LimitError
 from .errors import SkippedFile, WatchError
-from .folderread import open_regular
+from .folderread import FileRead, open_regular, read_opened
 from .inotify import Inotify
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,10 @@ DEFAULT_DEBOUNCE_MS = 50
 EXPECT_TTL_S = 30.0
 #: At most this many pending own-write expectations per file (oldest dropped first).
 MAX_EXPECTED_PER_FILE = 16
+#: At most this many bytes of file content ride on events not yet taken by the daemon
+#: (`FileEvent.content`); past it events carry none (the daemon reads the file itself), so a
+#: checkout that changes fifty 15 MB files at once does not hold them all in memory.
+CARRY_MAX_BYTES = 64 * 1024 * 1024
 #: A written version's note (`note_written`) names its hash for this many seconds: the probe
 #: that follows the write comes within milliseconds; the note must not outlive it by much.
 WRITTEN_NOTE_TTL_S = 5.0
@@ -91,6 +95,10 @@ class FileEvent:
     path: Path
     old_path: Path | None = None
     sha256: str | None = None
+    #: The bytes the watcher read and hashed, for an environment file added or changed in
+    #: the folder (`CARRY_MAX_BYTES`): the daemon takes this very version in without
+    #: reading and hashing it a second time (issue 15). None: read it yourself.
+    content: FileRead | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -186,6 +194,10 @@ class FolderWatcher:
         #: for, or inotify missing: watchfiles.
         self._use_inotify = not force_polling
         self._known: dict[Path, FileState] = {}
+        #: Bytes the last probe read (`_probe(carry=True)`), until `_classify` hands them on;
+        #: and how many bytes ride on events not yet taken (`CARRY_MAX_BYTES`).
+        self._read: dict[Path, FileRead] = {}
+        self._carried = 0
         self._expected_writes: dict[Path, list[tuple[str, float]]] = {}
         self._expected_deletes: dict[Path, float] = {}
         #: Per file, the daemon's last write as it landed: (signature, sha256, deadline).
@@ -322,10 +334,12 @@ class FolderWatcher:
 
     # ---- disk probing (runs in a worker thread) -------------------------------------------
 
-    def _probe(self, paths: Iterable[Path]) -> dict[Path, FileState | None]:
-        return {p: self._probe_one(p) for p in paths}
+    def _probe(self, paths: Iterable[Path], carry: bool = False) -> dict[Path, FileState | None]:
+        """What each of `paths` is now; with `carry`, also the bytes read of folder files
+        (in `_read`, for `_classify` to hand on with their events)."""
+        return {p: self._probe_one(p, carry) for p in paths}
 
-    def _probe_one(self, path: Path) -> FileState | None:
+    def _probe_one(self, path: Path, carry: bool = False) -> FileState | None:
         # folderread.open_regular: never blocks on a FIFO, never opens a device, never reads
         # through a symlink leading out of the folder (extra files are the caller's choice).
         try:
@@ -333,8 +347,16 @@ class FolderWatcher:
                 if opened is None:
                     return None
                 fd, st = opened
-                sha = self._written_hash(path, st) or _hash_file(fd)
-                return FileState(sha, st.st_ino, st.st_mtime_ns, st.st_size)
+                sha = self._written_hash(path, st)
+                if sha is None and carry and path not in self._extra \
+                        and self._carried + st.st_size <= CARRY_MAX_BYTES:
+                    # Read whole and kept for the event: the daemon takes this version in
+                    # without reading and hashing it again.
+                    got = read_opened(path, fd, st, max_bytes=CARRY_MAX_BYTES)
+                    sha = hashlib.sha256(got.data).hexdigest()
+                    self._read[path] = got
+                    self._carried += len(got.data)
+                return FileState(sha or _hash_file(fd), st.st_ino, st.st_mtime_ns, st.st_size)
         except SkippedFile as exc:
             # Reported (without a hash) so the daemon names it in `status` at once.
             try:
@@ -402,16 +424,33 @@ class FolderWatcher:
 
         events = renamed
         events += [FileEvent("deleted", p) for p in deleted]
-        events += [FileEvent("added", p, None, s.sha256 or None) for p, s in still_added]
-        events += [FileEvent("changed", p, None, s.sha256 or None) for p, s in changed]
+        events += [FileEvent("added", p, None, s.sha256 or None, self._carry(p, s))
+                   for p, s in still_added]
+        events += [FileEvent("changed", p, None, s.sha256 or None, self._carry(p, s))
+                   for p, s in changed]
         return events
+
+    def _carry(self, path: Path, state: FileState) -> FileRead | None:
+        """The bytes the probe read of `path`, when they are the version `state` names."""
+        got = self._read.pop(path, None)
+        if got is None or got.sig != (state.ino, state.mtime_ns, state.size):
+            if got is not None:
+                self._carried -= len(got.data)
+            return None
+        return got
 
     async def _process(self, paths: Iterable[Path]) -> None:
         paths = [p for p in paths if self._wanted(p)]
         if not paths:
             return
-        probed = await asyncio.to_thread(self._probe, paths)
-        for event in self._classify(probed):
+        probed = await asyncio.to_thread(self._probe, paths, True)
+        try:
+            events = self._classify(probed)
+        finally:
+            for got in self._read.values():  # read but not carried (unchanged, expected)
+                self._carried -= len(got.data)
+            self._read.clear()
+        for event in events:
             await self._queue.put(event)
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -606,6 +645,8 @@ class FolderWatcher:
             if item is _END:
                 self._queue.put_nowait(_END)  # let any other reader end too
                 return
+            if item.content is not None:  # handed over: no longer ours to count
+                self._carried -= len(item.content.data)
             yield item
 
     def __aiter__(self) -> AsyncIterator[FileEvent]:
