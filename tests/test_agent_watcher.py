@@ -363,3 +363,45 @@ def json_bytes(doc: object) -> bytes:
     import json
 
     return json.dumps(doc, indent=2).encode()
+
+
+async def test_a_file_growing_while_read_never_carries_past_the_budget(
+        watched, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Red team (issue 15): the budget was checked against the size the file had when
+    opened, and the read then took up to `CARRY_MAX_BYTES` more: a file growing while read
+    rode on its event whole, past the budget (two in a batch: twice the budget). Its event
+    now carries nothing and names the hash of what was there; it is not taken for too big."""
+    import contextlib
+    from types import SimpleNamespace
+
+    import mocksync.agent.watcher as watcher_mod
+
+    folder, w = watched
+    monkeypatch.setattr(watcher_mod, "CARRY_MAX_BYTES", 400)
+    real_open = watcher_mod.open_regular
+
+    @contextlib.contextmanager
+    def opened_small(path: Path, **kw: object):  # the fstat taken before the file grew
+        with real_open(path, **kw) as got:  # type: ignore[arg-type]
+            if got is None or path.name != "g.json":
+                yield got
+                return
+            fd, st = got
+            yield fd, SimpleNamespace(st_ino=st.st_ino, st_mtime_ns=st.st_mtime_ns, st_size=1,
+                                      st_mode=st.st_mode)
+
+    monkeypatch.setattr(watcher_mod, "open_regular", opened_small)
+    first = b'{"v": "' + b"s" * 240 + b'"}'
+    editor_save(folder / "s.json", first)  # carried, not yet taken: 250 of the 400 bytes
+    for _ in range(300):
+        if w._queue.qsize():
+            break
+        await asyncio.sleep(0.01)
+    assert w._carried == len(first)
+    grown = b'{"v": "' + b"g" * 290 + b'"}'
+    editor_save(folder / "g.json", grown)
+    got = {ev.path.name: ev for ev in await expect(w, 2)}
+    assert got["s.json"].content is not None and got["s.json"].content.data == first
+    assert got["g.json"].kind == "added" and got["g.json"].content is None
+    assert got["g.json"].sha256 == content_hash(grown)  # hashed whole, not taken for too big
+    assert w._carried == 0 and w._read == {}

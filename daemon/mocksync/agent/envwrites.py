@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
+import stat
 from typing import TYPE_CHECKING, Any
 
 from ..agentevents import WriteRaced, Written
@@ -22,7 +24,8 @@ from ..model.spans import index_unwalked, indexed_text, text_to_write, walk_inde
 from .envfiles import HELD, INVALID, MISSING, SYNCED, EnvRuntime
 from .errors import FileChangedError, FileWriteError
 from .faults import WRITING
-from .writer import Expected, content_hash, hash_beside, replace_file
+from .folderread import FileSig
+from .writer import Expected, content_hash, hash_beside, replace_file, sig_of
 
 if TYPE_CHECKING:
     from .daemon import Agent
@@ -44,10 +47,29 @@ class EnvWrites:
         #: those bytes (one memcmp) neither hashes nor decodes it again, and patches the very
         #: text the span index was made for (issue 15: five sha256 passes over 5 MB a write).
         self.known: dict[str, tuple[bytes, str, str | None]] = {}
+        #: Per environment, the signature (inode, mtime, size) of the version in `known` when
+        #: this device wrote it: a write that finds the file still with that signature takes
+        #: `known`'s bytes for it instead of reading 5-15 MB again (issue 15); the compare
+        #: before the rename (`writer.replace_file`) still checks the bytes themselves.
+        self.known_sig: dict[str, FileSig] = {}
 
     def forget(self, env: str) -> None:
         """`env` is no longer synced here: let go of its file's bytes."""
         self.known.pop(env, None)
+        self.known_sig.pop(env, None)
+
+    def read_current(self, rt: EnvRuntime) -> tuple[bytes | None, FileSig | None]:
+        """The file's bytes and signature, as `FolderEdits.read_sig` gives them; without
+        reading when the file is still the version this device wrote last (`known_sig`)."""
+        known, known_sig = self.known.get(rt.uuid), self.known_sig.get(rt.uuid)
+        if known is not None and known_sig is not None and known_sig == rt.file_sig:
+            try:
+                st = os.lstat(rt.path)
+            except OSError:
+                st = None
+            if st is not None and stat.S_ISREG(st.st_mode) and sig_of(st) == known_sig:
+                return known[0], known_sig
+        return self.agent.edits.read_sig(rt.path)
 
     def flush_on_stop(self) -> None:
         """Stopping: write every held write now, so nothing acknowledged is lost."""
@@ -135,7 +157,7 @@ class EnvWrites:
                          "(setting mockoon_max_migration); update Mockoon")
             return
         try:
-            current, sig = self.agent.edits.read_sig(rt.path)
+            current, sig = self.read_current(rt)
         except (OSError, ValidationError):
             current, sig = None, None
         if not force and None not in (sig, rt.file_sig) and sig != rt.file_sig:
@@ -153,6 +175,7 @@ class EnvWrites:
             current_sha, previous = known[1], known[2] if known[2] is not None else current
         else:
             self.known.pop(rt.uuid, None)
+            self.known_sig.pop(rt.uuid, None)
             current_sha = content_hash(current) if current is not None else None
         if current_sha is not None and base is not None and current_sha != base[1] \
                 and self.agent.history.find(rt.path, current_sha) is None:
@@ -242,6 +265,7 @@ class EnvWrites:
         # are written; the watcher is told to expect them before they are in place.
         sha_soon = hash_beside(data)
         self.known.pop(rt.uuid, None)
+        self.known_sig.pop(rt.uuid, None)
         watcher = self.agent.watcher
         expecting: list[str] = []
 
@@ -264,6 +288,7 @@ class EnvWrites:
         if self.agent.watcher is not None:  # its probe of this version then hashes nothing
             self.agent.watcher.note_written(rt.path, sha, written.sig)
         self.known[rt.uuid] = (data, sha, text)
+        self.known_sig[rt.uuid] = written.sig
         self.agent.edits.note_written(rt.path, data)  # the next save parses from it (issue 15)
         self.agent.history.record_write(rt.path, sha, doc)
         self.agent.store.set_base(rt.uuid, str(rt.path), sha, data)

@@ -348,14 +348,20 @@ class FolderWatcher:
                     return None
                 fd, st = opened
                 sha = self._written_hash(path, st)
-                if sha is None and carry and path not in self._extra \
-                        and self._carried + st.st_size <= CARRY_MAX_BYTES:
+                room = CARRY_MAX_BYTES - self._carried
+                if sha is None and carry and path not in self._extra and st.st_size <= room:
                     # Read whole and kept for the event: the daemon takes this version in
-                    # without reading and hashing it again.
-                    got = read_opened(path, fd, st, max_bytes=CARRY_MAX_BYTES)
-                    sha = hashlib.sha256(got.data).hexdigest()
-                    self._read[path] = got
-                    self._carried += len(got.data)
+                    # without reading and hashing it again. At most the budget left: a
+                    # file growing while read is hashed instead (its size when opened is
+                    # no bound), never carried past `CARRY_MAX_BYTES` nor taken for too big.
+                    try:
+                        got = read_opened(path, fd, st, max_bytes=room)
+                    except SkippedFile:
+                        os.lseek(fd, 0, os.SEEK_SET)
+                    else:
+                        sha = hashlib.sha256(got.data).hexdigest()
+                        self._read[path] = got
+                        self._carried += len(got.data)
                 return FileState(sha or _hash_file(fd), st.st_ino, st.st_mtime_ns, st.st_size)
         except SkippedFile as exc:
             # Reported (without a hash) so the daemon names it in `status` at once.

@@ -206,17 +206,18 @@ def linked_paths_memo(doc: dict[str, Any],
     if not isinstance(doc, dict):
         return refs
     kept: dict[int, tuple[Any, list[LinkRef]]] = {}
+    known = memo if memo is not None else {}
     for route in doc.get("routes") or ():
         if not isinstance(route, dict):
             continue
-        hit = memo.get(id(route)) if memo is not None else None
-        if hit is not None and hit[0] is route:
-            mine = hit[1]
-        else:
-            mine = [ref for r in route.get("responses") or ()
-                    if (ref := _body_ref(r, REF_RESPONSE)) is not None]
-        kept[id(route)] = (route, mine)
-        refs += mine
+        key = id(route)
+        hit = known.get(key)
+        if hit is None or hit[0] is not route:
+            hit = (route, [ref for r in route.get("responses") or ()
+                           if (ref := _body_ref(r, REF_RESPONSE)) is not None])
+        kept[key] = hit  # (the memo's own entry when the route is unchanged: no new tuple)
+        if hit[1]:
+            refs += hit[1]
     if memo is not None:
         memo.clear()
         memo.update(kept)
