@@ -15,7 +15,7 @@ from typing import Any
 
 from .common import BenchSkipped, Result, machine
 
-MODULES = ["bench.core", "bench.daemon", "bench.network", "bench.relay", "bench.relay_cluster",
+MODULES = ["bench.core", "bench.firstsync", "bench.daemon", "bench.network", "bench.relay", "bench.relay_cluster",
            "bench.linked", "bench.team_scale"]
 OUT = Path(__file__).parent / "results"
 

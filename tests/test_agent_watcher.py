@@ -400,8 +400,80 @@ async def test_a_file_growing_while_read_never_carries_past_the_budget(
     assert w._carried == len(first)
     grown = b'{"v": "' + b"g" * 290 + b'"}'
     editor_save(folder / "g.json", grown)
+    for _ in range(300):  # probed while the first is still carried (not yet taken)
+        if w._queue.qsize() >= 2:
+            break
+        await asyncio.sleep(0.01)
     got = {ev.path.name: ev for ev in await expect(w, 2)}
     assert got["s.json"].content is not None and got["s.json"].content.data == first
     assert got["g.json"].kind == "added" and got["g.json"].content is None
     assert got["g.json"].sha256 == content_hash(grown)  # hashed whole, not taken for too big
     assert w._carried == 0 and w._read == {}
+
+
+# ---- red team (issue 15): renamed-into-place batches skip the debounce -------------------
+
+
+async def test_a_file_written_on_after_its_rename_is_reported_as_it_ends(watched) -> None:
+    """An editor that renames a stub into place and then writes on: the rename's batch is
+    looked at at once (perhaps the stub), but the writes after it are a batch of their own:
+    the last event carries the whole file, never only the stub."""
+    folder, w = watched
+    stub, rest = b'{"a": ', b'2, "b": "' + b"z" * 5000 + b'"}'
+    tmp = folder / "a.json.tmp~"
+    tmp.write_bytes(stub)
+    os.replace(tmp, folder / "a.json")
+    with open(folder / "a.json", "ab") as f:
+        for i in range(0, len(rest), 1000):
+            f.write(rest[i:i + 1000])
+            f.flush()
+    events = await collect(w, 0.5)
+    assert events and all(ev.kind == "changed" for ev in events)
+    last = events[-1]
+    assert last.sha256 == content_hash(stub + rest)
+    assert last.content is not None and last.content.data == stub + rest
+
+
+async def test_jetbrains_and_vim_saves_are_one_change_each(watched) -> None:
+    """JetBrains' safe write (temp written, original renamed away, temp renamed in, old
+    removed) and vim's (original renamed to a backup, the file written anew): one `changed`
+    event with the whole new content each, never a deletion of the environment."""
+    folder, w = watched
+    a = folder / "a.json"
+    jb = b'{"a": "jetbrains"}'
+    (folder / "a.json___jb_tmp___").write_bytes(jb)
+    os.replace(a, folder / "a.json___jb_old___")
+    os.replace(folder / "a.json___jb_tmp___", a)
+    (folder / "a.json___jb_old___").unlink()
+    (ev,) = await expect(w, 1)
+    assert (ev.kind, ev.sha256) == ("changed", content_hash(jb))
+    assert ev.content is not None and ev.content.data == jb
+    vim = b'{"a": "vim"}'
+    os.replace(a, folder / "a.json~")
+    with open(a, "wb") as f:
+        f.write(vim[:5])
+        f.flush()
+        f.write(vim[5:])
+    (folder / "a.json~").unlink()
+    (ev,) = await expect(w, 1)
+    assert (ev.kind, ev.sha256) == ("changed", content_hash(vim))
+
+
+async def test_a_checkout_burst_reports_every_file_as_it_ends(watched) -> None:
+    """A git checkout rewrites many files at once (unlink, create, write): each is reported
+    with its final content, whatever batches the burst falls into."""
+    folder, w = watched
+    final = {f"e{i}.json": b'{"i": %d, "pad": "%s"}' % (i, b"p" * (i * 300)) for i in range(25)}
+    for name in final:
+        (folder / name).write_bytes(b'{"i": "old"}')
+    await collect(w)
+    for name, data in final.items():
+        (folder / name).unlink()
+        with open(folder / name, "wb") as f:
+            f.write(data[:7])
+            f.flush()
+            f.write(data[7:])
+    last: dict[str, str | None] = {}
+    for ev in await collect(w, 0.5):
+        last[ev.path.name] = ev.sha256
+    assert last == {name: content_hash(data) for name, data in final.items()}

@@ -4,6 +4,8 @@ Every refusal the user or a peer can trigger is one of these, with a sentence a 
 on. Tests (and fuzzers) assert that nothing else escapes the decision code.
 """
 
+import os
+
 
 class MocksyncError(Exception):
     """Base class: a clear, specific refusal. `str(e)` is the sentence shown to people."""
@@ -35,6 +37,8 @@ class FolderSyncError(MocksyncError, OSError):
     treats every I/O failure alike needs no second clause."""
 
     code = "folder_sync_failed"
+    #: The fstat of the file put in place (`fsatomic.put_in_dir`): it did land.
+    written: os.stat_result | None = None
 
 
 class PrivateDirError(MocksyncError):

@@ -167,7 +167,9 @@ def put_in_dir(dir_fd: int, name: str, data: bytes, mode: int, *, exclusive: boo
     try:
         fsync_dir(dir_fd)
     except OSError as exc:
-        raise FolderSyncError(exc.errno, exc.strerror or "folder fsync failed") from exc
+        err = FolderSyncError(exc.errno, exc.strerror or "folder fsync failed")
+        err.written = written  # (in place: a caller may still take it as written)
+        raise err from exc
     return written
 
 

@@ -274,9 +274,19 @@ class EnvWrites:
                 watcher.expect_write(rt.path, sha)
                 expecting.append(sha)
 
+        unflushed: FileWriteError | None = None
         try:
             written = replace_file(rt.path, data, expect=expect, sha256=sha_soon,
                                    before_rename=expect_it)
+        except FileWriteError as exc:
+            if exc.landed is None:
+                if watcher is not None and expecting:  # never landed: a save may match it
+                    watcher.withdraw_write(rt.path, expecting[0])
+                raise
+            # In place, only the folder flush failed: ours all the same (withdrawn, the
+            # watcher took it for an editor's save and a teammate's edit was committed a
+            # second time as this device's). Recorded as written; the error still follows.
+            written, unflushed = exc.landed, exc
         except BaseException:
             if watcher is not None and expecting:  # never landed: a save may match it
                 watcher.withdraw_write(rt.path, expecting[0])
@@ -293,3 +303,5 @@ class EnvWrites:
         self.agent.history.record_write(rt.path, sha, doc)
         self.agent.store.set_base(rt.uuid, str(rt.path), sha, data)
         self.agent.seen_versions.put(rt.uuid, sha, self.agent.store.version_vector(rt.uuid))
+        if unflushed is not None:  # (reported and retried: the retry finds it written)
+            raise unflushed

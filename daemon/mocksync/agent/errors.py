@@ -96,9 +96,13 @@ class WatchError(MocksyncError):
 
 
 class FileWriteError(MocksyncError):
-    """Writing a file failed (disk full, permission, missing folder). Nothing was changed."""
+    """Writing a file failed (disk full, permission, missing folder). Nothing was changed,
+    unless `landed` names the version put in place (only the folder flush failed)."""
 
     code = "write_failed"
+    #: `writer.Written` of the content in place despite the error (the folder could not be
+    #: flushed after the rename): the write happened; its durability is in doubt.
+    landed: Any = None
 
 
 class FileChangedError(MocksyncError):

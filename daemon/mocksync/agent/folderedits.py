@@ -62,6 +62,18 @@ def peer_refusal(views: dict[str, Any] | None, ops: Sequence[Op]) -> str | None:
     return None
 
 
+def still_there(path: Path, sig: FileSig) -> bool:
+    """Does `path` still hold the version `sig` (one stat)? An event's carried bytes may be
+    older than the file by the time it is handled, and an older save taken in after a newer
+    one (met by a write, or a rescan) reads as the newer one's edits undone (red team of
+    issue 15): then the file is read again."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_ino, st.st_mtime_ns, st.st_size) == sig
+
+
 class FolderEdits:
     """Reads the folder and turns editor saves into change sets (owned by `Agent`)."""
 
@@ -261,7 +273,8 @@ class FolderEdits:
         data: bytes | None
         sig: FileSig | None
         try:
-            if seen is not None and len(seen[0].data) <= MAX_FILE_BYTES:
+            if seen is not None and len(seen[0].data) <= MAX_FILE_BYTES \
+                    and still_there(path, seen[0].sig):
                 data, sig, sha = seen[0].data, seen[0].sig, seen[1]
             else:
                 data, sig = self.read_sig(path)

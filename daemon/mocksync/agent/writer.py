@@ -291,10 +291,13 @@ def replace_file(path: str | os.PathLike[str], data: bytes, *, mode: int | None 
     except fsatomic.FolderSyncError as exc:
         # The new content is in place; only its durability across a power cut is in doubt.
         reason = exc.strerror or exc.__class__.__name__
-        raise FileWriteError(
+        err = FileWriteError(
             f"wrote {target} but could not flush its folder to disk ({reason}); "
             "the new content may be lost if the machine loses power now"
-        ) from exc
+        )
+        if exc.written is not None:  # (the caller's watcher must still take it as ours)
+            err.landed = Written(the_hash(), sig_of(exc.written))
+        raise err from exc
     except OSError as exc:
         reason = exc.strerror or exc.__class__.__name__
         raise FileWriteError(f"could not write {target}: {reason}") from exc

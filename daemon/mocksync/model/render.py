@@ -161,7 +161,8 @@ def render(state: State) -> dict[str, Any]:
         if e.live and e.kind in by_kind:
             by_kind[e.kind].append(e)
     for kind in by_kind:
-        by_kind[kind].sort(key=_list_key)
+        if kind != RESPONSE:
+            by_kind[kind].sort(key=_list_key)
 
     # References cleared when their target was deleted (not when it never existed here).
     # Only strings are ids: a peer may have written any JSON value into these fields.
@@ -171,9 +172,14 @@ def render(state: State) -> dict[str, Any]:
     dead_bucket_ids.discard(None)
     dead_callbacks = {e.uuid for e in state.entities.values() if e.kind == CALLBACK and e.deleted}
 
+    # Responses are sorted route by route, not all at once: the same order within each
+    # route, and no single sort of a 15 MB environment's ~100k responses holding the GIL
+    # (and so every other thread, the event loop's included) for 0.1 s (issue 15).
     responses: dict[str, list[Entity]] = {}
     for r in by_kind[RESPONSE]:
         responses.setdefault(_pos(r, LIST)[0], []).append(r)
+    for group in responses.values():
+        group.sort(key=_list_key)
 
     tree = _tree(state, by_kind[FOLDER], by_kind[ROUTE])
 
