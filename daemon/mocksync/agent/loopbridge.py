@@ -43,6 +43,7 @@ class LoopBridge:
         #: file's span index, issue 15): neither the loop nor the store worker's queue waits
         #: for it. Made on first use, ended by `cancel_all`.
         self._spare: ThreadPoolExecutor | None = None
+        self._spare_closed = False
 
     def attach(self) -> None:
         """Bind to the running loop and start the store worker (`Agent.start`)."""
@@ -63,6 +64,7 @@ class LoopBridge:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         spare, self._spare = self._spare, None
+        self._spare_closed = True  # (a later `on_spare`, from a last job, starts no thread)
         if spare is not None:
             spare.shutdown(wait=False, cancel_futures=True)
 
@@ -71,7 +73,7 @@ class LoopBridge:
         for work that reads what it is handed and publishes its result with one atomic
         step (a dict item set); False when there is no loop (the caller may skip the work,
         or do it itself)."""
-        if self.loop is None or self.loop.is_closed():
+        if self.loop is None or self.loop.is_closed() or self._spare_closed:
             return False
         if self._spare is None:
             self._spare = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mocksync-spare")
