@@ -370,7 +370,9 @@ def lan_initial_sync(env_bytes: int = INITIAL_SYNC_BYTES,
                 return ((p.get("session") or {}).get("stats", {}).get("cs_sent", 0) >= 1
                         and (p.get("link") or {}).get("buffered_bytes", 1) == 0)
 
-            _wait(sent, "A to hand the env to the network", timeout=120, step=0.005)
+            # (Polled every 50 ms: each poll is a whole `status` of A, and asking it 200 times
+            # a second slowed the very transfer it times, on a 2-core machine.)
+            _wait(sent, "A to hand the env to the network", timeout=120, step=0.05)
             transfer.append(time.monotonic() - ready)
             dst = _wait(dev.env_file, "the new device's file", timeout=120, step=0.005)
             _wait(lambda dst=dst: dst.stat().st_size >= len(text) * 0.99
