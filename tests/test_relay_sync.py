@@ -24,7 +24,7 @@ from mocksync.spaceio.store import get_space
 
 from envfactory import small_env
 from helpers.devices import Device
-from helpers.relaylab import Lab, edits, rendered, save, share, team_of, until
+from helpers.relaylab import Lab, edits, rendered, save, share, take, team_of, until
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "environments"
 
@@ -136,9 +136,11 @@ async def test_relay_restart_mid_stream_loses_nothing(lab: Lab) -> None:
     share(a, doc, space)
     env = doc["uuid"]
     await until(lambda: b.store.has_env(env), what="bob has the env")
+    path = (a.folder / "env.json").resolve()
     for i in range(30):
         doc["routes"][0]["responses"][0]["label"] = f"stream {i}"
-        save(a, doc)
+        path.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+        await take(a, path)  # (in a store turn, as the watcher takes a save)
         if i == 10:
             await lab.stop_relay()  # edits 11..19 happen with no relay at all
         if i == 19:
