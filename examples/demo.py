@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+#: How long the demo waits at the step named by MOCKSYNC_DEMO_HOLD_AT (tests only).
+HOLD_S = 60.0
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "environments" / "petstore.json"
 #: Every wait in the demo is bounded.
@@ -45,6 +48,11 @@ class Demo:
     def say(self, text: str) -> None:
         if not self.quiet:
             print(text, flush=True)
+        hold = os.environ.get("MOCKSYNC_DEMO_HOLD_AT")
+        if hold and text.startswith(f"{hold}."):
+            # For tests/test_demo.py: wait here (at most HOLD_S) with everything running, so
+            # an interrupt lands mid-run however fast the rest would go.
+            time.sleep(HOLD_S)
 
     def run(self, device: str | None, *args: str, timeout: float = 60) -> str:
         cmd = mocksync_cmd() + (["--home", str(self.homes[device])] if device else []) + list(args)

@@ -46,7 +46,10 @@ def test_demo_runs_every_claim_holds_under_a_minute(tmp_path):
 
 def test_demo_stops_everything_when_interrupted(tmp_path):
     """Ctrl-C (SIGINT to the process group) mid-run: no daemon or relay survives."""
-    env = dict(os.environ, MOCKSYNC_DEMO_KEEP="1", TMPDIR=str(tmp_path))
+    # (Held at step 4 with the daemons running: the rest of the demo takes ~2 s, and on a
+    # loaded machine it finished before the interrupt landed.)
+    env = dict(os.environ, MOCKSYNC_DEMO_KEEP="1", MOCKSYNC_DEMO_HOLD_AT="4",
+               TMPDIR=str(tmp_path))
     p = subprocess.Popen([os.sys.executable, str(DEMO)], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
