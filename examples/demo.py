@@ -252,6 +252,9 @@ def run_demo(base: Path | None = None, quiet: bool = False) -> list[str]:
 
 
 if __name__ == "__main__":
+    # Ctrl-C always stops the demo, even when it was started from something that ignores
+    # SIGINT (a background job, a test runner's worker): an ignored signal is inherited.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         run_demo()
     except KeyboardInterrupt:

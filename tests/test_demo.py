@@ -46,8 +46,9 @@ def test_demo_runs_every_claim_holds_under_a_minute(tmp_path):
 
 def test_demo_stops_everything_when_interrupted(tmp_path):
     """Ctrl-C (SIGINT to the process group) mid-run: no daemon or relay survives."""
-    # (Held at step 4 with the daemons running: the rest of the demo takes ~2 s, and on a
-    # loaded machine it finished before the interrupt landed.)
+    # (Held at step 4 with the daemons running, so the interrupt lands mid-run. Under xdist
+    # the worker ignores SIGINT and the demo inherited that: it ran to the end regardless,
+    # until it put Ctrl-C's default back itself.)
     env = dict(os.environ, MOCKSYNC_DEMO_KEEP="1", MOCKSYNC_DEMO_HOLD_AT="4",
                TMPDIR=str(tmp_path))
     p = subprocess.Popen([os.sys.executable, str(DEMO)], env=env, stdout=subprocess.PIPE,
