@@ -16,7 +16,7 @@ import sqlite3
 import stat
 from typing import TYPE_CHECKING, Any
 
-from ..agentevents import Renamed, WriteRaced, Written
+from ..agentevents import WriteRaced, Written
 from ..errors import ValidationError
 from ..model import parse_env, render
 from ..model.jsfmt import MOCKOON_LAYOUT
@@ -25,7 +25,6 @@ from .envfiles import HELD, INVALID, MISSING, SYNCED, EnvRuntime
 from .errors import FileChangedError, FileWriteError
 from .faults import WRITING
 from .folderread import FileSig
-from .registry import EnvRecord
 from .writer import Expected, content_hash, hash_beside, replace_file, sig_of
 
 if TYPE_CHECKING:
@@ -169,13 +168,6 @@ class EnvWrites:
             self.agent.on_file(rt.path)
             return
         base = self.agent.store.base_sha(rt.uuid)
-        if base is None and current is not None and not self.wrote(rt, current):
-            # No version of this file was ever written or taken in here (a teammate's new
-            # environment, not written yet), yet a file is at its name: put there after the
-            # name was chosen free, by someone else. Not ours to replace: the environment
-            # moves to another free name and that file stays, listed as a local one.
-            current, sig = None, None
-            self.relocate(rt)
         known = self.known.get(rt.uuid)
         previous: str | bytes | None = current
         current_sha: str | None
@@ -242,26 +234,6 @@ class EnvWrites:
             # Rendered whole (a new file, a layout change): its text is walked now on the
             # spare thread, not by the next remote edit's write (issue 15: first edit 0.4 s).
             self.agent.bridge.on_spare(walk_index, cache)
-
-    def wrote(self, rt: EnvRuntime, data: bytes) -> bool:
-        """Are `data` a version of `rt`'s file this daemon wrote (its base not recorded: the
-        log refused it, a write is being retried)?"""
-        known = self.known.get(rt.uuid)
-        return (known is not None and known[0] == data) \
-            or self.agent.history.find(rt.path, content_hash(data)) is not None
-
-    def relocate(self, rt: EnvRuntime) -> None:
-        """Give `rt` a new free file name; what is at its old name becomes a local file."""
-        old = rt.path
-        rt.path = self.agent.edits.free_path(rt.name or rt.uuid)
-        rt.file_sig = None
-        self.known.pop(rt.uuid, None)
-        self.known_sig.pop(rt.uuid, None)
-        self.agent.registry.put(EnvRecord(rt.uuid, rt.space, str(rt.path), rt.name))
-        log.warning("%s appeared before environment %s was written there: kept; the "
-                    "environment is written to %s", old.name, rt.uuid, rt.path.name)
-        self.agent.publish(Renamed(env=rt.uuid, file=str(rt.path)))
-        self.agent.on_file(old, initial=True)  # listed as what it is (local, invalid...)
 
     def keep_replaced_version(self, rt: EnvRuntime, current: bytes | None,
                               current_sha: str | None) -> None:
