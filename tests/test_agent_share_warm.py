@@ -6,7 +6,10 @@ environment took 1.4 s to reach the teammate, every later one ~70 ms)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
+from mocksync.agent.daemon import Agent
 from mocksync.agent.writer import content_hash
 from mocksync.devtools.pairing import pair
 from mocksync.model import dumps
@@ -18,22 +21,27 @@ from envfactory import small_env
 from helpers.relaylab import Lab, until
 
 
+async def share_as_saved(a: Agent, space: str, doc: dict[str, Any]) -> Path:
+    """`doc` saved the way Mockoon saves it, seen by `a` as a local file, then shared."""
+    path = (a.folder / "env.json").resolve()
+    path.write_text(dumps(doc, MOCKOON_LAYOUT), encoding="utf-8")
+    await until(lambda: path in a.local, what="alice's daemon to see the file")
+    a.share(str(path), space)
+    return path
+
+
+def indexed(a: Agent, path: Path) -> bool:
+    parsed = a.edits.parsed.get(path)
+    return parsed is not None and parsed.spans is not None
+
+
 async def test_sharing_builds_the_span_index_of_the_shared_file(lab: Lab) -> None:
     alice = lab.device("alice")
     space = create_space(alice.home, alice.identity, "team").space_id
     await lab.start_relay()
     a, _ta = await lab.agent(alice)
-    doc = small_env()
-    path = (a.folder / "env.json").resolve()
-    path.write_text(dumps(doc, MOCKOON_LAYOUT), encoding="utf-8")  # as Mockoon saves it
-    await until(lambda: path in a.local, what="alice's daemon to see the file")
-    a.share(str(path), space)
-
-    def indexed() -> bool:
-        parsed = a.edits.parsed.get(path)
-        return parsed is not None and parsed.spans is not None
-
-    await until(indexed, what="the shared file's span index, built without a save")
+    path = await share_as_saved(a, space, small_env())
+    await until(lambda: indexed(a, path), what="the shared file's span index, built without a save")
 
 
 async def test_the_shared_version_is_the_first_saves_base_without_a_whole_parse(lab: Lab) -> None:
@@ -45,10 +53,7 @@ async def test_the_shared_version_is_the_first_saves_base_without_a_whole_parse(
     await lab.start_relay()
     a, _ta = await lab.agent(alice)
     doc = small_env()
-    path = (a.folder / "env.json").resolve()
-    path.write_text(dumps(doc, MOCKOON_LAYOUT), encoding="utf-8")
-    await until(lambda: path in a.local, what="alice's daemon to see the file")
-    a.share(str(path), space)
+    path = await share_as_saved(a, space, doc)
     sha = content_hash(path.read_bytes())
     assert a.history.find(path, sha) == doc
     assert a.edits.views[path][0] == sha
@@ -65,10 +70,7 @@ async def test_a_teammates_new_environment_is_walked_off_the_loop(lab: Lab) -> N
     b, _tb = await lab.agent(bob)
     doc = small_env()
     env = doc["uuid"]
-    apath = (a.folder / "env.json").resolve()
-    apath.write_text(dumps(doc, MOCKOON_LAYOUT), encoding="utf-8")
-    await until(lambda: apath in a.local, what="alice's daemon to see the file")
-    a.share(str(apath), space)
+    await share_as_saved(a, space, doc)
     await until(lambda: b.envs.get(env) is not None and b.envs[env].path.exists(),
                 what="bob's copy of the env")
     cache = b.store.state(env).text_cache.setdefault(MOCKOON_LAYOUT, {})
@@ -85,18 +87,10 @@ async def test_a_save_parsed_whole_is_indexed_without_another_save(lab: Lab) -> 
     await lab.start_relay()
     a, _ta = await lab.agent(alice)
     doc = small_env()
-    path = (a.folder / "env.json").resolve()
-    path.write_text(dumps(doc, MOCKOON_LAYOUT), encoding="utf-8")
-    await until(lambda: path in a.local, what="alice's daemon to see the file")
-    a.share(str(path), space)
-
-    def indexed() -> bool:
-        parsed = a.edits.parsed.get(path)
-        return parsed is not None and parsed.spans is not None
-
-    await until(indexed, what="the shared file's span index")
+    path = await share_as_saved(a, space, doc)
+    await until(lambda: indexed(a, path), what="the shared file's span index")
     doc["name"] = "relaid"
     path.write_text(json.dumps(doc), encoding="utf-8")  # one line: nothing left in place
     await until(lambda: a.edits.parsed[path].doc.get("name") == "relaid",
                 what="the save taken in")
-    await until(indexed, what="the span index of the save parsed whole")
+    await until(lambda: indexed(a, path), what="the span index of the save parsed whole")
